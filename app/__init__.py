@@ -1,0 +1,3 @@
+"""modelmon: production model monitoring."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,167 @@
+"""Reading request bodies safely: size limits before parsing, gzip limited after
+decompression too, and a JSON parser that marks non-finite numbers instead of accepting them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+from starlette.requests import Request
+
+from app.errors import ApiError, Problem
+
+
+class NonFinite:
+    """Stands in for NaN, Infinity or an overflowing literal such as 1e999, so validation can
+    name the field. It is never serialised: validation rejects every record that holds one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<non-finite number>"
+
+
+NON_FINITE = NonFinite()
+
+
+def _parse_float(s: str) -> float | NonFinite:
+    v = float(s)
+    return v if math.isfinite(v) else NON_FINITE
+
+
+def _parse_constant(_s: str) -> NonFinite:
+    return NON_FINITE
+
+
+_decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, "invalid_json", "request body is not valid UTF-8",
+            [Problem(f"invalid UTF-8 at byte {exc.start}")],
+        ) from None
+    try:
+        return _decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, "invalid_json", "request body is not valid JSON",
+            [Problem(f"{exc.msg} at line {exc.lineno} column {exc.colno}")],
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer literal with >4300 digits
+        reason = "too deeply nested" if isinstance(exc, RecursionError) else "number too large"
+        raise ApiError(
+            400, "invalid_json", "request body is not valid JSON", [Problem(reason)]
+        ) from None
+
+
+def text_problem(value: str) -> str | None:
+    """Strings a database cannot store: NUL characters (Postgres text and jsonb refuse them)
+    and lone UTF-16 surrogates (not encodable as UTF-8)."""
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (lone surrogate escapes are refused)"
+    return None
+
+
+def find_unstorable(obj: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, problem) for every non-finite number or unstorable string in a JSON value."""
+    here = path or "$"
+    if obj is NON_FINITE:
+        return [(here, "must be a finite number (NaN, Infinity and overflowing values are "
+                       "refused)")]
+    found: list[tuple[str, str]] = []
+    if isinstance(obj, str):
+        p = text_problem(obj)
+        if p:
+            found.append((here, p))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            sub = f"{path}.{k}" if path else str(k)
+            p = text_problem(k)
+            if p:
+                found.append((here, f"object key {p}"))
+                sub = f"{path}.<key>" if path else "<key>"
+            found.extend(find_unstorable(v, sub))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found.extend(find_unstorable(v, f"{path}[{i}]"))
+    elif isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) >= 2**63:
+        found.append((here, "integer out of range (at most 2**63 - 1 in magnitude)"))
+    return found
+
+
+def _too_large(limit: int, what: str) -> ApiError:
+    return ApiError(
+        413, "payload_too_large",
+        f"request body exceeds {limit} bytes {what}; split the batch into smaller requests",
+        [Problem(f"limit is {limit} bytes {what}", field="body")],
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it (or its decompressed form) passes ``limit``."""
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise ApiError(
+            415, "unsupported_media_type", "send the body as application/json",
+            [Problem(f"content-type {ctype[:100]!r} is not supported", field="content-type")],
+        )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ApiError(
+            415, "unsupported_media_type", "content-encoding must be gzip or identity",
+            [Problem(f"content-encoding {encoding[:50]!r} is not supported",
+                     field="content-encoding")],
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_n = int(declared)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "content-length is not a number",
+                           [Problem("not an integer", field="content-length")]) from None
+        if declared_n > limit:
+            raise _too_large(limit, "(content-length)")
+    gz = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+    received = 0
+    parts: list[bytes] = []
+    out_size = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit, "(received)")
+        if gz is None:
+            parts.append(chunk)
+            continue
+        data = chunk
+        while data:
+            try:
+                piece = gz.decompress(data, limit - out_size + 1)
+            except zlib.error:
+                raise ApiError(400, "invalid_gzip", "body is not valid gzip",
+                               [Problem("corrupt gzip stream", field="body")]) from None
+            out_size += len(piece)
+            if out_size > limit:
+                raise _too_large(limit, "after gzip decompression")
+            parts.append(piece)
+            data = gz.unconsumed_tail
+            if gz.eof:
+                break
+    if gz is not None and not gz.eof:
+        raise ApiError(400, "invalid_gzip", "gzip body is truncated",
+                       [Problem("gzip stream ended early", field="body")])
+    return b"".join(parts)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    return parse_json(await read_body(request, limit))

@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.api.deps import EngineDep, SettingsDep
+from app.storage import migrate
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and migrated to head",
+            responses={503: {"description": "not ready"}})
+def readyz(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    head = migrate.head_revision()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = migrate.current_revision(engine)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
+            status_code=503, headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    if current != head:
+        return JSONResponse(
+            {"status": "unavailable", "database": "reachable", "migration": current,
+             "expected": head, "hint": "run `modelmon migrate`"},
+            status_code=503, headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    return JSONResponse({"status": "ok", "database": "reachable", "migration": current})

@@ -1,0 +1,124 @@
+"""Model and version registration and lookup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
+from app.api.schemas import ErrorBody, ModelCreate, ModelRead, VersionCreate, VersionRead
+from app.errors import ApiError, Problem, not_found
+from app.storage import registry
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)
+}
+
+
+def _model_read(row: registry.ModelRow, n_versions: int) -> dict[str, Any]:
+    return ModelRead(**row.definition(), created_at=row.created_at,
+                     versions=n_versions).model_dump(mode="json")
+
+
+def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
+    return VersionRead(model=model, version=row.version, created_at=row.created_at,
+                       registered_at=row.registered_at,
+                       metadata=row.metadata).model_dump(mode="json")
+
+
+def _require_model(conn: Any, name: str) -> registry.ModelRow:
+    row = registry.get_model(conn=conn, name=name)
+    if row is None:
+        raise not_found("unknown_model", f"model {name[:128]!r} is not registered", "model")
+    return row
+
+
+def _conflict(what: str, fields: list[str]) -> ApiError:
+    return ApiError(
+        409, "conflict",
+        f"{what} is already registered with a different definition; register it under a new "
+        "name, or send the identical definition",
+        [Problem("differs from the registered value", field=f) for f in fields],
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelRead,
+    responses={200: {"model": ModelRead, "description": "identical model already registered"},
+               **ERRORS},
+    openapi_extra=body_doc(ModelCreate),
+    summary="Register a model",
+)
+async def create_model(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    spec = await read_model(request, settings, ModelCreate)
+    definition = spec.model_dump(mode="json")
+
+    def run() -> tuple[dict[str, Any], bool]:
+        with engine.begin() as conn:
+            try:
+                row, created = registry.create_model(conn=conn, definition=definition)
+            except registry.ConflictError as exc:
+                raise _conflict(f"model {spec.name!r}", exc.fields) from None
+            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id)), created
+
+    body, created = await run_in_threadpool(run)
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.get("", response_model=list[ModelRead], summary="List models")
+def list_models(engine: EngineDep) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [_model_read(row, n) for row, n in registry.list_models(conn=conn)]
+
+
+@router.get("/{model}", response_model=ModelRead, responses=ERRORS, summary="Get a model")
+def get_model(model: str, engine: EngineDep) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = _require_model(conn, model)
+        return _model_read(row, registry.count_versions(conn=conn, model_id=row.id))
+
+
+@router.post(
+    "/{model}/versions",
+    status_code=201,
+    response_model=VersionRead,
+    responses={200: {"model": VersionRead, "description": "identical version already registered"},
+               **ERRORS},
+    openapi_extra=body_doc(VersionCreate),
+    summary="Register a model version",
+)
+async def create_version(model: str, request: Request, engine: EngineDep,
+                         settings: SettingsDep) -> JSONResponse:
+    spec = await read_model(request, settings, VersionCreate)
+    metadata = spec.metadata.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def run(db: Engine) -> tuple[dict[str, Any], bool]:
+        with db.begin() as conn:
+            m = _require_model(conn, model)
+            try:
+                row, created = registry.create_version(
+                    conn=conn, model_id=m.id, version=spec.version, created_at=spec.created_at,
+                    metadata=metadata,
+                )
+            except registry.ConflictError as exc:
+                raise _conflict(f"version {spec.version!r} of {model[:128]!r}",
+                                exc.fields) from None
+            return _version_read(m.name, row), created
+
+    body, created = await run_in_threadpool(run, engine)
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.get("/{model}/versions", response_model=list[VersionRead], responses=ERRORS,
+            summary="List a model's versions, in registration order")
+def list_versions(model: str, engine: EngineDep) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        m = _require_model(conn, model)
+        return [_version_read(m.name, r) for r in registry.list_versions(conn=conn, model_id=m.id)]

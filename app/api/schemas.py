@@ -1,0 +1,235 @@
+"""Request and response schemas: what the OpenAPI spec shows and what registration validates.
+
+Prediction and label batches are validated by app/ingest/validation.py (per model schema,
+collecting every problem); their classes here document the contract in the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+ClassName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class FeatureSpec(Strict):
+    name: Name
+    type: Literal["numeric", "categorical"]
+
+
+class ModelCreate(Strict):
+    name: Name
+    task: Task
+    features: list[FeatureSpec] = Field(default_factory=list, max_length=2000)
+    cohort_keys: list[Name] = Field(default_factory=list, max_length=100)
+    classes: list[ClassName] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Classification only. Binary: exactly two, the second is the positive class "
+        '(default ["0", "1"]).',
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "fraud",
+                "task": "binary_classification",
+                "features": [
+                    {"name": "amount", "type": "numeric"},
+                    {"name": "country", "type": "categorical"},
+                ],
+                "cohort_keys": ["region"],
+                "classes": ["legit", "fraud"],
+            }
+        }
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelCreate:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        dupes = sorted({k for k in self.cohort_keys if self.cohort_keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"cohort_keys must be unique; repeated: {', '.join(dupes)}")
+        if self.task == "regression":
+            if self.classes is not None:
+                raise ValueError("classes apply to classification tasks only; omit them")
+            return self
+        if self.task == "binary_classification":
+            if self.classes is None:
+                self.classes = ["0", "1"]
+            if len(self.classes) != 2:
+                raise ValueError("binary_classification needs exactly two classes")
+        elif self.classes is None or len(self.classes) < 2:
+            raise ValueError("multiclass_classification needs at least two classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must be unique")
+        return self
+
+
+class ModelRead(BaseModel):
+    name: str
+    task: Task
+    features: list[FeatureSpec]
+    cohort_keys: list[str]
+    classes: list[str] | None
+    created_at: datetime
+    versions: int = Field(description="number of registered versions")
+
+
+class Regularization(Strict):
+    type: Literal["l1", "l2", "elastic_net", "none"]
+    lambda_: float | None = Field(default=None, alias="lambda", ge=0)
+    l1_ratio: float | None = Field(default=None, ge=0, le=1)
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Regularization:
+        if self.type in ("l1", "l2", "elastic_net") and self.lambda_ is None:
+            raise ValueError(f"regularization of type {self.type} needs lambda")
+        if self.type == "elastic_net" and self.l1_ratio is None:
+            raise ValueError("elastic_net needs l1_ratio in [0, 1]")
+        if self.type != "elastic_net" and self.l1_ratio is not None:
+            raise ValueError("l1_ratio applies to elastic_net only")
+        return self
+
+
+class VersionMetadata(Strict):
+    regularization: Regularization | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    artifact_bytes: int | None = Field(default=None, ge=0)
+
+
+class VersionCreate(Strict):
+    version: Name
+    created_at: datetime | None = Field(
+        default=None, description="when the version was trained; defaults to registration time"
+    )
+    metadata: VersionMetadata = Field(default_factory=VersionMetadata)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "version": "v2",
+                "created_at": "2026-11-20T09:00:00Z",
+                "metadata": {
+                    "regularization": {"type": "l1", "lambda": 0.01},
+                    "hyperparameters": {"learning_rate": 0.1, "epochs": 20},
+                    "artifact_bytes": 1048576,
+                },
+            }
+        }
+    )
+
+
+class VersionRead(BaseModel):
+    model: str
+    version: str
+    created_at: datetime
+    registered_at: datetime
+    metadata: dict[str, Any]
+
+
+class PredictionPayload(Strict):
+    score: float | None = Field(default=None, description="binary: positive-class probability")
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="multiclass: probability per class, summing to 1"
+    )
+    value: float | None = Field(default=None, description="regression: predicted value")
+    label: str | None = Field(default=None, description="the predicted label, optional")
+
+
+class PredictionRecord(Strict):
+    model: str
+    version: str
+    prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    timestamp: datetime = Field(description="ISO 8601; without an offset it is taken as UTC")
+    features: dict[str, float | str | None] = Field(default_factory=dict)
+    prediction: PredictionPayload
+    cohorts: dict[str, str | None] = Field(default_factory=dict)
+    label: str | float | None = Field(default=None, description="ground truth, when known")
+    latency_ms: float | None = Field(default=None, ge=0)
+
+
+class PredictionBatch(Strict):
+    records: list[PredictionRecord]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "records": [
+                    {
+                        "model": "fraud",
+                        "version": "v2",
+                        "prediction_id": "req-0001",
+                        "timestamp": "2026-11-23T10:15:00Z",
+                        "features": {"amount": 129.5, "country": "DE"},
+                        "prediction": {"score": 0.91, "label": "fraud"},
+                        "cohorts": {"region": "eu"},
+                        "latency_ms": 4.2,
+                    }
+                ]
+            }
+        }
+    )
+
+
+class PredictionResult(BaseModel):
+    accepted: int = Field(description="records stored by this request")
+    duplicates: int = Field(description="records already stored (retries), skipped")
+
+
+class LabelRecord(Strict):
+    model: str
+    prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    label: str | float
+    timestamp: datetime
+
+
+class LabelBatch(Strict):
+    records: list[LabelRecord]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "records": [
+                    {
+                        "model": "fraud",
+                        "prediction_id": "req-0001",
+                        "label": "fraud",
+                        "timestamp": "2026-11-24T08:00:00Z",
+                    }
+                ]
+            }
+        }
+    )
+
+
+class LabelResult(BaseModel):
+    matched: int = Field(description="new labels whose prediction is stored")
+    pending: int = Field(description="new labels kept until their prediction arrives")
+    duplicates: int = Field(description="labels already stored, skipped")
+
+
+class ErrorDetail(BaseModel):
+    index: int | None = Field(default=None, description="record index in the batch")
+    field: str | None = Field(default=None, description="the offending field")
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable machine-readable code")
+    message: str = Field(description="what went wrong and what to do")
+    details: list[ErrorDetail]

@@ -1,0 +1,56 @@
+"""The ``modelmon`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.settings import get_settings
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from app.storage import migrate
+    from app.storage.db import make_engine
+
+    engine = make_engine(get_settings())
+    migrate.upgrade(engine)
+    print(f"database at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    if not args.no_migrate:
+        _migrate(args)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelmon", description="Production model monitoring.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate the database, then serve the API")
+    serve.add_argument("--host", help="bind address (MODELMON_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (MODELMON_PORT, default 8000)")
+    serve.add_argument("--no-migrate", action="store_true",
+                       help="do not migrate first (when a one-shot migrate step runs it)")
+    serve.set_defaults(func=_serve)
+    mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    mig.set_defaults(func=_migrate)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Ingest orchestration: limits, schema lookup (one query per table), validation, one
+transaction. Called by the API in a worker thread; no HTTP here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.ingest import validation as v
+from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
+from app.settings import Settings
+from app.storage import registry
+from app.storage.partitions import PartitionManager
+
+
+def _limits(settings: Settings) -> v.Limits:
+    return v.Limits(
+        now=datetime.now(UTC),
+        max_future=timedelta(seconds=settings.max_future_seconds),
+        max_past=timedelta(days=settings.max_past_days),
+        sum_tolerance=settings.multiclass_sum_tolerance,
+    )
+
+
+def _schemas(engine: Engine, records: list[Any]) -> dict[str, v.ModelSchema]:
+    with engine.connect() as conn:
+        rows = registry.get_models(conn=conn, names=v.referenced_models(records))
+        versions = registry.version_ids(conn=conn, model_ids={m.id for m in rows.values()})
+    by_model: dict[int, dict[str, int]] = {}
+    for (model_id, version), vid in versions.items():
+        by_model.setdefault(model_id, {})[version] = vid
+    return {name: v.ModelSchema.build(row, by_model.get(row.id, {})) for name, row in rows.items()}
+
+
+def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
+                       body: Any) -> WriteResult:
+    records = v.records_of(body, settings.max_batch_records)
+    schemas = _schemas(engine, records)
+    v.check_known(records, schemas, with_version=True)
+    rows, repeats = v.validate_predictions(records, schemas, _limits(settings))
+    # DDL for any new day runs in its own short transaction, before the data transaction.
+    partitions.ensure_days({r[1].date() for r in rows})
+    with engine.begin() as conn:
+        result = write_predictions(conn, rows)
+    return WriteResult(result.accepted, result.duplicates + repeats)
+
+
+def ingest_labels(*, engine: Engine, settings: Settings, body: Any) -> LabelResult:
+    records = v.records_of(body, settings.max_batch_records)
+    schemas = _schemas(engine, records)
+    v.check_known(records, schemas, with_version=False)
+    rows, repeats = v.validate_labels(records, schemas, _limits(settings))
+    with engine.begin() as conn:
+        return write_labels(conn, rows, repeats)

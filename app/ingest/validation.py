@@ -1,0 +1,450 @@
+"""Validation of prediction and label batches against each model's registered schema.
+
+Every record is checked and every problem collected (index, field, problem), so a client
+fixes a batch in one round trip. The checks are cheap dict and float operations per record;
+nothing here touches the database: the caller loads the schemas of the batch's models first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.api.body import NonFinite, text_problem
+from app.errors import ApiError, Problem
+from app.storage.registry import ModelRow
+
+MAX_ID_LEN = 200
+MAX_STRING_LEN = 200
+PREDICTION_FIELDS = frozenset(
+    {"model", "version", "prediction_id", "timestamp", "features", "prediction", "cohorts",
+     "label", "latency_ms"}
+)
+LABEL_FIELDS = frozenset({"model", "prediction_id", "label", "timestamp"})
+PAYLOAD_FIELDS = {
+    "binary_classification": ("score", frozenset({"score", "label"})),
+    "multiclass_classification": ("probabilities", frozenset({"probabilities", "label"})),
+    "regression": ("value", frozenset({"value", "label"})),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    now: datetime
+    max_future: timedelta
+    max_past: timedelta
+    sum_tolerance: float
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    """A model's registered contract, compiled once per request for fast per-record checks."""
+
+    row: ModelRow
+    feature_types: dict[str, str]
+    cohort_keys: frozenset[str]
+    classes: frozenset[str] | None
+    versions: dict[str, int]
+
+    @classmethod
+    def build(cls, row: ModelRow, versions: dict[str, int]) -> ModelSchema:
+        return cls(
+            row=row,
+            feature_types={f["name"]: f["type"] for f in row.features},
+            cohort_keys=frozenset(row.cohort_keys),
+            classes=frozenset(row.classes) if row.classes is not None else None,
+            versions=versions,
+        )
+
+
+# A stored prediction: the column order of app/ingest/writer.py's staging table.
+PredictionRow = tuple[Any, ...]
+LabelRow = tuple[Any, ...]
+
+
+def _describe(value: Any) -> str:
+    """The JSON type of a value, for messages: never the value itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, NonFinite)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _as_float(value: Any) -> tuple[float | None, str | None]:
+    """(finite float, None) or (None, problem)."""
+    if isinstance(value, NonFinite):
+        return None, "must be a finite number (NaN, Infinity and overflowing values are refused)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"must be a number, got {_describe(value)}"
+    if isinstance(value, int):
+        try:
+            f = float(value)
+        except OverflowError:
+            return None, "number out of range"
+        return f, None
+    return value, None
+
+
+def _short_string(value: Any, what: str = "a string") -> tuple[str | None, str | None]:
+    if not isinstance(value, str):
+        return None, f"must be {what}, got {_describe(value)}"
+    if not value:
+        return None, "must not be empty"
+    if len(value) > MAX_STRING_LEN:
+        return None, f"must be at most {MAX_STRING_LEN} characters"
+    return (None, p) if (p := text_problem(value)) else (value, None)
+
+
+def parse_timestamp(value: Any, limits: Limits) -> tuple[datetime | None, str | None]:
+    if not isinstance(value, str):
+        return None, f"must be an ISO 8601 string, got {_describe(value)}"
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None, "not an ISO 8601 timestamp (e.g. 2026-11-23T10:15:00Z)"
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    if ts > limits.now + limits.max_future:
+        return None, "more than the allowed skew in the future; check the sender's clock"
+    if ts < limits.now - limits.max_past:
+        return None, f"older than the accepted {limits.max_past.days} days"
+    return ts, None
+
+
+def _class_label(value: Any, classes: frozenset[str]) -> tuple[str | None, str | None]:
+    """Classification labels are class names; integers are accepted for integer-named classes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return None, f"must be a class name (string), got {_describe(value)}"
+    if value not in classes:
+        return None, "not one of the model's classes"
+    return value, None
+
+
+def ground_truth(
+    value: Any, schema: ModelSchema
+) -> tuple[tuple[str | None, float | None], str | None]:
+    """(label_class, label_value) for storage, or a problem."""
+    if schema.classes is None:
+        f, problem = _as_float(value)
+        return (None, f), problem
+    c, problem = _class_label(value, schema.classes)
+    return (c, None), problem
+
+
+def _check_unknown(record: dict[str, Any], allowed: frozenset[str], index: int, prefix: str,
+                   out: list[Problem]) -> None:
+    for key in record.keys() - allowed:
+        out.append(Problem("unknown field", field=f"{prefix}{key}"[:MAX_STRING_LEN], index=index))
+
+
+def records_of(body: Any, max_records: int) -> list[Any]:
+    """The ``records`` list of a batch body; 413 past the per-batch limit, before validation."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "validation_error", "the body must be an object {\"records\": [...]}",
+                       [Problem(f"got {_describe(body)}", field="body")])
+    problems = [Problem("unknown field", field=str(k)[:MAX_STRING_LEN])
+                for k in body.keys() - {"records"}]
+    records = body.get("records")
+    if not isinstance(records, list):
+        problems.append(Problem(f"must be an array, got {_describe(records)}", field="records"))
+    if problems:
+        raise ApiError(422, "validation_error", "the batch is malformed; nothing was stored",
+                       problems)
+    if len(records) > max_records:
+        raise ApiError(
+            413, "too_many_records",
+            f"a batch holds at most {max_records} records; this one has {len(records)}: "
+            "split it into smaller batches",
+            [Problem(f"limit is {max_records} records", field="records")],
+        )
+    return records
+
+
+def referenced_models(records: list[Any]) -> set[str]:
+    return {r["model"] for r in records if isinstance(r, dict) and isinstance(r.get("model"), str)}
+
+
+def check_known(records: list[Any], schemas: dict[str, ModelSchema], *, with_version: bool) -> None:
+    """404 naming every record whose model (or version) is not registered."""
+    problems: list[Problem] = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or not isinstance(rec.get("model"), str):
+            continue  # reported as a validation problem
+        schema = schemas.get(rec["model"])
+        if schema is None:
+            problems.append(Problem("unknown model; register it with POST /v1/models",
+                                    field="model", index=i))
+        elif with_version and isinstance(rec.get("version"), str) \
+                and rec["version"] not in schema.versions:
+            problems.append(Problem(
+                "unknown version; register it with POST /v1/models/{model}/versions",
+                field="version", index=i))
+    if problems:
+        what = "model or version" if with_version else "model"
+        raise ApiError(404, "unknown_model", f"the batch names an unknown {what}; "
+                       "nothing was stored", problems)
+
+
+def validate_predictions(
+    records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
+) -> tuple[list[PredictionRow], int]:
+    """Rows to store (first occurrence of each (model, prediction_id)) and the number of
+    in-batch repeats, which count as duplicates; or ApiError 422 listing every problem."""
+    problems: list[Problem] = []
+    rows: list[PredictionRow] = []
+    seen: set[tuple[int, str]] = set()
+    repeats = 0
+    received_at = limits.now
+    for i, rec in enumerate(records):
+        n_before = len(problems)
+        if not isinstance(rec, dict):
+            problems.append(Problem(f"must be an object, got {_describe(rec)}", index=i))
+            continue
+        _check_unknown(rec, PREDICTION_FIELDS, i, "", problems)
+        schema = schemas.get(rec.get("model")) if isinstance(rec.get("model"), str) else None
+        if schema is None:
+            problems.append(Problem("required string", field="model", index=i))
+            continue
+        version_id = schema.versions.get(rec.get("version")) \
+            if isinstance(rec.get("version"), str) else None
+        if version_id is None:
+            problems.append(Problem("required string", field="version", index=i))
+        pid, p = _short_string(rec.get("prediction_id"))
+        if p:
+            problems.append(Problem(p, field="prediction_id", index=i))
+        ts, p = parse_timestamp(rec.get("timestamp"), limits)
+        if p:
+            problems.append(Problem(p, field="timestamp", index=i))
+
+        features = _validate_features(rec.get("features", {}), schema, i, problems)
+        cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
+        payload = _validate_prediction(rec.get("prediction"), schema, limits, i, problems)
+
+        gt: tuple[str | None, float | None] = (None, None)
+        if rec.get("label") is not None:
+            gt, p = ground_truth(rec["label"], schema)
+            if p:
+                problems.append(Problem(p, field="label", index=i))
+        latency = None
+        if rec.get("latency_ms") is not None:
+            latency, p = _as_float(rec["latency_ms"])
+            if p is None and latency < 0:
+                p = "must be >= 0"
+            if p:
+                problems.append(Problem(p, field="latency_ms", index=i))
+
+        if len(problems) > n_before:
+            continue
+        key = (schema.row.id, pid)
+        if key in seen:
+            repeats += 1
+            continue
+        seen.add(key)
+        score, value, probabilities, predicted = payload
+        rows.append((
+            schema.row.id, ts, pid, version_id, received_at,
+            json.dumps(features, separators=(",", ":")),
+            json.dumps(cohorts, separators=(",", ":")),
+            score, value,
+            None if probabilities is None else json.dumps(probabilities, separators=(",", ":")),
+            predicted, latency, gt[0], gt[1],
+        ))
+    if problems:
+        bad = len({p.index for p in problems})
+        raise ApiError(
+            422, "validation_error",
+            f"{bad} of {len(records)} records are invalid; nothing was stored. "
+            "Fix the fields listed in details and resend the whole batch.",
+            problems,
+        )
+    return rows, repeats
+
+
+def _validate_features(raw: Any, schema: ModelSchema, i: int,
+                       problems: list[Problem]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        problems.append(Problem(f"must be an object, got {_describe(raw)}", field="features",
+                                index=i))
+        return {}
+    out: dict[str, Any] = {}
+    types = schema.feature_types
+    for name, v in raw.items():
+        kind = types.get(name)
+        where = f"features.{name}"[:MAX_STRING_LEN]
+        if kind is None:
+            problems.append(Problem("not a feature of this model's schema", field=where, index=i))
+            continue
+        if v is None:
+            out[name] = None
+            continue
+        if kind == "numeric":
+            f, p = _as_float(v)
+            if p:
+                problems.append(Problem(f"numeric feature {p}", field=where, index=i))
+            out[name] = f
+        else:
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = str(v)
+            s, p = _short_string(v, "a string (categorical)")
+            if p:
+                problems.append(Problem(f"categorical feature {p}", field=where, index=i))
+            out[name] = s
+    return out
+
+
+def _validate_cohorts(raw: Any, schema: ModelSchema, i: int,
+                      problems: list[Problem]) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        problems.append(Problem(f"must be an object, got {_describe(raw)}", field="cohorts",
+                                index=i))
+        return {}
+    out: dict[str, str] = {}
+    for key, v in raw.items():
+        where = f"cohorts.{key}"[:MAX_STRING_LEN]
+        if key not in schema.cohort_keys:
+            problems.append(Problem("not a cohort key of this model", field=where, index=i))
+            continue
+        if v is None:
+            continue
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        s, p = _short_string(v)
+        if p:
+            problems.append(Problem(p, field=where, index=i))
+        else:
+            out[key] = s  # type: ignore[assignment]
+    return out
+
+
+def _validate_prediction(
+    raw: Any, schema: ModelSchema, limits: Limits, i: int, problems: list[Problem]
+) -> tuple[float | None, float | None, dict[str, float] | None, str | None]:
+    task = schema.row.task
+    required, allowed = PAYLOAD_FIELDS[task]
+    if not isinstance(raw, dict):
+        problems.append(Problem(f"required object, got {_describe(raw)}", field="prediction",
+                                index=i))
+        return None, None, None, None
+    _check_unknown(raw, allowed, i, "prediction.", problems)
+    score = value = None
+    probabilities: dict[str, float] | None = None
+    predicted = None
+    if required not in raw:
+        problems.append(Problem(f"required for {task}", field=f"prediction.{required}", index=i))
+    elif task == "binary_classification":
+        score, p = _as_float(raw["score"])
+        if p is None and not 0.0 <= score <= 1.0:
+            p = "probability must be within [0, 1]"
+        if p:
+            problems.append(Problem(p, field="prediction.score", index=i))
+    elif task == "regression":
+        value, p = _as_float(raw["value"])
+        if p:
+            problems.append(Problem(p, field="prediction.value", index=i))
+    else:
+        probabilities = _validate_probabilities(raw["probabilities"], schema, limits, i, problems)
+    if raw.get("label") is not None:
+        if schema.classes is not None:
+            predicted, p = _class_label(raw["label"], schema.classes)
+        else:
+            predicted, p = _short_string(raw["label"])
+        if p:
+            problems.append(Problem(p, field="prediction.label", index=i))
+    return score, value, probabilities, predicted
+
+
+def _validate_probabilities(raw: Any, schema: ModelSchema, limits: Limits, i: int,
+                            problems: list[Problem]) -> dict[str, float] | None:
+    if not isinstance(raw, dict) or not raw:
+        problems.append(Problem("must be a non-empty object {class: probability}",
+                                field="prediction.probabilities", index=i))
+        return None
+    assert schema.classes is not None
+    out: dict[str, float] = {}
+    ok = True
+    for cls, v in raw.items():
+        where = f"prediction.probabilities.{cls}"[:MAX_STRING_LEN]
+        if cls not in schema.classes:
+            problems.append(Problem("not one of the model's classes", field=where, index=i))
+            ok = False
+            continue
+        f, p = _as_float(v)
+        if p is None and not 0.0 <= f <= 1.0:
+            p = "probability must be within [0, 1]"
+        if p:
+            problems.append(Problem(p, field=where, index=i))
+            ok = False
+            continue
+        out[cls] = f
+    if ok:
+        total = math.fsum(out.values())
+        if abs(total - 1.0) > limits.sum_tolerance:
+            problems.append(Problem(
+                f"probabilities must sum to 1 within {limits.sum_tolerance:g} "
+                f"(they sum to {total:.6f}); classes left out count as 0",
+                field="prediction.probabilities", index=i))
+            ok = False
+    return out if ok else None
+
+
+def validate_labels(
+    records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
+) -> tuple[list[LabelRow], int]:
+    """Label rows (model_id, prediction_id, label_class, label_value, ts) and in-batch repeats."""
+    problems: list[Problem] = []
+    rows: list[LabelRow] = []
+    seen: set[tuple[int, str]] = set()
+    repeats = 0
+    for i, rec in enumerate(records):
+        n_before = len(problems)
+        if not isinstance(rec, dict):
+            problems.append(Problem(f"must be an object, got {_describe(rec)}", index=i))
+            continue
+        _check_unknown(rec, LABEL_FIELDS, i, "", problems)
+        schema = schemas.get(rec.get("model")) if isinstance(rec.get("model"), str) else None
+        if schema is None:
+            problems.append(Problem("required string", field="model", index=i))
+            continue
+        pid, p = _short_string(rec.get("prediction_id"))
+        if p:
+            problems.append(Problem(p, field="prediction_id", index=i))
+        ts, p = parse_timestamp(rec.get("timestamp"), limits)
+        if p:
+            problems.append(Problem(p, field="timestamp", index=i))
+        if rec.get("label") is None:
+            problems.append(Problem("required", field="label", index=i))
+            gt: tuple[str | None, float | None] = (None, None)
+        else:
+            gt, p = ground_truth(rec["label"], schema)
+            if p:
+                problems.append(Problem(p, field="label", index=i))
+        if len(problems) > n_before:
+            continue
+        key = (schema.row.id, pid)
+        if key in seen:
+            repeats += 1
+            continue
+        seen.add(key)
+        rows.append((schema.row.id, pid, gt[0], gt[1], ts))
+    if problems:
+        bad = len({p.index for p in problems})
+        raise ApiError(
+            422, "validation_error",
+            f"{bad} of {len(records)} records are invalid; nothing was stored. "
+            "Fix the fields listed in details and resend the whole batch.",
+            problems,
+        )
+    return rows, repeats

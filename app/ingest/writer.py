@@ -1,0 +1,165 @@
+"""Bulk writes of validated batches, atomic and idempotent.
+
+Postgres: COPY into a per-connection temporary staging table, then one statement that claims
+new keys in ``prediction_keys`` (ON CONFLICT DO NOTHING) and inserts exactly those predictions
+and their inline labels. Concurrent identical batches block on the key index and store each
+record once. SQLite: the same claim-then-insert with executemany, inside BEGIN IMMEDIATE, which
+serialises writers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.ingest.validation import LabelRow, PredictionRow
+from app.storage.tables import labels, prediction_keys, predictions
+
+PREDICTION_COLUMNS = (
+    "model_id", "ts", "prediction_id", "version_id", "received_at", "features", "cohorts",
+    "score", "value", "probabilities", "predicted_label", "latency_ms",
+)
+STAGE_COLUMNS = (*PREDICTION_COLUMNS, "gt_class", "gt_value")
+_IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    accepted: int
+    duplicates: int
+
+
+def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteResult:
+    if not rows:
+        return WriteResult(0, 0)
+    if conn.dialect.name == "postgresql":
+        accepted = _pg_write_predictions(conn, rows)
+    else:
+        accepted = _generic_write_predictions(conn, rows)
+    return WriteResult(accepted, len(rows) - accepted)
+
+
+_PG_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS mm_stage_predictions (
+    model_id bigint, ts timestamptz, prediction_id text, version_id bigint,
+    received_at timestamptz, features jsonb, cohorts jsonb, score double precision,
+    value double precision, probabilities jsonb, predicted_label text,
+    latency_ms double precision, gt_class text, gt_value double precision
+) ON COMMIT DELETE ROWS
+"""
+
+_PG_CLAIM_AND_INSERT = f"""
+WITH new_keys AS (
+    INSERT INTO prediction_keys (model_id, prediction_id, ts)
+    SELECT model_id, prediction_id, ts FROM mm_stage_predictions
+    ON CONFLICT DO NOTHING
+    RETURNING model_id, prediction_id
+), new_rows AS (
+    SELECT s.* FROM mm_stage_predictions s JOIN new_keys k USING (model_id, prediction_id)
+), ins AS (
+    INSERT INTO predictions ({", ".join(PREDICTION_COLUMNS)})
+    SELECT {", ".join(PREDICTION_COLUMNS)} FROM new_rows
+    RETURNING 1
+), lab AS (
+    INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at, source)
+    SELECT model_id, prediction_id, gt_class, gt_value, ts, received_at, 'inline' FROM new_rows
+    WHERE gt_class IS NOT NULL OR gt_value IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM lab)
+"""
+
+
+def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> int:
+    conn.exec_driver_sql(_PG_STAGE_DDL)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+    accepted, _ = conn.execute(text(_PG_CLAIM_AND_INSERT)).one()
+    return int(accepted)
+
+
+def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key, on either store."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing().returning(table.c.model_id,
+                                                           table.c.prediction_id)
+
+
+def _existing_keys(conn: Connection, table: Table,
+                   keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    found: set[tuple[int, str]] = set()
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start:start + _IN_CHUNK]
+        q = select(table.c.model_id, table.c.prediction_id).where(
+            tuple_(table.c.model_id, table.c.prediction_id).in_(chunk)
+        )
+        found.update((r[0], r[1]) for r in conn.execute(q))
+    return found
+
+
+def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> int:
+    claimed = {
+        (r[0], r[1])
+        for r in conn.execute(
+            _insert_ignoring_conflicts(conn, prediction_keys),
+            [{"model_id": r[0], "prediction_id": r[2], "ts": r[1]} for r in rows],
+        )
+    }
+    new = [r for r in rows if (r[0], r[2]) in claimed]
+    if not new:
+        return 0
+    conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
+    inline = [
+        {"model_id": r[0], "prediction_id": r[2], "label_class": r[12], "label_value": r[13],
+         "ts": r[1], "received_at": r[4], "source": "inline"}
+        for r in new if r[12] is not None or r[13] is not None
+    ]
+    if inline:
+        conn.execute(_insert_ignoring_conflicts(conn, labels), inline).all()
+    return len(new)
+
+
+def _prediction_params(r: PredictionRow) -> dict[str, Any]:
+    params = dict(zip(PREDICTION_COLUMNS, r[: len(PREDICTION_COLUMNS)], strict=True))
+    # The generic path binds Python objects to the JSON columns.
+    params["features"] = json.loads(r[5])
+    params["cohorts"] = json.loads(r[6])
+    params["probabilities"] = None if r[9] is None else json.loads(r[9])
+    return params
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    matched: int
+    pending: int
+    duplicates: int
+
+
+def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> LabelResult:
+    """Store new labels; ``matched`` counts those whose prediction is already stored, the rest
+    wait (``pending``) and join when their prediction arrives: the join is made at compute time.
+    """
+    if not rows:
+        return LabelResult(0, 0, repeats)
+    now = datetime.now(UTC)
+    inserted = [
+        (r[0], r[1])
+        for r in conn.execute(
+            _insert_ignoring_conflicts(conn, labels),
+            [{"model_id": r[0], "prediction_id": r[1], "label_class": r[2], "label_value": r[3],
+              "ts": r[4], "received_at": now, "source": "labels"} for r in rows],
+        )
+    ]
+    matched = len(_existing_keys(conn, prediction_keys, inserted)) if inserted else 0
+    return LabelResult(matched, len(inserted) - matched, len(rows) - len(inserted) + repeats)

@@ -1,0 +1,65 @@
+"""Engines and connections for both stores: Postgres (production) and SQLite (embedded)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from app.settings import Settings
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(settings: Settings) -> Engine:
+    """Build the engine with the timeouts that keep an unreachable database a fast 503."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={
+                "timeout": settings.db_connect_timeout_seconds,
+                "check_same_thread": False,
+            },
+            pool_pre_ping=True,
+        )
+        _configure_sqlite(engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000))
+        return engine
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(
+            f"MODELMON_DATABASE_URL: unsupported database {url.get_backend_name()!r}; "
+            "use postgresql+psycopg://... or sqlite:///..."
+        )
+    statement_ms = int(settings.db_statement_timeout_seconds * 1000)
+    return create_engine(
+        url,
+        connect_args={
+            "connect_timeout": max(1, int(round(settings.db_connect_timeout_seconds))),
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+            "application_name": "modelmon",
+        },
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=settings.db_connect_timeout_seconds,
+        pool_pre_ping=True,
+    )
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """WAL, foreign keys, and BEGIN IMMEDIATE so that concurrent writers queue instead of
+    failing half-way (pysqlite's deferred BEGIN lets two writers both read, then one loses)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,182 @@
+"""Models and versions: plain functions over a connection, keyword-only arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.storage.tables import model_versions, models
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: int
+    name: str
+    task: str
+    features: list[dict[str, str]]
+    cohort_keys: list[str]
+    classes: list[str] | None
+    created_at: datetime
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "features": self.features,
+            "cohort_keys": self.cohort_keys,
+            "classes": self.classes,
+        }
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    id: int
+    model_id: int
+    version: str
+    created_at: datetime
+    registered_at: datetime
+    metadata: dict[str, Any]
+
+
+def _utc(ts: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything leaving storage is aware UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _model(row: Any) -> ModelRow:
+    return ModelRow(
+        id=row.id, name=row.name, task=row.task, features=row.features,
+        cohort_keys=row.cohort_keys, classes=row.classes, created_at=_utc(row.created_at),
+    )
+
+
+def _version(row: Any) -> VersionRow:
+    return VersionRow(
+        id=row.id, model_id=row.model_id, version=row.version,
+        created_at=_utc(row.created_at), registered_at=_utc(row.registered_at),
+        metadata=row.metadata,
+    )
+
+
+def get_model(*, conn: Connection, name: str) -> ModelRow | None:
+    row = conn.execute(select(models).where(models.c.name == name)).first()
+    return _model(row) if row else None
+
+
+def get_models(*, conn: Connection, names: set[str]) -> dict[str, ModelRow]:
+    if not names:
+        return {}
+    rows = conn.execute(select(models).where(models.c.name.in_(sorted(names))))
+    return {r.name: _model(r) for r in rows}
+
+
+def list_models(*, conn: Connection) -> list[tuple[ModelRow, int]]:
+    counts = (
+        select(model_versions.c.model_id, func.count().label("n"))
+        .group_by(model_versions.c.model_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(models, func.coalesce(counts.c.n, 0).label("n_versions"))
+        .outerjoin(counts, counts.c.model_id == models.c.id)
+        .order_by(models.c.name)
+    )
+    return [(_model(r), int(r.n_versions)) for r in rows]
+
+
+def count_versions(*, conn: Connection, model_id: int) -> int:
+    q = select(func.count()).select_from(model_versions)
+    return int(conn.execute(q.where(model_versions.c.model_id == model_id)).scalar_one())
+
+
+def create_model(*, conn: Connection, definition: dict[str, Any]) -> tuple[ModelRow, bool]:
+    """Insert, or return the existing identical model. ``created`` tells which.
+
+    Raises ``ConflictError`` when the name is taken by a different definition."""
+    existing = get_model(conn=conn, name=definition["name"])
+    if existing is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(models.insert().values(**definition, created_at=datetime.now(UTC)))
+            return get_model(conn=conn, name=definition["name"]), True  # type: ignore[return-value]
+        except IntegrityError:  # a concurrent registration won the race
+            existing = get_model(conn=conn, name=definition["name"])
+            assert existing is not None
+    if existing.definition() != definition:
+        raise ConflictError(_diff_fields(existing.definition(), definition))
+    return existing, False
+
+
+def get_version(*, conn: Connection, model_id: int, version: str) -> VersionRow | None:
+    row = conn.execute(
+        select(model_versions).where(
+            model_versions.c.model_id == model_id, model_versions.c.version == version
+        )
+    ).first()
+    return _version(row) if row else None
+
+
+def list_versions(*, conn: Connection, model_id: int) -> list[VersionRow]:
+    rows = conn.execute(
+        select(model_versions)
+        .where(model_versions.c.model_id == model_id)
+        .order_by(model_versions.c.registered_at, model_versions.c.id)
+    )
+    return [_version(r) for r in rows]
+
+
+def version_ids(*, conn: Connection, model_ids: set[int]) -> dict[tuple[int, str], int]:
+    """(model_id, version) -> version id for every version of the given models: one query."""
+    if not model_ids:
+        return {}
+    rows = conn.execute(
+        select(model_versions.c.id, model_versions.c.model_id, model_versions.c.version).where(
+            model_versions.c.model_id.in_(sorted(model_ids))
+        )
+    )
+    return {(r.model_id, r.version): r.id for r in rows}
+
+
+def create_version(
+    *, conn: Connection, model_id: int, version: str, created_at: datetime | None,
+    metadata: dict[str, Any],
+) -> tuple[VersionRow, bool]:
+    """Insert, or return the existing identical version. An omitted ``created_at`` matches any
+    stored one, so a pipeline can retry a registration without remembering the first time."""
+    existing = get_version(conn=conn, model_id=model_id, version=version)
+    if existing is None:
+        now = datetime.now(UTC)
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    model_versions.insert().values(
+                        model_id=model_id, version=version, created_at=created_at or now,
+                        registered_at=now, metadata=metadata,
+                    )
+                )
+            row = get_version(conn=conn, model_id=model_id, version=version)
+            assert row is not None
+            return row, True
+        except IntegrityError:
+            existing = get_version(conn=conn, model_id=model_id, version=version)
+            assert existing is not None
+    differing = _diff_fields({"metadata": existing.metadata}, {"metadata": metadata})
+    if created_at is not None and _utc(created_at) != existing.created_at:
+        differing.append("created_at")
+    if differing:
+        raise ConflictError(differing)
+    return existing, False
+
+
+def _diff_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+class ConflictError(Exception):
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(", ".join(fields))
+        self.fields = fields
