@@ -1,0 +1,73 @@
+"""A TCP proxy in front of the test Postgres that can be stopped and started: from the
+service's side, exactly a database that goes away and comes back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class TcpProxy:
+    def __init__(self, upstream: tuple[str, int], port: int) -> None:
+        self.upstream = upstream
+        self.port = port
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("127.0.0.1", self.port))
+        lst.listen(64)
+        self._listener = lst
+        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut every open one."""
+        if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone does not on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for s in self._conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self._conns.clear()
+
+    def _accept(self, lst: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = lst.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

@@ -1,0 +1,92 @@
+"""POST /v1/labels: labels before and after their predictions, duplicates, clear 4xx."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import label, prediction, regression_model, register
+from tests.helpers import stored, stored_labels
+
+
+def test_labels_after_predictions_match(client, engine):
+    register(client)
+    client.post("/v1/predictions", json={"records": [prediction(i) for i in range(3)]})
+    r = client.post("/v1/labels", json={"records": [label(0), label(1, value="legit")]})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"matched": 2, "pending": 0, "duplicates": 0}
+    rows = stored_labels(engine)
+    assert [(row.prediction_id, row.label_class, row.source) for row in rows] == [
+        ("p-0", "fraud", "labels"), ("p-1", "legit", "labels")]
+
+
+def test_labels_before_predictions_are_kept_and_join_later(client, engine):
+    register(client)
+    r = client.post("/v1/labels", json={"records": [label(0), label(1)]})
+    assert r.json() == {"matched": 0, "pending": 2, "duplicates": 0}
+    assert stored(engine)["labels"] == 2
+    client.post("/v1/predictions", json={"records": [prediction(0), prediction(1)]})
+    # A re-sent label is a duplicate either way; the join itself happens at compute time.
+    again = client.post("/v1/labels", json={"records": [label(0), label(2)]})
+    assert again.json() == {"matched": 0, "pending": 1, "duplicates": 1}
+    client.post("/v1/predictions", json={"records": [prediction(2)]})
+    # every label now has its prediction: the join by (model, prediction_id) is complete
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        joined = conn.execute(text(
+            "SELECT count(*) FROM labels l JOIN predictions p "
+            "ON p.model_id = l.model_id AND p.prediction_id = l.prediction_id")).scalar_one()
+    assert joined == 3
+
+
+def test_label_duplicates_first_value_wins(client, engine):
+    register(client)
+    client.post("/v1/predictions", json={"records": [prediction(0)]})
+    client.post("/v1/labels", json={"records": [label(0, value="fraud")]})
+    r = client.post("/v1/labels", json={"records": [label(0, value="legit"),
+                                                    label(0, value="legit")]})
+    assert r.json() == {"matched": 0, "pending": 0, "duplicates": 2}
+    assert [row.label_class for row in stored_labels(engine)] == ["fraud"]
+
+
+def test_inline_label_counts_as_stored_label(client, engine):
+    register(client)
+    client.post("/v1/predictions", json={"records": [prediction(0, label="legit")]})
+    assert client.post("/v1/labels", json={"records": [label(0)]}).json()["duplicates"] == 1
+    assert [row.source for row in stored_labels(engine)] == ["inline"]
+
+
+def test_regression_labels_are_numbers(client, engine):
+    register(client, regression_model())
+    ok = client.post("/v1/labels", json={"records": [label(0, model="eta", value=12.5)]})
+    assert ok.json() == {"matched": 0, "pending": 1, "duplicates": 0}
+    bad = client.post("/v1/labels", json={"records": [label(1, model="eta", value="late")]})
+    assert bad.status_code == 422
+    assert bad.json()["details"][0]["field"] == "label"
+    assert stored_labels(engine)[0].label_value == 12.5
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"label": "maybe"}, "label"),
+    ({"label": None}, "label"),
+    ({"timestamp": "soon"}, "timestamp"),
+    ({"prediction_id": None}, "prediction_id"),
+    ({"version": "v1"}, "version"),
+])
+def test_bad_labels_are_422_and_nothing_stored(client, engine, change, field):
+    register(client)
+    bad = label(1)
+    bad.update(change)
+    r = client.post("/v1/labels", json={"records": [label(0), bad]})
+    assert r.status_code == 422, r.text
+    assert (1, field) in [(d.get("index"), d.get("field")) for d in r.json()["details"]]
+    assert stored(engine)["labels"] == 0
+
+
+def test_label_for_unknown_model_is_404(client, engine):
+    register(client)
+    r = client.post("/v1/labels", json={"records": [label(0), label(1, model="ghost")]})
+    assert r.status_code == 404
+    assert r.json()["details"][0] == {"index": 1, "field": "model",
+                                      "problem": "unknown model; register it with POST /v1/models"}
+    assert stored(engine)["labels"] == 0

@@ -1,0 +1,104 @@
+"""An unreachable database is a 503 with Retry-After: never a 500, never a hang."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from sqlalchemy.engine import make_url
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import LiveServer, clean, free_port
+from tests.factories import binary_model, prediction, register, version
+from tests.helpers import stored
+from tests.tcp_proxy import TcpProxy
+
+TIMEOUT = 20  # seconds; a request that hangs longer fails the test
+
+
+def assert_unavailable(r: httpx2.Response) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "2"
+    assert r.json()["code"] == "database_unavailable"
+
+
+def _settings(url: str) -> Settings:
+    return Settings(database_url=url, db_connect_timeout_seconds=1, retry_after_seconds=2)
+
+
+@pytest.fixture
+def proxied(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    url = make_url(pg_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432), free_port())
+    proxy.start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
+
+
+def test_postgres_going_away_and_coming_back(proxied):
+    proxy, url = proxied
+    app = create_app(_settings(url))
+    try:
+        with LiveServer(app) as server, httpx2.Client(base_url=server.url,
+                                                      timeout=TIMEOUT) as c:
+            register(c)
+            assert c.post("/v1/predictions",
+                          json={"records": [prediction(0)]}).json()["accepted"] == 1
+
+            proxy.stop()
+            assert_unavailable(c.post("/v1/predictions",
+                                      json={"records": [prediction(1), prediction(2)]}))
+            assert_unavailable(c.post("/v1/labels", json={"records": []}))
+            assert_unavailable(c.post("/v1/models", json=binary_model("other")))
+            assert_unavailable(c.get("/v1/models"))
+            assert_unavailable(c.post("/v1/models/fraud/versions", json=version("v2")))
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and ready.headers["retry-after"] == "2"
+            assert c.get("/healthz").status_code == 200
+
+            proxy.start()
+            r = c.post("/v1/predictions", json={"records": [prediction(1), prediction(2)]})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"accepted": 2, "duplicates": 0}
+            assert c.get("/readyz").status_code == 200
+        assert stored(app.state.engine)["predictions"] == 3
+    finally:
+        clean(app.state.engine)
+        app.state.engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_postgres_is_503_within_the_connect_timeout(pg_url, kind):
+    """`refused`: nothing listens. `silent`: a listener that never answers the handshake,
+    as a blackholed host does; the connect timeout turns it into a 503."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    if kind == "silent":
+        holder.listen(16)  # accepts TCP, never speaks Postgres
+    else:
+        holder.close()
+    url = make_url(pg_url).set(host="127.0.0.1", port=port).render_as_string(
+        hide_password=False)
+    app = create_app(_settings(url))
+    try:
+        with LiveServer(app) as server, httpx2.Client(base_url=server.url,
+                                                      timeout=TIMEOUT) as c:
+            assert_unavailable(c.post("/v1/predictions", json={"records": [prediction(0)]}))
+            assert_unavailable(c.post("/v1/labels", json={"records": []}))
+            assert c.get("/readyz").status_code == 503
+    finally:
+        app.state.engine.dispose()
+        holder.close()
+
+
+def test_unopenable_sqlite_file_is_503(tmp_path):
+    url = f"sqlite:///{tmp_path}/missing-dir/modelmon.db"
+    app = create_app(_settings(url))
+    with LiveServer(app) as server, httpx2.Client(base_url=server.url, timeout=TIMEOUT) as c:
+        assert_unavailable(c.get("/v1/models"))
+        assert_unavailable(c.post("/v1/predictions", json={"records": [prediction(0)]}))
+    app.state.engine.dispose()
