@@ -1,0 +1,29 @@
+"""Ingest into daily partitions (Postgres only: SQLite stores one plain table)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.storage.partitions import partition_name
+from tests.factories import iso, prediction, register
+from tests.test_storage import _partitions
+
+
+@pytest.fixture
+def db_url(pg_url: str) -> str:
+    return pg_url
+
+
+def test_ingest_creates_the_partition_of_an_old_day(client, engine):
+    register(client)
+    old = datetime.now(UTC) - timedelta(days=40)
+    r = client.post("/v1/predictions", json={"records": [prediction(0, timestamp=iso(old))]})
+    assert r.status_code == 200, r.text
+    assert partition_name(old.date()) in _partitions(engine)
+    with engine.connect() as conn:
+        where = conn.execute(text(
+            "SELECT tableoid::regclass::text FROM predictions")).scalar_one()
+    assert where == partition_name(old.date())
