@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import label, prediction, regression_model, register
+from tests.factories import label, prediction, register, regression_model
 from tests.helpers import stored, stored_labels
 
 

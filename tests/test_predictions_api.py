@@ -14,8 +14,8 @@ from tests.factories import (
     iso,
     multiclass_model,
     prediction,
-    regression_model,
     register,
+    regression_model,
 )
 from tests.helpers import stored, stored_predictions
 

@@ -60,6 +60,9 @@ class ModelSchema:
         )
 
 
+# One encoder for every record: json.dumps with arguments builds a new encoder per call.
+_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 # A stored prediction: the column order of app/ingest/writer.py's staging table.
 PredictionRow = tuple[Any, ...]
 LabelRow = tuple[Any, ...]
@@ -84,6 +87,8 @@ def _describe(value: Any) -> str:
 
 def _as_float(value: Any) -> tuple[float | None, str | None]:
     """(finite float, None) or (None, problem)."""
+    if type(value) is float:  # the common case first: the parser already refused non-finite
+        return value, None
     if isinstance(value, NonFinite):
         return None, "must be a finite number (NaN, Infinity and overflowing values are refused)"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -256,10 +261,10 @@ def validate_predictions(
         score, value, probabilities, predicted = payload
         rows.append((
             schema.row.id, ts, pid, version_id, received_at,
-            json.dumps(features, separators=(",", ":")),
-            json.dumps(cohorts, separators=(",", ":")),
+            _to_json(features),
+            _to_json(cohorts),
             score, value,
-            None if probabilities is None else json.dumps(probabilities, separators=(",", ":")),
+            None if probabilities is None else _to_json(probabilities),
             predicted, latency, gt[0], gt[1],
         ))
     if problems:
@@ -291,6 +296,9 @@ def _validate_features(raw: Any, schema: ModelSchema, i: int,
             out[name] = None
             continue
         if kind == "numeric":
+            if type(v) is float:
+                out[name] = v
+                continue
             f, p = _as_float(v)
             if p:
                 problems.append(Problem(f"numeric feature {p}", field=where, index=i))
