@@ -1,0 +1,281 @@
+"""Binnings fitted once on a reference window and reused for every later window.
+
+Drift is only comparable when every window is counted on the same bins, so a binning is a
+small serialisable object (``to_dict``/``from_dict``) that the service stores next to the
+reference. Counts always end with a bin for missing values, so the missing rate drifts
+(and is reported) like any other bin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from app.monitoring._result import JsonResult
+
+DEFAULT_NUMERIC_BINS = 10
+DEFAULT_MAX_CATEGORIES = 50
+
+
+@dataclass(frozen=True, eq=False)
+class SortedSample:
+    """A numeric sample sorted once, so binning and KS can share one sort.
+
+    ``values`` holds the finite values in ascending order; NaN and +/-inf are counted in
+    ``n_missing`` (an infinite measurement is treated as missing, not as an extreme value).
+    """
+
+    values: np.ndarray
+    n_missing: int
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_total(self) -> int:
+        return self.n_valid + self.n_missing
+
+
+def as_float_array(values: Any) -> np.ndarray:
+    """Numeric columns arrive as float, int, bool or object arrays with None for nulls."""
+    x = np.asarray(values)
+    if x.dtype.kind == "O":
+        x = np.where(np.equal(x, None), np.nan, x).astype(np.float64)
+    elif x.dtype.kind in "fiub":
+        x = x.astype(np.float64, copy=False)
+    else:
+        raise TypeError(f"numeric feature expected, got dtype {x.dtype}")
+    return x.reshape(-1)
+
+
+def sorted_sample(values: np.ndarray | SortedSample) -> SortedSample:
+    """Sort once; NaN sorts last and infinities sit at the ends, so slicing drops them."""
+    if isinstance(values, SortedSample):
+        return values
+    x = np.sort(as_float_array(values))
+    lo = int(np.searchsorted(x, -np.inf, side="right"))
+    hi = int(np.searchsorted(x, np.inf, side="left"))
+    finite = x[lo:hi]
+    return SortedSample(values=finite, n_missing=int(x.shape[0] - finite.shape[0]))
+
+
+def missing_rate(counts: np.ndarray) -> float | None:
+    """Missing rate from binned counts (the last bin is always the missing bin)."""
+    c = np.asarray(counts, dtype=np.float64)
+    total = float(c.sum())
+    if c.size == 0 or total <= 0:
+        return None
+    return float(c[-1] / total)
+
+
+@dataclass(frozen=True)
+class NumericBinning(JsonResult):
+    """Right-closed bins at reference quantiles: (-inf, e1], (e1, e2], ..., (ek, +inf), missing.
+
+    ``edges`` are the interior edges only; the outer bins are open so values outside the
+    reference range still land somewhere.
+    """
+
+    edges: tuple[float, ...]
+    requested_bins: int = DEFAULT_NUMERIC_BINS
+    kind: str = field(default="numeric", init=False)
+
+    KIND: ClassVar[str] = "numeric"
+
+    @property
+    def n_bins(self) -> int:
+        """Number of count slots, the missing bin included."""
+        return len(self.edges) + 2
+
+    @property
+    def missing_index(self) -> int:
+        return len(self.edges) + 1
+
+    def counts(self, values: np.ndarray | SortedSample) -> np.ndarray:
+        """Per-bin counts, last slot = missing. Sorted input costs O(bins log n)."""
+        edges = np.asarray(self.edges, dtype=np.float64)
+        if isinstance(values, SortedSample):
+            v = values.values
+            cum = np.searchsorted(v, edges, side="right")
+            bounds = np.concatenate(([0], cum, [v.shape[0]]))
+            out = np.empty(self.n_bins, dtype=np.int64)
+            out[:-1] = np.diff(bounds)
+            out[-1] = values.n_missing
+            return out
+        x = as_float_array(values)
+        finite = np.isfinite(x)
+        idx = np.searchsorted(edges, x[finite], side="left")
+        out = np.zeros(self.n_bins, dtype=np.int64)
+        out[:-1] = np.bincount(idx, minlength=len(self.edges) + 1)
+        out[-1] = int(x.shape[0] - np.count_nonzero(finite))
+        return out
+
+    def labels(self) -> tuple[str, ...]:
+        bounds = ["-inf", *(repr(float(e)) for e in self.edges), "+inf"]
+        labels = [f"({bounds[i]}, {bounds[i + 1]}]" for i in range(len(bounds) - 1)]
+        labels[-1] = labels[-1][:-1] + ")"
+        return (*labels, "missing")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NumericBinning:
+        if data.get("kind", cls.KIND) != cls.KIND:
+            raise ValueError(f"not a numeric binning: kind={data.get('kind')!r}")
+        edges = tuple(float(e) for e in data["edges"])
+        if any(not np.isfinite(e) for e in edges) or any(
+            b <= a for a, b in zip(edges, edges[1:], strict=False)
+        ):
+            raise ValueError("edges must be finite and strictly increasing")
+        return cls(edges=edges, requested_bins=int(data.get("requested_bins", len(edges) + 1)))
+
+
+def sorted_quantiles(sorted_values: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """np.quantile(method='linear') on already sorted data, without its partition pass.
+
+    Same arithmetic as numpy (virtual index (n-1)q, lerp from the nearer neighbour), so the
+    edges are identical to np.quantile's; the saving is one O(n) copy+partition per feature.
+    """
+    n = sorted_values.shape[0]
+    q = np.asarray(probs, dtype=np.float64)
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    prev_i = np.clip(prev.astype(np.intp), 0, n - 1)
+    next_i = np.clip(prev_i + 1, 0, n - 1)
+    a = sorted_values[prev_i]
+    b = sorted_values[next_i]
+    diff = b - a
+    out = a + diff * gamma
+    upper = gamma >= 0.5
+    out[upper] = (b - diff * (1 - gamma))[upper]
+    return out
+
+
+def fit_numeric_bins(
+    ref: np.ndarray | SortedSample, n_bins: int = DEFAULT_NUMERIC_BINS
+) -> NumericBinning:
+    """Edges at the reference's 1/n .. (n-1)/n quantiles (numpy's default 'linear' method).
+
+    Duplicate edges are merged and an edge at the reference maximum is dropped (its upper
+    bin would be empty in the reference), so a feature with k distinct values gets at most k
+    bins and a constant feature gets a single value bin.
+    """
+    if n_bins < 1:
+        raise ValueError("n_bins must be >= 1")
+    s = sorted_sample(ref)
+    if s.n_valid == 0 or n_bins == 1:
+        return NumericBinning(edges=(), requested_bins=n_bins)
+    probs = np.arange(1, n_bins, dtype=np.float64) / n_bins
+    q = np.unique(sorted_quantiles(s.values, probs))
+    q = q[q < s.values[-1]]
+    return NumericBinning(edges=tuple(float(e) for e in q), requested_bins=n_bins)
+
+
+def _category_key(value: Any) -> str:
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    return str(value)
+
+
+def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Group a categorical column without a Python loop over rows.
+
+    Returns (keys of the distinct non-missing values, per-distinct-value counts, per-row
+    index into keys or -1 for missing). Values are identified by their string form, so the
+    stored binning stays JSON-safe; None and NaN are missing.
+    """
+    x = np.asarray(values)
+    x = x.reshape(-1)
+    if x.dtype.kind == "O":
+        missing = np.equal(x, None) | np.not_equal(x, x).astype(bool)
+    elif x.dtype.kind in "fc":
+        missing = np.isnan(x)
+    else:
+        missing = np.zeros(x.shape[0], dtype=bool)
+    present = x[~missing]
+    try:
+        uniq, inv = np.unique(present, return_inverse=True)
+    except TypeError:  # mixed types that do not order against each other
+        uniq, inv = np.unique(present.astype(str), return_inverse=True)
+    keys = [_category_key(u) for u in uniq]
+    row_code = np.full(x.shape[0], -1, dtype=np.int64)
+    row_code[~missing] = inv.reshape(-1)
+    return keys, np.bincount(inv.reshape(-1), minlength=len(keys)), row_code
+
+
+@dataclass(frozen=True)
+class CategoricalBinning(JsonResult):
+    """One bin per reference category, then 'unseen' (other), then 'missing'.
+
+    Categories beyond ``max_categories`` (least frequent in the reference) share the unseen
+    bin, so an ID-like column does not explode into thousands of sparse bins.
+    """
+
+    categories: tuple[str, ...]
+    kind: str = field(default="categorical", init=False)
+
+    KIND: ClassVar[str] = "categorical"
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.categories) + 2
+
+    @property
+    def unseen_index(self) -> int:
+        return len(self.categories)
+
+    @property
+    def missing_index(self) -> int:
+        return len(self.categories) + 1
+
+    def counts(self, values: Any) -> np.ndarray:
+        keys, key_counts, row_code = categorical_codes(values)
+        index = {c: i for i, c in enumerate(self.categories)}
+        bin_of_key = np.array([index.get(k, self.unseen_index) for k in keys], dtype=np.int64)
+        out = np.zeros(self.n_bins, dtype=np.int64)
+        np.add.at(out, bin_of_key, key_counts)
+        out[-1] = int(np.count_nonzero(row_code < 0))
+        return out
+
+    def labels(self) -> tuple[str, ...]:
+        return (*self.categories, "(unseen)", "missing")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CategoricalBinning:
+        if data.get("kind", cls.KIND) != cls.KIND:
+            raise ValueError(f"not a categorical binning: kind={data.get('kind')!r}")
+        cats = tuple(str(c) for c in data["categories"])
+        if len(set(cats)) != len(cats):
+            raise ValueError("duplicate categories")
+        return cls(categories=cats)
+
+
+def fit_categorical_bins(
+    ref: Any, max_categories: int | None = DEFAULT_MAX_CATEGORIES
+) -> CategoricalBinning:
+    """Categories seen in the reference (the most frequent ``max_categories``, ties by name)."""
+    keys, key_counts, _ = categorical_codes(ref)
+    merged: dict[str, int] = {}
+    for k, c in zip(keys, key_counts.tolist(), strict=True):
+        merged[k] = merged.get(k, 0) + c
+    names = sorted(merged)
+    if max_categories is not None and len(names) > max_categories:
+        names = sorted(sorted(merged, key=lambda k: (-merged[k], k))[:max_categories])
+    return CategoricalBinning(categories=tuple(names))
+
+
+Binning = NumericBinning | CategoricalBinning
+
+
+def binning_from_dict(data: dict[str, Any]) -> Binning:
+    """Rebuild a stored binning of either kind."""
+    kind = data.get("kind")
+    if kind == NumericBinning.KIND:
+        return NumericBinning.from_dict(data)
+    if kind == CategoricalBinning.KIND:
+        return CategoricalBinning.from_dict(data)
+    raise ValueError(f"unknown binning kind {kind!r}")

@@ -1,0 +1,440 @@
+"""Weight statistics per tensor and overall, from arrays, weight files or pipeline summaries.
+
+Files are read one tensor at a time, in chunks, and every sum is accumulated in float64,
+so memory stays near one chunk (safetensors) or one tensor (npz), never the whole file.
+Means and variances are merged with Chan's parallel formula, which is what lets per-tensor
+summaries sent by a pipeline be combined into exact overall figures without the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.monitoring._result import (
+    INSUFFICIENT_DATA,
+    OK,
+    UNSUPPORTED_DTYPE,
+    JsonResult,
+)
+
+ZERO_EPS = 1e-8
+CHUNK_ELEMS = 1 << 20
+_MAX_HEADER = 100 * 2**20
+
+
+class WeightFileError(ValueError):
+    """The file is not a readable .npz or .safetensors weight file."""
+
+
+@dataclass(frozen=True)
+class TensorStats(JsonResult):
+    """Statistics of one tensor, or of all tensors together (the overall row).
+
+    ``count`` is every element; ``zeros`` counts finite |w| <= eps; ``nonfinite`` counts
+    NaN/inf, which are excluded from l1/l2/max_abs/mean/std and reported instead of
+    poisoning them. std is the population standard deviation (ddof=0).
+    """
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: str
+    count: int
+    zeros: int
+    sparsity: float | None
+    l1: float
+    l2: float
+    max_abs: float | None
+    mean: float | None
+    std: float | None
+    nonfinite: int = 0
+    status: str = OK
+    reason: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorStats:
+        """Build from a pipeline's per-tensor summary (shape/count/zeros/l1/l2/...)."""
+        try:
+            shape = tuple(int(s) for s in data["shape"]) if data.get("shape") is not None \
+                else None
+            count = int(data["count"]) if "count" in data else math.prod(shape or ())
+            zeros = int(data["zeros"])
+            nonfinite = int(data.get("nonfinite", 0))
+            l1 = float(data["l1"])
+            l2 = float(data["l2"])
+            max_abs = _opt_float(data.get("max_abs"))
+            mean = _opt_float(data.get("mean"))
+            std = _opt_float(data.get("std"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid tensor summary: {exc!r}") from exc
+        if shape is not None and math.prod(shape) != count:
+            raise ValueError(f"count {count} does not match shape {shape}")
+        if count < 0 or not 0 <= zeros + nonfinite <= count:
+            raise ValueError("need 0 <= zeros + nonfinite <= count")
+        for v in (l1, l2, max_abs, mean, std):
+            if v is not None and not math.isfinite(v):
+                raise ValueError("summary values must be finite")
+        if l1 < 0 or l2 < 0 or (max_abs is not None and max_abs < 0) or (
+            std is not None and std < 0
+        ):
+            raise ValueError("norms and std must be non-negative")
+        finite = count - nonfinite
+        if finite > 0 and (mean is None or std is None or max_abs is None):
+            raise ValueError("mean, std and max_abs are required for a non-empty tensor")
+        if finite == 0:
+            mean = std = max_abs = None
+        return cls(
+            name=str(data.get("name", "")), shape=shape, dtype=str(data.get("dtype", "unknown")),
+            count=count, zeros=zeros, sparsity=zeros / count if count else None,
+            l1=l1, l2=l2, max_abs=max_abs, mean=mean, std=std, nonfinite=nonfinite,
+            status=OK if count else INSUFFICIENT_DATA,
+            reason="" if count else "zero-size tensor",
+        )
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+class _Moments:
+    """float64 accumulator over chunks (or over tensors), merged with Chan's formula."""
+
+    __slots__ = ("count", "nonfinite", "zeros", "l1", "sumsq", "max_abs", "n", "mean", "m2")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.nonfinite = 0
+        self.zeros = 0
+        self.l1 = 0.0
+        self.sumsq = 0.0
+        self.max_abs: float | None = None
+        self.n = 0  # finite elements
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def merge(self, n: int, mean: float, m2: float) -> None:
+        if n == 0:
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.n = total
+
+    def add_chunk(self, x: np.ndarray, eps: float) -> None:
+        """x: a 1-D float64 chunk."""
+        self.count += x.shape[0]
+        finite = np.isfinite(x)
+        if not finite.all():
+            self.nonfinite += int(x.shape[0] - np.count_nonzero(finite))
+            x = x[finite]
+        if x.shape[0] == 0:
+            return
+        a = np.abs(x)
+        self.zeros += int(np.count_nonzero(a <= eps))
+        self.l1 += float(a.sum())
+        m = float(a.max())
+        self.max_abs = m if self.max_abs is None else max(self.max_abs, m)
+        self.sumsq += float(np.dot(x, x))
+        mean = float(x.mean())
+        np.subtract(x, mean, out=a)
+        self.merge(int(x.shape[0]), mean, float(np.dot(a, a)))
+
+    def add_stats(self, s: TensorStats) -> None:
+        self.count += s.count
+        self.nonfinite += s.nonfinite
+        self.zeros += s.zeros
+        self.l1 += s.l1
+        self.sumsq += s.l2 * s.l2
+        if s.max_abs is not None:
+            self.max_abs = s.max_abs if self.max_abs is None else max(self.max_abs, s.max_abs)
+        n = s.count - s.nonfinite
+        if n > 0 and s.mean is not None and s.std is not None:
+            self.merge(n, s.mean, s.std * s.std * n)
+
+    def result(self, name: str, shape: tuple[int, ...] | None, dtype: str) -> TensorStats:
+        reason = ""
+        status = OK
+        if self.count == 0:
+            status, reason = INSUFFICIENT_DATA, "zero-size tensor"
+        elif self.nonfinite:
+            reason = f"{self.nonfinite} non-finite values excluded from the statistics"
+        has = self.n > 0
+        return TensorStats(
+            name=name, shape=shape, dtype=dtype, count=self.count, zeros=self.zeros,
+            sparsity=self.zeros / self.count if self.count else None,
+            l1=self.l1, l2=math.sqrt(self.sumsq), max_abs=self.max_abs if has else None,
+            mean=self.mean if has else None,
+            std=math.sqrt(max(self.m2, 0.0) / self.n) if has else None,
+            nonfinite=self.nonfinite, status=status, reason=reason,
+        )
+
+
+def _supported(dtype: np.dtype) -> bool:
+    return dtype.kind in "fiub" and dtype.itemsize <= 8
+
+
+def tensor_stats(
+    array: Any, eps: float = ZERO_EPS, name: str = "", *, chunk_elems: int = CHUNK_ELEMS
+) -> TensorStats:
+    """Statistics of one in-memory tensor, computed in float64 chunks."""
+    a = np.asarray(array)
+    shape = tuple(int(s) for s in a.shape)
+    if not _supported(a.dtype):
+        return _unsupported(name, shape, str(a.dtype), int(a.size))
+    flat = a.reshape(-1)
+    acc = _Moments()
+    for start in range(0, flat.shape[0], chunk_elems):
+        acc.add_chunk(flat[start:start + chunk_elems].astype(np.float64), eps)
+    return acc.result(name, shape, str(a.dtype))
+
+
+def _unsupported(name: str, shape: tuple[int, ...], dtype: str, count: int) -> TensorStats:
+    return TensorStats(
+        name=name, shape=shape, dtype=dtype, count=count, zeros=0, sparsity=None, l1=0.0,
+        l2=0.0, max_abs=None, mean=None, std=None, status=UNSUPPORTED_DTYPE,
+        reason=f"dtype {dtype} is not supported",
+    )
+
+
+# --- safetensors -------------------------------------------------------------------------
+
+def _fp8_e4m3fn_table() -> np.ndarray:
+    b = np.arange(256)
+    sign = np.where(b >> 7, -1.0, 1.0)
+    exp = (b >> 3) & 0xF
+    man = b & 0x7
+    val = np.where(exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp - 7))
+    val = sign * val
+    val[(exp == 0xF) & (man == 0x7)] = np.nan
+    return val
+
+
+_SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
+    "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1),
+    "U64": ("<u8", 8), "U32": ("<u4", 4), "U16": ("<u2", 2), "U8": ("u1", 1),
+    "BOOL": ("?", 1), "F8_E5M2": ("u1", 1), "F8_E4M3": ("u1", 1),
+}
+_E4M3 = _fp8_e4m3fn_table()
+_DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
+}
+
+
+def _decode(raw: np.ndarray, st_dtype: str) -> np.ndarray:
+    """Raw chunk -> float64. bf16 is the top half of a float32; fp8 e5m2 of a float16."""
+    if st_dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if st_dtype == "F8_E5M2":
+        return (raw.astype(np.uint16) << 8).view(np.float16).astype(np.float64)
+    if st_dtype == "F8_E4M3":
+        return _E4M3[raw]
+    return raw.astype(np.float64)
+
+
+def _safetensors_header(f: Any, size: int) -> tuple[dict[str, Any], int]:
+    head = f.read(8)
+    if len(head) != 8:
+        raise WeightFileError("file too short for a safetensors header")
+    (length,) = struct.unpack("<Q", head)
+    if length > min(size - 8, _MAX_HEADER):
+        raise WeightFileError("safetensors header length out of range")
+    try:
+        header = json.loads(f.read(length))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightFileError(f"bad safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WeightFileError("bad safetensors header: not an object")
+    return header, 8 + length
+
+
+def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header, data_start = _safetensors_header(f, size)
+        entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
+        try:
+            entries.sort(key=lambda kv: int(kv[1]["data_offsets"][0]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise WeightFileError(f"bad tensor entry: {exc!r}") from exc
+        for name, info in entries:
+            try:
+                st_dtype = str(info["dtype"])
+                shape = tuple(int(s) for s in info["shape"])
+                begin, end = (int(o) for o in info["data_offsets"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
+            count = math.prod(shape)
+            if st_dtype not in _SAFETENSORS_DTYPES:
+                yield _unsupported(name, shape, st_dtype, count)
+                continue
+            np_dtype, itemsize = _SAFETENSORS_DTYPES[st_dtype]
+            if end - begin != count * itemsize or begin < 0 or data_start + end > size:
+                raise WeightFileError(f"tensor {name!r}: offsets do not match shape and dtype")
+            f.seek(data_start + begin)
+            acc = _Moments()
+            remaining = count
+            while remaining > 0:
+                take = min(remaining, chunk_elems)
+                buf = f.read(take * itemsize)
+                if len(buf) != take * itemsize:
+                    raise WeightFileError(f"tensor {name!r}: file truncated")
+                acc.add_chunk(_decode(np.frombuffer(buf, dtype=np_dtype), st_dtype), eps)
+                remaining -= take
+            yield acc.result(name, shape, _DTYPE_NAMES[st_dtype])
+
+
+def _read_npz(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise WeightFileError(f"cannot open {path.name}: {exc}") from exc
+    with archive:
+        for name in archive.files:
+            try:
+                arr = archive[name]  # only this member is read into memory
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
+            yield tensor_stats(arr, eps, name, chunk_elems=chunk_elems)
+            del arr
+
+
+def read_weight_file(
+    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS
+) -> Iterator[tuple[str, TensorStats]]:
+    """Yield (name, stats) tensor by tensor from a .safetensors or .npz file.
+
+    A generator: nothing is read until iterated, and each tensor's data is released before
+    the next is read. Unknown dtypes yield a result with status 'unsupported_dtype'; a
+    malformed file raises WeightFileError.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        reader = _read_safetensors(p, eps, chunk_elems)
+    elif suffix == ".npz":
+        reader = _read_npz(p, eps, chunk_elems)
+    else:
+        raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
+    for stats in reader:
+        yield stats.name, stats
+
+
+@dataclass(frozen=True)
+class WeightSummary(JsonResult):
+    tensors: tuple[TensorStats, ...]
+    overall: TensorStats
+
+    def tensor(self, name: str) -> TensorStats | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+
+def weight_summary(
+    tensors: Iterable[TensorStats | Mapping[str, Any] | tuple[str, TensorStats]],
+) -> WeightSummary:
+    """Combine per-tensor stats (objects, pipeline dicts, or read_weight_file pairs).
+
+    Overall L2 = sqrt(sum of squared L2s); mean/std merged exactly from counts, means and
+    stds; no tensor data is concatenated.
+    """
+    items: list[TensorStats] = []
+    for t in tensors:
+        if isinstance(t, tuple):
+            t = t[1]
+        items.append(t if isinstance(t, TensorStats) else TensorStats.from_dict(t))
+    names = [t.name for t in items]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate tensor names")
+    acc = _Moments()
+    for t in items:
+        if t.status != UNSUPPORTED_DTYPE:
+            acc.add_stats(t)
+    overall = acc.result("(overall)", None, "mixed")
+    if not items:
+        overall = TensorStats(**{**overall.__dict__, "reason": "no tensors"})
+    return WeightSummary(tensors=tuple(items), overall=overall)
+
+
+def summarise_weight_file(
+    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS
+) -> WeightSummary:
+    """read_weight_file + weight_summary."""
+    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems))
+
+
+@dataclass(frozen=True)
+class NormDelta(JsonResult):
+    """Candidate minus base. Relative changes are None when the base value is 0."""
+
+    name: str
+    base_shape: tuple[int, ...] | None
+    candidate_shape: tuple[int, ...] | None
+    reshaped: bool
+    l1_base: float
+    l1_candidate: float
+    l1_change: float
+    l1_relative_change: float | None
+    l2_base: float
+    l2_candidate: float
+    l2_change: float
+    l2_relative_change: float | None
+    sparsity_base: float | None
+    sparsity_candidate: float | None
+    sparsity_change_pp: float | None
+
+
+@dataclass(frozen=True)
+class WeightDelta(JsonResult):
+    overall: NormDelta
+    tensors: tuple[NormDelta, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    reshaped: tuple[str, ...]
+
+
+def _relative(base: float, cand: float) -> float | None:
+    return None if base == 0 else (cand - base) / abs(base)
+
+
+def _norm_delta(b: TensorStats, c: TensorStats, name: str) -> NormDelta:
+    sp = None
+    if b.sparsity is not None and c.sparsity is not None:
+        sp = (c.sparsity - b.sparsity) * 100.0
+    return NormDelta(
+        name=name, base_shape=b.shape, candidate_shape=c.shape,
+        reshaped=b.shape != c.shape,
+        l1_base=b.l1, l1_candidate=c.l1, l1_change=c.l1 - b.l1,
+        l1_relative_change=_relative(b.l1, c.l1),
+        l2_base=b.l2, l2_candidate=c.l2, l2_change=c.l2 - b.l2,
+        l2_relative_change=_relative(b.l2, c.l2),
+        sparsity_base=b.sparsity, sparsity_candidate=c.sparsity, sparsity_change_pp=sp,
+    )
+
+
+def weight_delta(base: WeightSummary, candidate: WeightSummary) -> WeightDelta:
+    """How a candidate version's weights moved from the base: per tensor and overall."""
+    b_by = {t.name: t for t in base.tensors}
+    c_by = {t.name: t for t in candidate.tensors}
+    common = [n for n in b_by if n in c_by]
+    per = tuple(_norm_delta(b_by[n], c_by[n], n) for n in common)
+    overall = _norm_delta(base.overall, candidate.overall, "(overall)")
+    return WeightDelta(
+        overall=NormDelta(**{**overall.__dict__, "reshaped": False}),
+        tensors=per,
+        added=tuple(n for n in c_by if n not in b_by),
+        removed=tuple(n for n in b_by if n not in c_by),
+        reshaped=tuple(d.name for d in per if d.reshaped),
+    )
