@@ -128,7 +128,7 @@ def test_invalid_version_metadata_is_422(client, metadata, field):
     b'{"version": "v1", "metadata": {"hyperparameters": {"lr": [1, -1e999]}}}',
     b'{"version": "v1", "metadata": {"hyperparameters": {"s": "a\\u0000b"}}}',
     b'{"version": "v1", "metadata": {"hyperparameters": {"s": "\\ud800"}}}',
-    b'{"version": "v1", "metadata": {"hyperparameters": {"big": 1' + b"0" * 30 + b"}}}",
+    b'{"version": "v1", "metadata": {"hyperparameters": {"big": 1' + b"0" * 400 + b"}}}",
 ])
 def test_unstorable_values_in_free_form_metadata_are_422_and_never_echoed(client, raw):
     client.post("/v1/models", json=binary_model())

@@ -9,6 +9,8 @@ import math
 import zlib
 from typing import Any
 
+import orjson
+
 from starlette.requests import Request
 
 from app.errors import ApiError, Problem
@@ -40,6 +42,13 @@ _decoder = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_cons
 
 
 def parse_json(raw: bytes) -> Any:
+    """Fast path: orjson, which refuses NaN, Infinity, overflowing numbers and lone surrogates.
+    When it refuses anything, the standard parser reads the body again so that validation can
+    name the field that holds the bad value (or the parse error's line and column)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
