@@ -28,7 +28,10 @@ from app.storage import migrate
 from app.storage.db import make_engine
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TABLES = ("labels", "predictions", "prediction_keys", "model_versions", "models")
+TABLES = (
+    "job_runs", "metric_results", "version_deltas", "weight_stats", "reference_profiles",
+    "labels", "predictions", "prediction_keys", "model_versions", "models",
+)
 
 
 def _admin_url() -> str:

@@ -15,7 +15,8 @@ from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager, partition_name
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
-TABLES = {"models", "model_versions", "prediction_keys", "predictions", "labels"}
+TABLES = {"models", "model_versions", "prediction_keys", "predictions", "labels",
+          "reference_profiles", "weight_stats", "version_deltas", "metric_results", "job_runs"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,7 +10,6 @@ import zlib
 from typing import Any
 
 import orjson
-
 from starlette.requests import Request
 
 from app.errors import ApiError, Problem

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -104,4 +105,87 @@ labels = Table(
     # "labels" (POST /v1/labels) or "inline" (the `label` field of a prediction record).
     Column("source", String(16), nullable=False),
     Index("ix_labels_ts", "ts"),
+)
+
+# A version's reference: fitted bins, reference counts and a bounded sorted sample per feature
+# and for the prediction. `source` is "upload" or "baseline" (the version's own early traffic).
+reference_profiles = Table(
+    "reference_profiles",
+    metadata,
+    Column("version_id", IdType, ForeignKey("model_versions.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("model_id", IdType, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("n_rows", Integer, nullable=False),
+    Column("profile", JsonType, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Per-tensor weight statistics of a version; tensor "__all__" holds the overall figures.
+weight_stats = Table(
+    "weight_stats",
+    metadata,
+    Column("version_id", IdType, ForeignKey("model_versions.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("tensor", String(512), primary_key=True),
+    Column("model_id", IdType, nullable=False),
+    Column("stats", JsonType, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+version_deltas = Table(
+    "version_deltas",
+    metadata,
+    Column("base_version_id", IdType, ForeignKey("model_versions.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("candidate_version_id", IdType,
+           ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("model_id", IdType, nullable=False),
+    Column("delta", JsonType, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+# Time series of computed values: one row per (job, model, version, metric, subject, window).
+# `subject` is "" for a model-level value, a feature name, or "cohort_key=cohort".
+metric_results = Table(
+    "metric_results",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("job", String(32), nullable=False),
+    Column("model_id", IdType, nullable=False),
+    Column("version_id", IdType, nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("subject", String(512), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("decision", String(24), nullable=False),
+    Column("method", String(128), nullable=False),
+    Column("detail", JsonType, nullable=True),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("job", "model_id", "version_id", "metric", "subject", "window_start",
+                     "window_end", name="uq_metric_results_window"),
+    Index("ix_metric_results_model_metric_end", "model_id", "metric", "window_end"),
+)
+
+# One row per attempt of a job for one model and window. At most one success per
+# (job, model, window_end): the partial unique index is the last guard against a window being
+# computed twice by two replicas.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("job", String(32), nullable=False),
+    Column("model_id", IdType, nullable=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("worker", String(128), nullable=False),
+    Index("ix_job_runs_job_model_end", "job", "model_id", "window_end"),
+    Index("uq_job_runs_success", "job", "model_id", "window_end", unique=True,
+          postgresql_where=text("status = 'success'"), sqlite_where=text("status = 'success'")),
 )
