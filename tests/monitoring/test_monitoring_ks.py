@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+from monitoring_testutil import assert_json_safe
+from scipy import stats
+
+from app.monitoring import (
+    INSUFFICIENT_DATA,
+    OK,
+    benjamini_hochberg,
+    bonferroni,
+    correct_ks,
+    drift_features,
+    ks,
+    ks_statistic,
+    numeric_drift,
+)
+
+
+def _case(rng, i):
+    """Random and adversarial pairs: ties, discrete data, unequal sizes, outliers."""
+    kind = i % 8
+    n1, n2 = int(rng.integers(1, 400)), int(rng.integers(1, 400))
+    if kind == 0:
+        return rng.normal(size=n1), rng.normal(rng.normal() * 0.3, size=n2)
+    if kind == 1:  # heavy ties
+        return rng.integers(0, 4, n1).astype(float), rng.integers(0, 5, n2).astype(float)
+    if kind == 2:  # rounded continuous -> ties across samples
+        return np.round(rng.normal(size=n1), 1), np.round(rng.normal(size=n2) * 1.3, 1)
+    if kind == 3:  # very different sizes
+        return rng.normal(size=int(rng.integers(1, 5))), rng.normal(size=n2)
+    if kind == 4:  # identical samples
+        a = rng.exponential(size=n1)
+        return a, a.copy()
+    if kind == 5:  # one sample constant
+        return np.full(n1, 0.5), rng.random(n2)
+    if kind == 6:  # disjoint supports
+        return rng.random(n1), rng.random(n2) + 2
+    return rng.standard_cauchy(n1), rng.standard_cauchy(n2) * 3
+
+
+def test_statistic_bit_identical_to_scipy_on_many_cases():
+    # scipy's raw statistic is the one its asymptotic branch reports; the exact branch
+    # snaps D to the 1/lcm(n1, n2) lattice, which ks() takes from scipy directly.
+    rng = np.random.default_rng(11)
+    for i in range(800):
+        a, b = _case(rng, i)
+        expected = stats.ks_2samp(a, b, method="asymp").statistic
+        assert ks_statistic(np.sort(a), np.sort(b)) == expected, (i, a, b)
+        assert ks_statistic(np.sort(b), np.sort(a)) == expected
+
+
+def test_ks_equals_scipy_auto_on_many_cases_with_nans_ignored():
+    rng = np.random.default_rng(12)
+    for i in range(500):
+        a, b = _case(rng, i)
+        a_n = a.copy()
+        b_n = b.copy()
+        a_n[rng.random(a.size) < 0.1] = np.nan
+        b_n[rng.random(b.size) < 0.1] = np.nan
+        ok_a, ok_b = a_n[~np.isnan(a_n)], b_n[~np.isnan(b_n)]
+        if ok_a.size == 0 or ok_b.size == 0:
+            continue
+        r = ks(a_n, b_n, min_n=1)
+        expected = stats.ks_2samp(ok_a, ok_b)
+        assert r.status == OK
+        assert r.statistic == expected.statistic
+        assert r.pvalue == expected.pvalue
+        assert r.n_ref_missing == a_n.size - ok_a.size
+        assert_json_safe(r)
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2", "shift", "discrete"),
+    [(12000, 15000, 0.0, False), (20001, 10500, 0.03, False), (30000, 25000, 0.0, True),
+     (11000, 11000, 0.5, False), (50000, 12000, 0.02, True)],
+)
+def test_asymptotic_branch_equals_scipy(n1, n2, shift, discrete):
+    rng = np.random.default_rng(n1 + n2)
+    a, b = rng.normal(size=n1), rng.normal(shift, size=n2)
+    if discrete:
+        a, b = np.round(a, 1), np.round(b, 1)
+    r = ks(a, b, min_n=1)
+    expected = stats.ks_2samp(a, b)
+    assert r.method == "asymp"
+    assert (r.statistic, r.pvalue) == (expected.statistic, expected.pvalue)
+
+
+def test_decision_needs_effect_size_not_only_p():
+    rng = np.random.default_rng(4)
+    big_small_shift = ks(rng.normal(size=50000), rng.normal(0.05, size=50000))
+    assert big_small_shift.pvalue < 1e-10  # very significant ...
+    assert big_small_shift.statistic < 0.1
+    assert big_small_shift.drift is False  # ... but not an effect worth paging about
+    real = ks(rng.normal(size=5000), rng.normal(0.6, size=5000))
+    assert real.drift is True
+    tiny = ks(rng.normal(size=30), rng.normal(0.5, size=30), min_n=10)
+    assert tiny.statistic > 0.1 and tiny.pvalue > 0.05 and tiny.drift is False
+
+
+def test_thresholds_configurable():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=20000), rng.normal(0.05, size=20000)
+    assert ks(a, b).drift is False
+    assert ks(a, b, d_threshold=0.01).drift is True
+    assert ks(a, b, d_threshold=0.01, alpha=1e-300).drift is False
+
+
+def test_decision_mode_skips_only_p_values_that_cannot_change_the_decision():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=60000), rng.normal(0.02, size=60000)
+    exact = ks(a, b)
+    lazy = ks(a, b, exact_pvalue=False)
+    assert lazy.statistic == exact.statistic and exact.statistic <= 0.1
+    assert lazy.pvalue is None and lazy.drift is False is exact.drift
+    assert exact.pvalue <= lazy.pvalue_bound <= 1
+    big = ks(a, rng.normal(0.5, size=60000), exact_pvalue=False)
+    assert big.pvalue is not None and big.drift is True
+
+
+def test_insufficient_and_all_missing():
+    r = ks(np.full(500, np.nan), np.arange(500.0))
+    assert r.status == INSUFFICIENT_DATA and r.statistic is None and r.drift is None
+    assert r.n_ref == 0 and r.n_ref_missing == 500
+    assert "n=0" in r.reason
+    small = ks(np.arange(50.0), np.arange(500.0))
+    assert small.status == INSUFFICIENT_DATA and "n=50" in small.reason
+    assert_json_safe(small)
+    empty = ks(np.array([]), np.array([]), min_n=0)
+    assert empty.status == INSUFFICIENT_DATA
+
+
+def test_constant_features():
+    same = ks(np.full(300, 2.0), np.full(400, 2.0))
+    assert same.statistic == 0.0 and same.pvalue == 1.0 and same.drift is False
+    moved = ks(np.full(300, 2.0), np.full(400, 3.0))
+    assert moved.statistic == 1.0 and moved.drift is True
+
+
+def test_bh_matches_scipy_false_discovery_control():
+    rng = np.random.default_rng(7)
+    for m in (1, 2, 5, 37, 200):
+        p = rng.random(m) ** 3
+        p[: m // 4] = p[-1]  # ties
+        assert np.allclose(benjamini_hochberg(p), stats.false_discovery_control(p),
+                           rtol=1e-15, atol=0)
+
+
+def test_bonferroni_by_hand():
+    assert bonferroni([0.01, 0.2, 0.5]).tolist() == [0.03, pytest.approx(0.6), 1.0]
+
+
+def test_correction_across_features_re_decides_drift():
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=400)
+    results = {
+        f"f{i}": ks(base, rng.normal(0.25 if i == 0 else 0.16, size=400)) for i in range(20)
+    }
+    results["few"] = ks(base[:5], base[:5])  # insufficient, passes through untouched
+    raw_drift = {k for k, r in results.items() if r.drift}
+    bonf = correct_ks(results, "bonferroni")
+    bh = correct_ks(results, "bh")
+    oks = [k for k, r in results.items() if r.status == OK]
+    for k in oks:
+        assert bonf[k].pvalue_adjusted == pytest.approx(min(1.0, results[k].pvalue * len(oks)))
+        assert bonf[k].drift == (results[k].statistic > 0.1 and bonf[k].pvalue_adjusted < 0.05)
+    expected_bh = stats.false_discovery_control([results[k].pvalue for k in oks])
+    assert [bh[k].pvalue_adjusted for k in oks] == pytest.approx(expected_bh.tolist())
+    assert bh["few"] == results["few"]
+    bonf_drift = {k for k, r in bonf.items() if r.drift}
+    assert bonf_drift <= raw_drift and "f0" in bonf_drift
+
+
+def test_numeric_drift_uses_one_binning_and_reports_missing_rates():
+    rng = np.random.default_rng(9)
+    ref = rng.normal(size=3000)
+    cur = rng.normal(1.0, size=2000)
+    cur[:200] = np.nan
+    r = numeric_drift(ref, cur)
+    assert r.ref_missing_rate == 0.0 and r.cur_missing_rate == pytest.approx(0.1)
+    assert r.psi.band == "major" and r.ks.drift is True
+    assert r.ks.statistic == stats.ks_2samp(ref, cur[200:]).statistic
+    d = assert_json_safe(r)
+    assert d["binning"]["kind"] == "numeric"
+
+
+def test_drift_features_threads_give_same_results():
+    rng = np.random.default_rng(10)
+    ref = {f"f{i}": rng.normal(size=3000) for i in range(5)}
+    cur = {f"f{i}": rng.normal(0.1 * i, size=3000) for i in range(5)}
+    one = drift_features(ref, cur, workers=1)
+    two = drift_features(ref, cur, workers=2)
+    assert one == two
+    assert one["f4"].ks.correction == "bh"
+    assert one["f0"].ks.drift is False and one["f4"].ks.drift is True

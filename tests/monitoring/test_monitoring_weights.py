@@ -1,0 +1,279 @@
+import inspect
+import json
+import math
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+from monitoring_testutil import assert_json_safe
+from safetensors.numpy import save_file
+
+from app.monitoring import (
+    INSUFFICIENT_DATA,
+    OK,
+    UNSUPPORTED_DTYPE,
+    TensorStats,
+    WeightFileError,
+    read_weight_file,
+    summarise_weight_file,
+    tensor_stats,
+    weight_delta,
+    weight_summary,
+)
+
+DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+          np.uint8, np.bool_]
+
+
+def _random(rng, dtype, shape):
+    if np.dtype(dtype).kind == "f":
+        x = rng.normal(size=shape) * 3
+        x[rng.random(shape) < 0.2] = 0.0
+        return x.astype(dtype)
+    if np.dtype(dtype).kind == "b":
+        return rng.random(shape) < 0.5
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -100), min(info.max, 100), size=shape).astype(dtype)
+
+
+def _numpy_reference(x64, eps=1e-8):
+    """Plain numpy on the whole tensor, for comparison."""
+    return dict(
+        count=x64.size, zeros=int(np.sum(np.abs(x64) <= eps)),
+        l1=float(np.abs(x64).sum()), l2=float(np.sqrt(np.sum(x64 * x64))),
+        max_abs=float(np.abs(x64).max()), mean=float(x64.mean()), std=float(x64.std()),
+    )
+
+
+def _assert_matches(s: TensorStats, x64: np.ndarray, eps=1e-8):
+    ref = _numpy_reference(x64.reshape(-1), eps)
+    assert s.count == ref["count"] and s.zeros == ref["zeros"]
+    assert s.sparsity == ref["zeros"] / ref["count"]
+    for key in ("l1", "l2", "max_abs", "mean", "std"):
+        assert getattr(s, key) == pytest.approx(ref[key], rel=1e-11, abs=1e-12), key
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_stats_equal_numpy_for_every_dtype(dtype):
+    rng = np.random.default_rng(1)
+    x = _random(rng, dtype, (37, 91))
+    s = tensor_stats(x, chunk_elems=500)  # many chunks: exercises the merge
+    _assert_matches(s, x.astype(np.float64))
+    assert s.shape == (37, 91) and s.dtype == np.dtype(dtype).name
+    assert_json_safe(s)
+
+
+def test_eps_is_configurable():
+    x = np.array([0.0, 1e-9, 1e-5, -1e-5, 1.0])
+    assert tensor_stats(x).zeros == 2
+    assert tensor_stats(x, eps=1e-4).zeros == 4
+    assert tensor_stats(x, eps=0.0).zeros == 1
+
+
+def test_zero_size_tensor():
+    s = tensor_stats(np.zeros((0, 4), dtype=np.float32), name="empty")
+    assert s.status == INSUFFICIENT_DATA and s.reason == "zero-size tensor"
+    assert s.count == 0 and s.sparsity is None and s.mean is None and s.std is None
+    assert s.l1 == 0.0 and s.l2 == 0.0
+    assert_json_safe(s)
+
+
+def test_nonfinite_values_are_counted_and_excluded():
+    s = tensor_stats(np.array([1.0, np.nan, -2.0, np.inf, 0.0]))
+    assert s.nonfinite == 2 and s.count == 5 and s.zeros == 1
+    assert s.l1 == 3.0 and s.max_abs == 2.0
+    assert s.mean == pytest.approx(-1 / 3)
+    assert "non-finite" in s.reason
+    assert_json_safe(s)
+    all_nan = tensor_stats(np.full(4, np.nan, dtype=np.float16))
+    assert all_nan.mean is None and all_nan.max_abs is None and all_nan.nonfinite == 4
+    assert_json_safe(all_nan)
+
+
+def test_unsupported_dtype_is_an_explicit_result():
+    s = tensor_stats(np.array([1 + 2j]))
+    assert s.status == UNSUPPORTED_DTYPE
+    assert_json_safe(s)
+
+
+def _bf16_bits(x32: np.ndarray) -> np.ndarray:
+    """Truncate float32 to its top 16 bits: an exact bf16 value."""
+    return (x32.view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _write_safetensors_by_hand(path, tensors):
+    """tensors: name -> (dtype string, shape, raw bytes). Header + raw bytes, as specified."""
+    header, offset, blobs = {"__metadata__": {"format": "test"}}, 0, []
+    for name, (dt, shape, raw) in tensors.items():
+        header[name] = {"dtype": dt, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def test_safetensors_numpy_dtypes(tmp_path):
+    rng = np.random.default_rng(2)
+    tensors = {f"t_{np.dtype(d).name}": _random(rng, d, (13, 17)) for d in DTYPES}
+    path = tmp_path / "w.safetensors"
+    save_file(tensors, str(path))
+    got = dict(read_weight_file(path, chunk_elems=50))
+    assert set(got) == set(tensors)
+    for name, x in tensors.items():
+        _assert_matches(got[name], x.astype(np.float64))
+        assert got[name].dtype == x.dtype.name
+
+
+def test_safetensors_bf16_written_by_hand(tmp_path):
+    rng = np.random.default_rng(3)
+    x32 = (rng.normal(size=(64, 33)) * 5).astype(np.float32)
+    x32[:, :7] = 0
+    bits = _bf16_bits(x32)
+    exact = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    path = tmp_path / "bf16.safetensors"
+    _write_safetensors_by_hand(path, {
+        "w": ("BF16", x32.shape, bits.astype("<u2").tobytes()),
+        "b": ("F32", (5,), np.arange(5, dtype="<f4").tobytes()),
+    })
+    got = dict(read_weight_file(path, chunk_elems=100))
+    assert got["w"].dtype == "bfloat16" and got["w"].shape == (64, 33)
+    _assert_matches(got["w"], exact)
+    assert got["w"].zeros >= 64 * 7
+    _assert_matches(got["b"], np.arange(5.0))
+
+
+def test_safetensors_fp8_and_unknown_dtype(tmp_path):
+    e5m2 = np.array([0x3C, 0xBC, 0x00, 0x40], dtype=np.uint8)  # 1.0, -1.0, 0.0, 2.0
+    e4m3 = np.array([0x38, 0x7E, 0xB8, 0x01], dtype=np.uint8)  # 1.0, 448, -1.0, 2**-9
+    path = tmp_path / "fp8.safetensors"
+    _write_safetensors_by_hand(path, {
+        "a": ("F8_E5M2", (4,), e5m2.tobytes()),
+        "b": ("F8_E4M3", (4,), e4m3.tobytes()),
+        "c": ("C64", (1,), b"\0" * 8),
+    })
+    got = dict(read_weight_file(path))
+    assert got["a"].l1 == 4.0 and got["a"].max_abs == 2.0 and got["a"].zeros == 1
+    assert got["b"].l1 == 1 + 448 + 1 + 2**-9 and got["b"].max_abs == 448
+    assert got["c"].status == UNSUPPORTED_DTYPE
+
+
+def test_npz_file(tmp_path):
+    rng = np.random.default_rng(4)
+    tensors = {"a": _random(rng, np.float16, (30, 30)), "b": _random(rng, np.int8, (100,))}
+    path = tmp_path / "w.npz"
+    np.savez_compressed(path, **tensors)
+    got = dict(read_weight_file(path))
+    for name, x in tensors.items():
+        _assert_matches(got[name], x.astype(np.float64))
+
+
+def test_reader_is_lazy_and_memory_stays_below_one_tensor(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 1_000_000
+    tensors = {f"layer{i}": rng.normal(size=n).astype(np.float32) for i in range(4)}
+    path = tmp_path / "big.safetensors"
+    save_file(tensors, str(path))
+    del tensors
+    it = read_weight_file(path, chunk_elems=1 << 14)
+    assert inspect.isgenerator(it)
+    tracemalloc.start()
+    try:
+        first_name, _ = next(it)
+        rest = [name for name, _ in it]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [first_name, *rest] == [f"layer{i}" for i in range(4)]
+    assert peak < n * 4  # less than one float32 tensor, let alone the 16 MB file
+
+
+def test_bad_files_raise_weight_file_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 7)
+    with pytest.raises(WeightFileError):
+        list(read_weight_file(bad))
+    lying = tmp_path / "lying.safetensors"
+    _write_safetensors_by_hand(lying, {"a": ("F32", (10,), b"\0" * 8)})
+    with pytest.raises(WeightFileError):
+        list(read_weight_file(lying))
+    with pytest.raises(WeightFileError):
+        list(read_weight_file(tmp_path / "w.bin"))
+
+
+def test_overall_combines_without_concatenating_and_equals_numpy(tmp_path):
+    rng = np.random.default_rng(6)
+    tensors = {"a": _random(rng, np.float32, (50, 20)) + 4,
+               "b": _random(rng, np.float64, (333,)) * 100,
+               "c": _random(rng, np.int8, (7, 3)),
+               "empty": np.zeros((0,), np.float32)}
+    path = tmp_path / "w.safetensors"
+    save_file(tensors, str(path))
+    summary = summarise_weight_file(path, chunk_elems=64)
+    allx = np.concatenate([t.astype(np.float64).reshape(-1) for t in tensors.values()])
+    _assert_matches(summary.overall, allx)
+    assert summary.overall.l2 == pytest.approx(
+        math.sqrt(sum(t.l2**2 for t in summary.tensors)), rel=1e-15)
+    assert summary.tensor("empty").status == INSUFFICIENT_DATA
+    assert_json_safe(summary)
+
+
+def test_pipeline_summaries_from_dicts_combine_like_files():
+    rng = np.random.default_rng(7)
+    xs = {"a": rng.normal(size=(40, 10)), "b": rng.normal(2, 3, size=(500,))}
+    xs["b"][:100] = 0
+    dicts = []
+    for name, x in xs.items():
+        ref = _numpy_reference(x.reshape(-1))
+        dicts.append({"name": name, "shape": list(x.shape), **ref})
+    summary = weight_summary(dicts)
+    _assert_matches(summary.overall, np.concatenate([x.reshape(-1) for x in xs.values()]))
+    assert summary.tensor("b").sparsity == 0.2
+    with pytest.raises(ValueError):
+        TensorStats.from_dict({**dicts[0], "count": 3})
+    with pytest.raises(ValueError):
+        TensorStats.from_dict({"shape": [2], "count": 2, "zeros": 3, "l1": 0, "l2": 0})
+    with pytest.raises(ValueError):
+        weight_summary([dicts[0], dicts[0]])
+    empty = weight_summary([])
+    assert empty.overall.count == 0 and empty.overall.mean is None
+    assert_json_safe(empty)
+
+
+def test_delta_between_versions():
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(100, 10))
+    a[a == 0] = 1.0
+    b = rng.normal(size=(50,))
+    b[b == 0] = 1.0
+    v1 = weight_summary([tensor_stats(a, name="dense"), tensor_stats(b, name="bias"),
+                         tensor_stats(np.ones(8), name="old_head"),
+                         tensor_stats(np.zeros(4), name="zero")])
+    a2 = a.copy()
+    a2.reshape(-1)[:200] = 0.0  # 20% of 'dense' pruned: sparsity +20 points
+    v2 = weight_summary([tensor_stats(a2, name="dense"),
+                         tensor_stats(b.reshape(5, 10), name="bias"),
+                         tensor_stats(np.ones(3), name="new_head"),
+                         tensor_stats(np.ones(4), name="zero")])
+    d = weight_delta(v1, v2)
+    by = {t.name: t for t in d.tensors}
+    assert d.added == ("new_head",) and d.removed == ("old_head",) and d.reshaped == ("bias",)
+    assert by["dense"].sparsity_change_pp == pytest.approx(20.0)
+    l1_a, l1_a2 = np.abs(a).sum(), np.abs(a2).sum()
+    assert by["dense"].l1_change == pytest.approx(l1_a2 - l1_a)
+    assert by["dense"].l1_relative_change == pytest.approx((l1_a2 - l1_a) / l1_a)
+    l2_a, l2_a2 = np.sqrt((a * a).sum()), np.sqrt((a2 * a2).sum())
+    assert by["dense"].l2_relative_change == pytest.approx((l2_a2 - l2_a) / l2_a)
+    assert by["bias"].reshaped and by["bias"].l1_change == pytest.approx(0.0, abs=1e-12)
+    assert by["zero"].l1_relative_change is None and by["zero"].l2_relative_change is None
+    assert by["zero"].l1_change == 4.0 and by["zero"].sparsity_change_pp == -100.0
+    total1 = np.abs(a).sum() + np.abs(b).sum() + 8
+    total2 = np.abs(a2).sum() + np.abs(b).sum() + 3 + 4
+    assert d.overall.l1_relative_change == pytest.approx((total2 - total1) / total1)
+    assert d.overall.sparsity_change_pp == pytest.approx((200 / 1057 - 4 / 1062) * 100)
+    assert_json_safe(d)
+    assert weight_delta(v1, v1).overall.l2_change == 0.0
+    assert all(t.status == OK for t in v1.tensors)
