@@ -1,0 +1,80 @@
+#!/bin/sh
+# Installs promtool and amtool (Debian packages `prometheus` and `prometheus-alertmanager`)
+# when they are missing, so that the rule, route and config checks in tests/deploy can run.
+#
+# Idempotent: does nothing when both tools are on PATH. Runs `apt-get update` only when the
+# package lists do not know the packages. Must run as root; non-interactive.
+#
+# The packages' maintainer scripts may start the prometheus and alertmanager daemons. This
+# script only wants the command-line tools, so it stops any daemon that was not running
+# before it started (by process id; daemons that were already running are left alone).
+set -eu
+
+export DEBIAN_FRONTEND=noninteractive
+
+need=""
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v amtool >/dev/null 2>&1 || need="$need prometheus-alertmanager"
+
+if [ -z "$need" ]; then
+    echo "promtool and amtool are installed: $(command -v promtool), $(command -v amtool)"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: installing$need needs root (apt-get); run this script as root" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: apt-get not found; install promtool and amtool from prometheus.io/download" >&2
+    exit 1
+fi
+
+# Daemon process ids running before the install (empty when none).
+pids_of() {
+    pgrep -x "$1" 2>/dev/null | tr '\n' ' ' || true
+}
+before_prometheus=$(pids_of prometheus)
+before_alertmanager=$(pids_of prometheus-alertmanager)
+
+has_candidate() {
+    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
+}
+for pkg in $need; do
+    if ! has_candidate "$pkg"; then
+        echo "package lists do not know $pkg: running apt-get update"
+        apt-get update -q
+        break
+    fi
+done
+
+# shellcheck disable=SC2086 # $need is a space-separated list of package names
+apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need
+
+# Stop what the install started, and only that.
+stop_new() {
+    name=$1 service=$2 before=$3
+    for pid in $(pids_of "$name"); do
+        case " $before " in
+            *" $pid "*) continue ;;
+        esac
+        if command -v service >/dev/null 2>&1 && [ -x "/etc/init.d/$service" ]; then
+            service "$service" stop >/dev/null 2>&1 || true
+        fi
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "stopping $name (pid $pid) started by the package install"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+}
+stop_new prometheus prometheus "$before_prometheus"
+stop_new prometheus-alertmanager prometheus-alertmanager "$before_alertmanager"
+
+for tool in promtool amtool; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "error: $tool still not on PATH after installing$need" >&2
+        exit 1
+    fi
+done
+echo "installed: $(promtool --version 2>&1 | head -n 1); $(amtool --version 2>&1 | head -n 1)"
