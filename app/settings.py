@@ -35,6 +35,44 @@ class Settings(BaseSettings):
     # Error details listed in one 4xx response; the total is always given.
     max_error_details: int = Field(default=10_000, ge=1)
 
+    # Scheduled jobs (drift, calibration, cohorts, labels, retention).
+    scheduler_enabled: bool = True
+    job_interval_seconds: float = Field(default=300.0, gt=0)
+    job_window_seconds: float = Field(default=3600.0, gt=0)
+    # After downtime, at most this many missed windows per job and model are computed.
+    job_catchup_windows: int = Field(default=12, ge=1)
+    # Rows loaded for one window of one version; beyond it, the newest rows are used.
+    job_max_window_rows: int = Field(default=1_000_000, ge=1000)
+    retention_days: int = Field(default=30, ge=1)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    # References.
+    reference_max_bytes: int = Field(default=512 * MIB, ge=1024)
+    reference_sample_size: int = Field(default=10_000, ge=100)
+    reference_bins: int = Field(default=10, ge=2, le=100)
+    # Without an uploaded reference, a version is compared with its own first traffic: the
+    # first `baseline_seconds` or first `baseline_max_predictions`, whichever ends first.
+    baseline_seconds: float = Field(default=86_400.0, gt=0)
+    baseline_max_predictions: int = Field(default=10_000, ge=100)
+
+    # Weights.
+    weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024)
+    weights_zero_eps: float = Field(default=1e-8, ge=0)
+
+    # Decision thresholds (defaults for every model).
+    threshold_psi_moderate: float = Field(default=0.1, ge=0)
+    threshold_psi_major: float = Field(default=0.25, ge=0)
+    threshold_ks_d: float = Field(default=0.1, ge=0, le=1)
+    threshold_ks_alpha: float = Field(default=0.05, gt=0, lt=1)
+    threshold_min_n: int = Field(default=100, ge=1)
+    threshold_ece_warning: float = Field(default=0.05, ge=0, le=1)
+    threshold_ece_critical: float = Field(default=0.1, ge=0, le=1)
+    threshold_cohort_delta_warning: float = Field(default=0.1, ge=0, le=1)
+    threshold_cohort_delta_critical: float = Field(default=0.2, ge=0, le=1)
+    threshold_cohort_min_n: int = Field(default=100, ge=1)
+    threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
+    threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import ApiError, Problem
@@ -116,14 +118,25 @@ def _too_large(limit: int, what: str) -> ApiError:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it (or its decompressed form) passes ``limit``."""
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+JSON_TYPES = ("application/json", "")
+
+
+def content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _check_type(request: Request, accepted: tuple[str, ...], hint: str) -> None:
+    ctype = content_type(request)
+    if ctype not in accepted and not (JSON_TYPES[0] in accepted and ctype.endswith("+json")):
         raise ApiError(
-            415, "unsupported_media_type", "send the body as application/json",
+            415, "unsupported_media_type", f"send the body as {hint}",
             [Problem(f"content-type {ctype[:100]!r} is not supported", field="content-type")],
         )
+
+
+async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's (decompressed) bytes as they arrive; 413 as soon as the body or its
+    decompressed form passes ``limit``, checked on Content-Length before reading anything."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise ApiError(
@@ -142,17 +155,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit, "(content-length)")
     gz = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
     received = 0
-    parts: list[bytes] = []
     out_size = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
             raise _too_large(limit, "(received)")
         if gz is None:
-            parts.append(chunk)
+            yield chunk
             continue
         data = chunk
-        while data:
+        while data and not gz.eof:
             try:
                 piece = gz.decompress(data, limit - out_size + 1)
             except zlib.error:
@@ -161,14 +173,29 @@ async def read_body(request: Request, limit: int) -> bytes:
             out_size += len(piece)
             if out_size > limit:
                 raise _too_large(limit, "after gzip decompression")
-            parts.append(piece)
+            yield piece
             data = gz.unconsumed_tail
-            if gz.eof:
-                break
     if gz is not None and not gz.eof:
         raise ApiError(400, "invalid_gzip", "gzip body is truncated",
                        [Problem("gzip stream ended early", field="body")])
-    return b"".join(parts)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """A JSON body, whole, within ``limit`` (also after gzip decompression)."""
+    _check_type(request, JSON_TYPES, "application/json")
+    return b"".join([chunk async for chunk in body_chunks(request, limit)])
+
+
+async def body_to_file(request: Request, limit: int, dest: BinaryIO,
+                       accepted: tuple[str, ...], hint: str) -> int:
+    """Stream a large upload to ``dest`` without holding it in memory; returns its size."""
+    _check_type(request, accepted, hint)
+    size = 0
+    async for chunk in body_chunks(request, limit):
+        await run_in_threadpool(dest.write, chunk)
+        size += len(chunk)
+    dest.flush()
+    return size
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -1,0 +1,82 @@
+"""Reference profiles: what a window is compared with.
+
+A profile holds, per feature and for the prediction, the binning fitted once on the
+reference, the reference counts on those bins, and a bounded sorted sample for KS. The
+sample is the reference's evenly spaced order statistics (at most ``sample_size``), so its
+empirical CDF is within 1/sample_size of the full reference's everywhere and KS D computed
+against it is within that of D against the full reference; the reported n_reference is the
+sample size, so p-values are honest about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.monitoring import (
+    binning_from_dict,
+    fit_categorical_bins,
+    fit_numeric_bins,
+    sorted_sample,
+)
+from app.storage.observations import Window
+from app.storage.registry import ModelRow
+
+
+def prediction_column(model: ModelRow, w: Window) -> tuple[str, np.ndarray]:
+    """(kind, values): the score (binary), the value (regression) or the top class
+    (multiclass) of each row."""
+    if model.task == "binary_classification":
+        return "numeric", w.score if w.score is not None else np.empty(0)
+    if model.task == "regression":
+        return "numeric", w.value if w.value is not None else np.empty(0)
+    classes = np.array(model.classes or [], dtype=object)
+    if w.probabilities is None or w.probabilities.shape[0] == 0:
+        return "categorical", np.empty(0, dtype=object)
+    return "categorical", classes[np.argmax(w.probabilities, axis=1)]
+
+
+def column_profile(kind: str, values: np.ndarray, *, n_bins: int, sample_size: int,
+                   max_categories: int) -> dict[str, Any]:
+    if kind == "numeric":
+        s = sorted_sample(values)
+        binning = fit_numeric_bins(s, n_bins)
+        if s.n_valid > sample_size:
+            idx = np.linspace(0, s.n_valid - 1, sample_size).round().astype(np.int64)
+            sample = s.values[idx]
+        else:
+            sample = s.values
+        return {"type": "numeric", "binning": binning.to_dict(),
+                "counts": binning.counts(s).tolist(), "n_valid": s.n_valid,
+                "n_missing": s.n_missing, "sample": sample.tolist()}
+    binning = fit_categorical_bins(values, max_categories)
+    counts = binning.counts(values)
+    return {"type": "categorical", "binning": binning.to_dict(), "counts": counts.tolist(),
+            "n_valid": int(counts[:-1].sum()), "n_missing": int(counts[-1])}
+
+
+def build_profile(model: ModelRow, columns: dict[str, np.ndarray],
+                  prediction: tuple[str, np.ndarray] | None, n_rows: int, *, n_bins: int = 10,
+                  sample_size: int = 10_000, max_categories: int = 50) -> dict[str, Any]:
+    opts = {"n_bins": n_bins, "sample_size": sample_size, "max_categories": max_categories}
+    features = {}
+    for f in model.features:
+        name = f["name"]
+        values = columns.get(name)
+        if values is None:
+            values = (np.full(n_rows, np.nan) if f["type"] == "numeric"
+                      else np.full(n_rows, None, dtype=object))
+        features[name] = column_profile(f["type"], values, **opts)
+    out: dict[str, Any] = {"n_rows": n_rows, "features": features, "prediction": None}
+    if prediction is not None and prediction[1].shape[0] > 0:
+        out["prediction"] = column_profile(prediction[0], prediction[1], **opts)
+    return out
+
+
+def profile_from_window(model: ModelRow, w: Window, **opts: Any) -> dict[str, Any]:
+    return build_profile(model, w.features, prediction_column(model, w), w.n, **opts)
+
+
+def binning_of(column: dict[str, Any]):  # noqa: ANN201
+    return binning_from_dict(column["binning"])

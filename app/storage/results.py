@@ -1,0 +1,95 @@
+"""Reference profiles, stored metric results and job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select
+
+from app.storage.tables import job_runs, metric_results, reference_profiles
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(reference_profiles)
+                       .where(reference_profiles.c.version_id == version_id)).first()
+    if row is None:
+        return None
+    return {"source": row.source, "n_rows": row.n_rows, "profile": row.profile,
+            "created_at": _utc(row.created_at)}
+
+
+def put_profile(*, conn: Connection, model_id: int, version_id: int, source: str, n_rows: int,
+                profile: dict[str, Any], replace: bool = True) -> None:
+    """Store a version's reference profile; an upload replaces whatever was there, a
+    baseline (``replace=False``) never replaces anything."""
+    if replace:
+        conn.execute(delete(reference_profiles)
+                     .where(reference_profiles.c.version_id == version_id))
+    elif get_profile(conn=conn, version_id=version_id) is not None:
+        return
+    conn.execute(insert(reference_profiles).values(
+        version_id=version_id, model_id=model_id, source=source, n_rows=n_rows,
+        profile=profile, created_at=datetime.now(UTC)))
+
+
+def success_exists(*, conn: Connection, job: str, model_id: int | None,
+                   window_end: datetime) -> bool:
+    q = select(func.count()).select_from(job_runs).where(
+        job_runs.c.job == job, job_runs.c.window_end == window_end,
+        job_runs.c.status == "success",
+        job_runs.c.model_id.is_(None) if model_id is None else job_runs.c.model_id == model_id)
+    return bool(conn.execute(q).scalar_one())
+
+
+def last_success_end(*, conn: Connection, job: str, model_id: int | None) -> datetime | None:
+    q = select(func.max(job_runs.c.window_end)).where(
+        job_runs.c.job == job, job_runs.c.status == "success",
+        job_runs.c.model_id.is_(None) if model_id is None else job_runs.c.model_id == model_id)
+    ts = conn.execute(q).scalar_one_or_none()
+    return _utc(ts) if ts is not None else None
+
+
+def record_run(*, conn: Connection, job: str, model_id: int | None, window_start: datetime,
+               window_end: datetime, status: str, started_at: datetime, worker: str,
+               error: str | None = None) -> None:
+    conn.execute(insert(job_runs).values(
+        job=job, model_id=model_id, window_start=window_start, window_end=window_end,
+        status=status, started_at=started_at, finished_at=datetime.now(UTC), error=error,
+        worker=worker))
+
+
+def insert_results(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(metric_results), list(rows))
+
+
+def history(*, conn: Connection, model_id: int, metric: str, subject: str | None,
+            version_id: int | None, start: datetime, end: datetime,
+            limit: int = 10_000) -> list[Any]:
+    m = metric_results
+    conds = [m.c.model_id == model_id, m.c.metric == metric, m.c.window_end > start,
+             m.c.window_end <= end]
+    if subject is not None:
+        conds.append(m.c.subject == subject)
+    if version_id is not None:
+        conds.append(m.c.version_id == version_id)
+    q = select(m).where(and_(*conds)).order_by(m.c.window_end, m.c.subject).limit(limit)
+    return list(conn.execute(q))
+
+
+def known_metrics(*, conn: Connection, model_id: int) -> set[str]:
+    q = select(metric_results.c.metric).distinct().where(metric_results.c.model_id == model_id)
+    return {r[0] for r in conn.execute(q)}
+
+
+def job_run_rows(*, conn: Connection, job: str | None = None) -> list[Any]:
+    q = select(job_runs).order_by(job_runs.c.id)
+    if job is not None:
+        q = q.where(job_runs.c.job == job)
+    return list(conn.execute(q))
