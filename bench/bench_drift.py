@@ -32,7 +32,7 @@ def make_data(rows: int, features: int, seed: int = 7) -> tuple[dict, dict]:
     for i in range(features):
         r = rng.normal(size=rows)
         kind = i % 3
-        shift = (0.0, 0.01, 0.3)[kind]
+        shift = (0.0, 0.01, 0.5)[kind]
         c = rng.normal(loc=shift, size=rows)
         r[rng.random(rows) < 0.01] = np.nan
         c[rng.random(rows) < 0.01] = np.nan
