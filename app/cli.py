@@ -37,6 +37,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(_args: argparse.Namespace) -> int:
+    """The scheduler alone, in the foreground: for deployments that run jobs apart from the
+    API replicas (which may then set MODELMON_SCHEDULER_ENABLED=false)."""
+    import logging
+
+    from app.jobs.scheduler import JobScheduler
+    from app.storage.db import make_engine
+    from app.storage.partitions import PartitionManager
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine = make_engine(settings)
+    scheduler = JobScheduler(engine, settings, PartitionManager(engine), blocking=True)
+    try:
+        if not scheduler.start():
+            print("another process runs the scheduler for this SQLite database", file=sys.stderr)
+            return 1
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        engine.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelmon", description="Production model monitoring.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-migrate", action="store_true",
                        help="do not migrate first (when a one-shot migrate step runs it)")
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run the scheduled jobs in the foreground")
+    worker.set_defaults(func=_worker)
     mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)

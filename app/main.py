@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
-from app.api import errors, health, ingest, models
+from app.api import errors, health, ingest, models, reports
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
+from app.jobs.scheduler import JobScheduler
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager
@@ -24,10 +25,17 @@ log = logging.getLogger("modelmon")
 _BODY_SCHEMAS = (ModelCreate, VersionCreate, PredictionBatch, LabelBatch)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None
+               ) -> FastAPI:
+    """The service. The scheduler runs inside it when ``settings.scheduler_enabled`` (tests
+    pass ``run_scheduler=False`` and drive ticks themselves)."""
     settings = settings or get_settings()
+    if run_scheduler is None:
+        run_scheduler = settings.scheduler_enabled
     engine = make_engine(settings)
     partitions = PartitionManager(engine)
+
+    scheduler = JobScheduler(engine, settings, partitions) if run_scheduler else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
@@ -35,7 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             partitions.ensure_ahead(settings.partition_days_ahead)
         except Exception as exc:  # noqa: BLE001 - serve anyway; /readyz tells the truth
             log.warning("could not create partitions at start: %s", type(exc).__name__)
+        if scheduler is not None:
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.shutdown()
         engine.dispose()
 
     app = FastAPI(
@@ -58,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(ingest.router)
+    app.include_router(reports.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

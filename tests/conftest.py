@@ -27,6 +27,9 @@ from app.settings import Settings
 from app.storage import migrate
 from app.storage.db import make_engine
 
+# Tests drive job ticks themselves; a test that wants the scheduler enables it explicitly.
+os.environ["MODELMON_SCHEDULER_ENABLED"] = "false"
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = (
     "job_runs", "metric_results", "version_deltas", "weight_stats", "reference_profiles",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -37,7 +39,7 @@ def make_engine(settings: Settings) -> Engine:
         connect_args={
             "connect_timeout": max(1, int(round(settings.db_connect_timeout_seconds))),
             "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
-            "application_name": "modelmon",
+            "application_name": f"modelmon:{os.getpid()}",
         },
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,

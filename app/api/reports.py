@@ -1,0 +1,97 @@
+"""Reference upload and the REST reports."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from app.api.body import body_to_file, content_type
+from app.api.deps import EngineDep, SettingsDep
+from app.api.schemas import ErrorBody
+from app.ingest import reference
+from app.jobs import reports
+
+router = APIRouter(prefix="/v1/models", tags=["reports"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)
+}
+Start = Annotated[datetime | None, Query(description="window start (ISO 8601); default: the "
+                                         "latest window the jobs computed")]
+End = Annotated[datetime | None, Query(description="window end (ISO 8601, exclusive)")]
+Version = Annotated[str | None, Query(description="one version; default: every version with "
+                                      "traffic in the window")]
+
+
+@router.post(
+    "/{model}/versions/{version}/reference",
+    status_code=201,
+    responses=ERRORS,
+    summary="Upload a version's reference data set (JSON records, CSV or Parquet)",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"example": {"records": [{"amount": 12.5, "country": "DE",
+                                                      "score": 0.1}]}},
+        "text/csv": {"example": "amount,country,score\n12.5,DE,0.1\n"},
+        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+    }}},
+)
+async def upload_reference(model: str, version: str, request: Request, engine: EngineDep,
+                           settings: SettingsDep) -> JSONResponse:
+    ctype = content_type(request)
+    with tempfile.NamedTemporaryFile(prefix="modelmon-ref-") as tmp:
+        await body_to_file(request, settings.reference_max_bytes, tmp, reference.ACCEPTED,
+                           "application/json, text/csv or application/vnd.apache.parquet")
+        body = await run_in_threadpool(
+            lambda: reference.store_reference(engine=engine, settings=settings,
+                                              model_name=model, version=version,
+                                              path=Path(tmp.name), ctype=ctype))
+    return JSONResponse(body, status_code=201)
+
+
+def _run(engine: Any, fn: Any) -> Any:
+    def go() -> Any:
+        with engine.connect() as conn:
+            return fn(conn)
+    return run_in_threadpool(go)
+
+
+@router.get("/{model}/reports/drift", responses=ERRORS,
+            summary="Per-feature PSI, KS and missing rate against the reference")
+async def drift(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
+                start: Start = None, end: End = None) -> dict[str, Any]:
+    return await _run(engine, lambda c: reports.drift_report(
+        c, settings, reports.scope(c, settings, model, version, start, end)))
+
+
+@router.get("/{model}/reports/calibration", responses=ERRORS,
+            summary="ECE, MCE, Brier and reliability bins over the labeled predictions")
+async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
+                      version: Version = None, start: Start = None, end: End = None,
+                      bins: Annotated[int | None, Query(ge=2, le=100)] = None) -> dict[str, Any]:
+    return await _run(engine, lambda c: reports.calibration_report(
+        c, settings, reports.scope(c, settings, model, version, start, end), bins))
+
+
+@router.get("/{model}/reports/cohorts", responses=ERRORS,
+            summary="Error per cohort with 95% Wilson intervals and the delta to overall")
+async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
+                  start: Start = None, end: End = None) -> dict[str, Any]:
+    return await _run(engine, lambda c: reports.cohorts_report(
+        c, settings, reports.scope(c, settings, model, version, start, end)))
+
+
+@router.get("/{model}/history", responses=ERRORS,
+            summary="The stored time series of one metric")
+async def history(model: str, engine: EngineDep, settings: SettingsDep,
+                  metric: Annotated[str, Query(description="e.g. feature_psi, calibration_ece")],
+                  feature: str | None = None,
+                  cohort: Annotated[str | None, Query(description="cohort_key=value")] = None,
+                  version: Version = None, start: Start = None,
+                  end: End = None) -> dict[str, Any]:
+    return await _run(engine, lambda c: reports.history_report(
+        c, settings, model, metric, feature, cohort, version, start, end))

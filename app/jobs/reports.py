@@ -1,0 +1,157 @@
+"""On-demand reports over any window, computed with the same code the jobs store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from app.errors import ApiError, Problem, not_found
+from app.jobs import compute
+from app.jobs.reference import reference_for
+from app.jobs.runner import aligned_end
+from app.settings import Settings
+from app.storage import observations as obs
+from app.storage import registry, results
+
+HISTORY_METRICS = {
+    "feature_psi": "feature", "feature_ks_statistic": "feature",
+    "feature_missing_ratio": "feature", "prediction_psi": None,
+    "prediction_ks_statistic": None, "calibration_ece": None, "calibration_mce": None,
+    "calibration_brier": None, "error_ratio": None, "error_mae": None,
+    "cohort_error_ratio": "cohort", "cohort_mae": "cohort", "label_coverage": None,
+    "label_delay_p50_seconds": None, "label_delay_p90_seconds": None,
+}
+
+
+@dataclass(frozen=True)
+class Scope:
+    model: registry.ModelRow
+    versions: list[tuple[int, str]]  # (id, name)
+    start: datetime
+    end: datetime
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def window(settings: Settings, start: datetime | None, end: datetime | None,
+           now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The requested window, defaulting to the latest one the jobs computed."""
+    start, end = _utc(start), _utc(end)
+    length = timedelta(seconds=settings.job_window_seconds)
+    if end is None:
+        end = aligned_end(now or datetime.now(UTC), settings.job_interval_seconds)
+        if start is not None and start >= end:
+            end = start + length
+    if start is None:
+        start = end - length
+    if start >= end:
+        raise ApiError(422, "invalid_window", "start must be before end",
+                       [Problem("start is not before end", field="start")])
+    return start, end
+
+
+def scope(conn: Connection, settings: Settings, model_name: str, version: str | None,
+          start: datetime | None, end: datetime | None) -> Scope:
+    model = registry.get_model(conn=conn, name=model_name)
+    if model is None:
+        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
+                        "model")
+    s, e = window(settings, start, end)
+    names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
+    if version is not None:
+        ids = [i for i, n in names.items() if n == version]
+        if not ids:
+            raise not_found("unknown_version", f"version {version[:128]!r} of {model.name!r} is "
+                            "not registered", "version")
+        chosen = [(ids[0], version)]
+    else:
+        chosen = [(i, names[i]) for i in obs.versions_in_window(conn=conn, model_id=model.id,
+                                                                start=s, end=e)]
+    return Scope(model, chosen, s, e)
+
+
+def _envelope(sc: Scope, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": sc.model.name, "task": sc.model.task, "window_start": sc.start.isoformat(),
+            "window_end": sc.end.isoformat(), "versions": versions,
+            "empty": all(v.get("n", 0) == 0 for v in versions)}
+
+
+def drift_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
+    th = compute.Thresholds.from_settings(settings)
+    out = []
+    now = datetime.now(UTC)
+    for vid, name in sc.versions:
+        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
+                            end=sc.end, limit=settings.job_max_window_rows)
+        profile, info = reference_for(conn=conn, model=sc.model, version_id=vid,
+                                      settings=settings, now=now)
+        entry: dict[str, Any] = {"version": name, "n": w.n, "reference": info}
+        if profile is None:
+            entry.update(features=[], prediction=None)
+        else:
+            entry.update(compute.drift(sc.model, w, profile, th))
+        out.append(entry)
+    return _envelope(sc, out)
+
+
+def calibration_report(conn: Connection, settings: Settings, sc: Scope,
+                       bins: int | None) -> dict[str, Any]:
+    th = compute.Thresholds.from_settings(settings)
+    out = []
+    for vid, name in sc.versions:
+        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
+                            end=sc.end, limit=settings.job_max_window_rows)
+        out.append({"version": name, "predictions": w.n,
+                    **compute.calibration(sc.model, w, th, bins)})
+    return _envelope(sc, out)
+
+
+def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
+    th = compute.Thresholds.from_settings(settings)
+    out = []
+    for vid, name in sc.versions:
+        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
+                            end=sc.end, limit=settings.job_max_window_rows)
+        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(sc.model, w, th)})
+    return _envelope(sc, out)
+
+
+def history_report(conn: Connection, settings: Settings, model_name: str, metric: str,
+                   feature: str | None, cohort: str | None, version: str | None,
+                   start: datetime | None, end: datetime | None) -> dict[str, Any]:
+    if metric not in HISTORY_METRICS:
+        raise not_found("unknown_metric", f"unknown metric {metric[:64]!r}; one of: "
+                        + ", ".join(sorted(HISTORY_METRICS)), "metric")
+    model = registry.get_model(conn=conn, name=model_name)
+    if model is None:
+        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
+                        "model")
+    s = _utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
+    e = _utc(end) or datetime.now(UTC) + timedelta(days=1)
+    if s >= e:
+        raise ApiError(422, "invalid_window", "start must be before end",
+                       [Problem("start is not before end", field="start")])
+    names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
+    version_id = None
+    if version is not None:
+        version_id = next((i for i, n in names.items() if n == version), None)
+        if version_id is None:
+            raise not_found("unknown_version", f"version {version[:128]!r} is not registered",
+                            "version")
+    subject = feature if HISTORY_METRICS[metric] == "feature" else cohort
+    rows = results.history(conn=conn, model_id=model.id, metric=metric, subject=subject,
+                           version_id=version_id, start=s, end=e)
+    return {
+        "model": model.name, "metric": metric,
+        "points": [{"version": names.get(r.version_id), "subject": r.subject,
+                    "window_start": _utc(r.window_start).isoformat(),
+                    "window_end": _utc(r.window_end).isoformat(), "n": r.n, "value": r.value,
+                    "decision": r.decision, "method": r.method} for r in rows],
+    }

@@ -1,0 +1,52 @@
+"""Retention: predictions, keys and labels older than the retention are removed. On Postgres
+whole daily partitions are dropped, which costs no vacuum; rows are deleted elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, text
+
+from app.storage.partitions import PartitionManager
+from app.storage.tables import labels, prediction_keys, predictions
+
+log = logging.getLogger("modelmon.retention")
+_RETENTION_LOCK = 0x6D6D_5245_5445  # "mmRETE"
+
+
+def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noqa: ANN001
+                  now: datetime | None = None) -> dict[str, int]:
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+    out = {"partitions_dropped": 0, "rows_deleted": 0}
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                {"k": _RETENTION_LOCK}).scalar_one():
+                return out
+            cutoff_day = cutoff.date()
+            names = [r[0] for r in conn.execute(text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'predictions'"))]
+            for name in names:
+                day = datetime.strptime(name.rsplit("_p", 1)[1], "%Y%m%d").date()
+                # a partition holds [day, day + 1): drop it when all of it is older
+                if day + timedelta(days=1) <= cutoff_day:
+                    conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+                    out["partitions_dropped"] += 1
+            if out["partitions_dropped"]:
+                partitions.forget()
+            # Keys go exactly with their partitions: a key deleted while its prediction is
+            # still stored would let a retry collide with the stored row.
+            cutoff = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day, tzinfo=UTC)
+        else:
+            out["rows_deleted"] += conn.execute(
+                delete(predictions).where(predictions.c.ts < cutoff)).rowcount
+        out["rows_deleted"] += conn.execute(
+            delete(prediction_keys).where(prediction_keys.c.ts < cutoff)).rowcount
+        label_cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+        out["rows_deleted"] += conn.execute(
+            delete(labels).where(labels.c.ts < label_cutoff)).rowcount
+    if any(out.values()):
+        log.info("retention: %s", out)
+    return out

@@ -1,0 +1,103 @@
+"""APScheduler inside `modelmon serve` (in the background) and `modelmon worker` (in the
+foreground). Ticks are aligned to the clock, a little after each window boundary, so every
+replica agrees on which window a tick computes. On Postgres every replica runs the
+scheduler and the runner's advisory locks share the work; on SQLite one process owns it,
+decided by an exclusive lock on a file next to the database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from app.jobs import runner
+from app.jobs.retention import run_retention
+from app.settings import Settings
+from app.storage.partitions import PartitionManager
+
+log = logging.getLogger("modelmon.scheduler")
+# Seconds after a boundary at which a tick fires: late-arriving records of the window that
+# just closed have a moment to land.
+TICK_OFFSET_SECONDS = 1.0
+
+
+def _sqlite_owner_lock(engine: Engine) -> IO[Any] | None | bool:
+    """True when not on SQLite; the open lock file when this process owns the scheduler;
+    None when another process does."""
+    if engine.dialect.name != "sqlite":
+        return True
+    db = make_url(str(engine.url)).database
+    if not db or db == ":memory:":
+        return True
+    f = open(Path(db).with_name(Path(db).name + ".scheduler.lock"), "a+")  # noqa: SIM115
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+class JobScheduler:
+    def __init__(self, engine: Engine, settings: Settings, partitions: PartitionManager,
+                 *, blocking: bool = False, hooks: Any = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.partitions = partitions
+        self.hooks = hooks
+        self._owner: Any = None
+        cls = BlockingScheduler if blocking else BackgroundScheduler
+        self.scheduler = cls(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1,
+                                                         "misfire_grace_time": None})
+
+    def _first_run(self, interval: float) -> datetime:
+        now = datetime.now(UTC)
+        return runner.aligned_end(now, interval) + timedelta(seconds=interval
+                                                             + TICK_OFFSET_SECONDS)
+
+    def tick(self) -> None:
+        on_done = self.hooks.job_done if self.hooks is not None else None
+        try:
+            counts = runner.tick(self.engine, self.settings, on_done=on_done)
+            if counts:
+                log.info("tick: %s", counts)
+        except Exception:  # noqa: BLE001 - the next tick retries
+            log.exception("scheduler tick failed")
+
+    def retention(self) -> None:
+        try:
+            run_retention(self.engine, self.settings, self.partitions)
+            self.partitions.ensure_ahead(self.settings.partition_days_ahead)
+        except Exception:  # noqa: BLE001
+            log.exception("retention failed")
+
+    def start(self) -> bool:
+        """Start, unless another process owns the scheduler of this SQLite file."""
+        self._owner = _sqlite_owner_lock(self.engine)
+        if self._owner is None:
+            log.info("another process runs the scheduler for this SQLite database")
+            return False
+        s = self.settings
+        self.scheduler.add_job(self.tick, IntervalTrigger(
+            seconds=s.job_interval_seconds, start_date=self._first_run(s.job_interval_seconds)),
+            id="windows", name="drift, calibration, cohorts, labels")
+        self.scheduler.add_job(self.retention, IntervalTrigger(
+            seconds=s.retention_interval_seconds,
+            start_date=datetime.now(UTC) + timedelta(seconds=5)), id="retention")
+        self.scheduler.start()
+        return True
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._owner not in (None, True):
+            self._owner.close()
