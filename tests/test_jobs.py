@@ -1,0 +1,214 @@
+"""Jobs and reports end to end through the API: a known shift is found, and reports equal
+app/monitoring applied directly to the same rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from app.jobs import runner
+from app.monitoring import calibration_binary, cohort_error
+from app.settings import Settings
+from app.storage.tables import job_runs, metric_results
+from tests.factories import iso
+from tests.jobs_data import (
+    SHIFTED,
+    drift_model,
+    labels_for,
+    latest_window,
+    post_all,
+    reference_csv,
+    traffic,
+)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, job_interval_seconds=300, job_window_seconds=3600,
+                    job_catchup_windows=1)
+
+
+def register_drift_model(client, versions=("v1",), reference: bytes | None = None):  # noqa: ANN001, ANN201
+    assert client.post("/v1/models", json=drift_model()).status_code == 201
+    for v in versions:
+        assert client.post("/v1/models/credit/versions", json={"version": v}).status_code == 201
+        if reference is not None:
+            r = client.post(f"/v1/models/credit/versions/{v}/reference", content=reference,
+                            headers={"content-type": "text/csv"})
+            assert r.status_code == 201, r.text
+            body = r.json()
+            assert body["n_rows"] == 5000 and body["prediction"] is True
+            assert body["ignored_columns"] == ["row_id"]
+
+
+def flagged(report: dict, version: str) -> set[str]:
+    entry = next(v for v in report["versions"] if v["version"] == version)
+    return {f["feature"] for f in entry["features"] if f["decision"] != "ok"}
+
+
+def test_drift_flags_exactly_the_shifted_features(client, engine, settings):
+    rng = np.random.default_rng(11)
+    register_drift_model(client, versions=("v1", "v2"), reference=reference_csv(rng))
+    start, end = latest_window()
+    shifted, *_ = traffic(rng, 3000, start, end, version="v1", shifted=SHIFTED, prefix="s")
+    steady, *_ = traffic(rng, 3000, start, end, version="v2", prefix="u")
+    post_all(client, "/v1/predictions", shifted + steady)
+
+    report = client.get("/v1/models/credit/reports/drift",
+                        params={"start": iso(start), "end": iso(end)}).json()
+    assert {v["version"] for v in report["versions"]} == {"v1", "v2"}
+    assert flagged(report, "v1") == set(SHIFTED)
+    assert flagged(report, "v2") == set()
+    v1 = next(v for v in report["versions"] if v["version"] == "v1")
+    assert v1["reference"]["source"] == "upload"
+    assert v1["n"] == 3000
+    by_name = {f["feature"]: f for f in v1["features"]}
+    assert by_name["f3"]["ks_statistic"] > 0.1 and by_name["f3"]["psi"] > 0.1
+    assert by_name["f0"]["ks_statistic"] < 0.1 and by_name["f0"]["psi"] < 0.1
+    assert by_name["channel"]["ks_statistic"] is None  # categorical: PSI only
+
+    # the job stores the same numbers for the same window
+    counts = runner.tick(engine, settings, now=end, jobs=["drift"])
+    assert counts == {"success": 1}
+    with engine.connect() as conn:
+        stored = conn.execute(select(metric_results).where(
+            metric_results.c.metric == "feature_psi")).all()
+    assert {r.window_end.replace(tzinfo=UTC) for r in stored} == {end}
+    stored_flags = {r.subject for r in stored if r.decision != "ok" and r.version_id == 1}
+    assert stored_flags == set(SHIFTED)
+    psi_report = {f["feature"]: f["psi"] for f in v1["features"]}
+    for r in stored:
+        if r.version_id == 1:
+            assert r.value == pytest.approx(psi_report[r.subject], rel=1e-12)
+
+    # a second tick for the same window computes nothing twice
+    assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {}
+
+
+def test_without_reference_a_baseline_of_early_traffic_is_used(client, settings):
+    rng = np.random.default_rng(5)
+    register_drift_model(client)
+    start, end = latest_window()
+    early, *_ = traffic(rng, 400, start, end, prefix="early")
+    post_all(client, "/v1/predictions", early)
+    report = client.get("/v1/models/credit/reports/drift",
+                        params={"start": iso(start), "end": iso(end)}).json()
+    ref = report["versions"][0]["reference"]
+    assert ref["source"] == "baseline"
+    assert ref["n_rows"] == 400
+    assert "no reference uploaded" in ref["note"]
+    assert flagged(report, "v1") == set()  # compared with itself
+
+
+def test_calibration_and_cohort_reports_equal_the_library_on_the_same_rows(client, settings):
+    rng = np.random.default_rng(3)
+    register_drift_model(client)
+    start, end = latest_window()
+    records, scores, y, regions = traffic(rng, 2000, start, end)
+    labels = labels_for(records, y)
+    # half the labels arrive before their predictions, half after
+    post_all(client, "/v1/labels", labels[:1000])
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels[1000:])
+
+    params = {"start": iso(start), "end": iso(end), "version": "v1"}
+    cal = client.get("/v1/models/credit/reports/calibration", params=params).json()
+    entry = cal["versions"][0]
+    expected = calibration_binary(scores, y.astype(float), 10)
+    assert entry["n"] == 2000
+    assert entry["ece"] == pytest.approx(expected.ece, rel=1e-12)
+    assert entry["mce"] == pytest.approx(expected.mce, rel=1e-12)
+    assert entry["brier"] == pytest.approx(expected.brier, rel=1e-12)
+    assert entry["label_coverage"] == 1.0
+    assert [b["count"] for b in entry["bins"]] == [b.count for b in expected.bins]
+
+    coh = client.get("/v1/models/credit/reports/cohorts", params=params).json()
+    region = coh["versions"][0]["cohort_keys"]["region"]
+    expected_c = cohort_error(regions, scores, y.astype(float), task="binary")
+    assert region["overall"]["error_rate"] == pytest.approx(expected_c.overall.error_rate)
+    got = {c["cohort"]: c for c in region["cohorts"]}
+    for c in expected_c.cohorts:
+        assert got[c.cohort]["error_rate"] == pytest.approx(c.error_rate)
+        assert got[c.cohort]["ci_low"] == pytest.approx(c.ci_low)
+        assert got[c.cohort]["n"] == c.n
+    # the region where the model is wrong half the time is the one that stands out
+    worst = max(region["cohorts"], key=lambda c: c["error_rate"])
+    assert worst["cohort"] == "north"
+    assert worst["decision"] in ("warning", "critical")
+
+
+def test_labels_job_and_history(client, engine, settings):
+    rng = np.random.default_rng(9)
+    register_drift_model(client)
+    start, end = latest_window()
+    records, _, y, _ = traffic(rng, 500, start, end)
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels_for(records[:250], y[:250]))
+    assert runner.tick(engine, settings, now=end) == {"success": 4}
+    hist = client.get("/v1/models/credit/history", params={"metric": "label_coverage"}).json()
+    assert [p["value"] for p in hist["points"]] == [0.5]
+    assert hist["points"][0]["window_end"] == iso(end).replace("Z", "+00:00")
+    ece = client.get("/v1/models/credit/history", params={"metric": "calibration_ece"}).json()
+    assert len(ece["points"]) == 1 and ece["points"][0]["n"] == 250
+    with engine.connect() as conn:
+        runs = conn.execute(select(job_runs.c.job, job_runs.c.status)).all()
+    assert sorted(runs) == [("calibration", "success"), ("cohorts", "success"),
+                            ("drift", "success"), ("labels", "success")]
+
+
+def test_report_errors(client):
+    register_drift_model(client)
+    assert client.get("/v1/models/nope/reports/drift").status_code == 404
+    r = client.get("/v1/models/credit/reports/drift", params={"version": "v9"})
+    assert r.status_code == 404 and r.json()["code"] == "unknown_version"
+    r = client.get("/v1/models/credit/history", params={"metric": "bogus"})
+    assert r.status_code == 404 and r.json()["code"] == "unknown_metric"
+    r = client.get("/v1/models/credit/reports/calibration",
+                   params={"start": "2026-11-23T10:00:00Z", "end": "2026-11-23T09:00:00Z"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_window"
+    r = client.get("/v1/models/credit/reports/cohorts", params={"start": "yesterday"})
+    assert r.status_code == 422
+    empty = client.get("/v1/models/credit/reports/drift").json()
+    assert empty["versions"] == [] and empty["empty"] is True
+
+
+@pytest.mark.parametrize("body, ctype, status, code", [
+    (b"f0,f1\n", "text/csv", 422, "validation_error"),
+    (b"f0,channel\nabc,web\n", "text/csv", 422, "validation_error"),
+    (b"not parquet", "application/vnd.apache.parquet", 400, "invalid_parquet"),
+    (b'{"records": [{"score": 1.5}]}', "application/json", 422, "validation_error"),
+    (b'{"records": 5}', "application/json", 422, "validation_error"),
+    (b"x", "image/png", 415, "unsupported_media_type"),
+])
+def test_bad_reference_uploads(client, body, ctype, status, code):
+    register_drift_model(client)
+    r = client.post("/v1/models/credit/versions/v1/reference", content=body,
+                    headers={"content-type": ctype})
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+
+
+def test_reference_as_parquet_and_json(client, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    register_drift_model(client)
+    rng = np.random.default_rng(1)
+    cols = {f"f{i}": rng.normal(size=300) for i in range(20)}
+    cols["channel"] = np.array(["web", "app", None] * 100, dtype=object)
+    cols["score"] = rng.random(300)
+    path = tmp_path / "ref.parquet"
+    pq.write_table(pa.table(cols), path)
+    r = client.post("/v1/models/credit/versions/v1/reference", content=path.read_bytes(),
+                    headers={"content-type": "application/vnd.apache.parquet"})
+    assert r.status_code == 201, r.text
+    assert r.json()["features"]["channel"]["n_missing"] == 100
+    records = [{"f0": 1.0, "channel": "web", "score": 0.5}, {"f0": None, "score": 0.2}]
+    r = client.post("/v1/models/credit/versions/v1/reference", json={"records": records})
+    assert r.status_code == 201, r.text
+    assert r.json()["n_rows"] == 2
+    assert "f1" in r.json()["missing_columns"]
+    assert datetime.now(UTC)  # the later upload replaced the earlier one
