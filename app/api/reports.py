@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from app.api.body import body_to_file, content_type
 from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import ErrorBody
-from app.ingest import reference
+from app.ingest import reference, weights
 from app.jobs import reports
 
 router = APIRouter(prefix="/v1/models", tags=["reports"])
@@ -95,3 +95,45 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
                   end: End = None) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.history_report(
         c, settings, model, metric, feature, cohort, version, start, end))
+
+
+@router.post(
+    "/{model}/versions/{version}/weights",
+    status_code=201,
+    responses=ERRORS,
+    summary="Upload a version's weights (.npz or .safetensors) or per-tensor summaries",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"example": {"tensors": [
+            {"name": "dense/kernel", "shape": [4, 2], "count": 8, "zeros": 2, "l1": 3.5,
+             "l2": 1.9, "max_abs": 1.1, "mean": 0.05, "std": 0.6}]}},
+    }}},
+)
+async def upload_weights(model: str, version: str, request: Request, engine: EngineDep,
+                         settings: SettingsDep) -> JSONResponse:
+    ctype = content_type(request)
+    with tempfile.NamedTemporaryFile(prefix="modelmon-weights-") as tmp:
+        await body_to_file(request, settings.weights_max_bytes, tmp, weights.ACCEPTED,
+                           "application/octet-stream (.npz or .safetensors) or "
+                           "application/json summaries")
+
+        def run() -> dict[str, Any]:
+            with engine.connect() as conn:  # 404 before reading a large file
+                weights.model_version(conn, model, version)
+            summary = weights.summary_from_upload(Path(tmp.name), ctype,
+                                                  settings.weights_zero_eps)
+            return weights.store_weights(engine=engine, model_name=model, version=version,
+                                         summary=summary)
+
+        body = await run_in_threadpool(run)
+    return JSONResponse(body, status_code=201)
+
+
+@router.get("/{model}/versions/compare", responses=ERRORS,
+            summary="Weight norms and sparsity of two versions, per tensor and overall")
+async def compare_versions(model: str, engine: EngineDep,
+                           base: Annotated[str, Query(description="the earlier version")],
+                           candidate: Annotated[str, Query(description="the later version")]
+                           ) -> dict[str, Any]:
+    return await _run(engine, lambda c: weights.compare(conn=c, model_name=model, base=base,
+                                                        candidate=candidate))

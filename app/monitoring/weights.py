@@ -313,7 +313,8 @@ def _read_npz(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]
 
 
 def read_weight_file(
-    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS
+    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
+    fmt: str | None = None,
 ) -> Iterator[tuple[str, TensorStats]]:
     """Yield (name, stats) tensor by tensor from a .safetensors or .npz file.
 
@@ -322,7 +323,7 @@ def read_weight_file(
     malformed file raises WeightFileError.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
+    suffix = f".{fmt}" if fmt else p.suffix.lower()
     if suffix == ".safetensors":
         reader = _read_safetensors(p, eps, chunk_elems)
     elif suffix == ".npz":
@@ -369,10 +370,12 @@ def weight_summary(
 
 
 def summarise_weight_file(
-    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS
+    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
+    fmt: str | None = None,
 ) -> WeightSummary:
-    """read_weight_file + weight_summary."""
-    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems))
+    """read_weight_file + weight_summary; ``fmt`` ("npz" or "safetensors") overrides the
+    file's suffix, for uploads stored under a temporary name."""
+    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems, fmt=fmt))
 
 
 @dataclass(frozen=True)

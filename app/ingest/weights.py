@@ -1,0 +1,184 @@
+"""Weights of a version: a .npz or .safetensors file (streamed to disk, read one tensor at a
+time) or per-tensor summaries from a pipeline that cannot send the file. Stats are stored per
+tensor, and the version is compared with its neighbours by registration order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from app.api.body import find_unstorable, parse_json
+from app.errors import ApiError, Problem, not_found
+from app.monitoring import (
+    TensorStats,
+    WeightFileError,
+    WeightSummary,
+    summarise_weight_file,
+    weight_delta,
+    weight_summary,
+)
+from app.storage import registry
+from app.storage.tables import version_deltas, weight_stats
+
+OVERALL = "__all__"
+MAX_TENSOR_NAME = 512
+FILE_TYPES = ("application/octet-stream", "application/zip", "application/x-npz",
+              "application/vnd.safetensors", "application/x-safetensors")
+JSON_TYPES = ("application/json", "")
+ACCEPTED = FILE_TYPES + JSON_TYPES
+
+
+def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
+    if ctype in JSON_TYPES:
+        body = parse_json(path.read_bytes())
+        bad = find_unstorable(body)
+        if bad:
+            raise ApiError(422, "validation_error", "the summaries hold values that cannot be "
+                           "stored", [Problem(p, field=f) for f, p in bad])
+        tensors = body.get("tensors") if isinstance(body, dict) else None
+        if not isinstance(tensors, list) or not tensors:
+            raise ApiError(422, "validation_error", "send {\"tensors\": [{name, shape, count, "
+                           "zeros, l1, l2, max_abs, mean, std}, ...]}",
+                           [Problem("required non-empty array", field="tensors")])
+        problems, items = [], []
+        for i, t in enumerate(tensors):
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
+                problems.append(Problem("each tensor needs a non-empty string name",
+                                        field="name", index=i))
+                continue
+            try:
+                items.append(TensorStats.from_dict(t))
+            except ValueError as exc:
+                problems.append(Problem(str(exc)[:300], field=t["name"][:200], index=i))
+        if problems:
+            raise ApiError(422, "validation_error", "invalid tensor summaries; nothing was "
+                           "stored", problems)
+        try:
+            summary = weight_summary(items)
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", str(exc),
+                           [Problem(str(exc), field="tensors")]) from None
+    else:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        fmt = "npz" if magic.startswith(b"PK") else "safetensors"
+        try:
+            summary = summarise_weight_file(path, eps, fmt=fmt)
+        except WeightFileError as exc:
+            raise ApiError(422, "invalid_weights", "the file is not a readable .npz or "
+                           ".safetensors weight file; nothing was stored",
+                           [Problem(str(exc)[:300], field="body")]) from None
+    long = [t.name for t in summary.tensors if len(t.name) > MAX_TENSOR_NAME]
+    if long:
+        raise ApiError(422, "validation_error", "tensor names are limited to "
+                       f"{MAX_TENSOR_NAME} characters",
+                       [Problem("name too long", field=n[:200]) for n in long])
+    return summary
+
+
+def _stats(d: dict[str, Any]) -> TensorStats:
+    return TensorStats(**{**d, "shape": None if d["shape"] is None else tuple(d["shape"])})
+
+
+def load_summary(*, conn: Connection, version_id: int) -> WeightSummary | None:
+    rows = conn.execute(select(weight_stats.c.tensor, weight_stats.c.stats)
+                        .where(weight_stats.c.version_id == version_id)
+                        .order_by(weight_stats.c.tensor)).all()
+    tensors = [_stats(r.stats) for r in rows if r.tensor != OVERALL]
+    if not rows:
+        return None
+    return weight_summary(tensors)
+
+
+def _store_delta(conn: Connection, model_id: int, base: registry.VersionRow,
+                 cand: registry.VersionRow) -> dict[str, Any] | None:
+    b = load_summary(conn=conn, version_id=base.id)
+    c = load_summary(conn=conn, version_id=cand.id)
+    if b is None or c is None:
+        return None
+    delta = weight_delta(b, c).to_dict()
+    conn.execute(delete(version_deltas).where(version_deltas.c.base_version_id == base.id,
+                                              version_deltas.c.candidate_version_id == cand.id))
+    conn.execute(insert(version_deltas).values(
+        base_version_id=base.id, candidate_version_id=cand.id, model_id=model_id, delta=delta,
+        computed_at=datetime.now(UTC)))
+    return delta
+
+
+def _with_weights(conn: Connection, versions: list[registry.VersionRow]) -> set[int]:
+    ids = [v.id for v in versions]
+    if not ids:
+        return set()
+    rows = conn.execute(select(weight_stats.c.version_id).distinct()
+                        .where(weight_stats.c.version_id.in_(ids)))
+    return {r[0] for r in rows}
+
+
+def store_weights(*, engine: Engine, model_name: str, version: str,
+                  summary: WeightSummary) -> dict[str, Any]:
+    """Replace the version's stats; store its delta to the nearest earlier version with
+    weights (its predecessor) and the next later version's delta to it."""
+    with engine.begin() as conn:
+        model, v = model_version(conn, model_name, version)
+        now = datetime.now(UTC)
+        conn.execute(delete(weight_stats).where(weight_stats.c.version_id == v.id))
+        rows = [{"version_id": v.id, "tensor": t.name, "model_id": model.id,
+                 "stats": t.to_dict(), "created_at": now} for t in summary.tensors]
+        rows.append({"version_id": v.id, "tensor": OVERALL, "model_id": model.id,
+                     "stats": summary.overall.to_dict(), "created_at": now})
+        conn.execute(insert(weight_stats), rows)
+        versions = registry.list_versions(conn=conn, model_id=model.id)
+        have = _with_weights(conn, versions)
+        pos = [x.id for x in versions].index(v.id)
+        before = [x for x in versions[:pos] if x.id in have]
+        after = [x for x in versions[pos + 1:] if x.id in have]
+        delta = _store_delta(conn, model.id, before[-1], v) if before else None
+        if after:
+            _store_delta(conn, model.id, v, after[0])
+    return {
+        "model": model.name, "version": version, "tensors": len(summary.tensors),
+        "overall": summary.overall.to_dict(),
+        "predecessor": before[-1].version if before else None,
+        "delta_vs_predecessor": None if delta is None else delta["overall"],
+    }
+
+
+def model_version(conn: Connection, model_name: str, version: str
+                   ) -> tuple[registry.ModelRow, registry.VersionRow]:
+    model = registry.get_model(conn=conn, name=model_name)
+    if model is None:
+        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
+                        "model")
+    v = registry.get_version(conn=conn, model_id=model.id, version=version)
+    if v is None:
+        raise not_found("unknown_version", f"version {version[:128]!r} of {model.name!r} is "
+                        "not registered", "version")
+    return model, v
+
+
+def compare(*, conn: Connection, model_name: str, base: str, candidate: str) -> dict[str, Any]:
+    """Per tensor and overall deltas with both versions' regularization side by side."""
+    model, b = model_version(conn, model_name, base)
+    _, c = model_version(conn, model_name, candidate)
+    sums = {}
+    for field_name, v in (("base", b), ("candidate", c)):
+        s = load_summary(conn=conn, version_id=v.id)
+        if s is None:
+            raise ApiError(422, "no_weights", f"no weights uploaded for version {v.version!r}; "
+                           "upload them with POST .../versions/{version}/weights",
+                           [Problem("no weights", field=field_name)])
+        sums[field_name] = s
+    delta = weight_delta(sums["base"], sums["candidate"]).to_dict()
+
+    def side(v: registry.VersionRow, s: WeightSummary) -> dict[str, Any]:
+        return {"version": v.version, "created_at": v.created_at.isoformat(),
+                "regularization": v.metadata.get("regularization"),
+                "hyperparameters": v.metadata.get("hyperparameters", {}),
+                "artifact_bytes": v.metadata.get("artifact_bytes"),
+                "overall": s.overall.to_dict()}
+
+    return {"model": model.name, "base": side(b, sums["base"]),
+            "candidate": side(c, sums["candidate"]), **delta}
