@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
     worker = sub.add_parser("worker", help="run the scheduled jobs in the foreground")
     worker.set_defaults(func=_worker)
+    from app.report_cli import add_parser as add_report
+
+    add_report(sub)
     mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)
