@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     job_window_seconds: float = Field(default=3600.0, gt=0)
     # After downtime, at most this many missed windows per job and model are computed.
     job_catchup_windows: int = Field(default=12, ge=1)
-    # Rows loaded for one window of one version; beyond it, the newest rows are used.
+    # Rows loaded for one window of one version; beyond it, the earliest rows are used.
     job_max_window_rows: int = Field(default=1_000_000, ge=1000)
     retention_days: int = Field(default=30, ge=1)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
