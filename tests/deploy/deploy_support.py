@@ -1,0 +1,523 @@
+"""Shared by the deploy tests: paths, the promtool/amtool lookup, a YAML reader, and the
+native Prometheus/Alertmanager configuration the end-to-end tests start from.
+
+The project's environment has no YAML library, so ``load_yaml`` reads the subset of YAML the
+deploy files are written in (block mappings and sequences, plain and quoted scalars, flow
+sequences and mappings, literal and folded block scalars) and refuses anything else loudly.
+``test_deploy_yaml.py`` checks that it agrees with PyYAML wherever PyYAML is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROM_DIR = DEPLOY / "prometheus"
+PROM_CONFIG = PROM_DIR / "prometheus.yml"
+RULES_DIR = PROM_DIR / "rules"
+PROM_TESTS_DIR = PROM_DIR / "tests"
+AM_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
+AM_ROUTE_CASES = DEPLOY / "alertmanager" / "routes-tests.txt"
+GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
+DASHBOARDS_DIR = ROOT / "dashboards"
+DASHBOARDS = ("executive.json", "oncall.json", "debug.json")
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+CATALOGUE = ROOT / "docs" / "prometheus.md"
+COMPOSE = ROOT / "docker-compose.yml"
+INSTALL_SCRIPT = ROOT / "scripts" / "install-monitoring-tools.sh"
+WEBHOOK_SINK = DEPLOY / "webhook-sink" / "sink.py"
+
+# The webhook base URL alertmanager.yml ships with (the docker-compose service).
+SINK_BASE_URL = "http://webhook-sink:9095"
+
+
+# --------------------------------------------------------------------------- tools
+
+class ToolsMissing(RuntimeError):
+    pass
+
+
+def ensure_monitoring_tools() -> dict[str, str]:
+    """Paths of promtool and amtool, installing them with the project's script when missing.
+
+    Raises ToolsMissing (the tests fail, never skip) when they still cannot be found.
+    """
+    found = {tool: shutil.which(tool) for tool in ("promtool", "amtool")}
+    if all(found.values()):
+        return found  # type: ignore[return-value]
+    command = [str(INSTALL_SCRIPT)]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        command = ["sudo", "-n", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    found = {tool: shutil.which(tool) for tool in ("promtool", "amtool")}
+    if not all(found.values()):
+        missing = ", ".join(t for t, p in found.items() if not p)
+        raise ToolsMissing(
+            f"{missing} not found after running {INSTALL_SCRIPT.relative_to(ROOT)} "
+            f"(exit {proc.returncode}); install the Debian packages prometheus and "
+            f"prometheus-alertmanager, or put promtool and amtool on PATH.\n"
+            f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}")
+    return found  # type: ignore[return-value]
+
+
+def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# --------------------------------------------------------------------------- YAML subset
+
+class YamlError(ValueError):
+    pass
+
+
+_BOOL = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_INT = re.compile(r"[-+]?(0|[1-9][0-9_]*)$")
+_FLOAT = re.compile(r"[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+][0-9]+)?$|[-+]?[0-9]+[eE][-+]?[0-9]+$")
+_KEY = re.compile(
+    r"""^(?P<key>"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'"""  # a quoted key
+    r"""|[^\s'"\[\]{}#,&*!|>%@`-][^#]*?|-[^\s#][^#]*?)"""  # a plain key
+    r"""\s*:(?:\s+|$)""")
+
+
+def _strip_comment(text: str) -> str:
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+            elif ch == "\\" and quote == '"':
+                continue
+        elif ch in "'\"" and (i == 0 or text[i - 1] in " \t[{,:-"):
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1] in " \t"):
+            return text[:i].rstrip()
+    return text.rstrip()
+
+
+def _plain(text: str) -> Any:
+    if text in ("", "~", "null", "Null", "NULL"):
+        return None
+    if text.lower() in _BOOL and text in (text.lower(), text.capitalize(), text.upper()):
+        return _BOOL[text.lower()]
+    if _INT.match(text):
+        return int(text.replace("_", ""))
+    if _FLOAT.match(text) and text not in (".", "-.", "+."):
+        return float(text.replace("_", ""))
+    if text in (".inf", ".Inf", "+.inf"):
+        return float("inf")
+    if text[0] in "&*!|>%@`":
+        raise YamlError(f"unsupported YAML scalar {text!r}")
+    return text
+
+
+def _quoted(text: str, pos: int) -> tuple[str, int]:
+    """The quoted scalar starting at text[pos] and the index after it."""
+    q = text[pos]
+    i = pos + 1
+    out = []
+    while i < len(text):
+        ch = text[i]
+        if q == "'" and ch == "'":
+            if text[i + 1:i + 2] == "'":
+                out.append("'")
+                i += 2
+                continue
+            return "".join(out), i + 1
+        if q == '"' and ch == "\\":
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if q == '"' and ch == '"':
+            raw = "".join(out)
+            try:
+                return json.loads(f'"{raw}"'), i + 1
+            except ValueError as exc:
+                raise YamlError(f"unsupported escape in {text!r}") from exc
+        out.append(ch)
+        i += 1
+    raise YamlError(f"unterminated quoted scalar in {text!r}")
+
+
+def _flow(text: str, pos: int) -> tuple[Any, int]:
+    """A flow collection or scalar starting at text[pos]; returns it and the next index."""
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    ch = text[pos]
+    if ch in "[{":
+        closing = "]" if ch == "[" else "}"
+        items: list[Any] = []
+        mapping: dict[Any, Any] = {}
+        pos += 1
+        while True:
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+            if pos >= len(text):
+                raise YamlError(f"unterminated flow collection in {text!r}")
+            if text[pos] == closing:
+                return (items if ch == "[" else mapping), pos + 1
+            value, pos = _flow(text, pos)
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+            if ch == "{":
+                if text[pos:pos + 1] != ":":
+                    raise YamlError(f"expected ':' in flow mapping {text!r}")
+                item, pos = _flow(text, pos + 1)
+                mapping[value] = item
+            else:
+                items.append(value)
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+            if text[pos:pos + 1] == ",":
+                pos += 1
+    if ch in "'\"":
+        return _quoted(text, pos)
+    end = pos
+    while end < len(text) and text[end] not in ",]}" and text[end:end + 2] != ": ":
+        end += 1
+    return _plain(text[pos:end].strip()), end
+
+
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    if not text:
+        return None
+    if text[0] in "[{'\"":
+        value, end = _flow(text, 0)
+        if text[end:].strip():
+            raise YamlError(f"trailing text after {text[:end]!r}: {text[end:]!r}")
+        return value
+    return _plain(text)
+
+
+class _Reader:
+    def __init__(self, text: str, name: str) -> None:
+        self.name = name
+        self.raw = text.splitlines()
+        self.pos = 0
+
+    def error(self, msg: str, line: int | None = None) -> YamlError:
+        n = (self.pos if line is None else line) + 1
+        return YamlError(f"{self.name}:{n}: {msg}")
+
+    def peek(self) -> tuple[int, str] | None:
+        """(indent, content without comment) of the next meaningful line, or None at the end."""
+        while self.pos < len(self.raw):
+            line = self.raw[self.pos]
+            if "\t" in line[: len(line) - len(line.lstrip())]:
+                raise self.error("tab in indentation")
+            content = _strip_comment(line.strip())
+            if content and content not in ("---", "..."):
+                return len(line) - len(line.lstrip(" ")), content
+            self.pos += 1
+        return None
+
+    def block(self, indent: int) -> Any:
+        head = self.peek()
+        if head is None or head[0] < indent:
+            return None
+        ind, content = head
+        if content == "-" or content.startswith("- "):
+            return self.sequence(ind)
+        return self.mapping(ind)
+
+    def sequence(self, indent: int, first: str | None = None) -> list[Any]:
+        items: list[Any] = []
+        while True:
+            head = self.peek()
+            if head is None or head[0] != indent:
+                if head is not None and head[0] > indent:
+                    raise self.error("unexpected indentation")
+                return items
+            content = head[1]
+            if not (content == "-" or content.startswith("- ")):
+                return items
+            rest = content[1:].lstrip(" ")
+            col = indent + (len(content) - len(rest))
+            if not rest:
+                self.pos += 1
+                items.append(self.block(indent + 1))
+            elif _KEY.match(rest) and not rest.startswith(("'", '"', "[", "{")) or (
+                    rest[0] in "'\"" and _KEY.match(rest)):
+                items.append(self.mapping(col, first=rest))
+            else:
+                items.append(self.value_here(rest, indent))
+
+    def value_here(self, text: str, parent_indent: int) -> Any:
+        """A scalar (or block scalar) written after a key or a dash on the current line."""
+        line_no = self.pos
+        self.pos += 1
+        if text[:1] in "|>":
+            return self.block_scalar(text, parent_indent)
+        value = _scalar(text)
+        nxt = self.peek()
+        if nxt is not None and nxt[0] > parent_indent and not isinstance(value, (list, dict)):
+            after = self.raw[self.pos].strip()
+            if not (after.startswith("- ") or after == "-" or _KEY.match(after)):
+                raise self.error("multi-line plain scalars are not supported", line_no)
+        return value
+
+    def block_scalar(self, header: str, parent_indent: int) -> str:
+        m = re.fullmatch(r"([|>])([-+]?)", header.strip())
+        if not m:
+            raise self.error(f"unsupported block scalar header {header!r}", self.pos - 1)
+        style, chomp = m.groups()
+        lines: list[str] = []
+        indent = None
+        while self.pos < len(self.raw):
+            line = self.raw[self.pos]
+            if line.strip() == "":
+                lines.append("")
+                self.pos += 1
+                continue
+            ind = len(line) - len(line.lstrip(" "))
+            if ind <= parent_indent:
+                break
+            if indent is None:
+                indent = ind
+            if ind < indent:
+                break
+            lines.append(line[indent:])
+            self.pos += 1
+        while lines and lines[-1] == "":
+            lines.pop()
+        if style == "|":
+            body = "\n".join(lines)
+        else:
+            if any(line.startswith(" ") for line in lines):
+                raise self.error("more-indented lines in folded scalars are not supported")
+            out = ""
+            for i, line in enumerate(lines):
+                if i == 0:
+                    out = line
+                elif line == "":
+                    out += "\n"
+                elif lines[i - 1] == "":
+                    out += line
+                else:
+                    out += " " + line
+            body = out
+        if chomp == "-" or not body:
+            return body
+        return body + "\n"
+
+    def mapping(self, indent: int, first: str | None = None) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        while True:
+            if first is not None:
+                content, first = first, None
+            else:
+                head = self.peek()
+                if head is None or head[0] < indent:
+                    return result
+                if head[0] > indent:
+                    raise self.error("unexpected indentation")
+                content = head[1]
+                if content == "-" or content.startswith("- "):
+                    return result
+            m = _KEY.match(content)
+            if not m:
+                raise self.error(f"expected 'key: value', got {content!r}")
+            key = _scalar(m.group("key"))
+            if key in result:
+                raise self.error(f"duplicate key {key!r}")
+            rest = content[m.end():]
+            if rest:
+                result[key] = self.value_here(rest, indent)
+                continue
+            self.pos += 1
+            nxt = self.peek()
+            if nxt is None:
+                result[key] = None
+            elif nxt[0] > indent:
+                result[key] = self.block(nxt[0])
+            elif nxt[0] == indent and (nxt[1] == "-" or nxt[1].startswith("- ")):
+                result[key] = self.sequence(indent)
+            else:
+                result[key] = None
+
+
+def load_yaml(path: Path | str, text: str | None = None) -> Any:
+    """Parse one YAML document of the supported subset."""
+    path = Path(path)
+    reader = _Reader(path.read_text() if text is None else text, str(path))
+    value = reader.block(0)
+    if reader.peek() is not None:
+        raise reader.error("unexpected content")
+    return value
+
+
+# --------------------------------------------------------------------------- rules
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yml"))
+
+
+def rule_test_files() -> list[Path]:
+    return sorted(PROM_TESTS_DIR.glob("*_test.yml"))
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = []
+    for path in rule_files():
+        for group in load_yaml(path)["groups"]:
+            for rule in group["rules"] or []:
+                if "alert" in rule:
+                    rules.append({**rule, "_file": path.name, "_group": group["name"]})
+    return rules
+
+
+def recording_rule_names() -> set[str]:
+    names = set()
+    for path in rule_files():
+        for group in load_yaml(path)["groups"]:
+            names.update(r["record"] for r in group["rules"] or [] if "record" in r)
+    return names
+
+
+def markdown_anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    anchors = set()
+    for line in path.read_text().splitlines():
+        m = re.match(r"#{1,6}\s+(.*)", line)
+        if m:
+            text = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def catalogue_metrics() -> set[str]:
+    """Metric names in docs/prometheus.md's tables, with a histogram's derived series."""
+    names: set[str] = set()
+    for line in CATALOGUE.read_text().splitlines():
+        if not line.startswith("| `modelmon_"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        kind = cells[1]
+        for name in re.findall(r"`(modelmon_[a-z0-9_]+)`", cells[0]):
+            names.add(name)
+            if kind.startswith("histogram"):
+                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+    return names
+
+
+# --------------------------------------------------------------------------- dashboards
+
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m", "${__rate_interval}": "1m",
+    "$__interval": "1m", "${__interval}": "1m",
+    "$__range": "1h", "${__range}": "1h",
+}
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, expr) for every panel target and annotation query of a dashboard."""
+    out = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                out.append((f"panel {panel['title']!r} target {target.get('refId')}",
+                            target["expr"]))
+            walk(panel.get("panels", []))
+
+    walk(dashboard["panels"])
+    for ann in dashboard.get("annotations", {}).get("list", []):
+        if "expr" in ann:
+            out.append((f"annotation {ann['name']!r}", ann["expr"]))
+    return out
+
+
+def substitute(expr: str, values: dict[str, str] | None = None) -> str:
+    """The expr as Grafana would send it, with template variables replaced (default: all)."""
+    values = values or {}
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    expr = re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)",
+                  lambda m: values.get(m.group(1) or m.group(2), ".*"), expr)
+    return expr
+
+
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk",
+    "quantile", "count_values", "by", "without", "on", "ignoring", "group_left",
+    "group_right", "and", "or", "unless", "bool", "offset", "abs", "rate", "irate",
+    "increase", "delta", "idelta", "deriv", "histogram_quantile", "label_replace",
+    "label_join", "vector", "scalar", "time", "sort", "sort_desc", "round", "clamp_min",
+    "clamp_max", "absent", "changes", "resets", "avg_over_time", "max_over_time",
+    "min_over_time", "sum_over_time", "count_over_time", "last_over_time", "timestamp", "inf",
+    "nan", "le",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (identifiers outside strings, labels and keywords)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "{}", text)  # label matchers
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range and subquery durations
+    names = set(re.findall(r"(?<![\w:.])([a-zA-Z_:][\w:]*)(?![\w:])\s*(?!\()", text))
+    calls = set(re.findall(r"([a-zA-Z_][\w]*)\s*\(", text))
+    return {n for n in names - calls if n.lower() not in PROMQL_WORDS
+            and not re.fullmatch(r"\d+[smhdwy]", n)}
+
+
+# --------------------------------------------------------------------------- native configs
+
+def write_prometheus_config(directory: Path, modelmon_targets: list[str],
+                            alertmanager_targets: list[str],
+                            evaluation_interval: str | None = None,
+                            scrape_interval: str | None = None) -> Path:
+    """A copy of deploy/prometheus/prometheus.yml in `directory`, next to the shipped rules
+    (symlinked) and targets files of its own; returns the config path.
+
+    The config file is copied as is except for the optional interval overrides, so a native
+    Prometheus runs the very configuration docker-compose.yml mounts.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    text = PROM_CONFIG.read_text()
+    for key, value in (("evaluation_interval", evaluation_interval),
+                       ("scrape_interval", scrape_interval)):
+        if value is not None:
+            text, n = re.subn(rf"(?m)^(  {key}:) \S+", rf"\1 {value}", text)
+            if n != 1:
+                raise RuntimeError(f"global.{key} not found in {PROM_CONFIG}")
+    (directory / "prometheus.yml").write_text(text)
+    rules = directory / "rules"
+    if not rules.exists():
+        rules.symlink_to(RULES_DIR, target_is_directory=True)
+    targets = directory / "targets"
+    targets.mkdir(exist_ok=True)
+    for name, addrs in (("modelmon.yml", modelmon_targets),
+                        ("alertmanager.yml", alertmanager_targets)):
+        (targets / name).write_text(json.dumps([{"targets": addrs}]) + "\n")
+    return directory / "prometheus.yml"
+
+
+def write_alertmanager_config(directory: Path, sink_base_url: str,
+                              group_wait: str | None = None,
+                              group_interval: str | None = None,
+                              repeat_interval: str | None = None) -> Path:
+    """A copy of deploy/alertmanager/alertmanager.yml whose webhooks post to `sink_base_url`
+    (instead of the compose service) and, optionally, with shorter route timings."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = AM_CONFIG.read_text()
+    if SINK_BASE_URL not in text:
+        raise RuntimeError(f"{SINK_BASE_URL} not found in {AM_CONFIG}")
+    text = text.replace(SINK_BASE_URL, sink_base_url.rstrip("/"))
+    for key, value in (("group_wait", group_wait), ("group_interval", group_interval),
+                       ("repeat_interval", repeat_interval)):
+        if value is not None:
+            text, n = re.subn(rf"(?m)^(  {key}:) \S+", rf"\1 {value}", text)
+            if n != 1:
+                raise RuntimeError(f"route.{key} not found in {AM_CONFIG}")
+    path = directory / "alertmanager.yml"
+    path.write_text(text)
+    return path

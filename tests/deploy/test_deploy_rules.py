@@ -1,0 +1,157 @@
+"""Alert and recording rules: promtool checks and unit tests, and the conventions every alert
+keeps (severity, annotations, a runbook section, a firing and a quiet unit test)."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from deploy_support import (
+    CATALOGUE,
+    PROM_CONFIG,
+    ROOT,
+    RULES_DIR,
+    RUNBOOKS,
+    alert_rules,
+    catalogue_metrics,
+    load_yaml,
+    markdown_anchors,
+    metric_names,
+    recording_rule_names,
+    rule_files,
+    rule_test_files,
+    run,
+)
+
+RULE_FILES = rule_files()
+TEST_FILES = rule_test_files()
+ALERTS = alert_rules()
+ALERT_NAMES = sorted({r["alert"] for r in ALERTS})
+# Supplied by operators in modelmon-slo.yml to override one model's objective; none ship.
+OPTIONAL_SERIES = {"model:modelmon_slo_objective_override:ratio"}
+
+
+def test_rules_and_tests_exist() -> None:
+    assert RULE_FILES, f"no rule files in {RULES_DIR}"
+    assert TEST_FILES, "no promtool test files in deploy/prometheus/tests"
+    assert len(ALERT_NAMES) >= 15, ALERT_NAMES
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules(promtool: str, path: Path) -> None:
+    proc = run([promtool, "check", "rules", str(path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_promtool_check_config(promtool: str) -> None:
+    proc = run([promtool, "check", "config", str(PROM_CONFIG)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_loads_every_rule_file() -> None:
+    config = load_yaml(PROM_CONFIG)
+    globs = config["rule_files"]
+    loaded = {p for g in globs for p in PROM_CONFIG.parent.glob(g)}
+    assert set(RULE_FILES) <= loaded, f"rule files not matched by {globs}"
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_test_rules(promtool: str, path: Path) -> None:
+    proc = run([promtool, "test", "rules", path.name], cwd=path.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_unit_tests_load_every_rule_file(path: Path) -> None:
+    listed = {(path.parent / f).resolve() for f in load_yaml(path)["rule_files"]}
+    missing = {p.name for p in RULE_FILES} - {p.name for p in listed}
+    assert not missing, f"{path.name} does not load {sorted(missing)}"
+
+
+@pytest.mark.parametrize("rule", ALERTS, ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")
+def test_alert_conventions(rule: dict) -> None:
+    name = rule["alert"]
+    assert re.fullmatch(r"Modelmon[A-Z][A-Za-z0-9]+", name), name
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    ann = rule["annotations"]
+    assert set(ann) >= {"summary", "description", "runbook_url"}, ann
+    assert "{{" not in ann["summary"], "summary is a fixed sentence"
+    assert "$labels" in ann["description"] or "$value" in ann["description"]
+    assert re.search(r'printf "%\.2f" \$value', ann["description"]), ann["description"]
+    assert ann["runbook_url"] == f"docs/runbooks.md#{name.lower()}"
+    # `for:` everywhere: a single evaluation never pages.
+    assert rule.get("for"), f"{name} has no for:"
+
+
+def test_alerts_at_two_thresholds_share_one_name_and_summary() -> None:
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for rule in ALERTS:
+        by_name[rule["alert"]].append(rule)
+    for name, rules in by_name.items():
+        severities = [r["labels"]["severity"] for r in rules]
+        assert len(severities) == len(set(severities)), f"{name}: {severities}"
+        assert len({r["annotations"]["summary"] for r in rules}) == 1, name
+        assert len({r["_file"] for r in rules}) == 1, name
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = markdown_anchors(RUNBOOKS)
+    missing = [n for n in ALERT_NAMES if n.lower() not in anchors]
+    assert not missing, f"no section in {RUNBOOKS.relative_to(ROOT)} for {missing}"
+    # and no section for an alert that does not exist
+    sections = {a for a in anchors if a.startswith("modelmon")}
+    assert sections == {n.lower() for n in ALERT_NAMES}
+
+
+def _unit_cases() -> dict[str, dict[str, set[str]]]:
+    """alertname -> {"firing": {severities}, "quiet": {test names}} over every test file."""
+    cases: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"firing": set(), "quiet": set()})
+    for path in TEST_FILES:
+        for test in load_yaml(path)["tests"]:
+            for case in test.get("alert_rule_test") or []:
+                name = case["alertname"]
+                expected = case.get("exp_alerts") or []
+                if not expected:
+                    cases[name]["quiet"].add(f"{path.name}: {test['name']}")
+                for alert in expected:
+                    labels = alert.get("exp_labels") or {}
+                    anns = alert.get("exp_annotations") or {}
+                    assert {"summary", "description", "runbook_url"} <= set(anns), (
+                        f"{path.name}: {name} case does not assert every annotation")
+                    assert "severity" in labels, f"{path.name}: {name} case has no severity"
+                    cases[name]["firing"].add(labels["severity"])
+    return cases
+
+
+def test_every_alert_fires_and_stays_quiet_in_a_unit_test() -> None:
+    cases = _unit_cases()
+    unknown = set(cases) - set(ALERT_NAMES)
+    assert not unknown, f"unit tests for alerts that do not exist: {unknown}"
+    for name in ALERT_NAMES:
+        severities = {r["labels"]["severity"] for r in ALERTS if r["alert"] == name}
+        assert cases[name]["firing"] >= severities, (
+            f"{name}: no firing unit test for severity {severities - cases[name]['firing']}")
+        assert cases[name]["quiet"], f"{name}: no unit test in which it does not fire"
+
+
+def test_rules_use_catalogue_metrics_only() -> None:
+    known = catalogue_metrics() | recording_rule_names() | {"up"} | OPTIONAL_SERIES
+    assert "modelmon_feature_psi" in known and len(catalogue_metrics()) > 30, CATALOGUE
+    for path in RULE_FILES:
+        for group in load_yaml(path)["groups"]:
+            for rule in group["rules"]:
+                used = metric_names(rule["expr"])
+                assert used or rule["expr"].startswith("vector("), rule["expr"]
+                unknown = used - known
+                assert not unknown, (
+                    f"{path.name} {rule.get('alert') or rule.get('record')}: {unknown} are "
+                    f"neither in docs/prometheus.md nor recorded by a rule")
+
+
+def test_recording_rule_names_follow_level_metric_operations() -> None:
+    for name in recording_rule_names():
+        assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", name), name
