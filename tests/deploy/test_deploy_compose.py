@@ -1,0 +1,137 @@
+"""docker-compose.yml and the Dockerfile: Docker does not run in the test environment, so these
+tests prove the wiring instead: pinned images, existing host paths, and the very configuration
+files the other deploy tests check, mounted where each program reads them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from deploy_support import (
+    AM_CONFIG,
+    COMPOSE,
+    DASHBOARDS_DIR,
+    GRAFANA_PROVISIONING,
+    PROM_CONFIG,
+    PROM_DIR,
+    ROOT,
+    RULES_DIR,
+    SINK_BASE_URL,
+    WEBHOOK_SINK,
+    load_yaml,
+    run,
+)
+
+COMPOSE_DOC = load_yaml(COMPOSE)
+SERVICES = COMPOSE_DOC["services"]
+
+
+def _mounts(service: str) -> dict[str, Path]:
+    """container path -> host path of a service's bind mounts."""
+    out = {}
+    for volume in SERVICES[service].get("volumes", []):
+        host, container, *_ = volume.split(":")
+        if host.startswith((".", "/")):
+            out[container] = (ROOT / host).resolve()
+    return out
+
+
+def test_services() -> None:
+    assert set(SERVICES) == {"postgres", "migrate", "modelmon", "prometheus", "alertmanager",
+                             "grafana", "webhook-sink"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_images_are_pinned(name: str) -> None:
+    service = SERVICES[name]
+    image = service.get("image")
+    if "build" in service or image == SERVICES["migrate"]["image"]:
+        return  # built from this repository's Dockerfile
+    assert image, f"{name} has no image"
+    repo, _, tag = image.rpartition(":")
+    assert repo and tag and tag != "latest" and "/" not in tag, f"{name}: {image} is not pinned"
+    assert re.match(r"v?\d+\.\d+(\.\d+)?", tag), f"{name}: {image} is not pinned to a version"
+
+
+def test_host_paths_exist() -> None:
+    for name in SERVICES:
+        for container, host in _mounts(name).items():
+            assert host.exists(), f"{name}: {host} (mounted at {container}) does not exist"
+            assert ROOT in host.parents, f"{name}: {host} is outside the repository"
+
+
+def test_prometheus_mounts_the_tested_config() -> None:
+    mounts = _mounts("prometheus")
+    command = SERVICES["prometheus"]["command"]
+    config = next(c.split("=", 1)[1] for c in command if c.startswith("--config.file="))
+    assert mounts[config] == PROM_CONFIG
+    base = Path(config).parent
+    assert mounts[str(base / "rules")] == RULES_DIR
+    assert mounts[str(base / "targets")] == PROM_DIR / "targets"
+
+
+def test_prometheus_targets_name_compose_services() -> None:
+    modelmon = load_yaml(PROM_DIR / "targets" / "modelmon.yml")
+    assert modelmon == [{"targets": ["modelmon:8000"]}]
+    alertmanager = load_yaml(PROM_DIR / "targets" / "alertmanager.yml")
+    assert alertmanager == [{"targets": ["alertmanager:9093"]}]
+    assert "8000:8000" in SERVICES["modelmon"]["ports"]
+    assert "9093:9093" in SERVICES["alertmanager"]["ports"]
+
+
+def test_alertmanager_mounts_the_tested_config() -> None:
+    command = SERVICES["alertmanager"]["command"]
+    config = next(c.split("=", 1)[1] for c in command if c.startswith("--config.file="))
+    assert _mounts("alertmanager")[config] == AM_CONFIG
+    # the webhooks go to the sink service, on the port it listens on
+    host_port = SINK_BASE_URL.removeprefix("http://")
+    host, port = host_port.split(":")
+    assert host in SERVICES
+    sink = SERVICES[host]
+    assert sink["command"][-2:] == ["--port", port]
+    assert _mounts(host)["/sink"] == WEBHOOK_SINK.parent
+    assert sink["command"][1] == "/sink/" + WEBHOOK_SINK.name
+
+
+def test_grafana_mounts_provisioning_and_dashboards() -> None:
+    mounts = _mounts("grafana")
+    assert mounts["/etc/grafana/provisioning"] == GRAFANA_PROVISIONING
+    provider = load_yaml(GRAFANA_PROVISIONING / "dashboards" / "modelmon.yml")["providers"][0]
+    assert mounts[provider["options"]["path"]] == DASHBOARDS_DIR
+    source = load_yaml(GRAFANA_PROVISIONING / "datasources" / "prometheus.yml")["datasources"][0]
+    assert source["url"].removeprefix("http://").split(":")[0] in SERVICES
+
+
+def test_modelmon_starts_after_migrate_on_postgres() -> None:
+    migrate, modelmon, postgres = SERVICES["migrate"], SERVICES["modelmon"], SERVICES["postgres"]
+    assert migrate["command"] == ["migrate"]
+    assert modelmon["command"] == ["serve", "--host", "0.0.0.0", "--no-migrate"]
+    assert modelmon["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    for service in (migrate, modelmon):
+        url = service["environment"]["MODELMON_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+    assert modelmon["image"] == migrate["image"]
+
+
+def test_compose_runs_the_versions_the_tests_check(promtool: str, amtool: str) -> None:
+    prom = re.search(r"version (\d+\.\d+\.\d+)", run([promtool, "--version"]).stdout
+                     + run([promtool, "--version"]).stderr)
+    am = re.search(r"version (\d+\.\d+\.\d+)", run([amtool, "--version"]).stdout
+                   + run([amtool, "--version"]).stderr)
+    assert prom and am
+    assert SERVICES["prometheus"]["image"] == f"prom/prometheus:v{prom.group(1)}"
+    assert SERVICES["alertmanager"]["image"] == f"prom/alertmanager:v{am.group(1)}"
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"(?m)^FROM python:3\.11-slim$", text)
+    assert "COPY migrations ./migrations" in text and "COPY app ./app" in text
+    assert "pip install -e ." in text
+    assert 'ENTRYPOINT ["modelmon"]' in text
+    for line in re.findall(r"(?m)^COPY (.+) \S+$", text):
+        for src in line.split():
+            assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"

@@ -1,0 +1,117 @@
+"""The install script, the YAML reader against PyYAML, and the webhook sink."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from deploy_support import (
+    COMPOSE,
+    DEPLOY,
+    INSTALL_SCRIPT,
+    ROOT,
+    WEBHOOK_SINK,
+    YamlError,
+    load_yaml,
+    run,
+)
+
+YAML_FILES = sorted(DEPLOY.rglob("*.yml")) + [COMPOSE]
+
+
+def test_install_script_is_valid_sh() -> None:
+    proc = run(["sh", "-n", str(INSTALL_SCRIPT)])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_install_script_is_a_no_op_when_the_tools_are_there(promtool: str, amtool: str) -> None:
+    proc = run([str(INSTALL_SCRIPT)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "promtool and amtool are installed" in proc.stdout
+
+
+def _pyyaml_python() -> str | None:
+    for python in ("/usr/bin/python3", shutil.which("python3")):
+        if python and run([python, "-c", "import yaml"]).returncode == 0:
+            return python
+    return None
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_reader_agrees_with_pyyaml(path: Path) -> None:
+    python = _pyyaml_python()
+    if python is None:
+        pytest.skip("no Python with PyYAML to compare with")
+    ref = run([python, "-c", "import json, sys, yaml; "
+               "print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", str(path)])
+    assert ref.returncode == 0, ref.stderr
+    assert json.loads(json.dumps(load_yaml(path))) == json.loads(ref.stdout)
+
+
+@pytest.mark.parametrize("text", [
+    "a: &anchor 1\n", "a: *alias\n", "a: b\n  c: d\n", "a:\n  - x\n   - y\n",
+    "a: 'unterminated\n", "a: 1\na: 2\n", "? complex\n",
+])
+def test_yaml_reader_refuses_what_it_does_not_support(text: str) -> None:
+    with pytest.raises(YamlError):
+        load_yaml("inline.yml", text=text)
+
+
+@pytest.fixture
+def sink() -> Iterator[str]:
+    spec = importlib.util.spec_from_file_location("webhook_sink", WEBHOOK_SINK)
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    server = module.serve("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _request(url: str, method: str = "GET", body: object = None) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_webhook_sink_records_notifications_by_receiver(sink: str) -> None:
+    assert _request(f"{sink}/healthz") == (200, {"status": "ok"})
+    note = {"status": "firing", "receiver": "pager",
+            "alerts": [{"labels": {"alertname": "ModelmonNoPredictions", "model": "churn"}}]}
+    assert _request(f"{sink}/pager", "POST", note)[0] == 200
+    assert _request(f"{sink}/ticket", "POST", {"status": "resolved", "alerts": []})[0] == 200
+    assert _request(f"{sink}/received/pager") == (200, [note])
+    status, everything = _request(f"{sink}/received")
+    assert status == 200 and set(everything) == {"pager", "ticket"}
+    assert _request(f"{sink}/received", "DELETE")[0] == 200
+    assert _request(f"{sink}/received") == (200, {})
+
+
+def test_webhook_sink_refuses_bad_requests(sink: str) -> None:
+    req = urllib.request.Request(f"{sink}/pager", data=b"not json", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    assert err.value.code == 400
+    assert _request(f"{sink}/nowhere")[0] == 404
+
+
+def test_webhook_sink_runs_as_a_script() -> None:
+    proc = subprocess.run(["python3", str(WEBHOOK_SINK), "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0 and "--port" in proc.stdout
