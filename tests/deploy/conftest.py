@@ -1,9 +1,15 @@
-"""Fixtures for the deploy tests: promtool and amtool, installed when missing."""
+"""Fixtures for the deploy tests: promtool and amtool (installed when missing), and the
+webhook sink serving on a free local port."""
 
 from __future__ import annotations
 
+import importlib.util
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+
 import pytest
-from deploy_support import ToolsMissing, ensure_monitoring_tools
+from deploy_support import WEBHOOK_SINK, ToolsMissing, ensure_monitoring_tools
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +28,17 @@ def promtool(monitoring_tools: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def amtool(monitoring_tools: dict[str, str]) -> str:
     return monitoring_tools["amtool"]
+
+
+@pytest.fixture
+def sink() -> Iterator[str]:
+    spec = importlib.util.spec_from_file_location("webhook_sink", WEBHOOK_SINK)
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    server = module.serve("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

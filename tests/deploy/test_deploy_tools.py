@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from deploy_support import (
@@ -63,20 +59,6 @@ def test_yaml_reader_agrees_with_pyyaml(path: Path) -> None:
 def test_yaml_reader_refuses_what_it_does_not_support(text: str) -> None:
     with pytest.raises(YamlError):
         load_yaml("inline.yml", text=text)
-
-
-@pytest.fixture
-def sink() -> Iterator[str]:
-    spec = importlib.util.spec_from_file_location("webhook_sink", WEBHOOK_SINK)
-    assert spec and spec.loader
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    server = module.serve("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _request(url: str, method: str = "GET", body: object = None) -> tuple[int, object]:
