@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg.errors import CheckViolation
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from app.ingest import validation as v
 from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
@@ -19,7 +21,9 @@ def _limits(settings: Settings) -> v.Limits:
     return v.Limits(
         now=datetime.now(UTC),
         max_future=timedelta(seconds=settings.max_future_seconds),
-        max_past=timedelta(days=settings.max_past_days),
+        # Nothing older than the retention: it would be deleted at once, and its day's
+        # partition may already be gone.
+        max_past=timedelta(days=min(settings.max_past_days, settings.retention_days)),
         sum_tolerance=settings.multiclass_sum_tolerance,
     )
 
@@ -40,10 +44,19 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
     schemas = _schemas(engine, records)
     v.check_known(records, schemas, with_version=True)
     rows, repeats = v.validate_predictions(records, schemas, _limits(settings))
-    # DDL for any new day runs in its own short transaction, before the data transaction.
-    partitions.ensure_days({r[1].date() for r in rows})
-    with engine.begin() as conn:
-        result = write_predictions(conn, rows)
+    days = {r[1].date() for r in rows}
+    for attempt in (1, 2):
+        # DDL for any new day runs in its own short transaction, before the data transaction.
+        partitions.ensure_days(days)
+        try:
+            with engine.begin() as conn:
+                result = write_predictions(conn, rows)
+            break
+        except IntegrityError as exc:
+            # Another replica's retention dropped a partition this process remembered.
+            if attempt == 2 or not isinstance(exc.orig, CheckViolation):
+                raise
+            partitions.forget()
     return WriteResult(result.accepted, result.duplicates + repeats)
 
 
