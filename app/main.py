@@ -8,15 +8,20 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
 from app.api import errors, health, ingest, models, reports
+from app.api import metrics as metrics_api
+from app.api.metrics import RequestTimer
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
 from app.jobs.scheduler import JobScheduler
+from app.observability.metrics import QualityCollector, ServiceMetrics
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager
+from app.storage.quality import load_snapshot
 
 log = logging.getLogger("modelmon")
 
@@ -35,7 +40,17 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     engine = make_engine(settings)
     partitions = PartitionManager(engine)
 
-    scheduler = JobScheduler(engine, settings, partitions) if run_scheduler else None
+    registry = CollectorRegistry()
+    service_metrics = ServiceMetrics(registry)
+    registry.register(QualityCollector(
+        lambda: load_snapshot(
+            engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
+            max_versions=settings.metrics_max_versions),
+        {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
+         "layers": settings.metrics_max_layers},
+        ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))
+    scheduler = (JobScheduler(engine, settings, partitions, hooks=service_metrics)
+                 if run_scheduler else None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
@@ -60,10 +75,14 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.state.settings = settings
     app.state.engine = engine
     app.state.partitions = partitions
+    app.state.registry = registry
+    app.state.metrics = service_metrics
     errors.install(app, retry_after=settings.retry_after_seconds,
-                   max_details=settings.max_error_details)
+                   max_details=settings.max_error_details,
+                   on_db_down=lambda: service_metrics.db_errors.labels("request").inc())
 
     async def _psycopg_down(request, exc):  # noqa: ANN001, ANN202 - raw COPY path
+        service_metrics.db_errors.labels("request").inc()
         return errors.error_response(errors.unavailable(settings.retry_after_seconds))
 
     app.add_exception_handler(psycopg.OperationalError, _psycopg_down)
@@ -71,6 +90,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.include_router(models.router)
     app.include_router(ingest.router)
     app.include_router(reports.router)
+    app.include_router(metrics_api.router)
+    app.add_middleware(RequestTimer, histogram=service_metrics.http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

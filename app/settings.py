@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
     threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
 
+    # /metrics.
+    metrics_token: str | None = Field(default=None, description="bearer token for /metrics")
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)
+    metrics_max_features: int = Field(default=50, ge=1)
+    metrics_max_cohorts: int = Field(default=20, ge=1)
+    metrics_max_layers: int = Field(default=100, ge=1)
+    metrics_max_versions: int = Field(default=10, ge=1)
+    # Results of windows that ended longer ago than this are no longer exported.
+    metrics_max_result_age_seconds: float = Field(default=7200.0, gt=0)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"

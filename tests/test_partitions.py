@@ -19,7 +19,7 @@ def db_url(pg_url: str) -> str:
 
 def test_ingest_creates_the_partition_of_an_old_day(client, engine):
     register(client)
-    old = datetime.now(UTC) - timedelta(days=40)
+    old = datetime.now(UTC) - timedelta(days=20)
     r = client.post("/v1/predictions", json={"records": [prediction(0, timestamp=iso(old))]})
     assert r.status_code == 200, r.text
     assert partition_name(old.date()) in _partitions(engine)

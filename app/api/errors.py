@@ -67,7 +67,8 @@ def unavailable(retry_after: int) -> ApiError:
     )
 
 
-def install(app: FastAPI, *, retry_after: int, max_details: int) -> None:
+def install(app: FastAPI, *, retry_after: int, max_details: int,
+            on_db_down: Any = None) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, err: ApiError) -> SafeJSONResponse:
         return error_response(err, max_details)
@@ -88,6 +89,8 @@ def install(app: FastAPI, *, retry_after: int, max_details: int) -> None:
 
     async def _db_down(_req: Request, err: Exception) -> SafeJSONResponse:
         log.warning("database unavailable: %s", type(err).__name__)
+        if on_db_down is not None:
+            on_db_down()
         return error_response(unavailable(retry_after))
 
     for exc_type in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):

@@ -29,7 +29,8 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
     body = await read_batch(request, settings)
     result = await run_in_threadpool(
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
-                                           settings=settings, body=body)
+                                           settings=settings, body=body,
+                                           metrics=request.app.state.metrics)
     )
     return {"accepted": result.accepted, "duplicates": result.duplicates}
 
@@ -45,6 +46,7 @@ async def post_labels(request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, int]:
     body = await read_batch(request, settings)
     result = await run_in_threadpool(
-        lambda: service.ingest_labels(engine=engine, settings=settings, body=body)
+        lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
+                                      metrics=request.app.state.metrics)
     )
     return {"matched": result.matched, "pending": result.pending, "duplicates": result.duplicates}

@@ -4,17 +4,22 @@ transaction. Called by the API in a worker thread; no HTTP here."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.errors import CheckViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from app.errors import ApiError
+from app.ingest import slo
 from app.ingest import validation as v
 from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
 from app.settings import Settings
 from app.storage import registry
 from app.storage.partitions import PartitionManager
+
+if TYPE_CHECKING:
+    from app.observability.metrics import IngestMetrics
 
 
 def _limits(settings: Settings) -> v.Limits:
@@ -39,11 +44,17 @@ def _schemas(engine: Engine, records: list[Any]) -> dict[str, v.ModelSchema]:
 
 
 def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
-                       body: Any) -> WriteResult:
+                       body: Any, metrics: IngestMetrics | None = None) -> WriteResult:
     records = v.records_of(body, settings.max_batch_records)
     schemas = _schemas(engine, records)
-    v.check_known(records, schemas, with_version=True)
-    rows, repeats = v.validate_predictions(records, schemas, _limits(settings))
+    try:
+        v.check_known(records, schemas, with_version=True)
+        rows, repeats = v.validate_predictions(records, schemas, _limits(settings))
+    except ApiError:
+        if metrics is not None:
+            metrics.rejected(records, "records", set(schemas))
+        raise
+    by_id = {s.row.id: s for s in schemas.values()}
     days = {r[1].date() for r in rows}
     for attempt in (1, 2):
         # DDL for any new day runs in its own short transaction, before the data transaction.
@@ -51,19 +62,33 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         try:
             with engine.begin() as conn:
                 result = write_predictions(conn, rows)
+                slo.add(conn, by_id, slo.pairs_for_new_predictions(conn, result.new_rows))
             break
         except IntegrityError as exc:
             # Another replica's retention dropped a partition this process remembered.
             if attempt == 2 or not isinstance(exc.orig, CheckViolation):
                 raise
             partitions.forget()
-    return WriteResult(result.accepted, result.duplicates + repeats)
+    if metrics is not None:
+        metrics.stored_predictions(by_id, records, result.new_rows)
+    return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows)
 
 
-def ingest_labels(*, engine: Engine, settings: Settings, body: Any) -> LabelResult:
+def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
+                  metrics: IngestMetrics | None = None) -> LabelResult:
     records = v.records_of(body, settings.max_batch_records)
     schemas = _schemas(engine, records)
-    v.check_known(records, schemas, with_version=False)
-    rows, repeats = v.validate_labels(records, schemas, _limits(settings))
+    try:
+        v.check_known(records, schemas, with_version=False)
+        rows, repeats = v.validate_labels(records, schemas, _limits(settings))
+    except ApiError:
+        if metrics is not None:
+            metrics.rejected(records, "labels", set(schemas))
+        raise
+    by_id = {s.row.id: s for s in schemas.values()}
     with engine.begin() as conn:
-        return write_labels(conn, rows, repeats)
+        result = write_labels(conn, rows, repeats)
+        slo.add(conn, by_id, slo.pairs_for_new_labels(conn, result.new_labels))
+    if metrics is not None:
+        metrics.stored_labels(by_id, records, result)
+    return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,16 +34,18 @@ _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter
 class WriteResult:
     accepted: int
     duplicates: int
+    new_rows: list[PredictionRow]  # the rows this call stored
 
 
 def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteResult:
     if not rows:
-        return WriteResult(0, 0)
+        return WriteResult(0, 0, [])
     if conn.dialect.name == "postgresql":
-        accepted = _pg_write_predictions(conn, rows)
+        claimed = _pg_write_predictions(conn, rows)
     else:
-        accepted = _generic_write_predictions(conn, rows)
-    return WriteResult(accepted, len(rows) - accepted)
+        claimed = _generic_write_predictions(conn, rows)
+    new = [r for r in rows if (r[0], r[2]) in claimed]
+    return WriteResult(len(new), len(rows) - len(new), new)
 
 
 _PG_STAGE_DDL = """
@@ -74,19 +76,19 @@ WITH new_keys AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM lab)
+SELECT model_id, prediction_id FROM new_keys
 """
 
 
-def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> int:
+def _pg_write_predictions(conn: Connection,
+                          rows: Sequence[PredictionRow]) -> set[tuple[int, str]]:
     conn.exec_driver_sql(_PG_STAGE_DDL)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row)
-    accepted, _ = conn.execute(text(_PG_CLAIM_AND_INSERT)).one()
-    return int(accepted)
+    return {(r[0], r[1]) for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
@@ -108,7 +110,8 @@ def _existing_keys(conn: Connection, table: Table,
     return found
 
 
-def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> int:
+def _generic_write_predictions(conn: Connection,
+                               rows: Sequence[PredictionRow]) -> set[tuple[int, str]]:
     claimed = {
         (r[0], r[1])
         for r in conn.execute(
@@ -118,7 +121,7 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) 
     }
     new = [r for r in rows if (r[0], r[2]) in claimed]
     if not new:
-        return 0
+        return claimed
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
         {"model_id": r[0], "prediction_id": r[2], "label_class": r[12], "label_value": r[13],
@@ -127,7 +130,7 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) 
     ]
     if inline:
         conn.execute(_insert_ignoring_conflicts(conn, labels), inline).all()
-    return len(new)
+    return claimed
 
 
 def _prediction_params(r: PredictionRow) -> dict[str, Any]:
@@ -144,6 +147,9 @@ class LabelResult:
     matched: int
     pending: int
     duplicates: int
+    # (model_id, prediction_id, label_class) of the labels this call stored
+    new_labels: list[tuple[int, str, str | None]] = field(default_factory=list)
+    matched_keys: set[tuple[int, str]] = field(default_factory=set)
 
 
 def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> LabelResult:
@@ -161,5 +167,8 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
               "ts": r[4], "received_at": now, "source": "labels"} for r in rows],
         )
     ]
-    matched = len(_existing_keys(conn, prediction_keys, inserted)) if inserted else 0
-    return LabelResult(matched, len(inserted) - matched, len(rows) - len(inserted) + repeats)
+    matched = _existing_keys(conn, prediction_keys, inserted) if inserted else set()
+    stored = set(inserted)
+    new_labels = [(r[0], r[1], r[2]) for r in rows if (r[0], r[1]) in stored]
+    return LabelResult(len(matched), len(inserted) - len(matched),
+                       len(rows) - len(inserted) + repeats, new_labels, matched)

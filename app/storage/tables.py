@@ -189,3 +189,15 @@ job_runs = Table(
     Index("uq_job_runs_success", "job", "model_id", "window_end", unique=True,
           postgresql_where=text("status = 'success'"), sqlite_where=text("status = 'success'")),
 )
+
+# Labeled predictions and wrong ones per model, counted when a prediction and its label are
+# both stored (whichever came second). Monotonic, shared by every replica: the source of the
+# SLO counters modelmon_labeled_predictions_total and modelmon_prediction_errors_total.
+slo_counters = Table(
+    "slo_counters",
+    metadata,
+    Column("model_id", IdType, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("labeled", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

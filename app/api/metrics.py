@@ -1,0 +1,63 @@
+"""GET /metrics, and the middleware timing every request by its route template."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ApiError, Problem
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", summary="Prometheus exposition (service and model-quality metrics)",
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
+                       401: {"description": "a bearer token is configured and was not sent"}})
+async def metrics(request: Request) -> Response:
+    token = request.app.state.settings.metrics_token
+    if token:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token> "
+                           "(MODELMON_METRICS_TOKEN)",
+                           [Problem("missing or wrong bearer token", field="authorization")],
+                           headers={"WWW-Authenticate": "Bearer"})
+    body = await run_in_threadpool(generate_latest, request.app.state.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class RequestTimer:
+    """Pure ASGI middleware: observes request duration by route template (never the raw
+    path, which would make a label of every model name and typo)."""
+
+    def __init__(self, app: ASGIApp, histogram: Any) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "__unmatched__"
+            self.histogram.labels(template, scope.get("method", ""), str(status[0])).observe(
+                time.perf_counter() - start)

@@ -1,0 +1,346 @@
+"""The catalogue of Prometheus metrics (docs/prometheus.md): service metrics per process, and
+model-quality metrics read from stored results at scrape time, so every replica shows the
+same values.
+
+Every metric object lives here, so names, labels and cardinality are reviewed in one place.
+Each app builds its own registry: tests read a fresh one with get_sample_value().
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app import __version__
+
+if TYPE_CHECKING:
+    from app.ingest.validation import ModelSchema
+    from app.ingest.writer import LabelResult
+
+log = logging.getLogger("modelmon.metrics")
+# `_created` series double every counter and histogram for no use on the dashboards.
+disable_created_metrics()
+UNKNOWN = "__unknown__"
+OTHER = "__other__"
+OVERALL = "__all__"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+JOBS = ("drift", "calibration", "cohorts", "labels")
+
+
+class ServiceMetrics:
+    """Counters and histograms of this process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.build_info = Gauge("modelmon_build_info", "The running build.", ["version"],
+                                registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.ingested = Counter("modelmon_ingested_records", "Records received by POST "
+                                "/v1/predictions, by outcome.", ["model", "outcome"], registry=r)
+        self.ingested_labels = Counter("modelmon_ingested_labels", "Labels received by POST "
+                                       "/v1/labels, by outcome.", ["model", "outcome"], registry=r)
+        self.latency = Histogram("modelmon_inference_latency_seconds", "The model server's "
+                                 "logged inference latency (latency_ms).", ["model", "version"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.http = Histogram("modelmon_http_request_duration_seconds", "Request handling "
+                              "time by route template.", ["route", "method", "code"],
+                              buckets=HTTP_BUCKETS, registry=r)
+        self.job_duration = Histogram("modelmon_job_duration_seconds", "One job run for one "
+                                      "model and window.", ["job"], buckets=JOB_BUCKETS,
+                                      registry=r)
+        self.job_runs = Counter("modelmon_job_runs", "Job runs for one model and window, by "
+                                "outcome.", ["job", "outcome"], registry=r)
+        self.db_errors = Counter("modelmon_database_errors", "Database failures answered as "
+                                 "503 or failing a job.", ["operation"], registry=r)
+        for job in JOBS:  # known label sets exist from the start
+            for outcome in ("success", "failure"):
+                self.job_runs.labels(job, outcome)
+        for op in ("request", "job"):
+            self.db_errors.labels(op)
+
+    # ingest ---------------------------------------------------------------------------
+    def rejected(self, records: list[Any], kind: str, known: set[str]) -> None:
+        counter = self.ingested if kind == "records" else self.ingested_labels
+        names = Tally(r["model"] if isinstance(r, dict) and isinstance(r.get("model"), str)
+                      and r["model"] in known else UNKNOWN for r in records)
+        for name, n in names.items():
+            counter.labels(name, "rejected").inc(n)
+
+    def stored_predictions(self, by_id: dict[int, ModelSchema], records: list[Any],
+                           new_rows: list[tuple]) -> None:
+        sent = Tally(r["model"] for r in records)
+        accepted = Tally(by_id[r[0]].row.name for r in new_rows)
+        for name, n in sent.items():
+            self.ingested.labels(name, "accepted").inc(accepted[name])
+            self.ingested.labels(name, "duplicate").inc(n - accepted[name])
+        version_names = {(mid, vid): v for mid, s in by_id.items()
+                         for v, vid in s.versions.items()}
+        for r in new_rows:
+            if r[11] is not None:
+                self.latency.labels(by_id[r[0]].row.name,
+                                    version_names[(r[0], r[3])]).observe(r[11] / 1000.0)
+
+    def stored_labels(self, by_id: dict[int, ModelSchema], records: list[Any],
+                      result: LabelResult) -> None:
+        names = {mid: s.row.name for mid, s in by_id.items()}
+        sent = Tally(r["model"] for r in records)
+        matched = Tally(names[m] for m, _ in result.matched_keys)
+        new = Tally(names[m] for m, _, _ in result.new_labels)
+        for name, n in sent.items():
+            self.ingested_labels.labels(name, "matched").inc(matched[name])
+            self.ingested_labels.labels(name, "pending").inc(new[name] - matched[name])
+            self.ingested_labels.labels(name, "duplicate").inc(n - new[name])
+
+    # jobs -----------------------------------------------------------------------------
+    def job_done(self, job: str, outcome: str, seconds: float) -> None:
+        if outcome in ("success", "failure"):
+            self.job_runs.labels(job, outcome).inc()
+            self.job_duration.labels(job).observe(seconds)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class QualityCollector(Collector):
+    """Model-quality gauges from the latest stored results, cached for a few seconds so a
+    scrape costs a handful of small queries at most every ``ttl`` seconds."""
+
+    def __init__(self, load: Any, limits: dict[str, int], ttl: float,
+                 interval_seconds: float) -> None:
+        self._load = load
+        self._limits = limits
+        self._ttl = ttl
+        self._interval = interval_seconds
+        self._cache: tuple[float, list[Metric]] | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # values come from the database at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cache is None or now - self._cache[0] > self._ttl:
+                try:
+                    self._cache = (now, build_families(self._load(), self._limits,
+                                                       self._interval))
+                except Exception as exc:  # noqa: BLE001 - a scrape never fails on the db
+                    log.warning("quality metrics unavailable: %s", type(exc).__name__)
+                    return iter(())
+            return iter(self._cache[1])
+
+
+DECISION = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
+CHECK_OF = {"feature_psi": "feature_drift", "feature_ks_statistic": "feature_drift",
+            "prediction_psi": "prediction_drift", "prediction_ks_statistic": "prediction_drift",
+            "calibration_ece": "calibration", "cohort_error_ratio": "cohort_error",
+            "cohort_mae": "cohort_error", "label_coverage": "label_coverage"}
+RESULT_GAUGES = {
+    "feature_psi": ("modelmon_feature_psi", "PSI of the latest window against the reference."),
+    "feature_ks_statistic": ("modelmon_feature_ks_statistic", "Two-sample KS D."),
+    "feature_missing_ratio": ("modelmon_feature_missing_ratio", "Share of missing values."),
+    "prediction_psi": ("modelmon_prediction_psi", "PSI of the prediction."),
+    "prediction_ks_statistic": ("modelmon_prediction_ks_statistic", "KS D of the prediction."),
+    "calibration_ece": ("modelmon_calibration_ece_ratio", "Expected calibration error."),
+    "calibration_mce": ("modelmon_calibration_mce_ratio", "Maximum calibration error."),
+    "calibration_brier": ("modelmon_calibration_brier_score", "Brier score."),
+    "error_ratio": ("modelmon_error_ratio", "Overall error rate of the window."),
+    "label_coverage": ("modelmon_label_coverage_ratio", "Share of predictions with a label."),
+}
+
+
+def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
+    """Keep the ``limit`` worst subjects (highest value), fold the rest into __other__ with
+    the worst folded value, so a label never takes unbounded values."""
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_subject.setdefault(r[key], []).append(r)
+    if len(by_subject) <= limit:
+        return rows
+    worst = sorted(by_subject, key=lambda s: -max((x["value"] for x in by_subject[s]
+                                                   if _finite(x["value"])), default=-1.0))
+    keep = set(worst[:max(limit - 1, 0)])
+    out = [r for r in rows if r[key] in keep]
+    folded: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r[key] in keep:
+            continue
+        k = (r["model"], r["version"], r["metric"], r.get("cohort_key"))
+        best = folded.get(k)
+        if best is None or (_finite(r["value"]) and (not _finite(best["value"])
+                                                      or r["value"] > best["value"])):
+            folded[k] = {**r, key: OTHER}
+    return out + list(folded.values())
+
+
+def build_families(snap: dict[str, Any], limits: dict[str, int],
+                   interval: float) -> list[Metric]:
+    fams: dict[str, Metric] = {}
+
+    def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+        if name not in fams:
+            fams[name] = GaugeMetricFamily(name, doc, labels=labels)
+        return fams[name]  # type: ignore[return-value]
+
+    rows = snap["results"]
+    features = [r for r in rows if r["metric"].startswith("feature_")]
+    cohorts = [r for r in rows if r["metric"] in ("cohort_error_ratio", "cohort_mae")]
+    other = [r for r in rows if r not in features and r not in cohorts]
+    for r in features:
+        r["feature"] = r["subject"]
+    features = _fold(features, "feature", limits["features"])
+    for r in cohorts:
+        r["cohort_key"], _, r["cohort"] = r["subject"].partition("=")
+    folded_cohorts = []
+    for key in {r["cohort_key"] for r in cohorts}:
+        folded_cohorts += _fold([r for r in cohorts if r["cohort_key"] == key], "cohort",
+                                limits["cohorts"])
+    state: dict[tuple[str, str, str], int] = {}
+    for r in features + other + folded_cohorts:
+        check = CHECK_OF.get(r["metric"])
+        if check:
+            k = (r["model"], r["version"], check)
+            state[k] = max(state.get(k, 0), DECISION.get(r["decision"], 0))
+        mv = [r["model"], r["version"]]
+        if r["metric"] in RESULT_GAUGES and _finite(r["value"]):
+            name, doc = RESULT_GAUGES[r["metric"]]
+            if r["metric"].startswith("feature_"):
+                gauge(name, doc, ["model", "version", "feature"]).add_metric(
+                    [*mv, r["feature"]], r["value"])
+            else:
+                gauge(name, doc, ["model", "version"]).add_metric(mv, r["value"])
+        if r["metric"] == "calibration_ece":
+            for b in (r["detail"] or {}).get("bins", []):
+                edge = f"{b['upper']:g}"
+                if _finite(b.get("mean_confidence")):
+                    gauge("modelmon_calibration_bin_confidence_ratio", "Mean confidence in a "
+                          "reliability bin.", ["model", "version", "bin"]).add_metric(
+                        [*mv, edge], b["mean_confidence"])
+                if _finite(b.get("observed_rate")):
+                    gauge("modelmon_calibration_bin_observed_ratio", "Observed rate in a "
+                          "reliability bin.", ["model", "version", "bin"]).add_metric(
+                        [*mv, edge], b["observed_rate"])
+        if r["metric"] in ("label_delay_p50_seconds", "label_delay_p90_seconds") \
+                and _finite(r["value"]):
+            q = "0.5" if "p50" in r["metric"] else "0.9"
+            gauge("modelmon_label_delay_seconds", "Prediction-to-label delay.",
+                  ["model", "version", "quantile"]).add_metric([*mv, q], r["value"])
+        if r["metric"] in ("cohort_error_ratio", "cohort_mae"):
+            labels = [*mv, r["cohort_key"], r["cohort"]]
+            names = ["model", "version", "cohort_key", "cohort"]
+            detail = r["detail"] or {}
+            if _finite(r["value"]):
+                if r["metric"] == "cohort_error_ratio":
+                    gauge("modelmon_cohort_error_ratio", "Error rate per cohort.",
+                          names).add_metric(labels, r["value"])
+                else:
+                    gauge("modelmon_cohort_mae", "MAE per cohort.", names).add_metric(
+                        labels, r["value"])
+                    if _finite(detail.get("rmse")):
+                        gauge("modelmon_cohort_rmse", "RMSE per cohort.", names).add_metric(
+                            labels, detail["rmse"])
+            gauge("modelmon_cohort_samples", "Labeled predictions in the cohort's window.",
+                  names).add_metric(labels, r["n"])
+            gauge("modelmon_cohort_decidable", "1 when the cohort has the minimum n.",
+                  names).add_metric(labels, 1.0 if detail.get("decidable") else 0.0)
+    for (model, version, check), value in sorted(state.items()):
+        gauge("modelmon_check_state", "0 ok, 1 warning, 2 critical, under the model's "
+              "thresholds.", ["model", "version", "check"]).add_metric(
+            [model, version, check], value)
+
+    for model, ts in snap["last_prediction"].items():
+        gauge("modelmon_model_last_prediction_timestamp_seconds", "Newest stored prediction.",
+              ["model"]).add_metric([model], ts)
+    labeled = CounterMetricFamily("modelmon_labeled_predictions", "Labeled predictions "
+                                  "evaluated so far.", labels=["model"])
+    errors = CounterMetricFamily("modelmon_prediction_errors", "Wrong labeled predictions.",
+                                 labels=["model"])
+    for model, (n, e) in snap["slo"].items():
+        labeled.add_metric([model], n)
+        errors.add_metric([model], e)
+    fams["modelmon_labeled_predictions"] = labeled
+    fams["modelmon_prediction_errors"] = errors
+    for job in JOBS:
+        gauge("modelmon_job_interval_seconds", "The job's configured interval.",
+              ["job"]).add_metric([job], interval)
+    for (job, model), ts in snap["job_last_success"].items():
+        gauge("modelmon_job_last_success_timestamp_seconds", "Last successful run of a job "
+              "for a model.", ["job", "model"]).add_metric([job, model], ts)
+    for (job, model), failed in snap["job_last_failed"].items():
+        gauge("modelmon_job_last_run_failed", "1 when the latest run failed.",
+              ["job", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
+
+    for v in snap["versions"]:
+        mv = [v["model"], v["version"]]
+        gauge("modelmon_model_version_registered_timestamp_seconds", "Registration time of "
+              "a version.", ["model", "version", "regularization"]).add_metric(
+            [*mv, v["regularization"]], v["registered_at"])
+        if _finite(v.get("artifact_bytes")):
+            gauge("modelmon_model_version_artifact_bytes", "Artifact size from the version "
+                  "metadata.", ["model", "version"]).add_metric(mv, v["artifact_bytes"])
+    _weights(snap["weights"], limits["layers"], gauge)
+    for d in snap["deltas"]:
+        labels = [d["model"], d["version"], d["base_version"]]
+        names = ["model", "version", "base_version"]
+        o = d["overall"]
+        if _finite(o.get("sparsity_change_pp")):
+            gauge("modelmon_version_sparsity_delta_ratio", "Overall sparsity minus the "
+                  "predecessor's.", names).add_metric(labels, o["sparsity_change_pp"] / 100)
+        for norm in ("l1", "l2"):
+            if _finite(o.get(f"{norm}_relative_change")):
+                gauge(f"modelmon_version_{norm}_relative_change_ratio", f"Relative change of "
+                      f"the overall {norm.upper()} norm.", names).add_metric(
+                    labels, o[f"{norm}_relative_change"])
+    return list(fams.values())
+
+
+def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
+    """Per layer and overall norms and sparsity; past ``limit`` layers of a version, the
+    sparsest are kept and the rest folded into __other__."""
+    by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for w in items:
+        by_version.setdefault((w["model"], w["version"]), []).append(w)
+    names = ["model", "version", "layer"]
+    for (model, version), layers in by_version.items():
+        overall = [w for w in layers if w["layer"] == OVERALL]
+        rest = sorted((w for w in layers if w["layer"] != OVERALL),
+                      key=lambda w: -(w["stats"].get("sparsity") or 0.0))
+        keep = rest[:limit - 1] if len(rest) > limit else rest
+        folded = rest[len(keep):]
+        series = [(w["layer"], w["stats"]) for w in overall + keep]
+        if folded:
+            count = sum(w["stats"]["count"] for w in folded)
+            zeros = sum(w["stats"]["zeros"] for w in folded)
+            series.append((OTHER, {
+                "count": count, "zeros": zeros, "sparsity": zeros / count if count else None,
+                "l1": sum(w["stats"]["l1"] for w in folded),
+                "l2": math.sqrt(sum(w["stats"]["l2"] ** 2 for w in folded))}))
+        for layer, s in series:
+            labels = [model, version, layer]
+            gauge("modelmon_weight_l1", "L1 norm of the weights.", names).add_metric(
+                labels, s["l1"])
+            gauge("modelmon_weight_l2", "L2 norm of the weights.", names).add_metric(
+                labels, s["l2"])
+            gauge("modelmon_weight_parameters", "Parameter count.", names).add_metric(
+                labels, s["count"])
+            if _finite(s.get("sparsity")):
+                gauge("modelmon_weight_sparsity_ratio", "Share of weights with |w| <= eps.",
+                      names).add_metric(labels, s["sparsity"])

@@ -1,0 +1,152 @@
+"""/metrics: service counters per process, model quality from stored results (the same on
+every replica), bounded label values, an optional bearer token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.jobs import runner
+from app.main import create_app
+from app.settings import Settings
+from tests.factories import label, prediction, register
+from tests.jobs_data import drift_model, latest_window, post_all, reference_csv, traffic
+
+
+def sample(app, name: str, labels: dict[str, str] | None = None) -> float | None:  # noqa: ANN001
+    return app.state.registry.get_sample_value(name, labels or {})
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:  # noqa: ANN001
+    r = client.get("/metrics")
+    assert r.status_code == 200, r.text
+    out = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_ingest_counters_latency_and_slo_counters(app, client):
+    register(client)
+    recs = [prediction(0, latency_ms=4.0, prediction={"score": 0.9}),       # says fraud
+            prediction(1, latency_ms=40.0, prediction={"score": 0.1}),      # says legit
+            prediction(2, prediction={"score": 0.7}, label="legit")]        # inline, wrong
+    assert client.post("/v1/predictions", json={"records": recs}).status_code == 200
+    assert client.post("/v1/predictions", json={"records": recs[:1]}).status_code == 200
+    bad = client.post("/v1/predictions", json={"records": [prediction(9, model="ghost")]})
+    assert bad.status_code == 404
+    m = {"model": "fraud"}
+    assert sample(app, "modelmon_ingested_records_total", {**m, "outcome": "accepted"}) == 3
+    assert sample(app, "modelmon_ingested_records_total", {**m, "outcome": "duplicate"}) == 1
+    assert sample(app, "modelmon_ingested_records_total",
+                  {"model": "__unknown__", "outcome": "rejected"}) == 1
+    lat = {"model": "fraud", "version": "v1"}
+    assert sample(app, "modelmon_inference_latency_seconds_count", lat) == 2
+    assert sample(app, "modelmon_inference_latency_seconds_sum", lat) == pytest.approx(0.044)
+    assert sample(app, "modelmon_inference_latency_seconds_bucket", {**lat, "le": "0.005"}) == 1
+
+    # labels: p-0 right (fraud), p-1 wrong (fraud vs legit), p-7 before its prediction
+    r = client.post("/v1/labels", json={"records": [label(0, value="fraud"),
+                                                    label(1, value="fraud"), label(7)]})
+    assert r.json() == {"matched": 2, "pending": 1, "duplicates": 0}
+    assert sample(app, "modelmon_ingested_labels_total", {**m, "outcome": "matched"}) == 2
+    assert sample(app, "modelmon_ingested_labels_total", {**m, "outcome": "pending"}) == 1
+    # p-7 arrives: its waiting label completes a pair (score 0.2 -> legit, label fraud: wrong)
+    client.post("/v1/predictions", json={"records": [prediction(7, prediction={"score": 0.2})]})
+    s = scrape(client)
+    assert s[("modelmon_labeled_predictions_total", (("model", "fraud"),))] == 4
+    assert s[("modelmon_prediction_errors_total", (("model", "fraud"),))] == 3
+    assert s[("modelmon_build_info", (("version", "0.1.0"),))] == 1
+    assert ("modelmon_model_last_prediction_timestamp_seconds", (("model", "fraud"),)) in s
+    route = (("code", "200"), ("method", "POST"), ("route", "/v1/predictions"))
+    assert s[("modelmon_http_request_duration_seconds_count", route)] >= 3
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, job_catchup_windows=1, metrics_cache_seconds=0,
+                    metrics_max_features=5, metrics_max_cohorts=2, metrics_max_layers=2)
+
+
+def test_quality_metrics_equal_stored_results_on_every_replica(app, client, engine, settings):
+    rng = np.random.default_rng(8)
+    assert client.post("/v1/models", json=drift_model()).status_code == 201
+    for v, lam in (("v1", 0.01), ("v2", 0.1)):
+        client.post("/v1/models/credit/versions", json={
+            "version": v, "metadata": {"regularization": {"type": "l1", "lambda": lam},
+                                       "artifact_bytes": 1000}})
+    client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 2000),
+                headers={"content-type": "text/csv"})
+    start, end = latest_window()
+    records, _, y, _ = traffic(rng, 1500, start, end, shifted=("f3",))
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", [{"model": "credit", "prediction_id": r["prediction_id"],
+                                     "label": "bad" if y[i] else "good",
+                                     "timestamp": r["timestamp"]}
+                                    for i, r in enumerate(records)])
+    for v, zeros in (("v1", 2), ("v2", 6)):
+        client.post(f"/v1/models/credit/versions/{v}/weights", json={"tensors": [
+            {"name": f"layer{k}", "shape": [10], "count": 10, "zeros": zeros if k == 0 else 0,
+             "l1": 5.0, "l2": 2.0, "max_abs": 1.0, "mean": 0.1, "std": 0.5} for k in range(4)]})
+    assert runner.tick(engine, settings, now=end) == {"success": 4}
+
+    s = scrape(client)
+    drift = client.get("/v1/models/credit/reports/drift",
+                       params={"start": start.isoformat(), "end": end.isoformat()}).json()
+    f3 = next(f for f in drift["versions"][0]["features"] if f["feature"] == "f3")
+    key = (("feature", "f3"), ("model", "credit"), ("version", "v1"))
+    assert s[("modelmon_feature_psi", key)] == pytest.approx(f3["psi"])
+    # 21 features, at most 5 label values: the 4 worst and __other__
+    features = {dict(k)["feature"] for (n, k) in s if n == "modelmon_feature_psi"}
+    assert len(features) == 5 and "__other__" in features and "f3" in features
+    cohorts = {dict(k)["cohort"] for (n, k) in s if n == "modelmon_cohort_error_ratio"}
+    assert len(cohorts) == 2 and "__other__" in cohorts and "north" in cohorts
+    mv = (("model", "credit"), ("version", "v1"))
+    assert s[("modelmon_check_state", (("check", "feature_drift"), *mv))] == 2
+    assert s[("modelmon_label_coverage_ratio", mv)] == 1.0
+    assert ("modelmon_calibration_ece_ratio", mv) in s
+    assert ("modelmon_calibration_bin_observed_ratio", (("bin", "0.3"), *mv)) in s
+    assert s[("modelmon_job_last_run_failed", (("job", "drift"), ("model", "credit")))] == 0
+    assert s[("modelmon_job_interval_seconds", (("job", "drift"),))] == 300
+    assert s[("modelmon_version_sparsity_delta_ratio",
+              (("base_version", "v1"), ("model", "credit"), ("version", "v2")))] == \
+        pytest.approx(0.1)
+    layers = {dict(k)["layer"] for (n, k) in s if n == "modelmon_weight_sparsity_ratio"
+              and dict(k)["version"] == "v2"}
+    assert layers == {"__all__", "layer0", "__other__"}
+    assert s[("modelmon_model_version_registered_timestamp_seconds",
+              (("model", "credit"), ("regularization", "l1"), ("version", "v2")))] > 0
+    assert s[("modelmon_labeled_predictions_total", (("model", "credit"),))] == 1500
+
+    # a second replica on the same database shows the same model-quality values
+    other = create_app(settings, run_scheduler=False)
+    with TestClient(other) as c2:
+        s2 = scrape(c2)
+    other.state.engine.dispose()
+    quality = {k: v for k, v in s.items() if not k[0].startswith(("modelmon_http",
+               "modelmon_ingested", "modelmon_inference", "modelmon_job_runs",
+               "modelmon_job_duration", "modelmon_database_errors", "python_", "process_"))}
+    assert quality and all(s2[k] == v for k, v in quality.items())
+
+
+def test_metrics_bearer_token(db_url):
+    app = create_app(Settings(database_url=db_url, metrics_token="s3cret"), run_scheduler=False)
+    with TestClient(app) as c:
+        r = c.get("/metrics")
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+        assert c.get("/metrics", headers={"authorization": "Bearer nope"}).status_code == 401
+        ok = c.get("/metrics", headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and "modelmon_build_info" in ok.text
+    app.state.engine.dispose()
+
+
+def test_scrape_survives_an_unreachable_database(tmp_path):
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/none/x.db"),
+                     run_scheduler=False)
+    with TestClient(app) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200 and "modelmon_build_info" in r.text
+    app.state.engine.dispose()
