@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.report_cli import add_parser as add_report
 
     add_report(sub)
+    from app.demo import add_parser as add_demo
+
+    add_demo(sub)
     mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)

@@ -1,0 +1,205 @@
+"""`modelmon demo`: a small, real scenario streamed through the public API.
+
+A logistic regression is trained with numpy twice, the second time with a stronger L1
+penalty, and both versions are registered with their real weights (.npz) and a reference set.
+Traffic then flows to both versions with latencies and delayed labels for part of it. After
+``--incident-after`` seconds the world changes: two features drift, the scores become
+over-confident, labels for one region contradict the model and fewer labels arrive, so
+every dashboard panel has data and each kind of alert fires. ``--clean`` keeps the world
+steady and trains both versions alike: nothing should page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+FEATURES = ["x0", "x1", "x2", "x3", "x4", "x5"]
+CHANNELS = ["web", "app", "store"]
+REGIONS = ["north", "south", "east", "west"]
+TRUE_W = np.array([5.0, -4.0, 3.0, 0.0, 0.0, 0.0])
+CHANNEL_EFFECT = {"web": 0.0, "app": 0.8, "store": -0.8}
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             ctype: str = "application/json") -> Any:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"content-type": ctype})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:500]
+            if err.code in (200, 409):
+                return None
+            raise RuntimeError(f"{method} {path}: {err.code} {detail}") from None
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def world(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np.ndarray]:
+    x = rng.normal(size=(n, len(FEATURES)))
+    if drift:
+        x[:, 0] += 1.5
+        x[:, 1] *= 2.0
+    channel = rng.choice(CHANNELS, size=n, p=[0.5, 0.3, 0.2])
+    region = rng.choice(REGIONS, size=n)
+    logit = x @ TRUE_W + np.array([CHANNEL_EFFECT[c] for c in channel]) - 0.5
+    y = (rng.random(n) < sigmoid(logit)).astype(int)
+    return {"x": x, "channel": channel, "region": region, "y": y}
+
+
+def design(d: dict[str, np.ndarray]) -> np.ndarray:
+    onehot = np.stack([d["channel"] == "app", d["channel"] == "store"], axis=1).astype(float)
+    return np.hstack([d["x"], onehot])
+
+
+def train(d: dict[str, np.ndarray], l1: float, steps: int = 400, lr: float = 0.5
+          ) -> tuple[np.ndarray, float]:
+    """L1-regularised logistic regression by proximal gradient descent (ISTA): the
+    soft-threshold step sets weak weights exactly to zero, so a stronger penalty shows up as
+    sparsity in the uploaded weights."""
+    X, y = design(d), d["y"].astype(float)
+    w, b = np.zeros(X.shape[1]), 0.0
+    for _ in range(steps):
+        p = sigmoid(X @ w + b)
+        grad_w = X.T @ (p - y) / len(y)
+        b -= lr * float(np.mean(p - y))
+        w = w - lr * grad_w
+        w = np.sign(w) * np.maximum(np.abs(w) - lr * l1, 0.0)
+    return w, b
+
+
+def npz(w: np.ndarray, b: float) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{"dense/kernel": w.reshape(-1, 1).astype(np.float32),
+                     "dense/bias": np.array([b], dtype=np.float32)})
+    return buf.getvalue()
+
+
+def setup(api: Api, model: str, clean: bool, rng: np.random.Generator
+          ) -> dict[str, tuple[np.ndarray, float]]:
+    api.call("POST", "/v1/models", {
+        "name": model, "task": "binary_classification",
+        "features": [{"name": f, "type": "numeric"} for f in FEATURES]
+        + [{"name": "channel", "type": "categorical"}],
+        "cohort_keys": ["region"], "classes": ["legit", "fraud"]})
+    train_set = world(rng, 5000)
+    lambdas = {"v1": 0.002, "v2": 0.002 if clean else 0.08}
+    versions = {}
+    for name, lam in lambdas.items():
+        w, b = train(train_set, lam)
+        versions[name] = (w, b)
+        blob = npz(w, b)
+        api.call("POST", f"/v1/models/{model}/versions", {
+            "version": name, "metadata": {
+                "regularization": {"type": "l1", "lambda": lam},
+                "hyperparameters": {"learning_rate": 0.5, "steps": 400},
+                "artifact_bytes": len(blob)}})
+        api.call("POST", f"/v1/models/{model}/versions/{name}/weights", raw=blob,
+                 ctype="application/octet-stream")
+        scores = sigmoid(design(train_set) @ w + b)
+        records = [{**{f: float(train_set["x"][i, j]) for j, f in enumerate(FEATURES)},
+                    "channel": str(train_set["channel"][i]), "score": float(scores[i])}
+                   for i in range(len(scores))]
+        api.call("POST", f"/v1/models/{model}/versions/{name}/reference",
+                 {"records": records})
+    return versions
+
+
+def batch(model: str, versions: dict[str, tuple[np.ndarray, float]], rng: np.random.Generator,
+          n: int, seq: int, incident: bool) -> tuple[list[dict], list[dict]]:
+    d = world(rng, n, drift=incident)
+    which = rng.choice(["v2", "v1"], size=n, p=[0.7, 0.3])
+    now = datetime.now(UTC)
+    records, labels = [], []
+    label_fraction = 0.3 if incident else 0.8
+    for i in range(n):
+        w, b = versions[str(which[i])]
+        logit = float(design({k: v[i:i + 1] for k, v in d.items()})[0] @ w + b)
+        if incident:
+            logit *= 4.0  # over-confident scores: miscalibration
+        score = float(sigmoid(np.array(logit)))
+        pid = f"{seq}-{i}"
+        records.append({
+            "model": model, "version": str(which[i]), "prediction_id": pid,
+            "timestamp": now.isoformat(),
+            "features": {**{f: float(d["x"][i, j]) for j, f in enumerate(FEATURES)},
+                         "channel": str(d["channel"][i])},
+            "prediction": {"score": score, "label": "fraud" if score >= 0.5 else "legit"},
+            "cohorts": {"region": str(d["region"][i])},
+            "latency_ms": float(rng.lognormal(np.log(5 if which[i] == "v2" else 9), 0.4)),
+        })
+        if rng.random() < label_fraction:
+            y = int(d["y"][i])
+            if incident and d["region"][i] == "north":
+                y = 1 - y  # the model fails this cohort
+            labels.append({"model": model, "prediction_id": pid,
+                           "label": "fraud" if y else "legit", "timestamp": now.isoformat()})
+    return records, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    api = Api(args.url)
+    rng = np.random.default_rng(args.seed)
+    versions = setup(api, args.model, args.clean, rng)
+    print(f"demo: model {args.model!r} registered with v1 and v2; streaming to {args.url}",
+          flush=True)
+    start = time.monotonic()
+    incident_after = args.duration / 2 if args.incident_after is None else args.incident_after
+    pending: list[dict] = []
+    seq = 0
+    announced = False
+    while time.monotonic() - start < args.duration:
+        incident = not args.clean and time.monotonic() - start >= incident_after
+        if incident and not announced:
+            print("demo: incident: feature drift, over-confident scores, region north fails, "
+                  "fewer labels", flush=True)
+            announced = True
+        records, labels = batch(args.model, versions, rng, args.batch_size, seq, incident)
+        api.call("POST", "/v1/predictions", {"records": records})
+        if pending:  # labels arrive one batch later
+            api.call("POST", "/v1/labels", {"records": pending})
+        pending = labels
+        seq += 1
+        time.sleep(max(0.0, 1.0 / args.speed))
+    print(f"demo: sent {seq} batches of {args.batch_size}", flush=True)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="stream a demo scenario through the API")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the modelmon API")
+    p.add_argument("--model", default="demo-fraud")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
+    p.add_argument("--speed", type=float, default=2.0, help="batches per second")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--incident-after", type=float, default=None,
+                   help="seconds before the incident (default: half the duration)")
+    p.add_argument("--clean", action="store_true",
+                   help="no incident and no regularization jump: nothing should page")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=run)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args()
+    sys.exit(ns.func(ns))
