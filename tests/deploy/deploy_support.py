@@ -13,7 +13,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -474,7 +479,8 @@ def metric_names(expr: str) -> set[str]:
 def write_prometheus_config(directory: Path, modelmon_targets: list[str],
                             alertmanager_targets: list[str],
                             evaluation_interval: str | None = None,
-                            scrape_interval: str | None = None) -> Path:
+                            scrape_interval: str | None = None,
+                            rule_for: str | None = None) -> Path:
     """A copy of deploy/prometheus/prometheus.yml in `directory`, next to the shipped rules
     (symlinked) and targets files of its own; returns the config path.
 
@@ -491,8 +497,14 @@ def write_prometheus_config(directory: Path, modelmon_targets: list[str],
                 raise RuntimeError(f"global.{key} not found in {PROM_CONFIG}")
     (directory / "prometheus.yml").write_text(text)
     rules = directory / "rules"
-    if not rules.exists():
-        rules.symlink_to(RULES_DIR, target_is_directory=True)
+    if rule_for is None:
+        if not rules.exists():
+            rules.symlink_to(RULES_DIR, target_is_directory=True)
+    else:  # the shipped rules with every `for:` shortened, for a test that cannot wait
+        rules.mkdir(exist_ok=True)
+        for f in RULES_DIR.glob("*.yml"):
+            (rules / f.name).write_text(
+                re.sub(r"(?m)^(\s+for:) \S+", rf"\1 {rule_for}", f.read_text()))
     targets = directory / "targets"
     targets.mkdir(exist_ok=True)
     for name, addrs in (("modelmon.yml", modelmon_targets),
@@ -521,3 +533,102 @@ def write_alertmanager_config(directory: Path, sink_base_url: str,
     path = directory / "alertmanager.yml"
     path.write_text(text)
     return path
+
+
+# --------------------------------------------------------------------------- processes
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def find_binary(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise ToolsMissing(f"none of {names} on PATH; scripts/install-monitoring-tools.sh "
+                       "installs them")
+
+
+def start_process(args: list[str], ready_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{args[0]} exited: {log.read_text()[-3000:]}")
+        with urllib.request.urlopen(ready_url, timeout=2) as resp:
+            return resp.status == 200
+
+    try:
+        wait_for(ready, ready_url)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def query(prom: str, expr: str) -> list[dict[str, Any]]:
+    body = get_json(f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def start_alertmanager(directory: Path, sink_url: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """The shipped Alertmanager config, its webhooks pointed at ``sink_url``, test timings."""
+    config = write_alertmanager_config(directory / "am", sink_url, group_wait="1s",
+                                       group_interval="1s", repeat_interval="1h")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process([find_binary("prometheus-alertmanager", "alertmanager"),
+                          f"--config.file={config}", f"--storage.path={directory / 'am-data'}",
+                          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                         f"{url}/-/ready", directory / "alertmanager.log")
+    return url, proc
+
+
+def start_prometheus(directory: Path, modelmon_targets: list[str], alertmanager_url: str,
+                     rule_for: str | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """The shipped Prometheus config and rules, scraping and evaluating every second."""
+    config = write_prometheus_config(directory / "prom", modelmon_targets,
+                                     [alertmanager_url.removeprefix("http://")],
+                                     evaluation_interval="1s", scrape_interval="1s",
+                                     rule_for=rule_for)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process([find_binary("prometheus"), f"--config.file={config}",
+                          f"--storage.tsdb.path={directory / 'prom-data'}",
+                          f"--web.listen-address=127.0.0.1:{port}"],
+                         f"{url}/-/ready", directory / "prometheus.log")
+    return url, proc
