@@ -19,7 +19,7 @@ from app.storage import registry
 from app.storage.partitions import PartitionManager
 
 if TYPE_CHECKING:
-    from app.observability.metrics import IngestMetrics
+    from app.observability.metrics import ServiceMetrics
 
 
 def _limits(settings: Settings) -> v.Limits:
@@ -43,17 +43,28 @@ def _schemas(engine: Engine, records: list[Any]) -> dict[str, v.ModelSchema]:
     return {name: v.ModelSchema.build(row, by_model.get(row.id, {})) for name, row in rows.items()}
 
 
-def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
-                       body: Any, metrics: IngestMetrics | None = None) -> WriteResult:
+def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
+               metrics: ServiceMetrics | None) -> tuple[list[Any], dict[str, v.ModelSchema],
+                                                        list[tuple], int]:
+    """Records, their models' schemas, the rows to store and in-batch repeats; a refused
+    batch is counted as rejected before the error propagates."""
     records = v.records_of(body, settings.max_batch_records)
     schemas = _schemas(engine, records)
+    predictions = kind == "records"
     try:
-        v.check_known(records, schemas, with_version=True)
-        rows, repeats = v.validate_predictions(records, schemas, _limits(settings))
+        v.check_known(records, schemas, with_version=predictions)
+        validate = v.validate_predictions if predictions else v.validate_labels
+        rows, repeats = validate(records, schemas, _limits(settings))
     except ApiError:
         if metrics is not None:
-            metrics.rejected(records, "records", set(schemas))
+            metrics.rejected(records, kind, set(schemas))
         raise
+    return records, schemas, rows, repeats
+
+
+def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
+                       body: Any, metrics: ServiceMetrics | None = None) -> WriteResult:
+    records, schemas, rows, repeats = _validated(engine, settings, body, "records", metrics)
     by_id = {s.row.id: s for s in schemas.values()}
     days = {r[1].date() for r in rows}
     for attempt in (1, 2):
@@ -75,16 +86,8 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
-                  metrics: IngestMetrics | None = None) -> LabelResult:
-    records = v.records_of(body, settings.max_batch_records)
-    schemas = _schemas(engine, records)
-    try:
-        v.check_known(records, schemas, with_version=False)
-        rows, repeats = v.validate_labels(records, schemas, _limits(settings))
-    except ApiError:
-        if metrics is not None:
-            metrics.rejected(records, "labels", set(schemas))
-        raise
+                  metrics: ServiceMetrics | None = None) -> LabelResult:
+    records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics)
     by_id = {s.row.id: s for s in schemas.values()}
     with engine.begin() as conn:
         result = write_labels(conn, rows, repeats)

@@ -203,6 +203,39 @@ def check_known(records: list[Any], schemas: dict[str, ModelSchema], *, with_ver
                        "nothing was stored", problems)
 
 
+def _record_head(rec: Any, i: int, allowed: frozenset[str], schemas: dict[str, ModelSchema],
+                 limits: Limits, problems: list[Problem]
+                 ) -> tuple[ModelSchema, str | None, datetime | None] | None:
+    """The checks every record shares: an object, no unknown fields, a known model, a
+    prediction_id and a timestamp. None when the record cannot be checked further."""
+    if not isinstance(rec, dict):
+        problems.append(Problem(f"must be an object, got {_describe(rec)}", index=i))
+        return None
+    _check_unknown(rec, allowed, i, "", problems)
+    schema = schemas.get(rec.get("model")) if isinstance(rec.get("model"), str) else None
+    if schema is None:
+        problems.append(Problem("required string", field="model", index=i))
+        return None
+    pid, p = _short_string(rec.get("prediction_id"))
+    if p:
+        problems.append(Problem(p, field="prediction_id", index=i))
+    ts, p = parse_timestamp(rec.get("timestamp"), limits)
+    if p:
+        problems.append(Problem(p, field="timestamp", index=i))
+    return schema, pid, ts
+
+
+def _refuse_if_any(problems: list[Problem], n_records: int) -> None:
+    if problems:
+        bad = len({p.index for p in problems})
+        raise ApiError(
+            422, "validation_error",
+            f"{bad} of {n_records} records are invalid; nothing was stored. "
+            "Fix the fields listed in details and resend the whole batch.",
+            problems,
+        )
+
+
 def validate_predictions(
     records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
 ) -> tuple[list[PredictionRow], int]:
@@ -215,24 +248,14 @@ def validate_predictions(
     received_at = limits.now
     for i, rec in enumerate(records):
         n_before = len(problems)
-        if not isinstance(rec, dict):
-            problems.append(Problem(f"must be an object, got {_describe(rec)}", index=i))
+        head = _record_head(rec, i, PREDICTION_FIELDS, schemas, limits, problems)
+        if head is None:
             continue
-        _check_unknown(rec, PREDICTION_FIELDS, i, "", problems)
-        schema = schemas.get(rec.get("model")) if isinstance(rec.get("model"), str) else None
-        if schema is None:
-            problems.append(Problem("required string", field="model", index=i))
-            continue
+        schema, pid, ts = head
         version_id = schema.versions.get(rec.get("version")) \
             if isinstance(rec.get("version"), str) else None
         if version_id is None:
             problems.append(Problem("required string", field="version", index=i))
-        pid, p = _short_string(rec.get("prediction_id"))
-        if p:
-            problems.append(Problem(p, field="prediction_id", index=i))
-        ts, p = parse_timestamp(rec.get("timestamp"), limits)
-        if p:
-            problems.append(Problem(p, field="timestamp", index=i))
 
         features = _validate_features(rec.get("features", {}), schema, i, problems)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
@@ -267,14 +290,7 @@ def validate_predictions(
             None if probabilities is None else _to_json(probabilities),
             predicted, latency, gt[0], gt[1],
         ))
-    if problems:
-        bad = len({p.index for p in problems})
-        raise ApiError(
-            422, "validation_error",
-            f"{bad} of {len(records)} records are invalid; nothing was stored. "
-            "Fix the fields listed in details and resend the whole batch.",
-            problems,
-        )
+    _refuse_if_any(problems, len(records))
     return rows, repeats
 
 
@@ -418,20 +434,10 @@ def validate_labels(
     repeats = 0
     for i, rec in enumerate(records):
         n_before = len(problems)
-        if not isinstance(rec, dict):
-            problems.append(Problem(f"must be an object, got {_describe(rec)}", index=i))
+        head = _record_head(rec, i, LABEL_FIELDS, schemas, limits, problems)
+        if head is None:
             continue
-        _check_unknown(rec, LABEL_FIELDS, i, "", problems)
-        schema = schemas.get(rec.get("model")) if isinstance(rec.get("model"), str) else None
-        if schema is None:
-            problems.append(Problem("required string", field="model", index=i))
-            continue
-        pid, p = _short_string(rec.get("prediction_id"))
-        if p:
-            problems.append(Problem(p, field="prediction_id", index=i))
-        ts, p = parse_timestamp(rec.get("timestamp"), limits)
-        if p:
-            problems.append(Problem(p, field="timestamp", index=i))
+        schema, pid, ts = head
         if rec.get("label") is None:
             problems.append(Problem("required", field="label", index=i))
             gt: tuple[str | None, float | None] = (None, None)
@@ -447,12 +453,5 @@ def validate_labels(
             continue
         seen.add(key)
         rows.append((schema.row.id, pid, gt[0], gt[1], ts))
-    if problems:
-        bad = len({p.index for p in problems})
-        raise ApiError(
-            422, "validation_error",
-            f"{bad} of {len(records)} records are invalid; nothing was stored. "
-            "Fix the fields listed in details and resend the whole batch.",
-            problems,
-        )
+    _refuse_if_any(problems, len(records))
     return rows, repeats
