@@ -65,7 +65,8 @@ def make_records(n: int, seed: int = 7) -> list[dict]:
 
 
 def start_server(url: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "warning"}
+    env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "warning",
+           "MODELMON_SCHEDULER_ENABLED": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
                             cwd=ROOT, env=env)
     deadline = time.monotonic() + 60

@@ -73,7 +73,8 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         try:
             with engine.begin() as conn:
                 result = write_predictions(conn, rows)
-                slo.add(conn, by_id, slo.pairs_for_new_predictions(conn, result.new_rows))
+                slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
+                                                                    result.waiting_labels))
             break
         except IntegrityError as exc:
             # Another replica's retention dropped a partition this process remembered.
@@ -82,7 +83,8 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
             partitions.forget()
     if metrics is not None:
         metrics.stored_predictions(by_id, records, result.new_rows)
-    return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows)
+    return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows,
+                       result.waiting_labels)
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,

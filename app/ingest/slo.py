@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.ingest.validation import ModelSchema
-from app.storage.tables import labels, prediction_keys, predictions, slo_counters
+from app.storage.tables import prediction_keys, predictions, slo_counters
 
 _IN_CHUNK = 400
 # (model_id, score, probabilities (dict or JSON text), label_class)
@@ -74,20 +74,15 @@ def _chunks(keys: list[tuple[int, str]]) -> Iterable[list[tuple[int, str]]]:
         yield keys[i:i + _IN_CHUNK]
 
 
-def pairs_for_new_predictions(conn: Connection, new_rows: list[tuple]) -> list[Pair]:
+def pairs_for_new_predictions(new_rows: list[tuple],
+                              waiting: dict[tuple[int, str], str]) -> list[Pair]:
     """Pairs completed by newly stored predictions: their inline labels, or labels that were
     waiting for them. Row layout: app/ingest/writer.py STAGE_COLUMNS."""
-    out: list[Pair] = [(r[0], r[7], r[9], r[12]) for r in new_rows if r[12] is not None]
-    waiting = [(r[0], r[2]) for r in new_rows if r[12] is None and r[13] is None]
-    if not waiting:
-        return out
-    by_key = {(r[0], r[2]): r for r in new_rows}
-    for chunk in _chunks(waiting):
-        q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class).where(
-            tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
-        for model_id, pid, label_class in conn.execute(q):
-            r = by_key[(model_id, pid)]
-            out.append((model_id, r[7], r[9], label_class))
+    out: list[Pair] = []
+    for r in new_rows:
+        label_class = r[12] if r[12] is not None else waiting.get((r[0], r[2]))
+        if label_class is not None:
+            out.append((r[0], r[7], r[9], label_class))
     return out
 
 

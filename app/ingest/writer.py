@@ -35,17 +35,20 @@ class WriteResult:
     accepted: int
     duplicates: int
     new_rows: list[PredictionRow]  # the rows this call stored
+    # label_class of labels that were stored before their (now stored) prediction
+    waiting_labels: dict[tuple[int, str], str]
 
 
 def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteResult:
     if not rows:
-        return WriteResult(0, 0, [])
+        return WriteResult(0, 0, [], {})
     if conn.dialect.name == "postgresql":
         claimed = _pg_write_predictions(conn, rows)
     else:
         claimed = _generic_write_predictions(conn, rows)
     new = [r for r in rows if (r[0], r[2]) in claimed]
-    return WriteResult(len(new), len(rows) - len(new), new)
+    waiting = {k: c for k, c in claimed.items() if c is not None}
+    return WriteResult(len(new), len(rows) - len(new), new, waiting)
 
 
 _PG_STAGE_DDL = """
@@ -76,19 +79,23 @@ WITH new_keys AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT model_id, prediction_id FROM new_keys
+SELECT k.model_id, k.prediction_id, l.label_class
+FROM new_keys k LEFT JOIN labels l USING (model_id, prediction_id)
 """
+# The final SELECT reads `labels` as of the statement's snapshot: labels that were waiting for
+# these predictions, not the inline ones this statement inserts.
 
 
 def _pg_write_predictions(conn: Connection,
-                          rows: Sequence[PredictionRow]) -> set[tuple[int, str]]:
+                          rows: Sequence[PredictionRow]) -> dict[tuple[int, str], str | None]:
+    """Claimed keys, each with the class of a label that was waiting for it (or None)."""
     conn.exec_driver_sql(_PG_STAGE_DDL)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row)
-    return {(r[0], r[1]) for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
+    return {(r[0], r[1]): r[2] for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
@@ -110,18 +117,23 @@ def _existing_keys(conn: Connection, table: Table,
     return found
 
 
-def _generic_write_predictions(conn: Connection,
-                               rows: Sequence[PredictionRow]) -> set[tuple[int, str]]:
-    claimed = {
+def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
+                               ) -> dict[tuple[int, str], str | None]:
+    claimed: dict[tuple[int, str], str | None] = dict.fromkeys({
         (r[0], r[1])
         for r in conn.execute(
             _insert_ignoring_conflicts(conn, prediction_keys),
             [{"model_id": r[0], "prediction_id": r[2], "ts": r[1]} for r in rows],
         )
-    }
+    })
     new = [r for r in rows if (r[0], r[2]) in claimed]
     if not new:
         return claimed
+    for start in range(0, len(new), _IN_CHUNK):  # labels that were waiting for these
+        chunk = [(r[0], r[2]) for r in new[start:start + _IN_CHUNK]]
+        q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class).where(
+            tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
+        claimed.update({(m, p): c for m, p, c in conn.execute(q)})
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
         {"model_id": r[0], "prediction_id": r[2], "label_class": r[12], "label_value": r[13],
