@@ -63,3 +63,32 @@ def test_every_request_body_has_a_schema_and_example(spec):
 def test_error_responses_are_documented(spec):
     op = spec["paths"]["/v1/predictions"]["post"]
     assert {"404", "413", "422", "503"} <= set(op["responses"])
+
+
+def test_every_operation_has_an_example(spec):
+    """A request-body example for every POST, a response example for every GET."""
+    schemas = spec["components"]["schemas"]
+
+    def has_example(content: dict) -> bool:
+        for media in content.values():
+            if media.get("example") is not None:
+                return True
+            ref = media.get("schema", {}).get("$ref", "")
+            target = schemas.get(ref.rsplit("/", 1)[-1], {})
+            items = media.get("schema", {}).get("items", {}).get("$ref", "")
+            target = target or schemas.get(items.rsplit("/", 1)[-1], {})
+            if target.get("example") is not None:
+                return True
+        return False
+
+    missing = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if method == "post":
+                ok = has_example(op["requestBody"]["content"])
+            else:
+                ok = any(has_example(r.get("content", {})) for code, r in op["responses"].items()
+                         if code.startswith("2"))
+            if not ok:
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []

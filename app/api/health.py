@@ -12,13 +12,19 @@ from app.storage import migrate
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive",
+            responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The database is reachable and migrated to head",
-            responses={503: {"description": "not ready"}})
+            responses={
+                200: {"content": {"application/json": {"example": {
+                    "status": "ok", "database": "reachable", "migration": "0003"}}}},
+                503: {"description": "not ready", "content": {"application/json": {"example": {
+                    "status": "unavailable", "database": "unreachable",
+                    "error": "OperationalError"}}}}})
 def readyz(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     head = migrate.head_revision()
     try:

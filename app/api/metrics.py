@@ -19,7 +19,9 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", summary="Prometheus exposition (service and model-quality metrics)",
             response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": (
+                '# TYPE modelmon_feature_psi gauge\n'
+                'modelmon_feature_psi{feature="amount",model="fraud",version="v2"} 0.31\n')}}},
                        401: {"description": "a bearer token is configured and was not sent"}})
 async def metrics(request: Request) -> Response:
     token = request.app.state.settings.metrics_token

@@ -21,6 +21,55 @@ router = APIRouter(prefix="/v1/models", tags=["reports"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)
 }
+W = {"window_start": "2026-11-23T09:00:00+00:00", "window_end": "2026-11-23T10:00:00+00:00"}
+EXAMPLES: dict[str, Any] = {
+    "reference": {"model": "fraud", "version": "v2", "n_rows": 5000,
+                  "features": {"amount": {"n_valid": 4990, "n_missing": 10, "bins": 11}},
+                  "prediction": True, "ignored_columns": ["row_id"], "missing_columns": []},
+    "weights": {"model": "fraud", "version": "v2", "tensors": 2, "predecessor": "v1",
+                "overall": {"name": "(overall)", "count": 10, "zeros": 4, "sparsity": 0.4,
+                            "l1": 3.1, "l2": 1.4},
+                "delta_vs_predecessor": {"sparsity_change_pp": 20.0,
+                                         "l1_relative_change": -0.35}},
+    "drift": {"model": "fraud", "task": "binary_classification", **W, "empty": False,
+              "versions": [{"version": "v2", "n": 5120,
+                            "reference": {"source": "upload", "n_rows": 5000},
+                            "features": [{"feature": "amount", "type": "numeric",
+                                          "psi": 0.31, "psi_band": "major",
+                                          "ks_statistic": 0.18, "ks_pvalue": 1.2e-40,
+                                          "ks_pvalue_adjusted": 2.4e-40, "missing_rate": 0.0,
+                                          "n_reference": 5000, "n_current": 5120,
+                                          "decision": "critical"}],
+                            "prediction": {"feature": "prediction", "psi": 0.04,
+                                           "decision": "ok"}}]},
+    "calibration": {"model": "fraud", **W, "empty": False, "versions": [
+        {"version": "v2", "predictions": 5120, "n": 3900, "ece": 0.031, "mce": 0.08,
+         "brier": 0.061, "label_coverage": 0.76, "decision": "ok",
+         "bins": [{"lower": 0.0, "upper": 0.1, "count": 2100, "mean_confidence": 0.03,
+                   "observed_rate": 0.035}]}]},
+    "cohorts": {"model": "fraud", **W, "empty": False, "versions": [
+        {"version": "v2", "n": 5120, "cohort_keys": {"region": {
+            "overall": {"n": 3900, "error_rate": 0.06},
+            "cohorts": [{"cohort": "eu", "n": 2000, "error_rate": 0.21, "ci_low": 0.19,
+                         "ci_high": 0.23, "delta_error_rate": 0.15, "decidable": True,
+                         "decision": "warning"}]}}}]},
+    "history": {"model": "fraud", "metric": "feature_psi", "points": [
+        {"version": "v2", "subject": "amount", **W, "n": 5120, "value": 0.31,
+         "decision": "critical", "method": "psi eps=1e-4 ref=upload"}]},
+    "compare": {"model": "fraud",
+                "base": {"version": "v1", "regularization": {"type": "l1", "lambda": 0.001}},
+                "candidate": {"version": "v2", "regularization": {"type": "l1", "lambda": 0.01}},
+                "overall": {"name": "(overall)", "sparsity_change_pp": 20.0,
+                            "l1_relative_change": -0.35, "l2_relative_change": -0.2},
+                "tensors": [], "added": [], "removed": [], "reshaped": []},
+}
+
+
+def ok(name: str) -> dict[int | str, dict[str, Any]]:
+    return {**ERRORS, 200 if name not in ("reference", "weights") else 201: {
+        "content": {"application/json": {"example": EXAMPLES[name]}}}}
+
+
 Start = Annotated[datetime | None, Query(description="window start (ISO 8601); default: the "
                                          "latest window the jobs computed")]
 End = Annotated[datetime | None, Query(description="window end (ISO 8601, exclusive)")]
@@ -31,7 +80,7 @@ Version = Annotated[str | None, Query(description="one version; default: every v
 @router.post(
     "/{model}/versions/{version}/reference",
     status_code=201,
-    responses=ERRORS,
+    responses=ok("reference"),
     summary="Upload a version's reference data set (JSON records, CSV or Parquet)",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"example": {"records": [{"amount": 12.5, "country": "DE",
@@ -60,7 +109,7 @@ def _run(engine: Any, fn: Any) -> Any:
     return run_in_threadpool(go)
 
 
-@router.get("/{model}/reports/drift", responses=ERRORS,
+@router.get("/{model}/reports/drift", responses=ok("drift"),
             summary="Per-feature PSI, KS and missing rate against the reference")
 async def drift(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
                 start: Start = None, end: End = None) -> dict[str, Any]:
@@ -68,7 +117,7 @@ async def drift(model: str, engine: EngineDep, settings: SettingsDep, version: V
         c, settings, reports.scope(c, settings, model, version, start, end)))
 
 
-@router.get("/{model}/reports/calibration", responses=ERRORS,
+@router.get("/{model}/reports/calibration", responses=ok("calibration"),
             summary="ECE, MCE, Brier and reliability bins over the labeled predictions")
 async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                       version: Version = None, start: Start = None, end: End = None,
@@ -77,7 +126,7 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
         c, settings, reports.scope(c, settings, model, version, start, end), bins))
 
 
-@router.get("/{model}/reports/cohorts", responses=ERRORS,
+@router.get("/{model}/reports/cohorts", responses=ok("cohorts"),
             summary="Error per cohort with 95% Wilson intervals and the delta to overall")
 async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
                   start: Start = None, end: End = None) -> dict[str, Any]:
@@ -85,7 +134,7 @@ async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version:
         c, settings, reports.scope(c, settings, model, version, start, end)))
 
 
-@router.get("/{model}/history", responses=ERRORS,
+@router.get("/{model}/history", responses=ok("history"),
             summary="The stored time series of one metric")
 async def history(model: str, engine: EngineDep, settings: SettingsDep,
                   metric: Annotated[str, Query(description="e.g. feature_psi, calibration_ece")],
@@ -100,7 +149,7 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
 @router.post(
     "/{model}/versions/{version}/weights",
     status_code=201,
-    responses=ERRORS,
+    responses=ok("weights"),
     summary="Upload a version's weights (.npz or .safetensors) or per-tensor summaries",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -129,7 +178,7 @@ async def upload_weights(model: str, version: str, request: Request, engine: Eng
     return JSONResponse(body, status_code=201)
 
 
-@router.get("/{model}/versions/compare", responses=ERRORS,
+@router.get("/{model}/versions/compare", responses=ok("compare"),
             summary="Weight norms and sparsity of two versions, per tensor and overall")
 async def compare_versions(model: str, engine: EngineDep,
                            base: Annotated[str, Query(description="the earlier version")],

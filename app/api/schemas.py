@@ -87,6 +87,10 @@ class ModelRead(BaseModel):
     created_at: datetime
     versions: int = Field(description="number of registered versions")
 
+    model_config = ConfigDict(json_schema_extra={"example": {
+        **ModelCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
+        "created_at": "2026-11-23T10:00:00Z", "versions": 2}})
+
 
 class Regularization(Strict):
     type: Literal["l1", "l2", "elastic_net", "none"]
@@ -141,6 +145,10 @@ class VersionRead(BaseModel):
     registered_at: datetime
     metadata: dict[str, Any]
 
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "model": "fraud", **VersionCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
+        "registered_at": "2026-11-23T10:05:00Z"}})
+
 
 class PredictionPayload(Strict):
     score: float | None = Field(default=None, description="binary: positive-class probability")
@@ -190,6 +198,8 @@ class PredictionResult(BaseModel):
     accepted: int = Field(description="records stored by this request")
     duplicates: int = Field(description="records already stored (retries), skipped")
 
+    model_config = ConfigDict(json_schema_extra={"example": {"accepted": 998, "duplicates": 2}})
+
 
 class LabelRecord(Strict):
     model: str
@@ -222,6 +232,9 @@ class LabelResult(BaseModel):
     pending: int = Field(description="new labels kept until their prediction arrives")
     duplicates: int = Field(description="labels already stored, skipped")
 
+    model_config = ConfigDict(json_schema_extra={"example": {"matched": 950, "pending": 50,
+                                                             "duplicates": 0}})
+
 
 class ErrorDetail(BaseModel):
     index: int | None = Field(default=None, description="record index in the batch")
@@ -233,3 +246,10 @@ class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code")
     message: str = Field(description="what went wrong and what to do")
     details: list[ErrorDetail]
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "code": "validation_error",
+        "message": "1 of 1000 records are invalid; nothing was stored. Fix the fields listed "
+                   "in details and resend the whole batch.",
+        "details": [{"index": 637, "field": "prediction.score",
+                     "problem": "probability must be within [0, 1]"}]}})
