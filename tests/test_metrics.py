@@ -104,6 +104,7 @@ def test_quality_metrics_equal_stored_results_on_every_replica(app, client, engi
     assert len(features) == 5 and "__other__" in features and "f3" in features
     cohorts = {dict(k)["cohort"] for (n, k) in s if n == "modelmon_cohort_error_ratio"}
     assert len(cohorts) == 2 and "__other__" in cohorts and "north" in cohorts
+    assert s[("modelmon_feature_ks_pvalue", key)] < 0.05  # f3 is shifted: significant
     mv = (("model", "credit"), ("version", "v1"))
     assert s[("modelmon_check_state", (("check", "feature_drift"), *mv))] == 2
     assert s[("modelmon_label_coverage_ratio", mv)] == 1.0

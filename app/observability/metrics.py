@@ -227,6 +227,18 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
                     [*mv, r["feature"]], r["value"])
             else:
                 gauge(name, doc, ["model", "version"]).add_metric(mv, r["value"])
+        if r["metric"] in ("feature_ks_statistic", "prediction_ks_statistic"):
+            detail = r["detail"] or {}
+            p = detail.get("pvalue_adjusted")
+            p = detail.get("pvalue") if p is None else p
+            if _finite(p):
+                if r["metric"] == "feature_ks_statistic":
+                    gauge("modelmon_feature_ks_pvalue", "KS p-value, Benjamini-Hochberg "
+                          "adjusted across the version's features.",
+                          ["model", "version", "feature"]).add_metric([*mv, r["feature"]], p)
+                else:
+                    gauge("modelmon_prediction_ks_pvalue", "KS p-value of the prediction.",
+                          ["model", "version"]).add_metric(mv, p)
         if r["metric"] == "calibration_ece":
             for b in (r["detail"] or {}).get("bins", []):
                 edge = f"{b['upper']:g}"
