@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 report = weights.compare(conn=conn, model_name=args.model, base=args.base,
                                          candidate=args.candidate)
             else:
-                sc = reports.scope(conn, settings, args.model, args.version, start, end)
+                sc = reports.scope(conn, settings, args.model, args.version, start, end,
+                                   needs_labels=args.kind in ("calibration", "cohorts"))
                 report = {"drift": lambda: reports.drift_report(conn, settings, sc),
                           "calibration": lambda: reports.calibration_report(conn, settings, sc,
                                                                             None),

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     job_catchup_windows: int = Field(default=12, ge=1)
     # Rows loaded for one window of one version; beyond it, the earliest rows are used.
     job_max_window_rows: int = Field(default=1_000_000, ge=1000)
+    # Label-dependent jobs (calibration, cohorts, label coverage) evaluate the window that
+    # ended this long ago, so that delayed labels have arrived; 0 evaluates the latest window.
+    label_lag_seconds: float = Field(default=0.0, ge=0)
     retention_days: int = Field(default=30, ge=1)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 

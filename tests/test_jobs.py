@@ -246,3 +246,28 @@ def test_cli_report_prints_the_same_numbers(client, settings, capsys, monkeypatc
     f3 = next(f for f in api["versions"][0]["features"] if f["feature"] == "f3")
     line = next(ln for ln in text.splitlines() if ln.startswith("f3 "))
     assert f"{f3['psi']:.4g}" in line and f3["decision"] in line
+
+
+def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url):
+    """With a label lag, calibration, cohorts and coverage look at the window that ended that
+    long ago (its labels have arrived); drift stays on the latest window."""
+    from datetime import timedelta
+
+    lagged = Settings(database_url=db_url, job_catchup_windows=1, label_lag_seconds=3600)
+    rng = np.random.default_rng(13)
+    register_drift_model(client)
+    start, end = latest_window()
+    old_start, old_end = start - timedelta(hours=1), end - timedelta(hours=1)
+    old, _, y, _ = traffic(rng, 400, old_start, old_end, prefix="old")
+    new, *_ = traffic(rng, 300, start, end, prefix="new")
+    post_all(client, "/v1/predictions", old + new)
+    post_all(client, "/v1/labels", labels_for(old, y))  # only the older window is labeled
+    assert runner.tick(engine, lagged, now=end) == {"success": 4}
+    with engine.connect() as conn:
+        rows = conn.execute(select(metric_results.c.metric, metric_results.c.window_end,
+                                   metric_results.c.value, metric_results.c.n)).all()
+    by_metric = {r.metric: r for r in rows}
+    assert by_metric["label_coverage"].window_end.replace(tzinfo=UTC) == old_end
+    assert by_metric["label_coverage"].value == 1.0
+    assert by_metric["calibration_ece"].n == 400
+    assert by_metric["feature_psi"].window_end.replace(tzinfo=UTC) == end

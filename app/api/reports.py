@@ -123,7 +123,8 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                       version: Version = None, start: Start = None, end: End = None,
                       bins: Annotated[int | None, Query(ge=2, le=100)] = None) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.calibration_report(
-        c, settings, reports.scope(c, settings, model, version, start, end), bins))
+        c, settings, reports.scope(c, settings, model, version, start, end, needs_labels=True),
+        bins))
 
 
 @router.get("/{model}/reports/cohorts", responses=ok("cohorts"),
@@ -131,7 +132,8 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
 async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
                   start: Start = None, end: End = None) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.cohorts_report(
-        c, settings, reports.scope(c, settings, model, version, start, end)))
+        c, settings, reports.scope(c, settings, model, version, start, end,
+                                   needs_labels=True)))
 
 
 @router.get("/{model}/history", responses=ok("history"),

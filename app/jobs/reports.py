@@ -41,12 +41,13 @@ def _utc(ts: datetime | None) -> datetime | None:
 
 
 def window(settings: Settings, start: datetime | None, end: datetime | None,
-           now: datetime | None = None) -> tuple[datetime, datetime]:
+           now: datetime | None = None, lag_seconds: float = 0.0) -> tuple[datetime, datetime]:
     """The requested window, defaulting to the latest one the jobs computed."""
     start, end = _utc(start), _utc(end)
     length = timedelta(seconds=settings.job_window_seconds)
     if end is None:
-        end = aligned_end(now or datetime.now(UTC), settings.job_interval_seconds)
+        end = aligned_end(now or datetime.now(UTC), settings.job_interval_seconds) \
+            - timedelta(seconds=lag_seconds)
         if start is not None and start >= end:
             end = start + length
     if start is None:
@@ -58,12 +59,13 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
 
 
 def scope(conn: Connection, settings: Settings, model_name: str, version: str | None,
-          start: datetime | None, end: datetime | None) -> Scope:
+          start: datetime | None, end: datetime | None, *, needs_labels: bool = False) -> Scope:
     model = registry.get_model(conn=conn, name=model_name)
     if model is None:
         raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
                         "model")
-    s, e = window(settings, start, end)
+    s, e = window(settings, start, end,
+                  lag_seconds=settings.label_lag_seconds if needs_labels else 0.0)
     names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
     if version is not None:
         ids = [i for i, n in names.items() if n == version]

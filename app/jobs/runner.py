@@ -31,6 +31,8 @@ from app.storage.registry import ModelRow
 log = logging.getLogger("modelmon.jobs")
 
 WINDOW_JOBS = ("drift", "calibration", "cohorts", "labels")
+# Jobs that need ground truth: they evaluate the window that ended `label_lag_seconds` ago.
+LABEL_JOBS = ("calibration", "cohorts", "labels")
 JOB_CODES = {"drift": 1, "calibration": 2, "cohorts": 3, "labels": 4, "retention": 5}
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -146,6 +148,9 @@ def label_rows(model: ModelRow, w: obs.Window, r: dict[str, Any]) -> list[Row]:
 def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, end: datetime,
                  settings: Settings, now: datetime) -> list[Row]:
     th = compute.Thresholds.from_settings(settings)
+    if job in LABEL_JOBS and settings.label_lag_seconds:
+        lag = timedelta(seconds=settings.label_lag_seconds)
+        start, end = start - lag, end - lag
     rows: list[Row] = []
     for version_id in obs.versions_in_window(conn=conn, model_id=model.id, start=start, end=end):
         w = obs.load_window(conn=conn, model=model, version_id=version_id, start=start, end=end,
