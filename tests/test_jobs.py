@@ -171,6 +171,9 @@ def test_report_errors(client):
     assert r.status_code == 422 and r.json()["code"] == "invalid_window"
     r = client.get("/v1/models/credit/reports/cohorts", params={"start": "yesterday"})
     assert r.status_code == 422
+    r = client.post("/v1/models/credit/versions/v9/reference", content=b"f0\n1.0\n",
+                    headers={"content-type": "text/csv"})
+    assert r.status_code == 404 and r.json()["code"] == "unknown_version"
     empty = client.get("/v1/models/credit/reports/drift").json()
     assert empty["versions"] == [] and empty["empty"] is True
 

@@ -92,6 +92,7 @@ Version = Annotated[str | None, Query(description="one version; default: every v
 async def upload_reference(model: str, version: str, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> JSONResponse:
     ctype = content_type(request)
+    await _run(engine, lambda c: weights.model_version(c, model, version))  # 404 before upload
     with tempfile.NamedTemporaryFile(prefix="modelmon-ref-") as tmp:
         await body_to_file(request, settings.reference_max_bytes, tmp, reference.ACCEPTED,
                            "application/json, text/csv or application/vnd.apache.parquet")
@@ -163,14 +164,13 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
 async def upload_weights(model: str, version: str, request: Request, engine: EngineDep,
                          settings: SettingsDep) -> JSONResponse:
     ctype = content_type(request)
+    await _run(engine, lambda c: weights.model_version(c, model, version))  # 404 before upload
     with tempfile.NamedTemporaryFile(prefix="modelmon-weights-") as tmp:
         await body_to_file(request, settings.weights_max_bytes, tmp, weights.ACCEPTED,
                            "application/octet-stream (.npz or .safetensors) or "
                            "application/json summaries")
 
         def run() -> dict[str, Any]:
-            with engine.connect() as conn:  # 404 before reading a large file
-                weights.model_version(conn, model, version)
             summary = weights.summary_from_upload(Path(tmp.name), ctype,
                                                   settings.weights_zero_eps)
             return weights.store_weights(engine=engine, model_name=model, version=version,
