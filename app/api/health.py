@@ -21,7 +21,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="The database is reachable and migrated to head",
             responses={
                 200: {"content": {"application/json": {"example": {
-                    "status": "ok", "database": "reachable", "migration": "0003"}}}},
+                    "status": "ok", "database": "reachable", "migration": "0004"}}}},
                 503: {"description": "not ready", "content": {"application/json": {"example": {
                     "status": "unavailable", "database": "unreachable",
                     "error": "OperationalError"}}}}})

@@ -167,6 +167,7 @@ metric_results = Table(
     UniqueConstraint("job", "model_id", "version_id", "metric", "subject", "window_start",
                      "window_end", name="uq_metric_results_window"),
     Index("ix_metric_results_model_metric_end", "model_id", "metric", "window_end"),
+    Index("ix_metric_results_window_end", "window_end"),
 )
 
 # One row per attempt of a job for one model and window. At most one success per
