@@ -47,11 +47,3 @@ class JsonResult:
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(self)
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """Undefined statistics are reported as None so no NaN/inf reaches a report."""
-    if x is None:
-        return None
-    f = float(x)
-    return f if math.isfinite(f) else None

@@ -81,15 +81,3 @@ def history(*, conn: Connection, model_id: int, metric: str, subject: str | None
         conds.append(m.c.version_id == version_id)
     q = select(m).where(and_(*conds)).order_by(m.c.window_end, m.c.subject).limit(limit)
     return list(conn.execute(q))
-
-
-def known_metrics(*, conn: Connection, model_id: int) -> set[str]:
-    q = select(metric_results.c.metric).distinct().where(metric_results.c.model_id == model_id)
-    return {r[0] for r in conn.execute(q)}
-
-
-def job_run_rows(*, conn: Connection, job: str | None = None) -> list[Any]:
-    q = select(job_runs).order_by(job_runs.c.id)
-    if job is not None:
-        q = q.where(job_runs.c.job == job)
-    return list(conn.execute(q))
