@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from app import __version__
 from app.api import errors, health, ingest, models, reports
 from app.api import metrics as metrics_api
+from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestTimer
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
 from app.jobs.scheduler import JobScheduler
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.include_router(ingest.router)
     app.include_router(reports.router)
     app.include_router(metrics_api.router)
+    app.add_middleware(RejectNulInUrl)
     app.add_middleware(RequestTimer, histogram=service_metrics.http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

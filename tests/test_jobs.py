@@ -274,3 +274,12 @@ def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url):
     assert by_metric["label_coverage"].value == 1.0
     assert by_metric["calibration_ece"].n == 400
     assert by_metric["feature_psi"].window_end.replace(tzinfo=UTC) == end
+
+
+def test_reference_values_that_cannot_be_stored_are_422(client):
+    register_drift_model(client)
+    r = client.post("/v1/models/credit/versions/v1/reference",
+                    content=b"f0,channel\n1.0,we\x00b\n2.0,app\n",
+                    headers={"content-type": "text/csv"})
+    assert r.status_code == 422, r.text
+    assert r.json()["details"][0]["field"] == "channel"

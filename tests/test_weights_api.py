@@ -129,3 +129,12 @@ def test_compare_errors(client):
     assert r.status_code == 422 and r.json()["code"] == "no_weights"
     r = client.post("/v1/models/fraud/versions/v7/weights", content=b"x", headers=OCTET)
     assert r.status_code == 404
+
+
+def test_tensor_names_that_cannot_be_stored_are_422(client, engine):
+    register(client, [("v1", 0.1)])
+    r = client.post("/v1/models/fraud/versions/v1/weights",
+                    content=save({"a\x00b": np.ones(3, dtype=np.float32)}), headers=OCTET)
+    assert r.status_code == 422, r.text
+    with engine.connect() as conn:
+        assert conn.execute(select(weight_stats)).all() == []

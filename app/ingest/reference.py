@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from app.api.body import NON_FINITE, parse_json
+from app.api.body import NON_FINITE, find_unstorable, parse_json
 from app.errors import ApiError, Problem
 from app.storage.registry import ModelRow
 
@@ -184,6 +184,12 @@ def store_reference(*, engine: Any, settings: Any, model_name: str, version: str
     cols = read_reference(path, ctype, model)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
                             **profile_options(settings))
+    bad = find_unstorable(profile)
+    if bad:  # e.g. a category holding a NUL character
+        columns = sorted({path.split(".")[1] if path.startswith("features.") else "prediction"
+                          for path, _ in bad})
+        raise _bad([Problem("holds a value with characters that cannot be stored (NUL or a "
+                            "lone surrogate)", field=c) for c in columns])
     with engine.begin() as conn:
         results.put_profile(conn=conn, model_id=model.id, version_id=v.id, source="upload",
                             n_rows=cols.n_rows, profile=profile)

@@ -179,7 +179,9 @@ def records_of(body: Any, max_records: int) -> list[Any]:
 
 
 def referenced_models(records: list[Any]) -> set[str]:
-    return {r["model"] for r in records if isinstance(r, dict) and isinstance(r.get("model"), str)}
+    """Model names to look up; a name no database could store is simply unknown."""
+    return {r["model"] for r in records if isinstance(r, dict) and isinstance(r.get("model"), str)
+            and text_problem(r["model"]) is None}
 
 
 def check_known(records: list[Any], schemas: dict[str, ModelSchema], *, with_version: bool) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
-from app.api.body import find_unstorable, parse_json
+from app.api.body import find_unstorable, parse_json, text_problem
 from app.errors import ApiError, Problem, not_found
 from app.monitoring import (
     TensorStats,
@@ -71,11 +71,13 @@ def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
             raise ApiError(422, "invalid_weights", "the file is not a readable .npz or "
                            ".safetensors weight file; nothing was stored",
                            [Problem(str(exc)[:300], field="body")]) from None
-    long = [t.name for t in summary.tensors if len(t.name) > MAX_TENSOR_NAME]
-    if long:
-        raise ApiError(422, "validation_error", "tensor names are limited to "
-                       f"{MAX_TENSOR_NAME} characters",
-                       [Problem("name too long", field=n[:200]) for n in long])
+    bad = [Problem("name too long", field=t.name[:200]) for t in summary.tensors
+           if len(t.name) > MAX_TENSOR_NAME]
+    bad += [Problem(f"tensor name {p}", field=repr(t.name)[:200]) for t in summary.tensors
+            if (p := text_problem(t.name))]
+    if bad:
+        raise ApiError(422, "validation_error", "tensor names must be storable text of at most "
+                       f"{MAX_TENSOR_NAME} characters; nothing was stored", bad)
     return summary
 
 
