@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import ErrorBody, ModelCreate, ModelRead, VersionCreate, VersionRead
-from app.errors import ApiError, Problem, not_found
+from app.errors import ApiError, Problem
 from app.storage import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -29,13 +29,6 @@ def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
     return VersionRead(model=model, version=row.version, created_at=row.created_at,
                        registered_at=row.registered_at,
                        metadata=row.metadata).model_dump(mode="json")
-
-
-def _require_model(conn: Any, name: str) -> registry.ModelRow:
-    row = registry.get_model(conn=conn, name=name)
-    if row is None:
-        raise not_found("unknown_model", f"model {name[:128]!r} is not registered", "model")
-    return row
 
 
 def _conflict(what: str, fields: list[str]) -> ApiError:
@@ -81,7 +74,7 @@ def list_models(engine: EngineDep) -> list[dict[str, Any]]:
 @router.get("/{model}", response_model=ModelRead, responses=ERRORS, summary="Get a model")
 def get_model(model: str, engine: EngineDep) -> dict[str, Any]:
     with engine.connect() as conn:
-        row = _require_model(conn, model)
+        row = registry.require_model(conn=conn, name=model)
         return _model_read(row, registry.count_versions(conn=conn, model_id=row.id))
 
 
@@ -101,7 +94,7 @@ async def create_version(model: str, request: Request, engine: EngineDep,
 
     def run(db: Engine) -> tuple[dict[str, Any], bool]:
         with db.begin() as conn:
-            m = _require_model(conn, model)
+            m = registry.require_model(conn=conn, name=model)
             try:
                 row, created = registry.create_version(
                     conn=conn, model_id=m.id, version=spec.version, created_at=spec.created_at,
@@ -120,5 +113,5 @@ async def create_version(model: str, request: Request, engine: EngineDep,
             summary="List a model's versions, in registration order")
 def list_versions(model: str, engine: EngineDep) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        m = _require_model(conn, model)
+        m = registry.require_model(conn=conn, name=model)
         return [_version_read(m.name, r) for r in registry.list_versions(conn=conn, model_id=m.id)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,16 +92,12 @@ Version = Annotated[str | None, Query(description="one version; default: every v
 )
 async def upload_reference(model: str, version: str, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> JSONResponse:
-    ctype = content_type(request)
-    await _run(engine, lambda c: weights.model_version(c, model, version))  # 404 before upload
-    with tempfile.NamedTemporaryFile(prefix="modelmon-ref-") as tmp:
-        await body_to_file(request, settings.reference_max_bytes, tmp, reference.ACCEPTED,
-                           "application/json, text/csv or application/vnd.apache.parquet")
-        body = await run_in_threadpool(
-            lambda: reference.store_reference(engine=engine, settings=settings,
-                                              model_name=model, version=version,
-                                              path=Path(tmp.name), ctype=ctype))
-    return JSONResponse(body, status_code=201)
+    return await _upload(
+        request, engine, model, version, settings.reference_max_bytes, reference.ACCEPTED,
+        "application/json, text/csv or application/vnd.apache.parquet",
+        lambda path, ctype: reference.store_reference(
+            engine=engine, settings=settings, model_name=model, version=version, path=path,
+            ctype=ctype))
 
 
 def _run(engine: Any, fn: Any) -> Any:
@@ -108,6 +105,19 @@ def _run(engine: Any, fn: Any) -> Any:
         with engine.connect() as conn:
             return fn(conn)
     return run_in_threadpool(go)
+
+
+async def _upload(request: Request, engine: Any, model: str, version: str, limit: int,
+                  accepted: tuple[str, ...], hint: str,
+                  process: Callable[[Path, str], dict[str, Any]]) -> JSONResponse:
+    """404 for an unknown model or version before reading anything, then the body streamed
+    to a temporary file and processed in a worker thread."""
+    ctype = content_type(request)
+    await _run(engine, lambda c: weights.model_version(c, model, version))
+    with tempfile.NamedTemporaryFile(prefix="modelmon-upload-") as tmp:
+        await body_to_file(request, limit, tmp, accepted, hint)
+        body = await run_in_threadpool(process, Path(tmp.name), ctype)
+    return JSONResponse(body, status_code=201)
 
 
 @router.get("/{model}/reports/drift", responses=ok("drift"),
@@ -163,21 +173,14 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
 )
 async def upload_weights(model: str, version: str, request: Request, engine: EngineDep,
                          settings: SettingsDep) -> JSONResponse:
-    ctype = content_type(request)
-    await _run(engine, lambda c: weights.model_version(c, model, version))  # 404 before upload
-    with tempfile.NamedTemporaryFile(prefix="modelmon-weights-") as tmp:
-        await body_to_file(request, settings.weights_max_bytes, tmp, weights.ACCEPTED,
-                           "application/octet-stream (.npz or .safetensors) or "
-                           "application/json summaries")
+    def process(path: Path, ctype: str) -> dict[str, Any]:
+        summary = weights.summary_from_upload(path, ctype, settings.weights_zero_eps)
+        return weights.store_weights(engine=engine, model_name=model, version=version,
+                                     summary=summary)
 
-        def run() -> dict[str, Any]:
-            summary = weights.summary_from_upload(Path(tmp.name), ctype,
-                                                  settings.weights_zero_eps)
-            return weights.store_weights(engine=engine, model_name=model, version=version,
-                                         summary=summary)
-
-        body = await run_in_threadpool(run)
-    return JSONResponse(body, status_code=201)
+    return await _upload(request, engine, model, version, settings.weights_max_bytes,
+                         weights.ACCEPTED, "application/octet-stream (.npz or .safetensors) "
+                         "or application/json summaries", process)
 
 
 @router.get("/{model}/versions/compare", responses=ok("compare"),

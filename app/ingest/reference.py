@@ -173,14 +173,8 @@ def store_reference(*, engine: Any, settings: Any, model_name: str, version: str
     from app.storage import registry, results
 
     with engine.connect() as conn:
-        model = registry.get_model(conn=conn, name=model_name)
-        if model is None:
-            raise ApiError(404, "unknown_model", f"model {model_name[:128]!r} is not registered",
-                           [Problem("unknown model", field="model")])
-        v = registry.get_version(conn=conn, model_id=model.id, version=version)
-        if v is None:
-            raise ApiError(404, "unknown_version", f"version {version[:128]!r} is not registered",
-                           [Problem("unknown version", field="version")])
+        model = registry.require_model(conn=conn, name=model_name)
+        v = registry.require_version(conn=conn, model=model, version=version)
     cols = read_reference(path, ctype, model)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
                             **profile_options(settings))

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from app.api.body import find_unstorable, parse_json, text_problem
-from app.errors import ApiError, Problem, not_found
+from app.errors import ApiError, Problem
 from app.monitoring import (
     TensorStats,
     WeightFileError,
@@ -150,15 +150,8 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
 
 def model_version(conn: Connection, model_name: str, version: str
                    ) -> tuple[registry.ModelRow, registry.VersionRow]:
-    model = registry.get_model(conn=conn, name=model_name)
-    if model is None:
-        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
-                        "model")
-    v = registry.get_version(conn=conn, model_id=model.id, version=version)
-    if v is None:
-        raise not_found("unknown_version", f"version {version[:128]!r} of {model.name!r} is "
-                        "not registered", "version")
-    return model, v
+    model = registry.require_model(conn=conn, name=model_name)
+    return model, registry.require_version(conn=conn, model=model, version=version)
 
 
 def compare(*, conn: Connection, model_name: str, base: str, candidate: str) -> dict[str, Any]:

@@ -60,20 +60,14 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
 
 def scope(conn: Connection, settings: Settings, model_name: str, version: str | None,
           start: datetime | None, end: datetime | None, *, needs_labels: bool = False) -> Scope:
-    model = registry.get_model(conn=conn, name=model_name)
-    if model is None:
-        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
-                        "model")
+    model = registry.require_model(conn=conn, name=model_name)
     s, e = window(settings, start, end,
                   lag_seconds=settings.label_lag_seconds if needs_labels else 0.0)
-    names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
     if version is not None:
-        ids = [i for i, n in names.items() if n == version]
-        if not ids:
-            raise not_found("unknown_version", f"version {version[:128]!r} of {model.name!r} is "
-                            "not registered", "version")
-        chosen = [(ids[0], version)]
+        chosen = [(registry.require_version(conn=conn, model=model, version=version).id,
+                   version)]
     else:
+        names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
         chosen = [(i, names[i]) for i in obs.versions_in_window(conn=conn, model_id=model.id,
                                                                 start=s, end=e)]
     return Scope(model, chosen, s, e)
@@ -131,22 +125,15 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
     if metric not in HISTORY_METRICS:
         raise not_found("unknown_metric", f"unknown metric {metric[:64]!r}; one of: "
                         + ", ".join(sorted(HISTORY_METRICS)), "metric")
-    model = registry.get_model(conn=conn, name=model_name)
-    if model is None:
-        raise not_found("unknown_model", f"model {model_name[:128]!r} is not registered",
-                        "model")
+    model = registry.require_model(conn=conn, name=model_name)
     s = _utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
     e = _utc(end) or datetime.now(UTC) + timedelta(days=1)
     if s >= e:
         raise ApiError(422, "invalid_window", "start must be before end",
                        [Problem("start is not before end", field="start")])
     names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
-    version_id = None
-    if version is not None:
-        version_id = next((i for i, n in names.items() if n == version), None)
-        if version_id is None:
-            raise not_found("unknown_version", f"version {version[:128]!r} is not registered",
-                            "version")
+    version_id = None if version is None else registry.require_version(
+        conn=conn, model=model, version=version).id
     subject = feature if HISTORY_METRICS[metric] == "feature" else cohort
     rows = results.history(conn=conn, model_id=model.id, metric=metric, subject=subject,
                            version_id=version_id, start=s, end=e)

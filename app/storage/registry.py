@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.errors import not_found
 from app.storage.tables import model_versions, models
 
 
@@ -65,6 +66,22 @@ def _version(row: Any) -> VersionRow:
 def get_model(*, conn: Connection, name: str) -> ModelRow | None:
     row = conn.execute(select(models).where(models.c.name == name)).first()
     return _model(row) if row else None
+
+
+def require_model(*, conn: Connection, name: str) -> ModelRow:
+    """The model, or the 404 every route gives for a name that is not registered."""
+    row = get_model(conn=conn, name=name)
+    if row is None:
+        raise not_found("unknown_model", f"model {name[:128]!r} is not registered", "model")
+    return row
+
+
+def require_version(*, conn: Connection, model: ModelRow, version: str) -> VersionRow:
+    row = get_version(conn=conn, model_id=model.id, version=version)
+    if row is None:
+        raise not_found("unknown_version", f"version {version[:128]!r} of {model.name!r} is "
+                        "not registered", "version")
+    return row
 
 
 def get_models(*, conn: Connection, names: set[str]) -> dict[str, ModelRow]:
