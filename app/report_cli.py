@@ -85,7 +85,7 @@ def render(kind: str, report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from app.ingest import weights
-    from app.jobs import reports
+    from app.evaluation import reports
     from app.storage.db import make_engine
 
     settings = get_settings()

@@ -16,7 +16,7 @@ from app.api.body import body_to_file, content_type
 from app.api.deps import EngineDep, SettingsDep
 from app.api.schemas import ErrorBody
 from app.ingest import reference, weights
-from app.jobs import reports
+from app.evaluation import reports
 
 router = APIRouter(prefix="/v1/models", tags=["reports"])
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -168,8 +168,8 @@ def read_reference(path: Path, ctype: str, model: ModelRow) -> ReferenceColumns:
 def store_reference(*, engine: Any, settings: Any, model_name: str, version: str, path: Path,
                     ctype: str) -> dict[str, Any]:
     """Read, profile and store a version's reference; returns what was stored."""
-    from app.jobs.profiles import build_profile
-    from app.jobs.reference import profile_options
+    from app.evaluation.profiles import build_profile
+    from app.evaluation.references import profile_options
     from app.storage import registry, results
 
     with engine.connect() as conn:

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from app.jobs import compute
-from app.jobs.reference import reference_for
+from app.evaluation import compute
+from app.evaluation.references import reference_for
 from app.settings import Settings
 from app.storage import observations as obs
 from app.storage import registry, results

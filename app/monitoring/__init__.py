@@ -19,14 +19,26 @@ from app.monitoring.binning import (
     sorted_sample,
 )
 from app.monitoring.calibration import (
+    MAX_CALIBRATION_BINS,
     CalibrationResult,
+    CalibrationSums,
     ReliabilityBin,
     calibration_binary,
+    calibration_from_sums,
     calibration_multiclass,
+    multiclass_sums,
 )
-from app.monitoring.cohort import CohortReport, CohortStat, cohort_error, wilson_interval
+from app.monitoring.cohort import (
+    CohortReport,
+    CohortStat,
+    CohortSums,
+    cohort_error,
+    cohort_from_sums,
+    wilson_interval,
+)
 from app.monitoring.drift import (
     FeatureDrift,
+    KsPoints,
     KsResult,
     PsiResult,
     PsiThresholds,
@@ -36,7 +48,9 @@ from app.monitoring.drift import (
     correct_ks,
     drift_features,
     ks,
+    ks_from_counts,
     ks_statistic,
+    ks_statistic_from_counts,
     numeric_drift,
     psi,
 )
@@ -54,6 +68,15 @@ from app.monitoring.weights import (
 )
 
 __all__ = [
+    "MAX_CALIBRATION_BINS",
+    "CalibrationSums",
+    "CohortSums",
+    "KsPoints",
+    "calibration_from_sums",
+    "cohort_from_sums",
+    "ks_from_counts",
+    "ks_statistic_from_counts",
+    "multiclass_sums",
     "INSUFFICIENT_DATA",
     "INVALID_INPUT",
     "OK",

@@ -51,14 +51,61 @@ def confidence_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(idx, 0, n_bins - 1)
 
 
+MAX_CALIBRATION_BINS = 100
+# Every edge of every equal-width binning with 1..100 bins, as np.linspace computes it. A
+# confidence's slot on this fine partition determines its bin for every such n_bins, so sums
+# kept per fine slot give the exact reliability bins for any n_bins a report asks for.
+FINE_EDGES = np.unique(np.concatenate(
+    [np.linspace(0.0, 1.0, n + 1) for n in range(1, MAX_CALIBRATION_BINS + 1)]))
+N_FINE_SLOTS = int(FINE_EDGES.shape[0])
+
+
+def fine_slot_index(conf: np.ndarray) -> np.ndarray:
+    """Slot k holds confidences in (FINE_EDGES[k-1], FINE_EDGES[k]]; slot 0 holds 0."""
+    return np.searchsorted(FINE_EDGES, conf, side="left")
+
+
+@dataclass(frozen=True)
+class CalibrationSums:
+    """What calibration needs from a set of labeled predictions; adds up across windows.
+
+    Per fine confidence slot: the count, the sum of confidences and the sum of outcomes
+    (positive label for binary, top class correct for multiclass); the Brier sum; the count
+    of labels per class index.
+    """
+
+    count: np.ndarray
+    confidence: np.ndarray
+    outcome: np.ndarray
+    brier: float
+    label_counts: np.ndarray
+
+    @classmethod
+    def of(cls, conf: np.ndarray, outcome: np.ndarray, brier_terms: np.ndarray,
+           labels: np.ndarray, n_classes: int) -> CalibrationSums:
+        slot = fine_slot_index(conf)
+        return cls(
+            count=np.bincount(slot, minlength=N_FINE_SLOTS),
+            confidence=np.bincount(slot, weights=conf, minlength=N_FINE_SLOTS),
+            outcome=np.bincount(slot, weights=outcome.astype(np.float64),
+                                minlength=N_FINE_SLOTS),
+            brier=float(np.sum(brier_terms)),
+            label_counts=np.bincount(labels.astype(np.intp), minlength=n_classes),
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.count.sum())
+
+
 def _reliability(
-    conf: np.ndarray, correct: np.ndarray, n_bins: int
+    sums: CalibrationSums, n_bins: int
 ) -> tuple[float, float, tuple[ReliabilityBin, ...]]:
-    n = conf.shape[0]
-    idx = confidence_bin_index(conf, n_bins)
-    counts = np.bincount(idx, minlength=n_bins)
-    sum_conf = np.bincount(idx, weights=conf, minlength=n_bins)
-    sum_acc = np.bincount(idx, weights=correct.astype(np.float64), minlength=n_bins)
+    coarse = confidence_bin_index(FINE_EDGES, n_bins)
+    counts = np.bincount(coarse, weights=sums.count, minlength=n_bins).round().astype(np.int64)
+    sum_conf = np.bincount(coarse, weights=sums.confidence, minlength=n_bins)
+    sum_acc = np.bincount(coarse, weights=sums.outcome, minlength=n_bins)
+    n = int(counts.sum())
     nonempty = counts > 0
     safe = np.where(nonempty, counts, 1)
     mean_conf = sum_conf / safe
@@ -76,6 +123,34 @@ def _reliability(
         for i in range(n_bins)  # one object per bin for the report, not per row
     )
     return ece, mce, bins
+
+
+def calibration_from_sums(
+    kind: str,
+    sums: CalibrationSums,
+    n_bins: int = DEFAULT_CALIBRATION_BINS,
+    *,
+    min_n: int = DEFAULT_CALIBRATION_MIN_N,
+    n_dropped: int = 0,
+) -> CalibrationResult:
+    """ECE, MCE, Brier and reliability bins from summed labeled predictions (any window)."""
+    if not 1 <= n_bins <= MAX_CALIBRATION_BINS:
+        raise ValueError(f"n_bins must be in [1, {MAX_CALIBRATION_BINS}]")
+    n = sums.n
+    need = max(int(min_n), 1)
+    if n < need:
+        return _empty(kind, INSUFFICIENT_DATA, f"insufficient data: n={n}, minimum {need}",
+                      n, n_dropped, n_bins)
+    ece, mce, bins = _reliability(sums, n_bins)
+    present = np.flatnonzero(sums.label_counts)
+    reason = ""
+    if present.size == 1:
+        reason = (f"only one class present (all labels {int(present[0])})" if kind == "binary"
+                  else f"only one class present (label {int(present[0])})")
+    return CalibrationResult(
+        status=OK, reason=reason, kind=kind, n=n, n_dropped=n_dropped, n_bins=n_bins,
+        ece=ece, mce=mce, brier=sums.brier / n, bins=bins,
+    )
 
 
 def _labels_vector(labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -123,19 +198,8 @@ def calibration_binary(
         return _empty("binary", INVALID_INPUT, "scores must lie in [0, 1]", n, dropped, n_bins)
     if np.any((y != 0) & (y != 1)):
         return _empty("binary", INVALID_INPUT, "labels must be 0 or 1", n, dropped, n_bins)
-    need = max(int(min_n), 1)
-    if n < need:
-        return _empty("binary", INSUFFICIENT_DATA,
-                      f"insufficient data: n={n}, minimum {need}", n, dropped, n_bins)
-    ece, mce, bins = _reliability(p, y, n_bins)
-    brier = float(np.mean((p - y) ** 2))
-    reason = ""
-    if np.all(y == y[0]):
-        reason = f"only one class present (all labels {int(y[0])})"
-    return CalibrationResult(
-        status=OK, reason=reason, kind="binary", n=n, n_dropped=dropped, n_bins=n_bins,
-        ece=ece, mce=mce, brier=brier, bins=bins,
-    )
+    sums = CalibrationSums.of(p, y, (p - y) ** 2, y, 2)
+    return calibration_from_sums("binary", sums, n_bins, min_n=min_n, n_dropped=dropped)
 
 
 def calibration_multiclass(
@@ -175,21 +239,16 @@ def calibration_multiclass(
     if np.any((y != np.floor(y)) | (y < 0) | (y >= k)):
         return _empty("multiclass", INVALID_INPUT, f"labels must be integers in [0, {k})",
                       n, dropped, n_bins)
-    need = max(int(min_n), 1)
-    if n < need:
-        return _empty("multiclass", INSUFFICIENT_DATA,
-                      f"insufficient data: n={n}, minimum {need}", n, dropped, n_bins)
-    yi = y.astype(np.intp)
-    rows = np.arange(n)
+    sums = multiclass_sums(p, y.astype(np.intp))
+    return calibration_from_sums("multiclass", sums, n_bins, min_n=min_n, n_dropped=dropped)
+
+
+def multiclass_sums(p: np.ndarray, yi: np.ndarray) -> CalibrationSums:
+    """Top-label sums of (n, k) probability rows and integer labels (ties to the lowest
+    class); Brier term per row = sum over classes (p_k - onehot_k)^2."""
+    rows = np.arange(p.shape[0])
     pred = np.argmax(p, axis=1)
-    conf = p[rows, pred]
-    ece, mce, bins = _reliability(conf, pred == yi, n_bins)
     diff = p.copy()
     diff[rows, yi] -= 1.0
-    brier = float(np.mean(np.sum(diff * diff, axis=1)))
-    present = np.unique(yi)
-    reason = f"only one class present (label {int(present[0])})" if present.size == 1 else ""
-    return CalibrationResult(
-        status=OK, reason=reason, kind="multiclass", n=n, n_dropped=dropped, n_bins=n_bins,
-        ece=ece, mce=mce, brier=brier, bins=bins,
-    )
+    return CalibrationSums.of(p[rows, pred], pred == yi, np.sum(diff * diff, axis=1), yi,
+                              p.shape[1])

@@ -183,30 +183,63 @@ def cohort_error(
     missing_group = len(names)
     group = np.where(code >= 0, group_of_key[np.maximum(code, 0)] if keys else 0,
                      missing_group)[ok]
-    e = err[ok]
-    n_groups = len(names) + 1
-    counts = np.bincount(group, minlength=n_groups)
-    n = int(e.shape[0])
-    labels_out: list[str | None] = [*names, None]
-    present = [g for g in range(n_groups) if counts[g] > 0]
+    return cohort_from_sums(CohortSums.of([*names, None], group, err[ok], task), task=task,
+                            threshold=threshold, min_n=min_n, z=z, n_dropped=n_dropped)
+
+
+@dataclass(frozen=True)
+class CohortSums:
+    """Per cohort value: labeled rows, and errors (rates) or absolute and squared residual
+    sums (regression). Adds up across windows; ``cohorts[i]`` None is the missing value."""
+
+    cohorts: tuple[str | None, ...]
+    n: np.ndarray
+    first: np.ndarray   # errors (rates) or sum of |residual| (regression)
+    second: np.ndarray  # sum of squared residuals (regression), zeros for rates
+
+    @classmethod
+    def of(cls, cohorts: list[str | None], group: np.ndarray, err: np.ndarray,
+           task: str) -> CohortSums:
+        m = len(cohorts)
+        if task == "regression":
+            first = np.bincount(group, weights=np.abs(err), minlength=m)
+            second = np.bincount(group, weights=err * err, minlength=m)
+        else:
+            first = np.bincount(group, weights=err, minlength=m).round()
+            second = np.zeros(m)
+        return cls(tuple(cohorts), np.bincount(group, minlength=m), first, second)
+
+
+def cohort_from_sums(
+    sums: CohortSums,
+    *,
+    task: Task,
+    threshold: float = 0.5,
+    min_n: int = DEFAULT_COHORT_MIN_N,
+    z: float = Z_95,
+    n_dropped: int = 0,
+) -> CohortReport:
+    """The cohort report from per-cohort sums: cohorts in name order, the missing one last."""
+    thr = threshold if task == "binary" else None
+    order = sorted((i for i in range(len(sums.cohorts)) if sums.n[i] > 0),
+                   key=lambda i: (sums.cohorts[i] is None, sums.cohorts[i] or ""))
+    n = int(sums.n.sum())
     if task == "regression":
-        sum_abs = np.bincount(group, weights=np.abs(e), minlength=n_groups)
-        sum_sq = np.bincount(group, weights=e * e, minlength=n_groups)
-        overall = _regression_stat(None, n, float(sum_abs.sum()), float(sum_sq.sum()),
+        overall = _regression_stat(None, n, float(sums.first.sum()), float(sums.second.sum()),
                                    min_n, None)
         ref = None if n == 0 else (overall.mae, overall.rmse)
         rows = tuple(
-            _regression_stat(labels_out[g], int(counts[g]), float(sum_abs[g]),
-                             float(sum_sq[g]), min_n, ref)
-            for g in present
+            _regression_stat(sums.cohorts[g], int(sums.n[g]), float(sums.first[g]),
+                             float(sums.second[g]), min_n, ref)
+            for g in order
         )
     else:
-        wrong = np.bincount(group, weights=e, minlength=n_groups).round().astype(np.int64)
+        wrong = sums.first.round().astype(np.int64)
         overall = _rate_stat(None, int(wrong.sum()), n, min_n, z, None)
         rows = tuple(
-            _rate_stat(labels_out[g], int(wrong[g]), int(counts[g]), min_n, z,
+            _rate_stat(sums.cohorts[g], int(wrong[g]), int(sums.n[g]), min_n, z,
                        overall.error_rate)
-            for g in present
+            for g in order
         )
     need = max(int(min_n), 1)
     if n < need:

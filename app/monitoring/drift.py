@@ -221,18 +221,10 @@ def ks(
         n_ref=n1, n_cur=n2, n_ref_missing=rs.n_missing, n_cur_missing=cs.n_missing,
         d_threshold=d_threshold, alpha=alpha,
     )
-    need = max(int(min_n), 1)
-    if n1 < need or n2 < need:
-        return KsResult(
-            status=INSUFFICIENT_DATA,
-            reason=(
-                f"insufficient data: reference n={n1}, current n={n2} non-missing values, "
-                f"minimum {need}"
-            ),
-            statistic=None, pvalue=None, method=None, drift=None, **base,
-        )
-    reason = ""
+    if min(n1, n2) < max(int(min_n), 1):
+        return _ks_insufficient(base, min_n)
     if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
+        reason = ""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = stats.ks_2samp(rs.values, cs.values, alternative="two-sided", method="auto")
@@ -241,24 +233,148 @@ def ks(
         if any("Switching to" in str(w.message) for w in caught):
             method = "asymp"
             reason = "exact p-value unavailable; scipy fell back to the asymptotic one"
-    else:
-        d = ks_statistic(rs.values, cs.values)
-        en = _effective_n(n1, n2)
-        method = "asymp"
-        if not exact_pvalue and d <= d_threshold and _costly_pvalue(d, en):
-            bound = min(1.0, 2.0 * float(np.exp(-2.0 * en * d * d)))
-            return KsResult(
-                status=OK,
-                reason="p-value not computed: D is below the effect threshold, so the "
-                "decision is no drift whatever its value; pvalue_bound is an upper bound",
-                statistic=d, pvalue=None, pvalue_bound=bound, method=method, drift=False,
-                **base,
-            )
-        p = _ks_asymptotic_pvalue(d, en)
+        return KsResult(
+            status=OK, reason=reason, statistic=d, pvalue=p, pvalue_bound=p, method=method,
+            drift=bool(d > d_threshold and p < alpha), **base,
+        )
+    return _ks_large(ks_statistic(rs.values, cs.values), base, exact_pvalue)
+
+
+def _ks_insufficient(base: dict[str, Any], min_n: int) -> KsResult:
+    need = max(int(min_n), 1)
     return KsResult(
-        status=OK, reason=reason, statistic=d, pvalue=p, pvalue_bound=p, method=method,
+        status=INSUFFICIENT_DATA,
+        reason=(
+            f"insufficient data: reference n={base['n_ref']}, current n={base['n_cur']} "
+            f"non-missing values, minimum {need}"
+        ),
+        statistic=None, pvalue=None, method=None, drift=None, **base,
+    )
+
+
+def _ks_large(d: float, base: dict[str, Any], exact_pvalue: bool) -> KsResult:
+    """The asymptotic branch scipy takes when either sample exceeds its exact limit."""
+    en = _effective_n(base["n_ref"], base["n_cur"])
+    d_threshold, alpha = base["d_threshold"], base["alpha"]
+    if not exact_pvalue and d <= d_threshold and _costly_pvalue(d, en):
+        bound = min(1.0, 2.0 * float(np.exp(-2.0 * en * d * d)))
+        return KsResult(
+            status=OK,
+            reason="p-value not computed: D is below the effect threshold, so the "
+            "decision is no drift whatever its value; pvalue_bound is an upper bound",
+            statistic=d, pvalue=None, pvalue_bound=bound, method="asymp", drift=False,
+            **base,
+        )
+    p = _ks_asymptotic_pvalue(d, en)
+    return KsResult(
+        status=OK, reason="", statistic=d, pvalue=p, pvalue_bound=p, method="asymp",
         drift=bool(d > d_threshold and p < alpha), **base,
     )
+
+
+@dataclass(frozen=True)
+class KsPoints:
+    """The distinct points of a sorted reference sample and its ECDF numerator at each.
+
+    Between two consecutive points the reference ECDF is constant, so the counts of current
+    values equal to each point and strictly between consecutive points (2J + 1 slots:
+    below the first, at it, between the first and second, ..., above the last) determine the
+    two-sample KS statistic against that sample exactly. Such counts add up across time
+    buckets, which is what lets a window of any length be tested without its raw values.
+    """
+
+    sample: np.ndarray   # the sorted reference sample (finite values)
+    points: np.ndarray   # distinct values of the sample, ascending
+    ref_cum: np.ndarray  # number of sample values <= each point
+
+    @classmethod
+    def of(cls, sample: Any) -> KsPoints:
+        s = sorted_sample(sample).values
+        points = np.unique(s)
+        return cls(sample=s, points=points,
+                   ref_cum=np.searchsorted(s, points, side="right").astype(np.int64))
+
+    @property
+    def n_slots(self) -> int:
+        return 2 * int(self.points.shape[0]) + 1
+
+    def slots(self, values: np.ndarray) -> np.ndarray:
+        """Slot of each finite value: 2j + 1 when equal to point j, 2j when strictly
+        between point j - 1 and point j (j = 0: below the first; j = J: above the last)."""
+        j = np.searchsorted(self.points, values, side="left")
+        if self.points.shape[0] == 0:
+            return j * 2
+        at = self.points[np.minimum(j, self.points.shape[0] - 1)] == values
+        return 2 * j + at
+
+    def synthetic(self, slot_counts: np.ndarray) -> np.ndarray:
+        """A sorted sample with the given slot counts: the same ranks against the reference
+        points as any sample with these counts, so every rank statistic is equal."""
+        p = self.points
+        reps = np.empty(self.n_slots, dtype=np.float64)
+        reps[1::2] = p
+        if p.shape[0]:
+            reps[0] = np.nextafter(p[0], -np.inf)
+            reps[2::2] = np.nextafter(p, np.inf)  # strictly above point j (and below j + 1
+            # whenever a value can lie between them at all)
+        else:
+            reps[0] = 0.0
+        return np.repeat(reps, np.asarray(slot_counts, dtype=np.int64))
+
+
+def ks_statistic_from_counts(points: KsPoints, slot_counts: np.ndarray) -> float:
+    """D = sup |F_ref - F_cur| from slot counts, equal bit for bit to scipy's.
+
+    scipy evaluates both ECDFs at every point of both samples. F_ref - F_cur is largest at
+    a reference point (F_cur can only have grown since), and F_cur - F_ref at the largest
+    current value below a reference point, where F_cur counts everything left of that point.
+    Each candidate is one of scipy's own differences, computed with the same divisions.
+    """
+    c = np.asarray(slot_counts, dtype=np.int64)
+    n1 = int(points.sample.shape[0])
+    n2 = int(c.sum())
+    cum = np.cumsum(c)
+    at_point = cum[1::2]                       # current values <= point j
+    below_point = cum[0::2]                    # current values < point j (j = 0..J)
+    ref_at = points.ref_cum                    # reference values <= point j
+    ref_before = np.concatenate(([0], ref_at))  # reference values < point j (j = 0..J)
+    plus = np.divide(ref_at, n1, dtype=np.float64) - np.divide(at_point, n2, dtype=np.float64)
+    minus = (np.divide(below_point, n2, dtype=np.float64)
+             - np.divide(ref_before, n1, dtype=np.float64))
+    d_plus = float(plus.max()) if plus.size else 0.0
+    d_minus = min(max(float(minus.max()), 0.0), 1.0)
+    return d_minus if d_minus > d_plus else d_plus
+
+
+def ks_from_counts(
+    points: KsPoints,
+    slot_counts: Any,
+    *,
+    n_cur_missing: int = 0,
+    d_threshold: float = KS_D_THRESHOLD,
+    alpha: float = KS_ALPHA,
+    min_n: int = DEFAULT_MIN_N,
+    exact_pvalue: bool = True,
+) -> KsResult:
+    """``ks(points.sample, current)`` computed from the current values' slot counts alone.
+
+    Where scipy's exact p-value applies (both samples up to its limit) the counts are
+    expanded into a sample of at most that size with the same ranks, and ``ks`` runs on it;
+    above, D comes from the counts and the p-value from D and the two sizes, as in ``ks``.
+    """
+    c = np.asarray(slot_counts, dtype=np.int64)
+    n1, n2 = int(points.sample.shape[0]), int(c.sum())
+    base = dict(
+        n_ref=n1, n_cur=n2, n_ref_missing=0, n_cur_missing=int(n_cur_missing),
+        d_threshold=d_threshold, alpha=alpha,
+    )
+    if min(n1, n2) < max(int(min_n), 1):
+        return _ks_insufficient(base, min_n)
+    if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
+        r = ks(points.sample, points.synthetic(c), d_threshold=d_threshold, alpha=alpha,
+               min_n=min_n, exact_pvalue=exact_pvalue)
+        return dataclasses.replace(r, n_cur_missing=int(n_cur_missing))
+    return _ks_large(ks_statistic_from_counts(points, c), base, exact_pvalue)
 
 
 def bonferroni(pvalues: Any) -> np.ndarray:
@@ -414,6 +530,7 @@ def drift_features(
 __all__ = [
     "DEFAULT_MIN_N",
     "FeatureDrift",
+    "KsPoints",
     "KsResult",
     "PSI_EPS",
     "PsiResult",
@@ -424,7 +541,9 @@ __all__ = [
     "correct_ks",
     "drift_features",
     "ks",
+    "ks_from_counts",
     "ks_statistic",
+    "ks_statistic_from_counts",
     "numeric_drift",
     "psi",
 ]

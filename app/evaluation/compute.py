@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from app.jobs.profiles import binning_of, prediction_column
+from app.evaluation.profiles import binning_of, prediction_column
 from app.monitoring import (
     INSUFFICIENT_DATA,
     PsiThresholds,

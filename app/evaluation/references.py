@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from app.jobs.profiles import profile_from_window
+from app.evaluation.profiles import profile_from_window
 from app.settings import Settings
 from app.storage import observations as obs
 from app.storage import results

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app.errors import ApiError, Problem, not_found
-from app.jobs import compute
-from app.jobs.reference import reference_for
+from app.evaluation import compute
+from app.evaluation.references import reference_for
 from app.jobs.runner import aligned_end
 from app.settings import Settings
 from app.storage import observations as obs
