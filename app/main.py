@@ -17,6 +17,7 @@ from app.api import metrics as metrics_api
 from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestTimer
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
+from app.evaluation.profiles import ProfileCache
 from app.jobs.scheduler import JobScheduler
 from app.observability.metrics import QualityCollector, ServiceMetrics
 from app.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         run_scheduler = settings.scheduler_enabled
     engine = make_engine(settings)
     partitions = PartitionManager(engine)
+    profiles = ProfileCache()
 
     registry = CollectorRegistry()
     service_metrics = ServiceMetrics(registry)
@@ -50,7 +52,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))
-    scheduler = (JobScheduler(engine, settings, partitions, hooks=service_metrics)
+    scheduler = (JobScheduler(engine, settings, partitions, hooks=service_metrics,
+                              profiles=profiles)
                  if run_scheduler else None)
 
     @asynccontextmanager
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.state.settings = settings
     app.state.engine = engine
     app.state.partitions = partitions
+    app.state.profiles = profiles
     app.state.registry = registry
     app.state.metrics = service_metrics
     errors.install(app, retry_after=settings.retry_after_seconds,

@@ -84,8 +84,9 @@ def render(kind: str, report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.ingest import weights
     from app.evaluation import reports
+    from app.evaluation.profiles import ProfileCache
+    from app.ingest import weights
     from app.storage.db import make_engine
 
     settings = get_settings()
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 sc = reports.scope(conn, settings, args.model, args.version, start, end,
                                    needs_labels=args.kind in ("calibration", "cohorts"))
-                report = {"drift": lambda: reports.drift_report(conn, settings, sc),
+                report = {"drift": lambda: reports.drift_report(conn, settings, sc,
+                                                                    ProfileCache()),
                           "calibration": lambda: reports.calibration_report(conn, settings, sc,
                                                                             None),
                           "cohorts": lambda: reports.cohorts_report(conn, settings, sc),

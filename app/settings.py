@@ -41,12 +41,16 @@ class Settings(BaseSettings):
     job_window_seconds: float = Field(default=3600.0, gt=0)
     # After downtime, at most this many missed windows per job and model are computed.
     job_catchup_windows: int = Field(default=12, ge=1)
-    # Rows loaded for one window of one version; beyond it, the earliest rows are used.
-    job_max_window_rows: int = Field(default=1_000_000, ge=1000)
     # Label-dependent jobs (calibration, cohorts, label coverage) evaluate the window that
     # ended this long ago, so that delayed labels have arrived; 0 evaluates the latest window.
     label_lag_seconds: float = Field(default=0.0, ge=0)
     retention_days: int = Field(default=30, ge=1)
+    # Stored results (metric_results) and job runs are kept this long: the history reports
+    # and dashboards read them after the rows they were computed from are gone.
+    results_retention_days: int = Field(default=90, ge=1)
+    # Distinct values per cohort key kept in one bucket summary; the smallest beyond it are
+    # folded into "(other)" (the total stays exact).
+    summary_max_cohort_values: int = Field(default=1000, ge=2)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
     # References.

@@ -26,15 +26,14 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage import migrate
 from app.storage.db import make_engine
+from app.storage.tables import metadata
 
 # Tests drive job ticks themselves; a test that wants the scheduler enables it explicitly.
 os.environ["MODELMON_SCHEDULER_ENABLED"] = "false"
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TABLES = (
-    "job_runs", "metric_results", "version_deltas", "weight_stats", "reference_profiles",
-    "labels", "predictions", "prediction_keys", "model_versions", "models",
-)
+# Every table of the schema, dependents first, so that no test sees another's rows.
+TABLES = tuple(t.name for t in reversed(metadata.sorted_tables))
 
 
 def _admin_url() -> str:

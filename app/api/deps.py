@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from app.api.body import find_unstorable, read_json
 from app.api.errors import validation_problems
 from app.errors import ApiError, Problem
+from app.evaluation.profiles import ProfileCache
 from app.settings import Settings
 from app.storage.partitions import PartitionManager
 
@@ -29,9 +30,14 @@ def get_partitions(request: Request) -> PartitionManager:
     return request.app.state.partitions
 
 
+def get_profiles(request: Request) -> ProfileCache:
+    return request.app.state.profiles
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PartitionsDep = Annotated[PartitionManager, Depends(get_partitions)]
+ProfilesDep = Annotated[ProfileCache, Depends(get_profiles)]
 
 
 async def read_batch(request: Request, settings: Settings) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import EngineDep, PartitionsDep, SettingsDep, body_doc, read_batch
+from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
 
@@ -25,11 +25,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Log a batch of predictions (atomic, idempotent per model + prediction_id)",
 )
 async def post_predictions(request: Request, engine: EngineDep, partitions: PartitionsDep,
-                           settings: SettingsDep) -> dict[str, int]:
+                           settings: SettingsDep, profiles: ProfilesDep) -> dict[str, int]:
     body = await read_batch(request, settings)
     result = await run_in_threadpool(
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
-                                           settings=settings, body=body,
+                                           settings=settings, body=body, profiles=profiles,
                                            metrics=request.app.state.metrics)
     )
     return {"accepted": result.accepted, "duplicates": result.duplicates}

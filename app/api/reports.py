@@ -13,10 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.body import body_to_file, content_type
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import EngineDep, ProfilesDep, SettingsDep
 from app.api.schemas import ErrorBody
-from app.ingest import reference, weights
 from app.evaluation import reports
+from app.evaluation.windows import repeatable_read
+from app.ingest import reference, weights
 
 router = APIRouter(prefix="/v1/models", tags=["reports"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -102,7 +103,8 @@ async def upload_reference(model: str, version: str, request: Request, engine: E
 
 def _run(engine: Any, fn: Any) -> Any:
     def go() -> Any:
-        with engine.connect() as conn:
+        # one snapshot: a window's summaries and any rows summarised again are read together
+        with repeatable_read(engine.connect()) as conn, conn.begin():
             return fn(conn)
     return run_in_threadpool(go)
 
@@ -122,10 +124,11 @@ async def _upload(request: Request, engine: Any, model: str, version: str, limit
 
 @router.get("/{model}/reports/drift", responses=ok("drift"),
             summary="Per-feature PSI, KS and missing rate against the reference")
-async def drift(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
-                start: Start = None, end: End = None) -> dict[str, Any]:
+async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: ProfilesDep,
+                version: Version = None, start: Start = None,
+                end: End = None) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.drift_report(
-        c, settings, reports.scope(c, settings, model, version, start, end)))
+        c, settings, reports.scope(c, settings, model, version, start, end), profiles))
 
 
 @router.get("/{model}/reports/calibration", responses=ok("calibration"),

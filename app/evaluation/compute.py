@@ -1,7 +1,8 @@
-"""The computations behind every job and report, over one version's window.
+"""The computations behind every job and report, over one version's merged window.
 
 Jobs store these results per window; the REST reports call the same functions on demand,
-so a report over a stored window equals the stored values.
+so a report over a stored window equals the stored values. Everything here reads the sums
+of a window's bucket summaries (app/evaluation/summaries.py), never raw rows.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation.profiles import binning_of, prediction_column
+from app.evaluation.summaries import ColumnLayout, CompiledProfile, DriftSummary
+from app.evaluation.windows import MergedWindow
 from app.monitoring import (
     INSUFFICIENT_DATA,
+    CohortSums,
     PsiThresholds,
-    calibration_binary,
-    calibration_multiclass,
-    cohort_error,
+    calibration_from_sums,
+    cohort_from_sums,
     correct_ks,
-    ks,
+    ks_from_counts,
     psi,
 )
+from app.monitoring.calibration import empty_calibration
 from app.settings import Settings
-from app.storage.observations import Window
 from app.storage.registry import ModelRow
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -51,26 +53,25 @@ class Thresholds:
         return cls(**{k: getattr(s, f"threshold_{k}") for k in cls.__dataclass_fields__})
 
 
-def _column_drift(name: str, column: dict[str, Any], values: np.ndarray,
-                  th: Thresholds) -> dict[str, Any]:
-    binning = binning_of(column)
-    cur_counts = binning.counts(values)
-    p = psi(column["counts"], cur_counts, thresholds=PsiThresholds(th.psi_moderate, th.psi_major),
-            min_n=th.min_n)
-    n_cur = int(cur_counts.sum() - cur_counts[-1])
+def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds) -> dict[str, Any]:
+    cur_counts = d.slice(col.psi_offset, col.psi_slots)
+    p = psi(col.reference_counts, cur_counts,
+            thresholds=PsiThresholds(th.psi_moderate, th.psi_major), min_n=th.min_n)
+    total = int(cur_counts.sum())
+    n_ref_total = col.n_reference_valid + col.n_reference_missing
     out: dict[str, Any] = {
-        "feature": name, "type": column["type"], "psi": p.value, "psi_band": p.band,
+        "feature": col.name, "type": col.kind, "psi": p.value, "psi_band": p.band,
         "ks_statistic": None, "ks_pvalue": None, "ks_pvalue_adjusted": None,
-        "missing_rate": float(cur_counts[-1] / cur_counts.sum()) if cur_counts.sum() else None,
-        "reference_missing_rate": (column["n_missing"] / (column["n_valid"] + column["n_missing"])
-                                   if column["n_valid"] + column["n_missing"] else None),
-        "n_reference": column["n_valid"], "n_current": n_cur,
-        "bins": list(binning.labels()), "reference_counts": column["counts"],
+        "missing_rate": float(cur_counts[-1] / total) if total else None,
+        "reference_missing_rate": col.n_reference_missing / n_ref_total if n_ref_total else None,
+        "n_reference": col.n_reference_valid, "n_current": total - int(cur_counts[-1]),
+        "bins": list(col.binning.labels()), "reference_counts": list(col.reference_counts),
         "current_counts": cur_counts.tolist(), "status": p.status, "reason": p.reason,
     }
-    if column["type"] == "numeric":
-        k = ks(np.asarray(column["sample"], dtype=np.float64), values, d_threshold=th.ks_d,
-               alpha=th.ks_alpha, min_n=th.min_n)
+    if col.ks is not None:
+        k = ks_from_counts(col.ks, d.slice(col.ks_offset, col.ks.n_slots),
+                           n_cur_missing=int(cur_counts[-1]), d_threshold=th.ks_d,
+                           alpha=th.ks_alpha, min_n=th.min_n)
         out["_ks"] = k
         out["n_reference_sample"] = k.n_ref
     return out
@@ -86,11 +87,12 @@ def _decide_drift(row: dict[str, Any]) -> str:
     return OK
 
 
-def drift(model: ModelRow, w: Window, profile: dict[str, Any], th: Thresholds) -> dict[str, Any]:
+def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str, Any]:
     """Per feature PSI, KS (Benjamini-Hochberg across features), missing rate, decision; and
     the same for the prediction."""
-    rows = [_column_drift(name, col, w.features.get(name, np.empty(0)), th)
-            for name, col in profile["features"].items()]
+    d = window.drift if window.drift is not None else DriftSummary(
+        cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    rows = [_column_drift(col, d, th) for col in cp.columns if not col.is_prediction]
     corrected = correct_ks({r["feature"]: r["_ks"] for r in rows if "_ks" in r}, "bh")
     for r in rows:
         k = corrected.get(r["feature"], r.pop("_ks", None))
@@ -100,43 +102,27 @@ def drift(model: ModelRow, w: Window, profile: dict[str, Any], th: Thresholds) -
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
         r["decision"] = _decide_drift(r)
     pred = None
-    if profile.get("prediction"):
-        kind, values = prediction_column(model, w)
-        pred = _column_drift("prediction", profile["prediction"], values, th)
+    prediction = next((col for col in cp.columns if col.is_prediction), None)
+    if prediction is not None:
+        pred = _column_drift(prediction, d, th)
         k = pred.pop("_ks", None)
         if k is not None:
             pred.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue, ks_drift=bool(k.drift))
         pred["decision"] = _decide_drift(pred)
-    return {"n": w.n, "features": rows, "prediction": pred}
+    return {"n": window.n, "features": rows, "prediction": pred}
 
 
-def _labels_for(model: ModelRow, w: Window) -> np.ndarray:
-    """Ground truth as numbers: 0/1 (binary), class index (multiclass), value (regression);
-    NaN where unlabeled."""
-    if model.task == "regression":
-        return w.label_value if w.label_value is not None else np.empty(0)
-    classes = model.classes or []
-    lc = w.label_class if w.label_class is not None else np.empty(0, dtype=object)
-    if model.task == "binary_classification":
-        positive = classes[1]
-        return np.array([np.nan if c is None else float(c == positive) for c in lc])
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([np.nan if c is None else float(index[c]) for c in lc])
-
-
-def calibration(model: ModelRow, w: Window, th: Thresholds, n_bins: int | None = None
-                ) -> dict[str, Any]:
+def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
+                n_bins: int | None = None) -> dict[str, Any]:
     bins = n_bins or th.calibration_bins
-    y = _labels_for(model, w)
-    labeled = ~np.isnan(y) if y.size else np.zeros(0, dtype=bool)
-    coverage = float(labeled.mean()) if w.n else None
+    o = window.outcome
+    coverage = o.labeled / o.n if o.n else None
     if model.task == "regression":
         return {"status": "not_applicable", "reason": "calibration applies to classification",
-                "n": int(labeled.sum()), "label_coverage": coverage, "decision": OK}
-    if model.task == "binary_classification":
-        r = calibration_binary(w.score[labeled], y[labeled], bins, min_n=th.min_n)
-    else:
-        r = calibration_multiclass(w.probabilities[labeled], y[labeled], bins, min_n=th.min_n)
+                "n": o.labeled, "label_coverage": coverage, "decision": OK}
+    kind = "binary" if model.task == "binary_classification" else "multiclass"
+    sums = o.calibration or empty_calibration(len(model.classes or ()))
+    r = calibration_from_sums(kind, sums, bins, min_n=th.min_n)
     out = r.to_dict()
     out["label_coverage"] = coverage
     if r.ece is None:
@@ -147,13 +133,15 @@ def calibration(model: ModelRow, w: Window, th: Thresholds, n_bins: int | None =
     return out
 
 
-def cohorts(model: ModelRow, w: Window, th: Thresholds) -> dict[str, Any]:
+def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, Any]:
     task = TASK[model.task]
-    y = _labels_for(model, w)
-    preds = {"binary": w.score, "multiclass": w.probabilities, "regression": w.value}[task]
+    o = window.outcome
     out: dict[str, Any] = {}
     for key in model.cohort_keys:
-        r = cohort_error(w.cohorts[key], preds, y, task=task, min_n=th.cohort_min_n)
+        sums = o.cohorts.get(key) or CohortSums((), np.zeros(0, np.int64), np.zeros(0),
+                                                np.zeros(0))
+        r = cohort_from_sums(sums, task=task, min_n=th.cohort_min_n,
+                             n_dropped=o.n - o.labeled)
         d = r.to_dict()
         for c in d["cohorts"]:
             delta = c.get("delta_error_rate")
@@ -166,15 +154,21 @@ def cohorts(model: ModelRow, w: Window, th: Thresholds) -> dict[str, Any]:
     return out
 
 
-def label_stats(w: Window, th: Thresholds) -> dict[str, Any]:
-    n = w.n
-    labeled = int(w.labeled.sum()) if w.labeled is not None else 0
-    delays = w.label_delay_seconds if w.label_delay_seconds is not None else np.empty(0)
+def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
+    """Coverage is exact; delay quantiles come from a KLL sketch (exact up to 200 labels,
+    within KLL_RANK_ERROR in rank above)."""
+    o = window.outcome
+    n, labeled = o.n, o.labeled
     coverage = labeled / n if n else None
+    sketch = o.delays
+
+    def q(rank: float) -> float | None:
+        return None if sketch is None or sketch.is_empty() else float(
+            sketch.get_quantile(rank, True))
+
     return {
         "n": n, "labeled": labeled, "label_coverage": coverage,
-        "label_delay_p50_seconds": float(np.median(delays)) if delays.size else None,
-        "label_delay_p90_seconds": float(np.quantile(delays, 0.9)) if delays.size else None,
+        "label_delay_p50_seconds": q(0.5), "label_delay_p90_seconds": q(0.9),
         "decision": (INSUFFICIENT_DATA if n < th.min_n or coverage is None
                      else WARNING if coverage < th.coverage_warning else OK),
     }

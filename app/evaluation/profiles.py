@@ -10,31 +10,23 @@ sample size, so p-values are honest about it.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
-from app.monitoring import (
-    binning_from_dict,
-    fit_categorical_bins,
-    fit_numeric_bins,
-    sorted_sample,
+from app.evaluation.summaries import (
+    CompiledProfile,
+    ModelShape,
+    Rows,
+    prediction_values,
+    profile_key,
 )
-from app.storage.observations import Window
+from app.monitoring import fit_categorical_bins, fit_numeric_bins, sorted_sample
+from app.storage import results
 from app.storage.registry import ModelRow
-
-
-def prediction_column(model: ModelRow, w: Window) -> tuple[str, np.ndarray]:
-    """(kind, values): the score (binary), the value (regression) or the top class
-    (multiclass) of each row."""
-    if model.task == "binary_classification":
-        return "numeric", w.score if w.score is not None else np.empty(0)
-    if model.task == "regression":
-        return "numeric", w.value if w.value is not None else np.empty(0)
-    classes = np.array(model.classes or [], dtype=object)
-    if w.probabilities is None or w.probabilities.shape[0] == 0:
-        return "categorical", np.empty(0, dtype=object)
-    return "categorical", classes[np.argmax(w.probabilities, axis=1)]
 
 
 def column_profile(kind: str, values: np.ndarray, *, n_bins: int, sample_size: int,
@@ -74,9 +66,33 @@ def build_profile(model: ModelRow, columns: dict[str, np.ndarray],
     return out
 
 
-def profile_from_window(model: ModelRow, w: Window, **opts: Any) -> dict[str, Any]:
-    return build_profile(model, w.features, prediction_column(model, w), w.n, **opts)
+def profile_from_rows(model: ModelRow, rows: Rows, **opts: Any) -> dict[str, Any]:
+    shape = ModelShape.of(model)
+    return build_profile(model, rows.features, prediction_values(shape, rows), rows.n, **opts)
 
 
-def binning_of(column: dict[str, Any]):  # noqa: ANN201
-    return binning_from_dict(column["binning"])
+class ProfileCache:
+    """Stored profiles compiled once per process, for ingest and the jobs: a profile is
+    reloaded only when its stamp (the time it was stored) changes."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[int, CompiledProfile] = {}
+        self._lock = threading.Lock()
+
+    def get(self, conn: Connection, version_ids: Iterable[int]) -> dict[int, CompiledProfile]:
+        stamps = results.profile_stamps(conn=conn, version_ids=set(version_ids))
+        out: dict[int, CompiledProfile] = {}
+        for vid, created_at in stamps.items():
+            key = profile_key(vid, created_at.isoformat())
+            with self._lock:
+                cp = self._compiled.get(vid)
+            if cp is None or cp.key != key:
+                stored = results.get_profile(conn=conn, version_id=vid)
+                if stored is None:
+                    continue
+                cp = CompiledProfile.compile(
+                    stored["profile"], profile_key(vid, stored["created_at"].isoformat()))
+                with self._lock:
+                    self._compiled[vid] = cp
+            out[vid] = cp
+        return out

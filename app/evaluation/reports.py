@@ -9,21 +9,14 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app.errors import ApiError, Problem, not_found
-from app.evaluation import compute
+from app.evaluation import compute, windows
+from app.evaluation.catalogue import METRICS
+from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
-from app.jobs.runner import aligned_end
+from app.evaluation.windows import aligned_end, whole_buckets
 from app.settings import Settings
-from app.storage import observations as obs
 from app.storage import registry, results
-
-HISTORY_METRICS = {
-    "feature_psi": "feature", "feature_ks_statistic": "feature",
-    "feature_missing_ratio": "feature", "prediction_psi": None,
-    "prediction_ks_statistic": None, "calibration_ece": None, "calibration_mce": None,
-    "calibration_brier": None, "error_ratio": None, "error_mae": None,
-    "cohort_error_ratio": "cohort", "cohort_mae": "cohort", "label_coverage": None,
-    "label_delay_p50_seconds": None, "label_delay_p90_seconds": None,
-}
+from app.storage import summaries as store
 
 
 @dataclass(frozen=True)
@@ -32,6 +25,7 @@ class Scope:
     versions: list[tuple[int, str]]  # (id, name)
     start: datetime
     end: datetime
+    requested: tuple[datetime, datetime]
 
 
 def _utc(ts: datetime | None) -> datetime | None:
@@ -42,7 +36,8 @@ def _utc(ts: datetime | None) -> datetime | None:
 
 def window(settings: Settings, start: datetime | None, end: datetime | None,
            now: datetime | None = None, lag_seconds: float = 0.0) -> tuple[datetime, datetime]:
-    """The requested window, defaulting to the latest one the jobs computed."""
+    """The requested window, defaulting to the latest one the jobs computed (not yet widened
+    to whole buckets)."""
     start, end = _utc(start), _utc(end)
     length = timedelta(seconds=settings.job_window_seconds)
     if end is None:
@@ -61,38 +56,48 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
 def scope(conn: Connection, settings: Settings, model_name: str, version: str | None,
           start: datetime | None, end: datetime | None, *, needs_labels: bool = False) -> Scope:
     model = registry.require_model(conn=conn, name=model_name)
-    s, e = window(settings, start, end,
-                  lag_seconds=settings.label_lag_seconds if needs_labels else 0.0)
+    asked = window(settings, start, end,
+                   lag_seconds=settings.label_lag_seconds if needs_labels else 0.0)
+    s, e = whole_buckets(*asked, settings.job_interval_seconds)
     if version is not None:
         chosen = [(registry.require_version(conn=conn, model=model, version=version).id,
                    version)]
     else:
         names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
-        chosen = [(i, names[i]) for i in obs.versions_in_window(conn=conn, model_id=model.id,
-                                                                start=s, end=e)]
-    return Scope(model, chosen, s, e)
+        chosen = [(i, names[i]) for i in store.versions_in_window(conn=conn, model_id=model.id,
+                                                                  start=s, end=e)]
+    return Scope(model, chosen, s, e, asked)
 
 
 def _envelope(sc: Scope, versions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"model": sc.model.name, "task": sc.model.task, "window_start": sc.start.isoformat(),
-            "window_end": sc.end.isoformat(), "versions": versions,
+            "window_end": sc.end.isoformat(),
+            "requested_start": sc.requested[0].isoformat(),
+            "requested_end": sc.requested[1].isoformat(), "versions": versions,
             "empty": all(v.get("n", 0) == 0 for v in versions)}
 
 
-def drift_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
+def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
+           cp: Any = None) -> windows.MergedWindow:
+    return windows.merge(conn, sc.model, vid, sc.start, sc.end,
+                         bucket_seconds=settings.job_interval_seconds, cp=cp)
+
+
+def drift_report(conn: Connection, settings: Settings, sc: Scope,
+                 profiles: ProfileCache) -> dict[str, Any]:
     th = compute.Thresholds.from_settings(settings)
     out = []
     now = datetime.now(UTC)
     for vid, name in sc.versions:
-        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
-                            end=sc.end, limit=settings.job_max_window_rows)
-        profile, info = reference_for(conn=conn, model=sc.model, version_id=vid,
-                                      settings=settings, now=now)
-        entry: dict[str, Any] = {"version": name, "n": w.n, "reference": info}
-        if profile is None:
+        ref = reference_for(conn=conn, model=sc.model, version_id=vid, settings=settings,
+                            now=now, profiles=profiles)
+        w = _merge(conn, settings, sc, vid, ref.profile)
+        entry: dict[str, Any] = {"version": name, "n": w.n, "reference": ref.info,
+                                 "summaries": w.summary_info()}
+        if ref.profile is None:
             entry.update(features=[], prediction=None)
         else:
-            entry.update(compute.drift(sc.model, w, profile, th))
+            entry.update(compute.drift(w, ref.profile, th))
         out.append(entry)
     return _envelope(sc, out)
 
@@ -102,8 +107,7 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
     th = compute.Thresholds.from_settings(settings)
     out = []
     for vid, name in sc.versions:
-        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
-                            end=sc.end, limit=settings.job_max_window_rows)
+        w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
                     **compute.calibration(sc.model, w, th, bins)})
     return _envelope(sc, out)
@@ -113,8 +117,7 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
     th = compute.Thresholds.from_settings(settings)
     out = []
     for vid, name in sc.versions:
-        w = obs.load_window(conn=conn, model=sc.model, version_id=vid, start=sc.start,
-                            end=sc.end, limit=settings.job_max_window_rows)
+        w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(sc.model, w, th)})
     return _envelope(sc, out)
 
@@ -122,9 +125,9 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
 def history_report(conn: Connection, settings: Settings, model_name: str, metric: str,
                    feature: str | None, cohort: str | None, version: str | None,
                    start: datetime | None, end: datetime | None) -> dict[str, Any]:
-    if metric not in HISTORY_METRICS:
+    if metric not in METRICS:
         raise not_found("unknown_metric", f"unknown metric {metric[:64]!r}; one of: "
-                        + ", ".join(sorted(HISTORY_METRICS)), "metric")
+                        + ", ".join(sorted(METRICS)), "metric")
     model = registry.require_model(conn=conn, name=model_name)
     s = _utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
     e = _utc(end) or datetime.now(UTC) + timedelta(days=1)
@@ -134,7 +137,7 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
     names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
     version_id = None if version is None else registry.require_version(
         conn=conn, model=model, version=version).id
-    subject = feature if HISTORY_METRICS[metric] == "feature" else cohort
+    subject = feature if METRICS[metric].subject == "feature" else cohort
     rows = results.history(conn=conn, model_id=model.id, metric=metric, subject=subject,
                            version_id=version_id, start=s, end=e)
     return {

@@ -11,11 +11,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import ApiError
-from app.ingest import slo
+from app.evaluation.profiles import ProfileCache
+from app.evaluation.summaries import ModelShape
+from app.ingest import slo, summarize
 from app.ingest import validation as v
 from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
 from app.settings import Settings
 from app.storage import registry
+from app.storage import summaries as summary_store
 from app.storage.partitions import PartitionManager
 
 if TYPE_CHECKING:
@@ -62,10 +65,19 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
     return records, schemas, rows, repeats
 
 
+def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
+    for model_id, rows in sorted(rows_by_model.items()):
+        summary_store.append(conn=conn, model_id=model_id, rows=rows)
+
+
 def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
-                       body: Any, metrics: ServiceMetrics | None = None) -> WriteResult:
+                       body: Any, metrics: ServiceMetrics | None = None,
+                       profiles: ProfileCache | None = None) -> WriteResult:
     records, schemas, rows, repeats = _validated(engine, settings, body, "records", metrics)
     by_id = {s.row.id: s for s in schemas.values()}
+    shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
+    with engine.connect() as conn:
+        compiled = (profiles or ProfileCache()).get(conn, {r[3] for r in rows})
     days = {r[1].date() for r in rows}
     for attempt in (1, 2):
         # DDL for any new day runs in its own short transaction, before the data transaction.
@@ -75,6 +87,9 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                 result = write_predictions(conn, rows)
                 slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
                                                                     result.waiting_labels))
+                _append_summaries(conn, summarize.for_predictions(
+                    shapes, result.new_rows, result.waiting_labels, compiled,
+                    settings.job_interval_seconds))
             break
         except IntegrityError as exc:
             # Another replica's retention dropped a partition this process remembered.
@@ -91,9 +106,12 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
                   metrics: ServiceMetrics | None = None) -> LabelResult:
     records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics)
     by_id = {s.row.id: s for s in schemas.values()}
+    shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.begin() as conn:
         result = write_labels(conn, rows, repeats)
-        slo.add(conn, by_id, slo.pairs_for_new_labels(conn, result.new_labels))
+        slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
+        _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
+                                                    settings.job_interval_seconds))
     if metrics is not None:
         metrics.stored_labels(by_id, records, result)
     return result

@@ -4,8 +4,8 @@ A pair (prediction, ground truth) completes when the second of the two is stored
 label, a label for a stored prediction, or a prediction whose label came first. Each
 completion adds to the model's row in `slo_counters` inside the same transaction, so the
 counters are exact, monotonic and identical on every replica, and the burn-rate windows of
-the SLO alerts (down to 5 minutes) follow label arrival. A pair completed by two concurrent
-transactions at once (its label and its prediction in flight together) is not counted.
+the SLO alerts (down to 5 minutes) follow label arrival. A label and its prediction in
+flight together are ordered by the writer's pairing lock, so every pair counts once.
 Regression models have no error rate and are not counted.
 """
 
@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.ingest.validation import ModelSchema
-from app.storage.tables import prediction_keys, predictions, slo_counters
+from app.ingest.writer import CompletedPair, StoredLabel
+from app.storage.tables import slo_counters
 
-_IN_CHUNK = 400
 # (model_id, score, probabilities (dict or JSON text), label_class)
 Pair = tuple[int, float | None, Any, str | None]
 
@@ -69,35 +69,21 @@ def add(conn: Connection, schemas: dict[int, ModelSchema], pairs: Iterable[Pair]
                   "errors": slo_counters.c.errors + errors, "updated_at": now}))
 
 
-def _chunks(keys: list[tuple[int, str]]) -> Iterable[list[tuple[int, str]]]:
-    for i in range(0, len(keys), _IN_CHUNK):
-        yield keys[i:i + _IN_CHUNK]
-
-
 def pairs_for_new_predictions(new_rows: list[tuple],
-                              waiting: dict[tuple[int, str], str]) -> list[Pair]:
-    """Pairs completed by newly stored predictions: their inline labels, or labels that were
-    waiting for them. Row layout: app/ingest/writer.py STAGE_COLUMNS."""
+                              waiting: dict[tuple[int, str], StoredLabel]) -> list[Pair]:
+    """Pairs completed by newly stored predictions: labels that were waiting for them (the
+    stored label wins over an inline one, as in the labels table), or their inline labels.
+    Row layout: app/ingest/writer.py STAGE_COLUMNS."""
     out: list[Pair] = []
     for r in new_rows:
-        label_class = r[12] if r[12] is not None else waiting.get((r[0], r[2]))
+        w = waiting.get((r[0], r[2]))
+        label_class = w.label_class if w is not None else r[12]
         if label_class is not None:
             out.append((r[0], r[7], r[9], label_class))
     return out
 
 
-def pairs_for_new_labels(conn: Connection, new_labels: list[tuple[int, str, str | None]]
-                         ) -> list[Pair]:
+def pairs_for_new_labels(pairs: list[CompletedPair]) -> list[Pair]:
     """Pairs completed by newly stored labels whose prediction is already stored."""
-    label_of = {(m, p): c for m, p, c in new_labels if c is not None}
-    out: list[Pair] = []
-    keys = list(label_of)
-    pk, p = prediction_keys, predictions
-    for chunk in _chunks(keys):
-        q = (select(p.c.model_id, p.c.prediction_id, p.c.score, p.c.probabilities)
-             .select_from(pk.join(p, (p.c.model_id == pk.c.model_id) & (p.c.ts == pk.c.ts)
-                                  & (p.c.prediction_id == pk.c.prediction_id)))
-             .where(tuple_(pk.c.model_id, pk.c.prediction_id).in_(chunk)))
-        for model_id, pid, score, probabilities in conn.execute(q):
-            out.append((model_id, score, probabilities, label_of[(model_id, pid)]))
-    return out
+    return [(p.model_id, p.score, p.probabilities, p.label_class) for p in pairs
+            if p.label_class is not None]

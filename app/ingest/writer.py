@@ -5,6 +5,12 @@ new keys in ``prediction_keys`` (ON CONFLICT DO NOTHING) and inserts exactly tho
 and their inline labels. Concurrent identical batches block on the key index and store each
 record once. SQLite: the same claim-then-insert with executemany, inside BEGIN IMMEDIATE, which
 serialises writers.
+
+A (prediction, label) pair completes in the transaction that stores the second of the two, and
+is counted there (summaries, SLO counters). So that a label and its prediction in flight at
+the same time cannot both miss each other, prediction batches hold a shared and label batches
+an exclusive advisory lock on each of their models (Postgres): a label batch sees every
+prediction committed before it, and a prediction batch every label.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -28,6 +34,13 @@ PREDICTION_COLUMNS = (
 )
 STAGE_COLUMNS = (*PREDICTION_COLUMNS, "gt_class", "gt_value")
 _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
+_PAIRING_LOCK = 0x6D6D5041  # "mmPA"
+
+
+class StoredLabel(NamedTuple):
+    label_class: str | None
+    label_value: float | None
+    ts: datetime
 
 
 @dataclass(frozen=True)
@@ -35,13 +48,23 @@ class WriteResult:
     accepted: int
     duplicates: int
     new_rows: list[PredictionRow]  # the rows this call stored
-    # label_class of labels that were stored before their (now stored) prediction
-    waiting_labels: dict[tuple[int, str], str]
+    # labels that were stored before their (now stored) prediction
+    waiting_labels: dict[tuple[int, str], StoredLabel]
+
+
+def lock_models_for_pairing(conn: Connection, model_ids: set[int], *, labels: bool) -> None:
+    """Shared (predictions) or exclusive (labels) pairing lock per model, in id order."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite serialises writers already
+    fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
+    for model_id in sorted(model_ids):
+        conn.execute(text(f"SELECT {fn}(:k, :m)"), {"k": _PAIRING_LOCK, "m": model_id})
 
 
 def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteResult:
     if not rows:
         return WriteResult(0, 0, [], {})
+    lock_models_for_pairing(conn, {r[0] for r in rows}, labels=False)
     if conn.dialect.name == "postgresql":
         claimed = _pg_write_predictions(conn, rows)
     else:
@@ -79,23 +102,28 @@ WITH new_keys AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT k.model_id, k.prediction_id, l.label_class
+SELECT k.model_id, k.prediction_id, l.label_class, l.label_value, l.ts
 FROM new_keys k LEFT JOIN labels l USING (model_id, prediction_id)
 """
 # The final SELECT reads `labels` as of the statement's snapshot: labels that were waiting for
 # these predictions, not the inline ones this statement inserts.
 
 
-def _pg_write_predictions(conn: Connection,
-                          rows: Sequence[PredictionRow]) -> dict[tuple[int, str], str | None]:
-    """Claimed keys, each with the class of a label that was waiting for it (or None)."""
+def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
+                          ) -> dict[tuple[int, str], StoredLabel | None]:
+    """Claimed keys, each with the label that was waiting for it (or None)."""
     conn.exec_driver_sql(_PG_STAGE_DDL)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row)
-    return {(r[0], r[1]): r[2] for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
+    return {(r[0], r[1]): None if r[4] is None else StoredLabel(r[2], r[3], _utc(r[4]))
+            for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
@@ -105,21 +133,9 @@ def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
                                                            table.c.prediction_id)
 
 
-def _existing_keys(conn: Connection, table: Table,
-                   keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
-    found: set[tuple[int, str]] = set()
-    for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start:start + _IN_CHUNK]
-        q = select(table.c.model_id, table.c.prediction_id).where(
-            tuple_(table.c.model_id, table.c.prediction_id).in_(chunk)
-        )
-        found.update((r[0], r[1]) for r in conn.execute(q))
-    return found
-
-
 def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
-                               ) -> dict[tuple[int, str], str | None]:
-    claimed: dict[tuple[int, str], str | None] = dict.fromkeys({
+                               ) -> dict[tuple[int, str], StoredLabel | None]:
+    claimed: dict[tuple[int, str], StoredLabel | None] = dict.fromkeys({
         (r[0], r[1])
         for r in conn.execute(
             _insert_ignoring_conflicts(conn, prediction_keys),
@@ -131,9 +147,11 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
         return claimed
     for start in range(0, len(new), _IN_CHUNK):  # labels that were waiting for these
         chunk = [(r[0], r[2]) for r in new[start:start + _IN_CHUNK]]
-        q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class).where(
+        q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class,
+                   labels.c.label_value, labels.c.ts).where(
             tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
-        claimed.update({(m, p): c for m, p, c in conn.execute(q)})
+        claimed.update({(m, p): StoredLabel(c, v, _utc(ts))
+                        for m, p, c, v, ts in conn.execute(q)})
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
         {"model_id": r[0], "prediction_id": r[2], "label_class": r[12], "label_value": r[13],
@@ -154,6 +172,22 @@ def _prediction_params(r: PredictionRow) -> dict[str, Any]:
     return params
 
 
+class CompletedPair(NamedTuple):
+    """A stored prediction and the label that just joined it."""
+
+    model_id: int
+    prediction_id: str
+    version_id: int
+    ts: datetime
+    cohorts: dict[str, Any]
+    score: float | None
+    value: float | None
+    probabilities: dict[str, float] | None
+    label_class: str | None
+    label_value: float | None
+    label_ts: datetime
+
+
 @dataclass(frozen=True)
 class LabelResult:
     matched: int
@@ -161,15 +195,20 @@ class LabelResult:
     duplicates: int
     # (model_id, prediction_id, label_class) of the labels this call stored
     new_labels: list[tuple[int, str, str | None]] = field(default_factory=list)
-    matched_keys: set[tuple[int, str]] = field(default_factory=set)
+    # the stored predictions those labels joined
+    pairs: list[CompletedPair] = field(default_factory=list)
+
+    @property
+    def matched_keys(self) -> set[tuple[int, str]]:
+        return {(p.model_id, p.prediction_id) for p in self.pairs}
 
 
 def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> LabelResult:
-    """Store new labels; ``matched`` counts those whose prediction is already stored, the rest
-    wait (``pending``) and join when their prediction arrives: the join is made at compute time.
-    """
+    """Store new labels; ``matched`` counts those whose prediction is already stored (the
+    pairs they complete are returned), the rest wait (``pending``) for their prediction."""
     if not rows:
         return LabelResult(0, 0, repeats)
+    lock_models_for_pairing(conn, {r[0] for r in rows}, labels=True)
     now = datetime.now(UTC)
     inserted = [
         (r[0], r[1])
@@ -179,8 +218,27 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
               "ts": r[4], "received_at": now, "source": "labels"} for r in rows],
         )
     ]
-    matched = _existing_keys(conn, prediction_keys, inserted) if inserted else set()
     stored = set(inserted)
-    new_labels = [(r[0], r[1], r[2]) for r in rows if (r[0], r[1]) in stored]
-    return LabelResult(len(matched), len(inserted) - len(matched),
-                       len(rows) - len(inserted) + repeats, new_labels, matched)
+    new = [r for r in rows if (r[0], r[1]) in stored]
+    pairs = _pairs(conn, new)
+    return LabelResult(len(pairs), len(inserted) - len(pairs),
+                       len(rows) - len(inserted) + repeats,
+                       [(r[0], r[1], r[2]) for r in new], pairs)
+
+
+def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
+    label_of = {(r[0], r[1]): r for r in new}
+    pk, p = prediction_keys, predictions
+    out: list[CompletedPair] = []
+    keys = list(label_of)
+    for start in range(0, len(keys), _IN_CHUNK):
+        q = (select(p.c.model_id, p.c.prediction_id, p.c.version_id, p.c.ts, p.c.cohorts,
+                    p.c.score, p.c.value, p.c.probabilities)
+             .select_from(pk.join(p, (p.c.model_id == pk.c.model_id) & (p.c.ts == pk.c.ts)
+                                  & (p.c.prediction_id == pk.c.prediction_id)))
+             .where(tuple_(pk.c.model_id, pk.c.prediction_id).in_(keys[start:start + _IN_CHUNK])))
+        for m, pid, vid, ts, cohorts, score, value, probs in conn.execute(q):
+            lab = label_of[(m, pid)]
+            out.append(CompletedPair(m, pid, vid, _utc(ts), cohorts or {}, score, value,
+                                     probs, lab[2], lab[3], lab[4]))
+    return out

@@ -1,5 +1,6 @@
-"""Retention: predictions, keys and labels older than the retention are removed. On Postgres
-whole daily partitions are dropped, which costs no vacuum; rows are deleted elsewhere."""
+"""Retention: predictions, keys, labels and bucket summaries older than the retention are
+removed (on Postgres whole daily partitions are dropped, which costs no vacuum; rows are
+deleted elsewhere); stored results and job runs after their own, longer retention."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, delete, text
 
 from app.storage.partitions import PartitionManager
-from app.storage.tables import labels, prediction_keys, predictions
+from app.storage.tables import (
+    bucket_summaries,
+    job_runs,
+    labels,
+    metric_results,
+    prediction_keys,
+    predictions,
+)
 
 log = logging.getLogger("modelmon.retention")
 _RETENTION_LOCK = 0x6D6D_5245_5445  # "mmRETE"
@@ -47,6 +55,16 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
         label_cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
         out["rows_deleted"] += conn.execute(
             delete(labels).where(labels.c.ts < label_cutoff)).rowcount
+        # Summaries go with the rows they summarise.
+        out["summaries_deleted"] = conn.execute(
+            delete(bucket_summaries).where(bucket_summaries.c.bucket_start < label_cutoff)
+        ).rowcount
+        results_cutoff = (now or datetime.now(UTC)) - timedelta(
+            days=settings.results_retention_days)
+        out["results_deleted"] = conn.execute(
+            delete(metric_results).where(metric_results.c.window_end < results_cutoff)
+        ).rowcount + conn.execute(
+            delete(job_runs).where(job_runs.c.window_end < results_cutoff)).rowcount
     if any(out.values()):
         log.info("retention: %s", out)
     return out

@@ -11,7 +11,6 @@ runs are the last guard. On SQLite one process owns the scheduler (see scheduler
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -21,11 +20,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from app.evaluation import compute
+from app.evaluation import compute, windows
+from app.evaluation import results as result_rows
+from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
+from app.evaluation.windows import aligned_end
 from app.settings import Settings
-from app.storage import observations as obs
 from app.storage import registry, results
+from app.storage import summaries as store
 from app.storage.registry import ModelRow
 
 log = logging.getLogger("modelmon.jobs")
@@ -39,134 +41,53 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 Row = dict[str, Any]
 
 
-def aligned_end(now: datetime, interval_seconds: float) -> datetime:
-    """The most recent window boundary: every replica computes the same one."""
-    ts = math.floor(now.timestamp() / interval_seconds) * interval_seconds
-    return datetime.fromtimestamp(ts, UTC)
-
-
 def windows_due(now: datetime, settings: Settings,
-                last_end: datetime | None) -> list[tuple[datetime, datetime]]:
-    """Windows ending at the latest boundaries not yet computed, oldest first, at most
-    ``job_catchup_windows`` of them."""
+                done: set[datetime]) -> list[tuple[datetime, datetime]]:
+    """Windows ending at the latest ``job_catchup_windows`` boundaries that have no success
+    yet, oldest first (a window another replica was busy with stays due until done)."""
     step = timedelta(seconds=settings.job_interval_seconds)
     length = timedelta(seconds=settings.job_window_seconds)
     end = aligned_end(now, settings.job_interval_seconds)
     ends = [end - k * step for k in range(settings.job_catchup_windows)]
-    return [(e - length, e) for e in reversed(ends) if last_end is None or e > last_end]
+    return [(e - length, e) for e in reversed(ends) if e not in done]
 
 
-def _row(job: str, model: ModelRow, version_id: int, metric: str, subject: str,
-         start: datetime, end: datetime, n: int, value: float | None, decision: str,
-         method: str, detail: dict[str, Any] | None = None) -> Row:
-    return {"job": job, "model_id": model.id, "version_id": version_id, "metric": metric,
-            "subject": subject, "window_start": start, "window_end": end, "n": n,
-            "value": value, "decision": decision, "method": method, "detail": detail,
-            "computed_at": datetime.now(UTC)}
-
-
-def drift_rows(model: ModelRow, w: obs.Window, report: dict[str, Any],
-               reference: dict[str, Any]) -> list[Row]:
-    ref = reference.get("source", "none")
-    psi_method = f"psi eps=1e-4 ref={ref}"
-    ks_method = f"ks_2samp two-sided, BH across features, ref={ref} sample"
-    rows: list[Row] = []
-    for f in report["features"]:
-        args = (model, w.version_id)
-        rows.append(_row("drift", *args, "feature_psi", f["feature"], w.start, w.end,
-                         f["n_current"], f["psi"], f["decision"], psi_method,
-                         {"band": f["psi_band"], "reference_counts": f["reference_counts"],
-                          "current_counts": f["current_counts"], "bins": f["bins"]}))
-        rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
-                         f["n_current"], f["missing_rate"], "ok", "share of nulls", None))
-        if f["type"] == "numeric":
-            rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
-                             w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,
-                             {"pvalue": f["ks_pvalue"],
-                              "pvalue_adjusted": f["ks_pvalue_adjusted"]}))
-    p = report["prediction"]
-    if p is not None:
-        rows.append(_row("drift", model, w.version_id, "prediction_psi", "", w.start, w.end,
-                         p["n_current"], p["psi"], p["decision"], psi_method,
-                         {"band": p["psi_band"], "reference_counts": p["reference_counts"],
-                          "current_counts": p["current_counts"], "bins": p["bins"]}))
-        if p["type"] == "numeric":
-            rows.append(_row("drift", model, w.version_id, "prediction_ks_statistic", "",
-                             w.start, w.end, p["n_current"], p["ks_statistic"], p["decision"],
-                             ks_method, {"pvalue": p["ks_pvalue"]}))
-    return rows
-
-
-def calibration_rows(model: ModelRow, w: obs.Window, r: dict[str, Any]) -> list[Row]:
-    if r.get("status") == "not_applicable":
-        return []
-    method = f"equal-width {r['n_bins']} bins, {r['kind']}"
-    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"]}
-    return [
-        _row("calibration", model, w.version_id, metric, "", w.start, w.end, r["n"], r[key],
-             r["decision"], method, detail if metric == "calibration_ece" else None)
-        for metric, key in (("calibration_ece", "ece"), ("calibration_mce", "mce"),
-                            ("calibration_brier", "brier"))
-    ]
-
-
-def cohort_rows(model: ModelRow, w: obs.Window, report: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
-    for key, r in report.items():
-        overall = r.get("overall") or {}
-        regression = r["task"] == "regression"
-        if key == model.cohort_keys[0] and overall:
-            metric, value = (("error_mae", overall.get("mae")) if regression
-                             else ("error_ratio", overall.get("error_rate")))
-            rows.append(_row("cohorts", model, w.version_id, metric, "", w.start, w.end,
-                             overall.get("n", 0), value, "ok", f"{r['task']} overall", None))
-        for c in r["cohorts"]:
-            subject = f"{key}={'' if c['cohort'] is None else c['cohort']}"
-            detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",
-                                            "delta_error_rate", "delta_mae", "delta_rmse")}
-            metric, value = (("cohort_mae", c.get("mae")) if regression
-                             else ("cohort_error_ratio", c.get("error_rate")))
-            rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,
-                             c["n"], value, c["decision"],
-                             "Wilson 95% interval" if not regression else "MAE", detail))
-    return rows
-
-
-def label_rows(model: ModelRow, w: obs.Window, r: dict[str, Any]) -> list[Row]:
-    return [
-        _row("labels", model, w.version_id, "label_coverage", "", w.start, w.end, r["n"],
-             r["label_coverage"], r["decision"], "labeled / predictions in window", None),
-        _row("labels", model, w.version_id, "label_delay_p50_seconds", "", w.start, w.end,
-             r["labeled"], r["label_delay_p50_seconds"], "ok", "median label - prediction time",
-             None),
-        _row("labels", model, w.version_id, "label_delay_p90_seconds", "", w.start, w.end,
-             r["labeled"], r["label_delay_p90_seconds"], "ok", "p90 label - prediction time",
-             None),
-    ]
+def due(conn: Connection, job: str, model: ModelRow, settings: Settings,
+        now: datetime) -> list[tuple[datetime, datetime]]:
+    earliest = aligned_end(now, settings.job_interval_seconds) - timedelta(
+        seconds=settings.job_interval_seconds * settings.job_catchup_windows)
+    return windows_due(now, settings, results.success_ends(
+        conn=conn, job=job, model_id=model.id, since=earliest))
 
 
 def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, end: datetime,
-                 settings: Settings, now: datetime) -> list[Row]:
+                 settings: Settings, now: datetime, profiles: ProfileCache) -> list[Row]:
     th = compute.Thresholds.from_settings(settings)
     if job in LABEL_JOBS and settings.label_lag_seconds:
         lag = timedelta(seconds=settings.label_lag_seconds)
         start, end = start - lag, end - lag
     rows: list[Row] = []
-    for version_id in obs.versions_in_window(conn=conn, model_id=model.id, start=start, end=end):
-        w = obs.load_window(conn=conn, model=model, version_id=version_id, start=start, end=end,
-                            limit=settings.job_max_window_rows)
+    bucket = settings.job_interval_seconds
+    for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
+                                               end=end):
         if job == "drift":
-            profile, info = reference_for(conn=conn, model=model, version_id=version_id,
-                                          settings=settings, now=now, store_baseline=True)
-            if profile is not None:
-                rows += drift_rows(model, w, compute.drift(model, w, profile, th), info)
-        elif job == "calibration":
-            rows += calibration_rows(model, w, compute.calibration(model, w, th))
+            ref = reference_for(conn=conn, model=model, version_id=version_id,
+                                settings=settings, now=now, profiles=profiles,
+                                store_baseline=True)
+            if ref.profile is not None:
+                w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
+                                  cp=ref.profile)
+                rows += result_rows.drift_rows(model, w, compute.drift(w, ref.profile, th),
+                                               ref.info)
+            continue
+        w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None)
+        if job == "calibration":
+            rows += result_rows.calibration_rows(model, w, compute.calibration(model, w, th))
         elif job == "cohorts":
             if model.cohort_keys:
-                rows += cohort_rows(model, w, compute.cohorts(model, w, th))
+                rows += result_rows.cohort_rows(model, w, compute.cohorts(model, w, th))
         elif job == "labels":
-            rows += label_rows(model, w, compute.label_stats(w, th))
+            rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:
             raise ValueError(f"unknown job {job!r}")
     return rows
@@ -174,13 +95,14 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
 
 def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: datetime,
                settings: Settings, *, now: datetime | None = None,
-               on_done: Callable[[str, str, float], None] | None = None) -> str:
+               on_done: Callable[[str, str, float], None] | None = None,
+               profiles: ProfileCache | None = None) -> str:
     """Compute one window. Returns success, skipped (done elsewhere), locked (being done
     elsewhere) or failure (recorded; the window is retried on the next tick)."""
     started = datetime.now(UTC)
     outcome = "failure"
     try:
-        with engine.begin() as conn:
+        with windows.repeatable_read(engine.connect()) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:j, :m)"),
                                    {"j": JOB_CODES[job], "m": model.id}).scalar_one()
@@ -190,7 +112,8 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
             if results.success_exists(conn=conn, job=job, model_id=model.id, window_end=end):
                 outcome = "skipped"
                 return outcome
-            rows = compute_rows(job, conn, model, start, end, settings, now or started)
+            rows = compute_rows(job, conn, model, start, end, settings, now or started,
+                                profiles or ProfileCache())
             results.insert_results(conn=conn, rows=rows)
             results.record_run(conn=conn, job=job, model_id=model.id, window_start=start,
                                window_end=end, status="success", started_at=started,
@@ -215,20 +138,59 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
             on_done(job, outcome, (datetime.now(UTC) - started).total_seconds())
 
 
+def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
+                       profiles: ProfileCache, models: list[ModelRow]) -> dict[str, int]:
+    """Before the jobs: compact closed buckets, summarise rows stored before summaries
+    existed, and summarise again the drift of buckets the due drift windows need whose
+    summaries were built on another profile."""
+    bucket = settings.job_interval_seconds
+    out = {"compacted": windows.compact(engine, before=aligned_end(now, bucket),
+                                           max_cohort_values=settings.summary_max_cohort_values),
+           "backfilled_rows": 0, "resummarised_rows": 0}
+    by_id = {m.id: m for m in models}
+    with engine.connect() as conn:
+        pending = store.pending_backfill(conn=conn)
+    for model_id, version_id, before in pending:
+        if model_id in by_id:
+            with engine.connect() as conn:
+                cp = profiles.get(conn, [version_id]).get(version_id)
+            out["backfilled_rows"] += windows.backfill(engine, by_id[model_id], version_id,
+                                                       before, cp, bucket) or 0
+    for model in models:
+        with engine.connect() as conn:
+            todo = due(conn, "drift", model, settings, now)
+            if not todo:
+                continue
+            start, end = todo[0][0], todo[-1][1]
+            vids = store.versions_in_window(conn=conn, model_id=model.id, start=start, end=end)
+            compiled = profiles.get(conn, vids)
+        for vid, cp in compiled.items():
+            out["resummarised_rows"] += windows.resummarise(engine, model, vid, start, end,
+                                                            cp, bucket)
+    return out
+
+
 def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
          jobs: Iterable[str] = WINDOW_JOBS,
-         on_done: Callable[[str, str, float], None] | None = None) -> dict[str, int]:
-    """One scheduler tick: every due window of every job for every model."""
+         on_done: Callable[[str, str, float], None] | None = None,
+         profiles: ProfileCache | None = None) -> dict[str, int]:
+    """One scheduler tick: summary upkeep, then every due window of every job for every
+    model."""
     now = now or datetime.now(UTC)
+    profiles = profiles or ProfileCache()
     counts: dict[str, int] = {}
     with engine.connect() as conn:
         models = [m for m, _ in registry.list_models(conn=conn)]
+    try:
+        maintain_summaries(engine, settings, now, profiles, models)
+    except Exception:  # noqa: BLE001 - the jobs still run on what is there
+        log.exception("summary upkeep failed")
     for model in models:
         for job in jobs:
             with engine.connect() as conn:
-                last = results.last_success_end(conn=conn, job=job, model_id=model.id)
-            for start, end in windows_due(now, settings, last):
+                todo = due(conn, job, model, settings, now)
+            for start, end in todo:
                 outcome = run_window(engine, job, model, start, end, settings, now=now,
-                                     on_done=on_done)
+                                     on_done=on_done, profiles=profiles)
                 counts[outcome] = counts.get(outcome, 0) + 1
     return counts

@@ -19,6 +19,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from app.evaluation.profiles import ProfileCache
+from app.evaluation.windows import aligned_end
 from app.jobs import runner
 from app.jobs.retention import run_retention
 from app.settings import Settings
@@ -49,8 +51,10 @@ def _sqlite_owner_lock(engine: Engine) -> IO[Any] | None | bool:
 
 class JobScheduler:
     def __init__(self, engine: Engine, settings: Settings, partitions: PartitionManager,
-                 *, blocking: bool = False, hooks: Any = None) -> None:
+                 *, blocking: bool = False, hooks: Any = None,
+                 profiles: ProfileCache | None = None) -> None:
         self.engine = engine
+        self.profiles = profiles or ProfileCache()
         self.settings = settings
         self.partitions = partitions
         self.hooks = hooks
@@ -61,13 +65,14 @@ class JobScheduler:
 
     def _first_run(self, interval: float) -> datetime:
         now = datetime.now(UTC)
-        return runner.aligned_end(now, interval) + timedelta(seconds=interval
+        return aligned_end(now, interval) + timedelta(seconds=interval
                                                              + TICK_OFFSET_SECONDS)
 
     def tick(self) -> None:
         on_done = self.hooks.job_done if self.hooks is not None else None
         try:
-            counts = runner.tick(self.engine, self.settings, on_done=on_done)
+            counts = runner.tick(self.engine, self.settings, on_done=on_done,
+                                 profiles=self.profiles)
             if counts:
                 log.info("tick: %s", counts)
         except Exception:  # noqa: BLE001 - the next tick retries

@@ -252,3 +252,9 @@ def multiclass_sums(p: np.ndarray, yi: np.ndarray) -> CalibrationSums:
     diff[rows, yi] -= 1.0
     return CalibrationSums.of(p[rows, pred], pred == yi, np.sum(diff * diff, axis=1), yi,
                               p.shape[1])
+
+
+def empty_calibration(n_classes: int) -> CalibrationSums:
+    """Sums of no labeled prediction."""
+    return CalibrationSums(np.zeros(N_FINE_SLOTS, dtype=np.int64), np.zeros(N_FINE_SLOTS),
+                           np.zeros(N_FINE_SLOTS), 0.0, np.zeros(n_classes, dtype=np.int64))

@@ -24,6 +24,15 @@ def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
             "created_at": _utc(row.created_at)}
 
 
+def profile_stamps(*, conn: Connection, version_ids: set[int]) -> dict[int, datetime]:
+    """When each version's stored profile was stored (versions without one are absent)."""
+    if not version_ids:
+        return {}
+    r = reference_profiles
+    q = select(r.c.version_id, r.c.created_at).where(r.c.version_id.in_(sorted(version_ids)))
+    return {vid: _utc(ts) for vid, ts in conn.execute(q)}
+
+
 def put_profile(*, conn: Connection, model_id: int, version_id: int, source: str, n_rows: int,
                 profile: dict[str, Any], replace: bool = True) -> None:
     """Store a version's reference profile; an upload replaces whatever was there, a
@@ -47,12 +56,13 @@ def success_exists(*, conn: Connection, job: str, model_id: int | None,
     return bool(conn.execute(q).scalar_one())
 
 
-def last_success_end(*, conn: Connection, job: str, model_id: int | None) -> datetime | None:
-    q = select(func.max(job_runs.c.window_end)).where(
-        job_runs.c.job == job, job_runs.c.status == "success",
-        job_runs.c.model_id.is_(None) if model_id is None else job_runs.c.model_id == model_id)
-    ts = conn.execute(q).scalar_one_or_none()
-    return _utc(ts) if ts is not None else None
+def success_ends(*, conn: Connection, job: str, model_id: int, since: datetime
+                 ) -> set[datetime]:
+    """End of every window of (job, model) computed successfully after ``since``."""
+    j = job_runs
+    q = select(j.c.window_end).where(j.c.job == job, j.c.status == "success",
+                                     j.c.model_id == model_id, j.c.window_end > since)
+    return {_utc(r[0]) for r in conn.execute(q)}
 
 
 def record_run(*, conn: Connection, job: str, model_id: int | None, window_start: datetime,

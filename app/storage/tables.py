@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -201,4 +202,36 @@ slo_counters = Table(
     Column("labeled", BigInteger, nullable=False),
     Column("errors", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Per-bucket summaries (app/evaluation/summaries.py): each prediction and each completed
+# (prediction, label) pair is folded once into a row here, in the transaction that stores it.
+# Rows of one (model, version, bucket, kind, profile_key) add up; the scheduler compacts the
+# rows of closed buckets into one. `kind` is "outcome" (predictions counted, labeled sums) or
+# "drift" (counts on the reference profile `profile_key`); `n` counts the predictions a row
+# covers (0 for rows that only add labels).
+bucket_summaries = Table(
+    "bucket_summaries",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("model_id", IdType, nullable=False),
+    Column("version_id", IdType, nullable=False),
+    Column("bucket_start", DateTime(timezone=True), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("profile_key", String(32), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bucket_summaries_lookup", "model_id", "version_id", "bucket_start"),
+    Index("ix_bucket_summaries_bucket_start", "bucket_start"),
+)
+
+# Versions whose predictions were stored before summaries existed: rows received before
+# `received_before` are summarised by the scheduler, once, then the entry is removed.
+summary_backfill = Table(
+    "summary_backfill",
+    metadata,
+    Column("version_id", IdType, primary_key=True),
+    Column("model_id", IdType, nullable=False),
+    Column("received_before", DateTime(timezone=True), nullable=False),
 )

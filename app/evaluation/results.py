@@ -1,0 +1,103 @@
+"""The rows the jobs store in `metric_results` for one window, named from the catalogue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from app.evaluation.catalogue import METRICS
+from app.evaluation.windows import MergedWindow
+from app.storage.registry import ModelRow
+
+Row = dict[str, Any]
+
+
+def _row(job: str, model: ModelRow, version_id: int, metric: str, subject: str,
+         start: datetime, end: datetime, n: int, value: float | None, decision: str,
+         method: str, detail: dict[str, Any] | None = None) -> Row:
+    if METRICS[metric].job != job:
+        raise ValueError(f"{metric} is stored by the {METRICS[metric].job} job, not {job}")
+    return {"job": job, "model_id": model.id, "version_id": version_id, "metric": metric,
+            "subject": subject, "window_start": start, "window_end": end, "n": n,
+            "value": value, "decision": decision, "method": method, "detail": detail,
+            "computed_at": datetime.now(UTC)}
+
+
+def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
+               reference: dict[str, Any]) -> list[Row]:
+    ref = reference.get("source", "none")
+    psi_method = f"psi eps=1e-4 ref={ref}"
+    ks_method = f"ks_2samp two-sided, BH across features, ref={ref} sample"
+    rows: list[Row] = []
+    for f in report["features"]:
+        args = (model, w.version_id)
+        rows.append(_row("drift", *args, "feature_psi", f["feature"], w.start, w.end,
+                         f["n_current"], f["psi"], f["decision"], psi_method,
+                         {"band": f["psi_band"], "reference_counts": f["reference_counts"],
+                          "current_counts": f["current_counts"], "bins": f["bins"]}))
+        rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
+                         f["n_current"], f["missing_rate"], "ok", "share of nulls", None))
+        if f["type"] == "numeric":
+            rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
+                             w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,
+                             {"pvalue": f["ks_pvalue"],
+                              "pvalue_adjusted": f["ks_pvalue_adjusted"]}))
+    p = report["prediction"]
+    if p is not None:
+        rows.append(_row("drift", model, w.version_id, "prediction_psi", "", w.start, w.end,
+                         p["n_current"], p["psi"], p["decision"], psi_method,
+                         {"band": p["psi_band"], "reference_counts": p["reference_counts"],
+                          "current_counts": p["current_counts"], "bins": p["bins"]}))
+        if p["type"] == "numeric":
+            rows.append(_row("drift", model, w.version_id, "prediction_ks_statistic", "",
+                             w.start, w.end, p["n_current"], p["ks_statistic"], p["decision"],
+                             ks_method, {"pvalue": p["ks_pvalue"]}))
+    return rows
+
+
+def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
+    if r.get("status") == "not_applicable":
+        return []
+    method = f"equal-width {r['n_bins']} bins, {r['kind']}"
+    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"]}
+    return [
+        _row("calibration", model, w.version_id, metric, "", w.start, w.end, r["n"], r[key],
+             r["decision"], method, detail if metric == "calibration_ece" else None)
+        for metric, key in (("calibration_ece", "ece"), ("calibration_mce", "mce"),
+                            ("calibration_brier", "brier"))
+    ]
+
+
+def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key, r in report.items():
+        overall = r.get("overall") or {}
+        regression = r["task"] == "regression"
+        if key == model.cohort_keys[0] and overall:
+            metric, value = (("error_mae", overall.get("mae")) if regression
+                             else ("error_ratio", overall.get("error_rate")))
+            rows.append(_row("cohorts", model, w.version_id, metric, "", w.start, w.end,
+                             overall.get("n", 0), value, "ok", f"{r['task']} overall", None))
+        for c in r["cohorts"]:
+            subject = f"{key}={'' if c['cohort'] is None else c['cohort']}"
+            detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",
+                                            "delta_error_rate", "delta_mae", "delta_rmse")}
+            metric, value = (("cohort_mae", c.get("mae")) if regression
+                             else ("cohort_error_ratio", c.get("error_rate")))
+            rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,
+                             c["n"], value, c["decision"],
+                             "Wilson 95% interval" if not regression else "MAE", detail))
+    return rows
+
+
+def label_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
+    return [
+        _row("labels", model, w.version_id, "label_coverage", "", w.start, w.end, r["n"],
+             r["label_coverage"], r["decision"], "labeled / predictions in window", None),
+        _row("labels", model, w.version_id, "label_delay_p50_seconds", "", w.start, w.end,
+             r["labeled"], r["label_delay_p50_seconds"], "ok", "median label - prediction time",
+             None),
+        _row("labels", model, w.version_id, "label_delay_p90_seconds", "", w.start, w.end,
+             r["labeled"], r["label_delay_p90_seconds"], "ok", "p90 label - prediction time",
+             None),
+    ]

@@ -1,0 +1,479 @@
+"""Per-bucket summaries: every prediction folded once into small, mergeable sums.
+
+A bucket is one version's predictions whose timestamps fall in one clock-aligned interval of
+``bucket_seconds`` (the job interval). Two kinds of summary exist per bucket:
+
+- ``DriftSummary`` (depends on the reference profile, and records which one): per feature
+  and for the prediction, counts in the profile's PSI bins (missing last) and, for numeric
+  columns, counts of values at and strictly between the points of the profile's KS sample
+  (``app.monitoring.KsPoints``), which give KS D and p against that sample exactly.
+- ``OutcomeSummary`` (independent of the profile): the number of predictions, and over the
+  labeled ones (pairs of a prediction and its ground truth) the calibration sums per fine
+  confidence slot, the per-class label counts, the per-cohort error sums and a KLL sketch of
+  the label delays.
+
+Both add up element-wise, so a window of any length is the sum of its buckets, and the
+statistics in ``app.monitoring`` compute from the sums exactly what they compute from rows.
+Nothing here does I/O: ``Rows`` holds columns (from an ingest batch or from stored rows) and
+``pack``/``unpack`` turn a summary into bytes and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasketches import kll_doubles_sketch
+
+from app.monitoring import (
+    CalibrationSums,
+    CohortSums,
+    KsPoints,
+    binning_from_dict,
+    multiclass_sums,
+)
+from app.monitoring.binning import CategoricalBinning, NumericBinning, categorical_codes
+from app.monitoring.calibration import N_FINE_SLOTS
+
+KLL_K = 200
+# Normalised rank error of a KLL sketch with k = 200 (single quantile, 99% confidence).
+KLL_RANK_ERROR = kll_doubles_sketch.get_normalized_rank_error(KLL_K, False)
+OTHER_COHORT = "(other)"
+
+
+def bucket_starts(ts: np.ndarray, bucket_seconds: float) -> np.ndarray:
+    """Start (epoch seconds) of the bucket holding each timestamp."""
+    return np.floor(ts / bucket_seconds) * bucket_seconds
+
+
+def profile_key(version_id: int, created_at: str) -> str:
+    """Identifies one stored profile of a version: summaries built against another are stale."""
+    return hashlib.sha1(f"{version_id}:{created_at}".encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass
+class Rows:
+    """Predictions as columns, one entry per row. ``label`` is the ground truth as a number
+    (0/1 for binary, class index for multiclass, value for regression), NaN where the row is
+    not (yet) paired with a label; ``label_delay`` the label time minus the prediction time."""
+
+    version_id: np.ndarray
+    ts: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    cohorts: dict[str, np.ndarray] = field(default_factory=dict)
+    score: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    value: np.ndarray | None = None
+    label: np.ndarray | None = None
+    label_delay: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: np.ndarray) -> Rows:
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+        return Rows(
+            version_id=self.version_id[index], ts=self.ts[index],
+            features={k: v[index] for k, v in self.features.items()},
+            cohorts={k: v[index] for k, v in self.cohorts.items()},
+            score=pick(self.score), probabilities=pick(self.probabilities),
+            value=pick(self.value), label=pick(self.label), label_delay=pick(self.label_delay))
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What summarising needs from a model's definition."""
+
+    task: str
+    features: tuple[tuple[str, str], ...]  # (name, numeric | categorical)
+    cohort_keys: tuple[str, ...]
+    classes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: Any) -> ModelShape:
+        return cls(model.task, tuple((f["name"], f["type"]) for f in model.features),
+                   tuple(model.cohort_keys), tuple(model.classes or ()))
+
+
+def rows_from_records(shape: ModelShape, version_id: list[int], ts: list[float],
+                      features: list[dict[str, Any]], cohorts: list[dict[str, Any]],
+                      score: list[float | None], value: list[float | None],
+                      probabilities: list[dict[str, float] | None],
+                      label_class: list[str | None], label_value: list[float | None],
+                      label_ts: list[float | None]) -> Rows:
+    """Columns from per-row Python values (ingest batches and stored rows alike)."""
+    n = len(ts)
+    out = Rows(version_id=np.asarray(version_id, dtype=np.int64),
+               ts=np.asarray(ts, dtype=np.float64))
+    for name, kind in shape.features:
+        col = [d.get(name) for d in features]
+        out.features[name] = (np.array([np.nan if v is None else v for v in col], np.float64)
+                              if kind == "numeric" else np.array(col, dtype=object))
+    for key in shape.cohort_keys:
+        out.cohorts[key] = np.array([c.get(key) for c in cohorts], dtype=object)
+    if shape.task == "binary_classification":
+        out.score = np.array([np.nan if s is None else s for s in score], dtype=np.float64)
+    elif shape.task == "regression":
+        out.value = np.array([np.nan if v is None else v for v in value], dtype=np.float64)
+    else:
+        out.probabilities = np.array(
+            [[(p or {}).get(c, 0.0) for c in shape.classes] for p in probabilities],
+            dtype=np.float64).reshape(n, len(shape.classes))
+    if shape.task == "regression":
+        out.label = np.array([np.nan if v is None else v for v in label_value], np.float64)
+    else:
+        index = {c: float(i) for i, c in enumerate(shape.classes)}
+        if shape.task == "binary_classification":
+            index = {c: float(c == shape.classes[1]) for c in shape.classes}
+        out.label = np.array([np.nan if c is None else index.get(c, np.nan)
+                              for c in label_class], dtype=np.float64)
+    out.label_delay = np.array([np.nan if lt is None else lt - t
+                                for lt, t in zip(label_ts, ts, strict=True)], np.float64)
+    return out
+
+
+def prediction_values(shape: ModelShape, rows: Rows) -> tuple[str, np.ndarray]:
+    """(kind, values) of the prediction column drift is measured on: the score (binary), the
+    value (regression) or the top class (multiclass; ties to the first class)."""
+    if shape.task == "binary_classification":
+        return "numeric", rows.score if rows.score is not None else np.empty(0)
+    if shape.task == "regression":
+        return "numeric", rows.value if rows.value is not None else np.empty(0)
+    classes = np.array(shape.classes, dtype=object)
+    if rows.probabilities is None or rows.probabilities.shape[0] == 0:
+        return "categorical", np.empty(0, dtype=object)
+    return "categorical", classes[np.argmax(rows.probabilities, axis=1)]
+
+
+# --------------------------------------------------------------------------- drift
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    name: str
+    kind: str
+    binning: NumericBinning | CategoricalBinning
+    reference_counts: tuple[int, ...]
+    n_reference_valid: int
+    n_reference_missing: int
+    psi_offset: int
+    ks: KsPoints | None
+    ks_offset: int
+    is_prediction: bool = False
+
+    @property
+    def psi_slots(self) -> int:
+        return self.binning.n_bins
+
+    def bin_index(self, values: np.ndarray) -> np.ndarray:
+        """PSI bin of each value, missing last (the binnings' own counting rules)."""
+        b = self.binning
+        if isinstance(b, NumericBinning):
+            x = np.asarray(values, dtype=np.float64)
+            idx = np.searchsorted(np.asarray(b.edges, dtype=np.float64), x, side="left")
+            return np.where(np.isfinite(x), idx, b.missing_index)
+        keys, _, row_code = categorical_codes(values)
+        position = {c: i for i, c in enumerate(b.categories)}
+        bin_of_key = np.array([position.get(k, b.unseen_index) for k in keys] or [0],
+                              dtype=np.int64)
+        return np.where(row_code >= 0, bin_of_key[np.maximum(row_code, 0)], b.missing_index)
+
+
+@dataclass(frozen=True)
+class CompiledProfile:
+    """A stored reference profile laid out as one count vector per bucket."""
+
+    key: str
+    columns: tuple[ColumnLayout, ...]  # the features in profile order, then the prediction
+    size: int
+
+    @classmethod
+    def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
+        columns: list[ColumnLayout] = []
+        offset = 0
+        named = [(name, col, False) for name, col in profile["features"].items()]
+        if profile.get("prediction"):
+            named.append(("prediction", profile["prediction"], True))
+        for name, col, is_prediction in named:
+            binning = binning_from_dict(col["binning"])
+            psi_offset = offset
+            offset += binning.n_bins
+            ks = None
+            ks_offset = offset
+            if col["type"] == "numeric":
+                ks = KsPoints.of(np.asarray(col["sample"], dtype=np.float64))
+                offset += ks.n_slots
+            columns.append(ColumnLayout(
+                name=name, kind=col["type"], binning=binning,
+                reference_counts=tuple(int(c) for c in col["counts"]),
+                n_reference_valid=int(col["n_valid"]), n_reference_missing=int(col["n_missing"]),
+                psi_offset=psi_offset, ks=ks, ks_offset=ks_offset,
+                is_prediction=is_prediction))
+        return cls(key=key, columns=tuple(columns), size=offset)
+
+
+@dataclass
+class DriftSummary:
+    """Counts on a compiled profile's layout, and the number of rows they count."""
+
+    profile_key: str
+    n: int
+    counts: np.ndarray
+
+    def add(self, other: DriftSummary) -> None:
+        if other.profile_key != self.profile_key or other.counts.shape != self.counts.shape:
+            raise ValueError("drift summaries of different profiles do not add up")
+        self.n += other.n
+        self.counts += other.counts
+
+    def slice(self, start: int, length: int) -> np.ndarray:
+        return self.counts[start:start + length]
+
+
+def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
+                    n_groups: int) -> list[DriftSummary]:
+    """One drift summary per group of rows (``group[i]`` in [0, n_groups))."""
+    parts: list[np.ndarray] = []
+    for layout in cp.columns:
+        if layout.is_prediction:
+            values = prediction_values(shape, rows)[1]
+        else:
+            values = rows.features.get(layout.name)
+        if values is None or values.shape[0] != rows.n:
+            values = (np.full(rows.n, np.nan) if layout.kind == "numeric"
+                      else np.full(rows.n, None, dtype=object))
+        parts.append(group * cp.size + layout.psi_offset + layout.bin_index(values))
+        if layout.ks is not None:
+            x = np.asarray(values, dtype=np.float64)
+            finite = np.isfinite(x)
+            parts.append(group[finite] * cp.size + layout.ks_offset
+                         + layout.ks.slots(x[finite]))
+    size = cp.size
+    out = []
+    if parts:
+        counts = np.bincount(np.concatenate(parts),
+                             minlength=n_groups * size).reshape(n_groups, size)
+    else:
+        counts = np.zeros((n_groups, size), dtype=np.int64)
+    sizes = np.bincount(group, minlength=n_groups)
+    for g in range(n_groups):
+        out.append(DriftSummary(cp.key, int(sizes[g]), counts[g].astype(np.int64)))
+    return out
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class OutcomeSummary:
+    """Predictions counted, and the sums of their labeled pairs."""
+
+    n: int = 0
+    labeled: int = 0
+    calibration: CalibrationSums | None = None
+    cohorts: dict[str, CohortSums] = field(default_factory=dict)
+    delays: Any = None  # kll_doubles_sketch of label - prediction seconds, or None
+
+    def add(self, other: OutcomeSummary) -> None:
+        self.n += other.n
+        self.labeled += other.labeled
+        if other.calibration is not None:
+            if self.calibration is None:
+                self.calibration = other.calibration
+            else:
+                a, b = self.calibration, other.calibration
+                self.calibration = CalibrationSums(
+                    a.count + b.count, a.confidence + b.confidence, a.outcome + b.outcome,
+                    a.brier + b.brier, a.label_counts + b.label_counts)
+        for key, c in other.cohorts.items():
+            mine = self.cohorts.get(key)
+            self.cohorts[key] = c if mine is None else _add_cohorts(mine, c)
+        if other.delays is not None:
+            if self.delays is None:
+                self.delays = kll_doubles_sketch(KLL_K)
+            self.delays.merge(other.delays)
+
+    def cap_cohorts(self, max_values: int) -> None:
+        """Keep the ``max_values`` largest cohorts per key; fold the rest into '(other)'."""
+        for key, c in list(self.cohorts.items()):
+            if len(c.cohorts) <= max_values:
+                continue
+            order = np.argsort(-c.n, kind="stable")
+            keep, fold = order[:max_values - 1], order[max_values - 1:]
+            names = [c.cohorts[i] for i in keep] + [OTHER_COHORT]
+            self.cohorts[key] = _add_cohorts(
+                CohortSums(tuple(names[:-1]), c.n[keep], c.first[keep], c.second[keep]),
+                CohortSums((OTHER_COHORT,), np.array([c.n[fold].sum()]),
+                           np.array([c.first[fold].sum()]), np.array([c.second[fold].sum()])))
+
+
+def _add_cohorts(a: CohortSums, b: CohortSums) -> CohortSums:
+    position = {name: i for i, name in enumerate(a.cohorts)}
+    names = list(a.cohorts)
+    for name in b.cohorts:
+        if name not in position:
+            position[name] = len(names)
+            names.append(name)
+    m = len(names)
+    idx = np.array([position[name] for name in b.cohorts], dtype=np.int64)
+
+    def grow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        out = np.zeros(m, dtype=np.result_type(x, y))
+        out[:x.shape[0]] = x
+        np.add.at(out, idx, y)
+        return out
+
+    return CohortSums(tuple(names), grow(a.n, b.n), grow(a.first, b.first),
+                      grow(a.second, b.second))
+
+
+def _errors(shape: ModelShape, rows: Rows) -> np.ndarray:
+    """Per labeled row: 0/1 error (classification) or signed residual (regression), with the
+    cohort statistics' conventions (binary positive at score >= 0.5, argmax ties to the
+    first class)."""
+    y = rows.label
+    if shape.task == "binary_classification":
+        return ((rows.score >= 0.5).astype(np.float64) != y).astype(np.float64)
+    if shape.task == "multiclass_classification":
+        return (np.argmax(rows.probabilities, axis=1) != y).astype(np.float64)
+    return rows.value - y
+
+
+def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
+                    ) -> OutcomeSummary:
+    """One summary of ``rows``: counts them as predictions when ``count_predictions`` (a
+    label arriving later adds only its pair), and adds the pairs among them."""
+    out = OutcomeSummary(n=rows.n if count_predictions else 0)
+    if rows.label is None:
+        return out
+    paired = np.flatnonzero(~np.isnan(rows.label))
+    if paired.size == 0:
+        return out
+    p = rows.take(paired)
+    out.labeled = int(paired.size)
+    y = p.label
+    if shape.task == "binary_classification":
+        out.calibration = CalibrationSums.of(p.score, y, (p.score - y) ** 2, y, 2)
+    elif shape.task == "multiclass_classification":
+        out.calibration = multiclass_sums(p.probabilities, y.astype(np.intp))
+    err = _errors(shape, p)
+    task = "regression" if shape.task == "regression" else "rate"
+    for key in shape.cohort_keys:
+        keys, _, code = categorical_codes(p.cohorts[key])
+        names = sorted(set(keys))
+        position = {name: i for i, name in enumerate(names)}
+        of_key = np.array([position[k] for k in keys] or [0], dtype=np.int64)
+        group = np.where(code >= 0, of_key[np.maximum(code, 0)], len(names))
+        out.cohorts[key] = CohortSums.of([*names, None], group, err, task)
+    delays = p.label_delay[~np.isnan(p.label_delay)] if p.label_delay is not None else None
+    if delays is not None and delays.size:
+        out.delays = kll_doubles_sketch(KLL_K)
+        out.delays.update(delays)
+    return out
+
+
+def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups: int, *,
+                      count_predictions: bool) -> list[OutcomeSummary]:
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    return [outcome_summary(shape, rows.take(order[bounds[g]:bounds[g + 1]]),
+                            count_predictions=count_predictions) for g in range(n_groups)]
+
+
+# --------------------------------------------------------------------------- bytes
+
+
+def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """A small self-describing container: JSON header, raw arrays, zlib."""
+    header = {"meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
+                                       for k, a in arrays.items()]}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
+    return zlib.compress(struct.pack("<I", len(h)) + h + body, 1)
+
+
+def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    raw = zlib.decompress(data)
+    (hlen,) = struct.unpack_from("<I", raw)
+    header = json.loads(raw[4:4 + hlen])
+    arrays: dict[str, np.ndarray] = {}
+    pos = 4 + hlen
+    for name, dtype, shape in header["arrays"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
+        pos += count * dt.itemsize
+    return header["meta"], arrays
+
+
+def _sparse(counts: np.ndarray) -> dict[str, np.ndarray]:
+    nz = np.flatnonzero(counts)
+    if nz.size * 2 < counts.size:
+        return {"idx": nz.astype(np.int32), "val": counts[nz].astype(np.int64)}
+    return {"dense": counts.astype(np.int64)}
+
+
+def _dense(arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
+    if "dense" in arrays:
+        return arrays["dense"].astype(np.int64)
+    out = np.zeros(size, dtype=np.int64)
+    out[arrays["idx"]] = arrays["val"]
+    return out
+
+
+def pack_drift(s: DriftSummary) -> bytes:
+    return pack({"n": s.n, "size": int(s.counts.shape[0])}, _sparse(s.counts))
+
+
+def unpack_drift(data: bytes, key: str) -> DriftSummary:
+    meta, arrays = unpack(data)
+    return DriftSummary(key, int(meta["n"]), _dense(arrays, int(meta["size"])))
+
+
+def pack_outcome(s: OutcomeSummary) -> bytes:
+    meta: dict[str, Any] = {"n": s.n, "labeled": s.labeled, "cohorts": {}}
+    arrays: dict[str, np.ndarray] = {}
+    c = s.calibration
+    if c is not None:
+        nz = np.flatnonzero(c.count)
+        meta["brier"] = c.brier
+        arrays.update(cal_idx=nz.astype(np.int32), cal_count=c.count[nz].astype(np.int64),
+                      cal_conf=c.confidence[nz], cal_outcome=c.outcome[nz],
+                      label_counts=c.label_counts.astype(np.int64))
+    for i, (key, sums) in enumerate(s.cohorts.items()):
+        meta["cohorts"][key] = list(sums.cohorts)
+        arrays[f"c{i}_n"] = sums.n.astype(np.int64)
+        arrays[f"c{i}_a"] = sums.first.astype(np.float64)
+        arrays[f"c{i}_b"] = sums.second.astype(np.float64)
+    if s.delays is not None:
+        arrays["delays"] = np.frombuffer(s.delays.serialize(), dtype=np.uint8)
+    return pack(meta, arrays)
+
+
+def unpack_outcome(data: bytes) -> OutcomeSummary:
+    meta, a = unpack(data)
+    out = OutcomeSummary(n=int(meta["n"]), labeled=int(meta["labeled"]))
+    if "cal_idx" in a:
+        idx = a["cal_idx"]
+        count = np.zeros(N_FINE_SLOTS, dtype=np.int64)
+        conf = np.zeros(N_FINE_SLOTS)
+        outcome = np.zeros(N_FINE_SLOTS)
+        count[idx], conf[idx], outcome[idx] = a["cal_count"], a["cal_conf"], a["cal_outcome"]
+        out.calibration = CalibrationSums(count, conf, outcome, float(meta["brier"]),
+                                          a["label_counts"].astype(np.int64))
+    for i, (key, names) in enumerate(meta["cohorts"].items()):
+        out.cohorts[key] = CohortSums(tuple(names), a[f"c{i}_n"].astype(np.int64),
+                                      a[f"c{i}_a"].copy(), a[f"c{i}_b"].copy())
+    if "delays" in a:
+        out.delays = kll_doubles_sketch.deserialize(a["delays"].tobytes())
+    return out

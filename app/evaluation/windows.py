@@ -1,0 +1,258 @@
+"""Windows: clock-aligned bounds, and the merge of a window's bucket summaries.
+
+A window [start, end) is evaluated over the buckets that start inside it; jobs' windows are
+whole buckets by construction. A report's bounds are widened to whole buckets (start down,
+end up), and the response gives the bounds actually used.
+
+Drift summaries belong to one reference profile. A bucket whose drift rows do not cover all
+its predictions under the current profile (a reference uploaded after traffic began, a
+baseline fixed later, rows ingested by a replica that had not seen the new profile yet) is
+summarised again from its stored rows: by the scheduler, which stores the result (each row
+read once per profile), or on the fly by a report, which does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from app.evaluation.summaries import (
+    CompiledProfile,
+    DriftSummary,
+    ModelShape,
+    OutcomeSummary,
+    Rows,
+    drift_summaries,
+    outcome_summary,
+    pack_drift,
+    pack_outcome,
+    rows_from_records,
+    unpack_drift,
+    unpack_outcome,
+)
+from app.storage import observations as obs
+from app.storage import summaries as store
+from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
+
+log = logging.getLogger("modelmon.summaries")
+_MAINTENANCE_LOCK = 0x6D6D_5355_4D4D  # "mmSUMM"
+
+
+def aligned_end(now: datetime, interval_seconds: float) -> datetime:
+    """The most recent window boundary: every replica computes the same one."""
+    ts = math.floor(now.timestamp() / interval_seconds) * interval_seconds
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def whole_buckets(start: datetime, end: datetime,
+                  bucket_seconds: float) -> tuple[datetime, datetime]:
+    """[start, end) widened to bucket boundaries."""
+    lo = math.floor(start.timestamp() / bucket_seconds) * bucket_seconds
+    hi = math.ceil(end.timestamp() / bucket_seconds) * bucket_seconds
+    return datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+
+
+@dataclass
+class MergedWindow:
+    """The sums of one version's buckets in [start, end)."""
+
+    version_id: int
+    start: datetime
+    end: datetime
+    outcome: OutcomeSummary
+    drift: DriftSummary | None = None
+    buckets: int = 0
+    # buckets whose drift was summarised again from stored rows for this window
+    resummarised_buckets: int = 0
+    resummarised_rows: int = 0
+    stale: list[datetime] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.outcome.n
+
+    def summary_info(self) -> dict[str, Any]:
+        return {"buckets": self.buckets, "resummarised_buckets": self.resummarised_buckets,
+                "resummarised_rows": self.resummarised_rows}
+
+
+def rows_from_db(shape: ModelShape, db_rows: list[Any]) -> Rows:
+    def epoch(ts: datetime | None) -> float | None:
+        return None if ts is None else (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+    return rows_from_records(
+        shape, [r.version_id for r in db_rows], [epoch(r.ts) for r in db_rows],
+        [r.features or {} for r in db_rows], [r.cohorts or {} for r in db_rows],
+        [r.score for r in db_rows], [r.value for r in db_rows],
+        [r.probabilities for r in db_rows], [r.label_class for r in db_rows],
+        [r.label_value for r in db_rows], [epoch(r.label_ts) for r in db_rows])
+
+
+def stale_buckets(covered: list[tuple[datetime, str, str, int]], key: str) -> list[datetime]:
+    """Buckets whose drift rows on profile ``key`` do not cover all their predictions."""
+    counted: dict[datetime, int] = defaultdict(int)
+    on_key: dict[datetime, int] = defaultdict(int)
+    for bucket, kind, profile, n in covered:
+        if kind == OUTCOME:
+            counted[bucket] += n
+        elif profile == key:
+            on_key[bucket] += n
+    return sorted(b for b, n in counted.items() if n and on_key.get(b, 0) != n)
+
+
+def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | None) -> None:
+    """Add the rows into ``window``; note buckets whose drift does not cover them."""
+    window.stale = [] if cp is None else stale_buckets(
+        [(r.bucket_start, r.kind, r.profile_key, r.n) for r in rows], cp.key)
+    stale = set(window.stale)
+    buckets = set()
+    if cp is not None:
+        window.drift = DriftSummary(cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    for r in rows:
+        if r.kind == OUTCOME:
+            window.outcome.add(unpack_outcome(r.payload))
+            if r.n:
+                buckets.add(r.bucket_start)
+        elif cp is not None and r.profile_key == cp.key and r.bucket_start not in stale:
+            window.drift.add(unpack_drift(r.payload, cp.key))
+    window.buckets = len(buckets)
+
+
+def summarise_bucket_drift(conn: Connection, shape: ModelShape, cp: CompiledProfile,
+                           model_id: int, version_id: int, bucket: datetime,
+                           bucket_seconds: float) -> DriftSummary:
+    """A bucket's drift summary from its stored rows."""
+    db_rows = obs.load_rows(conn=conn, model_id=model_id, version_id=version_id, start=bucket,
+                            end=bucket + timedelta(seconds=bucket_seconds))
+    rows = rows_from_db(shape, db_rows)
+    return drift_summaries(shape, cp, rows, np.zeros(rows.n, dtype=np.int64), 1)[0]
+
+
+def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: datetime, *,
+          bucket_seconds: float, cp: CompiledProfile | None) -> MergedWindow:
+    """The window's sums. With a profile, drift of buckets it does not cover is summarised
+    from their stored rows (bounded: those buckets' rows, once)."""
+    w = MergedWindow(version_id, start, end, OutcomeSummary())
+    _read(store.window_rows(conn=conn, model_id=model.id, version_id=version_id,
+                            start=start, end=end), w, cp)
+    if cp is not None and w.stale:
+        shape = ModelShape.of(model)
+        for bucket in w.stale:
+            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, bucket,
+                                       bucket_seconds)
+            w.drift.add(d)
+            w.resummarised_buckets += 1
+            w.resummarised_rows += d.n
+    return w
+
+
+def repeatable_read(conn: Connection) -> Connection:
+    """One snapshot for every statement of the transaction (Postgres), so that summary rows
+    and the stored rows they summarise are read as of the same moment."""
+    if conn.dialect.name == "postgresql":
+        return conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+def compact(engine: Engine, before: datetime, max_cohort_values: int) -> int:
+    """Merge each closed bucket's rows into one per kind and profile (at most
+    ``max_cohort_values`` cohorts per key, the rest folded)."""
+    done = 0
+    with engine.connect() as c:
+        groups = store.fragmented(conn=c, before=before)
+    for model_id, version_id, bucket, kind, key in groups:
+        with engine.begin() as conn:
+            taken = store.take(conn=conn, model_id=model_id, version_id=version_id,
+                               bucket_start=bucket, kind=kind, profile_key=key)
+            if not taken:
+                continue
+            n = sum(t[1] for t in taken)
+            if kind == OUTCOME:
+                total = OutcomeSummary()
+                for _, _, payload in taken:
+                    total.add(unpack_outcome(payload))
+                total.cap_cohorts(max_cohort_values)
+                payload = pack_outcome(total)
+            else:
+                drift = unpack_drift(taken[0][2], key)
+                for _, _, p in taken[1:]:
+                    drift.add(unpack_drift(p, key))
+                payload = pack_drift(drift)
+            store.append(conn=conn, model_id=model_id, rows=[
+                SummaryRow(version_id, bucket, kind, key, n, payload)])
+            done += 1
+    return done
+
+
+def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, end: datetime,
+                cp: CompiledProfile, bucket_seconds: float) -> int:
+    """Store drift summaries on ``cp`` for the buckets of [start, end) it does not cover.
+    Returns the number of rows read."""
+    shape = ModelShape.of(model)
+    rows_read = 0
+    with repeatable_read(engine.connect()) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k, :m)"),
+                         {"k": _MAINTENANCE_LOCK, "m": model.id})
+        stale = stale_buckets(store.coverage(conn=conn, model_id=model.id,
+                                             version_id=version_id, start=start, end=end),
+                              cp.key)
+        for bucket in stale:
+            store.take(conn=conn, model_id=model.id, version_id=version_id,
+                       bucket_start=bucket, kind=DRIFT)
+            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, bucket,
+                                       bucket_seconds)
+            store.append(conn=conn, model_id=model.id, rows=[
+                SummaryRow(version_id, bucket, DRIFT, cp.key, d.n, pack_drift(d))])
+            rows_read += d.n
+    if rows_read:
+        log.info("drift summaries of model %s version %s rebuilt on profile %s: %d rows",
+                 model.name, version_id, cp.key, rows_read)
+    return rows_read
+
+
+def backfill(engine: Engine, model: Any, version_id: int, received_before: datetime,
+             cp: CompiledProfile | None, bucket_seconds: float) -> int | None:
+    """Summarise a version's rows stored before summaries existed, in one transaction that
+    also retires its backfill entry (so no row is ever summarised twice). Returns the rows
+    read, or None when another replica holds it."""
+    shape = ModelShape.of(model)
+    step = timedelta(seconds=bucket_seconds)
+    total = 0
+    with repeatable_read(engine.connect()) as conn, conn.begin():
+        if conn.dialect.name == "postgresql" and not conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k, :v)"),
+                {"k": _MAINTENANCE_LOCK + 1, "v": version_id}).scalar_one():
+            return None
+        if version_id not in {v for _, v, _ in store.pending_backfill(conn=conn)}:
+            return 0
+        span = obs.received_range(conn=conn, model_id=model.id, version_id=version_id,
+                                  received_before=received_before)
+        bucket, last = (span[0], span[0]) if span is None else whole_buckets(
+            span[0], span[1] + timedelta(microseconds=1), bucket_seconds)
+        while bucket < last:
+            db_rows = obs.load_rows(conn=conn, model_id=model.id, version_id=version_id,
+                                    start=bucket, end=bucket + step,
+                                    received_before=received_before)
+            if db_rows:
+                rows = rows_from_db(shape, db_rows)
+                out = [SummaryRow(version_id, bucket, OUTCOME, "", rows.n, pack_outcome(
+                    outcome_summary(shape, rows, count_predictions=True)))]
+                if cp is not None:
+                    d = drift_summaries(shape, cp, rows, np.zeros(rows.n, np.int64), 1)[0]
+                    out.append(SummaryRow(version_id, bucket, DRIFT, cp.key, d.n,
+                                          pack_drift(d)))
+                store.append(conn=conn, model_id=model.id, rows=out)
+                total += rows.n
+            bucket += step
+        store.finish_backfill(conn=conn, version_id=version_id)
+    return total

@@ -1,0 +1,109 @@
+"""Bucket summary rows: appended by ingest, read by window, compacted, retired."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, and_, delete, func, insert, select
+
+from app.storage.tables import bucket_summaries, summary_backfill
+
+OUTCOME, DRIFT = "outcome", "drift"
+
+
+class SummaryRow(NamedTuple):
+    version_id: int
+    bucket_start: datetime
+    kind: str
+    profile_key: str
+    n: int
+    payload: bytes
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def append(*, conn: Connection, model_id: int, rows: Sequence[SummaryRow]) -> None:
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    conn.execute(insert(bucket_summaries), [
+        {"model_id": model_id, "version_id": r.version_id, "bucket_start": r.bucket_start,
+         "kind": r.kind, "profile_key": r.profile_key, "n": r.n, "payload": r.payload,
+         "created_at": now} for r in rows])
+
+
+def window_rows(*, conn: Connection, model_id: int, version_id: int, start: datetime,
+                end: datetime) -> list[SummaryRow]:
+    """Every summary row of the version's buckets starting in [start, end), in one read."""
+    b = bucket_summaries
+    q = (select(b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key, b.c.n,
+                b.c.payload)
+         .where(b.c.model_id == model_id, b.c.version_id == version_id,
+                b.c.bucket_start >= start, b.c.bucket_start < end))
+    return [SummaryRow(r[0], _utc(r[1]), r[2], r[3], int(r[4]), bytes(r[5]))
+            for r in conn.execute(q)]
+
+
+def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetime,
+             end: datetime) -> list[tuple[datetime, str, str, int]]:
+    """(bucket_start, kind, profile_key, predictions covered) of the version's buckets
+    starting in [start, end), without reading the payloads."""
+    b = bucket_summaries
+    q = (select(b.c.bucket_start, b.c.kind, b.c.profile_key, func.sum(b.c.n))
+         .where(b.c.model_id == model_id, b.c.version_id == version_id,
+                b.c.bucket_start >= start, b.c.bucket_start < end)
+         .group_by(b.c.bucket_start, b.c.kind, b.c.profile_key))
+    return [(_utc(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(q)]
+
+
+def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
+                       end: datetime) -> list[int]:
+    """Versions with predictions counted in buckets starting in [start, end)."""
+    b = bucket_summaries
+    q = (select(b.c.version_id).distinct()
+         .where(b.c.model_id == model_id, b.c.kind == OUTCOME, b.c.n > 0,
+                b.c.bucket_start >= start, b.c.bucket_start < end))
+    return sorted(r[0] for r in conn.execute(q))
+
+
+def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
+    """(model_id, version_id, bucket_start, kind, profile_key) of closed buckets held in
+    more than one row."""
+    b = bucket_summaries
+    key = (b.c.model_id, b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key)
+    q = (select(*key).where(b.c.bucket_start < before).group_by(*key)
+         .having(func.count() > 1))
+    return [tuple(r) for r in conn.execute(q)]
+
+
+def take(*, conn: Connection, model_id: int, version_id: int, bucket_start: datetime,
+         kind: str, profile_key: str | None = None) -> list[tuple[str, int, bytes]]:
+    """Delete a bucket's rows of one kind (and profile, if given), returning them."""
+    b = bucket_summaries
+    conds = [b.c.model_id == model_id, b.c.version_id == version_id,
+             b.c.bucket_start == bucket_start, b.c.kind == kind]
+    if profile_key is not None:
+        conds.append(b.c.profile_key == profile_key)
+    res = conn.execute(delete(b).where(and_(*conds))
+                       .returning(b.c.profile_key, b.c.n, b.c.payload))
+    return [(r[0], int(r[1]), bytes(r[2])) for r in res]
+
+
+def delete_before(*, conn: Connection, cutoff: datetime) -> int:
+    return conn.execute(delete(bucket_summaries)
+                        .where(bucket_summaries.c.bucket_start < cutoff)).rowcount
+
+
+def pending_backfill(*, conn: Connection) -> list[tuple[int, int, datetime]]:
+    """(model_id, version_id, received_before) of versions not yet summarised."""
+    s = summary_backfill
+    return [(r[0], r[1], _utc(r[2])) for r in conn.execute(
+        select(s.c.model_id, s.c.version_id, s.c.received_before).order_by(s.c.version_id))]
+
+
+def finish_backfill(*, conn: Connection, version_id: int) -> None:
+    conn.execute(delete(summary_backfill).where(summary_backfill.c.version_id == version_id))
