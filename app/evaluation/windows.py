@@ -42,7 +42,7 @@ from app.storage import summaries as store
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
 log = logging.getLogger("modelmon.summaries")
-_MAINTENANCE_LOCK = 0x6D6D_5355_4D4D  # "mmSUMM"
+_MAINTENANCE_LOCK = 0x6D6D5355  # "mmSU" (two int4 keys: this and the model or version id)
 
 
 def aligned_end(now: datetime, interval_seconds: float) -> datetime:

@@ -1,0 +1,290 @@
+"""Merged bucket summaries give what the statistics give on the raw rows.
+
+Random windows (ties, missing values, categories unseen in the reference, constant columns,
+cohorts with missing values, labels arriving with, before and after their predictions) are cut
+into random buckets and batches, summarised, packed to bytes and back, merged in random order,
+and evaluated; the reference is the library (and scipy) applied to the window's raw arrays.
+No database here: tests/evaluation/test_evaluation_windows.py does the same through the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from app.evaluation import compute
+from app.evaluation.profiles import build_profile
+from app.evaluation.summaries import (
+    KLL_RANK_ERROR,
+    CompiledProfile,
+    DriftSummary,
+    ModelShape,
+    OutcomeSummary,
+    drift_summaries,
+    outcome_summary,
+    pack_drift,
+    pack_outcome,
+    prediction_values,
+    rows_from_records,
+    unpack_drift,
+    unpack_outcome,
+)
+from app.evaluation.windows import MergedWindow
+from app.monitoring import (
+    calibration_binary,
+    calibration_multiclass,
+    cohort_error,
+    fit_categorical_bins,
+    psi,
+)
+from app.storage.registry import ModelRow
+
+T0 = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)  # windows straddle midnight (a partition edge)
+BUCKET = 300.0
+CLASSES = {"binary_classification": ["good", "bad"],
+           "multiclass_classification": ["a", "b", "c"], "regression": None}
+
+
+def model(task: str) -> ModelRow:
+    return ModelRow(id=1, name="m", task=task,
+                    features=[{"name": "x", "type": "numeric"},
+                              {"name": "ties", "type": "numeric"},
+                              {"name": "const", "type": "numeric"},
+                              {"name": "cat", "type": "categorical"}],
+                    cohort_keys=["region"], classes=CLASSES[task], created_at=T0)
+
+
+def data(rng: np.random.Generator, n: int, task: str, shift: float = 0.0) -> dict:
+    x = rng.normal(shift, 1.0, n)
+    x[rng.random(n) < 0.05] = np.nan
+    ties = np.round(rng.normal(shift, 1.0, n), 1)
+    cats = rng.choice(["a", "b", "c", "new", None], size=n, p=[0.4, 0.3, 0.2, 0.05, 0.05])
+    out = {"x": x, "ties": ties, "const": np.full(n, 2.5),
+           "cat": np.array(cats, dtype=object),
+           "region": rng.choice(["n", "s", "e", None], size=n, p=[0.4, 0.3, 0.2, 0.1])}
+    if task == "binary_classification":
+        out["score"] = rng.beta(2, 5, n)
+        out["label"] = (rng.random(n) < out["score"]).astype(float)
+    elif task == "multiclass_classification":
+        p = rng.dirichlet([2, 1, 1], n)
+        out["probs"] = p
+        out["label"] = np.array([rng.choice(3, p=row) for row in p], dtype=float)
+    else:
+        out["value"] = rng.normal(10, 3, n)
+        out["label"] = out["value"] + rng.normal(0, 1, n)
+    return out
+
+
+def reference(rng: np.random.Generator, m: ModelRow, sample_size: int) -> CompiledProfile:
+    ref = data(rng, 3000, m.task)
+    ref["cat"] = np.array(rng.choice(["a", "b", "c"], size=3000), dtype=object)
+    shape = ModelShape.of(m)
+    rows = rows_(shape, ref, np.zeros(3000), np.full(3000, np.nan))
+    profile = build_profile(m, rows.features, prediction_values(shape, rows), rows.n,
+                            n_bins=10, sample_size=sample_size)
+    return CompiledProfile.compile(profile, "k")
+
+
+def rows_(shape: ModelShape, d: dict, offsets: np.ndarray, label: np.ndarray,
+          delays: np.ndarray | None = None):
+    n = offsets.shape[0]
+    classes = list(shape.classes)
+    feats = [{"x": None if np.isnan(d["x"][i]) else float(d["x"][i]),
+              "ties": float(d["ties"][i]), "const": float(d["const"][i]), "cat": d["cat"][i]}
+             for i in range(n)]
+    lc: list = [None] * n
+    lv: list = [None] * n
+    for i in range(n):
+        if not np.isnan(label[i]):
+            if shape.task == "regression":
+                lv[i] = float(label[i])
+            else:
+                lc[i] = classes[int(label[i])]
+    ts = T0.timestamp() + offsets
+    delays = np.zeros(n) if delays is None else delays
+    return rows_from_records(
+        shape, [7] * n, ts.tolist(), feats, [{"region": r} for r in d["region"]],
+        d["score"].tolist() if "score" in d else [None] * n,
+        d["value"].tolist() if "value" in d else [None] * n,
+        [dict(zip(classes, p.tolist(), strict=True)) for p in d["probs"]] if "probs" in d
+        else [None] * n, lc, lv,
+        [None if np.isnan(label[i]) else ts[i] + delays[i] for i in range(n)])
+
+
+def merged_window(rng: np.random.Generator, m: ModelRow, cp: CompiledProfile, d: dict,
+                  labeled: np.ndarray, delays: np.ndarray) -> MergedWindow:
+    """The window's summaries as ingest would write them: predictions in random batches,
+    a third of the labels inline, a third arriving before (joined when the prediction comes)
+    and a third after (a pair-only summary); every part packed, unpacked and merged in a
+    random order."""
+    shape = ModelShape.of(m)
+    n = d["label"].shape[0]
+    offsets = np.sort(rng.uniform(0, 3600, n))
+    later = labeled & (rng.random(n) < 1 / 3)
+    with_prediction = labeled & ~later
+    label_now = np.where(with_prediction, d["label"], np.nan)
+    parts: list[bytes] = []
+    order = rng.permutation(n)
+    for batch in np.array_split(order, 7):
+        rows = rows_(shape, {k: v[batch] for k, v in d.items()}, offsets[batch],
+                     label_now[batch], delays[batch])
+        bucket = np.floor(rows.ts / BUCKET).astype(np.int64)
+        keys, group = np.unique(bucket, return_inverse=True)
+        for g in range(keys.shape[0]):
+            sub = rows.take(np.flatnonzero(group == g))
+            parts.append(pack_outcome(outcome_summary(shape, sub, count_predictions=True)))
+        for s in drift_summaries(shape, cp, rows, group, keys.shape[0]):
+            parts.append(pack_drift(s))
+    late = np.flatnonzero(later)
+    for batch in np.array_split(rng.permutation(late), 3):
+        rows = rows_(shape, {k: v[batch] for k, v in d.items()}, offsets[batch],
+                     d["label"][batch], delays[batch])
+        parts.append(pack_outcome(outcome_summary(shape, rows, count_predictions=False)))
+    w = MergedWindow(7, T0, T0, OutcomeSummary(), DriftSummary("k", 0, np.zeros(cp.size,
+                                                                                np.int64)))
+    for i in rng.permutation(len(parts)):
+        try:
+            w.outcome.add(unpack_outcome(parts[i]))
+        except (KeyError, ValueError):
+            w.drift.add(unpack_drift(parts[i], "k"))
+    return w
+
+
+TH = compute.Thresholds(min_n=30, cohort_min_n=20)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("task", list(CLASSES))
+def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str):
+    rng = np.random.default_rng(seed)
+    m = model(task)
+    sample_size = (50, 10_000)[seed % 2]  # subsampled and full reference samples
+    cp = reference(rng, m, sample_size)
+    n = int(rng.integers(40, 1500))
+    d = data(rng, n, task, shift=0.3 * (seed % 3))
+    labeled = rng.random(n) < 0.7
+    delays = rng.exponential(600, n)
+    w = merged_window(rng, m, cp, d, labeled, delays)
+    assert w.n == n and w.drift.n == n and w.outcome.labeled == int(labeled.sum())
+
+    # drift: bin counts, PSI, KS D and p against scipy on the raw values
+    report = compute.drift(w, cp, TH)
+    by_name = {f["feature"]: f for f in report["features"]}
+    for col in cp.columns:
+        if col.is_prediction:
+            got = report["prediction"]
+            values = {"binary_classification": d.get("score"), "regression": d.get("value"),
+                      "multiclass_classification": np.array(
+                          m.classes, dtype=object)[np.argmax(d["probs"], axis=1)]
+                      if "probs" in d else None}[task]
+        else:
+            got = by_name[col.name]
+            values = d[col.name]
+        counts = col.binning.counts(values)
+        assert got["current_counts"] == counts.tolist()
+        expected = psi(col.reference_counts, counts, min_n=TH.min_n)
+        assert got["psi"] == expected.value
+        if col.ks is not None:
+            x = np.asarray(values, dtype=float)
+            x = x[np.isfinite(x)]
+            if min(x.size, col.ks.sample.size) >= TH.min_n:
+                ref = stats.ks_2samp(col.ks.sample, x)
+                assert got["ks_statistic"] == float(ref.statistic)
+                assert got["ks_pvalue"] == pytest.approx(float(ref.pvalue), rel=1e-12)
+            else:
+                assert got["ks_statistic"] is None
+
+    # calibration at several bin counts
+    y = d["label"][labeled]
+    for bins in (10, 7, 100):
+        got = compute.calibration(m, w, TH, bins)
+        if task == "regression":
+            assert got["status"] == "not_applicable"
+            break
+        ref = (calibration_binary(d["score"][labeled], y, bins, min_n=TH.min_n)
+               if task == "binary_classification"
+               else calibration_multiclass(d["probs"][labeled], y, bins, min_n=TH.min_n))
+        assert got["n"] == ref.n
+        assert [b["count"] for b in got["bins"]] == [b.count for b in ref.bins]
+        for key in ("ece", "mce", "brier"):
+            assert got[key] == pytest.approx(getattr(ref, key), rel=1e-12, abs=1e-15)
+        assert got["reason"] == ref.reason
+
+    # cohorts
+    preds = {"binary_classification": d.get("score"), "regression": d.get("value"),
+             "multiclass_classification": d.get("probs")}[task]
+    kind = compute.TASK[task]
+    got = compute.cohorts(m, w, TH)["region"]
+    ref = cohort_error(d["region"], preds, np.where(labeled, d["label"], np.nan), task=kind,
+                       min_n=TH.cohort_min_n).to_dict()
+    assert got["n"] == ref["n"] and got["n_dropped"] == ref["n_dropped"]
+    assert [c["cohort"] for c in got["cohorts"]] == [c["cohort"] for c in ref["cohorts"]]
+    for a, b in zip([got["overall"], *got["cohorts"]], [ref["overall"], *ref["cohorts"]],
+                    strict=True):
+        for k, v in b.items():
+            if isinstance(v, float):
+                assert a[k] == pytest.approx(v, rel=1e-12, abs=1e-15), k
+            else:
+                assert a[k] == v, k
+
+    # labels: coverage exact, delays within the sketch's rank error
+    got = compute.label_stats(w, TH)
+    assert got["label_coverage"] == labeled.sum() / n
+    lab_delays = np.sort(delays[labeled])
+    for q, key in ((0.5, "label_delay_p50_seconds"), (0.9, "label_delay_p90_seconds")):
+        if lab_delays.size <= 200:  # the sketch keeps every value: exact (to the microsecond
+            # that epoch-second floats keep)
+            assert got[key] == pytest.approx(
+                np.quantile(lab_delays, q, method="inverted_cdf"), abs=1e-6)
+        else:
+            rank = np.searchsorted(lab_delays, got[key], side="right") / lab_delays.size
+            assert abs(rank - q) <= KLL_RANK_ERROR
+
+
+def test_categories_unseen_in_the_reference_share_one_bin():
+    rng = np.random.default_rng(1)
+    m = model("binary_classification")
+    cp = reference(rng, m, 1000)
+    cat = next(c for c in cp.columns if c.name == "cat")
+    assert cat.binning == fit_categorical_bins(["a", "b", "c"])
+    d = data(rng, 500, m.task)
+    w = merged_window(rng, m, cp, d, np.zeros(500, bool), np.zeros(500))
+    got = {f["feature"]: f for f in compute.drift(w, cp, TH)["features"]}["cat"]
+    assert got["bins"][-2:] == ["(unseen)", "missing"]
+    assert got["current_counts"][-2] == int(np.sum(d["cat"] == "new"))
+    assert got["current_counts"][-1] == int(np.sum(np.equal(d["cat"], None)))
+
+
+def test_a_summary_does_not_grow_with_the_rows_it_counts():
+    rng = np.random.default_rng(2)
+    m = model("binary_classification")
+    cp = reference(rng, m, 10_000)
+    shape = ModelShape.of(m)
+    sizes = []
+    for n in (20_000, 200_000):
+        d = data(rng, n, m.task)
+        rows = rows_(shape, d, np.zeros(n), d["label"])
+        s = drift_summaries(shape, cp, rows, np.zeros(n, np.int64), 1)[0]
+        o = outcome_summary(shape, rows, count_predictions=True)
+        sizes.append(len(pack_drift(s)) + len(pack_outcome(o)))
+    # the same slots and bins whatever the count (compression makes the bytes vary a little)
+    assert sizes[1] < 1.5 * sizes[0]
+
+
+def test_cohorts_beyond_the_cap_are_folded_and_the_total_is_kept():
+    m = model("binary_classification")
+    shape = ModelShape.of(m)
+    n = 600
+    d = data(np.random.default_rng(3), n, m.task)
+    d["region"] = np.array([f"r{i % 300}" for i in range(n)], dtype=object)
+    o = outcome_summary(shape, rows_(shape, d, np.zeros(n), d["label"]),
+                        count_predictions=True)
+    before = o.cohorts["region"]
+    o.cap_cohorts(10)
+    after = o.cohorts["region"]
+    assert len(after.cohorts) == 10 and after.cohorts[-1] == "(other)"
+    assert after.n.sum() == before.n.sum() == n
+    assert after.first.sum() == before.first.sum()
