@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,12 +17,7 @@ from scipy import stats
 
 from app.monitoring._result import INSUFFICIENT_DATA, INVALID_INPUT, OK, JsonResult
 from app.monitoring.binning import (
-    CategoricalBinning,
-    NumericBinning,
     SortedSample,
-    fit_categorical_bins,
-    fit_numeric_bins,
-    missing_rate,
     sorted_sample,
 )
 
@@ -424,112 +418,8 @@ def correct_ks(
     return out
 
 
-@dataclass(frozen=True)
-class FeatureDrift(JsonResult):
-    """Everything the drift report needs for one feature; ``ks`` is None for categoricals."""
-
-    binning: NumericBinning | CategoricalBinning
-    ref_counts: tuple[int, ...]
-    cur_counts: tuple[int, ...]
-    ref_missing_rate: float | None
-    cur_missing_rate: float | None
-    psi: PsiResult
-    ks: KsResult | None
-
-
-def numeric_drift(
-    ref: np.ndarray | SortedSample,
-    cur: np.ndarray | SortedSample,
-    binning: NumericBinning | None = None,
-    *,
-    n_bins: int = 10,
-    eps: float = PSI_EPS,
-    thresholds: PsiThresholds | None = None,
-    d_threshold: float = KS_D_THRESHOLD,
-    alpha: float = KS_ALPHA,
-    min_n: int = DEFAULT_MIN_N,
-    exact_pvalue: bool = True,
-) -> FeatureDrift:
-    """PSI and KS for one numeric feature with a single sort of each window."""
-    rs = sorted_sample(ref)
-    cs = sorted_sample(cur)
-    b = binning if binning is not None else fit_numeric_bins(rs, n_bins)
-    rc = b.counts(rs)
-    cc = b.counts(cs)
-    return FeatureDrift(
-        binning=b, ref_counts=tuple(rc.tolist()), cur_counts=tuple(cc.tolist()),
-        ref_missing_rate=missing_rate(rc), cur_missing_rate=missing_rate(cc),
-        psi=psi(rc, cc, eps, thresholds=thresholds, min_n=min_n),
-        ks=ks(rs, cs, d_threshold=d_threshold, alpha=alpha, min_n=min_n,
-              exact_pvalue=exact_pvalue),
-    )
-
-
-def categorical_drift(
-    ref: Any,
-    cur: Any,
-    binning: CategoricalBinning | None = None,
-    *,
-    eps: float = PSI_EPS,
-    thresholds: PsiThresholds | None = None,
-    min_n: int = DEFAULT_MIN_N,
-) -> FeatureDrift:
-    """PSI for one categorical feature (KS has no meaning without an order)."""
-    b = binning if binning is not None else fit_categorical_bins(ref)
-    rc = b.counts(ref)
-    cc = b.counts(cur)
-    return FeatureDrift(
-        binning=b, ref_counts=tuple(rc.tolist()), cur_counts=tuple(cc.tolist()),
-        ref_missing_rate=missing_rate(rc), cur_missing_rate=missing_rate(cc),
-        psi=psi(rc, cc, eps, thresholds=thresholds, min_n=min_n), ks=None,
-    )
-
-
-def drift_features(
-    ref: Mapping[str, np.ndarray],
-    cur: Mapping[str, np.ndarray],
-    binnings: Mapping[str, NumericBinning] | None = None,
-    *,
-    workers: int = 1,
-    n_bins: int = 10,
-    eps: float = PSI_EPS,
-    thresholds: PsiThresholds | None = None,
-    d_threshold: float = KS_D_THRESHOLD,
-    alpha: float = KS_ALPHA,
-    min_n: int = DEFAULT_MIN_N,
-    correction: Literal["bh", "bonferroni"] | None = "bh",
-    exact_pvalue: bool = True,
-) -> dict[str, FeatureDrift]:
-    """Numeric drift for every feature present in both windows, KS corrected across them.
-
-    The time goes into numpy sorts, which release the GIL, so ``workers`` threads give
-    near-linear speed-up on a multi-core host without copying the columns to processes.
-    """
-    names = [k for k in ref if k in cur]
-    binnings = binnings or {}
-
-    def one(name: str) -> FeatureDrift:
-        return numeric_drift(
-            ref[name], cur[name], binnings.get(name), n_bins=n_bins, eps=eps,
-            thresholds=thresholds, d_threshold=d_threshold, alpha=alpha, min_n=min_n,
-            exact_pvalue=exact_pvalue,
-        )
-
-    if workers > 1 and len(names) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            done = dict(zip(names, pool.map(one, names), strict=True))
-    else:
-        done = {name: one(name) for name in names}
-    if correction is not None:
-        ks_results = {k: v.ks for k, v in done.items() if v.ks is not None}
-        for k, r in correct_ks(ks_results, correction).items():
-            done[k] = dataclasses.replace(done[k], ks=r)
-    return done
-
-
 __all__ = [
     "DEFAULT_MIN_N",
-    "FeatureDrift",
     "KsPoints",
     "KsResult",
     "PSI_EPS",
@@ -537,13 +427,10 @@ __all__ = [
     "PsiThresholds",
     "benjamini_hochberg",
     "bonferroni",
-    "categorical_drift",
     "correct_ks",
-    "drift_features",
     "ks",
     "ks_from_counts",
     "ks_statistic",
     "ks_statistic_from_counts",
-    "numeric_drift",
     "psi",
 ]

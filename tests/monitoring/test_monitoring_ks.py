@@ -6,13 +6,14 @@ from scipy import stats
 from app.monitoring import (
     INSUFFICIENT_DATA,
     OK,
+    KsPoints,
     benjamini_hochberg,
     bonferroni,
     correct_ks,
-    drift_features,
     ks,
+    ks_from_counts,
     ks_statistic,
-    numeric_drift,
+    ks_statistic_from_counts,
 )
 
 
@@ -170,25 +171,26 @@ def test_correction_across_features_re_decides_drift():
     assert bonf_drift <= raw_drift and "f0" in bonf_drift
 
 
-def test_numeric_drift_uses_one_binning_and_reports_missing_rates():
-    rng = np.random.default_rng(9)
-    ref = rng.normal(size=3000)
-    cur = rng.normal(1.0, size=2000)
-    cur[:200] = np.nan
-    r = numeric_drift(ref, cur)
-    assert r.ref_missing_rate == 0.0 and r.cur_missing_rate == pytest.approx(0.1)
-    assert r.psi.band == "major" and r.ks.drift is True
-    assert r.ks.statistic == stats.ks_2samp(ref, cur[200:]).statistic
-    d = assert_json_safe(r)
-    assert d["binning"]["kind"] == "numeric"
+@pytest.mark.parametrize("i", range(48))
+def test_ks_from_slot_counts_equals_scipy(i):
+    """Counts of current values at and between the reference points are all KS needs."""
+    rng = np.random.default_rng(1000 + i)
+    ref, cur = _case(rng, i)
+    if i % 3 == 0:  # beyond scipy's exact limit: D from the counts, asymptotic p
+        cur = np.concatenate([cur, rng.normal(size=12_000)])
+    points = KsPoints.of(ref)
+    counts = np.bincount(points.slots(cur), minlength=points.n_slots)
+    got = ks_from_counts(points, counts, min_n=1)
+    expected = stats.ks_2samp(ref, cur)
+    assert got.statistic == float(expected.statistic)
+    assert got.pvalue == float(expected.pvalue)
+    assert got.n_ref == ref.size and got.n_cur == cur.size
+    if max(ref.size, cur.size) > 10_000:
+        assert ks_statistic_from_counts(points, counts) == float(expected.statistic)
 
 
-def test_drift_features_threads_give_same_results():
-    rng = np.random.default_rng(10)
-    ref = {f"f{i}": rng.normal(size=3000) for i in range(5)}
-    cur = {f"f{i}": rng.normal(0.1 * i, size=3000) for i in range(5)}
-    one = drift_features(ref, cur, workers=1)
-    two = drift_features(ref, cur, workers=2)
-    assert one == two
-    assert one["f4"].ks.correction == "bh"
-    assert one["f0"].ks.drift is False and one["f4"].ks.drift is True
+def test_ks_from_counts_reports_missing_and_too_few():
+    points = KsPoints.of(np.arange(500.0))
+    r = ks_from_counts(points, np.zeros(points.n_slots, np.int64), n_cur_missing=7)
+    assert r.status == INSUFFICIENT_DATA and r.n_cur == 0 and r.n_cur_missing == 7
+    assert_json_safe(r)

@@ -1,0 +1,27 @@
+"""The stored metric names live in one catalogue; the docs and the history report follow it."""
+
+from __future__ import annotations
+
+import re
+
+from app.evaluation.catalogue import METRICS
+from tests.conftest import ROOT
+
+
+def test_docs_list_exactly_the_catalogue_by_job():
+    text = (ROOT / "docs" / "jobs.md").read_text()
+    documented: dict[str, str] = {}
+    for job in ("drift", "calibration", "cohorts", "labels"):
+        row = re.search(rf"^\| {job} \| (.*) \|$", text, flags=re.M)
+        assert row, job
+        for name in re.findall(r"`([a-z0-9_]+)`", row.group(1)):
+            documented[name] = job
+    assert documented == {name: m.job for name, m in METRICS.items()}
+
+
+def test_history_refuses_a_name_outside_the_catalogue(client):
+    assert client.post("/v1/models", json={"name": "m", "task": "regression", "features": [
+        {"name": "x", "type": "numeric"}]}).status_code == 201
+    r = client.get("/v1/models/m/history", params={"metric": "feature_psy"})
+    assert r.status_code == 404
+    assert all(name in r.json()["message"] for name in METRICS)
