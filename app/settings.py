@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     metrics_max_versions: int = Field(default=10, ge=1)
     # Results of windows that ended longer ago than this are no longer exported.
     metrics_max_result_age_seconds: float = Field(default=7200.0, gt=0)
+
+    @model_validator(mode="after")
+    def _windows_are_whole_buckets(self) -> Settings:
+        ratio = self.job_window_seconds / self.job_interval_seconds
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ValueError(
+                "MODELMON_JOB_WINDOW_SECONDS must be a whole multiple of "
+                "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
+        return self
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
