@@ -1,5 +1,6 @@
-"""The one catalogue of stored metric names: what each job stores in `metric_results`, and
-what a row's `subject` is. The jobs' result rows, the history report and the docs read it."""
+"""The one catalogue of stored metric names: what each job stores in `metric_results`, what a
+row's `subject` is, and how /metrics exports it. The jobs' result rows, the history report,
+/metrics and the docs (held equal by a test) all read it."""
 
 from __future__ import annotations
 
@@ -10,23 +11,37 @@ class StoredMetric(NamedTuple):
     job: str
     subject: str | None  # "feature", "cohort" ("key=value") or None (model level)
     description: str
+    gauge: str | None = None  # the /metrics gauge of its latest value, if exported as such
+    check: str | None = None  # the health check its decision feeds on /metrics
 
 
+M = StoredMetric
 METRICS: dict[str, StoredMetric] = {
-    "feature_psi": StoredMetric("drift", "feature", "PSI against the reference bins"),
-    "feature_ks_statistic": StoredMetric("drift", "feature",
-                                         "KS D against the reference sample (numeric)"),
-    "feature_missing_ratio": StoredMetric("drift", "feature", "share of missing values"),
-    "prediction_psi": StoredMetric("drift", None, "PSI of the prediction"),
-    "prediction_ks_statistic": StoredMetric("drift", None, "KS D of the prediction (numeric)"),
-    "calibration_ece": StoredMetric("calibration", None, "expected calibration error"),
-    "calibration_mce": StoredMetric("calibration", None, "maximum calibration error"),
-    "calibration_brier": StoredMetric("calibration", None, "Brier score"),
-    "error_ratio": StoredMetric("cohorts", None, "overall error rate (classification)"),
-    "error_mae": StoredMetric("cohorts", None, "overall mean absolute error (regression)"),
-    "cohort_error_ratio": StoredMetric("cohorts", "cohort", "error rate per cohort"),
-    "cohort_mae": StoredMetric("cohorts", "cohort", "mean absolute error per cohort"),
-    "label_coverage": StoredMetric("labels", None, "labeled share of the predictions"),
-    "label_delay_p50_seconds": StoredMetric("labels", None, "median label delay (KLL sketch)"),
-    "label_delay_p90_seconds": StoredMetric("labels", None, "p90 label delay (KLL sketch)"),
+    "feature_psi": M("drift", "feature", "PSI of the latest window against the reference.",
+                     "modelmon_feature_psi", "feature_drift"),
+    "feature_ks_statistic": M("drift", "feature", "Two-sample KS D against the reference.",
+                              "modelmon_feature_ks_statistic", "feature_drift"),
+    "feature_missing_ratio": M("drift", "feature", "Share of missing values.",
+                               "modelmon_feature_missing_ratio"),
+    "prediction_psi": M("drift", None, "PSI of the prediction.", "modelmon_prediction_psi",
+                        "prediction_drift"),
+    "prediction_ks_statistic": M("drift", None, "KS D of the prediction.",
+                                 "modelmon_prediction_ks_statistic", "prediction_drift"),
+    "calibration_ece": M("calibration", None, "Expected calibration error.",
+                         "modelmon_calibration_ece_ratio", "calibration"),
+    "calibration_mce": M("calibration", None, "Maximum calibration error.",
+                         "modelmon_calibration_mce_ratio"),
+    "calibration_brier": M("calibration", None, "Brier score.",
+                           "modelmon_calibration_brier_score"),
+    "error_ratio": M("cohorts", None, "Overall error rate of the window.",
+                     "modelmon_error_ratio"),
+    "error_mae": M("cohorts", None, "Overall mean absolute error of the window (regression)."),
+    "cohort_error_ratio": M("cohorts", "cohort", "Error rate per cohort.", None,
+                            "cohort_error"),
+    "cohort_mae": M("cohorts", "cohort", "Mean absolute error per cohort.", None,
+                    "cohort_error"),
+    "label_coverage": M("labels", None, "Share of predictions with a label.",
+                        "modelmon_label_coverage_ratio", "label_coverage"),
+    "label_delay_p50_seconds": M("labels", None, "Median label delay (KLL sketch)."),
+    "label_delay_p90_seconds": M("labels", None, "90th percentile label delay (KLL sketch)."),
 }

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from app import __version__
+from app.evaluation.catalogue import METRICS
 
 if TYPE_CHECKING:
     from app.ingest.validation import ModelSchema
@@ -149,22 +150,8 @@ class QualityCollector(Collector):
 
 
 DECISION = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
-CHECK_OF = {"feature_psi": "feature_drift", "feature_ks_statistic": "feature_drift",
-            "prediction_psi": "prediction_drift", "prediction_ks_statistic": "prediction_drift",
-            "calibration_ece": "calibration", "cohort_error_ratio": "cohort_error",
-            "cohort_mae": "cohort_error", "label_coverage": "label_coverage"}
-RESULT_GAUGES = {
-    "feature_psi": ("modelmon_feature_psi", "PSI of the latest window against the reference."),
-    "feature_ks_statistic": ("modelmon_feature_ks_statistic", "Two-sample KS D."),
-    "feature_missing_ratio": ("modelmon_feature_missing_ratio", "Share of missing values."),
-    "prediction_psi": ("modelmon_prediction_psi", "PSI of the prediction."),
-    "prediction_ks_statistic": ("modelmon_prediction_ks_statistic", "KS D of the prediction."),
-    "calibration_ece": ("modelmon_calibration_ece_ratio", "Expected calibration error."),
-    "calibration_mce": ("modelmon_calibration_mce_ratio", "Maximum calibration error."),
-    "calibration_brier": ("modelmon_calibration_brier_score", "Brier score."),
-    "error_ratio": ("modelmon_error_ratio", "Overall error rate of the window."),
-    "label_coverage": ("modelmon_label_coverage_ratio", "Share of predictions with a label."),
-}
+CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
+RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
 
 
 def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
