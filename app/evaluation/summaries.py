@@ -115,10 +115,15 @@ def rows_from_records(shape: ModelShape, version_id: list[int], ts: list[float],
     n = len(ts)
     out = Rows(version_id=np.asarray(version_id, dtype=np.int64),
                ts=np.asarray(ts, dtype=np.float64))
+    numeric = [name for name, kind in shape.features if kind == "numeric"]
+    if numeric:  # one pass over the rows; None becomes NaN in the float conversion
+        table = np.array([[d.get(name) for name in numeric] for d in features],
+                         dtype=np.float64).reshape(n, len(numeric))
+        for j, name in enumerate(numeric):
+            out.features[name] = table[:, j]
     for name, kind in shape.features:
-        col = [d.get(name) for d in features]
-        out.features[name] = (np.array([np.nan if v is None else v for v in col], np.float64)
-                              if kind == "numeric" else np.array(col, dtype=object))
+        if kind != "numeric":
+            out.features[name] = np.array([d.get(name) for d in features], dtype=object)
     for key in shape.cohort_keys:
         out.cohorts[key] = np.array([c.get(key) for c in cohorts], dtype=object)
     if shape.task == "binary_classification":
@@ -240,9 +245,11 @@ class DriftSummary:
         return self.counts[start:start + length]
 
 
-def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
-                    n_groups: int) -> list[DriftSummary]:
-    """One drift summary per group of rows (``group[i]`` in [0, n_groups))."""
+def drift_counts(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
+                 n_groups: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per group of rows (``group[i]`` in [0, n_groups)): (rows, non-zero slot indices,
+    their counts) on the profile's layout. Sparse, so that a small batch costs what its rows
+    cost, not what the layout holds."""
     parts: list[np.ndarray] = []
     for layout in cp.columns:
         if layout.is_prediction:
@@ -258,16 +265,24 @@ def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: n
             finite = np.isfinite(x)
             parts.append(group[finite] * cp.size + layout.ks_offset
                          + layout.ks.slots(x[finite]))
-    size = cp.size
-    out = []
-    if parts:
-        counts = np.bincount(np.concatenate(parts),
-                             minlength=n_groups * size).reshape(n_groups, size)
-    else:
-        counts = np.zeros((n_groups, size), dtype=np.int64)
+    flat = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+    starts = np.flatnonzero(np.diff(flat, prepend=-1))
+    slots = flat[starts]
+    counts = np.diff(np.append(starts, flat.shape[0]))
+    bounds = np.searchsorted(slots, np.arange(n_groups + 1) * cp.size)
     sizes = np.bincount(group, minlength=n_groups)
-    for g in range(n_groups):
-        out.append(DriftSummary(cp.key, int(sizes[g]), counts[g].astype(np.int64)))
+    return [(int(sizes[g]), slots[bounds[g]:bounds[g + 1]] - g * cp.size,
+             counts[bounds[g]:bounds[g + 1]]) for g in range(n_groups)]
+
+
+def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
+                    n_groups: int) -> list[DriftSummary]:
+    """One drift summary per group of rows."""
+    out = []
+    for n, idx, val in drift_counts(shape, cp, rows, group, n_groups):
+        counts = np.zeros(cp.size, dtype=np.int64)
+        counts[idx] = val
+        out.append(DriftSummary(cp.key, n, counts))
     return out
 
 
@@ -393,17 +408,23 @@ def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups
 # --------------------------------------------------------------------------- bytes
 
 
-def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    """A small self-describing container: JSON header, raw arrays, zlib."""
+def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray], *,
+         compress: bool = True) -> bytes:
+    """A small self-describing container: a format byte, a JSON header, the raw arrays;
+    zlib-compressed unless ``compress`` is false (the rows of an open bucket, which live only
+    until the bucket is compacted, skip it: it would cost the ingest path)."""
     header = {"meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
                                        for k, a in arrays.items()]}
     h = json.dumps(header, separators=(",", ":")).encode()
     body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-    return zlib.compress(struct.pack("<I", len(h)) + h + body, 1)
+    raw = struct.pack("<I", len(h)) + h + body
+    return b"Z" + zlib.compress(raw, 1) if compress else b"R" + raw
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    raw = zlib.decompress(data)
+    if data[:1] not in (b"Z", b"R"):
+        raise ValueError("not a summary payload")
+    raw = zlib.decompress(data[1:]) if data[:1] == b"Z" else data[1:]
     (hlen,) = struct.unpack_from("<I", raw)
     header = json.loads(raw[4:4 + hlen])
     arrays: dict[str, np.ndarray] = {}
@@ -416,23 +437,42 @@ def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header["meta"], arrays
 
 
-def _sparse(counts: np.ndarray) -> dict[str, np.ndarray]:
-    nz = np.flatnonzero(counts)
-    if nz.size * 2 < counts.size:
-        return {"idx": nz.astype(np.int32), "val": counts[nz].astype(np.int64)}
-    return {"dense": counts.astype(np.int64)}
+def _smallest_uint(x: np.ndarray) -> np.ndarray:
+    top = int(x.max()) if x.size else 0
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return x.astype(dt)
+    return x.astype(np.uint64)
+
+
+def _counts_arrays(size: int, idx: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
+    """Non-zero counts as gaps between their slots and values, each in the smallest unsigned
+    type (about 3 bytes a count); dense when more than half the slots are non-zero."""
+    if idx.size * 2 < size:
+        return {"gap": _smallest_uint(np.diff(idx, prepend=0)), "val": _smallest_uint(val)}
+    dense = np.zeros(size, dtype=np.int64)
+    dense[idx] = val
+    return {"dense": _smallest_uint(dense)}
 
 
 def _dense(arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
     if "dense" in arrays:
         return arrays["dense"].astype(np.int64)
     out = np.zeros(size, dtype=np.int64)
-    out[arrays["idx"]] = arrays["val"]
+    out[np.cumsum(arrays["gap"], dtype=np.int64)] = arrays["val"]
     return out
 
 
 def pack_drift(s: DriftSummary) -> bytes:
-    return pack({"n": s.n, "size": int(s.counts.shape[0])}, _sparse(s.counts))
+    nz = np.flatnonzero(s.counts)
+    size = int(s.counts.shape[0])
+    return pack({"n": s.n, "size": size}, _counts_arrays(size, nz, s.counts[nz]))
+
+
+def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> bytes:
+    """``pack_drift`` of counts held as (non-zero index, count), uncompressed: the rows a
+    batch adds live only until their bucket is compacted."""
+    return pack({"n": n, "size": size}, _counts_arrays(size, idx, val), compress=False)
 
 
 def unpack_drift(data: bytes, key: str) -> DriftSummary:

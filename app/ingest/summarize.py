@@ -20,13 +20,13 @@ from app.evaluation.summaries import (
     ModelShape,
     Rows,
     bucket_starts,
-    drift_summaries,
+    drift_counts,
     outcome_summaries,
-    pack_drift,
+    pack_drift_counts,
     pack_outcome,
     rows_from_records,
 )
-from app.ingest.writer import CompletedPair, StoredLabel
+from app.ingest.writer import N_STAGE, CompletedPair, StoredLabel
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
 
@@ -63,9 +63,10 @@ def _summary_rows(shape: ModelShape, rows: Rows, bucket_seconds: float, *,
         mine = [g for g, (v, _) in enumerate(keys) if v == vid]
         at = np.flatnonzero(np.isin(group, mine))
         local = np.searchsorted(mine, group[at])
-        for g, d in zip(mine, drift_summaries(shape, cp, rows.take(at), local, len(mine)),
-                        strict=True):
-            out.append(SummaryRow(vid, _when(keys[g][1]), DRIFT, cp.key, d.n, pack_drift(d)))
+        for g, (n, idx, val) in zip(mine, drift_counts(shape, cp, rows.take(at), local,
+                                                       len(mine)), strict=True):
+            out.append(SummaryRow(vid, _when(keys[g][1]), DRIFT, cp.key, n,
+                                  pack_drift_counts(n, cp.size, idx, val)))
     return out
 
 
@@ -91,10 +92,12 @@ def for_predictions(shapes: dict[int, ModelShape], new_rows: list[tuple],
                 label_value.append(r[13])
                 label_ts.append(r[1].timestamp() if r[12] is not None or r[13] is not None
                                 else None)
+        parsed = [r[N_STAGE] if len(r) > N_STAGE else (_loads(r[5]), _loads(r[6]), _loads(r[9]))
+                  for r in rs]
         rows = rows_from_records(
             shapes[model_id], [r[3] for r in rs], [r[1].timestamp() for r in rs],
-            [_loads(r[5]) for r in rs], [_loads(r[6]) for r in rs], [r[7] for r in rs],
-            [r[8] for r in rs], [_loads(r[9]) for r in rs], label_class, label_value, label_ts)
+            [p[0] for p in parsed], [p[1] for p in parsed], [r[7] for r in rs],
+            [r[8] for r in rs], [p[2] for p in parsed], label_class, label_value, label_ts)
         out[model_id] = _summary_rows(shapes[model_id], rows, bucket_seconds,
                                       count_predictions=True, profiles=profiles)
     return out

@@ -291,6 +291,8 @@ def validate_predictions(
             score, value,
             None if probabilities is None else _to_json(probabilities),
             predicted, latency, gt[0], gt[1],
+            # not stored: the parsed values, so that summaries need not parse them again
+            (features, cohorts, probabilities),
         ))
     _refuse_if_any(problems, len(records))
     return rows, repeats

@@ -33,6 +33,7 @@ PREDICTION_COLUMNS = (
     "score", "value", "probabilities", "predicted_label", "latency_ms",
 )
 STAGE_COLUMNS = (*PREDICTION_COLUMNS, "gt_class", "gt_value")
+N_STAGE = len(STAGE_COLUMNS)  # a validated row may carry more (its parsed values) after these
 _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
 _PAIRING_LOCK = 0x6D6D5041  # "mmPA"
 
@@ -117,7 +118,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
     with raw.cursor() as cur:
         with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
             for row in rows:
-                cp.write_row(row)
+                cp.write_row(row[:N_STAGE])
     return {(r[0], r[1]): None if r[4] is None else StoredLabel(r[2], r[3], _utc(r[4]))
             for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
 
