@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from app.api.body import read_body
 from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
@@ -26,7 +27,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def post_predictions(request: Request, engine: EngineDep, partitions: PartitionsDep,
                            settings: SettingsDep, profiles: ProfilesDep) -> dict[str, int]:
-    body = await read_batch(request, settings)
+    body = await read_body(request, settings.max_body_bytes)  # decoded in the worker thread
     result = await run_in_threadpool(
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,

@@ -10,10 +10,11 @@ from psycopg.errors import CheckViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from app.api.body import parse_json
 from app.errors import ApiError
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
-from app.ingest import slo, summarize
+from app.ingest import decode, slo, summarize
 from app.ingest import validation as v
 from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
 from app.settings import Settings
@@ -37,8 +38,12 @@ def _limits(settings: Settings) -> v.Limits:
 
 
 def _schemas(engine: Engine, records: list[Any]) -> dict[str, v.ModelSchema]:
+    return _schemas_named(engine, v.referenced_models(records))
+
+
+def _schemas_named(engine: Engine, names: set[str]) -> dict[str, v.ModelSchema]:
     with engine.connect() as conn:
-        rows = registry.get_models(conn=conn, names=v.referenced_models(records))
+        rows = registry.get_models(conn=conn, names=names)
         versions = registry.version_ids(conn=conn, model_ids={m.id for m in rows.values()})
     by_model: dict[int, dict[str, int]] = {}
     for (model_id, version), vid in versions.items():
@@ -70,10 +75,25 @@ def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
         summary_store.append(conn=conn, model_id=model_id, rows=rows)
 
 
+_DECODERS: dict[Any, decode.ModelDecoders] = {}
+
+
 def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
-                       body: Any, metrics: ServiceMetrics | None = None,
+                       body: bytes | Any, metrics: ServiceMetrics | None = None,
                        profiles: ProfileCache | None = None) -> WriteResult:
-    records, schemas, rows, repeats = _validated(engine, settings, body, "records", metrics)
+    """Store a batch. ``body`` is the request's bytes (the typed fast path decodes them, and
+    steps aside for the complete validator on anything it does not accept) or parsed JSON."""
+    try:
+        if not isinstance(body, (bytes, bytearray)):
+            raise decode.NotFast
+        names, schemas, rows, repeats = decode.decode_predictions(
+            bytes(body), lambda ns: _schemas_named(engine, ns), _limits(settings),
+            settings.max_batch_records, _DECODERS)
+    except decode.NotFast:
+        parsed = parse_json(body) if isinstance(body, (bytes, bytearray)) else body
+        records, schemas, rows, repeats = _validated(engine, settings, parsed, "records",
+                                                     metrics)
+        names = [r["model"] for r in records]
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.connect() as conn:
@@ -97,7 +117,7 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                 raise
             partitions.forget()
     if metrics is not None:
-        metrics.stored_predictions(by_id, records, result.new_rows)
+        metrics.stored_predictions(by_id, names, result.new_rows)
     return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows,
                        result.waiting_labels)
 

@@ -49,6 +49,12 @@ class ModelSchema:
     classes: frozenset[str] | None
     versions: dict[str, int]
 
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What a decoder built from this schema depends on."""
+        return (self.row.id, self.row.task, tuple(self.feature_types.items()),
+                tuple(sorted(self.cohort_keys)))
+
     @classmethod
     def build(cls, row: ModelRow, versions: dict[str, int]) -> ModelSchema:
         return cls(

@@ -84,9 +84,9 @@ class ServiceMetrics:
         for name, n in names.items():
             counter.labels(name, "rejected").inc(n)
 
-    def stored_predictions(self, by_id: dict[int, ModelSchema], records: list[Any],
+    def stored_predictions(self, by_id: dict[int, ModelSchema], sent_models: list[str],
                            new_rows: list[tuple]) -> None:
-        sent = Tally(r["model"] for r in records)
+        sent = Tally(sent_models)
         accepted = Tally(by_id[r[0]].row.name for r in new_rows)
         for name, n in sent.items():
             self.ingested.labels(name, "accepted").inc(accepted[name])

@@ -1,0 +1,194 @@
+"""The typed fast path accepts only what the complete validator accepts, with the same rows.
+
+Generated batches mix valid records with one-field mutations of every kind the contract
+refuses (wrong types, NaN, booleans, huge integers, empty or overlong strings, NUL and lone
+surrogate escapes, unknown fields, unknown models and versions, bad timestamps, out-of-range
+probabilities and sums, unknown classes, integers where class names belong). For each: when
+the complete validator refuses, the fast path must step aside (so the client gets the
+complete validator's 4xx); when the fast path accepts, the complete validator accepts the
+same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.api.body import parse_json
+from app.errors import ApiError
+from app.ingest import decode
+from app.ingest import validation as v
+from app.storage.registry import ModelRow
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+LIMITS = v.Limits(NOW, timedelta(days=1), timedelta(days=30), 1e-3)
+FEATURES = [{"name": "x", "type": "numeric"}, {"name": "y", "type": "numeric"},
+            {"name": "c", "type": "categorical"}]
+
+
+def schemas() -> dict[str, v.ModelSchema]:
+    rows = {
+        "bin": ModelRow(1, "bin", "binary_classification", FEATURES, ["region"], ["no", "yes"],
+                        NOW),
+        "multi": ModelRow(2, "multi", "multiclass_classification", FEATURES, ["region"],
+                          ["a", "b", "c"], NOW),
+        "reg": ModelRow(3, "reg", "regression", FEATURES, [], None, NOW),
+        "ints": ModelRow(4, "ints", "binary_classification", FEATURES, [], ["0", "1"], NOW),
+    }
+    return {name: v.ModelSchema.build(r, {"v1": r.id * 10}) for name, r in rows.items()}
+
+
+def valid(rng: random.Random, i: int) -> dict:
+    model = rng.choice(["bin", "multi", "reg", "ints"])
+    rec: dict = {"model": model, "version": "v1", "prediction_id": f"p{i}",
+                 "timestamp": (NOW - timedelta(minutes=rng.randint(0, 5000))).isoformat()}
+    feats = {}
+    if rng.random() < 0.9:
+        feats["x"] = rng.choice([rng.gauss(0, 1), rng.randint(-5, 5), None])
+    if rng.random() < 0.5:
+        feats["y"] = round(rng.uniform(-1e6, 1e6), 3)
+    if rng.random() < 0.8:
+        feats["c"] = rng.choice(["de", "fr", "ü-ß", None, "x" * 200])
+    if feats or rng.random() < 0.5:
+        rec["features"] = feats
+    if model == "bin" or model == "ints":
+        rec["prediction"] = {"score": rng.choice([rng.random(), 0, 1])}
+        if rng.random() < 0.3:
+            rec["prediction"]["label"] = rng.choice(["no", "yes"] if model == "bin"
+                                                    else ["0", "1"])
+        if rng.random() < 0.3:
+            rec["label"] = rng.choice(["no", "yes"] if model == "bin" else ["0", "1"])
+    elif model == "multi":
+        p = [rng.random() for _ in range(3)]
+        probs = {k: x / sum(p) for k, x in zip("abc", p, strict=True)}
+        if rng.random() < 0.3:
+            probs = {"a": 0.25, "b": 0.75}
+        rec["prediction"] = {"probabilities": probs}
+        if rng.random() < 0.3:
+            rec["label"] = rng.choice("abc")
+    else:
+        rec["prediction"] = {"value": rng.gauss(10, 5)}
+        if rng.random() < 0.3:
+            rec["label"] = rng.choice([rng.gauss(10, 5), 3])
+        if rng.random() < 0.2:
+            rec["prediction"]["label"] = "high"
+    if model in ("bin", "multi") and rng.random() < 0.5:
+        rec["cohorts"] = {"region": rng.choice(["eu", "us", None])}
+    if rng.random() < 0.3:
+        rec["latency_ms"] = rng.choice([rng.uniform(0, 50), 3])
+    return rec
+
+
+MUTATIONS = [
+    lambda r, g: r.update(model="nope"),
+    lambda r, g: r.update(version="v9"),
+    lambda r, g: r.pop("version"),
+    lambda r, g: r.update(version=3),
+    lambda r, g: r.update(prediction_id=""),
+    lambda r, g: r.update(prediction_id="x" * 201),
+    lambda r, g: r.update(prediction_id=7),
+    lambda r, g: r.update(timestamp="yesterday"),
+    lambda r, g: r.update(timestamp=(NOW + timedelta(days=2)).isoformat()),
+    lambda r, g: r.update(timestamp=(NOW - timedelta(days=31)).isoformat()),
+    lambda r, g: r.update(timestamp="2026-11-25 11:00:00"),  # a format both parsers read
+    lambda r, g: r.update(timestamp=1764000000),
+    lambda r, g: r.update(extra=1),
+    lambda r, g: r.update(features={"x": "1.5"}),
+    lambda r, g: r.update(features={"x": True}),
+    lambda r, g: r.update(features={"x": "NaN-marker"}),
+    lambda r, g: r.update(features={"c": 12}),
+    lambda r, g: r.update(features={"c": ""}),
+    lambda r, g: r.update(features={"c": "x" * 201}),
+    lambda r, g: r.update(features={"zzz": 1}),
+    lambda r, g: r.update(features=[1, 2]),
+    lambda r, g: r.update(features=None),
+    lambda r, g: r.update(features={"x": 10 ** 400}),
+    lambda r, g: r.update(features={"c": "NUL-marker"}),
+    lambda r, g: r.update(cohorts={"region": 5}),
+    lambda r, g: r.update(cohorts={"nope": "eu"}),
+    lambda r, g: r.update(cohorts={"region": "SURROGATE-marker"}),
+    lambda r, g: r.update(cohorts="eu"),
+    lambda r, g: r.update(prediction=None),
+    lambda r, g: r.pop("prediction"),
+    lambda r, g: r.update(prediction={"score": 1.5}),
+    lambda r, g: r.update(prediction={"score": -0.1, "label": "no"}),
+    lambda r, g: r.update(prediction={"value": 1.0, "score": 0.5}),
+    lambda r, g: r.update(prediction={"probabilities": {"a": 0.5, "b": 0.6}}),
+    lambda r, g: r.update(prediction={"probabilities": {"a": 0.5, "z": 0.5}}),
+    lambda r, g: r.update(prediction={"probabilities": {}}),
+    lambda r, g: r.update(prediction={"score": 0.5, "label": 1}),
+    lambda r, g: r.update(prediction={"score": 0.5, "label": "maybe"}),
+    lambda r, g: r.update(label=1),
+    lambda r, g: r.update(label="maybe"),
+    lambda r, g: r.update(label=True),
+    lambda r, g: r.update(label="NaN-marker"),
+    lambda r, g: r.update(latency_ms=-1),
+    lambda r, g: r.update(latency_ms="fast"),
+    lambda r, g: r.update(prediction_id="p0"),  # a repeat inside the batch
+]
+
+
+def encode(batch: dict) -> bytes:
+    text = json.dumps(batch, ensure_ascii=False)
+    return (text.replace('"NaN-marker"', "NaN").replace("NUL-marker", "a\\u0000b")
+            .replace("SURROGATE-marker", "\\ud800").encode())
+
+
+def complete(body: bytes) -> list[tuple] | ApiError:
+    s = schemas()
+    try:
+        records = v.records_of(parse_json(body), 10_000)
+        v.check_known(records, s, with_version=True)
+        return v.validate_predictions(records, s, LIMITS)[0]
+    except ApiError as err:
+        return err
+
+
+def stored(row: tuple) -> tuple:
+    """A row as the database reads it back: JSON objects parsed, cohorts without nulls."""
+    r = list(row[:14])
+    r[5] = json.loads(r[5])
+    r[6] = {k: x for k, x in json.loads(r[6]).items() if x is not None}
+    r[9] = None if r[9] is None else json.loads(r[9])
+    return tuple(r)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
+    rng = random.Random(seed)
+    accepted = refused = 0
+    for trial in range(60):
+        records = [valid(rng, i) for i in range(rng.randint(1, 6))]
+        if trial % 2:
+            rng.choice(MUTATIONS)(rng.choice(records), rng)
+        body = encode({"records": records})
+        expected = complete(body)
+        try:
+            _, _, rows, _ = decode.decode_predictions(body, lambda names: schemas(), LIMITS,
+                                                      10_000)
+        except decode.NotFast:
+            refused += 1
+            continue
+        accepted += 1
+        assert not isinstance(expected, ApiError), (records, expected.details)
+        assert [stored(r) for r in rows] == [stored(r) for r in expected]
+        # the values handed to the summaries are the stored ones
+        for r in rows:
+            feats, cohorts, probs = r[14]
+            assert {k: x for k, x in feats.items() if x is not None} == {
+                k: (float(x) if isinstance(x, int) and k != "c" else x)
+                for k, x in stored(r)[5].items() if x is not None}
+            assert {k: x for k, x in cohorts.items() if x is not None} == stored(r)[6]
+            assert probs == stored(r)[9]
+    # the fast path is the common path for valid batches, not a formality
+    assert accepted >= 15, (accepted, refused)
+
+
+def test_limits_still_apply_on_the_fast_path():
+    records = [valid(random.Random(1), i) for i in range(5)]
+    with pytest.raises(decode.NotFast):
+        decode.decode_predictions(encode({"records": records}), lambda names: schemas(),
+                                  LIMITS, 4)
