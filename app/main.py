@@ -18,6 +18,7 @@ from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestTimer
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
 from app.evaluation.profiles import ProfileCache
+from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
 from app.observability.metrics import QualityCollector, ServiceMetrics
 from app.settings import Settings, get_settings
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     engine = make_engine(settings)
     partitions = PartitionManager(engine)
     profiles = ProfileCache()
+    schemas = SchemaCache()
 
     registry = CollectorRegistry()
     service_metrics = ServiceMetrics(registry)
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.state.engine = engine
     app.state.partitions = partitions
     app.state.profiles = profiles
+    app.state.schemas = schemas
     app.state.registry = registry
     app.state.metrics = service_metrics
     errors.install(app, retry_after=settings.retry_after_seconds,

@@ -31,6 +31,7 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
     result = await run_in_threadpool(
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,
+                                           schemas=request.app.state.schemas,
                                            metrics=request.app.state.metrics)
     )
     return {"accepted": result.accepted, "duplicates": result.duplicates}

@@ -110,7 +110,8 @@ def _object(raw: Raw) -> str:
 
 
 def decode_predictions(
-    body: bytes, schemas_of: Callable[[set[str]], dict[str, ModelSchema]], limits: Limits,
+    body: bytes, schemas_of: Callable[[set[tuple[str, str | None]]], dict[str, ModelSchema]],
+    limits: Limits,
     max_records: int, cache: dict[Any, ModelDecoders] | None = None,
 ) -> tuple[list[str], dict[str, ModelSchema], list[tuple], int]:
     """(model name per record, schemas, rows to store, in-batch repeats) of a valid batch;
@@ -124,7 +125,7 @@ def decode_predictions(
     records = batch.records
     if len(records) > max_records:
         raise NotFast
-    schemas = schemas_of({r.model for r in records})
+    schemas = schemas_of({(r.model, r.version) for r in records})
     cache = {} if cache is None else cache
     rows: list[tuple] = []
     seen: set[tuple[int, str]] = set()

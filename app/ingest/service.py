@@ -3,6 +3,8 @@ transaction. Called by the API in a worker thread; no HTTP here."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -76,18 +78,56 @@ def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
 
 
 _DECODERS: dict[Any, decode.ModelDecoders] = {}
+# How long the ingest path trusts what it read of a version's profile and a model's schema.
+PROFILE_RECHECK_SECONDS = 5.0
+SCHEMA_RECHECK_SECONDS = 5.0
+
+
+class SchemaCache:
+    """Models' schemas for the ingest path, read again after SCHEMA_RECHECK_SECONDS or as
+    soon as a batch names a model or version not seen yet (a version registered a moment ago
+    is found at once)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, tuple[float, v.ModelSchema]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine: Engine, wanted: set[tuple[str, str | None]]
+            ) -> dict[str, v.ModelSchema]:
+        now = time.monotonic()
+        out: dict[str, v.ModelSchema] = {}
+        stale: set[str] = set()
+        with self._lock:
+            for name, version in wanted:
+                hit = self._by_name.get(name)
+                if hit is None or now - hit[0] > SCHEMA_RECHECK_SECONDS or (
+                        version is not None and version not in hit[1].versions):
+                    stale.add(name)
+                else:
+                    out[name] = hit[1]
+        if stale:
+            fresh = _schemas_named(engine, stale)
+            with self._lock:
+                if len(self._by_name) > 10_000:
+                    self._by_name.clear()
+                for name, schema in fresh.items():
+                    self._by_name[name] = (now, schema)
+            out.update(fresh)
+        return out
 
 
 def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
                        body: bytes | Any, metrics: ServiceMetrics | None = None,
-                       profiles: ProfileCache | None = None) -> WriteResult:
+                       profiles: ProfileCache | None = None,
+                       schemas: SchemaCache | None = None) -> WriteResult:
     """Store a batch. ``body`` is the request's bytes (the typed fast path decodes them, and
     steps aside for the complete validator on anything it does not accept) or parsed JSON."""
     try:
         if not isinstance(body, (bytes, bytearray)):
             raise decode.NotFast
+        cache = schemas or SchemaCache()
         names, schemas, rows, repeats = decode.decode_predictions(
-            bytes(body), lambda ns: _schemas_named(engine, ns), _limits(settings),
+            bytes(body), lambda wanted: cache.get(engine, wanted), _limits(settings),
             settings.max_batch_records, _DECODERS)
     except decode.NotFast:
         parsed = parse_json(body) if isinstance(body, (bytes, bytearray)) else body
@@ -97,7 +137,8 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.connect() as conn:
-        compiled = (profiles or ProfileCache()).get(conn, {r[3] for r in rows})
+        compiled = (profiles or ProfileCache()).recent(conn, {r[3] for r in rows},
+                                                       PROFILE_RECHECK_SECONDS)
     days = {r[1].date() for r in rows}
     for attempt in (1, 2):
         # DDL for any new day runs in its own short transaction, before the data transaction.

@@ -93,10 +93,14 @@ class ServiceMetrics:
             self.ingested.labels(name, "duplicate").inc(n - accepted[name])
         version_names = {(mid, vid): v for mid, s in by_id.items()
                          for v, vid in s.versions.items()}
+        children: dict[tuple[int, int], Any] = {}
         for r in new_rows:
             if r[11] is not None:
-                self.latency.labels(by_id[r[0]].row.name,
-                                    version_names[(r[0], r[3])]).observe(r[11] / 1000.0)
+                child = children.get((r[0], r[3]))
+                if child is None:
+                    child = children[(r[0], r[3])] = self.latency.labels(
+                        by_id[r[0]].row.name, version_names[(r[0], r[3])])
+                child.observe(r[11] / 1000.0)
 
     def stored_labels(self, by_id: dict[int, ModelSchema], records: list[Any],
                       result: LabelResult) -> None:

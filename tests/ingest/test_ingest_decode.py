@@ -167,7 +167,7 @@ def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
         body = encode({"records": records})
         expected = complete(body)
         try:
-            _, _, rows, _ = decode.decode_predictions(body, lambda names: schemas(), LIMITS,
+            _, _, rows, _ = decode.decode_predictions(body, lambda wanted: schemas(), LIMITS,
                                                       10_000)
         except decode.NotFast:
             refused += 1
@@ -190,5 +190,5 @@ def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
 def test_limits_still_apply_on_the_fast_path():
     records = [valid(random.Random(1), i) for i in range(5)]
     with pytest.raises(decode.NotFast):
-        decode.decode_predictions(encode({"records": records}), lambda names: schemas(),
+        decode.decode_predictions(encode({"records": records}), lambda wanted: schemas(),
                                   LIMITS, 4)
