@@ -229,17 +229,35 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
 
 def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
     label_of = {(r[0], r[1]): r for r in new}
-    pk, p = prediction_keys, predictions
-    out: list[CompletedPair] = []
     keys = list(label_of)
-    for start in range(0, len(keys), _IN_CHUNK):
-        q = (select(p.c.model_id, p.c.prediction_id, p.c.version_id, p.c.ts, p.c.cohorts,
-                    p.c.score, p.c.value, p.c.probabilities)
-             .select_from(pk.join(p, (p.c.model_id == pk.c.model_id) & (p.c.ts == pk.c.ts)
-                                  & (p.c.prediction_id == pk.c.prediction_id)))
-             .where(tuple_(pk.c.model_id, pk.c.prediction_id).in_(keys[start:start + _IN_CHUNK])))
-        for m, pid, vid, ts, cohorts, score, value, probs in conn.execute(q):
-            lab = label_of[(m, pid)]
-            out.append(CompletedPair(m, pid, vid, _utc(ts), cohorts or {}, score, value,
-                                     probs, lab[2], lab[3], lab[4]))
+    if conn.dialect.name == "postgresql":  # one join against the batch's keys
+        found = conn.execute(text(_PG_PAIRED), {
+            "mids": [k[0] for k in keys], "pids": [k[1] for k in keys]}).all()
+    else:
+        pk, p = prediction_keys, predictions
+        found = []
+        for start in range(0, len(keys), _IN_CHUNK):
+            q = (select(p.c.model_id, p.c.prediction_id, p.c.version_id, p.c.ts, p.c.cohorts,
+                        p.c.score, p.c.value, p.c.probabilities)
+                 .select_from(pk.join(p, (p.c.model_id == pk.c.model_id)
+                                      & (p.c.ts == pk.c.ts)
+                                      & (p.c.prediction_id == pk.c.prediction_id)))
+                 .where(tuple_(pk.c.model_id, pk.c.prediction_id)
+                        .in_(keys[start:start + _IN_CHUNK])))
+            found += conn.execute(q).all()
+    out: list[CompletedPair] = []
+    for m, pid, vid, ts, cohorts, score, value, probs in found:
+        lab = label_of[(m, pid)]
+        out.append(CompletedPair(m, pid, vid, _utc(ts), cohorts or {}, score, value, probs,
+                                 lab[2], lab[3], lab[4]))
     return out
+
+
+_PG_PAIRED = """
+SELECT p.model_id, p.prediction_id, p.version_id, p.ts, p.cohorts, p.score, p.value,
+       p.probabilities
+FROM unnest(CAST(:mids AS bigint[]), CAST(:pids AS text[])) AS k(model_id, prediction_id)
+JOIN prediction_keys pk ON pk.model_id = k.model_id AND pk.prediction_id = k.prediction_id
+JOIN predictions p ON p.model_id = pk.model_id AND p.ts = pk.ts
+                  AND p.prediction_id = pk.prediction_id
+"""
