@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
 from app.api import errors, health, ingest, models, reports
 from app.api import metrics as metrics_api
+from app.api.audit import AuditTrail
+from app.api.auth import Authenticator, is_loopback
 from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestTimer
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
@@ -33,6 +37,34 @@ log = logging.getLogger("modelmon")
 _BODY_SCHEMAS = (ModelCreate, VersionCreate, PredictionBatch, LabelBatch)
 
 
+def _authenticator(engine: Any, settings: Settings) -> Authenticator:
+    loopback = is_loopback(settings.host)
+    required = settings.auth == "on" or (settings.auth == "auto" and not loopback)
+    if not required:
+        if loopback:
+            log.warning("authentication is off: listening on %s only (MODELMON_AUTH=%s); "
+                        "anyone on this machine can read and change everything",
+                        settings.host, settings.auth)
+        else:
+            log.warning("AUTHENTICATION IS OFF (MODELMON_AUTH=off) while listening on %s: "
+                        "ANYONE WHO CAN REACH THIS PORT CAN READ AND CHANGE EVERYTHING",
+                        settings.host)
+    return Authenticator(engine, required=required, cache_seconds=settings.token_cache_seconds)
+
+
+def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """(the registry /metrics exposes, the one the service's counters register in).
+
+    Under ``modelmon serve --workers N`` every process writes its counters and histograms to
+    PROMETHEUS_MULTIPROC_DIR and /metrics, whichever process answers, adds up all of them; the
+    model-quality gauges come from the database and are the same from every process."""
+    exposed = CollectorRegistry()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return exposed, exposed
+    MultiProcessCollector(exposed)
+    return exposed, CollectorRegistry()
+
+
 def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None
                ) -> FastAPI:
     """The service. The scheduler runs inside it when ``settings.scheduler_enabled`` (tests
@@ -45,8 +77,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     profiles = ProfileCache()
     schemas = SchemaCache()
 
-    registry = CollectorRegistry()
-    service_metrics = ServiceMetrics(registry)
+    registry, service_registry = _registries()
+    service_metrics = ServiceMetrics(service_registry)
     registry.register(QualityCollector(
         lambda: load_snapshot(
             engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
@@ -71,13 +103,17 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
             scheduler.shutdown()
         engine.dispose()
 
+    docs = settings.docs_enabled
     app = FastAPI(
         title="modelmon",
         version=__version__,
         description="Production model monitoring: ingest predictions and labels, register "
         "model versions, and read drift, calibration, cohort and weight reports.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    app.state.auth = _authenticator(engine, settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.partitions = partitions
@@ -100,6 +136,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.include_router(reports.router)
     app.include_router(metrics_api.router)
     app.add_middleware(RejectNulInUrl)
+    app.add_middleware(AuditTrail, engine=engine)
     app.add_middleware(RequestTimer, histogram=service_metrics.http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,15 @@ class Settings(BaseSettings):
     threshold_cohort_min_n: int = Field(default=100, ge=1)
     threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
     threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
+
+    # Authentication: "auto" requires API tokens whenever the service listens beyond loopback
+    # (the laptop default on 127.0.0.1 stays open, and says so at start); "on" always; "off"
+    # never (and warns loudly when listening beyond loopback).
+    auth: Literal["auto", "on", "off"] = "auto"
+    # A verified token is remembered this long: a revocation takes effect within it.
+    token_cache_seconds: float = Field(default=5.0, ge=0)
+    # Interactive docs (/docs, /redoc) and the OpenAPI spec (/openapi.json).
+    docs_enabled: bool = True
 
     # /metrics.
     metrics_token: str | None = Field(default=None, description="bearer token for /metrics")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from app.api.auth import check_models, scoped
 from app.api.body import read_body
 from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"],
+                   dependencies=[Depends(scoped({"POST": "ingest"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)
 }
@@ -31,7 +33,8 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
     result = await run_in_threadpool(
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,
-                                           schemas=request.app.state.schemas,
+                                           schema_cache=request.app.state.schemas,
+                                           authorize=lambda names: check_models(request, names),
                                            metrics=request.app.state.metrics)
     )
     return {"accepted": result.accepted, "duplicates": result.duplicates}
@@ -49,6 +52,7 @@ async def post_labels(request: Request, engine: EngineDep,
     body = await read_batch(request, settings)
     result = await run_in_threadpool(
         lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
+                                      authorize=lambda names: check_models(request, names),
                                       metrics=request.app.state.metrics)
     )
     return {"matched": result.matched, "pending": result.pending, "duplicates": result.duplicates}

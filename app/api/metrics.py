@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.auth import Credentials, principal_of
 from app.errors import ApiError, Problem
 
 router = APIRouter(tags=["metrics"])
@@ -23,15 +24,21 @@ router = APIRouter(tags=["metrics"])
                 '# TYPE modelmon_feature_psi gauge\n'
                 'modelmon_feature_psi{feature="amount",model="fraud",version="v2"} 0.31\n')}}},
                        401: {"description": "a bearer token is configured and was not sent"}})
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, creds: Credentials) -> Response:
+    """Open unless a token is required: MODELMON_METRICS_TOKEN (a static token for the
+    scraper), or, when API tokens are required, any token with the metrics, read or admin
+    scope (either is accepted when both apply)."""
     token = request.app.state.settings.metrics_token
-    if token:
-        sent = request.headers.get("authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token> "
-                           "(MODELMON_METRICS_TOKEN)",
-                           [Problem("missing or wrong bearer token", field="authorization")],
-                           headers={"WWW-Authenticate": "Bearer"})
+    sent = request.headers.get("authorization", "")
+    static_ok = bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+    if request.app.state.auth.required:
+        if not static_ok:
+            await principal_of(request, creds, "metrics")
+    elif token and not static_ok:
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token> "
+                       "(MODELMON_METRICS_TOKEN)",
+                       [Problem("missing or wrong bearer token", field="authorization")],
+                       headers={"WWW-Authenticate": "Bearer"})
     body = await run_in_threadpool(generate_latest, request.app.state.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from app.api.auth import check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import ErrorBody, ModelCreate, ModelRead, VersionCreate, VersionRead
 from app.errors import ApiError, Problem
 from app.storage import registry
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"],
+                   dependencies=[Depends(scoped({"GET": "read", "POST": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)
 }
@@ -51,6 +53,7 @@ def _conflict(what: str, fields: list[str]) -> ApiError:
 )
 async def create_model(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     spec = await read_model(request, settings, ModelCreate)
+    check_models(request, [spec.name])
     definition = spec.model_dump(mode="json")
 
     def run() -> tuple[dict[str, Any], bool]:
@@ -66,9 +69,11 @@ async def create_model(request: Request, engine: EngineDep, settings: SettingsDe
 
 
 @router.get("", response_model=list[ModelRead], summary="List models")
-def list_models(engine: EngineDep) -> list[dict[str, Any]]:
+def list_models(request: Request, engine: EngineDep) -> list[dict[str, Any]]:
+    principal = getattr(request.state, "principal", None)
     with engine.connect() as conn:
-        return [_model_read(row, n) for row, n in registry.list_models(conn=conn)]
+        return [_model_read(row, n) for row, n in registry.list_models(conn=conn)
+                if principal is None or principal.may_touch(row.name)]
 
 
 @router.get("/{model}", response_model=ModelRead, responses=ERRORS, summary="Get a model")

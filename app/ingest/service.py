@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +55,15 @@ def _schemas_named(engine: Engine, names: set[str]) -> dict[str, v.ModelSchema]:
 
 
 def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
-               metrics: ServiceMetrics | None) -> tuple[list[Any], dict[str, v.ModelSchema],
-                                                        list[tuple], int]:
+               metrics: ServiceMetrics | None,
+               authorize: Callable[[list[Any]], None] | None
+               ) -> tuple[list[Any], dict[str, v.ModelSchema], list[tuple], int]:
     """Records, their models' schemas, the rows to store and in-batch repeats; a refused
-    batch is counted as rejected before the error propagates."""
+    batch is counted as rejected before the error propagates. The caller's right to the
+    batch's models is checked before anything else is said about them."""
     records = v.records_of(body, settings.max_batch_records)
+    if authorize is not None:
+        authorize([r.get("model") if isinstance(r, dict) else None for r in records])
     schemas = _schemas(engine, records)
     predictions = kind == "records"
     try:
@@ -119,21 +124,25 @@ class SchemaCache:
 def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
                        body: bytes | Any, metrics: ServiceMetrics | None = None,
                        profiles: ProfileCache | None = None,
-                       schemas: SchemaCache | None = None) -> WriteResult:
+                       schema_cache: SchemaCache | None = None,
+                       authorize: Callable[[list[str]], None] | None = None) -> WriteResult:
     """Store a batch. ``body`` is the request's bytes (the typed fast path decodes them, and
     steps aside for the complete validator on anything it does not accept) or parsed JSON."""
     try:
         if not isinstance(body, (bytes, bytearray)):
             raise decode.NotFast
-        cache = schemas or SchemaCache()
+        cache = schema_cache or SchemaCache()
         names, schemas, rows, repeats = decode.decode_predictions(
             bytes(body), lambda wanted: cache.get(engine, wanted), _limits(settings),
             settings.max_batch_records, _DECODERS)
     except decode.NotFast:
         parsed = parse_json(body) if isinstance(body, (bytes, bytearray)) else body
         records, schemas, rows, repeats = _validated(engine, settings, parsed, "records",
-                                                     metrics)
+                                                     metrics, authorize)
         names = [r["model"] for r in records]
+    else:
+        if authorize is not None:  # the fast path accepted: the names are the batch's models
+            authorize(names)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.connect() as conn:
@@ -164,8 +173,10 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
-                  metrics: ServiceMetrics | None = None) -> LabelResult:
-    records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics)
+                  metrics: ServiceMetrics | None = None,
+                  authorize: Callable[[list[str]], None] | None = None) -> LabelResult:
+    records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics,
+                                                 authorize)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.begin() as conn:

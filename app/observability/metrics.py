@@ -51,7 +51,7 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.build_info = Gauge("modelmon_build_info", "The running build.", ["version"],
-                                registry=r)
+                                registry=r, multiprocess_mode="max")
         self.build_info.labels(__version__).set(1)
         self.ingested = Counter("modelmon_ingested_records", "Records received by POST "
                                 "/v1/predictions, by outcome.", ["model", "outcome"], registry=r)

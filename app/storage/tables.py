@@ -235,3 +235,31 @@ summary_backfill = Table(
     Column("model_id", IdType, nullable=False),
     Column("received_before", DateTime(timezone=True), nullable=False),
 )
+
+# API tokens (app/auth.py): the public id and the SHA-256 of the token, never the token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(12), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("scopes", JsonType, nullable=False),
+    Column("models", JsonType, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Who did each administrative action: the token's id and name, what, on which model.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("token_id", String(12), nullable=True),
+    Column("token_name", String(128), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("status", Integer, nullable=False),
+    Index("ix_audit_log_at", "at"),
+)

@@ -1,0 +1,64 @@
+"""The audit trail: every administrative request (registering models and versions, uploading
+references and weights), whoever made it and how it ended, kept in `audit_log`."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.storage import tokens
+
+log = logging.getLogger("modelmon.audit")
+ACTIONS = (
+    (re.compile(r"^/v1/models/?$"), "model.register"),
+    (re.compile(r"^/v1/models/[^/]+/versions/?$"), "version.register"),
+    (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/reference/?$"), "reference.upload"),
+    (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/weights/?$"), "weights.upload"),
+)
+
+
+def action_of(method: str, path: str) -> str | None:
+    if method != "POST":
+        return None
+    return next((name for pattern, name in ACTIONS if pattern.match(path)), None)
+
+
+class AuditTrail:
+    def __init__(self, app: ASGIApp, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        action = (action_of(scope.get("method", ""), scope.get("path", ""))
+                  if scope["type"] == "http" else None)
+        if action is None:
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            principal: Any = scope.get("state", {}).get("principal")
+            await run_in_threadpool(self._record, action, scope.get("path", ""), status[0],
+                                    principal)
+
+    def _record(self, action: str, path: str, status: int, principal: Any) -> None:
+        try:
+            with self.engine.begin() as conn:
+                tokens.audit(conn=conn, token_id=getattr(principal, "token_id", None),
+                             token_name=getattr(principal, "name", None), action=action,
+                             target=path, status=status)
+        except Exception as exc:  # noqa: BLE001 - the database may be down; the answer stands
+            log.warning("could not record %s on %s (%s): %s", action, path, status,
+                        type(exc).__name__)

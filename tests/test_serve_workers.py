@@ -1,0 +1,88 @@
+"""`modelmon serve --workers 2`: two processes behind one port on one Postgres; whichever
+answers a scrape, /metrics adds up the counters of both."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import ROOT, create_pg_database, drop_pg_database, free_port
+from tests.factories import iso
+
+
+@pytest.fixture
+def workers_db():  # noqa: ANN201
+    url = create_pg_database("modelmon_workers")
+    yield url
+    drop_pg_database(url)
+
+
+def accepted(text: str) -> float:
+    m = re.search(r'^modelmon_ingested_records_total\{model="m",outcome="accepted"\} (\S+)$',
+                  text, flags=re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_two_worker_processes_share_one_port_and_one_metrics_view(workers_db, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MODELMON_DATABASE_URL": workers_db, "MODELMON_LOG_LEVEL": "warning",
+           "MODELMON_SCHEDULER_ENABLED": "false",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "counter_999.db").write_bytes(b"left over from an earlier run")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                             "--workers", "2"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+            time.sleep(0.2)
+        assert httpx2.post(f"{url}/v1/models", json={
+            "name": "m", "task": "regression",
+            "features": [{"name": "x", "type": "numeric"}]}).status_code == 201
+        assert httpx2.post(f"{url}/v1/models/m/versions",
+                           json={"version": "v1"}).status_code == 201
+        for b in range(20):  # a new connection per request: the kernel spreads them
+            records = [{"model": "m", "version": "v1", "prediction_id": f"{b}-{i}",
+                        "timestamp": iso(time_now()), "features": {"x": float(i)},
+                        "prediction": {"value": 1.0}} for i in range(10)]
+            r = httpx2.post(f"{url}/v1/predictions", json={"records": records})
+            assert r.status_code == 200 and r.json()["accepted"] == 10
+        for _ in range(12):
+            text = httpx2.get(f"{url}/metrics").text
+            assert accepted(text) == 200.0
+        assert len(children_of(proc.pid)) >= 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def time_now():  # noqa: ANN201
+    from datetime import UTC, datetime
+    return datetime.now(UTC)
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc, no tool needed)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
