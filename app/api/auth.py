@@ -113,7 +113,8 @@ async def principal_of(request: Request, creds: HTTPAuthorizationCredentials | N
 def scoped(by_method: dict[str, str]) -> Callable[..., Any]:
     """A router dependency: the scope each HTTP method of its routes needs."""
     async def dependency(request: Request, creds: Credentials) -> Principal | None:
-        return await principal_of(request, creds, by_method[request.method])
+        method = "GET" if request.method == "HEAD" else request.method
+        return await principal_of(request, creds, by_method[method])
     return dependency
 
 
