@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import ROOT, create_pg_database, drop_pg_database, free_port
 from tests.factories import iso
+from tests.helpers import wait_ready
 from tests.jobs_data import drift_model, reference_csv
 
 INTERVAL = 2  # seconds between ticks (and between window ends)
@@ -43,20 +44,6 @@ def replica_db():  # noqa: ANN201
 def _spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:  # noqa: ANN001
     return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("modelmon serve exited")
-        try:
-            if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("modelmon serve did not become ready")
 
 
 def _traffic(url: str, stop: threading.Event, sent: list[int]) -> None:
@@ -102,7 +89,7 @@ def test_two_workers_and_a_server_share_the_work_exactly_once(replica_db, tmp_pa
     killed_at = None
     try:
         procs["serve"] = _spawn(["serve", "--port", str(port)], env, logs["serve"])
-        _wait_ready(url, procs["serve"])
+        wait_ready(url, procs["serve"])
         with httpx2.Client(base_url=url, timeout=30) as c:
             assert c.post("/v1/models", json=drift_model()).status_code == 201
             assert c.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201

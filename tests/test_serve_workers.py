@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
@@ -15,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, create_pg_database, drop_pg_database, free_port
 from tests.factories import iso
+from tests.helpers import wait_ready
 
 
 @pytest.fixture
@@ -41,15 +41,7 @@ def test_two_worker_processes_share_one_port_and_one_metrics_view(workers_db, tm
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
                              "--workers", "2"], cwd=ROOT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-            time.sleep(0.2)
+        wait_ready(url, proc)
         assert httpx2.post(f"{url}/v1/models", json={
             "name": "m", "task": "regression",
             "features": [{"name": "x", "type": "numeric"}]}).status_code == 201
