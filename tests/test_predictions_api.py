@@ -172,6 +172,7 @@ FUTURE = iso(NOW + timedelta(days=2))
         ({"prediction_id": "x" * 201}, "prediction_id"),
         ({"prediction_id": "a\u0000b"}, "prediction_id"),
         ({"latency_ms": -1}, "latency_ms"),
+        ({"latency_ms": 1e300}, "latency_ms"),
         ({"surprise": 1}, "surprise"),
         ({"version": None}, "version"),
     ],

@@ -83,30 +83,44 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+MAX_DEPTH = 64  # nesting levels of a JSON body this service accepts
+
+
 def find_unstorable(obj: Any, path: str = "") -> list[tuple[str, str]]:
-    """(path, problem) for every non-finite number or unstorable string in a JSON value."""
-    here = path or "$"
-    if obj is NON_FINITE:
-        return [(here, "must be a finite number (NaN, Infinity and overflowing values are "
-                       "refused)")]
+    """(path, problem) for every non-finite number, unstorable string or too deep nesting in a
+    JSON value. Iterative, so no nesting can exhaust the stack; nothing deeper than MAX_DEPTH
+    levels is looked into (that is one problem, at its path)."""
     found: list[tuple[str, str]] = []
-    if isinstance(obj, str):
-        p = text_problem(obj)
-        if p:
-            found.append((here, p))
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            sub = f"{path}.{k}" if path else str(k)
-            p = text_problem(k)
+    stack: list[tuple[Any, str, int]] = [(obj, path, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        here = where or "$"
+        if value is NON_FINITE:
+            found.append((here, "must be a finite number (NaN, Infinity and overflowing "
+                                "values are refused)"))
+        elif isinstance(value, str):
+            p = text_problem(value)
             if p:
-                found.append((here, f"object key {p}"))
-                sub = f"{path}.<key>" if path else "<key>"
-            found.extend(find_unstorable(v, sub))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found.extend(find_unstorable(v, f"{path}[{i}]"))
-    elif isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) >= 2**63:
-        found.append((here, "integer out of range (at most 2**63 - 1 in magnitude)"))
+                found.append((here, p))
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                found.append((here, f"nested deeper than {MAX_DEPTH} levels"))
+                continue
+            if isinstance(value, list):
+                stack.extend((v, f"{where}[{i}]", depth + 1)
+                             for i, v in reversed(list(enumerate(value))))
+                continue
+            children = []
+            for k, v in value.items():
+                sub = f"{where}.{k}" if where else str(k)
+                p = text_problem(k)
+                if p:
+                    found.append((here, f"object key {p}"))
+                    sub = f"{where}.<key>" if where else "<key>"
+                children.append((v, sub, depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            found.append((here, "integer out of range (at most 2**63 - 1 in magnitude)"))
     return found
 
 

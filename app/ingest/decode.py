@@ -22,7 +22,13 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Raw, Struct
 
-from app.ingest.validation import MAX_ID_LEN, MAX_STRING_LEN, Limits, ModelSchema
+from app.ingest.validation import (
+    MAX_ID_LEN,
+    MAX_LATENCY_MS,
+    MAX_STRING_LEN,
+    Limits,
+    ModelSchema,
+)
 
 ShortStr = Annotated[str, Meta(min_length=1, max_length=MAX_STRING_LEN)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -48,7 +54,7 @@ class _Record(Struct, forbid_unknown_fields=True):
     features: Raw = _EMPTY
     cohorts: Raw = _EMPTY
     label: str | float | None = None
-    latency_ms: Annotated[float, Meta(ge=0.0)] | None = None
+    latency_ms: Annotated[float, Meta(ge=0.0, le=MAX_LATENCY_MS)] | None = None
 
 
 class _Batch(Struct, forbid_unknown_fields=True):
@@ -120,7 +126,7 @@ def decode_predictions(
         raise NotFast
     try:
         batch = _batch.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         raise NotFast from None
     records = batch.records
     if len(records) > max_records:
@@ -182,6 +188,6 @@ def decode_predictions(
                          _object(r.features), _object(r.cohorts), score, value, probs_json,
                          predicted, r.latency_ms, gt_class, gt_value,
                          (features, cohorts, probabilities)))
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         raise NotFast from None
     return [r.model for r in records], schemas, rows, repeats

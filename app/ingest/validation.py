@@ -18,6 +18,9 @@ from app.errors import ApiError, Problem
 from app.storage.registry import ModelRow
 
 MAX_ID_LEN = 200
+# A model server's inference time above an hour is a unit mistake (seconds sent as ms, or
+# nanoseconds), and one absurd value would poison the latency histogram's sum for good.
+MAX_LATENCY_MS = 3_600_000.0
 MAX_STRING_LEN = 200
 PREDICTION_FIELDS = frozenset(
     {"model", "version", "prediction_id", "timestamp", "features", "prediction", "cohorts",
@@ -277,8 +280,8 @@ def validate_predictions(
         latency = None
         if rec.get("latency_ms") is not None:
             latency, p = _as_float(rec["latency_ms"])
-            if p is None and latency < 0:
-                p = "must be >= 0"
+            if p is None and not 0 <= latency <= MAX_LATENCY_MS:
+                p = f"must be between 0 and {MAX_LATENCY_MS:.0f} milliseconds (one hour)"
             if p:
                 problems.append(Problem(p, field="latency_ms", index=i))
 

@@ -126,6 +126,8 @@ MUTATIONS = [
     lambda r, g: r.update(label=True),
     lambda r, g: r.update(label="NaN-marker"),
     lambda r, g: r.update(latency_ms=-1),
+    lambda r, g: r.update(latency_ms=1e300),
+    lambda r, g: r.update(latency_ms=3_600_001),
     lambda r, g: r.update(latency_ms="fast"),
     lambda r, g: r.update(prediction_id="p0"),  # a repeat inside the batch
 ]
