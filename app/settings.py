@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     # Stored results (metric_results) and job runs are kept this long: the history reports
     # and dashboards read them after the rows they were computed from are gone.
     results_retention_days: int = Field(default=90, ge=1)
-    # Distinct values per cohort key kept in one bucket summary; the smallest beyond it are
-    # folded into "(other)" (the total stays exact).
+    # Distinct values per cohort key kept in one bucket summary and in one window (jobs and
+    # reports); the smallest beyond it are folded into "(other)" (the totals stay exact).
     summary_max_cohort_values: int = Field(default=1000, ge=2)
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 

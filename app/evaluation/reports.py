@@ -80,7 +80,8 @@ def _envelope(sc: Scope, versions: list[dict[str, Any]]) -> dict[str, Any]:
 def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
            cp: Any = None) -> windows.MergedWindow:
     return windows.merge(conn, sc.model, vid, sc.start, sc.end,
-                         bucket_seconds=settings.job_interval_seconds, cp=cp)
+                         bucket_seconds=settings.job_interval_seconds, cp=cp,
+                         max_cohort_values=settings.summary_max_cohort_values)
 
 
 def drift_report(conn: Connection, settings: Settings, sc: Scope,

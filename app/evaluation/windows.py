@@ -135,12 +135,16 @@ def summarise_bucket_drift(conn: Connection, shape: ModelShape, cp: CompiledProf
 
 
 def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: datetime, *,
-          bucket_seconds: float, cp: CompiledProfile | None) -> MergedWindow:
+          bucket_seconds: float, cp: CompiledProfile | None,
+          max_cohort_values: int) -> MergedWindow:
     """The window's sums. With a profile, drift of buckets it does not cover is summarised
-    from their stored rows (bounded: those buckets' rows, once)."""
+    from their stored rows (bounded: those buckets' rows, once). At most
+    ``max_cohort_values`` cohorts per key are kept, the smallest folded, so neither a job's
+    rows nor a report grow with the number of distinct values clients send."""
     w = MergedWindow(version_id, start, end, OutcomeSummary())
     _read(store.window_rows(conn=conn, model_id=model.id, version_id=version_id,
                             start=start, end=end), w, cp)
+    w.outcome.cap_cohorts(max_cohort_values)
     if cp is not None and w.stale:
         shape = ModelShape.of(model)
         for bucket in w.stale:

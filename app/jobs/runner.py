@@ -68,6 +68,7 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
         start, end = start - lag, end - lag
     rows: list[Row] = []
     bucket = settings.job_interval_seconds
+    cap = settings.summary_max_cohort_values
     for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
                                                end=end):
         if job == "drift":
@@ -76,11 +77,12 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                                 store_baseline=True)
             if ref.profile is not None:
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
-                                  cp=ref.profile)
+                                  cp=ref.profile, max_cohort_values=cap)
                 rows += result_rows.drift_rows(model, w, compute.drift(w, ref.profile, th),
                                                ref.info)
             continue
-        w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None)
+        w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None,
+                          max_cohort_values=cap)
         if job == "calibration":
             rows += result_rows.calibration_rows(model, w, compute.calibration(model, w, th))
         elif job == "cohorts":

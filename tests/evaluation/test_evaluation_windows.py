@@ -140,3 +140,40 @@ def test_report_bounds_widen_to_whole_buckets(client):
     assert body["window_end"] == end.isoformat()
     assert body["requested_start"] == (start + timedelta(seconds=7)).isoformat()
     assert body["versions"][0]["n"] == len(records)
+
+
+def test_distinct_cohort_values_are_bounded_in_jobs_and_reports(db_url):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.storage.tables import metric_results
+    from tests.conftest import clean
+
+    settings = Settings(database_url=db_url, job_interval_seconds=300,
+                        job_window_seconds=3600, job_catchup_windows=1,
+                        summary_max_cohort_values=20)
+    app = create_app(settings, run_scheduler=False)
+    try:
+        with TestClient(app) as client:
+            rng = np.random.default_rng(12)
+            start, end, records, *_ = setup_traffic(client, rng, n=3000, shifted=())
+            # a client sending a new cohort value with every record
+            for i, r in enumerate(records):
+                r["prediction_id"] = f"many-{i}"
+                r["cohorts"] = {"region": f"r{i}"}
+            post_all(client, "/v1/predictions", records)
+            post_all(client, "/v1/labels", labels_for(records, np.ones(len(records), int)))
+            body = report(client, "cohorts", start, end)
+            cohorts = body["versions"][0]["cohort_keys"]["region"]["cohorts"]
+            assert len(cohorts) <= 20
+            assert "(other)" in {c["cohort"] for c in cohorts}
+            assert sum(c["n"] for c in cohorts) == 2000 + 3000  # every labeled row counted
+            runner.tick(app.state.engine, settings, now=end + timedelta(seconds=1),
+                        jobs=["cohorts"])
+            with app.state.engine.connect() as conn:
+                stored = conn.execute(select(func.count()).select_from(metric_results).where(
+                    metric_results.c.metric == "cohort_error_ratio")).scalar()
+            assert stored <= 20
+    finally:
+        clean(app.state.engine)
+        app.state.engine.dispose()
