@@ -1,7 +1,10 @@
 """Ingest throughput: 1,000-record batches through the HTTP API into PostgreSQL, next to a
-bare COPY of the same rows in the same run (the floor no API can beat).
+bare COPY and a bare idempotent COPY (staging table + INSERT ... ON CONFLICT DO NOTHING,
+1,000 rows a transaction) of the same rows in the same run; one `modelmon serve` process and
+`--workers 2`; open-loop latency at half the measured saturation; and, in-process, the decoders
+compared on the same bodies (msgspec fast path, pydantic-core strict, orjson + validator).
 
-    .venv/bin/python bench/bench_ingest.py [--batches 40] [--clients 1 2]
+    .venv/bin/python bench/bench_ingest.py [--batches 40] [--clients 1 2 4] [--workers 1 2]
 
 Needs PostgreSQL (MODELMON_TEST_DATABASE_URL or postgres@127.0.0.1:5432); creates and drops a
 throwaway database. Prints figures; asserts nothing. Machines here are shared and noisy:
@@ -64,11 +67,11 @@ def make_records(n: int, seed: int = 7) -> list[dict]:
     ]
 
 
-def start_server(url: str, port: int) -> subprocess.Popen:
+def start_server(url: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "warning",
            "MODELMON_SCHEDULER_ENABLED": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-                            cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                             "--workers", str(workers)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -130,9 +133,67 @@ def bare_copy(url: str, rows: list[tuple]) -> float:
         return time.perf_counter() - t
 
 
-def cpu_breakdown(bodies: list[bytes]) -> tuple[float, float]:
-    """Seconds spent parsing and validating the same bodies, without HTTP or a database."""
+def idempotent_copy(url: str, rows: list[tuple]) -> float:
+    """The same rows through a staging table and INSERT ... ON CONFLICT DO NOTHING into a
+    table with the predictions' primary key, 1,000 rows a transaction: what any idempotent
+    ingest must at least do."""
+    with psycopg.connect(dsn(url)) as conn:
+        conn.execute("CREATE TABLE bench_idem (LIKE predictions INCLUDING DEFAULTS)")
+        conn.execute("ALTER TABLE bench_idem ADD PRIMARY KEY (model_id, ts, prediction_id)")
+        conn.commit()
+        cols = ", ".join(PREDICTION_COLUMNS)
+        t = time.perf_counter()
+        for start in range(0, len(rows), BATCH):
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_stage "
+                         "(LIKE bench_idem) ON COMMIT DELETE ROWS")
+            with conn.cursor() as cur, cur.copy(f"COPY bench_stage ({cols}) FROM STDIN") as cp:
+                for row in rows[start:start + BATCH]:
+                    cp.write_row(row)
+            conn.execute(f"INSERT INTO bench_idem ({cols}) SELECT {cols} FROM bench_stage "
+                         "ON CONFLICT DO NOTHING")
+            conn.commit()
+        return time.perf_counter() - t
+
+
+def open_loop(port: int, bodies: list[bytes], rate: float) -> tuple[float, float, int]:
+    """Send one body every 1/rate seconds whatever the answers (open loop); latency counts
+    from when a request was due. Returns (p50, p99, requests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    clients = threading.local()
+
+    def send(due: float, body: bytes) -> None:
+        c = getattr(clients, "c", None)
+        if c is None:
+            c = clients.c = httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+        r = c.post("/v1/predictions", content=body,
+                   headers={"content-type": "application/json"})
+        latencies.append(time.perf_counter() - due)
+        if r.status_code != 200:
+            errors.append(r.text[:200])
+
+    start = time.perf_counter() + 0.2
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for i, body in enumerate(bodies):
+            due = start + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            pool.submit(send, due, body)
+    if errors:
+        raise SystemExit(f"API errors: {errors[:3]}")
+    lat = np.sort(np.array(latencies))
+    return float(np.quantile(lat, 0.5)), float(np.quantile(lat, 0.99)), len(lat)
+
+
+def decoders(bodies: list[bytes]) -> dict[str, float]:
+    """Seconds to decode and type-check the same bodies in-process, three ways."""
+    from pydantic import BaseModel, ConfigDict, StrictFloat, StrictStr
+
     from app.api.body import parse_json
+    from app.ingest import decode
     from app.ingest import validation as v
     from app.storage.registry import ModelRow
 
@@ -143,59 +204,124 @@ def cpu_breakdown(bodies: list[bytes]) -> tuple[float, float]:
     schemas = {"bench": v.ModelSchema.build(row, {"v1": 1})}
     limits = v.Limits(now=datetime.now(UTC), max_future=timedelta(days=1),
                       max_past=timedelta(days=400), sum_tolerance=1e-3)
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(strict=True, extra="forbid")
+
+    class Prediction(Strict):
+        score: StrictFloat
+
+    class Record(Strict):
+        model: StrictStr
+        version: StrictStr
+        prediction_id: StrictStr
+        timestamp: StrictStr
+        features: dict[str, StrictFloat | StrictStr | None]
+        prediction: Prediction
+        cohorts: dict[str, StrictStr | None]
+        latency_ms: StrictFloat | None = None
+
+    class Batch(Strict):
+        records: list[Record]
+
+    out = {}
     t = time.perf_counter()
-    parsed = [parse_json(b) for b in bodies]
-    parse_s = time.perf_counter() - t
+    cache: dict = {}
+    for body in bodies:
+        decode.decode_predictions(body, lambda wanted: schemas, limits, 10_000, cache)
+    out["msgspec fast path (decode + every check, rows ready)"] = time.perf_counter() - t
     t = time.perf_counter()
-    for body in parsed:
-        v.validate_predictions(body["records"], schemas, limits)
-    return parse_s, time.perf_counter() - t
+    for body in bodies:
+        Batch.model_validate_json(body)
+    out["pydantic-core strict (decode + generic types only)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for body in bodies:
+        v.validate_predictions(parse_json(body)["records"], schemas, limits)
+    out["orjson + complete validator (rows ready)"] = time.perf_counter() - t
+    return out
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=40)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
     args = ap.parse_args()
 
     name = f"modelmon_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn(admin_url()), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
-    port = 18000 + os.getpid() % 1000
-    proc = start_server(url, port)
+    total = args.batches * BATCH
+    print(f"rows per run: {total} in batches of {BATCH}; {N_NUMERIC + 1} features per row; "
+          f"{load()}")
+    rates: dict[tuple[int, int], float] = {}
+    latency: dict[int, tuple[float, float, int, float]] = {}
+    run = 0
     try:
-        with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as c:
-            features = [{"name": f"f{j}", "type": "numeric"} for j in range(N_NUMERIC)]
-            features.append({"name": "country", "type": "categorical"})
-            c.post("/v1/models", json={"name": "bench", "task": "binary_classification",
-                                       "features": features, "cohort_keys": ["region"]})
-            c.post("/v1/models/bench/versions", json={"version": "v1"})
-        total = args.batches * BATCH
-        print(f"rows per run: {total} in batches of {BATCH}; {N_NUMERIC + 1} features per row")
-        results = {}
-        offset = 0
-        for clients in args.clients:
-            records = make_records(total + BATCH, seed=clients)
-            for r in records:
-                r["prediction_id"] = f"c{clients}-{r['prediction_id']}"
-            bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
-                      for i in range(0, len(records), BATCH)]
-            api_run(port, bodies[:1], 1)  # warm-up batch
-            elapsed = api_run(port, bodies[1:], clients)
-            results[clients] = total / elapsed
-            offset += total
-            print(f"API, {clients} client(s): {elapsed:7.2f} s  {total / elapsed:10,.0f} rows/s")
-        parse_s, validate_s = cpu_breakdown(bodies[1:])
-        print(f"  of which JSON parse (in-process, no HTTP/DB): {parse_s:5.2f} s, "
-              f"validation: {validate_s:5.2f} s")
-        base = bare_copy(url, copy_rows(make_records(total, seed=99)))
-        print(f"bare COPY, same rows:  {base:7.2f} s  {total / base:10,.0f} rows/s")
-        for clients, rate in results.items():
-            print(f"API/COPY ratio, {clients} client(s): {rate / (total / base):.2f}")
+        for workers in args.workers:
+            port = 18000 + (os.getpid() + workers) % 1000
+            proc = start_server(url, port, workers)
+            try:
+                if workers == args.workers[0]:
+                    with httpx2.Client(base_url=f"http://127.0.0.1:{port}") as c:
+                        features = [{"name": f"f{j}", "type": "numeric"}
+                                    for j in range(N_NUMERIC)]
+                        features.append({"name": "country", "type": "categorical"})
+                        c.post("/v1/models", json={
+                            "name": "bench", "task": "binary_classification",
+                            "features": features, "cohort_keys": ["region"]})
+                        c.post("/v1/models/bench/versions", json={"version": "v1"})
+                for clients in args.clients:
+                    run += 1
+                    records = make_records(total + BATCH * workers, seed=run)
+                    for r in records:
+                        r["prediction_id"] = f"w{workers}c{clients}-{r['prediction_id']}"
+                    bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
+                              for i in range(0, len(records), BATCH)]
+                    api_run(port, bodies[:workers], workers)  # warm-up: one batch a process
+                    elapsed = api_run(port, bodies[workers:], clients)
+                    rates[(workers, clients)] = total / elapsed
+                    print(f"API, {workers} process(es), {clients} client(s): {elapsed:6.2f} s "
+                          f"{total / elapsed:9,.0f} rows/s   {load()}")
+                best = max(rate for (w, _), rate in rates.items() if w == workers)
+                target = 0.5 * best / BATCH  # requests per second
+                n = max(10, int(target * args.latency_seconds))
+                run += 1
+                records = make_records(n * BATCH, seed=run)
+                for r in records:
+                    r["prediction_id"] = f"lat{workers}-{r['prediction_id']}"
+                bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
+                          for i in range(0, len(records), BATCH)]
+                p50, p99, sent = open_loop(port, bodies, target)
+                latency[workers] = (p50, p99, sent, target)
+                print(f"open loop, {workers} process(es), {target:.1f} batches/s (50% of "
+                      f"{best:,.0f} rows/s), {sent} batches: p50 {p50 * 1000:.0f} ms, "
+                      f"p99 {p99 * 1000:.0f} ms   {load()}")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        bodies = [json.dumps({"records": make_records(BATCH, seed=1000 + i)}).encode()
+                  for i in range(args.batches)]
+        for label, secs in decoders(bodies).items():
+            print(f"in-process, {label}: {secs / args.batches * 1000:6.2f} ms a batch")
+        copy_rows_ = copy_rows(make_records(total, seed=99))
+        base = bare_copy(url, copy_rows_)
+        print(f"bare COPY, same rows:            {base:6.2f} s {total / base:9,.0f} rows/s   "
+              f"{load()}")
+        idem = idempotent_copy(url, copy_rows_)
+        print(f"bare idempotent COPY, same rows: {idem:6.2f} s {total / idem:9,.0f} rows/s   "
+              f"{load()}")
+        for (workers, clients), rate in rates.items():
+            print(f"API / idempotent COPY, {workers} process(es), {clients} client(s): "
+                  f"{rate / (total / idem):.2f}   (API / bare COPY {rate / (total / base):.2f})")
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
         with psycopg.connect(dsn(admin_url()), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
