@@ -20,6 +20,7 @@ from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
 from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestTimer
+from app.api.ratelimit import RateLimits
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
@@ -114,6 +115,10 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.auth = _authenticator(engine, settings)
+    app.state.rate_limits = RateLimits(
+        requests_per_second=settings.rate_limit_requests_per_second,
+        records_per_second=settings.rate_limit_records_per_second,
+        burst_seconds=settings.rate_limit_burst_seconds)
     app.state.settings = settings
     app.state.engine = engine
     app.state.partitions = partitions

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     auth: Literal["auto", "on", "off"] = "auto"
     # A verified token is remembered this long: a revocation takes effect within it.
     token_cache_seconds: float = Field(default=5.0, ge=0)
+    # Rate limits per caller (token, or client address when tokens are not required), per
+    # process, averaged over MODELMON_RATE_LIMIT_BURST_SECONDS (the burst): requests to any
+    # route but health, and records in ingest batches. 0 turns a limit off.
+    rate_limit_requests_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_records_per_second: float = Field(default=100_000.0, ge=0)
+    rate_limit_burst_seconds: int = Field(default=10, ge=1, le=3600)
     # Interactive docs (/docs, /redoc) and the OpenAPI spec (/openapi.json).
     docs_enabled: bool = True
 

@@ -90,10 +90,25 @@ class Authenticator:
         return Principal(stored.id, stored.name, stored.scopes, stored.models)
 
 
+def caller_key(request: Request) -> str:
+    """Whom rate limits count: the token, or the client address when tokens are off."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is not None:
+        return f"token:{principal.token_id}"
+    return f"address:{request.client.host if request.client else 'unknown'}"
+
+
 async def principal_of(request: Request, creds: HTTPAuthorizationCredentials | None,
                        scope: str) -> Principal | None:
-    """The caller, allowed ``scope`` and the path's model; None when tokens are not
-    required."""
+    """The caller, allowed ``scope`` and the path's model, within its request rate; None
+    when tokens are not required."""
+    principal = await _authenticate(request, creds, scope)
+    request.app.state.rate_limits.request(caller_key(request))
+    return principal
+
+
+async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None,
+                        scope: str) -> Principal | None:
     auth: Authenticator = request.app.state.auth
     if not auth.required:
         return None
@@ -118,9 +133,16 @@ def scoped(by_method: dict[str, str]) -> Callable[..., Any]:
     return dependency
 
 
+def admit_batch(request: Request, names: list[Any]) -> None:
+    """Before a batch is written: the caller's records rate, then 403 naming every record
+    whose model the caller's token does not allow (entries that are not model names are left
+    to validation)."""
+    request.app.state.rate_limits.records(caller_key(request), len(names))
+    check_models(request, names)
+
+
 def check_models(request: Request, names: list[Any]) -> None:
-    """403 naming every record whose model the caller's token does not allow (entries that
-    are not model names are left to validation)."""
+    """403 naming every record whose model the caller's token does not allow."""
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None or principal.models is None:
         return

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.auth import check_models, scoped
+from app.api.auth import admit_batch, scoped
 from app.api.body import read_body
 from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
@@ -34,7 +34,7 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,
                                            schema_cache=request.app.state.schemas,
-                                           authorize=lambda names: check_models(request, names),
+                                           authorize=lambda names: admit_batch(request, names),
                                            metrics=request.app.state.metrics)
     )
     return {"accepted": result.accepted, "duplicates": result.duplicates}
@@ -52,7 +52,7 @@ async def post_labels(request: Request, engine: EngineDep,
     body = await read_batch(request, settings)
     result = await run_in_threadpool(
         lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
-                                      authorize=lambda names: check_models(request, names),
+                                      authorize=lambda names: admit_batch(request, names),
                                       metrics=request.app.state.metrics)
     )
     return {"matched": result.matched, "pending": result.pending, "duplicates": result.duplicates}
