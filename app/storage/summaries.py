@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
 
 from app.storage.tables import bucket_summaries, summary_backfill
 
 OUTCOME, DRIFT = "outcome", "drift"
+RAW_MARK = b"R"  # the first byte of a payload stored uncompressed (app/evaluation/summaries.py)
 
 
 class SummaryRow(NamedTuple):
@@ -72,11 +73,12 @@ def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
 
 def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
     """(model_id, version_id, bucket_start, kind, profile_key) of closed buckets held in
-    more than one row."""
+    more than one row, or in one row stored uncompressed (as a batch wrote it)."""
     b = bucket_summaries
     key = (b.c.model_id, b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key)
+    raw = func.max(case((func.substr(b.c.payload, 1, 1) == RAW_MARK, 1), else_=0))
     q = (select(*key).where(b.c.bucket_start < before).group_by(*key)
-         .having(func.count() > 1))
+         .having(or_(func.count() > 1, raw == 1)))
     return [tuple(r) for r in conn.execute(q)]
 
 

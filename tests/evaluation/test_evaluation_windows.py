@@ -128,6 +128,9 @@ def test_compaction_keeps_every_sum(client, engine, settings):
             select(bucket_summaries.c.bucket_start, bucket_summaries.c.kind, func.count())
             .group_by(bucket_summaries.c.bucket_start, bucket_summaries.c.kind)).all()
     assert all(c == 1 for *_, c in per_bucket) and len(per_bucket) < rows_before
+    with engine.connect() as conn:  # every closed bucket is stored compressed
+        marks = {bytes(p)[:1] for (p,) in conn.execute(select(bucket_summaries.c.payload))}
+    assert marks == {b"Z"}
     for kind, body in before.items():
         assert report(client, kind, start, end) == body
 
