@@ -42,6 +42,8 @@ METRICS: dict[str, StoredMetric] = {
                     "cohort_error"),
     "label_coverage": M("labels", None, "Share of predictions with a label.",
                         "modelmon_label_coverage_ratio", "label_coverage"),
-    "label_delay_p50_seconds": M("labels", None, "Median label delay (KLL sketch)."),
-    "label_delay_p90_seconds": M("labels", None, "90th percentile label delay (KLL sketch)."),
+    "label_delay_p50_seconds": M("labels", None, "Median prediction-to-label delay (KLL "
+                                 "sketch).", "modelmon_label_delay_p50_seconds"),
+    "label_delay_p90_seconds": M("labels", None, "90th percentile prediction-to-label delay "
+                                 "(KLL sketch).", "modelmon_label_delay_p90_seconds"),
 }

@@ -241,11 +241,6 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
                     gauge("modelmon_calibration_bin_observed_ratio", "Observed rate in a "
                           "reliability bin.", ["model", "version", "bin"]).add_metric(
                         [*mv, edge], b["observed_rate"])
-        if r["metric"] in ("label_delay_p50_seconds", "label_delay_p90_seconds") \
-                and _finite(r["value"]):
-            q = "0.5" if "p50" in r["metric"] else "0.9"
-            gauge("modelmon_label_delay_seconds", "Prediction-to-label delay.",
-                  ["model", "version", "quantile"]).add_metric([*mv, q], r["value"])
         if r["metric"] in ("cohort_error_ratio", "cohort_mae"):
             labels = [*mv, r["cohort_key"], r["cohort"]]
             names = ["model", "version", "cohort_key", "cohort"]

@@ -10,7 +10,14 @@ from fastapi.testclient import TestClient
 from app.jobs import runner
 from app.main import create_app
 from app.settings import Settings
-from tests.jobs_data import drift_model, latest_window, post_all, reference_csv, traffic
+from tests.jobs_data import (
+    drift_model,
+    labels_for,
+    latest_window,
+    post_all,
+    reference_csv,
+    traffic,
+)
 
 
 def test_promtool_check_metrics_on_a_real_scrape(promtool, tmp_path):
@@ -32,10 +39,12 @@ def test_promtool_check_metrics_on_a_real_scrape(promtool, tmp_path):
         start, end = latest_window()
         records, _, y, _ = traffic(rng, 400, start, end)
         post_all(c, "/v1/predictions", records)
+        post_all(c, "/v1/labels", labels_for(records[:300], y[:300]))  # labels, with delays
         runner.tick(app.state.engine, settings, now=end)
         text = c.get("/metrics").text
     app.state.engine.dispose()
     assert "modelmon_feature_psi{" in text and "modelmon_weight_l1{" in text
+    assert "modelmon_label_delay_p90_seconds{" in text and "modelmon_cohort_error_ratio{" in text
     out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
