@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.jobs import runner
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import ROOT
 from tests.factories import label, prediction, register
 from tests.jobs_data import drift_model, latest_window, post_all, reference_csv, traffic
 
@@ -151,3 +152,31 @@ def test_scrape_survives_an_unreachable_database(tmp_path):
         r = c.get("/metrics")
     assert r.status_code == 200 and "modelmon_build_info" in r.text
     app.state.engine.dispose()
+
+
+def test_quality_families_are_bounded_per_model_and_right():
+    """100 models x 2 versions x 30 features x 10 cohorts: every model keeps its own features
+    up to the limit (the rest folded per model into __other__), values intact."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_metrics import snapshot
+
+    from app.observability.metrics import OTHER, build_families
+
+    fams = {f.name: f for f in build_families(snapshot(100, 30, 10),
+                                              {"features": 10, "cohorts": 5, "layers": 10},
+                                              300.0)}
+    psi = fams["modelmon_feature_psi"].samples
+    per_model: dict[tuple[str, str], set[str]] = {}
+    for s in psi:
+        per_model.setdefault((s.labels["model"], s.labels["version"]), set()).add(
+            s.labels["feature"])
+    assert len(per_model) == 200
+    assert all(len(f) == 10 and OTHER in f for f in per_model.values())
+    # the kept features are the worst (highest PSI) ones, with their own values
+    kept = {s.labels["feature"]: s.value for s in psi
+            if s.labels["model"] == "model7" and s.labels["version"] == "v2"}
+    assert kept["f29"] == pytest.approx(0.29) and kept[OTHER] == pytest.approx(0.20)
+    cohorts = fams["modelmon_cohort_error_ratio"].samples
+    assert len(cohorts) == 200 * 5

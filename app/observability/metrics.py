@@ -191,19 +191,23 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
             fams[name] = GaugeMetricFamily(name, doc, labels=labels)
         return fams[name]  # type: ignore[return-value]
 
-    rows = snap["results"]
-    features = [r for r in rows if r["metric"].startswith("feature_")]
-    cohorts = [r for r in rows if r["metric"] in ("cohort_error_ratio", "cohort_mae")]
-    other = [r for r in rows if r not in features and r not in cohorts]
-    for r in features:
-        r["feature"] = r["subject"]
-    features = _fold(features, "feature", limits["features"])
-    for r in cohorts:
-        r["cohort_key"], _, r["cohort"] = r["subject"].partition("=")
-    folded_cohorts = []
-    for key in {r["cohort_key"] for r in cohorts}:
-        folded_cohorts += _fold([r for r in cohorts if r["cohort_key"] == key], "cohort",
-                                limits["cohorts"])
+    # One pass to sort the rows, folding per model (and cohort key): linear in the rows.
+    by_model_features: dict[str, list[dict[str, Any]]] = {}
+    by_model_key_cohorts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    other: list[dict[str, Any]] = []
+    for r in snap["results"]:
+        if r["metric"].startswith("feature_"):
+            r["feature"] = r["subject"]
+            by_model_features.setdefault(r["model"], []).append(r)
+        elif r["metric"] in ("cohort_error_ratio", "cohort_mae"):
+            r["cohort_key"], _, r["cohort"] = r["subject"].partition("=")
+            by_model_key_cohorts.setdefault((r["model"], r["cohort_key"]), []).append(r)
+        else:
+            other.append(r)
+    features = [f for rs in by_model_features.values()
+                for f in _fold(rs, "feature", limits["features"])]
+    folded_cohorts = [c for rs in by_model_key_cohorts.values()
+                      for c in _fold(rs, "cohort", limits["cohorts"])]
     state: dict[tuple[str, str, str], int] = {}
     for r in features + other + folded_cohorts:
         check = CHECK_OF.get(r["metric"])
