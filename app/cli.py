@@ -32,7 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
     options = {"host": settings.host, "port": args.port or settings.port,
-               "log_level": settings.log_level, "timeout_graceful_shutdown": 10}
+               "log_level": settings.log_level, "timeout_graceful_shutdown": 10,
+               "limit_concurrency": settings.max_connections, "timeout_keep_alive": 5}
     if args.workers > 1:
         # N processes behind one port; their counters add up on /metrics (see app/main.py)
         _multiprocess_dir()

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
 
     max_body_bytes: int = Field(default=10 * MIB, ge=1024)
+    # A request body that stops arriving for this long is answered 408 and its connection
+    # closed, so slow or stalled clients cannot hold connections and worker slots.
+    body_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Connections served at once by one process (uvicorn's limit_concurrency); past it, 503.
+    max_connections: int = Field(default=1000, ge=10)
     max_batch_records: int = Field(default=10_000, ge=1)
     # Timestamps further in the future than this are refused (clock skew allowance).
     max_future_seconds: float = Field(default=86_400.0, ge=0)

@@ -4,6 +4,7 @@ decompression too, and a JSON parser that marks non-finite numbers instead of ac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import zlib
@@ -148,6 +149,24 @@ def _check_type(request: Request, accepted: tuple[str, ...], hint: str) -> None:
         )
 
 
+async def _arriving(request: Request) -> AsyncIterator[bytes]:
+    """The raw body chunks, each within MODELMON_BODY_READ_TIMEOUT_SECONDS of the last: a
+    client that stops sending (or trickles) gets a 408 and gives its connection back."""
+    timeout = request.app.state.settings.body_read_timeout_seconds
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(408, "request_timeout",
+                           f"the request body stopped arriving for {timeout:g} s; send it "
+                           "again, whole", [Problem("body read timed out", field="body")],
+                           headers={"Connection": "close"}) from None
+        yield chunk
+
+
 async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body's (decompressed) bytes as they arrive; 413 as soon as the body or its
     decompressed form passes ``limit``, checked on Content-Length before reading anything."""
@@ -170,7 +189,7 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
     gz = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
     received = 0
     out_size = 0
-    async for chunk in request.stream():
+    async for chunk in _arriving(request):
         received += len(chunk)
         if received > limit:
             raise _too_large(limit, "(received)")
