@@ -153,7 +153,9 @@ async def _arriving(request: Request) -> AsyncIterator[bytes]:
     """The raw body chunks, each within MODELMON_BODY_READ_TIMEOUT_SECONDS of the last: a
     client that stops sending (or trickles) gets a 408 and gives its connection back."""
     timeout = request.app.state.settings.body_read_timeout_seconds
-    stream = request.stream().__aiter__()
+    stream = getattr(request.state, "body_stream", None)
+    if stream is None:  # one stream per request: draining continues where reading stopped
+        stream = request.state.body_stream = request.stream().__aiter__()
     while True:
         try:
             chunk = await asyncio.wait_for(stream.__anext__(), timeout)
@@ -165,6 +167,23 @@ async def _arriving(request: Request) -> AsyncIterator[bytes]:
                            "again, whole", [Problem("body read timed out", field="body")],
                            headers={"Connection": "close"}) from None
         yield chunk
+
+
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+
+
+async def _drain(request: Request) -> None:
+    """Read and drop what the client is still sending (at most DRAIN_MAX_BYTES, each chunk
+    within the read timeout) before refusing it: a client that writes its whole body before
+    reading the answer then reads the 413 instead of a connection reset."""
+    dropped = 0
+    try:
+        async for chunk in _arriving(request):
+            dropped += len(chunk)
+            if dropped > DRAIN_MAX_BYTES:
+                return
+    except ApiError:  # stalled while draining: refuse with what was found first
+        return
 
 
 async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
@@ -185,6 +204,7 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
             raise ApiError(400, "invalid_request", "content-length is not a number",
                            [Problem("not an integer", field="content-length")]) from None
         if declared_n > limit:
+            await _drain(request)
             raise _too_large(limit, "(content-length)")
     gz = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
     received = 0
@@ -192,6 +212,7 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in _arriving(request):
         received += len(chunk)
         if received > limit:
+            await _drain(request)
             raise _too_large(limit, "(received)")
         if gz is None:
             yield chunk
@@ -205,6 +226,7 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
                                [Problem("corrupt gzip stream", field="body")]) from None
             out_size += len(piece)
             if out_size > limit:
+                await _drain(request)
                 raise _too_large(limit, "after gzip decompression")
             yield piece
             data = gz.unconsumed_tail
