@@ -125,6 +125,15 @@ async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | 
     return principal
 
 
+def auth_responses() -> dict[int | str, dict[str, Any]]:
+    """The answers every token-guarded route may give, in the usual error shape."""
+    from app.api.schemas import ErrorBody
+
+    return {401: {"model": ErrorBody, "description": "no valid API token"},
+            403: {"model": ErrorBody, "description": "the token lacks the scope or model"},
+            429: {"model": ErrorBody, "description": "over the caller's rate limit"}}
+
+
 def scoped(by_method: dict[str, str]) -> Callable[..., Any]:
     """A router dependency: the scope each HTTP method of its routes needs."""
     async def dependency(request: Request, creds: Credentials) -> Principal | None:

@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.auth import admit_batch, scoped
+from app.api.auth import admit_batch, auth_responses, scoped
 from app.api.body import read_body
 from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
 
 router = APIRouter(prefix="/v1", tags=["ingest"],
+                   responses=auth_responses(),
                    dependencies=[Depends(scoped({"POST": "ingest"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)

@@ -23,7 +23,9 @@ router = APIRouter(tags=["metrics"])
             responses={200: {"content": {CONTENT_TYPE_LATEST: {"example": (
                 '# TYPE modelmon_feature_psi gauge\n'
                 'modelmon_feature_psi{feature="amount",model="fraud",version="v2"} 0.31\n')}}},
-                       401: {"description": "a bearer token is configured and was not sent"}})
+                       401: {"description": "a token is required and was not sent"},
+                       403: {"description": "the token has neither metrics, read nor admin"},
+                       429: {"description": "over the caller's rate limit"}})
 async def metrics(request: Request, creds: Credentials) -> Response:
     """Open unless a token is required: MODELMON_METRICS_TOKEN (a static token for the
     scraper), or, when API tokens are required, any token with the metrics, read or admin

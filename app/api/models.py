@@ -9,13 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from app.api.auth import check_models, scoped
+from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import ErrorBody, ModelCreate, ModelRead, VersionCreate, VersionRead
 from app.errors import ApiError, Problem
 from app.storage import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
+                   responses=auth_responses(),
                    dependencies=[Depends(scoped({"GET": "read", "POST": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)

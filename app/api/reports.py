@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.api.auth import scoped
+from app.api.auth import auth_responses, scoped
 from app.api.body import body_to_file, content_type
 from app.api.deps import EngineDep, ProfilesDep, SettingsDep
 from app.api.schemas import ErrorBody
@@ -21,6 +21,7 @@ from app.evaluation.windows import repeatable_read
 from app.ingest import reference, weights
 
 router = APIRouter(prefix="/v1/models", tags=["reports"],
+                   responses=auth_responses(),
                    dependencies=[Depends(scoped({"GET": "read", "POST": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)
