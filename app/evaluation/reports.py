@@ -17,6 +17,7 @@ from app.evaluation.windows import aligned_end, whole_buckets
 from app.settings import Settings
 from app.storage import registry, results
 from app.storage import summaries as store
+from app.storage.db import as_utc
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,11 @@ class Scope:
     requested: tuple[datetime, datetime]
 
 
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def window(settings: Settings, start: datetime | None, end: datetime | None,
            now: datetime | None = None, lag_seconds: float = 0.0) -> tuple[datetime, datetime]:
     """The requested window, defaulting to the latest one the jobs computed (not yet widened
     to whole buckets)."""
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     length = timedelta(seconds=settings.job_window_seconds)
     if end is None:
         end = aligned_end(now or datetime.now(UTC), settings.job_interval_seconds) \
@@ -130,8 +125,8 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
         raise not_found("unknown_metric", f"unknown metric {metric[:64]!r}; one of: "
                         + ", ".join(sorted(METRICS)), "metric")
     model = registry.require_model(conn=conn, name=model_name)
-    s = _utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
-    e = _utc(end) or datetime.now(UTC) + timedelta(days=1)
+    s = as_utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
+    e = as_utc(end) or datetime.now(UTC) + timedelta(days=1)
     if s >= e:
         raise ApiError(422, "invalid_window", "start must be before end",
                        [Problem("start is not before end", field="start")])
@@ -144,7 +139,7 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
     return {
         "model": model.name, "metric": metric,
         "points": [{"version": names.get(r.version_id), "subject": r.subject,
-                    "window_start": _utc(r.window_start).isoformat(),
-                    "window_end": _utc(r.window_end).isoformat(), "n": r.n, "value": r.value,
+                    "window_start": as_utc(r.window_start).isoformat(),
+                    "window_end": as_utc(r.window_end).isoformat(), "n": r.n, "value": r.value,
                     "decision": r.decision, "method": r.method} for r in rows],
     }

@@ -39,6 +39,7 @@ from app.monitoring import (
 )
 from app.monitoring.binning import CategoricalBinning, NumericBinning, categorical_codes
 from app.monitoring.calibration import N_FINE_SLOTS
+from app.monitoring.cohort import cohort_groups
 
 KLL_K = 200
 # Normalised rank error of a KLL sketch with k = 200 (single quantile, 99% confidence).
@@ -385,11 +386,8 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
     task = "regression" if shape.task == "regression" else "rate"
     for key in shape.cohort_keys:
         keys, _, code = categorical_codes(p.cohorts[key])
-        names = sorted(set(keys))
-        position = {name: i for i, name in enumerate(names)}
-        of_key = np.array([position[k] for k in keys] or [0], dtype=np.int64)
-        group = np.where(code >= 0, of_key[np.maximum(code, 0)], len(names))
-        out.cohorts[key] = CohortSums.of([*names, None], group, err, task)
+        names, group = cohort_groups(keys, code)
+        out.cohorts[key] = CohortSums.of(names, group, err, task)
     delays = p.label_delay[~np.isnan(p.label_delay)] if p.label_delay is not None else None
     if delays is not None and delays.size:
         out.delays = kll_doubles_sketch(KLL_K)

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.ingest.validation import LabelRow, PredictionRow
+from app.storage.db import as_utc
 from app.storage.tables import labels, prediction_keys, predictions
 
 PREDICTION_COLUMNS = (
@@ -119,12 +120,8 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
         with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row[:N_STAGE])
-    return {(r[0], r[1]): None if r[4] is None else StoredLabel(r[2], r[3], _utc(r[4]))
+    return {(r[0], r[1]): None if r[4] is None else StoredLabel(r[2], r[3], as_utc(r[4]))
             for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
@@ -151,7 +148,7 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
         q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class,
                    labels.c.label_value, labels.c.ts).where(
             tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
-        claimed.update({(m, p): StoredLabel(c, v, _utc(ts))
+        claimed.update({(m, p): StoredLabel(c, v, as_utc(ts))
                         for m, p, c, v, ts in conn.execute(q)})
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
@@ -248,7 +245,7 @@ def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
     out: list[CompletedPair] = []
     for m, pid, vid, ts, cohorts, score, value, probs in found:
         lab = label_of[(m, pid)]
-        out.append(CompletedPair(m, pid, vid, _utc(ts), cohorts or {}, score, value, probs,
+        out.append(CompletedPair(m, pid, vid, as_utc(ts), cohorts or {}, score, value, probs,
                                  lab[2], lab[3], lab[4]))
     return out
 

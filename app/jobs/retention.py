@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, text
 
+from app.storage import summaries
 from app.storage.partitions import PartitionManager
 from app.storage.tables import (
-    bucket_summaries,
     job_runs,
     labels,
     metric_results,
@@ -56,9 +56,7 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
         out["rows_deleted"] += conn.execute(
             delete(labels).where(labels.c.ts < label_cutoff)).rowcount
         # Summaries go with the rows they summarise.
-        out["summaries_deleted"] = conn.execute(
-            delete(bucket_summaries).where(bucket_summaries.c.bucket_start < label_cutoff)
-        ).rowcount
+        out["summaries_deleted"] = summaries.delete_before(conn=conn, cutoff=label_cutoff)
         results_cutoff = (now or datetime.now(UTC)) - timedelta(
             days=settings.results_retention_days)
         out["results_deleted"] = conn.execute(

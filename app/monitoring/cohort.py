@@ -176,15 +176,19 @@ def cohort_error(
             task=task, n=0, n_dropped=0, min_n=min_n, threshold=thr, overall=None,
         )
     n_dropped = int(ok.shape[0] - np.count_nonzero(ok))
-    # Distinct raw values can share a string key (1 and "1"); merge them into one group.
+    names, group = cohort_groups(keys, code)
+    return cohort_from_sums(CohortSums.of(names, group[ok], err[ok], task), task=task,
+                            threshold=threshold, min_n=min_n, z=z, n_dropped=n_dropped)
+
+
+def cohort_groups(keys: list[str], code: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """(cohort names in order, the missing one last as None; each row's index into them)
+    from ``categorical_codes``. Distinct raw values sharing a string key (1 and "1") are one
+    cohort."""
     names = sorted(set(keys))
     position = {name: i for i, name in enumerate(names)}
-    group_of_key = np.array([position[k] for k in keys], dtype=np.int64)
-    missing_group = len(names)
-    group = np.where(code >= 0, group_of_key[np.maximum(code, 0)] if keys else 0,
-                     missing_group)[ok]
-    return cohort_from_sums(CohortSums.of([*names, None], group, err[ok], task), task=task,
-                            threshold=threshold, min_n=min_n, z=z, n_dropped=n_dropped)
+    of_key = np.array([position[k] for k in keys] or [0], dtype=np.int64)
+    return [*names, None], np.where(code >= 0, of_key[np.maximum(code, 0)], len(names))
 
 
 @dataclass(frozen=True)

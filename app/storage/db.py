@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from app.settings import Settings
+
+
+def as_utc(ts: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (stored as UTC); everything leaving storage is aware
+    UTC."""
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def is_postgres(engine: Engine) -> bool:

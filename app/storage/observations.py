@@ -7,23 +7,20 @@ baseline profile from a version's first traffic, and for drill-down.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, select
 
+from app.storage.db import as_utc
 from app.storage.tables import labels, predictions
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
 
 
 def first_prediction_time(*, conn: Connection, model_id: int, version_id: int) -> datetime | None:
     q = select(func.min(predictions.c.ts)).where(predictions.c.model_id == model_id,
                                                  predictions.c.version_id == version_id)
     ts = conn.execute(q).scalar_one_or_none()
-    return _utc(ts) if ts is not None else None
+    return as_utc(ts) if ts is not None else None
 
 
 def nth_prediction_time(*, conn: Connection, model_id: int, version_id: int,
@@ -34,7 +31,7 @@ def nth_prediction_time(*, conn: Connection, model_id: int, version_id: int,
                 predictions.c.ts >= start)
          .order_by(predictions.c.ts).offset(n - 1).limit(1))
     ts = conn.execute(q).scalar_one_or_none()
-    return _utc(ts) if ts is not None else None
+    return as_utc(ts) if ts is not None else None
 
 
 def load_rows(*, conn: Connection, model_id: int, version_id: int, start: datetime,
@@ -70,5 +67,5 @@ def received_range(*, conn: Connection, model_id: int, version_id: int,
     p = predictions
     lo, hi = conn.execute(select(func.min(p.c.ts), func.max(p.c.ts)).where(
         p.c.model_id == model_id, p.c.version_id == version_id,
-        or_(p.c.received_at < received_before))).one()
-    return None if lo is None else (_utc(lo), _utc(hi))
+        p.c.received_at < received_before)).one()
+    return None if lo is None else (as_utc(lo), as_utc(hi))

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import not_found
+from app.storage.db import as_utc
 from app.storage.tables import model_versions, models
 
 
@@ -43,22 +44,17 @@ class VersionRow:
     metadata: dict[str, Any]
 
 
-def _utc(ts: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything leaving storage is aware UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _model(row: Any) -> ModelRow:
     return ModelRow(
         id=row.id, name=row.name, task=row.task, features=row.features,
-        cohort_keys=row.cohort_keys, classes=row.classes, created_at=_utc(row.created_at),
+        cohort_keys=row.cohort_keys, classes=row.classes, created_at=as_utc(row.created_at),
     )
 
 
 def _version(row: Any) -> VersionRow:
     return VersionRow(
         id=row.id, model_id=row.model_id, version=row.version,
-        created_at=_utc(row.created_at), registered_at=_utc(row.registered_at),
+        created_at=as_utc(row.created_at), registered_at=as_utc(row.registered_at),
         metadata=row.metadata,
     )
 
@@ -182,7 +178,7 @@ def create_version(
             existing = get_version(conn=conn, model_id=model_id, version=version)
             assert existing is not None
     differing = _diff_fields({"metadata": existing.metadata}, {"metadata": metadata})
-    if created_at is not None and _utc(created_at) != existing.created_at:
+    if created_at is not None and as_utc(created_at) != existing.created_at:
         differing.append("created_at")
     if differing:
         raise ConflictError(differing)

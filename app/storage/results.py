@@ -8,11 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select
 
+from app.storage.db import as_utc
 from app.storage.tables import job_runs, metric_results, reference_profiles
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
@@ -21,7 +18,7 @@ def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"source": row.source, "n_rows": row.n_rows, "profile": row.profile,
-            "created_at": _utc(row.created_at)}
+            "created_at": as_utc(row.created_at)}
 
 
 def profile_stamps(*, conn: Connection, version_ids: set[int]) -> dict[int, datetime]:
@@ -30,7 +27,7 @@ def profile_stamps(*, conn: Connection, version_ids: set[int]) -> dict[int, date
         return {}
     r = reference_profiles
     q = select(r.c.version_id, r.c.created_at).where(r.c.version_id.in_(sorted(version_ids)))
-    return {vid: _utc(ts) for vid, ts in conn.execute(q)}
+    return {vid: as_utc(ts) for vid, ts in conn.execute(q)}
 
 
 def put_profile(*, conn: Connection, model_id: int, version_id: int, source: str, n_rows: int,
@@ -62,7 +59,7 @@ def success_ends(*, conn: Connection, job: str, model_id: int, since: datetime
     j = job_runs
     q = select(j.c.window_end).where(j.c.job == job, j.c.status == "success",
                                      j.c.model_id == model_id, j.c.window_end > since)
-    return {_utc(r[0]) for r in conn.execute(q)}
+    return {as_utc(r[0]) for r in conn.execute(q)}
 
 
 def record_run(*, conn: Connection, job: str, model_id: int | None, window_start: datetime,

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
 
+from app.storage.db import as_utc
 from app.storage.tables import bucket_summaries, summary_backfill
 
 OUTCOME, DRIFT = "outcome", "drift"
@@ -21,10 +22,6 @@ class SummaryRow(NamedTuple):
     profile_key: str
     n: int
     payload: bytes
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def append(*, conn: Connection, model_id: int, rows: Sequence[SummaryRow]) -> None:
@@ -45,7 +42,7 @@ def window_rows(*, conn: Connection, model_id: int, version_id: int, start: date
                 b.c.payload)
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
-    return [SummaryRow(r[0], _utc(r[1]), r[2], r[3], int(r[4]), bytes(r[5]))
+    return [SummaryRow(r[0], as_utc(r[1]), r[2], r[3], int(r[4]), bytes(r[5]))
             for r in conn.execute(q)]
 
 
@@ -58,7 +55,7 @@ def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetim
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end)
          .group_by(b.c.bucket_start, b.c.kind, b.c.profile_key))
-    return [(_utc(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(q)]
+    return [(as_utc(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(q)]
 
 
 def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
@@ -103,7 +100,7 @@ def delete_before(*, conn: Connection, cutoff: datetime) -> int:
 def pending_backfill(*, conn: Connection) -> list[tuple[int, int, datetime]]:
     """(model_id, version_id, received_before) of versions not yet summarised."""
     s = summary_backfill
-    return [(r[0], r[1], _utc(r[2])) for r in conn.execute(
+    return [(r[0], r[1], as_utc(r[2])) for r in conn.execute(
         select(s.c.model_id, s.c.version_id, s.c.received_before).order_by(s.c.version_id))]
 
 

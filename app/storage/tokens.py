@@ -8,20 +8,15 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from app.auth import StoredToken, digest, new_token
+from app.storage.db import as_utc
 from app.storage.tables import api_tokens, audit_log
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _row(r: Any) -> StoredToken:
     return StoredToken(id=r.id, name=r.name, digest=r.digest, scopes=frozenset(r.scopes),
                        models=None if r.models is None else frozenset(r.models),
-                       created_at=_utc(r.created_at), expires_at=_utc(r.expires_at),
-                       revoked_at=_utc(r.revoked_at))
+                       created_at=as_utc(r.created_at), expires_at=as_utc(r.expires_at),
+                       revoked_at=as_utc(r.revoked_at))
 
 
 def create(*, conn: Connection, name: str, scopes: list[str], models: list[str] | None,
