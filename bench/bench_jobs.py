@@ -358,8 +358,14 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
             slo.add(conn, schemas, slo.pairs_for_new_predictions(result.new_rows,
                                                                   result.waiting_labels))
             c0, w0 = time.process_time(), time.perf_counter()
-            summary_rows = summarize.for_predictions(shapes, result.new_rows,
-                                                     result.waiting_labels, compiled, bucket)
+            if hasattr(summarize, "columns_of_rows"):  # columns, then the stored ones
+                summary_rows = summarize.for_predictions(
+                    shapes, rows, summarize.columns_of_rows(shapes, rows),
+                    result.duplicate_keys, result.waiting_labels, compiled, bucket)
+            else:
+                summary_rows = summarize.for_predictions(shapes, result.new_rows,
+                                                         result.waiting_labels, compiled,
+                                                         bucket)
             sum_wall += time.perf_counter() - w0
             sum_cpu += time.process_time() - c0
             for model_id, srows in sorted(summary_rows.items()):

@@ -37,7 +37,7 @@ def test_binary_batch_is_stored_with_every_field(client, engine):
     assert [row.prediction_id for row in rows] == ["p-0", "p-1"]
     first = rows[0]
     assert first.score == 0.875 and first.predicted_label == "fraud"
-    assert first.features == {"amount": 12.0, "country": None}  # null stored as missing
+    assert first.features == {"amount": 12.0}  # null stored as missing
     assert first.cohorts == {"region": "eu"}
     assert first.latency_ms == 4.5
     assert stored(engine)["labels"] == 1  # the inline ground truth

@@ -135,17 +135,23 @@ def rows_from_records(shape: ModelShape, version_id: list[int], ts: list[float],
         out.probabilities = np.array(
             [[(p or {}).get(c, 0.0) for c in shape.classes] for p in probabilities],
             dtype=np.float64).reshape(n, len(shape.classes))
-    if shape.task == "regression":
-        out.label = np.array([np.nan if v is None else v for v in label_value], np.float64)
-    else:
-        index = {c: float(i) for i, c in enumerate(shape.classes)}
-        if shape.task == "binary_classification":
-            index = {c: float(c == shape.classes[1]) for c in shape.classes}
-        out.label = np.array([np.nan if c is None else index.get(c, np.nan)
-                              for c in label_class], dtype=np.float64)
+    out.label = label_numbers(shape, label_class, label_value)
     out.label_delay = np.array([np.nan if lt is None else lt - t
                                 for lt, t in zip(label_ts, ts, strict=True)], np.float64)
     return out
+
+
+def label_numbers(shape: ModelShape, label_class: list[str | None],
+                  label_value: list[float | None]) -> np.ndarray:
+    """Ground truth as numbers (Rows.label): the value (regression), 0/1 (binary), the class
+    index (multiclass); NaN where there is none."""
+    if shape.task == "regression":
+        return np.array([np.nan if v is None else v for v in label_value], np.float64)
+    index = {c: float(i) for i, c in enumerate(shape.classes)}
+    if shape.task == "binary_classification":
+        index = {c: float(c == shape.classes[1]) for c in shape.classes}
+    return np.array([np.nan if c is None else index.get(c, np.nan) for c in label_class],
+                    dtype=np.float64)
 
 
 def prediction_values(shape: ModelShape, rows: Rows) -> tuple[str, np.ndarray]:

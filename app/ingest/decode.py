@@ -1,9 +1,12 @@
 """The typed fast path for prediction batches: decode and check a valid batch at C speed.
 
-msgspec decodes the body straight into typed structs: numbers, strings, unknown fields,
-ranges and string lengths are checked while parsing, and each model's features, cohorts and
-prediction payload are decoded with a struct built from its registered schema. What is left
-per record is a handful of dictionary lookups. The fast path only ever accepts: at the first
+Two msgspec passes over the body: a skimming one that reads only each record's model and
+version (to load their schemas), then one typed decode of the whole batch into structs built
+from the registered schemas (one record struct per model, told apart by the ``model`` field
+as a tag): numbers, strings, unknown fields and features, cohort keys, ranges and string
+lengths are all checked while parsing. What is left per record is a handful of lookups (the
+version, the timestamp, a repeat), and the columns the summaries need are built from the
+structs in bulk. The fast path only ever accepts: at the first
 thing it does not accept (a bad record, a NaN, an integer where a class name belongs, a
 timestamp format it does not know), it steps aside and the complete validator in
 validation.py reads the batch, so every refusal keeps its exact 422 (or 404, 413) naming each
@@ -16,12 +19,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+import numpy as np
+from msgspec import Meta, Struct
+from msgspec.structs import astuple
 
+from app.evaluation.summaries import ModelShape, Rows, label_numbers
+from app.ingest.summarize import ModelColumns
 from app.ingest.validation import (
     MAX_ID_LEN,
     MAX_LATENCY_MS,
@@ -42,64 +50,76 @@ class NotFast(Exception):
     """The batch needs the complete validator."""
 
 
-_EMPTY = Raw(b"{}")
 
+class _Skim(Struct, gc=False):
+    """What the first pass reads of a record; every other field is skipped unread."""
 
-class _Record(Struct, forbid_unknown_fields=True):
     model: str
-    prediction_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
-    timestamp: str
-    prediction: Raw
     version: str | None = None
-    features: Raw = _EMPTY
-    cohorts: Raw = _EMPTY
-    label: str | float | None = None
-    latency_ms: Annotated[float, Meta(ge=0.0, le=MAX_LATENCY_MS)] | None = None
 
 
-class _Batch(Struct, forbid_unknown_fields=True):
-    records: list[_Record]
+class _SkimBatch(Struct, gc=False):
+    records: list[_Skim]
 
 
-_batch = msgspec.json.Decoder(_Batch)
+_skim = msgspec.json.Decoder(_SkimBatch)
 
 
-class _Binary(Struct, forbid_unknown_fields=True):
+class _Binary(Struct, forbid_unknown_fields=True, gc=False):
     score: Probability
     label: str | None = None
 
 
-class _Regression(Struct, forbid_unknown_fields=True):
+class _Regression(Struct, forbid_unknown_fields=True, gc=False):
     value: float
     label: ShortStr | None = None
 
 
-class _Multiclass(Struct, forbid_unknown_fields=True):
+class _Multiclass(Struct, forbid_unknown_fields=True, gc=False):
     probabilities: dict[str, Probability]
     label: str | None = None
 
 
-_PAYLOAD = {"binary_classification": msgspec.json.Decoder(_Binary),
-            "regression": msgspec.json.Decoder(_Regression),
-            "multiclass_classification": msgspec.json.Decoder(_Multiclass)}
+_PAYLOAD = {"binary_classification": _Binary, "regression": _Regression,
+            "multiclass_classification": _Multiclass}
+_encode = msgspec.json.Encoder().encode
 
 
 class ModelDecoders:
-    """Decoders of one model's features and cohorts, built from its registered schema."""
+    """The record struct of one model, built from its registered schema: numeric features
+    first, then categorical ones, so a record's numeric values are one slice of its tuple."""
 
     def __init__(self, schema: ModelSchema) -> None:
         self.schema = schema
-        fields = [(name, (float | None) if kind == "numeric" else (ShortStr | None), None)
-                  for name, kind in schema.feature_types.items()]
-        self.features = msgspec.json.Decoder(msgspec.defstruct(
-            "Features", fields, forbid_unknown_fields=True))
-        self.feature_names = list(schema.feature_types)
-        cohorts = msgspec.defstruct("Cohorts", [(k, ShortStr | None, None)
-                                                for k in sorted(schema.cohort_keys)],
-                                    forbid_unknown_fields=True)
-        self.cohorts = msgspec.json.Decoder(cohorts)
+        kinds = schema.feature_types
+        self.numeric = [n for n, k in kinds.items() if k == "numeric"]
+        self.categorical = [n for n, k in kinds.items() if k != "numeric"]
+        # Absent and null are the same thing (omitted when stored, None when read back).
+        features = msgspec.defstruct(
+            "Features", [(n, float | None, None) for n in self.numeric]
+            + [(n, ShortStr | None, None) for n in self.categorical],
+            forbid_unknown_fields=True, omit_defaults=True, gc=False)
         self.cohort_keys = sorted(schema.cohort_keys)
-        self.payload = _PAYLOAD[schema.row.task]
+        cohorts = msgspec.defstruct("Cohorts", [(k, ShortStr | None, None)
+                                                for k in self.cohort_keys],
+                                    forbid_unknown_fields=True, omit_defaults=True, gc=False)
+        self.record = msgspec.defstruct("Record", [
+            ("prediction_id", Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]),
+            ("timestamp", str),
+            ("prediction", _PAYLOAD[schema.row.task]),
+            ("version", str | None, None),
+            ("features", features, msgspec.field(default_factory=features)),
+            ("cohorts", cohorts, msgspec.field(default_factory=cohorts)),
+            ("label", str | float | None, None),
+            ("latency_ms", Annotated[float, Meta(ge=0.0, le=MAX_LATENCY_MS)] | None, None),
+        ], tag_field="model", tag=schema.row.name, forbid_unknown_fields=True, gc=False)
+
+
+def _batch_decoder(decoders: list[ModelDecoders]) -> msgspec.json.Decoder:
+    record = decoders[0].record if len(decoders) == 1 else \
+        Union[tuple(d.record for d in decoders)]  # noqa: UP007 - built at run time
+    return msgspec.json.Decoder(msgspec.defstruct(
+        "Batch", [("records", list[record])], forbid_unknown_fields=True, gc=False))
 
 
 def _timestamp(value: str, limits: Limits) -> datetime:
@@ -110,84 +130,142 @@ def _timestamp(value: str, limits: Limits) -> datetime:
     return ts
 
 
-def _object(raw: Raw) -> str:
-    """The client's JSON text of an object, stored as sent (the database normalises it)."""
-    return bytes(raw).decode()
+@dataclass
+class Decoded:
+    names: list[str]  # each record's model
+    schemas: dict[str, ModelSchema]
+    rows: list[tuple]  # to store: writer.STAGE_COLUMNS, first occurrence of each key
+    repeats: int  # in-batch repeats of a (model, prediction_id)
+    columns: dict[int, ModelColumns]  # per model id: its rows as the summaries' columns
+
+
+def _cached(cache: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 1000:
+            cache.clear()
+        hit = cache[key] = build()
+    return hit
 
 
 def decode_predictions(
     body: bytes, schemas_of: Callable[[set[tuple[str, str | None]]], dict[str, ModelSchema]],
     limits: Limits,
-    max_records: int, cache: dict[Any, ModelDecoders] | None = None,
-) -> tuple[list[str], dict[str, ModelSchema], list[tuple], int]:
-    """(model name per record, schemas, rows to store, in-batch repeats) of a valid batch;
-    NotFast when anything needs the complete validator's judgement."""
+    max_records: int, cache: dict[Any, Any] | None = None,
+) -> Decoded:
+    """A valid batch, decoded; NotFast when anything needs the complete validator's
+    judgement."""
     if _UNSTORABLE.search(body):
         raise NotFast
-    try:
-        batch = _batch.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        raise NotFast from None
-    records = batch.records
-    if len(records) > max_records:
-        raise NotFast
-    schemas = schemas_of({(r.model, r.version) for r in records})
     cache = {} if cache is None else cache
-    rows: list[tuple] = []
-    seen: set[tuple[int, str]] = set()
-    repeats = 0
-    received_at = limits.now
     try:
-        for r in records:
-            schema = schemas.get(r.model)
-            if schema is None:
-                raise NotFast
-            dec = cache.get(schema.key)
-            if dec is None:
-                if len(cache) > 1000:
-                    cache.clear()
-                dec = cache[schema.key] = ModelDecoders(schema)
-            version_id = schema.versions.get(r.version) if r.version is not None else None
-            if version_id is None:
-                raise NotFast
-            ts = _timestamp(r.timestamp, limits)
-            features = msgspec.structs.asdict(dec.features.decode(r.features))
-            cohorts = msgspec.structs.asdict(dec.cohorts.decode(r.cohorts))
-            p = dec.payload.decode(r.prediction)
-            score = value = probs_json = probabilities = None
-            classes = schema.classes
-            if isinstance(p, _Binary):
-                score = p.score
-            elif isinstance(p, _Regression):
-                value = p.value
-            else:
-                probabilities = p.probabilities
-                if not probabilities or not probabilities.keys() <= classes or abs(
-                        math.fsum(probabilities.values()) - 1.0) > limits.sum_tolerance:
-                    raise NotFast
-                probs_json = bytes(msgspec.json.encode(probabilities)).decode()
-            predicted = p.label
-            if predicted is not None and classes is not None and predicted not in classes:
-                raise NotFast
-            gt_class = gt_value = None
-            if r.label is not None:
-                if classes is None:
-                    if not isinstance(r.label, float):
-                        raise NotFast
-                    gt_value = r.label
-                elif isinstance(r.label, str) and r.label in classes:
-                    gt_class = r.label
-                else:
-                    raise NotFast
-            key = (schema.row.id, r.prediction_id)
-            if key in seen:
-                repeats += 1
-                continue
-            seen.add(key)
-            rows.append((schema.row.id, ts, r.prediction_id, version_id, received_at,
-                         _object(r.features), _object(r.cohorts), score, value, probs_json,
-                         predicted, r.latency_ms, gt_class, gt_value,
-                         (features, cohorts, probabilities)))
+        skim = _skim.decode(body).records
+        if len(skim) > max_records:
+            raise NotFast
+        names = [r.model for r in skim]
+        schemas = schemas_of({(r.model, r.version) for r in skim})
+        if not names or not set(names) <= schemas.keys():
+            raise NotFast
+        decoders = [_cached(cache, schemas[m].key, lambda m=m: ModelDecoders(schemas[m]))
+                    for m in sorted(set(names))]
+        records = _cached(cache, tuple(d.schema.key for d in decoders),
+                          lambda: _batch_decoder(decoders)).decode(body).records
+        return _rows(records, {d.record: d for d in decoders}, names, schemas, limits)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         raise NotFast from None
-    return [r.model for r in records], schemas, rows, repeats
+
+
+def _rows(records: list[Any], decoders: dict[type, ModelDecoders], names: list[str],
+          schemas: dict[str, ModelSchema], limits: Limits) -> Decoded:
+    rows: list[tuple] = []
+    seen: set[tuple[int, str]] = set()
+    kept: dict[type, list[Any]] = {}  # each model's stored records, in batch order
+    positions: dict[type, list[int]] = {}
+    times: dict[type, list[datetime]] = {}
+    received_at = limits.now
+    for r in records:
+        kind = type(r)
+        schema = decoders[kind].schema
+        version_id = schema.versions.get(r.version) if r.version is not None else None
+        if version_id is None:
+            raise NotFast
+        ts = _timestamp(r.timestamp, limits)
+        key = (schema.row.id, r.prediction_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = r.prediction
+        classes = schema.classes
+        score = value = probs_json = None
+        if type(p) is _Binary:
+            score = p.score
+        elif type(p) is _Regression:
+            value = p.value
+        else:
+            probabilities = p.probabilities
+            if not probabilities or not probabilities.keys() <= classes or abs(
+                    math.fsum(probabilities.values()) - 1.0) > limits.sum_tolerance:
+                raise NotFast
+            probs_json = _encode(probabilities).decode()
+        predicted = p.label
+        if predicted is not None and classes is not None and predicted not in classes:
+            raise NotFast
+        gt_class = gt_value = None
+        label = r.label
+        if label is not None:
+            if classes is None:
+                if type(label) is not float:
+                    raise NotFast
+                gt_value = label
+            elif type(label) is str and label in classes:
+                gt_class = label
+            else:
+                raise NotFast
+        if kind not in kept:
+            kept[kind], positions[kind], times[kind] = [], [], []
+        kept[kind].append(r)
+        positions[kind].append(len(rows))
+        times[kind].append(ts)
+        rows.append((schema.row.id, ts, r.prediction_id, version_id, received_at,
+                     _encode(r.features).decode(), _encode(r.cohorts).decode(), score, value,
+                     probs_json, predicted, r.latency_ms, gt_class, gt_value))
+    columns = {decoders[kind].schema.row.id: ModelColumns(
+        np.asarray(positions[kind], dtype=np.int64),
+        _columns(decoders[kind], rs, times[kind], [rows[i] for i in positions[kind]]))
+        for kind, rs in kept.items()}
+    return Decoded(names, schemas, rows, len(records) - len(rows), columns)
+
+
+def _columns(dec: ModelDecoders, records: list[Any], times: list[datetime],
+             rows: list[tuple]) -> Rows:
+    """One model's records as the summaries' columns, built in bulk from the structs."""
+    schema = dec.schema
+    n, k = len(records), len(dec.numeric)
+    ts = np.array([t.timestamp() for t in times], dtype=np.float64)
+    out = Rows(version_id=np.array([r[3] for r in rows], dtype=np.int64), ts=ts)
+    feats = [astuple(r.features) for r in records]
+    if k:
+        table = np.array([f[:k] for f in feats], dtype=np.float64).reshape(n, k)
+        for j, name in enumerate(dec.numeric):
+            out.features[name] = table[:, j]
+    for j, name in enumerate(dec.categorical, start=k):
+        out.features[name] = np.array([f[j] for f in feats], dtype=object)
+    if dec.cohort_keys:
+        cohorts = [astuple(r.cohorts) for r in records]
+        for j, key in enumerate(dec.cohort_keys):
+            out.cohorts[key] = np.array([c[j] for c in cohorts], dtype=object)
+    task = schema.row.task
+    if task == "binary_classification":
+        out.score = np.array([r.prediction.score for r in records], dtype=np.float64)
+    elif task == "regression":
+        out.value = np.array([r.prediction.value for r in records], dtype=np.float64)
+    else:
+        classes = schema.row.classes
+        out.probabilities = np.array(
+            [[r.prediction.probabilities.get(c, 0.0) for c in classes] for r in records],
+            dtype=np.float64).reshape(n, len(classes))
+    # An inline label is stored with the prediction's time: a delay of zero.
+    out.label = label_numbers(ModelShape.of(schema.row), [r[12] for r in rows],
+                              [r[13] for r in rows])
+    out.label_delay = np.where(np.isnan(out.label), np.nan, 0.0)
+    return out

@@ -132,7 +132,7 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         if not isinstance(body, (bytes, bytearray)):
             raise decode.NotFast
         cache = schema_cache or SchemaCache()
-        names, schemas, rows, repeats = decode.decode_predictions(
+        batch = decode.decode_predictions(
             bytes(body), lambda wanted: cache.get(engine, wanted), _limits(settings),
             settings.max_batch_records, _DECODERS)
     except decode.NotFast:
@@ -140,26 +140,29 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         records, schemas, rows, repeats = _validated(engine, settings, parsed, "records",
                                                      metrics, authorize)
         names = [r["model"] for r in records]
+        by_id = {s.row.id: s for s in schemas.values()}
+        shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
+        columns = summarize.columns_of_rows(shapes, rows)
     else:
         if authorize is not None:  # the fast path accepted: the names are the batch's models
-            authorize(names)
-    by_id = {s.row.id: s for s in schemas.values()}
-    shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
-    with engine.connect() as conn:
-        compiled = (profiles or ProfileCache()).recent(conn, {r[3] for r in rows},
-                                                       PROFILE_RECHECK_SECONDS)
+            authorize(batch.names)
+        names, rows, repeats, columns = batch.names, batch.rows, batch.repeats, batch.columns
+        by_id = {s.row.id: s for s in batch.schemas.values()}
+        shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     days = {r[1].date() for r in rows}
     for attempt in (1, 2):
         # DDL for any new day runs in its own short transaction, before the data transaction.
         partitions.ensure_days(days)
         try:
             with engine.begin() as conn:
+                compiled = (profiles or ProfileCache()).recent(
+                    conn, {r[3] for r in rows}, PROFILE_RECHECK_SECONDS)
                 result = write_predictions(conn, rows)
                 slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
                                                                     result.waiting_labels))
                 _append_summaries(conn, summarize.for_predictions(
-                    shapes, result.new_rows, result.waiting_labels, compiled,
-                    settings.job_interval_seconds))
+                    shapes, rows, columns, result.duplicate_keys, result.waiting_labels,
+                    compiled, settings.job_interval_seconds))
             break
         except IntegrityError as exc:
             # Another replica's retention dropped a partition this process remembered.
@@ -169,7 +172,7 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
     if metrics is not None:
         metrics.stored_predictions(by_id, names, result.new_rows)
     return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows,
-                       result.waiting_labels)
+                       result.waiting_labels, result.duplicate_keys)
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,

@@ -9,6 +9,7 @@ Each prediction and each pair is folded exactly once, at the moment it is stored
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.evaluation.summaries import (
     Rows,
     bucket_starts,
     drift_counts,
+    label_numbers,
     outcome_summaries,
     pack_drift_counts,
     pack_outcome,
@@ -70,36 +72,64 @@ def _summary_rows(shape: ModelShape, rows: Rows, bucket_seconds: float, *,
     return out
 
 
-def for_predictions(shapes: dict[int, ModelShape], new_rows: list[tuple],
+@dataclass
+class ModelColumns:
+    """One model's rows of a batch as the summaries' columns; ``positions`` are their
+    indices in the batch's rows."""
+
+    positions: np.ndarray
+    rows: Rows
+
+
+def columns_of_rows(shapes: dict[int, ModelShape], rows: list[tuple]
+                    ) -> dict[int, ModelColumns]:
+    """Columns from stored-row tuples (writer.STAGE_COLUMNS, optionally followed by the
+    parsed (features, cohorts, probabilities)): what the complete validator produces."""
+    where: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        where[r[0]].append(i)
+    out: dict[int, ModelColumns] = {}
+    for model_id, at in where.items():
+        rs = [rows[i] for i in at]
+        parsed = [r[N_STAGE] if len(r) > N_STAGE else (_loads(r[5]), _loads(r[6]), _loads(r[9]))
+                  for r in rs]
+        out[model_id] = ModelColumns(np.asarray(at, dtype=np.int64), rows_from_records(
+            shapes[model_id], [r[3] for r in rs], [r[1].timestamp() for r in rs],
+            [p[0] for p in parsed], [p[1] for p in parsed], [r[7] for r in rs],
+            [r[8] for r in rs], [p[2] for p in parsed], [r[12] for r in rs],
+            [r[13] for r in rs],
+            [r[1].timestamp() if r[12] is not None or r[13] is not None else None
+             for r in rs]))
+    return out
+
+
+def for_predictions(shapes: dict[int, ModelShape], rows: list[tuple],
+                    columns: dict[int, ModelColumns], duplicates: set[tuple[int, str]],
                     waiting: dict[tuple[int, str], StoredLabel],
                     profiles: dict[int, CompiledProfile],
                     bucket_seconds: float) -> dict[int, list[SummaryRow]]:
-    """Summary rows per model for newly stored predictions (writer.STAGE_COLUMNS rows)."""
-    by_model: dict[int, list[tuple]] = defaultdict(list)
-    for r in new_rows:
-        by_model[r[0]].append(r)
+    """Summary rows per model for the batch's rows (writer.STAGE_COLUMNS) that were stored,
+    i.e. all but ``duplicates``; a label that was waiting for a prediction replaces its
+    inline one, as in the labels table."""
     out: dict[int, list[SummaryRow]] = {}
-    for model_id, rs in by_model.items():
-        label_class, label_value, label_ts = [], [], []
-        for r in rs:
-            w = waiting.get((model_id, r[2]))
-            if w is not None:  # the stored label, as the labels table holds it
-                label_class.append(w.label_class)
-                label_value.append(w.label_value)
-                label_ts.append(w.ts.timestamp())
-            else:  # an inline label is stored with the prediction's time
-                label_class.append(r[12])
-                label_value.append(r[13])
-                label_ts.append(r[1].timestamp() if r[12] is not None or r[13] is not None
-                                else None)
-        parsed = [r[N_STAGE] if len(r) > N_STAGE else (_loads(r[5]), _loads(r[6]), _loads(r[9]))
-                  for r in rs]
-        rows = rows_from_records(
-            shapes[model_id], [r[3] for r in rs], [r[1].timestamp() for r in rs],
-            [p[0] for p in parsed], [p[1] for p in parsed], [r[7] for r in rs],
-            [r[8] for r in rs], [p[2] for p in parsed], label_class, label_value, label_ts)
-        out[model_id] = _summary_rows(shapes[model_id], rows, bucket_seconds,
-                                      count_predictions=True, profiles=profiles)
+    for model_id, mc in columns.items():
+        cols, positions = mc.rows, mc.positions
+        if duplicates:
+            keep = np.array([(model_id, rows[i][2]) not in duplicates for i in positions],
+                            dtype=bool)
+            cols, positions = cols.take(keep), positions[keep]
+        if waiting:
+            at = [j for j, i in enumerate(positions) if (model_id, rows[i][2]) in waiting]
+            if at:
+                stored = [waiting[(model_id, rows[positions[j]][2])] for j in at]
+                label, delay = cols.label.copy(), cols.label_delay.copy()
+                label[at] = label_numbers(shapes[model_id], [w.label_class for w in stored],
+                                          [w.label_value for w in stored])
+                delay[at] = np.array([w.ts.timestamp() for w in stored]) - cols.ts[at]
+                cols = replace(cols, label=label, label_delay=delay)
+        if cols.n:
+            out[model_id] = _summary_rows(shapes[model_id], cols, bucket_seconds,
+                                          count_predictions=True, profiles=profiles)
     return out
 
 

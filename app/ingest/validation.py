@@ -322,8 +322,7 @@ def _validate_features(raw: Any, schema: ModelSchema, i: int,
             problems.append(Problem("not a feature of this model's schema", field=where, index=i))
             continue
         if v is None:
-            out[name] = None
-            continue
+            continue  # stored like an absent feature
         if kind == "numeric":
             if type(v) is float:
                 out[name] = v

@@ -27,14 +27,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.ingest.validation import LabelRow, PredictionRow
 from app.storage.db import as_utc
-from app.storage.tables import labels, prediction_keys, predictions
+from app.storage.tables import (
+    STAGE_TABLE,
+    STAGE_TYPES,
+    labels,
+    prediction_keys,
+    predictions,
+)
 
 PREDICTION_COLUMNS = (
     "model_id", "ts", "prediction_id", "version_id", "received_at", "features", "cohorts",
     "score", "value", "probabilities", "predicted_label", "latency_ms",
 )
-STAGE_COLUMNS = (*PREDICTION_COLUMNS, "gt_class", "gt_value")
+STAGE_COLUMNS = tuple(c for c, _ in STAGE_TYPES)
+assert STAGE_COLUMNS == (*PREDICTION_COLUMNS, "gt_class", "gt_value")
 N_STAGE = len(STAGE_COLUMNS)  # a validated row may carry more (its parsed values) after these
+_JSON_COLUMNS = {"features", "cohorts", "probabilities"}
 _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
 _PAIRING_LOCK = 0x6D6D5041  # "mmPA"
 
@@ -52,6 +60,8 @@ class WriteResult:
     new_rows: list[PredictionRow]  # the rows this call stored
     # labels that were stored before their (now stored) prediction
     waiting_labels: dict[tuple[int, str], StoredLabel]
+    # (model_id, prediction_id) of the rows that were stored already
+    duplicate_keys: set[tuple[int, str]] = field(default_factory=set)
 
 
 def lock_models_for_pairing(conn: Connection, model_ids: set[int], *, labels: bool) -> None:
@@ -67,35 +77,28 @@ def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteR
     if not rows:
         return WriteResult(0, 0, [], {})
     lock_models_for_pairing(conn, {r[0] for r in rows}, labels=False)
-    if conn.dialect.name == "postgresql":
-        claimed = _pg_write_predictions(conn, rows)
-    else:
-        claimed = _generic_write_predictions(conn, rows)
-    new = [r for r in rows if (r[0], r[2]) in claimed]
-    waiting = {k: c for k, c in claimed.items() if c is not None}
-    return WriteResult(len(new), len(rows) - len(new), new, waiting)
+    write = _pg_write_predictions if conn.dialect.name == "postgresql" \
+        else _generic_write_predictions
+    duplicates, waiting = write(conn, rows)
+    new = [r for r in rows if (r[0], r[2]) not in duplicates] if duplicates else list(rows)
+    return WriteResult(len(new), len(rows) - len(new), new, waiting, duplicates)
 
 
-_PG_STAGE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS mm_stage_predictions (
-    model_id bigint, ts timestamptz, prediction_id text, version_id bigint,
-    received_at timestamptz, features jsonb, cohorts jsonb, score double precision,
-    value double precision, probabilities jsonb, predicted_label text,
-    latency_ms double precision, gt_class text, gt_value double precision
-) ON COMMIT DELETE ROWS
-"""
-
+# The statement answers only the exceptions: the batch's keys that were stored already, and
+# the labels that were waiting for the predictions it stored. The final SELECT reads `labels`
+# as of the statement's snapshot: labels that were waiting, not the inline ones it inserts.
 _PG_CLAIM_AND_INSERT = f"""
 WITH new_keys AS (
     INSERT INTO prediction_keys (model_id, prediction_id, ts)
-    SELECT model_id, prediction_id, ts FROM mm_stage_predictions
+    SELECT model_id, prediction_id, ts FROM {STAGE_TABLE}
     ON CONFLICT DO NOTHING
     RETURNING model_id, prediction_id
 ), new_rows AS (
-    SELECT s.* FROM mm_stage_predictions s JOIN new_keys k USING (model_id, prediction_id)
+    SELECT s.* FROM {STAGE_TABLE} s JOIN new_keys k USING (model_id, prediction_id)
 ), ins AS (
     INSERT INTO predictions ({", ".join(PREDICTION_COLUMNS)})
-    SELECT {", ".join(PREDICTION_COLUMNS)} FROM new_rows
+    SELECT {", ".join(f"CAST({c} AS jsonb)" if c in _JSON_COLUMNS else c
+                      for c in PREDICTION_COLUMNS)} FROM new_rows
     RETURNING 1
 ), lab AS (
     INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at, source)
@@ -104,24 +107,38 @@ WITH new_keys AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT k.model_id, k.prediction_id, l.label_class, l.label_value, l.ts
-FROM new_keys k LEFT JOIN labels l USING (model_id, prediction_id)
+SELECT true, s.model_id, s.prediction_id, NULL, NULL::double precision, NULL::timestamptz
+FROM {STAGE_TABLE} s LEFT JOIN new_keys k USING (model_id, prediction_id)
+WHERE k.model_id IS NULL
+UNION ALL
+SELECT false, k.model_id, k.prediction_id, l.label_class, l.label_value, l.ts
+FROM new_keys k JOIN labels l USING (model_id, prediction_id)
 """
-# The final SELECT reads `labels` as of the statement's snapshot: labels that were waiting for
-# these predictions, not the inline ones this statement inserts.
+_STAGE_COPY = (f"COPY {STAGE_TABLE} ({', '.join(c for c, _ in STAGE_TYPES)}) "
+               "FROM STDIN (FORMAT BINARY)")
+_STAGE_TYPE_NAMES = [t for _, t in STAGE_TYPES]
+
+Claims = tuple[set[tuple[int, str]], dict[tuple[int, str], StoredLabel]]
 
 
-def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
-                          ) -> dict[tuple[int, str], StoredLabel | None]:
-    """Claimed keys, each with the label that was waiting for it (or None)."""
-    conn.exec_driver_sql(_PG_STAGE_DDL)
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        with cur.copy(f"COPY mm_stage_predictions ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as cp:
-            for row in rows:
-                cp.write_row(row[:N_STAGE])
-    return {(r[0], r[1]): None if r[4] is None else StoredLabel(r[2], r[3], as_utc(r[4]))
-            for r in conn.execute(text(_PG_CLAIM_AND_INSERT))}
+def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> Claims:
+    """Binary COPY into the session's staging table, then one statement: (keys that were
+    stored already, labels that were waiting for the rows now stored)."""
+    with conn.connection.driver_connection.cursor() as cur:
+        with cur.copy(_STAGE_COPY) as cp:
+            cp.set_types(_STAGE_TYPE_NAMES)
+            if len(rows[0]) == N_STAGE:
+                for row in rows:
+                    cp.write_row(row)
+            else:
+                for row in rows:
+                    cp.write_row(row[:N_STAGE])
+        cur.execute(_PG_CLAIM_AND_INSERT)
+        found = cur.fetchall()
+    duplicates = {(m, p) for dup, m, p, *_ in found if dup}
+    waiting = {(m, p): StoredLabel(c, v, as_utc(ts))
+               for dup, m, p, c, v, ts in found if not dup}
+    return duplicates, waiting
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
@@ -131,24 +148,25 @@ def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
                                                            table.c.prediction_id)
 
 
-def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
-                               ) -> dict[tuple[int, str], StoredLabel | None]:
-    claimed: dict[tuple[int, str], StoredLabel | None] = dict.fromkeys({
+def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> Claims:
+    claimed = {
         (r[0], r[1])
         for r in conn.execute(
             _insert_ignoring_conflicts(conn, prediction_keys),
             [{"model_id": r[0], "prediction_id": r[2], "ts": r[1]} for r in rows],
         )
-    })
+    }
+    duplicates = {(r[0], r[2]) for r in rows} - claimed
     new = [r for r in rows if (r[0], r[2]) in claimed]
+    waiting: dict[tuple[int, str], StoredLabel] = {}
     if not new:
-        return claimed
+        return duplicates, waiting
     for start in range(0, len(new), _IN_CHUNK):  # labels that were waiting for these
         chunk = [(r[0], r[2]) for r in new[start:start + _IN_CHUNK]]
         q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class,
                    labels.c.label_value, labels.c.ts).where(
             tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
-        claimed.update({(m, p): StoredLabel(c, v, as_utc(ts))
+        waiting.update({(m, p): StoredLabel(c, v, as_utc(ts))
                         for m, p, c, v, ts in conn.execute(q)})
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
@@ -158,7 +176,7 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]
     ]
     if inline:
         conn.execute(_insert_ignoring_conflicts(conn, labels), inline).all()
-    return claimed
+    return duplicates, waiting
 
 
 def _prediction_params(r: PredictionRow) -> dict[str, Any]:

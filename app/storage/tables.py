@@ -263,3 +263,18 @@ audit_log = Table(
     Column("status", Integer, nullable=False),
     Index("ix_audit_log_at", "at"),
 )
+
+
+# Ingest staging (PostgreSQL): every session has this temporary table, created when the
+# session opens (app/storage/db.py); the ingest writer COPYs a batch into it in binary and
+# claims new keys from it. JSON columns are text here and parsed once, when inserted.
+STAGE_TABLE = "mm_stage_predictions"
+STAGE_TYPES = (
+    ("model_id", "int8"), ("ts", "timestamptz"), ("prediction_id", "text"),
+    ("version_id", "int8"), ("received_at", "timestamptz"), ("features", "text"),
+    ("cohorts", "text"), ("score", "float8"), ("value", "float8"), ("probabilities", "text"),
+    ("predicted_label", "text"), ("latency_ms", "float8"), ("gt_class", "text"),
+    ("gt_value", "float8"),
+)
+STAGE_DDL = (f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
+             + ", ".join(f"{c} {t}" for c, t in STAGE_TYPES) + ") ON COMMIT DELETE ROWS")

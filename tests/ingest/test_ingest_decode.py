@@ -15,11 +15,13 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from app.api.body import parse_json
 from app.errors import ApiError
-from app.ingest import decode
+from app.evaluation.summaries import ModelShape, Rows
+from app.ingest import decode, summarize
 from app.ingest import validation as v
 from app.storage.registry import ModelRow
 
@@ -150,12 +152,27 @@ def complete(body: bytes) -> list[tuple] | ApiError:
 
 
 def stored(row: tuple) -> tuple:
-    """A row as the database reads it back: JSON objects parsed, cohorts without nulls."""
+    """A row as the database reads it back: JSON objects parsed."""
     r = list(row[:14])
     r[5] = json.loads(r[5])
-    r[6] = {k: x for k, x in json.loads(r[6]).items() if x is not None}
+    r[6] = json.loads(r[6])
     r[9] = None if r[9] is None else json.loads(r[9])
     return tuple(r)
+
+
+def same_columns(a: Rows, b: Rows) -> None:
+    for name in ("version_id", "ts", "score", "value", "probabilities", "label",
+                 "label_delay"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    for part in ("features", "cohorts"):
+        x, y = getattr(a, part), getattr(b, part)
+        assert x.keys() == y.keys(), part
+        for k in x:
+            assert x[k].dtype == y[k].dtype, (part, k)
+            np.testing.assert_array_equal(x[k], y[k], err_msg=f"{part}.{k}")
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -169,22 +186,21 @@ def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
         body = encode({"records": records})
         expected = complete(body)
         try:
-            _, _, rows, _ = decode.decode_predictions(body, lambda wanted: schemas(), LIMITS,
-                                                      10_000)
+            batch = decode.decode_predictions(body, lambda wanted: schemas(), LIMITS, 10_000)
         except decode.NotFast:
             refused += 1
             continue
         accepted += 1
         assert not isinstance(expected, ApiError), (records, expected.details)
-        assert [stored(r) for r in rows] == [stored(r) for r in expected]
-        # the values handed to the summaries are the stored ones
-        for r in rows:
-            feats, cohorts, probs = r[14]
-            assert {k: x for k, x in feats.items() if x is not None} == {
-                k: (float(x) if isinstance(x, int) and k != "c" else x)
-                for k, x in stored(r)[5].items() if x is not None}
-            assert {k: x for k, x in cohorts.items() if x is not None} == stored(r)[6]
-            assert probs == stored(r)[9]
+        assert [stored(r) for r in batch.rows] == [stored(r) for r in expected]
+        assert batch.repeats == len(records) - len(expected)
+        # the columns handed to the summaries are those of the stored values
+        shapes = {s.row.id: ModelShape.of(s.row) for s in schemas().values()}
+        reference = summarize.columns_of_rows(shapes, expected)
+        assert batch.columns.keys() == reference.keys()
+        for model_id, mc in batch.columns.items():
+            np.testing.assert_array_equal(mc.positions, reference[model_id].positions)
+            same_columns(mc.rows, reference[model_id].rows)
     # the fast path is the common path for valid batches, not a formality
     assert accepted >= 15, (accepted, refused)
 
