@@ -180,3 +180,26 @@ def test_quality_families_are_bounded_per_model_and_right():
     assert kept["f29"] == pytest.approx(0.29) and kept[OTHER] == pytest.approx(0.20)
     cohorts = fams["modelmon_cohort_error_ratio"].samples
     assert len(cohorts) == 200 * 5
+
+
+def test_observe_many_equals_one_observe_per_value():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from app.observability.metrics import LATENCY_BUCKETS, observe_many
+
+    rng = np.random.default_rng(3)
+    # bounds themselves (a value equal to a bound belongs to it), beyond the last, zero
+    values = [*LATENCY_BUCKETS, 0.0, 99.0, *rng.exponential(0.05, 500).tolist()]
+    registry = CollectorRegistry()
+    one = Histogram("one", "", ["m"], buckets=LATENCY_BUCKETS, registry=registry)
+    many = Histogram("many", "", ["m"], buckets=LATENCY_BUCKETS, registry=registry)
+    for v in values:
+        one.labels("a").observe(v)
+    observe_many(many.labels("a"), values[:100])
+    observe_many(many.labels("a"), values[100:])
+    for le in [*map(str, LATENCY_BUCKETS), "+Inf"]:
+        expected = registry.get_sample_value("one_bucket", {"m": "a", "le": le})
+        assert registry.get_sample_value("many_bucket", {"m": "a", "le": le}) == expected, le
+    assert registry.get_sample_value("many_count", {"m": "a"}) == len(values)
+    assert registry.get_sample_value("many_sum", {"m": "a"}) == pytest.approx(
+        registry.get_sample_value("one_sum", {"m": "a"}), rel=1e-12)

@@ -66,3 +66,24 @@ def test_records_past_the_rate_are_429_and_an_oversized_batch_413(limited):
     r = client.post("/v1/predictions", json=records(6, 6), headers=ingest)
     assert r.status_code == 429 and "retry-after" in r.headers
     assert stored(app.state.engine)["predictions"] == 6  # nothing of the refused batches
+
+
+def test_counters_of_past_callers_expire_without_a_thread_per_hit():
+    import threading
+    import time
+
+    from app.api.ratelimit import RateLimits
+
+    limits = RateLimits(requests_per_second=100, records_per_second=1000, burst_seconds=1)
+    storage = limits._limiter.storage
+    time.sleep(0.05)  # the library's own start-up timer has run out
+    threads = threading.active_count()
+    for i in range(50):
+        limits.request(f"caller-{i}")
+        limits.records(f"caller-{i}", 10)
+        assert threading.active_count() == threads  # no timer thread started per hit
+    assert len(storage.storage) >= 50
+    time.sleep(2.1)  # past twice the window: every counter has expired
+    storage._expired_at -= storage.EXPIRE_EVERY
+    limits.request("late")
+    assert set(storage.storage) == {k for k in storage.storage if "late" in k}
