@@ -67,6 +67,21 @@ def make_records(n: int, seed: int = 7) -> list[dict]:
     ]
 
 
+def upload_reference(client: httpx2.Client, n: int = 10_000) -> None:
+    """A reference for v1, so every stored prediction is also counted in the drift bins and
+    KS slots of its bucket summary (the ingest path a monitored model takes)."""
+    rows = make_records(n, seed=12345)
+    header = [f"f{j}" for j in range(N_NUMERIC)] + ["country", "score"]
+    lines = [",".join(header)] + [
+        ",".join([*(repr(r["features"][f"f{j}"]) for j in range(N_NUMERIC)),
+                  r["features"]["country"], repr(r["prediction"]["score"])])
+        for r in rows]
+    r = client.post("/v1/models/bench/versions/v1/reference", content="\n".join(lines),
+                    headers={"content-type": "text/csv"})
+    if r.status_code != 201:
+        raise SystemExit(f"reference upload failed: {r.status_code} {r.text[:200]}")
+
+
 def start_server(url: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "warning",
            "MODELMON_SCHEDULER_ENABLED": "false"}
@@ -278,6 +293,7 @@ def main() -> None:
                             "name": "bench", "task": "binary_classification",
                             "features": features, "cohort_keys": ["region"]})
                         c.post("/v1/models/bench/versions", json={"version": "v1"})
+                        upload_reference(c)
                 for clients in args.clients:
                     run += 1
                     records = make_records(total + BATCH * workers, seed=run)

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.ingest.validation import LabelRow, PredictionRow
 from app.storage.db import as_utc
 from app.storage.tables import (
+    STAGE_DDL,
     STAGE_TABLE,
     STAGE_TYPES,
     labels,
@@ -84,10 +85,21 @@ def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteR
     return WriteResult(len(new), len(rows) - len(new), new, waiting, duplicates)
 
 
-# The statement answers only the exceptions: the batch's keys that were stored already, and
-# the labels that were waiting for the predictions it stored. The final SELECT reads `labels`
-# as of the statement's snapshot: labels that were waiting, not the inline ones it inserts.
-_PG_CLAIM_AND_INSERT = f"""
+def _claim_and_insert(inline_labels: bool) -> str:
+    """One statement: claim new keys in prediction_keys, insert exactly those predictions (and
+    their inline labels, when the batch has any), and answer only the exceptions: the batch's
+    keys that were stored already, and the labels that were waiting for the predictions it
+    stored. The final SELECT reads `labels` as of the statement's snapshot: labels that were
+    waiting, not the inline ones it inserts."""
+    lab = """
+, lab AS (
+    INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at, source)
+    SELECT model_id, prediction_id, gt_class, gt_value, ts, received_at, 'inline' FROM new_rows
+    WHERE gt_class IS NOT NULL OR gt_value IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)""" if inline_labels else ""
+    return f"""
 WITH new_keys AS (
     INSERT INTO prediction_keys (model_id, prediction_id, ts)
     SELECT model_id, prediction_id, ts FROM {STAGE_TABLE}
@@ -100,13 +112,7 @@ WITH new_keys AS (
     SELECT {", ".join(f"CAST({c} AS jsonb)" if c in _JSON_COLUMNS else c
                       for c in PREDICTION_COLUMNS)} FROM new_rows
     RETURNING 1
-), lab AS (
-    INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at, source)
-    SELECT model_id, prediction_id, gt_class, gt_value, ts, received_at, 'inline' FROM new_rows
-    WHERE gt_class IS NOT NULL OR gt_value IS NOT NULL
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-)
+){lab}
 SELECT true, s.model_id, s.prediction_id, NULL, NULL::double precision, NULL::timestamptz
 FROM {STAGE_TABLE} s LEFT JOIN new_keys k USING (model_id, prediction_id)
 WHERE k.model_id IS NULL
@@ -114,6 +120,9 @@ UNION ALL
 SELECT false, k.model_id, k.prediction_id, l.label_class, l.label_value, l.ts
 FROM new_keys k JOIN labels l USING (model_id, prediction_id)
 """
+
+
+_PG_CLAIM = {inline: _claim_and_insert(inline) for inline in (False, True)}
 _STAGE_COPY = (f"COPY {STAGE_TABLE} ({', '.join(c for c, _ in STAGE_TYPES)}) "
                "FROM STDIN (FORMAT BINARY)")
 _STAGE_TYPE_NAMES = [t for _, t in STAGE_TYPES]
@@ -122,9 +131,12 @@ Claims = tuple[set[tuple[int, str]], dict[tuple[int, str], StoredLabel]]
 
 
 def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> Claims:
-    """Binary COPY into the session's staging table, then one statement: (keys that were
+    """Binary COPY into the staging table, then one statement: (keys that were
     stored already, labels that were waiting for the rows now stored)."""
     with conn.connection.driver_connection.cursor() as cur:
+        # In the transaction, not once per session: behind a transaction-pooling proxy
+        # (PgBouncer) consecutive transactions may run on different server sessions.
+        cur.execute(STAGE_DDL)
         with cur.copy(_STAGE_COPY) as cp:
             cp.set_types(_STAGE_TYPE_NAMES)
             if len(rows[0]) == N_STAGE:
@@ -133,8 +145,9 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> Cl
             else:
                 for row in rows:
                     cp.write_row(row[:N_STAGE])
-        cur.execute(_PG_CLAIM_AND_INSERT)
-        found = cur.fetchall()
+    # Through SQLAlchemy, so that errors are wrapped as on every other statement.
+    found = conn.exec_driver_sql(
+        _PG_CLAIM[any(r[12] is not None or r[13] is not None for r in rows)]).all()
     duplicates = {(m, p) for dup, m, p, *_ in found if dup}
     waiting = {(m, p): StoredLabel(c, v, as_utc(ts))
                for dup, m, p, c, v, ts in found if not dup}

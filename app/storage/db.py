@@ -9,7 +9,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from app.settings import Settings
-from app.storage.tables import STAGE_DDL
 
 
 def as_utc(ts: datetime | None) -> datetime | None:
@@ -44,7 +43,7 @@ def make_engine(settings: Settings) -> Engine:
             "use postgresql+psycopg://... or sqlite:///..."
         )
     statement_ms = int(settings.db_statement_timeout_seconds * 1000)
-    engine = create_engine(
+    return create_engine(
         url,
         connect_args={
             "connect_timeout": max(1, int(round(settings.db_connect_timeout_seconds))),
@@ -56,13 +55,6 @@ def make_engine(settings: Settings) -> Engine:
         pool_timeout=settings.db_connect_timeout_seconds,
         pool_pre_ping=True,
     )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        dbapi_conn.execute(STAGE_DDL)  # the ingest writer's staging table, once per session
-        dbapi_conn.commit()
-
-    return engine
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:

@@ -265,9 +265,9 @@ audit_log = Table(
 )
 
 
-# Ingest staging (PostgreSQL): every session has this temporary table, created when the
-# session opens (app/storage/db.py); the ingest writer COPYs a batch into it in binary and
-# claims new keys from it. JSON columns are text here and parsed once, when inserted.
+# Ingest staging (PostgreSQL): a temporary table the ingest writer creates if missing in each
+# write transaction, COPYs a batch into in binary and claims new keys from. JSON columns are
+# text here and parsed once, when inserted.
 STAGE_TABLE = "mm_stage_predictions"
 STAGE_TYPES = (
     ("model_id", "int8"), ("ts", "timestamptz"), ("prediction_id", "text"),
