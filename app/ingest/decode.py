@@ -166,17 +166,21 @@ def decode_predictions(
         schemas = schemas_of({(r.model, r.version) for r in skim})
         if not names or not set(names) <= schemas.keys():
             raise NotFast
+        models = sorted(set(names))
         decoders = [_cached(cache, schemas[m].key, lambda m=m: ModelDecoders(schemas[m]))
-                    for m in sorted(set(names))]
+                    for m in models]
         records = _cached(cache, tuple(d.schema.key for d in decoders),
                           lambda: _batch_decoder(decoders)).decode(body).records
-        return _rows(records, {d.record: d for d in decoders}, names, schemas, limits)
+        # A cached decoder depends only on schema.key; versions and classes are read from
+        # the schemas just loaded (a version registered a moment ago is known at once).
+        kinds = {d.record: (d, schemas[m]) for d, m in zip(decoders, models, strict=True)}
+        return _rows(records, kinds, names, schemas, limits)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         raise NotFast from None
 
 
-def _rows(records: list[Any], decoders: dict[type, ModelDecoders], names: list[str],
-          schemas: dict[str, ModelSchema], limits: Limits) -> Decoded:
+def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSchema]],
+          names: list[str], schemas: dict[str, ModelSchema], limits: Limits) -> Decoded:
     rows: list[tuple] = []
     seen: set[tuple[int, str]] = set()
     kept: dict[type, list[Any]] = {}  # each model's stored records, in batch order
@@ -185,7 +189,7 @@ def _rows(records: list[Any], decoders: dict[type, ModelDecoders], names: list[s
     received_at = limits.now
     for r in records:
         kind = type(r)
-        schema = decoders[kind].schema
+        schema = decoders[kind][1]
         version_id = schema.versions.get(r.version) if r.version is not None else None
         if version_id is None:
             raise NotFast
@@ -229,17 +233,16 @@ def _rows(records: list[Any], decoders: dict[type, ModelDecoders], names: list[s
         rows.append((schema.row.id, ts, r.prediction_id, version_id, received_at,
                      _encode(r.features).decode(), _encode(r.cohorts).decode(), score, value,
                      probs_json, predicted, r.latency_ms, gt_class, gt_value))
-    columns = {decoders[kind].schema.row.id: ModelColumns(
+    columns = {decoders[kind][1].row.id: ModelColumns(
         np.asarray(positions[kind], dtype=np.int64),
-        _columns(decoders[kind], rs, times[kind], [rows[i] for i in positions[kind]]))
+        _columns(*decoders[kind], rs, times[kind], [rows[i] for i in positions[kind]]))
         for kind, rs in kept.items()}
     return Decoded(names, schemas, rows, len(records) - len(rows), columns)
 
 
-def _columns(dec: ModelDecoders, records: list[Any], times: list[datetime],
-             rows: list[tuple]) -> Rows:
+def _columns(dec: ModelDecoders, schema: ModelSchema, records: list[Any],
+             times: list[datetime], rows: list[tuple]) -> Rows:
     """One model's records as the summaries' columns, built in bulk from the structs."""
-    schema = dec.schema
     n, k = len(records), len(dec.numeric)
     ts = np.array([t.timestamp() for t in times], dtype=np.float64)
     out = Rows(version_id=np.array([r[3] for r in rows], dtype=np.int64), ts=ts)

@@ -210,3 +210,18 @@ def test_limits_still_apply_on_the_fast_path():
     with pytest.raises(decode.NotFast):
         decode.decode_predictions(encode({"records": records}), lambda wanted: schemas(),
                                   LIMITS, 4)
+
+
+def test_a_cached_decoder_sees_versions_registered_after_it_was_built():
+    cache: dict = {}
+    first = schemas()
+    rec = {"model": "bin", "version": "v1", "prediction_id": "a",
+           "timestamp": NOW.isoformat(), "prediction": {"score": 0.5}}
+    batch = decode.decode_predictions(encode({"records": [rec]}), lambda wanted: first,
+                                      LIMITS, 10, cache)
+    assert batch.rows[0][3] == 10
+    later = {**first, "bin": v.ModelSchema.build(first["bin"].row, {"v1": 10, "v2": 11})}
+    batch = decode.decode_predictions(
+        encode({"records": [{**rec, "version": "v2", "prediction_id": "b"}]}),
+        lambda wanted: later, LIMITS, 10, cache)
+    assert batch.rows[0][3] == 11  # taken on the fast path, with the new version's id
