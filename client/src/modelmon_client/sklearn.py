@@ -1,0 +1,150 @@
+"""Registering a fitted scikit-learn estimator: its features, task and classes, its
+regularization and hyperparameters, its size, and its coefficients as weights.
+
+Imported on first use; needs scikit-learn (and so numpy).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelmon_client.monitor import Monitor
+
+_INT_LIMIT = 2**63  # the service keeps integers in metadata below this magnitude
+
+
+def final_estimator(estimator: Any) -> Any:
+    """The last step of a Pipeline (the one with coefficients); the estimator itself
+    otherwise."""
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
+
+
+def regularization(estimator: Any) -> dict[str, Any] | None:
+    """``{type, lambda, l1_ratio}`` from ``penalty``, ``C``, ``alpha`` and ``l1_ratio``.
+
+    The strength is the estimator's own: ``alpha``, or ``1 / C`` where the estimator takes
+    the inverse strength ``C`` (LogisticRegression, LinearSVC, SVC); the raw values stay in
+    the hyperparameters. Unregularised linear models are ``none``; estimators with neither
+    parameter nor coefficients (trees, say) have no entry.
+    """
+    est = final_estimator(estimator)
+    params = est.get_params(deep=False)
+    if "C" in params:
+        c = params["C"]
+        strength = 1.0 / c if isinstance(c, int | float) and 0 < c < math.inf else 0.0
+    elif "alpha" in params and isinstance(params["alpha"], int | float):
+        strength = float(params["alpha"])
+    elif hasattr(est, "coef_") or hasattr(est, "coefs_"):
+        return {"type": "none"}
+    else:
+        return None
+    penalty = params.get("penalty", "absent")
+    ratio = params.get("l1_ratio", getattr(est, "l1_ratio", None))
+    if penalty in (None, "none") or not strength > 0:
+        return {"type": "none"}
+    if penalty in ("l1", "l2"):
+        kind = penalty
+    elif ratio is None:  # Ridge, SVC, MLP: alpha or C penalises the squared L2 norm
+        kind = "l2"
+    else:  # "elasticnet", or LogisticRegression's l1_ratio since penalty was deprecated
+        kind = "l1" if ratio >= 1 else "l2" if ratio <= 0 else "elastic_net"
+    out: dict[str, Any] = {"type": kind, "lambda": strength}
+    if kind == "elastic_net":
+        out["l1_ratio"] = float(ratio)
+    return out
+
+
+def hyperparameters(estimator: Any) -> dict[str, Any]:
+    """The final estimator's own parameters that are plain JSON values."""
+    out = {}
+    for k, v in final_estimator(estimator).get_params(deep=False).items():
+        if hasattr(v, "item") and not hasattr(v, "__len__"):
+            v = v.item()  # numpy scalars
+        if v is None or isinstance(v, bool | str):
+            out[k] = v
+        elif isinstance(v, int) and abs(v) < _INT_LIMIT:
+            out[k] = v
+        elif isinstance(v, float) and math.isfinite(v):
+            out[k] = v
+    return out
+
+
+def weight_tensors(estimator: Any) -> dict[str, Any]:
+    """Coefficients by tensor name: ``coef`` and ``intercept`` for linear models,
+    ``layer{i}/kernel`` and ``layer{i}/bias`` for multi-layer perceptrons; empty otherwise."""
+    import numpy as np
+
+    est = final_estimator(estimator)
+    if hasattr(est, "coefs_"):
+        out = {}
+        for i, (w, b) in enumerate(zip(est.coefs_, est.intercepts_, strict=True)):
+            out[f"layer{i}/kernel"] = np.asarray(w)
+            out[f"layer{i}/bias"] = np.asarray(b)
+        return out
+    try:
+        coef = est.coef_
+    except AttributeError:  # not linear, or a kernel SVC whose coef_ is a property that raises
+        return {}
+    if hasattr(coef, "toarray"):  # sparsified
+        coef = coef.toarray()
+    out = {"coef": np.asarray(coef, dtype=float)}
+    intercept = getattr(est, "intercept_", None)
+    if intercept is not None:
+        out["intercept"] = np.atleast_1d(np.asarray(intercept, dtype=float))
+    return out
+
+
+def model_definition(estimator: Any, feature_names: Sequence[str] | None = None
+                     ) -> tuple[str, list[str], list[str] | None]:
+    """(task, feature names, classes) of a fitted estimator; classes as strings."""
+    from sklearn.base import is_classifier
+
+    names = feature_names if feature_names is not None else getattr(
+        estimator, "feature_names_in_", None)
+    if names is None:
+        n = getattr(estimator, "n_features_in_", None)
+        if n is None:
+            raise ValueError("the estimator is not fitted, or has no n_features_in_: "
+                             "pass feature_names")
+        names = [f"x{i}" for i in range(n)]
+    names = [str(n) for n in names]
+    if is_classifier(estimator):
+        classes = [str(c.item() if hasattr(c, "item") else c)
+                   for c in final_estimator(estimator).classes_]
+        task = "binary_classification" if len(classes) == 2 else "multiclass_classification"
+        return task, names, classes
+    return "regression", names, None
+
+
+def register_sklearn(monitor: Monitor, estimator: Any, *,
+                     feature_names: Sequence[str] | None = None,
+                     categorical: Iterable[str] = (), cohort_keys: Sequence[str] = (),
+                     hyperparameters_extra: dict[str, Any] | None = None,
+                     weights: bool = True, created_at: datetime | str | None = None
+                     ) -> dict[str, Any]:
+    """Register ``monitor``'s model and version from a fitted estimator (or Pipeline):
+    features from ``feature_names_in_`` (or ``feature_names``, or ``x0..xN``; numeric unless
+    named in ``categorical``), task and classes from ``classes_``, regularization from
+    ``penalty``/``C``/``alpha``/``l1_ratio``, the pickled size as ``artifact_bytes``, then the
+    coefficients as weights. Needs a token with the ``admin`` scope. Returns the service's
+    answers."""
+    task, names, classes = model_definition(estimator, feature_names)
+    model = monitor.register_model(task=task, features=names, categorical=categorical,
+                                   cohort_keys=cohort_keys, classes=classes)
+    metadata: dict[str, Any] = {
+        "hyperparameters": {**hyperparameters(estimator), **(hyperparameters_extra or {})},
+        "artifact_bytes": len(pickle.dumps(estimator)),
+    }
+    reg = regularization(estimator)
+    if reg is not None:
+        metadata["regularization"] = reg
+    version = monitor.register_version(metadata=metadata, created_at=created_at)
+    tensors = weight_tensors(estimator) if weights else {}
+    uploaded = monitor.upload_weights(tensors) if tensors else None
+    return {"model": model, "version": version, "weights": uploaded}
