@@ -412,17 +412,16 @@ def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups
 # --------------------------------------------------------------------------- bytes
 
 
-def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray], *,
-         compress: bool = True) -> bytes:
-    """A small self-describing container: a format byte, a JSON header, the raw arrays;
-    zlib-compressed unless ``compress`` is false (the rows of an open bucket, which live only
-    until the bucket is compacted, skip it: it would cost the ingest path)."""
+def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """A small self-describing container: a format byte, a JSON header, the raw arrays,
+    zlib-compressed ("Z"). ``unpack`` also reads "R", the uncompressed form earlier releases
+    wrote for the rows of an open bucket."""
     header = {"meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
                                        for k, a in arrays.items()]}
     h = json.dumps(header, separators=(",", ":")).encode()
     body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
     raw = struct.pack("<I", len(h)) + h + body
-    return b"Z" + zlib.compress(raw, 1) if compress else b"R" + raw
+    return b"Z" + zlib.compress(raw, 1)
 
 
 def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -474,9 +473,12 @@ def pack_drift(s: DriftSummary) -> bytes:
 
 
 def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> bytes:
-    """``pack_drift`` of counts held as (non-zero index, count), uncompressed: the rows a
-    batch adds live only until their bucket is compacted."""
-    return pack({"n": n, "size": size}, _counts_arrays(size, idx, val), compress=False)
+    """``pack_drift`` of counts held as (non-zero index, count). Compressed here although
+    the row lives only until its bucket is compacted: a 1,000-row batch's counts are tens of
+    kilobytes, which the database would otherwise compress and chunk out of line itself, at
+    more cost to the ingest transaction than zlib's fastest level costs here (measured:
+    BENCHMARKS.md, ingest)."""
+    return pack({"n": n, "size": size}, _counts_arrays(size, idx, val))
 
 
 def unpack_drift(data: bytes, key: str) -> DriftSummary:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from psycopg.errors import CheckViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -149,7 +150,8 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         names, rows, repeats, columns = batch.names, batch.rows, batch.repeats, batch.columns
         by_id = {s.row.id: s for s in batch.schemas.values()}
         shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
-    days = {r[1].date() for r in rows}
+    days = {datetime.fromtimestamp(d * 86400.0, UTC).date()  # UTC days, as partitioned
+            for mc in columns.values() for d in np.unique(mc.rows.ts // 86400.0)}
     for attempt in (1, 2):
         # DDL for any new day runs in its own short transaction, before the data transaction.
         partitions.ensure_days(days)

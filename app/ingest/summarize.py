@@ -38,6 +38,11 @@ def _loads(v: Any) -> Any:
 
 def _groups(rows: Rows, bucket_seconds: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
     starts = bucket_starts(rows.ts, bucket_seconds)
+    versions = rows.version_id
+    if versions.shape[0] and (versions == versions[0]).all() and (starts == starts[0]).all():
+        # The usual batch: one version, one bucket (no sort needed).
+        return np.zeros(versions.shape[0], dtype=np.int64), [(int(versions[0]),
+                                                               float(starts[0]))]
     keys, group = np.unique(np.stack([rows.version_id.astype(np.float64), starts]), axis=1,
                             return_inverse=True)
     return group.reshape(-1), [(int(v), float(b)) for v, b in keys.T]
@@ -63,9 +68,12 @@ def _summary_rows(shape: ModelShape, rows: Rows, bucket_seconds: float, *,
         if cp is None:
             continue  # no profile yet: drift is summarised once one exists
         mine = [g for g, (v, _) in enumerate(keys) if v == vid]
-        at = np.flatnonzero(np.isin(group, mine))
-        local = np.searchsorted(mine, group[at])
-        for g, (n, idx, val) in zip(mine, drift_counts(shape, cp, rows.take(at), local,
+        if len(mine) == len(keys):  # every row is this version's
+            mine_rows, local = rows, group
+        else:
+            at = np.flatnonzero(np.isin(group, mine))
+            mine_rows, local = rows.take(at), np.searchsorted(mine, group[at])
+        for g, (n, idx, val) in zip(mine, drift_counts(shape, cp, mine_rows, local,
                                                        len(mine)), strict=True):
             out.append(SummaryRow(vid, _when(keys[g][1]), DRIFT, cp.key, n,
                                   pack_drift_counts(n, cp.size, idx, val)))

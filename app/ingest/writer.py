@@ -69,9 +69,10 @@ def lock_models_for_pairing(conn: Connection, model_ids: set[int], *, labels: bo
     """Shared (predictions) or exclusive (labels) pairing lock per model, in id order."""
     if conn.dialect.name != "postgresql":
         return  # SQLite serialises writers already
+    # A constant statement through the driver: no SQL construct to build and key per batch.
     fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
     for model_id in sorted(model_ids):
-        conn.execute(text(f"SELECT {fn}(:k, :m)"), {"k": _PAIRING_LOCK, "m": model_id})
+        conn.exec_driver_sql(f"SELECT {fn}({_PAIRING_LOCK}, %(m)s)", {"m": model_id})
 
 
 def write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> WriteResult:

@@ -175,6 +175,27 @@ def _category_key(value: Any) -> str:
     return str(value)
 
 
+def _string_codes(x: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    """categorical_codes of an object column holding only str and None (what ingest decodes),
+    grouped by a dict in one pass instead of sorting the objects; None when anything else is
+    in it."""
+    first: dict[str, int] = {}
+    seen = []
+    for v in x.tolist():
+        if v is None:
+            seen.append(-1)
+        elif type(v) is str:
+            seen.append(first.setdefault(v, len(first)))
+        else:
+            return None
+    keys = sorted(first)  # np.unique's order
+    rank = np.empty(len(keys) + 1, dtype=np.int64)
+    rank[[first[k] for k in keys]] = np.arange(len(keys))
+    rank[-1] = -1  # missing stays -1
+    row_code = rank[np.asarray(seen, dtype=np.int64).reshape(-1)]
+    return keys, np.bincount(row_code[row_code >= 0], minlength=len(keys)), row_code
+
+
 def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Group a categorical column without a Python loop over rows.
 
@@ -185,6 +206,9 @@ def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
     x = np.asarray(values)
     x = x.reshape(-1)
     if x.dtype.kind == "O":
+        strings = _string_codes(x)
+        if strings is not None:
+            return strings
         missing = np.equal(x, None) | np.not_equal(x, x).astype(bool)
     elif x.dtype.kind in "fc":
         missing = np.isnan(x)

@@ -12,7 +12,7 @@ from app.storage.db import as_utc
 from app.storage.tables import bucket_summaries, summary_backfill
 
 OUTCOME, DRIFT = "outcome", "drift"
-RAW_MARK = b"R"  # the first byte of a payload stored uncompressed (app/evaluation/summaries.py)
+RAW_MARK = b"R"  # first byte of an uncompressed payload, as earlier releases wrote batch rows
 
 
 class SummaryRow(NamedTuple):
@@ -24,11 +24,14 @@ class SummaryRow(NamedTuple):
     payload: bytes
 
 
+_APPEND = insert(bucket_summaries)  # built once: its cache key is computed once
+
+
 def append(*, conn: Connection, model_id: int, rows: Sequence[SummaryRow]) -> None:
     if not rows:
         return
     now = datetime.now(UTC)
-    conn.execute(insert(bucket_summaries), [
+    conn.execute(_APPEND, [
         {"model_id": model_id, "version_id": r.version_id, "bucket_start": r.bucket_start,
          "kind": r.kind, "profile_key": r.profile_key, "n": r.n, "payload": r.payload,
          "created_at": now} for r in rows])

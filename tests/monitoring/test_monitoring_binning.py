@@ -146,3 +146,31 @@ def test_from_dict_rejects_bad_edges_and_kinds():
         binning_from_dict({"kind": "histogram"})
     with pytest.raises(ValueError):
         CategoricalBinning.from_dict({"kind": "categorical", "categories": ["a", "a"]})
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["DE", "FR", "", "é", "Z", "a b"]),
+                          st.text(max_size=4)), max_size=300))
+@settings(max_examples=150, deadline=None)
+def test_string_columns_grouped_by_dict_as_by_sorting(values):
+    """The dict grouping of a str/None column (what ingest decodes) gives exactly what
+    sorting the column with np.unique gives: keys in order, counts, per-row codes."""
+    from app.monitoring.binning import categorical_codes
+
+    col = np.array(values + [None], dtype=object)[:-1]  # always an object column
+    keys, counts, codes = categorical_codes(col)
+    present = [v for v in values if v is not None]
+    uniq, inv = np.unique(np.array(present, dtype=object), return_inverse=True)
+    assert keys == [str(u) for u in uniq]
+    assert counts.tolist() == np.bincount(inv.reshape(-1), minlength=len(uniq)).tolist()
+    expected = np.full(len(values), -1)
+    expected[[i for i, v in enumerate(values) if v is not None]] = inv.reshape(-1)
+    assert codes.tolist() == expected.tolist()
+
+
+def test_mixed_object_columns_still_group_by_string_form():
+    from app.monitoring.binning import categorical_codes
+
+    keys, counts, codes = categorical_codes(np.array(["1", 1, None, float("nan"), "b"],
+                                                     dtype=object))
+    assert codes[2] == -1 and codes[3] == -1
+    assert sorted(keys) == keys and set(keys) == {"1", "b"} and counts.sum() == 3
