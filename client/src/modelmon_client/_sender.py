@@ -316,6 +316,7 @@ class Sender:
                     attempt += 1
                     continue
                 if resp.status == 413 and len(part) > 1:
+                    self.last_error = self._describe(resp)
                     half = len(part) // 2
                     stack += [part[half:], part[:half]]
                     break
