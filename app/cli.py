@@ -20,24 +20,37 @@ def _migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _logging() -> None:
+    from app.observability.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
 
     settings = get_settings()
+    _logging()
     if not args.no_migrate:
         _migrate(args)
     if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
+    # log_config=None: uvicorn keeps the logging configured above (JSON or text, one line per
+    # request from the app instead of uvicorn's access log).
     options = {"host": settings.host, "port": args.port or settings.port,
-               "log_level": settings.log_level, "timeout_graceful_shutdown": 10,
+               "log_level": settings.log_level, "log_config": None, "access_log": False,
+               "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
                "limit_concurrency": settings.max_connections, "timeout_keep_alive": 5}
     if args.workers > 1:
-        # N processes behind one port; their counters add up on /metrics (see app/main.py)
+        # N processes behind one port; their counters add up on /metrics (see
+        # app/observability/metrics.py)
         _multiprocess_dir()
-        uvicorn.run("app.main:create_app", factory=True, workers=args.workers, **options)
+        uvicorn.run("app.main:create_served_app", factory=True, workers=args.workers,
+                    **options)
     else:
         uvicorn.run(create_app(settings), **options)
     return 0
@@ -58,27 +71,50 @@ def _multiprocess_dir() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelmon-metrics-")
 
 
-def _worker(_args: argparse.Namespace) -> int:
-    """The scheduler alone, in the foreground: for deployments that run jobs apart from the
-    API replicas (which may then set MODELMON_SCHEDULER_ENABLED=false)."""
+def _worker(args: argparse.Namespace) -> int:
+    """The scheduler alone, with its own /metrics: for deployments that run jobs apart from
+    the API replicas (which may then set MODELMON_SCHEDULER_ENABLED=false). SIGTERM or SIGINT
+    stops it: no further window starts, the running one has MODELMON_SHUTDOWN_TIMEOUT_SECONDS
+    to finish."""
     import logging
+    import signal
+    import threading
 
     from app.jobs.scheduler import JobScheduler
+    from app.observability.exposition import start_metrics_server
+    from app.observability.metrics import ServiceMetrics, build_registries
     from app.storage.db import make_engine
     from app.storage.partitions import PartitionManager
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
+    log = logging.getLogger("modelmon.worker")
+    host = args.metrics_host or settings.worker_metrics_host
+    port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
     engine = make_engine(settings)
-    scheduler = JobScheduler(engine, settings, PartitionManager(engine), blocking=True)
+    exposed, registry = build_registries()
+    hooks = ServiceMetrics(registry)
+    scheduler = JobScheduler(engine, settings, PartitionManager(engine), hooks=hooks)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name,
+                 extra={"event": "shutdown", "signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = start_metrics_server(exposed, host, port, settings.metrics_token) if port else None
     try:
         if not scheduler.start():
             print("another process runs the scheduler for this SQLite database", file=sys.stderr)
             return 1
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        log.info("worker started", extra={"event": "start"})
+        stop.wait()
+        scheduler.shutdown(settings.shutdown_timeout_seconds)
     finally:
+        if server is not None:
+            server.shutdown()
         engine.dispose()
     return 0
 
@@ -102,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-migrate", action="store_true",
                        help="do not migrate first (when a one-shot migrate step runs it)")
     serve.set_defaults(func=_serve)
-    worker = sub.add_parser("worker", help="run the scheduled jobs in the foreground")
+    worker = sub.add_parser("worker", help="run the scheduled jobs in the foreground, with "
+                            "their own /metrics")
+    worker.add_argument("--metrics-host", help="bind address of /metrics "
+                        "(MODELMON_WORKER_METRICS_HOST, default 127.0.0.1)")
+    worker.add_argument("--metrics-port", type=int, help="port of /metrics "
+                        "(MODELMON_WORKER_METRICS_PORT, default 8001; 0 turns it off)")
     worker.set_defaults(func=_worker)
     from app.report_cli import add_parser as add_report
     from app.tokens_cli import add_parsers as add_tokens

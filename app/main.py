@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
@@ -19,13 +16,14 @@ from app.api import metrics as metrics_api
 from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
 from app.api.guards import RejectNulInUrl
-from app.api.metrics import RequestTimer
+from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
 from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
-from app.observability.metrics import QualityCollector, ServiceMetrics
+from app.observability.logs import configure_logging
+from app.observability.metrics import QualityCollector, ServiceMetrics, build_registries
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager
@@ -53,19 +51,6 @@ def _authenticator(engine: Any, settings: Settings) -> Authenticator:
     return Authenticator(engine, required=required, cache_seconds=settings.token_cache_seconds)
 
 
-def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
-    """(the registry /metrics exposes, the one the service's counters register in).
-
-    Under ``modelmon serve --workers N`` every process writes its counters and histograms to
-    PROMETHEUS_MULTIPROC_DIR and /metrics, whichever process answers, adds up all of them; the
-    model-quality gauges come from the database and are the same from every process."""
-    exposed = CollectorRegistry()
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return exposed, exposed
-    MultiProcessCollector(exposed)
-    return exposed, CollectorRegistry()
-
-
 def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None
                ) -> FastAPI:
     """The service. The scheduler runs inside it when ``settings.scheduler_enabled`` (tests
@@ -78,7 +63,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     profiles = ProfileCache()
     schemas = SchemaCache()
 
-    registry, service_registry = _registries()
+    registry, service_registry = build_registries()
     service_metrics = ServiceMetrics(service_registry)
     registry.register(QualityCollector(
         lambda: load_snapshot(
@@ -101,7 +86,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
             scheduler.start()
         yield
         if scheduler is not None:
-            scheduler.shutdown()
+            scheduler.shutdown(settings.shutdown_timeout_seconds)
         engine.dispose()
 
     docs = settings.docs_enabled
@@ -142,9 +127,17 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.include_router(metrics_api.router)
     app.add_middleware(RejectNulInUrl)
     app.add_middleware(AuditTrail, engine=engine)
-    app.add_middleware(RequestTimer, histogram=service_metrics.http)
+    app.add_middleware(RequestObserver, histogram=service_metrics.http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory each process of ``modelmon serve --workers N`` calls: logging as the
+    settings say (a fresh process has none), then the service."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

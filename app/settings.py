@@ -123,6 +123,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    # json: one JSON object a line (for log collectors); text: plain lines for a terminal;
+    # auto: text when stderr is a terminal, JSON otherwise (containers, service managers).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # On SIGTERM: in-flight requests get this long to finish, then a running job window gets
+    # this long to finish; one still running after that is abandoned (its transaction rolls
+    # back, nothing of it is stored) and the process exits.
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    # `modelmon worker` serves its own /metrics (job runs, scheduler, process) here; port 0
+    # turns it off. MODELMON_METRICS_TOKEN, when set, is required there too.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=8001, ge=0, le=65535)
 
 
 @lru_cache

@@ -85,3 +85,32 @@ def post_all(client, path: str, records: list[dict], batch: int = 1000) -> None:
     for i in range(0, len(records), batch):
         r = client.post(path, json={"records": records[i:i + batch]})
         assert r.status_code == 200, r.text
+
+
+def seed(settings: Any, n: int = 400, *, labeled: int = 300, seed: int = 2,
+         start: datetime | None = None, end: datetime | None = None) -> None:
+    """Through the API on ``settings``' database: the drift model with a reference and
+    weights, ``n`` predictions in [start, end) (default: the half hour up to now) and labels
+    for the first ``labeled`` of them."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.storage import migrate
+
+    now = datetime.now(UTC)
+    start, end = start or now - timedelta(minutes=30), end or now
+    rng = np.random.default_rng(seed)
+    app = create_app(settings, run_scheduler=False)
+    migrate.upgrade(app.state.engine)
+    with TestClient(app) as c:
+        c.post("/v1/models", json=drift_model())
+        c.post("/v1/models/credit/versions", json={"version": "v1"})
+        c.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 500),
+               headers={"content-type": "text/csv"})
+        c.post("/v1/models/credit/versions/v1/weights", json={"tensors": [
+            {"name": "w", "shape": [4], "count": 4, "zeros": 1, "l1": 2.0, "l2": 1.2,
+             "max_abs": 0.9, "mean": 0.1, "std": 0.4}]})
+        records, _, y, _ = traffic(rng, n, start, end)
+        post_all(c, "/v1/predictions", records)
+        post_all(c, "/v1/labels", labels_for(records[:labeled], y[:labeled]))
+    app.state.engine.dispose()

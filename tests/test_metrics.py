@@ -111,8 +111,8 @@ def test_quality_metrics_equal_stored_results_on_every_replica(app, client, engi
     assert s[("modelmon_label_coverage_ratio", mv)] == 1.0
     assert ("modelmon_calibration_ece_ratio", mv) in s
     assert ("modelmon_calibration_bin_observed_ratio", (("bin", "0.3"), *mv)) in s
-    assert s[("modelmon_job_last_run_failed", (("job", "drift"), ("model", "credit")))] == 0
-    assert s[("modelmon_job_interval_seconds", (("job", "drift"),))] == 300
+    assert s[("modelmon_job_last_run_failed", (("job_name", "drift"), ("model", "credit")))] == 0
+    assert s[("modelmon_job_interval_seconds", (("job_name", "drift"),))] == 300
     assert s[("modelmon_version_sparsity_delta_ratio",
               (("base_version", "v1"), ("model", "credit"), ("version", "v2")))] == \
         pytest.approx(0.1)

@@ -57,6 +57,18 @@ def test_two_worker_processes_share_one_port_and_one_metrics_view(workers_db, tm
             text = httpx2.get(f"{url}/metrics").text
             assert accepted(text) == 200.0
         assert len(children_of(proc.pid)) >= 2
+        # process figures of both processes, whichever answers: memory summed over them,
+        # one series per family (no per-process label)
+        for family in ("process_resident_memory_bytes", "process_virtual_memory_bytes",
+                       "process_open_fds", "process_start_time_seconds"):
+            (value,) = re.findall(rf"^{family} (\S+)$", text, flags=re.M)
+            assert float(value) > 0, family
+        rss = float(re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M).group(1))
+        one = [int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+               for pid in children_of(proc.pid)]
+        assert rss > max(one)  # more than any single process: the sum of the live ones
+        assert re.search(r"^process_cpu_seconds_total \S+$", text, re.M)
+        assert re.search(r"^python_info\{", text, re.M)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

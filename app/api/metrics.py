@@ -1,8 +1,9 @@
-"""GET /metrics, and the middleware timing every request by its route template."""
+"""GET /metrics, and the middleware that times and logs every request with its request id."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import Any
 
@@ -14,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import Credentials, principal_of
 from app.errors import ApiError, Problem
+from app.observability.logs import REQUEST_ID, request_id_from
 
+log = logging.getLogger("modelmon.http")
 router = APIRouter(tags=["metrics"])
 
 
@@ -45,9 +48,11 @@ async def metrics(request: Request, creds: Credentials) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-class RequestTimer:
-    """Pure ASGI middleware: observes request duration by route template (never the raw
-    path, which would make a label of every model name and typo)."""
+class RequestObserver:
+    """Pure ASGI middleware, outermost: gives every request an id (the client's X-Request-ID
+    when usable, else a new one; echoed in the response's X-Request-ID and on every log line
+    the request causes), observes its duration by route template (never the raw path, which
+    would make a label of every model name and typo), and writes one log line for it."""
 
     def __init__(self, app: ASGIApp, histogram: Any) -> None:
         self.app = app
@@ -58,17 +63,31 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        sent = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                     if k == b"x-request-id"), None)
+        request_id = request_id_from(sent)
+        token = REQUEST_ID.set(request_id)
         status = [500]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()),
+                                      (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            seconds = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "__unmatched__"
-            self.histogram.labels(template, scope.get("method", ""), str(status[0])).observe(
-                time.perf_counter() - start)
+            method = scope.get("method", "")
+            self.histogram.labels(template, method, str(status[0])).observe(seconds)
+            client = scope.get("client")
+            log.info("%s %s %d %.3fs", method, template, status[0], seconds, extra={
+                "event": "request", "method": method, "route": template,
+                "path": scope.get("path", ""), "status": status[0],
+                "duration_seconds": round(seconds, 6),
+                "client": client[0] if client else None})
+            REQUEST_ID.reset(token)

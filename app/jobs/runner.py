@@ -61,7 +61,11 @@ def due(conn: Connection, job: str, model: ModelRow, settings: Settings,
 
 
 def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, end: datetime,
-                 settings: Settings, now: datetime, profiles: ProfileCache) -> list[Row]:
+                 settings: Settings, now: datetime, profiles: ProfileCache,
+                 counts: dict[str, int] | None = None) -> list[Row]:
+    """The result rows of one job window; ``counts``, when given, gets the predictions and
+    labeled predictions the window held (summed over its versions)."""
+    counts = {} if counts is None else counts
     th = compute.Thresholds.from_settings(settings)
     if job in LABEL_JOBS and settings.label_lag_seconds:
         lag = timedelta(seconds=settings.label_lag_seconds)
@@ -78,11 +82,13 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
             if ref.profile is not None:
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
                                   cp=ref.profile, max_cohort_values=cap)
+                _count(counts, w)
                 rows += result_rows.drift_rows(model, w, compute.drift(w, ref.profile, th),
                                                ref.info)
             continue
         w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None,
                           max_cohort_values=cap)
+        _count(counts, w)
         if job == "calibration":
             rows += result_rows.calibration_rows(model, w, compute.calibration(model, w, th))
         elif job == "cohorts":
@@ -95,14 +101,21 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
     return rows
 
 
+def _count(counts: dict[str, int], w: windows.MergedWindow) -> None:
+    counts["predictions"] = counts.get("predictions", 0) + w.n
+    counts["labeled"] = counts.get("labeled", 0) + w.outcome.labeled
+
+
 def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: datetime,
                settings: Settings, *, now: datetime | None = None,
                on_done: Callable[[str, str, float], None] | None = None,
                profiles: ProfileCache | None = None) -> str:
     """Compute one window. Returns success, skipped (done elsewhere), locked (being done
-    elsewhere) or failure (recorded; the window is retried on the next tick)."""
+    elsewhere) or failure (recorded; the window is retried on the next tick). Writes one log
+    line with the outcome, the duration and the row counts."""
     started = datetime.now(UTC)
     outcome = "failure"
+    counts: dict[str, int] = {}
     try:
         with windows.repeatable_read(engine.connect()) as conn, conn.begin():
             if conn.dialect.name == "postgresql":
@@ -115,7 +128,8 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
                 outcome = "skipped"
                 return outcome
             rows = compute_rows(job, conn, model, start, end, settings, now or started,
-                                profiles or ProfileCache())
+                                profiles or ProfileCache(), counts)
+            counts["results"] = len(rows)
             results.insert_results(conn=conn, rows=rows)
             results.record_run(conn=conn, job=job, model_id=model.id, window_start=start,
                                window_end=end, status="success", started_at=started,
@@ -136,8 +150,18 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
             log.warning("could not record the failure of job %s", job)
         return outcome
     finally:
+        seconds = (datetime.now(UTC) - started).total_seconds()
         if on_done is not None:
-            on_done(job, outcome, (datetime.now(UTC) - started).total_seconds())
+            on_done(job, outcome, seconds)
+        log.log(logging.WARNING if outcome == "failure" else logging.INFO,
+                "job %s for model %s, window ending %s: %s", job, model.name,
+                end.isoformat(), outcome, extra={
+                    "event": "job_window", "job_name": job, "model": model.name,
+                    "window_start": start.isoformat(), "window_end": end.isoformat(),
+                    "outcome": outcome, "duration_seconds": round(seconds, 6),
+                    "predictions": counts.get("predictions", 0),
+                    "labeled": counts.get("labeled", 0),
+                    "results": counts.get("results", 0) if outcome == "success" else 0})
 
 
 def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
@@ -175,9 +199,11 @@ def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
 def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
          jobs: Iterable[str] = WINDOW_JOBS,
          on_done: Callable[[str, str, float], None] | None = None,
-         profiles: ProfileCache | None = None) -> dict[str, int]:
+         profiles: ProfileCache | None = None,
+         stopping: Callable[[], bool] | None = None) -> dict[str, int]:
     """One scheduler tick: summary upkeep, then every due window of every job for every
-    model."""
+    model. When ``stopping()`` turns true (the process is shutting down), no further window
+    starts: the windows left are due again at the next start."""
     now = now or datetime.now(UTC)
     profiles = profiles or ProfileCache()
     counts: dict[str, int] = {}
@@ -189,9 +215,15 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
         log.exception("summary upkeep failed")
     for model in models:
         for job in jobs:
+            if stopping is not None and stopping():
+                counts["stopped"] = 1
+                return counts
             with engine.connect() as conn:
                 todo = due(conn, job, model, settings, now)
             for start, end in todo:
+                if stopping is not None and stopping():
+                    counts["stopped"] = 1
+                    return counts
                 outcome = run_window(engine, job, model, start, end, settings, now=now,
                                      on_done=on_done, profiles=profiles)
                 counts[outcome] = counts.get(outcome, 0) + 1

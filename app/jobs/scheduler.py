@@ -1,6 +1,6 @@
-"""APScheduler inside `modelmon serve` (in the background) and `modelmon worker` (in the
-foreground). Ticks are aligned to the clock, a little after each window boundary, so every
-replica agrees on which window a tick computes. On Postgres every replica runs the
+"""APScheduler, in a background thread of `modelmon serve` or of `modelmon worker`. Ticks
+are aligned to the clock, a little after each window boundary, so every replica agrees on
+which window a tick computes. On Postgres every replica runs the
 scheduler and the runner's advisory locks share the work; on SQLite one process owns it,
 decided by an exclusive lock on a file next to the database.
 """
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -51,7 +53,7 @@ def _sqlite_owner_lock(engine: Engine) -> IO[Any] | None | bool:
 
 class JobScheduler:
     def __init__(self, engine: Engine, settings: Settings, partitions: PartitionManager,
-                 *, blocking: bool = False, hooks: Any = None,
+                 *, hooks: Any = None,
                  profiles: ProfileCache | None = None) -> None:
         self.engine = engine
         self.profiles = profiles or ProfileCache()
@@ -59,9 +61,10 @@ class JobScheduler:
         self.partitions = partitions
         self.hooks = hooks
         self._owner: Any = None
-        cls = BlockingScheduler if blocking else BackgroundScheduler
-        self.scheduler = cls(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1,
-                                                         "misfire_grace_time": None})
+        self._stopping = threading.Event()
+        self._busy = threading.Lock()  # held while a tick or retention runs
+        self.scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
 
     def _first_run(self, interval: float) -> datetime:
         now = datetime.now(UTC)
@@ -69,21 +72,40 @@ class JobScheduler:
                                                              + TICK_OFFSET_SECONDS)
 
     def tick(self) -> None:
+        """Every due window; one log line and the scheduler metrics per tick."""
         on_done = self.hooks.job_done if self.hooks is not None else None
-        try:
-            counts = runner.tick(self.engine, self.settings, on_done=on_done,
-                                 profiles=self.profiles)
-            if counts:
-                log.info("tick: %s", counts)
-        except Exception:  # noqa: BLE001 - the next tick retries
-            log.exception("scheduler tick failed")
+        with self._busy:
+            if self._stopping.is_set():
+                return
+            started = time.monotonic()
+            outcome, counts = "success", {}
+            try:
+                counts = runner.tick(self.engine, self.settings, on_done=on_done,
+                                     profiles=self.profiles, stopping=self._stopping.is_set)
+            except Exception:  # noqa: BLE001 - the next tick retries
+                outcome = "failure"
+                log.exception("scheduler tick failed", extra={"event": "tick",
+                                                              "outcome": outcome})
+            seconds = time.monotonic() - started
+            if self.hooks is not None:
+                self.hooks.tick_done(outcome, seconds)
+            if outcome == "success":
+                log.info("tick: %s", ", ".join(f"{n} {k}" for k, n in counts.items())
+                         or "nothing due", extra={
+                             "event": "tick", "outcome": outcome,
+                             "duration_seconds": round(seconds, 6),
+                             "windows": {k: n for k, n in counts.items() if k != "stopped"},
+                             "stopped": bool(counts.get("stopped"))})
 
     def retention(self) -> None:
-        try:
-            run_retention(self.engine, self.settings, self.partitions)
-            self.partitions.ensure_ahead(self.settings.partition_days_ahead)
-        except Exception:  # noqa: BLE001
-            log.exception("retention failed")
+        with self._busy:
+            if self._stopping.is_set():
+                return
+            try:
+                run_retention(self.engine, self.settings, self.partitions)
+                self.partitions.ensure_ahead(self.settings.partition_days_ahead)
+            except Exception:  # noqa: BLE001
+                log.exception("retention failed")
 
     def start(self) -> bool:
         """Start, unless another process owns the scheduler of this SQLite file."""
@@ -101,8 +123,22 @@ class JobScheduler:
         self.scheduler.start()
         return True
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float) -> None:
+        """Start no further window; let the one running finish for up to ``timeout`` seconds.
+        One still running after that is abandoned: the process exits at once, its window's
+        transaction is rolled back by the database (results and the success row are written
+        in one transaction, so nothing of it is stored) and a later tick computes it."""
+        self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        finished = self._busy.acquire(timeout=timeout)
+        if not finished:
+            log.error("a job window was still running %.0f s after shutdown began: exiting "
+                      "without it (its transaction is rolled back)", timeout,
+                      extra={"event": "shutdown", "outcome": "abandoned"})
+            logging.shutdown()
+            os._exit(1)
+        self._busy.release()
+        log.info("scheduler stopped", extra={"event": "shutdown", "outcome": "clean"})
         if self._owner not in (None, True):
             self._owner.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter as Tally
@@ -18,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -65,15 +70,24 @@ class ServiceMetrics:
                               "time by route template.", ["route", "method", "code"],
                               buckets=HTTP_BUCKETS, registry=r)
         self.job_duration = Histogram("modelmon_job_duration_seconds", "One job run for one "
-                                      "model and window.", ["job"], buckets=JOB_BUCKETS,
+                                      "model and window.", ["job_name"], buckets=JOB_BUCKETS,
                                       registry=r)
         self.job_runs = Counter("modelmon_job_runs", "Job runs for one model and window, by "
-                                "outcome.", ["job", "outcome"], registry=r)
+                                "outcome.", ["job_name", "outcome"], registry=r)
         self.db_errors = Counter("modelmon_database_errors", "Database failures answered as "
                                  "503 or failing a job.", ["operation"], registry=r)
+        self.ticks = Counter("modelmon_scheduler_ticks", "Scheduler ticks (summary upkeep "
+                             "and every due window), by outcome.", ["outcome"], registry=r)
+        self.tick_duration = Histogram("modelmon_scheduler_tick_duration_seconds", "One "
+                                       "scheduler tick.", buckets=JOB_BUCKETS, registry=r)
+        self.last_tick = Gauge("modelmon_scheduler_last_tick_timestamp_seconds", "End of the "
+                               "latest scheduler tick of this process.", registry=r,
+                               multiprocess_mode="max")
         for job in JOBS:  # known label sets exist from the start
             for outcome in ("success", "failure"):
                 self.job_runs.labels(job, outcome)
+        for outcome in ("success", "failure"):
+            self.ticks.labels(outcome)
         for op in ("request", "job"):
             self.db_errors.labels(op)
 
@@ -118,6 +132,105 @@ class ServiceMetrics:
         if outcome in ("success", "failure"):
             self.job_runs.labels(job, outcome).inc()
             self.job_duration.labels(job).observe(seconds)
+
+    def tick_done(self, outcome: str, seconds: float) -> None:
+        self.ticks.labels(outcome).inc()
+        self.tick_duration.observe(seconds)
+        self.last_tick.set(time.time())
+
+
+def build_registries() -> tuple[CollectorRegistry, CollectorRegistry]:
+    """(the registry /metrics exposes, the one the service's counters register in), with the
+    process (``process_*``), platform (``python_info``) and garbage collector (``python_gc_*``)
+    metrics of the standard collectors.
+
+    Under ``modelmon serve --workers N`` every process writes its counters and histograms to
+    PROMETHEUS_MULTIPROC_DIR and /metrics, whichever process answers, adds up all of them; the
+    model-quality gauges come from the database and are the same from every process. The
+    standard process collector would report only the answering process there, so each process
+    copies its own figures into shared series instead (ProcessMetrics)."""
+    exposed = CollectorRegistry()
+    exposed.register(PLATFORM_COLLECTOR)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        exposed.register(PROCESS_COLLECTOR)
+        exposed.register(GC_COLLECTOR)
+        return exposed, exposed
+    multiprocess.MultiProcessCollector(exposed)
+    service = CollectorRegistry()
+    ProcessMetrics(service).start()
+    return exposed, service
+
+
+class ProcessMetrics:
+    """The standard ``process_*`` series for N processes behind one port: memory and open
+    file descriptors summed over the live processes, CPU seconds summed over all of them, the
+    start time of the oldest live one. Each process copies its own figures every
+    ``interval`` seconds (and removes the shared files of processes that have exited)."""
+
+    def __init__(self, registry: CollectorRegistry, interval: float = 5.0) -> None:
+        def live(name: str, doc: str, mode: str = "livesum") -> Gauge:
+            return Gauge(name, doc, registry=registry, multiprocess_mode=mode)
+
+        self.gauges = {
+            "process_resident_memory_bytes": live("process_resident_memory_bytes",
+                                                  "Resident memory size in bytes."),
+            "process_virtual_memory_bytes": live("process_virtual_memory_bytes",
+                                                 "Virtual memory size in bytes."),
+            "process_open_fds": live("process_open_fds", "Number of open file descriptors."),
+            "process_max_fds": live("process_max_fds", "Maximum number of open file "
+                                    "descriptors.", "livemin"),
+            "process_start_time_seconds": live("process_start_time_seconds", "Start time of "
+                                               "the process since unix epoch in seconds.",
+                                               "livemin"),
+        }
+        self.cpu = Counter("process_cpu_seconds", "Total user and system CPU time spent in "
+                           "seconds.", registry=registry)
+        self._cpu_seen = 0.0
+        self._interval = interval
+
+    def update(self) -> None:
+        for family in PROCESS_COLLECTOR.collect():
+            value = family.samples[0].value
+            if family.name == "process_cpu_seconds":
+                self.cpu.inc(max(value - self._cpu_seen, 0.0))
+                self._cpu_seen = max(value, self._cpu_seen)
+            elif family.name in self.gauges:
+                self.gauges[family.name].set(value)
+        _forget_exited_processes()
+
+    def start(self) -> None:
+        self.update()
+
+        def loop() -> None:
+            while True:
+                time.sleep(self._interval)
+                try:
+                    self.update()
+                except Exception as exc:  # noqa: BLE001 - never take the process down
+                    log.warning("process metrics not updated: %s", type(exc).__name__)
+
+        threading.Thread(target=loop, name="modelmon-process-metrics", daemon=True).start()
+
+
+def _forget_exited_processes() -> None:
+    """Drop the live-gauge files of processes that no longer exist, so a restarted worker's
+    memory is not counted twice."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    pids = set()
+    for f in os.listdir(path):
+        if f.startswith("gauge_live") and f.endswith(".db"):
+            pid = f.rsplit("_", 1)[-1].removesuffix(".db")
+            if pid.isdigit():
+                pids.add(int(pid))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def observe_many(child: Any, values: list[float]) -> None:
@@ -296,13 +409,13 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
     fams["modelmon_prediction_errors"] = errors
     for job in JOBS:
         gauge("modelmon_job_interval_seconds", "The job's configured interval.",
-              ["job"]).add_metric([job], interval)
+              ["job_name"]).add_metric([job], interval)
     for (job, model), ts in snap["job_last_success"].items():
         gauge("modelmon_job_last_success_timestamp_seconds", "Last successful run of a job "
-              "for a model.", ["job", "model"]).add_metric([job, model], ts)
+              "for a model.", ["job_name", "model"]).add_metric([job, model], ts)
     for (job, model), failed in snap["job_last_failed"].items():
         gauge("modelmon_job_last_run_failed", "1 when the latest run failed.",
-              ["job", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
+              ["job_name", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
 
     for v in snap["versions"]:
         mv = [v["model"], v["version"]]

@@ -3,6 +3,7 @@ native Prometheus/Alertmanager configuration and processes the end-to-end tests 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -33,6 +35,8 @@ RUNBOOKS = ROOT / "docs" / "runbooks.md"
 CATALOGUE = ROOT / "docs" / "prometheus.md"
 COMPOSE = ROOT / "docker-compose.yml"
 INSTALL_SCRIPT = ROOT / "scripts" / "install-monitoring-tools.sh"
+RENDER_SCRIPT = ROOT / "scripts" / "render-rules.py"
+KUBERNETES_DIR = DEPLOY / "kubernetes"
 WEBHOOK_SINK = DEPLOY / "webhook-sink" / "sink.py"
 
 # The webhook base URL alertmanager.yml ships with (the docker-compose service).
@@ -197,11 +201,21 @@ def metric_names(expr: str) -> set[str]:
 
 # --------------------------------------------------------------------------- native configs
 
+def render_rules_module() -> ModuleType:
+    """scripts/render-rules.py as a module (its DEFAULT_RUNBOOK_BASE, render, main)."""
+    spec = importlib.util.spec_from_file_location("render_rules", RENDER_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_prometheus_config(directory: Path, modelmon_targets: list[str],
                             alertmanager_targets: list[str],
                             evaluation_interval: str | None = None,
                             scrape_interval: str | None = None,
-                            rule_for: str | None = None) -> Path:
+                            rule_for: str | None = None,
+                            worker_targets: list[str] | None = None) -> Path:
     """A copy of deploy/prometheus/prometheus.yml in `directory`, next to the shipped rules
     (symlinked) and targets files of its own; returns the config path.
 
@@ -229,6 +243,7 @@ def write_prometheus_config(directory: Path, modelmon_targets: list[str],
     targets = directory / "targets"
     targets.mkdir(exist_ok=True)
     for name, addrs in (("modelmon.yml", modelmon_targets),
+                        ("modelmon-worker.yml", worker_targets or []),
                         ("alertmanager.yml", alertmanager_targets)):
         (targets / name).write_text(json.dumps([{"targets": addrs}]) + "\n")
     return directory / "prometheus.yml"
@@ -340,12 +355,13 @@ def start_alertmanager(directory: Path, sink_url: str) -> tuple[str, subprocess.
 
 
 def start_prometheus(directory: Path, modelmon_targets: list[str], alertmanager_url: str,
-                     rule_for: str | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+                     rule_for: str | None = None, worker_targets: list[str] | None = None
+                     ) -> tuple[str, subprocess.Popen[bytes]]:
     """The shipped Prometheus config and rules, scraping and evaluating every second."""
     config = write_prometheus_config(directory / "prom", modelmon_targets,
                                      [alertmanager_url.removeprefix("http://")],
                                      evaluation_interval="1s", scrape_interval="1s",
-                                     rule_for=rule_for)
+                                     rule_for=rule_for, worker_targets=worker_targets)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_process([find_binary("prometheus"), f"--config.file={config}",

@@ -56,7 +56,7 @@ def test_amtool_route_refuses_a_wrong_receiver(amtool: str) -> None:
 def test_route_tree() -> None:
     route = CONFIG["route"]
     assert route["receiver"] == "null"
-    assert route["group_by"] == ["alertname", "model"]
+    assert route["group_by"] == ["alertname", "env", "model"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == (
         "30s", "5m", "4h")
     for sub in route["routes"]:
@@ -78,11 +78,11 @@ def test_inhibit_rules() -> None:
     severity = [r for r in rules if r["source_matchers"] == ['severity="critical"']]
     assert len(severity) == 1
     assert severity[0]["target_matchers"] == ['severity="warning"']
-    assert severity[0]["equal"] == ["alertname", "model"]
+    assert severity[0]["equal"] == ["alertname", "env", "model"]
 
     alert_names = {r["alert"] for r in alert_rules()}
     (stale,) = [r for r in rules if r is not severity[0]]
-    assert stale["equal"] == ["model"]
+    assert stale["equal"] == ["env", "model"]
 
     def names(matchers: list[str]) -> set[str]:
         (matcher,) = matchers
@@ -93,5 +93,6 @@ def test_inhibit_rules() -> None:
     assert sources == {"ModelmonNoPredictions", "ModelmonJobStale"}
     assert {"ModelmonFeatureDriftHigh", "ModelmonFeatureKsDriftHigh",
             "ModelmonPredictionDriftHigh", "ModelmonPredictionKsDriftHigh",
-            "ModelmonCalibrationErrorHigh"} <= targets
+            "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression",
+            "ModelmonCohortMaeRegression"} <= targets
     assert (sources | targets) <= alert_names, (sources | targets) - alert_names

@@ -38,8 +38,8 @@ def _mounts(service: str) -> dict[str, Path]:
 
 
 def test_services() -> None:
-    assert set(SERVICES) == {"postgres", "migrate", "modelmon", "prometheus", "alertmanager",
-                             "grafana", "webhook-sink"}
+    assert set(SERVICES) == {"postgres", "migrate", "modelmon", "worker", "prometheus",
+                             "alertmanager", "grafana", "webhook-sink"}
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -76,6 +76,11 @@ def test_prometheus_targets_name_compose_services() -> None:
     assert modelmon == [{"targets": ["modelmon:8000"]}]
     alertmanager = load_yaml(PROM_DIR / "targets" / "alertmanager.yml")
     assert alertmanager == [{"targets": ["alertmanager:9093"]}]
+    worker = load_yaml(PROM_DIR / "targets" / "modelmon-worker.yml")
+    assert worker == [{"targets": ["worker:8001"]}]
+    command = SERVICES["worker"]["command"]
+    assert command[0] == "worker" and command[command.index("--metrics-port") + 1] == "8001"
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"
     assert "8000:8000" in SERVICES["modelmon"]["ports"]
     assert "9093:9093" in SERVICES["alertmanager"]["ports"]
 
@@ -110,10 +115,15 @@ def test_modelmon_starts_after_migrate_on_postgres() -> None:
     assert modelmon["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    for service in (migrate, modelmon):
+    worker = SERVICES["worker"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for service in (migrate, modelmon, worker):
         url = service["environment"]["MODELMON_DATABASE_URL"]
         assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
-    assert modelmon["image"] == migrate["image"]
+    assert modelmon["image"] == migrate["image"] == worker["image"]
+    # the jobs run in the worker, not in the API replicas
+    assert modelmon["environment"]["MODELMON_SCHEDULER_ENABLED"] == "false"
+    assert "MODELMON_SCHEDULER_ENABLED" not in worker["environment"]
 
 
 def test_compose_runs_the_versions_the_tests_check(promtool: str, amtool: str) -> None:

@@ -58,7 +58,7 @@ def test_dashboard_structure(path: Path) -> None:
         assert var["datasource"]["uid"] == DS_REF
         query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
         assert query.startswith("label_values("), query
-    assert '{model=~"$model"}' in variables["version"]["definition"]
+    assert 'model=~"$model"}' in variables["version"]["definition"]
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     panels = _panels(d)
@@ -75,6 +75,67 @@ def test_dashboard_structure(path: Path) -> None:
         assert ann["datasource"] == {"type": "prometheus", "uid": DS_REF}
 
 
+# The lint: every panel says its unit; every range function follows the dashboard's
+# resolution ($__rate_interval) or range ($__range), never a fixed window that is too short
+# for a long scrape interval or hides detail when zoomed in; the datasource is a variable.
+RANGE_CALL = re.compile(r"\b(rate|irate|increase)\s*\(([^()\[]|\([^()]*\))*\[([^\]]+)\]")
+UNITS = {"none", "short", "percentunit", "s", "ms", "bytes", "reqps", "x", "dateTimeAsIso"}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_dashboard_lint_units(path: Path) -> None:
+    for panel in _panels(_load(path)):
+        where = f"{path.name}: panel {panel['title']!r}"
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        assert unit in UNITS, f"{where}: unit {unit!r}"
+        for override in panel["fieldConfig"].get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in UNITS, f"{where}: override unit {prop['value']!r}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_dashboard_lint_rate_intervals(path: Path) -> None:
+    exprs = dashboard_exprs(_load(path))
+    for where, expr in exprs:
+        for m in RANGE_CALL.finditer(expr):
+            fn, window = m.group(1), m.group(3)
+            allowed = {"$__rate_interval"} if fn in ("rate", "irate") else {
+                "$__rate_interval", "$__range"}
+            assert window in allowed, f"{path.name} {where}: {fn}(...[{window}]) in {expr}"
+    assert RANGE_CALL.search("sum(rate(x{a=\"b\"}[5m]))").group(3) == "5m"  # the lint bites
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_dashboard_lint_datasource_and_job_variables(path: Path) -> None:
+    d = _load(path)
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert [v["name"] for v in d["templating"]["list"]][:2] == ["datasource", "job"]
+    job = variables["job"]
+    assert job["definition"] == "label_values(modelmon_build_info, job)"
+    # "All" is the values found (modelmon, modelmon-worker), never every job in Prometheus
+    assert job["includeAll"] and job.get("allValue") in (None, "")
+    assert 'job=~"$job"' in variables["model"]["definition"]
+    text = json.dumps(d)
+    assert '"uid": "${datasource}"' in text and '"uid": "prometheus"' not in text
+    for where, expr in dashboard_exprs(d):
+        # each scraped series is filtered by job (recorded series and ALERTS are aggregated
+        # without it)
+        for name, selector in re.findall(r"(?<![\w:])(modelmon_[a-z0-9_]+|up)(?![\w:])(\{[^}]*\})?",
+                                         expr):
+            assert 'job=~"$job"' in selector, f"{path.name} {where}: {name}{selector}"
+        if "instance" in variables and re.search(r"modelmon_(ingested|inference|job_runs|"
+                                                 r"job_duration)|\bup\{", expr):
+            assert 'instance=~"$instance"' in expr, f"{path.name} {where}: {expr}"
+
+
+def test_oncall_filters_by_instance() -> None:
+    variables = {v["name"]: v for v in _load(DASHBOARDS_DIR / "oncall.json")["templating"][
+        "list"]}
+    assert variables["instance"]["definition"] == (
+        'label_values(modelmon_build_info{job=~"$job"}, instance)')
+
+
 def test_uids_are_unique() -> None:
     uids = [_load(p)["uid"] for p in PATHS]
     assert len(uids) == len(set(uids))
@@ -87,8 +148,8 @@ def _all_exprs() -> list[tuple[str, str]]:
 def test_exprs_use_only_known_variables() -> None:
     for where, expr in _all_exprs():
         for var in re.findall(r"\$\{?(\w+)", expr):
-            assert var in {"model", "version", "feature", "__rate_interval", "__range",
-                           "__interval"}, f"{where}: ${var}"
+            assert var in {"job", "instance", "model", "version", "feature",
+                           "__rate_interval", "__range", "__interval"}, f"{where}: ${var}"
         assert "$datasource" not in expr
 
 
@@ -124,6 +185,8 @@ def test_dashboards_cover_the_issue() -> None:
     assert ("histogram_quantile(0.95, sum by (le, version) "
             "(rate(modelmon_inference_latency_seconds_bucket") in text["oncall"]
     assert "excess_decidable" in text["oncall"]
+    assert "model_version_cohort:modelmon_cohort_mae:ratio_decidable" in text["oncall"]
+    assert "modelmon_cohort_mae" in text["debug"] and "modelmon_cohort_rmse" in text["debug"]
     for metric in ("modelmon_feature_psi", "modelmon_feature_ks_statistic",
                    "modelmon_calibration_bin_observed_ratio",
                    "modelmon_calibration_bin_confidence_ratio", "modelmon_cohort_error_ratio",

@@ -18,9 +18,11 @@ import pytest
 from deploy_support import (
     DASHBOARDS,
     DASHBOARDS_DIR,
+    PROM_CONFIG,
     alert_rules,
     dashboard_exprs,
     get_json,
+    load_yaml,
     query,
     recording_rule_names,
     start_alertmanager,
@@ -34,9 +36,9 @@ METRICS = b"""\
 # TYPE modelmon_feature_psi gauge
 modelmon_feature_psi{model="churn",version="v2",feature="age"} 0.3
 # TYPE modelmon_job_last_run_failed gauge
-modelmon_job_last_run_failed{job="drift",model="churn"} 0
+modelmon_job_last_run_failed{job_name="drift",model="churn"} 0
 # TYPE modelmon_job_interval_seconds gauge
-modelmon_job_interval_seconds{job="drift"} 3600
+modelmon_job_interval_seconds{job_name="drift"} 3600
 """
 
 
@@ -80,10 +82,14 @@ def test_prometheus_runs_the_shipped_config(prometheus: str, alertmanager: str) 
         r["alert"] for r in alert_rules()}
     assert {r["name"] for r in rules if r["type"] == "recording"} == recording_rule_names()
 
-    # scraped with job="modelmon", while the job metrics keep their own `job` label
+    # scraped with Prometheus' own job="modelmon" (no honor_labels), and the monitoring job
+    # of the job metrics in `job_name`, untouched
+    config = load_yaml(PROM_CONFIG)
+    assert all("honor_labels" not in c for c in config["scrape_configs"])
     wait_for(lambda: query(prometheus, 'up{job="modelmon"} == 1'), "the scrape")
     (failed,) = wait_for(lambda: query(prometheus, "modelmon_job_last_run_failed"), "series")
-    assert failed["metric"]["job"] == "drift"
+    assert (failed["metric"]["job"], failed["metric"]["job_name"]) == ("modelmon", "drift")
+    assert "exported_job" not in failed["metric"]
     (psi,) = query(prometheus, "modelmon_feature_psi")
     assert psi["metric"]["job"] == "modelmon"
 
