@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -108,3 +109,42 @@ def test_partitions_are_created_ahead_and_for_backfilled_days(pg_url):
 
 def test_partition_name_is_stable():
     assert partition_name(date(2026, 1, 2)) == "predictions_p20260102"
+
+
+def test_prediction_documents_move_between_jsonb_and_json_unchanged(pg_url):
+    """Revision 0007 retypes the predictions' documents (jsonb -> json) with the rows in place:
+    what was stored before reads back the same after the upgrade and after a downgrade."""
+    url = create_pg_database("modelmon_json")
+    engine = make_engine(Settings(database_url=url))
+    doc_types = text("SELECT column_name, data_type FROM information_schema.columns "
+                     "WHERE table_name = 'predictions' AND column_name IN "
+                     "('features', 'cohorts', 'probabilities') ORDER BY column_name")
+    stored = text("SELECT features, cohorts, probabilities FROM predictions")
+    features = {"f0": -0.125, "country": "DE", "big": 1e300, "tiny": 5e-324}
+    try:
+        migrate.upgrade(engine, "0006")
+        day = datetime.now(UTC).date()
+        PartitionManager(engine).ensure_days({day})
+        with engine.begin() as conn:
+            assert {t for _, t in conn.execute(doc_types)} == {"jsonb"}
+            conn.execute(text(
+                "INSERT INTO predictions (model_id, ts, prediction_id, version_id, received_at, "
+                "features, cohorts, probabilities) VALUES (1, :ts, 'p1', 1, :ts, "
+                "CAST(:f AS jsonb), CAST('{\"region\": \"eu\"}' AS jsonb), "
+                "CAST('{\"a\": 0.25, \"b\": 0.75}' AS jsonb))"),
+                {"ts": datetime.now(UTC), "f": json.dumps(features)})
+        with engine.connect() as conn:
+            expected = tuple(conn.execute(stored).one())
+        assert expected[0]["tiny"] == 5e-324 and expected[1:] == ({"region": "eu"},
+                                                                 {"a": 0.25, "b": 0.75})
+        for revision, doc_type in (("head", "json"), ("0006", "jsonb"), ("head", "json")):
+            if revision == "head":
+                migrate.upgrade(engine)
+            else:
+                migrate.downgrade(engine, revision)
+            with engine.connect() as conn:
+                assert {t for _, t in conn.execute(doc_types)} == {doc_type}
+                assert tuple(conn.execute(stored).one()) == expected
+    finally:
+        engine.dispose()
+        drop_pg_database(url)

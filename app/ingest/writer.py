@@ -110,7 +110,7 @@ WITH new_keys AS (
     SELECT s.* FROM {STAGE_TABLE} s JOIN new_keys k USING (model_id, prediction_id)
 ), ins AS (
     INSERT INTO predictions ({", ".join(PREDICTION_COLUMNS)})
-    SELECT {", ".join(f"CAST({c} AS jsonb)" if c in _JSON_COLUMNS else c
+    SELECT {", ".join(f"CAST({c} AS json)" if c in _JSON_COLUMNS else c
                       for c in PREDICTION_COLUMNS)} FROM new_rows
     RETURNING 1
 ){lab}
