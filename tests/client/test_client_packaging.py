@@ -1,14 +1,18 @@
-"""The client outside this repository: a process that logs and exits without closing still
-delivers; the built wheel installs into a fresh virtual environment and sends a batch."""
+"""The client in other processes: one that logs and exits without closing still delivers;
+a forked child sends its own records only; the built wheel installs into a fresh virtual
+environment outside this repository and sends a batch."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import venv
 from pathlib import Path
+
+from modelmon_client import Monitor
 
 from tests.conftest import ROOT
 
@@ -68,3 +72,29 @@ def test_the_wheel_installs_in_a_fresh_environment_and_sends(sqlite_server, tmp_
     logged, location, typed = out.stdout.split()[-3:]
     assert Path(location).is_relative_to(env_dir) and typed == "True"
     assert sqlite_server.predictions("wheel") == 2500
+
+
+def test_a_forked_child_sends_its_own_records_and_not_its_parents(sqlite_server):
+    """As under gunicorn --preload: the monitor is made before the fork."""
+    sqlite_server.register("forked")
+    monitor = Monitor(sqlite_server.url, model="forked", version="v1", flush_interval=3600)
+    for i in range(50):  # buffered in the parent at the fork
+        monitor.log(prediction_id=f"parent-{i}", features={"amount": 1.0},
+                    prediction={"score": 0.5})
+    pid = os.fork()
+    if pid == 0:  # the child: its own buffer and thread
+        ok = False
+        try:
+            for i in range(100):
+                monitor.log(prediction_id=f"child-{i}", features={"amount": 2.0},
+                            prediction={"score": 0.5})
+            ok = monitor.close(timeout=60) and monitor.stats.sent == 100
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert monitor.close(timeout=60)
+    assert monitor.stats.sent == 50
+    ids = sqlite_server.prediction_ids("forked")
+    assert sorted(ids) == sorted([f"parent-{i}" for i in range(50)] +
+                                 [f"child-{i}" for i in range(100)])
