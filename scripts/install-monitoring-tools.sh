@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs promtool and amtool (Debian packages `prometheus` and `prometheus-alertmanager`)
-# when they are missing, so that the rule, route and config checks in tests/deploy can run.
+# and docker-compose (the Debian package, Compose v1, for its config check) when they are
+# missing, so that the rule, route and config checks in tests/deploy can run.
 #
 # Idempotent: does nothing when both tools are on PATH. Runs `apt-get update` only when the
 # package lists do not know the packages. Must run as root; non-interactive.
@@ -15,9 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 need=""
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
 command -v amtool >/dev/null 2>&1 || need="$need prometheus-alertmanager"
+# Compose v1 (Debian's docker-compose), for `docker-compose config`: tests/deploy validates
+# docker-compose.yml with it; no Docker engine is needed or installed.
+command -v docker-compose >/dev/null 2>&1 || need="$need docker-compose"
 
 if [ -z "$need" ]; then
-    echo "promtool and amtool are installed: $(command -v promtool), $(command -v amtool)"
+    echo "promtool and amtool are installed: $(command -v promtool), $(command -v amtool); docker-compose: $(command -v docker-compose)"
     exit 0
 fi
 
@@ -71,7 +75,7 @@ stop_new() {
 stop_new prometheus prometheus "$before_prometheus"
 stop_new prometheus-alertmanager prometheus-alertmanager "$before_alertmanager"
 
-for tool in promtool amtool; do
+for tool in promtool amtool docker-compose; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "error: $tool still not on PATH after installing$need" >&2
         exit 1

@@ -30,6 +30,11 @@ def amtool(monitoring_tools: dict[str, str]) -> str:
     return monitoring_tools["amtool"]
 
 
+@pytest.fixture(scope="session")
+def docker_compose(monitoring_tools: dict[str, str]) -> str:
+    return monitoring_tools["docker-compose"]
+
+
 @pytest.fixture
 def sink() -> Iterator[str]:
     spec = importlib.util.spec_from_file_location("webhook_sink", WEBHOOK_SINK)

@@ -49,12 +49,15 @@ class ToolsMissing(RuntimeError):
     pass
 
 
+TOOLS = ("promtool", "amtool", "docker-compose")
+
+
 def ensure_monitoring_tools() -> dict[str, str]:
     """Paths of promtool and amtool, installing them with the project's script when missing.
 
     Raises ToolsMissing (the tests fail, never skip) when they still cannot be found.
     """
-    found = {tool: shutil.which(tool) for tool in ("promtool", "amtool")}
+    found = {tool: shutil.which(tool) for tool in TOOLS}
     if all(found.values()):
         return found  # type: ignore[return-value]
     command = [str(INSTALL_SCRIPT)]
@@ -62,13 +65,14 @@ def ensure_monitoring_tools() -> dict[str, str]:
         command = ["sudo", "-n", *command]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    found = {tool: shutil.which(tool) for tool in ("promtool", "amtool")}
+    found = {tool: shutil.which(tool) for tool in TOOLS}
     if not all(found.values()):
         missing = ", ".join(t for t, p in found.items() if not p)
         raise ToolsMissing(
             f"{missing} not found after running {INSTALL_SCRIPT.relative_to(ROOT)} "
             f"(exit {proc.returncode}); install the Debian packages prometheus and "
-            f"prometheus-alertmanager, or put promtool and amtool on PATH.\n"
+            f"prometheus-alertmanager and docker-compose, or put promtool, amtool and "
+            f"docker-compose on PATH.\n"
             f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}")
     return found  # type: ignore[return-value]
 

@@ -145,3 +145,33 @@ def test_dockerfile() -> None:
     for line in re.findall(r"(?m)^COPY (.+) \S+$", text):
         for src in line.split():
             assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+
+
+def test_docker_compose_config_accepts_the_file(docker_compose: str, tmp_path: Path) -> None:
+    """A real Compose implementation validates the file (no engine needed). Debian's
+    docker-compose is Compose v1, which predates the top-level `name` (the Compose
+    specification's project name, which v2 reads): it checks a copy without that one line,
+    run from the repository so relative paths resolve as for `docker compose up`."""
+    text = COMPOSE.read_text()
+    assert "\nname: modelmon\n" in text
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text.replace("\nname: modelmon\n", "\n"))
+    proc = run([docker_compose, "--project-directory", str(ROOT), "-p", "modelmon", "-f",
+                str(copy), "config"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    resolved = load_yaml(copy, proc.stdout)
+    assert set(resolved["services"]) == set(SERVICES)
+    # relative host paths resolved against the repository: the tested files are mounted
+    mounts = [v.split(":")[0] for v in resolved["services"]["prometheus"]["volumes"]]
+    assert str(PROM_CONFIG) in mounts and str(RULES_DIR) in mounts
+    assert resolved["services"]["worker"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully")
+    # and it refuses what is wrong
+    broken = tmp_path / "broken.yml"
+    broken.write_text(copy.read_text().replace("    depends_on:\n      postgres:\n        "
+                                               "condition: service_healthy",
+                                               "    depends_on:\n      postgres:\n        "
+                                               "condition: when_ready", 1))
+    proc = run([docker_compose, "--project-directory", str(ROOT), "-f", str(broken),
+                "config", "-q"])
+    assert proc.returncode != 0

@@ -29,7 +29,7 @@ def test_install_script_is_valid_sh() -> None:
 def test_install_script_is_a_no_op_when_the_tools_are_there(promtool: str, amtool: str) -> None:
     proc = run([str(INSTALL_SCRIPT)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "promtool and amtool are installed" in proc.stdout
+    assert "promtool and amtool are installed" in proc.stdout and "docker-compose: /" in proc.stdout
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -36,6 +36,9 @@ from deploy_support import (
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
 PHASE_SECONDS = 45
+# Series only regression models have: the demo streams a classification model, so their
+# panels and recording rule are covered by the promtool unit tests (quality_test.yml) only.
+REGRESSION_ONLY = ("modelmon_cohort_mae", "modelmon_cohort_rmse", "modelmon_error_mae")
 INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
 
 
@@ -122,11 +125,15 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     for name in DASHBOARDS:
         dashboard = json.loads((DASHBOARDS_DIR / name).read_text())
         for where, expr in dashboard_exprs(dashboard):
+            if any(m in expr for m in REGRESSION_ONLY):
+                continue  # the demo streams a classification model only
             try:
                 wait_for(lambda e=expr: query(prom, substitute(e, values)), where, timeout=20)
             except AssertionError:
                 empty.append(f"{name} {where}: {expr}")
     for record in sorted(recording_rule_names()):
+        if "cohort_mae" in record:
+            continue  # regression only, see REGRESSION_ONLY
         try:
             wait_for(lambda r=record: query(prom, r), record, timeout=20)
         except AssertionError:
