@@ -5,6 +5,11 @@ bare COPY and a bare idempotent COPY (staging table + INSERT ... ON CONFLICT DO 
 compared on the same bodies (msgspec fast path, pydantic-core strict, orjson + validator).
 
     .venv/bin/python bench/bench_ingest.py [--batches 40] [--clients 1 2 4] [--workers 1 2]
+        [--rounds 3]
+
+Each API run is followed at once by the two baselines on its own rows, and the ratio is taken
+per round: the machines here are shared, and load that changes between a run and its baseline
+would otherwise be read as a speed difference.
 
 Needs PostgreSQL (MODELMON_TEST_DATABASE_URL or postgres@127.0.0.1:5432); creates and drops a
 throwaway database. Prints figures; asserts nothing. Machines here are shared and noisy:
@@ -134,9 +139,11 @@ def copy_rows(records: list[dict]) -> list[tuple]:
 
 
 def bare_copy(url: str, rows: list[tuple]) -> float:
-    """COPY the same rows, 1,000 per transaction, into a plain table shaped like a partition."""
+    """COPY the same rows, 1,000 per transaction, into a plain table shaped like a partition
+    (emptied first, outside the timing)."""
     with psycopg.connect(dsn(url)) as conn:
-        conn.execute("CREATE TABLE bench_copy (LIKE predictions INCLUDING ALL)")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_copy (LIKE predictions INCLUDING ALL)")
+        conn.execute("TRUNCATE bench_copy")
         conn.commit()
         cols = ", ".join(PREDICTION_COLUMNS)
         t = time.perf_counter()
@@ -150,11 +157,13 @@ def bare_copy(url: str, rows: list[tuple]) -> float:
 
 def idempotent_copy(url: str, rows: list[tuple]) -> float:
     """The same rows through a staging table and INSERT ... ON CONFLICT DO NOTHING into a
-    table with the predictions' primary key, 1,000 rows a transaction: what any idempotent
-    ingest must at least do."""
+    table with the predictions' primary key (emptied first, outside the timing), 1,000 rows a
+    transaction: what any idempotent ingest must at least do."""
     with psycopg.connect(dsn(url)) as conn:
-        conn.execute("CREATE TABLE bench_idem (LIKE predictions INCLUDING DEFAULTS)")
-        conn.execute("ALTER TABLE bench_idem ADD PRIMARY KEY (model_id, ts, prediction_id)")
+        if not conn.execute("SELECT to_regclass('bench_idem')").fetchone()[0]:
+            conn.execute("CREATE TABLE bench_idem (LIKE predictions INCLUDING DEFAULTS)")
+            conn.execute("ALTER TABLE bench_idem ADD PRIMARY KEY (model_id, ts, prediction_id)")
+        conn.execute("TRUNCATE bench_idem")
         conn.commit()
         cols = ", ".join(PREDICTION_COLUMNS)
         t = time.perf_counter()
@@ -266,6 +275,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="API runs per setting, each followed by the baselines on its rows")
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     args = ap.parse_args()
 
@@ -275,9 +286,10 @@ def main() -> None:
     url = make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
     total = args.batches * BATCH
     print(f"rows per run: {total} in batches of {BATCH}; {N_NUMERIC + 1} features per row; "
-          f"{load()}")
-    rates: dict[tuple[int, int], float] = {}
-    latency: dict[int, tuple[float, float, int, float]] = {}
+          f"{args.rounds} rounds per setting, each API run followed at once by a bare COPY and "
+          f"a bare idempotent COPY of its rows (ratios per round, so that load which changes "
+          f"during the run does not skew them); {load()}")
+    ratios: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
     run = 0
     try:
         for workers in args.workers:
@@ -295,18 +307,25 @@ def main() -> None:
                         c.post("/v1/models/bench/versions", json={"version": "v1"})
                         upload_reference(c)
                 for clients in args.clients:
-                    run += 1
-                    records = make_records(total + BATCH * workers, seed=run)
-                    for r in records:
-                        r["prediction_id"] = f"w{workers}c{clients}-{r['prediction_id']}"
-                    bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
-                              for i in range(0, len(records), BATCH)]
-                    api_run(port, bodies[:workers], workers)  # warm-up: one batch a process
-                    elapsed = api_run(port, bodies[workers:], clients)
-                    rates[(workers, clients)] = total / elapsed
-                    print(f"API, {workers} process(es), {clients} client(s): {elapsed:6.2f} s "
-                          f"{total / elapsed:9,.0f} rows/s   {load()}")
-                best = max(rate for (w, _), rate in rates.items() if w == workers)
+                    for _ in range(args.rounds):
+                        run += 1
+                        records = make_records(total + BATCH * workers, seed=run)
+                        for r in records:
+                            r["prediction_id"] = f"run{run}-{r['prediction_id']}"
+                        bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
+                                  for i in range(0, len(records), BATCH)]
+                        api_run(port, bodies[:workers], workers)  # warm-up: one batch each
+                        api = total / api_run(port, bodies[workers:], clients)
+                        rows = copy_rows(records[BATCH * workers:])
+                        bare = total / bare_copy(url, rows)
+                        idem = total / idempotent_copy(url, rows)
+                        ratios.setdefault((workers, clients), []).append((api, bare, idem))
+                        print(f"API, {workers} process(es), {clients} client(s): {api:9,.0f} "
+                              f"rows/s; bare COPY {bare:9,.0f}; bare idempotent COPY "
+                              f"{idem:9,.0f}; API / idempotent COPY {api / idem:.2f}   "
+                              f"{load()}")
+                best = max(float(np.median([a for a, _, _ in rs]))
+                           for (w, _), rs in ratios.items() if w == workers)
                 target = 0.5 * best / BATCH  # requests per second
                 n = max(10, int(target * args.latency_seconds))
                 run += 1
@@ -316,7 +335,6 @@ def main() -> None:
                 bodies = [json.dumps({"records": records[i:i + BATCH]}).encode()
                           for i in range(0, len(records), BATCH)]
                 p50, p99, sent = open_loop(port, bodies, target)
-                latency[workers] = (p50, p99, sent, target)
                 print(f"open loop, {workers} process(es), {target:.1f} batches/s (50% of "
                       f"{best:,.0f} rows/s), {sent} batches: p50 {p50 * 1000:.0f} ms, "
                       f"p99 {p99 * 1000:.0f} ms   {load()}")
@@ -327,16 +345,15 @@ def main() -> None:
                   for i in range(args.batches)]
         for label, secs in decoders(bodies).items():
             print(f"in-process, {label}: {secs / args.batches * 1000:6.2f} ms a batch")
-        copy_rows_ = copy_rows(make_records(total, seed=99))
-        base = bare_copy(url, copy_rows_)
-        print(f"bare COPY, same rows:            {base:6.2f} s {total / base:9,.0f} rows/s   "
-              f"{load()}")
-        idem = idempotent_copy(url, copy_rows_)
-        print(f"bare idempotent COPY, same rows: {idem:6.2f} s {total / idem:9,.0f} rows/s   "
-              f"{load()}")
-        for (workers, clients), rate in rates.items():
-            print(f"API / idempotent COPY, {workers} process(es), {clients} client(s): "
-                  f"{rate / (total / idem):.2f}   (API / bare COPY {rate / (total / base):.2f})")
+        print("summary (median of the rounds; min-max of API / idempotent COPY):")
+        for (workers, clients), rs in ratios.items():
+            api, bare, idem = (float(np.median(x)) for x in zip(*rs, strict=True))
+            per_round = [a / i for a, _, i in rs]
+            print(f"  {workers} process(es), {clients} client(s): API {api:9,.0f} rows/s, "
+                  f"bare COPY {bare:9,.0f}, bare idempotent COPY {idem:9,.0f}; "
+                  f"API / idempotent COPY {float(np.median(per_round)):.2f} "
+                  f"({min(per_round):.2f}-{max(per_round):.2f}), API / bare COPY "
+                  f"{float(np.median([a / b for a, b, _ in rs])):.2f}")
     finally:
         with psycopg.connect(dsn(admin_url()), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
