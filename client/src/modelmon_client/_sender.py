@@ -159,7 +159,10 @@ class Sender:
                          pending=len(self._items) + self._inflight, last_error=self.last_error)
 
     def flush(self, timeout: float | None) -> bool:
-        """Until every record queued before the call is acknowledged, refused or dropped."""
+        """Until every record queued before the call is acknowledged, refused or dropped.
+        From the sender thread itself (an ``on_refused`` callback) it cannot wait: False."""
+        if threading.current_thread() is self._thread:
+            return False
         with self._cond:
             target = self._queued
             self._wake.set()
