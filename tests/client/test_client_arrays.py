@@ -94,12 +94,13 @@ def test_integer_classes_multiclass_rows_and_numpy_features(sqlite_server):
     model = LogisticRegression().fit(x, y)
     with Monitor(sqlite_server.url, model="multi", version="v1") as monitor:
         monitor.register_sklearn(model, feature_names=["a", "b", "c"])
-        monitor.log_batch(x, feature_names=["a", "b", "c"], predictions=model.predict_proba(x),
-                          labels=y)
+        ids = monitor.log_batch(x, feature_names=["a", "b", "c"],
+                                predictions=model.predict_proba(x))
+        monitor.label_batch(ids, y)  # later, as ground truth arrives
         monitor.log(features=dict(zip("abc", x[0], strict=True)),
                     prediction=model.predict_proba(x[:1])[0], label=np.int64(y[0]))
         assert monitor.flush(timeout=60)
-        assert (monitor.stats.sent, monitor.stats.refused) == (201, 0)
+        assert (monitor.stats.sent, monitor.stats.refused) == (401, 0)
     assert httpx2.get(f"{sqlite_server.url}/v1/models/multi").json()["classes"] == ["0", "1", "2"]
     assert sqlite_server.labels("multi") == 201
 
