@@ -4,7 +4,8 @@ At start the app trains a small fraud model (a stand-in for loading yours), regi
 its version, regularization and weights with modelmon, then logs every prediction; ground
 truth arrives later on /feedback. Run it next to `modelmon serve`:
 
-    pip install modelmon-client fastapi uvicorn scikit-learn pandas
+    pip install ./client fastapi uvicorn scikit-learn pandas     # from the repository root
+    cd examples/sklearn_fastapi
     MODELMON_URL=http://127.0.0.1:8000 uvicorn app:app --port 9000
     curl -s localhost:9000/predict -H 'content-type: application/json' \
          -d '{"features": {"amount": 250.0, "age": 31, "country": "DE"}, "region": "eu"}'
