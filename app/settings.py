@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     # Upper bound for any one statement on Postgres, so a stuck lock cannot hang a request.
     db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A statement that waits this long for Postgres makes the service check, on a new
+    # connection, whether the database still answers; if it does not (frozen: a stopped
+    # process, a proxy that stops forwarding), waiting requests get a 503 at once
+    # (app/storage/hang.py). Slow statements on a live database are left alone.
+    db_hang_seconds: float = Field(default=3.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
     retry_after_seconds: int = Field(default=5, ge=1)
 

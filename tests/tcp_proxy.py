@@ -1,5 +1,6 @@
-"""A TCP proxy in front of the test Postgres that can be stopped and started: from the
-service's side, exactly a database that goes away and comes back."""
+"""A TCP proxy in front of the test Postgres that can be stopped and started (from the
+service's side, exactly a database that goes away and comes back) or frozen and thawed (a
+database that hangs: connections stay open and are accepted, nothing is answered)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """Stop forwarding in both directions, as a stopped (SIGSTOP) database does: new
+        connections are accepted and get no answer, bytes sent are taken and not answered."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         lst = socket.socket()
@@ -47,21 +58,27 @@ class TcpProxy:
                 client, _ = lst.accept()
             except OSError:
                 return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self._lock:
-                self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self._flowing.wait()  # frozen: the connection is accepted, nothing answers it
+        try:
+            server = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        server.settimeout(None)
+        with self._lock:
+            self._conns += [client, server]
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=self._pipe, args=(a, b, self._flowing),
+                             daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
         try:
             while data := src.recv(65536):
+                flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

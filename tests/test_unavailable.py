@@ -70,6 +70,38 @@ def test_postgres_going_away_and_coming_back(proxied):
         app.state.engine.dispose()
 
 
+def test_frozen_postgres_is_503_and_recovers(proxied):
+    """A database that hangs (connections open, nothing answered: a stopped process or a
+    proxy that stops forwarding) is a 503 after the hang bound plus a probe, not a request
+    that waits for as long as the database is frozen; once it answers again, so does the
+    service, and the batch refused meanwhile is stored exactly once when resent."""
+    proxy, url = proxied
+    app = create_app(Settings(database_url=url, db_connect_timeout_seconds=1,
+                              retry_after_seconds=2, db_hang_seconds=1))
+    try:
+        with LiveServer(app) as server, httpx2.Client(base_url=server.url,
+                                                      timeout=TIMEOUT) as c:
+            register(c)
+            batch = {"records": [prediction(1), prediction(2)]}
+            assert c.post("/v1/predictions",
+                          json={"records": [prediction(0)]}).json()["accepted"] == 1
+            proxy.freeze()
+            assert_unavailable(c.post("/v1/predictions", json=batch))  # mid-transaction
+            assert_unavailable(c.get("/v1/models"))  # a new connection, refused by no one
+            assert c.get("/readyz").status_code == 503
+            assert c.get("/healthz").status_code == 200
+            proxy.thaw()
+            r = c.post("/v1/predictions", json=batch)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"accepted": 2, "duplicates": 0}
+            assert c.get("/readyz").status_code == 200
+        assert stored(app.state.engine)["predictions"] == 3
+    finally:
+        proxy.thaw()
+        clean(app.state.engine)
+        app.state.engine.dispose()
+
+
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_unreachable_postgres_is_503_within_the_connect_timeout(pg_url, kind):
     """`refused`: nothing listens. `silent`: a listener that never answers the handshake,
@@ -102,3 +134,19 @@ def test_unopenable_sqlite_file_is_503(tmp_path):
         assert_unavailable(c.get("/v1/models"))
         assert_unavailable(c.post("/v1/predictions", json={"records": [prediction(0)]}))
     app.state.engine.dispose()
+
+
+def test_a_slow_statement_on_a_live_database_is_left_alone(pg_url):
+    """The hang guard cuts only waits on a database that no longer answers a new connection:
+    a statement slower than the bound, on a database that answers, runs to its end."""
+    from sqlalchemy import text
+
+    from app.storage.db import make_engine
+
+    engine = make_engine(Settings(database_url=pg_url, db_connect_timeout_seconds=1,
+                                  db_hang_seconds=0.3))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_sleep(1.5), 42")).one()[1] == 42
+    finally:
+        engine.dispose()

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from app.settings import Settings
+from app.storage.hang import guard
 
 
 def as_utc(ts: datetime | None) -> datetime | None:
@@ -43,18 +44,25 @@ def make_engine(settings: Settings) -> Engine:
             "use postgresql+psycopg://... or sqlite:///..."
         )
     statement_ms = int(settings.db_statement_timeout_seconds * 1000)
-    return create_engine(
+    engine = create_engine(
         url,
         connect_args={
             "connect_timeout": max(1, int(round(settings.db_connect_timeout_seconds))),
             "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
             "application_name": f"modelmon:{os.getpid()}",
+            # A peer that vanished (host down, partition) is noticed on idle pooled
+            # connections within about a minute; a frozen one is app/storage/hang.py's.
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
         },
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.db_connect_timeout_seconds,
         pool_pre_ping=True,
     )
+    guard(engine, hang_seconds=settings.db_hang_seconds,
+          connect_timeout=settings.db_connect_timeout_seconds)
+    return engine
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
