@@ -15,6 +15,7 @@ from app.api import errors, health, ingest, models, reports
 from app.api import metrics as metrics_api
 from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
+from app.api.body import UploadSlots
 from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
@@ -111,6 +112,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     app.state.schemas = schemas
     app.state.registry = registry
     app.state.metrics = service_metrics
+    app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads,
+                                         settings.retry_after_seconds)
     errors.install(app, retry_after=settings.retry_after_seconds,
                    max_details=settings.max_error_details,
                    on_db_down=lambda: service_metrics.db_errors.labels("request").inc())

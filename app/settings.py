@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(default=15.0, gt=0)
     # Connections served at once by one process (uvicorn's limit_concurrency); past it, 503.
     max_connections: int = Field(default=1000, ge=10)
+    # Uploads (references, weights) written to temporary files at once by one process; past
+    # it, 429 with Retry-After. A file is taken only once an upload's body starts arriving.
+    max_concurrent_uploads: int = Field(default=4, ge=1)
     max_batch_records: int = Field(default=10_000, ge=1)
     # Timestamps further in the future than this are refused (clock skew allowance).
     max_future_seconds: float = Field(default=86_400.0, ge=0)

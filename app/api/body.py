@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import tempfile
 import zlib
 from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -241,16 +244,54 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in body_chunks(request, limit)])
 
 
-async def body_to_file(request: Request, limit: int, dest: BinaryIO,
-                       accepted: tuple[str, ...], hint: str) -> int:
-    """Stream a large upload to ``dest`` without holding it in memory; returns its size."""
+class UploadSlots:
+    """At most ``n`` uploads of one process are written to temporary files at once; past it
+    the next is refused (429) instead of taking another file descriptor and disk. Touched
+    only from the event loop, so a plain counter is enough."""
+
+    def __init__(self, n: int, retry_after: int) -> None:
+        self._free = n
+        self._retry_after = retry_after
+
+    def take(self) -> None:
+        if self._free <= 0:
+            raise ApiError(429, "too_many_uploads",
+                           "too many uploads are being received at once; retry later",
+                           [Problem("concurrent uploads at their limit", field="body")],
+                           headers={"Retry-After": str(self._retry_after)})
+        self._free -= 1
+
+    def give_back(self) -> None:
+        self._free += 1
+
+
+@asynccontextmanager
+async def upload_file(request: Request, limit: int, accepted: tuple[str, ...], hint: str,
+                      slots: UploadSlots) -> AsyncIterator[Path]:
+    """A large upload streamed to a temporary file, without holding it in memory. The file
+    (and an upload slot) is taken only once the body's first bytes have arrived, so clients
+    that announce a body and send nothing hold a socket and no file."""
     _check_type(request, accepted, hint)
-    size = 0
-    async for chunk in body_chunks(request, limit):
-        await run_in_threadpool(dest.write, chunk)
-        size += len(chunk)
-    dest.flush()
-    return size
+    tmp: Any = None
+    try:
+        async for chunk in body_chunks(request, limit):
+            if tmp is None:
+                try:
+                    slots.take()
+                except ApiError:
+                    await _drain(request)
+                    raise
+                tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")  # noqa: SIM115
+            await run_in_threadpool(tmp.write, chunk)
+        if tmp is None:  # an empty body: nothing to hold open while waiting
+            slots.take()
+            tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")  # noqa: SIM115
+        tmp.flush()
+        yield Path(tmp.name)
+    finally:
+        if tmp is not None:
+            tmp.close()
+            slots.give_back()
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.api.auth import auth_responses, scoped
-from app.api.body import body_to_file, content_type
+from app.api.body import content_type, upload_file
 from app.api.deps import EngineDep, ProfilesDep, SettingsDep
 from app.api.schemas import ErrorBody
 from app.evaluation import reports
@@ -119,9 +118,9 @@ async def _upload(request: Request, engine: Any, model: str, version: str, limit
     to a temporary file and processed in a worker thread."""
     ctype = content_type(request)
     await _run(engine, lambda c: weights.model_version(c, model, version))
-    with tempfile.NamedTemporaryFile(prefix="modelmon-upload-") as tmp:
-        await body_to_file(request, limit, tmp, accepted, hint)
-        body = await run_in_threadpool(process, Path(tmp.name), ctype)
+    async with upload_file(request, limit, accepted, hint,
+                           request.app.state.upload_slots) as path:
+        body = await run_in_threadpool(process, path, ctype)
     return JSONResponse(body, status_code=201)
 
 
