@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # ended this long ago, so that delayed labels have arrived; 0 evaluates the latest window.
     label_lag_seconds: float = Field(default=0.0, ge=0)
     retention_days: int = Field(default=30, ge=1)
+    # Labels stored before their prediction, per model; past it a label batch that would add
+    # more is refused (422 naming them). Retention counts them again exactly.
+    max_pending_labels: int = Field(default=1_000_000, ge=0)
     # Stored results (metric_results) and job runs are kept this long: the history reports
     # and dashboards read them after the rows they were computed from are gone.
     results_retention_days: int = Field(default=90, ge=1)

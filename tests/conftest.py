@@ -100,8 +100,10 @@ def clean(engine: Engine) -> None:
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url)
+def settings(db_url: str, request: pytest.FixtureRequest) -> Settings:
+    """The service's settings on the test database; a test may override some with
+    ``@pytest.mark.parametrize("settings", [{...}], indirect=True)``."""
+    return Settings(database_url=db_url, **getattr(request, "param", {}))
 
 
 @pytest.fixture

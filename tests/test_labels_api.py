@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from tests.factories import label, prediction, register, regression_model
@@ -90,3 +92,49 @@ def test_label_for_unknown_model_is_404(client, engine):
     assert r.json()["details"][0] == {"index": 1, "field": "model",
                                       "problem": "unknown model; register it with POST /v1/models"}
     assert stored(engine)["labels"] == 0
+
+
+@pytest.mark.parametrize("settings", [{"max_pending_labels": 3}], indirect=True)
+def test_labels_waiting_for_predictions_are_capped_per_model(client, engine, settings):
+    """A model holds at most MODELMON_MAX_PENDING_LABELS labels whose prediction is not
+    stored; a batch that would pass it is refused whole (422 naming each waiting label),
+    and the count follows labels that pair later and retention's exact recount."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from app.jobs.retention import run_retention
+    from app.storage.pending import waiting_query
+    from app.storage.tables import pending_labels
+
+    def counted() -> dict[int, int]:
+        with engine.connect() as conn:
+            kept = dict(conn.execute(select(pending_labels.c.model_id,
+                                            pending_labels.c.n)).all())
+            assert {m: n for m, n in kept.items() if n} == dict(
+                conn.execute(waiting_query()).all())  # the ledger equals the exact count
+        return kept
+
+    register(client)
+    client.post("/v1/predictions", json={"records": [prediction(0)]})
+    r = client.post("/v1/labels", json={"records": [label(0), label(1), label(2)]})
+    assert r.json() == {"matched": 1, "pending": 2, "duplicates": 0}
+    assert counted() == {1: 2}
+    before = stored(engine)["labels"]
+    r = client.post("/v1/labels", json={"records": [label(3), label(0), label(4)]})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["code"] == "too_many_pending_labels" and "fraud" in body["message"]
+    assert [(d["index"], d["field"]) for d in body["details"]] == [
+        (0, "prediction_id"), (2, "prediction_id")]
+    assert stored(engine)["labels"] == before and counted() == {1: 2}  # nothing stored
+    client.post("/v1/predictions", json={"records": [prediction(1)]})  # pairs one
+    assert counted() == {1: 1}
+    r = client.post("/v1/labels", json={"records": [label(3), label(4)]})
+    assert r.json() == {"matched": 0, "pending": 2, "duplicates": 0}
+    assert counted() == {1: 3}
+    assert client.post("/v1/labels", json={"records": [label(5)]}).status_code == 422
+    # Retention deletes the labels once they are past it, and counts again.
+    run_retention(engine, settings, client.app.state.partitions,
+                  now=datetime.now(UTC) + timedelta(days=settings.retention_days + 2))
+    assert counted() == {}

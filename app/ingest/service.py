@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,14 +16,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from app.api.body import parse_json
-from app.errors import ApiError
+from app.errors import ApiError, Problem
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
 from app.ingest import decode, slo, summarize
 from app.ingest import validation as v
 from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
 from app.settings import Settings
-from app.storage import registry
+from app.storage import pending, registry
 from app.storage import summaries as summary_store
 from app.storage.partitions import PartitionManager
 
@@ -160,6 +161,9 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                 compiled = (profiles or ProfileCache()).recent(
                     conn, {r[3] for r in rows}, PROFILE_RECHECK_SECONDS)
                 result = write_predictions(conn, rows)
+                if result.waiting_labels:  # labels that waited for these predictions
+                    pending.add(conn, {m: -n for m, n in Counter(
+                        m for m, _ in result.waiting_labels).items()})
                 slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
                                                                     result.waiting_labels))
                 _append_summaries(conn, summarize.for_predictions(
@@ -186,9 +190,43 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
     shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
     with engine.begin() as conn:
         result = write_labels(conn, rows, repeats)
+        try:
+            _count_waiting(conn, settings, records, by_id, result)
+        except ApiError:
+            if metrics is not None:
+                metrics.rejected(records, "labels", set(schemas))
+            raise
         slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
         _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
                                                     settings.job_interval_seconds))
     if metrics is not None:
         metrics.stored_labels(by_id, records, result)
     return result
+
+
+def _count_waiting(conn: Any, settings: Settings, records: list[Any],
+                   by_id: dict[int, v.ModelSchema], result: LabelResult) -> None:
+    """Add the batch's labels that wait for their prediction to their models' counts; a
+    model past MODELMON_MAX_PENDING_LABELS refuses the batch (422, each waiting label named;
+    the transaction rolls back, so nothing is stored)."""
+    matched = result.matched_keys
+    waiting = [(m, p) for m, p, _ in result.new_labels if (m, p) not in matched]
+    if not waiting:
+        return
+    totals = pending.add(conn, dict(Counter(m for m, _ in waiting)))
+    over = {m for m, n in totals.items() if n > settings.max_pending_labels}
+    if not over:
+        return
+    ids = {s.row.name: i for i, s in by_id.items()}
+    index: dict[tuple[int, str], int] = {}
+    for i, r in enumerate(records):
+        index.setdefault((ids[r["model"]], r["prediction_id"]), i)
+    names = ", ".join(sorted(by_id[m].row.name for m in over))
+    raise ApiError(
+        422, "too_many_pending_labels",
+        f"model(s) {names} would hold more than {settings.max_pending_labels} labels waiting "
+        "for their predictions; nothing was stored. Send the predictions first, or resend "
+        "without the labels listed in details.",
+        [Problem("no prediction stored for this label, and its model's labels waiting for "
+                 "predictions are at their limit", field="prediction_id", index=index[k])
+         for k in waiting if k[0] in over])

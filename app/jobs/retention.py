@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, text
 
-from app.storage import summaries
+from app.storage import pending, summaries
 from app.storage.partitions import PartitionManager
 from app.storage.tables import (
     job_runs,
@@ -55,6 +55,8 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
         label_cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
         out["rows_deleted"] += conn.execute(
             delete(labels).where(labels.c.ts < label_cutoff)).rowcount
+        if out["rows_deleted"] or out["partitions_dropped"]:
+            pending.recount(conn)  # labels or keys went: count the waiting ones again
         # Summaries go with the rows they summarise.
         out["summaries_deleted"] = summaries.delete_before(conn=conn, cutoff=label_cutoff)
         results_cutoff = (now or datetime.now(UTC)) - timedelta(

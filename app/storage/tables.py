@@ -208,6 +208,16 @@ slo_counters = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Labels stored before their prediction (waiting to be paired), per model: kept in step by
+# ingest (labels add, the predictions they wait for take away) and counted again exactly by
+# retention, so that the cap on them (MODELMON_MAX_PENDING_LABELS) costs one row per batch.
+pending_labels = Table(
+    "pending_labels",
+    metadata,
+    Column("model_id", IdType, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
 # Per-bucket summaries (app/evaluation/summaries.py): each prediction and each completed
 # (prediction, label) pair is folded once into a row here, in the transaction that stores it.
 # Rows of one (model, version, bucket, kind, profile_key) add up; the scheduler compacts the
