@@ -283,3 +283,54 @@ def test_reference_values_that_cannot_be_stored_are_422(client):
                     headers={"content-type": "text/csv"})
     assert r.status_code == 422, r.text
     assert r.json()["details"][0]["field"] == "channel"
+
+
+def test_history_pages_follow_their_cursor(client, engine):
+    """History comes in pages of `limit` points with a `next_cursor` (null on the last page):
+    the pages put together are the whole series, in order, once each, and a result stored
+    meanwhile before the cursor does not shift the next page. A cursor not given out is 422."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    register_drift_model(client)
+    from app.storage.tables import model_versions
+
+    with engine.connect() as conn:
+        model_id, version_id = conn.execute(
+            select(model_versions.c.model_id, model_versions.c.id)).first()
+    t0 = datetime(2026, 11, 20, tzinfo=UTC)
+
+    def result(i: int, subject: str) -> dict:
+        return {"job": "drift", "model_id": model_id, "version_id": version_id,
+                "metric": "feature_psi", "subject": subject,
+                "window_start": t0 + timedelta(hours=i), "n": 100 + i,
+                "window_end": t0 + timedelta(hours=i + 1), "value": i / 100,
+                "decision": "ok", "method": "psi", "detail": None,
+                "computed_at": t0 + timedelta(hours=i + 1)}
+
+    with engine.begin() as conn:
+        conn.execute(insert(metric_results), [result(i, f"f{j}") for i in range(6)
+                                              for j in (3, 0, 2, 1)])
+    url = "/v1/models/credit/history"
+    whole = client.get(url, params={"metric": "feature_psi"}).json()
+    assert len(whole["points"]) == 24 and whole["next_cursor"] is None
+    assert [(p["window_end"], p["subject"]) for p in whole["points"]] == sorted(
+        (p["window_end"], p["subject"]) for p in whole["points"])
+    pages, cursor = [], None
+    while True:
+        params = {"metric": "feature_psi", "limit": 5, **({"cursor": cursor} if cursor else {})}
+        page = client.get(url, params=params).json()
+        pages.append(page["points"])
+        if not pages[1:]:  # between the first and second page: an earlier window stored
+            with engine.begin() as conn:
+                conn.execute(insert(metric_results), [result(-1, "f0")])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [5, 5, 5, 5, 4]
+    assert [p for page in pages for p in page] == whole["points"]
+    for bad in ("nonsense", "W10=", "WyIyMDI2LTExLTIwIiwieCIsMSwxXQ"):
+        r = client.get(url, params={"metric": "feature_psi", "cursor": bad})
+        assert r.status_code == 422 and r.json()["code"] == "invalid_cursor", bad
+        assert r.json()["details"][0]["field"] == "cursor"

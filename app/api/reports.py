@@ -59,7 +59,8 @@ EXAMPLES: dict[str, Any] = {
                          "decision": "warning"}]}}}]},
     "history": {"model": "fraud", "metric": "feature_psi", "points": [
         {"version": "v2", "subject": "amount", **W, "n": 5120, "value": 0.31,
-         "decision": "critical", "method": "psi eps=1e-4 ref=upload"}]},
+         "decision": "critical", "method": "psi eps=1e-4 ref=upload"}],
+        "next_cursor": None},
     "compare": {"model": "fraud",
                 "base": {"version": "v1", "regularization": {"type": "l1", "lambda": 0.001}},
                 "candidate": {"version": "v2", "regularization": {"type": "l1", "lambda": 0.01}},
@@ -159,9 +160,14 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
                   feature: str | None = None,
                   cohort: Annotated[str | None, Query(description="cohort_key=value")] = None,
                   version: Version = None, start: Start = None,
-                  end: End = None) -> dict[str, Any]:
+                  end: End = None,
+                  limit: Annotated[int, Query(ge=1, le=10_000,
+                                              description="points per page")] = 10_000,
+                  cursor: Annotated[str | None, Query(
+                      max_length=2048, description="next_cursor of the previous page")] = None,
+                  ) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.history_report(
-        c, settings, model, metric, feature, cohort, version, start, end))
+        c, settings, model, metric, feature, cohort, version, start, end, limit, cursor))
 
 
 @router.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -120,10 +122,14 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
 
 def history_report(conn: Connection, settings: Settings, model_name: str, metric: str,
                    feature: str | None, cohort: str | None, version: str | None,
-                   start: datetime | None, end: datetime | None) -> dict[str, Any]:
+                   start: datetime | None, end: datetime | None, limit: int = 10_000,
+                   cursor: str | None = None) -> dict[str, Any]:
+    """One page of a metric's stored results; ``next_cursor`` (null on the last page) asks
+    for the next one."""
     if metric not in METRICS:
         raise not_found("unknown_metric", f"unknown metric {metric[:64]!r}; one of: "
                         + ", ".join(sorted(METRICS)), "metric")
+    after = _cursor_key(cursor) if cursor is not None else None
     model = registry.require_model(conn=conn, name=model_name)
     s = as_utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
     e = as_utc(end) or datetime.now(UTC) + timedelta(days=1)
@@ -135,11 +141,39 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
         conn=conn, model=model, version=version).id
     subject = feature if METRICS[metric].subject == "feature" else cohort
     rows = results.history(conn=conn, model_id=model.id, metric=metric, subject=subject,
-                           version_id=version_id, start=s, end=e)
+                           version_id=version_id, start=s, end=e, limit=limit + 1,
+                           after=after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
     return {
         "model": model.name, "metric": metric,
         "points": [{"version": names.get(r.version_id), "subject": r.subject,
                     "window_start": as_utc(r.window_start).isoformat(),
                     "window_end": as_utc(r.window_end).isoformat(), "n": r.n, "value": r.value,
                     "decision": r.decision, "method": r.method} for r in rows],
+        "next_cursor": None if last is None else _cursor_of(
+            (as_utc(last.window_end), last.subject, last.version_id, last.id)),
     }
+
+
+def _cursor_of(key: tuple[datetime, str, int, int]) -> str:
+    raw = json.dumps([key[0].isoformat(), key[1], key[2], key[3]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_key(cursor: str) -> tuple[datetime, str, int, int]:
+    """The key a cursor stands for; 422 for anything that is not a cursor this service
+    gave out (never echoed)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        end, subject, version_id, row_id = json.loads(raw)
+        ts = datetime.fromisoformat(end)
+        if (ts.tzinfo is None or not isinstance(subject, str)
+                or type(version_id) is not int or type(row_id) is not int):
+            raise ValueError
+        return ts, subject, version_id, row_id
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out",
+                       [Problem("not a next_cursor from a previous page", field="cursor")]
+                       ) from None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from sqlalchemy import Connection, and_, delete, func, insert, literal, select, tuple_
 
 from app.storage.db import as_utc
 from app.storage.tables import job_runs, metric_results, reference_profiles
@@ -78,7 +78,11 @@ def insert_results(*, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 def history(*, conn: Connection, model_id: int, metric: str, subject: str | None,
             version_id: int | None, start: datetime, end: datetime,
-            limit: int = 10_000) -> list[Any]:
+            limit: int = 10_000, after: tuple[datetime, str, int, int] | None = None
+            ) -> list[Any]:
+    """Stored results in (window_end, subject, version_id, id) order, at most ``limit``,
+    starting after the row whose key is ``after`` (keyset pagination: a page costs what it
+    returns, and rows written meanwhile neither repeat nor shift the next page)."""
     m = metric_results
     conds = [m.c.model_id == model_id, m.c.metric == metric, m.c.window_end > start,
              m.c.window_end <= end]
@@ -86,5 +90,9 @@ def history(*, conn: Connection, model_id: int, metric: str, subject: str | None
         conds.append(m.c.subject == subject)
     if version_id is not None:
         conds.append(m.c.version_id == version_id)
-    q = select(m).where(and_(*conds)).order_by(m.c.window_end, m.c.subject).limit(limit)
+    key = (m.c.window_end, m.c.subject, m.c.version_id, m.c.id)
+    if after is not None:
+        conds.append(tuple_(*key) > tuple_(*(literal(v, c.type)
+                                             for v, c in zip(after, key, strict=True))))
+    q = select(m).where(and_(*conds)).order_by(*key).limit(limit)
     return list(conn.execute(q))
