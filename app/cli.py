@@ -127,7 +127,10 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from app import __version__
+
     parser = argparse.ArgumentParser(prog="modelmon", description="Production model monitoring.")
+    parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="migrate the database, then serve the API")
     serve.add_argument("--host", help="bind address (MODELMON_HOST, default 127.0.0.1)")
