@@ -9,12 +9,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
-ClassName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _integer_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+# Integer class labels (scikit-learn's `classes_` of [0, 1]) are stored and reported as their
+# decimal string, as integer labels in predictions and labels are (docs/ingest.md).
+ClassName = Annotated[
+    str, BeforeValidator(_integer_as_text), StringConstraints(min_length=1, max_length=200),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200},
+                              {"type": "integer"}]}),
+]
 
 
 class Strict(BaseModel):
@@ -35,7 +55,7 @@ class ModelCreate(Strict):
         default=None,
         max_length=1000,
         description="Classification only. Binary: exactly two, the second is the positive class "
-        '(default ["0", "1"]).',
+        '(default ["0", "1"]). Integers are taken as their decimal string (0 is "0").',
     )
 
     model_config = ConfigDict(
@@ -156,7 +176,9 @@ class PredictionPayload(Strict):
         default=None, description="multiclass: probability per class, summing to 1"
     )
     value: float | None = Field(default=None, description="regression: predicted value")
-    label: str | None = Field(default=None, description="the predicted label, optional")
+    label: str | int | None = Field(
+        default=None, description="the predicted label, optional; an integer is taken as its "
+        'decimal string (1 is the class "1")')
 
 
 class PredictionRecord(Strict):
@@ -167,7 +189,9 @@ class PredictionRecord(Strict):
     features: dict[str, float | str | None] = Field(default_factory=dict)
     prediction: PredictionPayload
     cohorts: dict[str, str | None] = Field(default_factory=dict)
-    label: str | float | None = Field(default=None, description="ground truth, when known")
+    label: str | int | float | None = Field(
+        default=None, description="ground truth, when known: a class (an integer is taken as its "
+        "decimal string) or, for regression, a number")
     latency_ms: float | None = Field(default=None, ge=0)
 
 
@@ -204,7 +228,8 @@ class PredictionResult(BaseModel):
 class LabelRecord(Strict):
     model: str
     prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    label: str | float
+    label: str | int | float = Field(description="a class (an integer is taken as its decimal "
+                                     "string) or, for regression, a number")
     timestamp: datetime
 
 

@@ -7,7 +7,7 @@ as a tag): numbers, strings, unknown fields and features, cohort keys, ranges an
 lengths are all checked while parsing. What is left per record is a handful of lookups (the
 version, the timestamp, a repeat), and the columns the summaries need are built from the
 structs in bulk. The fast path only ever accepts: at the first
-thing it does not accept (a bad record, a NaN, an integer where a class name belongs, a
+thing it does not accept (a bad record, a NaN, a class the model does not have, a
 timestamp format it does not know), it steps aside and the complete validator in
 validation.py reads the batch, so every refusal keeps its exact 422 (or 404, 413) naming each
 bad record and field, and everything the fast path accepts the complete validator accepts
@@ -65,19 +65,21 @@ class _SkimBatch(Struct, gc=False):
 _skim = msgspec.json.Decoder(_SkimBatch)
 
 
+# Integer labels are taken as their decimal string (docs/ingest.md), as the complete
+# validator takes them.
 class _Binary(Struct, forbid_unknown_fields=True, gc=False):
     score: Probability
-    label: str | None = None
+    label: str | int | None = None
 
 
 class _Regression(Struct, forbid_unknown_fields=True, gc=False):
     value: float
-    label: ShortStr | None = None
+    label: ShortStr | int | None = None
 
 
 class _Multiclass(Struct, forbid_unknown_fields=True, gc=False):
     probabilities: dict[str, Probability]
-    label: str | None = None
+    label: str | int | None = None
 
 
 _PAYLOAD = {"binary_classification": _Binary, "regression": _Regression,
@@ -110,7 +112,7 @@ class ModelDecoders:
             ("version", str | None, None),
             ("features", features, msgspec.field(default_factory=features)),
             ("cohorts", cohorts, msgspec.field(default_factory=cohorts)),
-            ("label", str | float | None, None),
+            ("label", str | int | float | None, None),
             ("latency_ms", Annotated[float, Meta(ge=0.0, le=MAX_LATENCY_MS)] | None, None),
         ], tag_field="model", tag=schema.row.name, forbid_unknown_fields=True, gc=False)
 
@@ -120,6 +122,13 @@ def _batch_decoder(decoders: list[ModelDecoders]) -> msgspec.json.Decoder:
         Union[tuple(d.record for d in decoders)]  # noqa: UP007 - built at run time
     return msgspec.json.Decoder(msgspec.defstruct(
         "Batch", [("records", list[record])], forbid_unknown_fields=True, gc=False))
+
+
+def _finite(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer past the float range
+        raise NotFast from None
 
 
 def _timestamp(value: str, limits: Limits) -> datetime:
@@ -212,19 +221,25 @@ def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSch
                 raise NotFast
             probs_json = _encode(probabilities).decode()
         predicted = p.label
+        if type(predicted) is int:
+            predicted = str(predicted)
+            if len(predicted) > MAX_STRING_LEN:
+                raise NotFast
         if predicted is not None and classes is not None and predicted not in classes:
             raise NotFast
         gt_class = gt_value = None
         label = r.label
         if label is not None:
             if classes is None:
-                if type(label) is not float:
+                if type(label) is str:
                     raise NotFast
-                gt_value = label
-            elif type(label) is str and label in classes:
-                gt_class = label
+                gt_value = _finite(label)
             else:
-                raise NotFast
+                if type(label) is int:
+                    label = str(label)
+                if type(label) is not str or label not in classes:
+                    raise NotFast
+                gt_class = label
         if kind not in kept:
             kept[kind], positions[kind], times[kind] = [], [], []
         kept[kind].append(r)

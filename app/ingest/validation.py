@@ -111,6 +111,11 @@ def _as_float(value: Any) -> tuple[float | None, str | None]:
     return value, None
 
 
+def _text(value: Any) -> Any:
+    """Integers where text belongs (category codes, class labels) as their decimal string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _short_string(value: Any, what: str = "a string") -> tuple[str | None, str | None]:
     if not isinstance(value, str):
         return None, f"must be {what}, got {_describe(value)}"
@@ -138,8 +143,7 @@ def parse_timestamp(value: Any, limits: Limits) -> tuple[datetime | None, str | 
 
 def _class_label(value: Any, classes: frozenset[str]) -> tuple[str | None, str | None]:
     """Classification labels are class names; integers are accepted for integer-named classes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+    value = _text(value)
     if not isinstance(value, str):
         return None, f"must be a class name (string), got {_describe(value)}"
     if value not in classes:
@@ -332,9 +336,7 @@ def _validate_features(raw: Any, schema: ModelSchema, i: int,
                 problems.append(Problem(f"numeric feature {p}", field=where, index=i))
             out[name] = f
         else:
-            if isinstance(v, int) and not isinstance(v, bool):
-                v = str(v)
-            s, p = _short_string(v, "a string (categorical)")
+            s, p = _short_string(_text(v), "a string (categorical)")
             if p:
                 problems.append(Problem(f"categorical feature {p}", field=where, index=i))
             out[name] = s
@@ -355,9 +357,7 @@ def _validate_cohorts(raw: Any, schema: ModelSchema, i: int,
             continue
         if v is None:
             continue
-        if isinstance(v, int) and not isinstance(v, bool):
-            v = str(v)
-        s, p = _short_string(v)
+        s, p = _short_string(_text(v))
         if p:
             problems.append(Problem(p, field=where, index=i))
         else:
@@ -396,7 +396,7 @@ def _validate_prediction(
         if schema.classes is not None:
             predicted, p = _class_label(raw["label"], schema.classes)
         else:
-            predicted, p = _short_string(raw["label"])
+            predicted, p = _short_string(_text(raw["label"]))
         if p:
             problems.append(Problem(p, field="prediction.label", index=i))
     return score, value, probabilities, predicted

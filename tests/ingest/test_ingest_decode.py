@@ -3,10 +3,11 @@
 Generated batches mix valid records with one-field mutations of every kind the contract
 refuses (wrong types, NaN, booleans, huge integers, empty or overlong strings, NUL and lone
 surrogate escapes, unknown fields, unknown models and versions, bad timestamps, out-of-range
-probabilities and sums, unknown classes, integers where class names belong). For each: when
-the complete validator refuses, the fast path must step aside (so the client gets the
-complete validator's 4xx); when the fast path accepts, the complete validator accepts the
-same rows.
+probabilities and sums, unknown classes, integers that name no class, integers past the float
+range, overlong integer labels). For each: when the complete validator refuses, the fast path
+must step aside (so the client gets the complete validator's 4xx); when the fast path accepts,
+the complete validator accepts the same rows. Integer labels are valid (the decimal string of a
+class) and taken on both paths.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def valid(rng: random.Random, i: int) -> dict:
         rec["features"] = feats
     if model == "bin" or model == "ints":
         rec["prediction"] = {"score": rng.choice([rng.random(), 0, 1])}
+        # integer labels are the classes' decimal strings
         if rng.random() < 0.3:
             rec["prediction"]["label"] = rng.choice(["no", "yes"] if model == "bin"
-                                                    else ["0", "1"])
+                                                    else ["0", "1", 0, 1])
         if rng.random() < 0.3:
-            rec["label"] = rng.choice(["no", "yes"] if model == "bin" else ["0", "1"])
+            rec["label"] = rng.choice(["no", "yes"] if model == "bin" else ["0", "1", 0, 1])
     elif model == "multi":
         p = [rng.random() for _ in range(3)]
         probs = {k: x / sum(p) for k, x in zip("abc", p, strict=True)}
@@ -76,7 +78,7 @@ def valid(rng: random.Random, i: int) -> dict:
         if rng.random() < 0.3:
             rec["label"] = rng.choice([rng.gauss(10, 5), 3])
         if rng.random() < 0.2:
-            rec["prediction"]["label"] = "high"
+            rec["prediction"]["label"] = rng.choice(["high", 3])
     if model in ("bin", "multi") and rng.random() < 0.5:
         rec["cohorts"] = {"region": rng.choice(["eu", "us", None])}
     if rng.random() < 0.3:
@@ -124,6 +126,10 @@ MUTATIONS = [
     lambda r, g: r.update(prediction={"score": 0.5, "label": 1}),
     lambda r, g: r.update(prediction={"score": 0.5, "label": "maybe"}),
     lambda r, g: r.update(label=1),
+    lambda r, g: r.update(label=2),
+    lambda r, g: r.update(label=10 ** 400),
+    lambda r, g: r.update(prediction={"score": 0.5, "label": 2}),
+    lambda r, g: r.update(prediction={"value": 1.0, "label": 10 ** 201}),
     lambda r, g: r.update(label="maybe"),
     lambda r, g: r.update(label=True),
     lambda r, g: r.update(label="NaN-marker"),
