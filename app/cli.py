@@ -160,7 +160,35 @@ def main(argv: list[str] | None = None) -> int:
     mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)
-    return args.func(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command; an expected failure is one line on stderr and a non-zero exit code."""
+    from app.api_client import CliError
+
+    prefix = f"modelmon {args.command}"
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"{prefix}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if "sqlalchemy" in sys.modules:
+            from sqlalchemy.exc import OperationalError
+
+            if isinstance(err, OperationalError):
+                from sqlalchemy.engine import make_url
+
+                url = make_url(get_settings().database_url).render_as_string(hide_password=True)
+                reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+                print(f"{prefix}: error: cannot use the database at {url} ({reason}); check "
+                      "MODELMON_DATABASE_URL", file=sys.stderr)
+                return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
-"""`modelmon report ...`: the REST reports as readable tables, computed with the same code
-against MODELMON_DATABASE_URL (no running server needed)."""
+"""`modelmon report ...`: the REST reports as readable tables, read from the API (--url,
+--token), or computed with the same code from a database named explicitly (--database-url)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from app.api_client import ApiClient, CliError, add_connection_args
 from app.errors import ApiError
 from app.settings import get_settings
 
@@ -84,49 +87,105 @@ def render(kind: str, report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.evaluation import reports
-    from app.evaluation.profiles import ProfileCache
-    from app.ingest import weights
-    from app.storage.db import make_engine
-
-    settings = get_settings()
-    engine = make_engine(settings)
-    start = datetime.fromisoformat(args.start) if args.start else None
-    end = datetime.fromisoformat(args.end) if args.end else None
-    try:
-        with engine.connect() as conn:
-            if args.kind == "compare":
-                if not (args.base and args.candidate):
-                    print("compare needs --base and --candidate")
-                    return 2
-                report = weights.compare(conn=conn, model_name=args.model, base=args.base,
-                                         candidate=args.candidate)
-            else:
-                sc = reports.scope(conn, settings, args.model, args.version, start, end,
-                                   needs_labels=args.kind in ("calibration", "cohorts"))
-                report = {"drift": lambda: reports.drift_report(conn, settings, sc,
-                                                                    ProfileCache()),
-                          "calibration": lambda: reports.calibration_report(conn, settings, sc,
-                                                                            None),
-                          "cohorts": lambda: reports.cohorts_report(conn, settings, sc),
-                          }[args.kind]()
-    except ApiError as err:
-        print(f"error: {err.message}")
-        return 1
-    finally:
-        engine.dispose()
+    if args.kind == "compare" and not (args.base and args.candidate):
+        raise CliError("compare needs --base and --candidate", exit_code=2)
+    if args.database_url:
+        if args.url or args.token:
+            raise CliError("--database-url reads the database itself: give it without --url "
+                           "and --token", exit_code=2)
+        report = _from_database(args)
+    else:
+        report = _from_api(args)
     print(json.dumps(report, indent=2) if args.json else render(args.kind, report))
     return 0
 
 
+def _from_api(args: argparse.Namespace) -> dict[str, Any]:
+    api = ApiClient(args.url, args.token)
+    model = urllib.parse.quote(args.model, safe="")
+    if args.kind == "compare":
+        return api.get(f"/v1/models/{model}/versions/compare",
+                       {"base": args.base, "candidate": args.candidate})
+    return api.get(f"/v1/models/{model}/reports/{args.kind}",
+                   {"version": args.version, "start": args.start, "end": args.end,
+                    "bins": args.bins if args.kind == "calibration" else None})
+
+
+def _from_database(args: argparse.Namespace) -> dict[str, Any]:
+    """The same report computed here from the database, with no server: for a database the
+    API does not serve (a restored backup, a replica under investigation)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from app.evaluation import reports
+    from app.evaluation.profiles import ProfileCache
+    from app.ingest import weights
+    from app.storage import migrate
+    from app.storage.db import make_engine
+
+    try:
+        url = make_url(args.database_url)
+    except Exception:  # noqa: BLE001 - any unparsable URL
+        raise CliError(f"--database-url {args.database_url!r} is not a database URL "
+                       "(postgresql+psycopg://... or sqlite:///path)", exit_code=2) from None
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        # connecting would create an empty database file
+        raise CliError(f"no SQLite database at {url.database}")
+    settings = get_settings().model_copy(update={"database_url": args.database_url})
+    start, end = _instant(args.start, "--start"), _instant(args.end, "--end")
+    engine = make_engine(settings)
+    try:
+        if migrate.current_revision(engine) is None:
+            raise CliError(f"the database at {shown} holds no modelmon schema (run modelmon "
+                           "migrate against it first)")
+        with engine.connect() as conn:
+            if args.kind == "compare":
+                return weights.compare(conn=conn, model_name=args.model, base=args.base,
+                                       candidate=args.candidate)
+            sc = reports.scope(conn, settings, args.model, args.version, start, end,
+                               needs_labels=args.kind in ("calibration", "cohorts"))
+            if args.kind == "drift":
+                return reports.drift_report(conn, settings, sc, ProfileCache())
+            if args.kind == "calibration":
+                return reports.calibration_report(conn, settings, sc, args.bins)
+            return reports.cohorts_report(conn, settings, sc)
+    except ApiError as err:
+        raise CliError(err.message) from None
+    except OperationalError as err:
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise CliError(f"cannot use the database at {shown} ({reason})") from None
+    finally:
+        engine.dispose()
+
+
+def _instant(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-11-25T10:00:00Z)",
+                       exit_code=2) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="print a drift, calibration, cohort or compare report")
+    p = sub.add_parser("report", help="print a drift, calibration, cohort or compare report",
+                       description="Print a report of the modelmon API as a table (or JSON). "
+                       "With --database-url it is computed from that database instead, with no "
+                       "server.")
     p.add_argument("kind", choices=["drift", "calibration", "cohorts", "compare"])
     p.add_argument("--model", required=True)
     p.add_argument("--version", help="one version (default: every version in the window)")
     p.add_argument("--start", help="window start, ISO 8601 (default: the latest window)")
     p.add_argument("--end", help="window end, ISO 8601")
+    p.add_argument("--bins", type=int, help="calibration: confidence bins (default 10)")
     p.add_argument("--base", help="compare: the earlier version")
     p.add_argument("--candidate", help="compare: the later version")
     p.add_argument("--json", action="store_true", help="print the JSON report instead")
+    add_connection_args(p)
+    p.add_argument("--database-url", help="compute the report from this database instead of "
+                   "asking the API (postgresql+psycopg://... or sqlite:///path)")
     p.set_defaults(func=run)

@@ -217,40 +217,6 @@ def test_reference_as_parquet_and_json(client, tmp_path):
     assert datetime.now(UTC)  # the later upload replaced the earlier one
 
 
-def test_cli_report_prints_the_same_numbers(client, settings, capsys, monkeypatch):
-    from app import cli
-    from app.settings import get_settings
-
-    rng = np.random.default_rng(21)
-    register_drift_model(client, reference=reference_csv(rng))
-    start, end = latest_window()
-    records, *_ = traffic(rng, 600, start, end, shifted=SHIFTED)
-    post_all(client, "/v1/predictions", records)
-    api = client.get("/v1/models/credit/reports/drift",
-                     params={"start": iso(start), "end": iso(end)}).json()
-    monkeypatch.setenv("MODELMON_DATABASE_URL", settings.database_url)
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["report", "drift", "--model", "credit", "--start", iso(start),
-                         "--end", iso(end)]) == 0
-        text = capsys.readouterr().out
-        assert cli.main(["report", "drift", "--model", "credit", "--start", iso(start),
-                         "--end", iso(end), "--json"]) == 0
-        as_json = capsys.readouterr().out
-        assert cli.main(["report", "cohorts", "--model", "credit", "--start", iso(start),
-                         "--end", iso(end)]) == 0
-        assert "cohort key region" in capsys.readouterr().out
-        assert cli.main(["report", "drift", "--model", "ghost"]) == 1
-    finally:
-        get_settings.cache_clear()
-    import json
-
-    assert json.loads(as_json)["versions"][0]["features"] == api["versions"][0]["features"]
-    f3 = next(f for f in api["versions"][0]["features"] if f["feature"] == "f3")
-    line = next(ln for ln in text.splitlines() if ln.startswith("f3 "))
-    assert f"{f3['psi']:.4g}" in line and f3["decision"] in line
-
-
 def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url):
     """With a label lag, calibration, cohorts and coverage look at the window that ended that
     long ago (its labels have arrived); drift stays on the latest window."""
