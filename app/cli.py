@@ -155,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_report(sub)
     from app.demo import add_parser as add_demo
+    from app.import_cli import add_parser as add_import
 
     add_demo(sub)
+    add_import(sub)
     mig = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
     mig.set_defaults(func=_migrate)
     args = parser.parse_args(argv)
