@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+
+from app.api_client import ApiClient, HttpError, add_connection_args
 
 FEATURES = ["x0", "x1", "x2", "x3", "x4", "x5"]
 CHANNELS = ["web", "app", "store"]
@@ -30,23 +29,15 @@ TRUE_W = np.array([5.0, -4.0, 3.0, 0.0, 0.0, 0.0])
 CHANNEL_EFFECT = {"web": 0.0, "app": 0.8, "store": -0.8}
 
 
-class Api:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             ctype: str = "application/json") -> Any:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"content-type": ctype})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:500]
-            if err.code in (200, 409):
-                return None
-            raise RuntimeError(f"{method} {path}: {err.code} {detail}") from None
+def _post(api: ApiClient, path: str, body: Any = None, **kw: Any) -> Any:
+    """A registration the demo may have made in an earlier run: 409 (registered otherwise)
+    keeps what is there."""
+    try:
+        return api.post(path, body, **kw)
+    except HttpError as err:
+        if err.status == 409:
+            return None
+        raise
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -93,9 +84,9 @@ def npz(w: np.ndarray, b: float) -> bytes:
     return buf.getvalue()
 
 
-def setup(api: Api, model: str, clean: bool, rng: np.random.Generator
+def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
           ) -> dict[str, tuple[np.ndarray, float]]:
-    api.call("POST", "/v1/models", {
+    _post(api, "/v1/models", {
         "name": model, "task": "binary_classification",
         "features": [{"name": f, "type": "numeric"} for f in FEATURES]
         + [{"name": "channel", "type": "categorical"}],
@@ -107,19 +98,18 @@ def setup(api: Api, model: str, clean: bool, rng: np.random.Generator
         w, b = train(train_set, lam)
         versions[name] = (w, b)
         blob = npz(w, b)
-        api.call("POST", f"/v1/models/{model}/versions", {
+        _post(api, f"/v1/models/{model}/versions", {
             "version": name, "metadata": {
                 "regularization": {"type": "l1", "lambda": lam},
                 "hyperparameters": {"learning_rate": 0.5, "steps": 400},
                 "artifact_bytes": len(blob)}})
-        api.call("POST", f"/v1/models/{model}/versions/{name}/weights", raw=blob,
-                 ctype="application/octet-stream")
+        _post(api, f"/v1/models/{model}/versions/{name}/weights", raw=blob,
+              ctype="application/octet-stream")
         scores = sigmoid(design(train_set) @ w + b)
         records = [{**{f: float(train_set["x"][i, j]) for j, f in enumerate(FEATURES)},
                     "channel": str(train_set["channel"][i]), "score": float(scores[i])}
                    for i in range(len(scores))]
-        api.call("POST", f"/v1/models/{model}/versions/{name}/reference",
-                 {"records": records})
+        _post(api, f"/v1/models/{model}/versions/{name}/reference", {"records": records})
     return versions
 
 
@@ -155,39 +145,70 @@ def batch(model: str, versions: dict[str, tuple[np.ndarray, float]], rng: np.ran
     return records, labels
 
 
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def run(args: argparse.Namespace) -> int:
-    api = Api(args.url)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    api = ApiClient(args.url, args.token, retries=3)
+    out = Console(highlight=False)
     rng = np.random.default_rng(args.seed)
+    out.print(f"demo: registering model {args.model!r} at {api.url}: v1 and v2 trained with L1 "
+              f"penalties {'0.002 and 0.002' if args.clean else '0.002 and 0.08'}, their "
+              "weights and a reference of 5,000 rows")
     versions = setup(api, args.model, args.clean, rng)
-    print(f"demo: model {args.model!r} registered with v1 and v2; streaming to {args.url}",
-          flush=True)
-    start = time.monotonic()
     incident_after = args.duration / 2 if args.incident_after is None else args.incident_after
+    per_second = args.speed * args.batch_size
+    out.print(f"demo: {_clock(0)} steady traffic: {per_second:.0f} predictions/s to v2 (70%) "
+              "and v1 (30%) with latencies, 80% of them labelled a batch later")
+    if args.clean:
+        out.print(f"demo: no incident (--clean): nothing should page; ends at "
+                  f"{_clock(args.duration)}")
+    elif incident_after < args.duration:
+        out.print(f"demo: {_clock(incident_after)} incident: x0 and x1 drift, scores become "
+                  "over-confident, region north's labels contradict the model, 30% labelled; "
+                  f"ends at {_clock(args.duration)}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        TextColumn("of " + _clock(args.duration)),
+                        TextColumn("{task.fields[sent]}"), console=out)
+    start = time.monotonic()
     pending: list[dict] = []
-    seq = 0
+    seq = n_predictions = n_labels = 0
     announced = False
-    while time.monotonic() - start < args.duration:
-        incident = not args.clean and time.monotonic() - start >= incident_after
-        if incident and not announced:
-            print("demo: incident: feature drift, over-confident scores, region north fails, "
-                  "fewer labels", flush=True)
-            announced = True
-        records, labels = batch(args.model, versions, rng, args.batch_size, seq, incident)
-        api.call("POST", "/v1/predictions", {"records": records})
-        if pending:  # labels arrive one batch later
-            api.call("POST", "/v1/labels", {"records": pending})
-        pending = labels
-        seq += 1
-        time.sleep(max(0.0, 1.0 / args.speed))
-    print(f"demo: sent {seq} batches of {args.batch_size}", flush=True)
+    with progress:
+        task = progress.add_task("steady", total=args.duration, sent="")
+        while (elapsed := time.monotonic() - start) < args.duration:
+            incident = not args.clean and elapsed >= incident_after
+            if incident and not announced:
+                progress.console.print(f"demo: {_clock(elapsed)} incident injected")
+                progress.update(task, description="incident")
+                announced = True
+            records, labels = batch(args.model, versions, rng, args.batch_size, seq, incident)
+            api.post("/v1/predictions", {"records": records})
+            n_predictions += len(records)
+            if pending:  # labels arrive one batch later
+                api.post("/v1/labels", {"records": pending})
+                n_labels += len(pending)
+            pending = labels
+            seq += 1
+            progress.update(task, completed=min(time.monotonic() - start, args.duration),
+                            sent=f"{n_predictions:,} predictions, {n_labels:,} labels")
+            time.sleep(max(0.0, 1.0 / args.speed))
+        progress.update(task, completed=args.duration)
+    out.print(f"demo: sent {n_predictions:,} predictions in {seq} batches and {n_labels:,} "
+              "labels")
     return 0
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="stream a demo scenario through the API")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the modelmon API")
+    add_connection_args(p)
     p.add_argument("--model", default="demo-fraud")
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of traffic")
+    p.add_argument("--duration", type=float, default=180.0,
+                   help="seconds of traffic (default 180)")
     p.add_argument("--speed", type=float, default=2.0, help="batches per second")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--incident-after", type=float, default=None,
