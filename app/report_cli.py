@@ -8,7 +8,6 @@ import json
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from app.api_client import ApiClient, CliError, add_connection_args
@@ -121,7 +120,7 @@ def _from_database(args: argparse.Namespace) -> dict[str, Any]:
     from app.evaluation.profiles import ProfileCache
     from app.ingest import weights
     from app.storage import migrate
-    from app.storage.db import make_engine
+    from app.storage.db import make_engine, missing_sqlite_file
 
     try:
         url = make_url(args.database_url)
@@ -129,10 +128,8 @@ def _from_database(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"--database-url {args.database_url!r} is not a database URL "
                        "(postgresql+psycopg://... or sqlite:///path)", exit_code=2) from None
     shown = url.render_as_string(hide_password=True)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not Path(url.database).is_file():
-        # connecting would create an empty database file
-        raise CliError(f"no SQLite database at {url.database}")
+    if (missing := missing_sqlite_file(args.database_url)) is not None:
+        raise CliError(f"no SQLite database at {missing}")
     settings = get_settings().model_copy(update={"database_url": args.database_url})
     start, end = _instant(args.start, "--start"), _instant(args.end, "--end")
     engine = make_engine(settings)

@@ -23,10 +23,16 @@ def duration(text: str) -> timedelta:
 
 
 def _engine():  # noqa: ANN202
+    from app.api_client import CliError
     from app.settings import get_settings
-    from app.storage.db import make_engine
+    from app.storage.db import make_engine, missing_sqlite_file
 
-    return make_engine(get_settings())
+    settings = get_settings()
+    if (missing := missing_sqlite_file(settings.database_url)) is not None:
+        raise CliError(f"no SQLite database at {missing} (MODELMON_DATABASE_URL): point "
+                       "MODELMON_DATABASE_URL at the service's database, or run modelmon "
+                       "migrate to create one")
+    return make_engine(settings)
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -24,6 +24,15 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def missing_sqlite_file(database_url: str) -> str | None:
+    """The path of a SQLite database file that does not exist (connecting would create it
+    empty), else None: commands that only read or add to an existing database refuse it."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return None if os.path.isfile(url.database) else url.database
+
+
 def make_engine(settings: Settings) -> Engine:
     """Build the engine with the timeouts that keep an unreachable database a fast 503."""
     url = make_url(settings.database_url)

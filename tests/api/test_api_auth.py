@@ -223,3 +223,12 @@ def test_tokens_cli_creates_lists_and_revokes(tmp_path):
     assert "token.revoke" in run("audit").stdout
     bad = run("tokens", "create", "--scope", "root")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    # a database file that is not there is named, not created empty
+    env["MODELMON_DATABASE_URL"] = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    missing = run("tokens", "create", "--scope", "admin")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == (
+        f"modelmon tokens: error: no SQLite database at {tmp_path / 'elsewhere.db'} "
+        "(MODELMON_DATABASE_URL): point MODELMON_DATABASE_URL at the service's database, or "
+        "run modelmon migrate to create one")
+    assert not (tmp_path / "elsewhere.db").exists()
