@@ -209,3 +209,33 @@ def test_import_errors_are_one_line_on_stderr(client, engine, live_server, tmp_p
     assert count(engine, predictions, "b") == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["log.csv", "log.txt", "no_score.csv", "bad.jsonl"])
+
+
+def test_multiclass_with_integer_classes_from_csv_and_parquet(client, engine, live_server,
+                                                              tmp_path, capsys):
+    from tests.factories import multiclass_model
+
+    assert client.post("/v1/models", json=multiclass_model("digits", classes=[0, 1, 2])
+                       ).status_code == 201
+    assert client.post("/v1/models/digits/versions", json=version()).status_code == 201
+    data = [{"prediction_id": f"m{i}", "timestamp": iso(NOW - timedelta(seconds=i)),
+             "petal": i / 10, "probabilities": json.dumps({"0": 0.1, "1": 0.2, "2": 0.7}),
+             "predicted_label": 2, "label": i % 3} for i in range(20)]
+    write(tmp_path / "digits.csv", data)
+    # in Parquet: probabilities as a struct, labels as integers
+    pq.write_table(pa.Table.from_pylist([
+        {**r, "prediction_id": "q" + r["prediction_id"],
+         "probabilities": json.loads(r["probabilities"])} for r in data]),
+        tmp_path / "digits.parquet")
+    for name in ("digits.csv", "digits.parquet"):
+        assert cli.main(["import", str(tmp_path / name), "--url", live_server.url, "--model",
+                         "digits", "--version", "v1"]) == 0
+        assert "20 stored, 0 already stored" in capsys.readouterr().out
+    with engine.connect() as conn:
+        got = {r.prediction_id: (r.predicted_label, json.loads(r.probabilities) if isinstance(
+            r.probabilities, str) else r.probabilities)
+            for r in conn.execute(select(predictions))}
+        truth = {r.prediction_id: r.label_class for r in conn.execute(select(labels))}
+    assert len(got) == 40
+    assert all(v == ("2", {"0": 0.1, "1": 0.2, "2": 0.7}) for v in got.values()), got
+    assert truth == {f"{p}m{i}": str(i % 3) for p in ("", "q") for i in range(20)}
