@@ -1,7 +1,6 @@
 # modelmon service image: `docker build -t modelmon .`
-# The schema migrations are found relative to the package source (app/storage/migrate.py
-# looks in ../../migrations), so the source tree stays in /app and the package is installed
-# in editable mode on top of it.
+# The package is installed like any other (the migrations ship inside it), with the exact
+# dependency versions of requirements.lock; no source tree is kept in the image.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,15 +8,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-
-# Only what the service needs (no .venv, .git or tests in the image).
-COPY pyproject.toml README.md LICENSE alembic.ini ./
+# Only what the package needs (no .venv, .git or tests in the build).
+WORKDIR /src
+COPY requirements.lock pyproject.toml README.md LICENSE ./
+RUN pip install -r requirements.lock
 COPY app ./app
-COPY migrations ./migrations
-RUN pip install -e . \
-    && useradd --system --uid 10001 --home-dir /app --no-create-home modelmon
+RUN pip install --no-deps . \
+    && rm -rf /src \
+    && useradd --system --uid 10001 --home-dir /var/lib/modelmon --create-home modelmon
 
+# The working directory holds the embedded SQLite default when no database URL is set.
+WORKDIR /var/lib/modelmon
 USER modelmon
 ENV MODELMON_HOST=0.0.0.0 \
     MODELMON_PORT=8000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -11,7 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 _MIGRATION_LOCK_KEY = 0x6D6D_4D49_4752  # "mmMIGR"
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Inside the package (app/migrations), so an installed wheel carries them; installed wheels
+# are unpacked, so the resource is a directory Alembic can read.
+MIGRATIONS_DIR = Path(str(resources.files("app.migrations")))
 
 
 def _config() -> Config:

@@ -1,0 +1,1 @@
+"""One file per revision, `YYYY-MM-DD_slug.py` (Alembic skips this file)."""
