@@ -1,0 +1,24 @@
+"""The `modelmon` command itself: its version, and a database it cannot use reported as one
+line on stderr (password hidden) with exit code 1, for the commands that open the database."""
+
+from __future__ import annotations
+
+from app import __version__
+from tests.conftest import free_port
+from tests.test_report_cli import modelmon, one_line_error
+
+
+def test_version(tmp_path):
+    out = modelmon("--version", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == f"modelmon {__version__}"
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path):
+    url = f"postgresql+psycopg://modelmon:s3cret@127.0.0.1:{free_port()}/modelmon"
+    for command in (["migrate"], ["serve", "--port", str(free_port())]):
+        line = one_line_error(modelmon(*command, cwd=tmp_path, MODELMON_DATABASE_URL=url),
+                              f"modelmon {command[0]}: error: cannot use the database at "
+                              "postgresql+psycopg://modelmon:***@127.0.0.1:", "check "
+                              "MODELMON_DATABASE_URL")
+        assert "s3cret" not in line
+    assert list(tmp_path.iterdir()) == []
