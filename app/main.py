@@ -24,7 +24,12 @@ from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
 from app.observability.logs import configure_logging
-from app.observability.metrics import QualityCollector, ServiceMetrics, build_registries
+from app.observability.metrics import (
+    JOBS,
+    QualityCollector,
+    ServiceMetrics,
+    build_registries,
+)
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager
@@ -69,7 +74,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     registry.register(QualityCollector(
         lambda: load_snapshot(
             engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
-            max_versions=settings.metrics_max_versions),
+            max_versions=settings.metrics_max_versions, jobs=JOBS),
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))

@@ -1,11 +1,15 @@
 """/metrics rendering: model-quality families from stored results, for many models.
 
     .venv/bin/python bench/bench_metrics.py [--models 100] [--features 30] [--cohorts 10]
+        [--history 48]
 
 Builds the snapshot the collector reads (one row per stored result: per model and version,
 three feature metrics per feature, one per cohort, a few model-level ones) and times turning
 it into Prometheus families and exposition text, twice the models as a baseline ratio (the
-cost must grow linearly with the rows). Prints figures; asserts nothing.
+cost must grow linearly with the rows). Then, on PostgreSQL (MODELMON_TEST_DATABASE_URL or
+postgres@127.0.0.1:5432, a throwaway database), the snapshot read itself with one window of
+results and job runs stored, then with ``--history`` windows of both: its cost must not grow
+with the history kept. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -65,11 +69,94 @@ def render(snap: dict) -> tuple[float, int, int]:
     return time.perf_counter() - t, len(text), sum(len(f.samples) for f in fams)
 
 
+def database_read(models: int, features: int, cohorts: int, history: int) -> None:
+    """Time load_snapshot on PostgreSQL with 1 and then ``history`` windows stored."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from app.observability.metrics import JOBS
+    from app.settings import Settings
+    from app.storage.db import make_engine
+    from app.storage.migrate import upgrade
+    from app.storage.quality import load_snapshot
+
+    admin = make_url(os.environ.get("MODELMON_TEST_DATABASE_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"modelmon_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(Settings(database_url=url))
+    try:
+        upgrade(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        rows = snapshot(models, features, cohorts)["results"]
+        with psycopg.connect(admin.set(database=name, drivername="postgresql")
+                             .render_as_string(hide_password=False)) as conn:
+            with conn.cursor().copy("COPY models (id, name, task, features, cohort_keys, "
+                                    "created_at) FROM STDIN") as cp:
+                for m in range(models):
+                    cp.write_row((m + 1, f"model{m}", "binary_classification", "[]", "[]", now))
+            with conn.cursor().copy("COPY model_versions (id, model_id, version, created_at, "
+                                    "registered_at, metadata) FROM STDIN") as cp:
+                for m in range(models):
+                    for j, v in enumerate(("v1", "v2")):
+                        cp.write_row((2 * m + j + 1, m + 1, v, now, now, "{}"))
+            stored = 0
+            for windows in (1, history):
+                with conn.cursor().copy(
+                        "COPY metric_results (job, model_id, version_id, metric, subject, "
+                        "window_start, window_end, n, value, decision, method, detail, "
+                        "computed_at) FROM STDIN") as cp:
+                    for w in range(stored, windows):
+                        end = now - timedelta(minutes=5 * w)
+                        for r in rows:
+                            m = int(r["model"][5:])
+                            vid = 2 * m + (1 if r["version"] == "v1" else 2)
+                            cp.write_row(("drift", m + 1, vid, r["metric"], r["subject"],
+                                          end - timedelta(hours=1), end, r["n"], r["value"],
+                                          r["decision"], "bench", None, end))
+                with conn.cursor().copy(
+                        "COPY job_runs (job, model_id, window_start, window_end, status, "
+                        "started_at, finished_at, worker) FROM STDIN") as cp:
+                    for w in range(stored, windows):
+                        end = now - timedelta(minutes=5 * w)
+                        for m in range(models):
+                            for job in JOBS:
+                                cp.write_row((job, m + 1, end - timedelta(hours=1), end,
+                                              "success", end, end, "bench"))
+                conn.commit()
+                conn.execute("ANALYZE")
+                conn.commit()
+                stored = windows
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    snap = load_snapshot(engine, max_result_age_seconds=3600,
+                                         max_versions=3, jobs=JOBS)
+                    times.append(time.perf_counter() - t)
+                one, five, fifteen = os.getloadavg()
+                print(f"snapshot read, {windows} window(s) stored "
+                      f"({windows * len(rows):,} results, {windows * models * len(JOBS):,} "
+                      f"job runs): {min(times):.3f} s for {len(snap['results']):,} results "
+                      f"(load average {one:.2f} {five:.2f} {fifteen:.2f})")
+    finally:
+        engine.dispose()
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--features", type=int, default=30)
     ap.add_argument("--cohorts", type=int, default=10)
+    ap.add_argument("--history", type=int, default=48,
+                    help="windows of results and job runs stored for the database read")
     a = ap.parse_args()
     one, five, fifteen = os.getloadavg()
     print(f"load average {one:.2f} {five:.2f} {fifteen:.2f}")
@@ -80,6 +167,7 @@ def main() -> None:
         print(f"{models} models x 2 versions x {a.features} features x {a.cohorts} cohorts: "
               f"{n:,} stored results -> {best[2]:,} samples, {best[1] / 1e6:.1f} MB, "
               f"{best[0]:.3f} s")
+    database_read(a.models, a.features, a.cohorts, a.history)
 
 
 if __name__ == "__main__":

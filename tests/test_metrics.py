@@ -203,3 +203,43 @@ def test_observe_many_equals_one_observe_per_value():
     assert registry.get_sample_value("many_count", {"m": "a"}) == len(values)
     assert registry.get_sample_value("many_sum", {"m": "a"}) == pytest.approx(
         registry.get_sample_value("one_sum", {"m": "a"}), rel=1e-12)
+
+
+def test_job_state_in_the_snapshot_is_the_latest_of_a_long_history(client, engine):
+    """Per (job, model) the snapshot gives the last success (latest finish, also of a window
+    caught up late) and whether the last run failed, read from the newest rows whatever the
+    history kept before them."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from app.observability.metrics import JOBS
+    from app.storage.quality import load_snapshot
+    from app.storage.tables import job_runs
+
+    register(client)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def run(i: int, status: str, finished: int, job: str = "drift") -> dict:
+        return {"job": job, "model_id": 1, "window_start": t0 + timedelta(minutes=5 * i),
+                "window_end": t0 + timedelta(minutes=5 * i + 60), "status": status,
+                "started_at": t0 + timedelta(minutes=finished),
+                "finished_at": t0 + timedelta(minutes=finished), "error": None, "worker": "w"}
+
+    def state() -> tuple[dict, dict]:
+        snap = load_snapshot(engine, max_result_age_seconds=3600, max_versions=3, jobs=JOBS)
+        return snap["job_last_success"], snap["job_last_failed"]
+
+    history = [run(i, "success", 5 * i + 61) for i in range(2000)]
+    history.append(run(-5, "success", 5 * 2000 + 70))  # an old window caught up last
+    history.append(run(2000, "failure", 5 * 2000 + 80))
+    with engine.begin() as conn:
+        conn.execute(insert(job_runs), history)
+        conn.execute(insert(job_runs), [run(0, "success", 30, job="labels")])
+    ok, failed = state()
+    assert ok == {("drift", "fraud"): (t0 + timedelta(minutes=5 * 2000 + 70)).timestamp(),
+                  ("labels", "fraud"): (t0 + timedelta(minutes=30)).timestamp()}
+    assert failed == {("drift", "fraud"): True, ("labels", "fraud"): False}
+    with engine.begin() as conn:
+        conn.execute(insert(job_runs), [run(2001, "success", 5 * 2000 + 90)])
+    assert state()[1] == {("drift", "fraud"): False, ("labels", "fraud"): False}

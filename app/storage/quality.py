@@ -3,6 +3,7 @@ read in a few set-based queries (cached by the collector)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,9 @@ def _ts(v: datetime) -> float:
 
 
 def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
-                  max_versions: int) -> dict[str, Any]:
+                  max_versions: int, jobs: Iterable[str]) -> dict[str, Any]:
+    """What the quality collector exports, in queries whose cost depends on the models and
+    the latest window, never on the history kept."""
     since = datetime.now(UTC) - timedelta(seconds=max_result_age_seconds)
     with engine.connect() as conn:
         model_names = dict(conn.execute(select(models.c.id, models.c.name)).all())
@@ -37,26 +40,39 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
             recent.setdefault(v.model_id, []).append(v)
         exported = {v.id for vs in recent.values() for v in vs[-max_versions:]}
 
-        m = metric_results
-        latest = (select(m.c.job, m.c.model_id, m.c.version_id,
-                         func.max(m.c.window_end).label("we"))
-                  .where(m.c.window_end >= since)
-                  .group_by(m.c.job, m.c.model_id, m.c.version_id).subquery())
-        result_rows = conn.execute(
-            select(m.c.version_id, m.c.metric, m.c.subject, m.c.n, m.c.value, m.c.decision,
-                   m.c.detail)
-            .join(latest, and_(m.c.job == latest.c.job, m.c.model_id == latest.c.model_id,
-                               m.c.version_id == latest.c.version_id,
-                               m.c.window_end == latest.c.we))).all()
+        # Per (job, version): its latest window within the age limit, then that window's
+        # rows; both by index (revision 0009), so older windows are never read.
+        m, v = metric_results, model_versions
+        result_rows: list[Any] = []
+        for job in jobs:
+            we = (select(m.c.window_end)  # ORDER BY + LIMIT: a backward index scan, 1 row
+                  .where(m.c.job == job, m.c.model_id == v.c.model_id,
+                         m.c.version_id == v.c.id, m.c.window_end >= since)
+                  .order_by(m.c.window_end.desc()).limit(1)
+                  .correlate(v).scalar_subquery())
+            latest = select(v.c.model_id, v.c.id.label("vid"), we.label("we")).subquery()
+            result_rows += conn.execute(
+                select(m.c.version_id, m.c.metric, m.c.subject, m.c.n, m.c.value,
+                       m.c.decision, m.c.detail)
+                .join(latest, and_(m.c.job == job, m.c.model_id == latest.c.model_id,
+                                   m.c.version_id == latest.c.vid,
+                                   m.c.window_end == latest.c.we))).all()
 
+        # Per (job, model): the last success and the last run's status, each one descent of
+        # an index (revision 0009), so the cost follows the models, not the runs kept.
         j = job_runs
-        last_ok = conn.execute(select(j.c.job, j.c.model_id, func.max(j.c.finished_at))
-                               .where(j.c.status == "success", j.c.model_id.is_not(None))
-                               .group_by(j.c.job, j.c.model_id)).all()
-        last_id = (select(func.max(j.c.id).label("id")).where(j.c.model_id.is_not(None))
-                   .group_by(j.c.job, j.c.model_id).subquery())
-        last_runs = conn.execute(select(j.c.job, j.c.model_id, j.c.status)
-                                 .join(last_id, j.c.id == last_id.c.id)).all()
+        last_ok: list[tuple[str, int, Any]] = []
+        last_runs: list[tuple[str, int, str]] = []
+        for job in jobs:
+            of_model = (j.c.job == job, j.c.model_id == models.c.id)
+            ok = (select(func.max(j.c.finished_at)).where(*of_model, j.c.status == "success")
+                  .correlate(models).scalar_subquery())
+            status = (select(j.c.status).where(*of_model).order_by(j.c.id.desc()).limit(1)
+                      .correlate(models).scalar_subquery())
+            for mid, ts, st in conn.execute(select(models.c.id, ok, status)):
+                last_ok.append((job, mid, ts))
+                if st is not None:
+                    last_runs.append((job, mid, st))
 
         p = predictions
         newest = (select(func.max(p.c.ts)).where(p.c.model_id == models.c.id)

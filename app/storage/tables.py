@@ -173,6 +173,8 @@ metric_results = Table(
                      "window_end", name="uq_metric_results_window"),
     Index("ix_metric_results_model_metric_end", "model_id", "metric", "window_end"),
     Index("ix_metric_results_window_end", "window_end"),
+    # /metrics: the latest window of each (job, version), one index descent each.
+    Index("ix_metric_results_latest", "job", "model_id", "version_id", "window_end"),
 )
 
 # One row per attempt of a job for one model and window. At most one success per
@@ -192,6 +194,9 @@ job_runs = Table(
     Column("error", Text, nullable=True),
     Column("worker", String(128), nullable=False),
     Index("ix_job_runs_job_model_end", "job", "model_id", "window_end"),
+    # /metrics: the last success and the last run per (job, model), one index descent each.
+    Index("ix_job_runs_job_model_status_finished", "job", "model_id", "status", "finished_at"),
+    Index("ix_job_runs_job_model_id", "job", "model_id", "id"),
     Index("uq_job_runs_success", "job", "model_id", "window_end", unique=True,
           postgresql_where=text("status = 'success'"), sqlite_where=text("status = 'success'")),
 )
