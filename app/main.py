@@ -19,7 +19,13 @@ from app.api.body import UploadSlots
 from app.api.guards import RejectNulInUrl
 from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
-from app.api.schemas import LabelBatch, ModelCreate, PredictionBatch, VersionCreate
+from app.api.schemas import (
+    LabelBatch,
+    ModelCreate,
+    PredictionBatch,
+    VersionCreate,
+    VersionPatch,
+)
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
@@ -39,7 +45,7 @@ log = logging.getLogger("modelmon")
 
 # Routes that read their own body (to enforce limits and name every bad field) document it
 # through these schemas.
-_BODY_SCHEMAS = (ModelCreate, VersionCreate, PredictionBatch, LabelBatch)
+_BODY_SCHEMAS = (ModelCreate, VersionCreate, VersionPatch, PredictionBatch, LabelBatch)
 
 
 def _authenticator(engine: Any, settings: Settings) -> Authenticator:

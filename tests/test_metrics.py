@@ -243,3 +243,30 @@ def test_job_state_in_the_snapshot_is_the_latest_of_a_long_history(client, engin
     with engine.begin() as conn:
         conn.execute(insert(job_runs), [run(2001, "success", 5 * 2000 + 90)])
     assert state()[1] == {("drift", "fraud"): False, ("labels", "fraud"): False}
+
+
+def test_training_figures_and_version_counts_are_exported(client):
+    """A version's registered training block as gauges, with the validation gap computed,
+    per-cohort validation errors, and the number of versions per model."""
+    register(client, versions=("v1",))
+    training = {"train_loss": 0.2, "validation_loss": 0.35, "penalty_loss": 0.05,
+                "validation_error": 0.1, "validation_ece": 0.02, "train_rows": 800,
+                "validation_rows": 200, "parameters": 50, "nonzero_parameters": 12,
+                "cohort_validation_error": {"region=eu": 0.12, "region=us": 0.08}}
+    assert client.post("/v1/models/fraud/versions", json={
+        "version": "v2", "metadata": {"training": training}}).status_code == 201
+    s = scrape(client)
+
+    def key(name: str, labels: dict) -> tuple:
+        return (name, tuple(sorted(labels.items())))
+
+    v2 = {"model": "fraud", "version": "v2"}
+    for field in ("train_loss", "validation_loss", "penalty_loss", "validation_error",
+                "validation_ece", "train_rows", "validation_rows", "parameters",
+                "nonzero_parameters"):
+        assert s[key("modelmon_model_version_" + field, v2)] == training[field], field
+    assert s[key("modelmon_model_version_validation_gap", v2)] == pytest.approx(0.15)
+    assert s[key("modelmon_model_version_cohort_validation_error",
+                 {**v2, "cohort_key": "region", "cohort": "eu"})] == 0.12
+    assert key("modelmon_model_version_train_loss", {**v2, "version": "v1"}) not in s
+    assert s[key("modelmon_model_versions", {"model": "fraud"})] == 2

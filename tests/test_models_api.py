@@ -112,6 +112,13 @@ def test_version_for_unknown_model_is_404(client):
         ({"regularization": {"type": "l2", "lambda": -1}}, "metadata.regularization.lambda"),
         ({"artifact_bytes": -5}, "metadata.artifact_bytes"),
         ({"surprise": True}, "metadata.surprise"),
+        ({"training": {"validation_ece": 1.5}}, "metadata.training.validation_ece"),
+        ({"training": {"penalty_loss": -0.1}}, "metadata.training.penalty_loss"),
+        ({"training": {"parameters": 10, "nonzero_parameters": 11}}, "metadata.training"),
+        ({"training": {"cohort_validation_error": {"eu": 0.1}}},
+         "metadata.training.cohort_validation_error.eu.[key]"),
+        ({"training": {"train_rows": 1.5}}, "metadata.training.train_rows"),
+        ({"training": {"loss": 0.2}}, "metadata.training.loss"),
     ],
 )
 def test_invalid_version_metadata_is_422(client, metadata, field):
@@ -140,3 +147,39 @@ def test_unstorable_values_in_free_form_metadata_are_422_and_never_echoed(client
     # The response is strict JSON: the refused value is named by path, never echoed.
     json.loads(r.text, parse_constant=lambda c: pytest.fail(f"response echoes {c}"))
     assert client.get("/v1/models/fraud/versions").json() == []
+
+
+TRAINING = {"train_loss": 0.21, "validation_loss": 0.25, "penalty_loss": 0.03,
+            "validation_error": 0.08, "validation_ece": 0.02,
+            "cohort_validation_error": {"region=eu": 0.09, "region=us": 0.07},
+            "train_rows": 80000, "validation_rows": 20000, "parameters": 1200,
+            "nonzero_parameters": 310}
+
+
+def test_training_metadata_at_registration_and_patched_until_the_first_prediction(client):
+    from tests.factories import prediction
+
+    client.post("/v1/models", json=binary_model())
+    body = version("v1")
+    body["metadata"]["training"] = TRAINING
+    r = client.post("/v1/models/fraud/versions", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata"]["training"] == TRAINING
+    assert client.post("/v1/models/fraud/versions", json=body).status_code == 200  # same
+    client.post("/v1/models/fraud/versions", json=version("v2"))
+    later = {"train_loss": 0.3, "validation_loss": 0.31}
+    r = client.patch("/v1/models/fraud/versions/v2", json={"training": later})
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["training"] == later
+    assert r.json()["metadata"]["regularization"] == {"type": "l1", "lambda": 0.01}
+    r = client.patch("/v1/models/fraud/versions/v2", json={"training": {"train_rows": -1}})
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "training.train_rows"
+    assert client.patch("/v1/models/fraud/versions/v9",
+                        json={"training": later}).status_code == 404
+    record = prediction(0)
+    record["version"] = "v2"
+    assert client.post("/v1/predictions", json={"records": [record]}).status_code == 200
+    r = client.patch("/v1/models/fraud/versions/v2", json={"training": TRAINING})
+    assert r.status_code == 409 and r.json()["code"] == "version_in_use"
+    versions = {v["version"]: v for v in client.get("/v1/models/fraud/versions").json()}
+    assert versions["v2"]["metadata"]["training"] == later

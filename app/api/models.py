@@ -11,13 +11,21 @@ from sqlalchemy import Engine
 
 from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
-from app.api.schemas import ErrorBody, ModelCreate, ModelRead, VersionCreate, VersionRead
+from app.api.schemas import (
+    ErrorBody,
+    ModelCreate,
+    ModelRead,
+    VersionCreate,
+    VersionPatch,
+    VersionRead,
+)
 from app.errors import ApiError, Problem
 from app.storage import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=auth_responses(),
-                   dependencies=[Depends(scoped({"GET": "read", "POST": "admin"}))])
+                   dependencies=[Depends(scoped({"GET": "read", "POST": "admin",
+                                                  "PATCH": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)
 }
@@ -121,3 +129,32 @@ def list_versions(model: str, engine: EngineDep) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         m = registry.require_model(conn=conn, name=model)
         return [_version_read(m.name, r) for r in registry.list_versions(conn=conn, model_id=m.id)]
+
+
+@router.patch(
+    "/{model}/versions/{version}",
+    response_model=VersionRead,
+    responses=ERRORS,
+    openapi_extra=body_doc(VersionPatch),
+    summary="Set a version's training metadata, until its first prediction is stored",
+)
+async def patch_version(model: str, version: str, request: Request, engine: EngineDep,
+                        settings: SettingsDep) -> dict[str, Any]:
+    spec = await read_model(request, settings, VersionPatch)
+    check_models(request, [model])
+    training = spec.training.model_dump(mode="json", exclude_none=True)
+
+    def run() -> dict[str, Any]:
+        with engine.begin() as conn:
+            m = registry.require_model(conn=conn, name=model)
+            v = registry.require_version(conn=conn, model=m, version=version)
+            if registry.has_predictions(conn=conn, model_id=m.id, version_id=v.id):
+                raise ApiError(
+                    409, "version_in_use",
+                    "the version has stored predictions: what it was trained as is fixed; "
+                    "register a new version to change it",
+                    [Problem("predictions are stored for this version", field="version")])
+            return _version_read(m.name, registry.set_training(conn=conn, version=v,
+                                                               training=training))
+
+    return await run_in_threadpool(run)

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -130,10 +131,49 @@ class Regularization(Strict):
         return self
 
 
+MAX_COHORT_FIGURES = 1000
+CohortName = Annotated[str, StringConstraints(min_length=3, max_length=300,
+                                              pattern=r"^[^=]+=.+$")]
+
+
+class Training(Strict):
+    """What training measured for a version, as registered by its pipeline. Losses are the
+    training objective's terms (``penalty_loss`` is the regularization term of the training
+    loss); ``validation_error`` is an error rate (classification) or MAE (regression), the same
+    measure the service computes in production; ``cohort_validation_error`` maps
+    ``cohort_key=value`` to that error on the validation set's cohort."""
+
+    train_loss: FiniteFloat | None = None
+    validation_loss: FiniteFloat | None = None
+    penalty_loss: FiniteFloat | None = Field(default=None, ge=0)
+    validation_error: FiniteFloat | None = Field(default=None, ge=0)
+    validation_ece: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    cohort_validation_error: dict[CohortName, Annotated[FiniteFloat, Field(ge=0)]] | None = (
+        Field(default=None, max_length=MAX_COHORT_FIGURES))
+    train_rows: int | None = Field(default=None, ge=0)
+    validation_rows: int | None = Field(default=None, ge=0)
+    parameters: int | None = Field(default=None, ge=0, description="parameters in the model")
+    nonzero_parameters: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Training:
+        if (self.parameters is not None and self.nonzero_parameters is not None
+                and self.nonzero_parameters > self.parameters):
+            raise ValueError("nonzero_parameters cannot exceed parameters")
+        return self
+
+
 class VersionMetadata(Strict):
     regularization: Regularization | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     artifact_bytes: int | None = Field(default=None, ge=0)
+    training: Training | None = None
+
+
+class VersionPatch(Strict):
+    """What may change on a version until its first prediction is stored."""
+
+    training: Training
 
 
 class VersionCreate(Strict):
@@ -152,6 +192,12 @@ class VersionCreate(Strict):
                     "regularization": {"type": "l1", "lambda": 0.01},
                     "hyperparameters": {"learning_rate": 0.1, "epochs": 20},
                     "artifact_bytes": 1048576,
+                    "training": {"train_loss": 0.21, "validation_loss": 0.25,
+                                 "penalty_loss": 0.03, "validation_error": 0.08,
+                                 "validation_ece": 0.02,
+                                 "cohort_validation_error": {"region=eu": 0.09},
+                                 "train_rows": 80000, "validation_rows": 20000,
+                                 "parameters": 1200, "nonzero_parameters": 310},
                 },
             }
         }

@@ -425,6 +425,11 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
         if _finite(v.get("artifact_bytes")):
             gauge("modelmon_model_version_artifact_bytes", "Artifact size from the version "
                   "metadata.", ["model", "version"]).add_metric(mv, v["artifact_bytes"])
+        _training(mv, v.get("training") or {}, limits["cohorts"], gauge)
+    versions_per_model = Tally(v["model"] for v in snap["versions"])
+    for model, n in sorted(versions_per_model.items()):
+        gauge("modelmon_model_versions", "Versions registered for a model.",
+              ["model"]).add_metric([model], n)
     _weights(snap["weights"], limits["layers"], gauge)
     for d in snap["deltas"]:
         labels = [d["model"], d["version"], d["base_version"]]
@@ -439,6 +444,40 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
                       f"the overall {norm.upper()} norm.", names).add_metric(
                     labels, o[f"{norm}_relative_change"])
     return list(fams.values())
+
+
+TRAINING_GAUGES = {  # metadata.training field (the metric is modelmon_model_version_<field>)
+    "train_loss": "Training loss registered with the version.",
+    "validation_loss": "Validation loss registered with the version.",
+    "penalty_loss": "Regularization term of the training loss.",
+    "validation_error": "Validation error (error rate or MAE by task) registered with the "
+                        "version.",
+    "validation_ece": "Validation ECE registered with the version.",
+    "train_rows": "Rows the version was trained on.",
+    "validation_rows": "Rows the version was validated on.",
+    "parameters": "Parameters of the version.",
+    "nonzero_parameters": "Parameters of the version that are not zero.",
+}
+
+
+def _training(mv: list[str], t: dict[str, Any], max_cohorts: int, gauge: Any) -> None:
+    """A version's registered training figures, its validation gap (validation loss minus
+    training loss) and up to ``max_cohorts`` per-cohort validation errors."""
+    names = ["model", "version"]
+    for key, help_ in TRAINING_GAUGES.items():
+        if _finite(t.get(key)):
+            gauge(f"modelmon_model_version_{key}", help_, names).add_metric(mv, t[key])
+    if _finite(t.get("train_loss")) and _finite(t.get("validation_loss")):
+        gauge("modelmon_model_version_validation_gap", "Validation loss minus training loss "
+              "(overfitting shows as a larger gap).", names).add_metric(
+            mv, t["validation_loss"] - t["train_loss"])
+    for cohort in sorted(t.get("cohort_validation_error") or {})[:max_cohorts]:
+        value = t["cohort_validation_error"][cohort]
+        key, _, name = cohort.partition("=")
+        if _finite(value):
+            gauge("modelmon_model_version_cohort_validation_error", "Validation error of a "
+                  "cohort registered with the version.",
+                  [*names, "cohort_key", "cohort"]).add_metric([*mv, key, name], value)
 
 
 def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:

@@ -105,7 +105,8 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
         "slo": {model_names[mid]: (n, e) for mid, n, e in slo if mid in model_names},
         "versions": [{"model": model_names[v.model_id], "version": v.version,
                       "registered_at": _ts(v.registered_at), "regularization": reg(v.metadata),
-                      "artifact_bytes": (v.metadata or {}).get("artifact_bytes")}
+                      "artifact_bytes": (v.metadata or {}).get("artifact_bytes"),
+                      "training": (v.metadata or {}).get("training") or {}}
                      for v in vrows],
         "weights": [{"model": versions[w.version_id][0], "version": versions[w.version_id][1],
                      "layer": w.tensor, "stats": w.stats} for w in weights],

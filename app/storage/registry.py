@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import not_found
 from app.storage.db import as_utc
-from app.storage.tables import model_versions, models
+from app.storage.summaries import OUTCOME
+from app.storage.tables import bucket_summaries, model_versions, models
 
 
 @dataclass(frozen=True)
@@ -193,3 +194,21 @@ class ConflictError(Exception):
     def __init__(self, fields: list[str]) -> None:
         super().__init__(", ".join(fields))
         self.fields = fields
+
+
+def has_predictions(*, conn: Connection, model_id: int, version_id: int) -> bool:
+    """Whether any prediction of the version is stored (its counted bucket summaries)."""
+    b = bucket_summaries
+    return conn.execute(select(b.c.id).where(
+        b.c.model_id == model_id, b.c.version_id == version_id, b.c.kind == OUTCOME,
+        b.c.n > 0).limit(1)).first() is not None
+
+
+def set_training(*, conn: Connection, version: VersionRow, training: dict[str, Any]
+                 ) -> VersionRow:
+    """Replace the version's ``training`` metadata block."""
+    conn.execute(model_versions.update().where(model_versions.c.id == version.id).values(
+        metadata={**version.metadata, "training": training}))
+    row = get_version(conn=conn, model_id=version.model_id, version=version.version)
+    assert row is not None
+    return row

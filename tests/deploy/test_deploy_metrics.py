@@ -29,7 +29,15 @@ def test_promtool_check_metrics_on_a_real_scrape(promtool, tmp_path):
     with TestClient(app) as c:
         runner.tick(app.state.engine, settings, now=end)
         assert c.get("/v1/models/credit").status_code == 200
+        assert c.post("/v1/models/credit/versions", json={  # the training gauges too
+            "version": "v9", "metadata": {"training": {
+                "train_loss": 0.2, "validation_loss": 0.3, "penalty_loss": 0.01,
+                "validation_error": 0.1, "validation_ece": 0.02,
+                "cohort_validation_error": {"region=north": 0.2}, "train_rows": 100,
+                "validation_rows": 50, "parameters": 10, "nonzero_parameters": 4}}}
+                      ).status_code == 201
         text = c.get("/metrics").text
+        assert "modelmon_model_version_validation_gap" in text
     app.state.engine.dispose()
     assert "modelmon_feature_psi{" in text and "modelmon_weight_l1{" in text
     assert "modelmon_label_delay_p90_seconds{" in text and "modelmon_cohort_error_ratio{" in text
