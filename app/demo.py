@@ -84,6 +84,26 @@ def npz(w: np.ndarray, b: float) -> bytes:
     return buf.getvalue()
 
 
+def training_figures(train_set: dict[str, np.ndarray], validation_set: dict[str, np.ndarray],
+                     w: np.ndarray, b: float, l1: float) -> dict[str, Any]:
+    """What a training pipeline registers with a version (metadata.training)."""
+    def log_loss(d: dict[str, np.ndarray]) -> float:
+        p = np.clip(sigmoid(design(d) @ w + b), 1e-12, 1 - 1e-12)
+        return float(-np.mean(d["y"] * np.log(p) + (1 - d["y"]) * np.log(1 - p)))
+
+    p_val = sigmoid(design(validation_set) @ w + b)
+    wrong = (p_val >= 0.5).astype(int) != validation_set["y"]
+    penalty = l1 * float(np.abs(w).sum())
+    return {
+        "train_loss": log_loss(train_set) + penalty, "validation_loss": log_loss(
+            validation_set) + penalty, "penalty_loss": penalty,
+        "validation_error": float(wrong.mean()),
+        "cohort_validation_error": {f"region={r}": float(wrong[validation_set["region"] == r]
+                                                         .mean()) for r in REGIONS},
+        "train_rows": len(train_set["y"]), "validation_rows": len(validation_set["y"]),
+        "parameters": int(w.size + 1), "nonzero_parameters": int(np.count_nonzero(w) + 1)}
+
+
 def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
           ) -> dict[str, tuple[np.ndarray, float]]:
     _post(api, "/v1/models", {
@@ -91,7 +111,7 @@ def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
         "features": [{"name": f, "type": "numeric"} for f in FEATURES]
         + [{"name": "channel", "type": "categorical"}],
         "cohort_keys": ["region"], "classes": ["legit", "fraud"]})
-    train_set = world(rng, 5000)
+    train_set, validation_set = world(rng, 5000), world(rng, 2000)
     lambdas = {"v1": 0.002, "v2": 0.002 if clean else 0.08}
     versions = {}
     for name, lam in lambdas.items():
@@ -102,7 +122,8 @@ def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
             "version": name, "metadata": {
                 "regularization": {"type": "l1", "lambda": lam},
                 "hyperparameters": {"learning_rate": 0.5, "steps": 400},
-                "artifact_bytes": len(blob)}})
+                "artifact_bytes": len(blob),
+                "training": training_figures(train_set, validation_set, w, b, lam)}})
         _post(api, f"/v1/models/{model}/versions/{name}/weights", raw=blob,
               ctype="application/octet-stream")
         scores = sigmoid(design(train_set) @ w + b)
