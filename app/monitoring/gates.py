@@ -1,0 +1,157 @@
+"""Statistical gates: how large a statistic can get from sampling noise alone, at a window's n.
+
+A decision needs both an effect above its line and evidence that the effect is not noise.
+These functions give the noise side: the quantile a statistic stays under, with probability
+1 - alpha, when nothing changed, and the smallest n at which an effect line can be told
+apart from that noise at all (below it a window is ``insufficient_data``). Definitions and
+the reasoning behind each noise model: docs/metrics.md, "Decisions".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from app.monitoring._result import JsonResult
+
+ECE_NULL_DRAWS = 20_000
+ECE_NULL_SEED = 20_260_115
+
+
+def _family_alpha(alpha: float, m: int) -> float:
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must lie in (0, 1)")
+    return alpha / max(int(m), 1)
+
+
+def psi_noise_quantile(n_cur: int, n_ref: int, n_bins: int, alpha: float, m: int = 1) -> float:
+    """The 1 - alpha/m quantile of PSI between two samples of one distribution:
+    chi2(B - 1, 1 - alpha/m) x (1/n_cur + 1/n_ref).
+
+    To second order PSI is the symmetric chi-square distance sum (a - e)^2 / e, and for two
+    independent multinomial samples of sizes n and n_ref over B bins that distance divided by
+    (1/n + 1/n_ref) is asymptotically chi-square with B - 1 degrees of freedom. ``n_bins`` is
+    the number of bins the reference populates (bins empty in the reference carry no noise);
+    ``m`` the number of columns tested in the window (Bonferroni).
+    """
+    if n_cur <= 0 or n_ref <= 0:
+        raise ValueError("sample sizes must be positive")
+    if n_bins <= 1:
+        return 0.0
+    q = float(stats.chi2.isf(_family_alpha(alpha, m), n_bins - 1))
+    return q * (1.0 / n_cur + 1.0 / n_ref)
+
+
+def psi_min_support(threshold: float, n_ref: int, n_bins: int, alpha: float,
+                    m: int = 1) -> int | None:
+    """The smallest window n at which ``threshold`` is at or above the PSI noise quantile:
+    below it the threshold sits inside the noise and PSI cannot decide. None when even an
+    infinite window would not do (the reference alone is too small for the threshold)."""
+    if n_bins <= 1:
+        return 1
+    q = float(stats.chi2.isf(_family_alpha(alpha, m), n_bins - 1))
+    room = threshold / q - 1.0 / n_ref
+    if room <= 0:
+        return None
+    n = math.ceil(1.0 / room)
+    # guard the float edge: the quantile at n must not exceed the threshold
+    while psi_noise_quantile(n, n_ref, n_bins, alpha, m) > threshold:
+        n += 1
+    return n
+
+
+def ks_noise_quantile(n_cur: int, n_ref: int, alpha: float, m: int = 1) -> float:
+    """The D that two samples of one continuous distribution exceed with probability
+    alpha/m: scipy's asymptotic two-sample distribution, kstwo(round(n n_ref / (n + n_ref))),
+    the one ``ks`` takes its p-value from above 10,000 values. Ties (few-valued columns) only
+    make D smaller, so the quantile stays conservative for them."""
+    if n_cur <= 0 or n_ref <= 0:
+        raise ValueError("sample sizes must be positive")
+    m_big, n_small = sorted([float(n_cur), float(n_ref)], reverse=True)
+    en = max(float(np.round(m_big * n_small / (m_big + n_small))), 1.0)
+    return float(stats.kstwo.isf(_family_alpha(alpha, m), en))
+
+
+def ece_null_quantiles(counts: Any, mean_confidence: Any, qs: Any, *,
+                       draws: int = ECE_NULL_DRAWS, seed: int = ECE_NULL_SEED) -> np.ndarray:
+    """Quantiles of ECE when the model is calibrated, at the window's own confidences.
+
+    Outcomes are redrawn from the scores: in each bin with n_b rows and mean confidence c_b,
+    S_b ~ Binomial(n_b, c_b), and ECE* = sum_b |S_b - n_b c_b| / n. Bins are independent.
+    Within a bin the true outcome count is Poisson-binomial (one probability per row); the
+    Binomial with the same mean is larger in the convex order (Hoeffding 1956), and ECE is a
+    convex function of the counts, so this null is the conservative one. Seeded: the same
+    sums give the same quantiles on every replica; cost O(draws x bins), not O(rows).
+    """
+    c = np.asarray(counts, dtype=np.int64).reshape(-1)
+    p = np.clip(np.asarray(mean_confidence, dtype=np.float64).reshape(-1), 0.0, 1.0)
+    keep = c > 0
+    c, p = c[keep], p[keep]
+    n = int(c.sum())
+    q = np.asarray(qs, dtype=np.float64)
+    if n == 0:
+        return np.zeros_like(q)
+    rng = np.random.default_rng(seed)
+    s = rng.binomial(c, p, size=(int(draws), c.shape[0]))
+    ece = np.abs(s - c * p).sum(axis=1) / n
+    return np.quantile(ece, q, method="higher")
+
+
+@dataclass(frozen=True)
+class ProportionTest(JsonResult):
+    """One-sided pooled two-proportion z test of 'rate 1 > rate 2'."""
+
+    z: float
+    pvalue: float
+
+
+def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> ProportionTest:
+    """z = (p1 - p2) / sqrt(p (1 - p) (1/n1 + 1/n2)) with the pooled p; p-value P(Z >= z).
+
+    z squared is Pearson's chi-square of the 2x2 table without continuity correction
+    (scipy.stats.chi2_contingency(..., correction=False)). Equal rates of 0 or 1 (no
+    variance) give z = 0 and p = 1; an empty side gives p = 1.
+    """
+    if min(n1, n2) <= 0:
+        return ProportionTest(0.0, 1.0)
+    if not (0 <= k1 <= n1 and 0 <= k2 <= n2):
+        raise ValueError("need 0 <= k <= n")
+    pooled = (k1 + k2) / (n1 + n2)
+    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    if var <= 0:
+        return ProportionTest(0.0, 1.0)
+    z = (k1 / n1 - k2 / n2) / math.sqrt(var)
+    return ProportionTest(float(z), float(stats.norm.sf(z)))
+
+
+def cohort_vs_rest(errors: Any, counts: Any, tested: Any) -> list[ProportionTest | None]:
+    """Each tested cohort's error rate against the rest of the traffic (all other rows,
+    tested or not), one-sided; None for cohorts not tested. The cohort is left out of what it
+    is compared with, so a degrading cohort is not diluted by its own rows."""
+    k = np.asarray(errors, dtype=np.int64).reshape(-1)
+    n = np.asarray(counts, dtype=np.int64).reshape(-1)
+    t = np.asarray(tested, dtype=bool).reshape(-1)
+    tk, tn = int(k.sum()), int(n.sum())
+    return [two_proportion_test(int(k[i]), int(n[i]), tk - int(k[i]), tn - int(n[i]))
+            if t[i] else None for i in range(k.shape[0])]
+
+
+def bonferroni_adjust(p: float, m: int) -> float:
+    return min(1.0, float(p) * max(int(m), 1))
+
+
+__all__ = [
+    "ECE_NULL_DRAWS",
+    "ProportionTest",
+    "bonferroni_adjust",
+    "cohort_vs_rest",
+    "ece_null_quantiles",
+    "ks_noise_quantile",
+    "psi_min_support",
+    "psi_noise_quantile",
+    "two_proportion_test",
+]

@@ -1,0 +1,392 @@
+"""How often the service's decisions fire on windows where nothing changed, and how reliably
+they catch the changes that matter, at every traffic level.
+
+    .venv/bin/python bench/bench_decisions.py [--windows 24] [--shift-windows 6]
+                                              [--sizes 100,200,1000,10000,100000] [--full]
+                                              [--seed 1] [--json]
+
+One binary classification model: 50 features of varied shapes (normal, heavy-tailed t3,
+uniform, lognormal, bimodal, few-valued, binary 5%, normal with 5% missing, t3 with 5% missing,
+categorical with 8 values; 5 of each), a cohort key with 10 values (one at 30%, one at 5% of
+traffic), the score as the prediction column; a calibrated score (labels drawn from it) with
+an error rate of about 0.20 in every cohort; a 10,000-row reference profile built by
+``build_profile``.
+
+Traffic is generated per 5-minute bucket (n/12 rows each, so every 1-hour window has exactly
+n rows), folded into bucket summaries by the service's own ``drift_summaries`` and
+``outcome_summary``, and windows of 12 buckets at 5-minute steps are merged by addition and
+decided by ``app.evaluation.compute`` (``drift``, ``calibration``, ``cohorts``) with the
+default settings: the decisions the jobs store and the alert rules page on.
+
+Stationary: ``--windows`` overlapping windows per n (``--full``: 8,640, 30 days), every
+decision counted; a window is flagged when any decision is warning or critical, paged when
+any is critical. Episodes: runs of at least 4 consecutive critical windows (what survives
+the alerts' ``for: 15m`` with windows every 5 minutes), scaled to 30 days.
+
+Shifted: per case, 12 windows while the change ramps in (window k holds k changed buckets)
+then ``--shift-windows`` fully changed windows; the decision on the changed subject (the
+feature, the calibration, the cohort) is counted on the fully changed windows, and the ramp
+says after how many 5-minute steps it first flagged.
+
+Prints tables (and with --json one RESULTS line); asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, logit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.evaluation import compute  # noqa: E402
+from app.evaluation.profiles import build_profile  # noqa: E402
+from app.evaluation.summaries import (  # noqa: E402
+    CompiledProfile,
+    DriftSummary,
+    ModelShape,
+    OutcomeSummary,
+    Rows,
+    drift_summaries,
+    outcome_summary,
+    prediction_values,
+)
+from app.evaluation.windows import MergedWindow  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.storage.registry import ModelRow  # noqa: E402
+
+BUCKETS = 12  # 5-minute buckets in a 1-hour window
+N_REFERENCE = 10_000
+SEVERITY = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
+CATEGORIES = np.array([f"c{i}" for i in range(8)], dtype=object)
+CATEGORY_P = np.array([0.3, 0.2, 0.15, 0.12, 0.1, 0.07, 0.04, 0.02])
+COHORTS = np.array([f"s{i}" for i in range(10)], dtype=object)
+COHORT_P = np.array([0.30, 0.05] + [0.65 / 8] * 8)
+FEW_P = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+SCORE_SCALE, SCORE_SHIFT = 2.2, -0.5  # error rate about 0.20 at the 0.5 cut
+
+
+def _normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=n)
+
+
+def _heavy(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.standard_t(3, size=n)
+
+
+def _uniform(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.uniform(size=n)
+
+
+def _lognormal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.lognormal(size=n)
+
+
+def _bimodal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.where(rng.uniform(size=n) < 0.5, -2.0, 2.0) + rng.normal(size=n)
+
+
+def _few(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice(5, size=n, p=FEW_P).astype(np.float64)
+
+
+def _binary(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (rng.uniform(size=n) < 0.05).astype(np.float64)
+
+
+def _with_missing(gen: Callable[[np.random.Generator, int], np.ndarray]
+                  ) -> Callable[[np.random.Generator, int], np.ndarray]:
+    def g(rng: np.random.Generator, n: int) -> np.ndarray:
+        x = gen(rng, n)
+        x[rng.uniform(size=n) < 0.05] = np.nan
+        return x
+    return g
+
+
+def _categorical(rng: np.random.Generator, n: int) -> np.ndarray:
+    return CATEGORIES[rng.choice(len(CATEGORIES), size=n, p=CATEGORY_P)]
+
+
+# name -> (generator, population sd used for shifts)
+SHAPES: dict[str, tuple[Callable[[np.random.Generator, int], np.ndarray], float]] = {
+    "normal": (_normal, 1.0),
+    "heavy": (_heavy, math.sqrt(3.0)),
+    "uniform": (_uniform, math.sqrt(1 / 12)),
+    "lognormal": (_lognormal, math.sqrt((math.e - 1) * math.e)),
+    "bimodal": (_bimodal, math.sqrt(5.0)),
+    "few": (_few, 1.0),
+    "binary": (_binary, 0.218),
+    "missing": (_with_missing(_normal), 1.0),
+    "heavymissing": (_with_missing(_heavy), math.sqrt(3.0)),
+    "categorical": (_categorical, 0.0),
+}
+FEATURES = [(f"{shape}{i}", shape) for i in range(5) for shape in SHAPES]
+
+
+def model_row() -> ModelRow:
+    return ModelRow(
+        id=1, name="sim", task="binary_classification",
+        features=[{"name": name, "type": "categorical" if shape == "categorical" else "numeric"}
+                  for name, shape in FEATURES],
+        cohort_keys=["segment"], classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change applied to the rows of a bucket (in place)."""
+
+    name: str
+    subject: str  # a feature name, "calibration" or "segment=<value>"
+    apply: Callable[[np.random.Generator, Rows, np.ndarray], None]
+
+
+def _shift(feature: str, sds: float) -> Callable[[np.random.Generator, Rows, np.ndarray], None]:
+    sd = SHAPES[dict(FEATURES)[feature]][1]
+
+    def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
+        rows.features[feature] = rows.features[feature] + sds * sd
+    return f
+
+
+def _variance(feature: str, factor: float):  # noqa: ANN202
+    def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
+        rows.features[feature] = rows.features[feature] * math.sqrt(factor)
+    return f
+
+
+def _binary_rate(feature: str, rate: float):  # noqa: ANN202
+    def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
+        rows.features[feature] = (rng.uniform(size=rows.n) < rate).astype(np.float64)
+    return f
+
+
+def _cohort_error(cohort: str, target: float):  # noqa: ANN202
+    # Labels flipped with probability f raise an error rate e to e + f (1 - 2e).
+    def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
+        inside = rows.cohorts["segment"] == cohort
+        flip = inside & (rng.uniform(size=rows.n) < (target - 0.2) / (1 - 2 * 0.2))
+        rows.label = np.where(flip, 1.0 - rows.label, rows.label)
+    return f
+
+
+def _miscalibrate(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
+    clipped = np.clip(p, 1e-12, 1 - 1e-12)
+    rows.score = expit(2.0 * logit(clipped))
+
+
+CHANGES = [
+    *(Change(f"{shape} +{s} sd", f"{shape}0", _shift(f"{shape}0", s))
+      for s in (0.25, 0.5) for shape in ("normal", "heavy", "uniform", "lognormal", "bimodal")),
+    Change("normal variance x1.3", "normal1", _variance("normal1", 1.3)),
+    Change("heavy variance x1.3", "heavy1", _variance("heavy1", 1.3)),
+    Change("binary 5% -> 15%", "binary0", _binary_rate("binary0", 0.15)),
+    Change("cohort 0.20 -> 0.35 at 30%", "segment=s0", _cohort_error("s0", 0.35)),
+    Change("cohort 0.20 -> 0.35 at 5%", "segment=s1", _cohort_error("s1", 0.35)),
+    Change("miscalibration sigmoid(2 logit p)", "calibration", _miscalibrate),
+]
+
+
+def draw(rng: np.random.Generator, n: int, t0: float) -> tuple[Rows, np.ndarray]:
+    """n rows at time t0: features, cohort, a calibrated score and its label."""
+    rows = Rows(version_id=np.ones(n, dtype=np.int64), ts=np.full(n, t0))
+    for name, shape in FEATURES:
+        rows.features[name] = SHAPES[shape][0](rng, n)
+    rows.cohorts["segment"] = COHORTS[rng.choice(len(COHORTS), size=n, p=COHORT_P)]
+    p = expit(SCORE_SCALE * rng.normal(size=n) + SCORE_SHIFT)
+    rows.score = p.copy()
+    rows.label = (rng.uniform(size=n) < p).astype(np.float64)
+    rows.label_delay = np.full(n, 60.0)
+    return rows, p
+
+
+class Sim:
+    def __init__(self, seed: int) -> None:
+        self.model = model_row()
+        self.shape = ModelShape.of(self.model)
+        rng = np.random.default_rng(seed)
+        ref, _ = draw(rng, N_REFERENCE, 0.0)
+        profile = build_profile(self.model, ref.features, prediction_values(self.shape, ref),
+                                ref.n)
+        self.cp = CompiledProfile.compile(profile, "sim")
+        self.th = compute.Thresholds.from_settings(Settings())
+
+    def bucket(self, rng: np.random.Generator, n: int, change: Change | None
+               ) -> tuple[DriftSummary, OutcomeSummary]:
+        rows, p = draw(rng, n, 0.0)
+        if change is not None:
+            change.apply(rng, rows, p)
+        zero = np.zeros(n, dtype=np.int64)
+        return (drift_summaries(self.shape, self.cp, rows, zero, 1)[0],
+                outcome_summary(self.shape, rows, count_predictions=True))
+
+    def decide(self, parts: list[tuple[DriftSummary, OutcomeSummary]], labels_only: bool
+               ) -> dict[str, str]:
+        """Every decision of one window, by subject."""
+        d = DriftSummary(self.cp.key, 0, np.zeros(self.cp.size, dtype=np.int64))
+        o = OutcomeSummary()
+        for ds, os_ in parts:
+            d.add(ds)
+            o.add(os_)
+        w = MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
+                         end=datetime(2026, 1, 1, 1, tzinfo=UTC), outcome=o, drift=d,
+                         buckets=len(parts))
+        out: dict[str, str] = {}
+        if not labels_only:
+            r = compute.drift(w, self.cp, self.th)
+            for f in r["features"]:
+                out[f["feature"]] = f["decision"]
+            if r["prediction"] is not None:
+                out["prediction"] = r["prediction"]["decision"]
+        out["calibration"] = compute.calibration(self.model, w, self.th)["decision"]
+        for key, c in compute.cohorts(self.model, w, self.th).items():
+            for row in c["cohorts"]:
+                out[f"{key}={row['cohort']}"] = row["decision"]
+        return out
+
+
+def bucket_sizes(n: int, count: int) -> list[int]:
+    """Sizes whose every run of 12 consecutive buckets adds up to exactly n."""
+    base = [n // BUCKETS + (1 if i < n % BUCKETS else 0) for i in range(BUCKETS)]
+    return [base[i % BUCKETS] for i in range(count)]
+
+
+def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, n, 0])
+    sizes = bucket_sizes(n, windows + BUCKETS - 1)
+    parts = [sim.bucket(rng, s, None) for s in sizes[:BUCKETS - 1]]
+    worst: list[int] = []
+    by_check = {"drift": 0, "calibration": 0, "cohorts": 0}
+    crit_check = dict.fromkeys(by_check, 0)
+    insufficient = 0
+    for i in range(windows):
+        parts.append(sim.bucket(rng, sizes[BUCKETS - 1 + i], None))
+        decisions = sim.decide(parts[-BUCKETS:], labels_only=False)
+        parts = parts[-(BUCKETS - 1):]
+        sev = {"drift": 0, "calibration": 0, "cohorts": 0}
+        for subject, dec in decisions.items():
+            check = ("calibration" if subject == "calibration"
+                     else "cohorts" if subject.startswith("segment=") else "drift")
+            sev[check] = max(sev[check], SEVERITY[dec])
+            insufficient += dec == "insufficient_data"
+        for check, s in sev.items():
+            by_check[check] += s >= 1
+            crit_check[check] += s >= 2
+        worst.append(max(sev.values()))
+    runs, run = 0, 0
+    for s in worst + [0]:
+        if s >= 2:
+            run += 1
+        else:
+            runs += run >= 4
+            run = 0
+    w = np.array(worst)
+    return {
+        "n": n, "windows": windows,
+        "flagged": float(np.mean(w >= 1)), "paged": float(np.mean(w >= 2)),
+        "pages_per_30d": runs / windows * 8640,
+        "flagged_by_check": {k: v / windows for k, v in by_check.items()},
+        "paged_by_check": {k: v / windows for k, v in crit_check.items()},
+        "insufficient_per_window": insufficient / windows,
+    }
+
+
+def shifted(sim: Sim, change: Change, n: int, windows: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, n, 1 + CHANGES.index(change)])
+    labels_only = not change.subject.startswith(tuple(name for name, _ in FEATURES))
+    sizes = bucket_sizes(n, 2 * BUCKETS - 2 + windows)
+    parts = [sim.bucket(rng, s, None) for s in sizes[:BUCKETS - 1]]
+    first = None
+    full: list[str] = []
+    for i in range(BUCKETS - 1 + windows):
+        parts.append(sim.bucket(rng, sizes[BUCKETS - 1 + i], change))
+        dec = sim.decide(parts[-BUCKETS:], labels_only).get(change.subject, "insufficient_data")
+        parts = parts[-(BUCKETS - 1):]
+        if first is None and SEVERITY[dec] >= 1:
+            first = i + 1
+        if i + 1 >= BUCKETS:
+            full.append(dec)
+    f = np.array([SEVERITY[d] for d in full])
+    return {"change": change.name, "n": n, "windows": len(full),
+            "flagged": float(np.mean(f >= 1)), "paged": float(np.mean(f >= 2)),
+            "insufficient": float(np.mean([d == "insufficient_data" for d in full])),
+            "first_flag_step": first}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if x < 0.995 or x == 1 else f"{100 * x:.2f}%"
+
+
+def _by_check(check: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: pct(r["flagged_by_check"][check])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100,200,1000,10000,100000")
+    ap.add_argument("--windows", type=int, default=24, help="stationary windows per n")
+    ap.add_argument("--shift-windows", type=int, default=6)
+    ap.add_argument("--full", action="store_true", help="8,640 stationary windows (30 days)")
+    ap.add_argument("--only", choices=["stationary", "shifted"], default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    windows = 8640 if args.full else args.windows
+    t0 = time.time()
+    sim = Sim(args.seed)
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}; {len(FEATURES)} features + the score, 10 cohorts, "
+          f"reference {N_REFERENCE:,} rows, seed {args.seed}")
+    results: dict[str, Any] = {"stationary": [], "shifted": []}
+    if args.only in (None, "stationary"):
+        print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
+        print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+        print("| --- |" + " --- |" * len(sizes))
+        rows = [stationary(sim, n, windows, args.seed) for n in sizes]
+        results["stationary"] = rows
+        for label, get in (
+            ("windows with any warning or worse", lambda r: pct(r["flagged"])),
+            ("windows with any critical", lambda r: pct(r["paged"])),
+            ("pages per 30 days (>= 4 critical windows in a row)",
+             lambda r: f"{r['pages_per_30d']:.0f}"),
+            *((f"  {c}: warning or worse", _by_check(c))
+              for c in ("drift", "calibration", "cohorts")),
+            ("insufficient_data decisions per window",
+             lambda r: f"{r['insufficient_per_window']:.1f}"),
+        ):
+            print(f"| {label} | " + " | ".join(get(r) for r in rows) + " |")
+    if args.only in (None, "shifted"):
+        print(f"\nShifted: {args.shift_windows} fully changed windows per case and n; "
+              "flagged / paged share of them; first flag in 5-minute steps after the change "
+              "began (12 = the first fully changed window; - = never)")
+        print("| change | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+        print("| --- |" + " --- |" * len(sizes))
+        for ch in CHANGES:
+            cells = []
+            for n in sizes:
+                r = shifted(sim, ch, n, args.shift_windows, args.seed)
+                results["shifted"].append(r)
+                cell = f"{pct(r['flagged'])} / {pct(r['paged'])} @{r['first_flag_step'] or '-'}"
+                if r["insufficient"] == 1:
+                    cell = "insufficient"
+                cells.append(cell)
+            print(f"| {ch.name} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\n{time.time() - t0:.0f} s")
+    if args.json:
+        print("RESULTS " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

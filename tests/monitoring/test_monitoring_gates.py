@@ -1,0 +1,157 @@
+"""The noise gates against scipy, exact enumeration, hand-computed cases and simulation of
+the null they claim to bound."""
+
+import math
+
+import numpy as np
+import pytest
+from monitoring_testutil import assert_json_safe
+from scipy import stats
+
+from app.monitoring import calibration_binary, psi
+from app.monitoring.gates import (
+    cohort_vs_rest,
+    ece_null_quantiles,
+    ks_noise_quantile,
+    psi_min_support,
+    psi_noise_quantile,
+    two_proportion_test,
+)
+
+CHI2_1_95 = 1.959963984540054 ** 2  # chi-square, 1 df, 95% = z(97.5%) squared
+
+
+def test_psi_noise_quantile_by_hand():
+    assert psi_noise_quantile(100, 100, 2, 0.05) == pytest.approx(CHI2_1_95 * 0.02, rel=1e-12)
+    # Bonferroni: alpha / m, and scipy's ppf agrees with the isf used inside
+    expected = stats.chi2.ppf(1 - 0.001 / 51, 9) * (1 / 1000 + 1 / 10_000)
+    assert psi_noise_quantile(1000, 10_000, 10, 0.001, m=51) == pytest.approx(expected, rel=1e-9)
+    assert psi_noise_quantile(1000, 10_000, 1, 0.001) == 0.0  # one bin: PSI is always 0
+
+
+def test_psi_noise_quantile_bounds_psi_of_two_samples_of_one_distribution():
+    rng = np.random.default_rng(7)
+    p = np.array([0.02, 0.05, 0.08, 0.1, 0.1, 0.1, 0.1, 0.15, 0.15, 0.15])
+    n, n_ref, draws = 1000, 5000, 3000
+    q = psi_noise_quantile(n, n_ref, p.size, 0.05)
+    above = sum(psi(rng.multinomial(n_ref, p), rng.multinomial(n, p)).value > q
+                for _ in range(draws))
+    # chi-square with 9 df at 95%; the 1/n_ref term matters (without it about 14% exceed)
+    assert 0.03 < above / draws < 0.075
+
+
+def test_psi_min_support_by_hand():
+    # threshold 0.1, one df, alpha 0.05, reference of 1,000: 1 / (0.1 / 3.8415 - 0.001) = 39.9
+    assert psi_min_support(0.1, 1000, 2, 0.05) == 40
+    assert psi_noise_quantile(40, 1000, 2, 0.05) <= 0.1 < psi_noise_quantile(39, 1000, 2, 0.05)
+
+
+@pytest.mark.parametrize("threshold,n_ref,bins,alpha,m", [
+    (0.1, 10_000, 10, 0.001, 51), (0.1, 10_000, 3, 0.001, 1), (0.25, 5000, 10, 1e-4, 20),
+    (0.02, 100_000, 10, 0.001, 51)])
+def test_psi_min_support_is_where_the_threshold_leaves_the_noise(threshold, n_ref, bins, alpha,
+                                                                 m):
+    n = psi_min_support(threshold, n_ref, bins, alpha, m)
+    assert psi_noise_quantile(n, n_ref, bins, alpha, m) <= threshold
+    assert psi_noise_quantile(n - 1, n_ref, bins, alpha, m) > threshold
+
+
+def test_psi_min_support_none_when_the_reference_is_too_small():
+    # with 100 reference rows the quantile never falls below chi2 x 1/100
+    assert psi_min_support(0.05, 100, 10, 0.001) is None
+    assert psi_min_support(0.1, 100, 1, 0.001) == 1
+
+
+def test_ks_noise_quantile_is_scipys_asymptotic_distribution():
+    q = ks_noise_quantile(1000, 10_000, 0.001, m=51)
+    en = round(1000 * 10_000 / 11_000)
+    assert stats.kstwo.sf(q, en) == pytest.approx(0.001 / 51, rel=1e-3)  # isf is inexact
+    # about 0.05 with a 10,000-point reference and 10,000 or more current values
+    assert 0.03 < ks_noise_quantile(10_000, 10_000, 0.001, m=51) < 0.05
+    assert ks_noise_quantile(10 ** 6, 10_000, 0.001, 51) < ks_noise_quantile(10 ** 4, 10_000,
+                                                                              0.001, 51)
+
+
+def test_ks_noise_quantile_bounds_ks_2samp_under_the_null():
+    rng = np.random.default_rng(3)
+    q = ks_noise_quantile(300, 500, 0.05)
+    draws = 1500
+    above = sum(stats.ks_2samp(rng.normal(size=500), rng.normal(size=300)).statistic > q
+                for _ in range(draws))
+    assert 0.025 < above / draws < 0.07
+
+
+def _exact_quantile(values: np.ndarray, probs: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cdf = np.cumsum(probs[order])
+    return float(values[order][np.searchsorted(cdf, q - 1e-12)])
+
+
+def test_ece_null_quantile_one_bin_matches_the_binomial():
+    n, p = 200, 0.3
+    k = np.arange(n + 1)
+    exact = _exact_quantile(np.abs(k - n * p) / n, stats.binom.pmf(k, n, p), 0.99)
+    got = ece_null_quantiles([n], [p], [0.99])[0]
+    assert abs(got - exact) <= 1 / n + 1e-12  # one lattice step of Monte Carlo error
+
+
+def test_ece_null_quantile_two_bins_matches_enumeration():
+    (n1, p1), (n2, p2) = (40, 0.2), (60, 0.7)
+    k1, k2 = np.meshgrid(np.arange(n1 + 1), np.arange(n2 + 1), indexing="ij")
+    values = ((np.abs(k1 - n1 * p1) + np.abs(k2 - n2 * p2)) / (n1 + n2)).ravel()
+    probs = np.outer(stats.binom.pmf(np.arange(n1 + 1), n1, p1),
+                     stats.binom.pmf(np.arange(n2 + 1), n2, p2)).ravel()
+    for q in (0.9, 0.99):
+        exact = _exact_quantile(values, probs, q)
+        got = ece_null_quantiles([n1, 0, n2], [p1, 0.5, p2], [q])[0]  # an empty bin is ignored
+        assert abs(got - exact) <= 0.011
+
+
+def test_ece_null_quantiles_are_deterministic_and_ordered():
+    a = ece_null_quantiles([50, 80, 30], [0.1, 0.5, 0.9], [0.999, 0.9999])
+    b = ece_null_quantiles([50, 80, 30], [0.1, 0.5, 0.9], [0.999, 0.9999])
+    assert a.tolist() == b.tolist() and a[0] <= a[1]
+    assert ece_null_quantiles([0, 0], [0.2, 0.4], [0.99]).tolist() == [0.0]
+
+
+def test_ece_null_quantile_bounds_ece_of_a_calibrated_model():
+    rng = np.random.default_rng(5)
+    n, windows, flagged = 300, 300, 0
+    for _ in range(windows):
+        p = rng.beta(2, 3, size=n)
+        r = calibration_binary(p, (rng.uniform(size=n) < p).astype(float), min_n=1)
+        counts = [b.count for b in r.bins]
+        conf = [b.mean_confidence or 0.0 for b in r.bins]
+        flagged += r.ece > ece_null_quantiles(counts, conf, [0.95], draws=4000)[0]
+    # at most alpha (up to Monte Carlo error), and not absurdly conservative
+    assert 0.01 < flagged / windows < 0.08
+
+
+@pytest.mark.parametrize("table", [(30, 100, 20, 100), (5, 40, 60, 900), (0, 10, 3, 50),
+                                   (70, 100, 700, 1000), (1, 3, 0, 2)])
+def test_two_proportion_test_is_pearsons_chi_square(table):
+    k1, n1, k2, n2 = table
+    t = two_proportion_test(k1, n1, k2, n2)
+    chi2, p, _, _ = stats.chi2_contingency([[k1, n1 - k1], [k2, n2 - k2]], correction=False)
+    assert t.z ** 2 == pytest.approx(chi2, rel=1e-10)
+    one_sided = p / 2 if t.z > 0 else 1 - p / 2
+    assert t.pvalue == pytest.approx(one_sided, rel=1e-9)
+    assert_json_safe(t)
+
+
+def test_two_proportion_test_by_hand_and_degenerate():
+    t = two_proportion_test(30, 100, 20, 100)
+    z = 0.1 / math.sqrt(0.25 * 0.75 * 0.02)
+    assert t.z == pytest.approx(z, rel=1e-12)
+    assert t.pvalue == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)), rel=1e-12)
+    assert two_proportion_test(0, 50, 0, 500).pvalue == 1.0
+    assert two_proportion_test(3, 0, 2, 10).pvalue == 1.0
+    with pytest.raises(ValueError):
+        two_proportion_test(5, 4, 0, 10)
+
+
+def test_cohort_vs_rest_leaves_the_cohort_out_of_the_rest():
+    out = cohort_vs_rest([30, 20, 10], [100, 100, 100], [True, True, False])
+    assert out[0] == two_proportion_test(30, 100, 30, 200)
+    assert out[1] == two_proportion_test(20, 100, 40, 200)
+    assert out[2] is None
