@@ -83,17 +83,33 @@ class Settings(BaseSettings):
     weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024)
     weights_zero_eps: float = Field(default=1e-8, ge=0)
 
-    # Decision thresholds (defaults for every model).
+    # Decision thresholds (defaults for every model). A decision needs the effect above its
+    # line and the evidence: above the statistic's noise quantile at the window's n, at
+    # alpha_warning for a warning (ticket) and alpha_critical for a critical (page), corrected
+    # across the columns or cohorts tested (docs/metrics.md, "Decisions").
+    threshold_alpha_warning: float = Field(default=1e-3, gt=0, lt=1)
+    threshold_alpha_critical: float = Field(default=1e-4, gt=0, lt=1)
+    # PSI bands for the reports (stable < moderate <= moderate band <= major < major). The
+    # moderate line also sets the minimum support: a window too small for a PSI of 0.1 to
+    # stand out from its noise is insufficient_data.
     threshold_psi_moderate: float = Field(default=0.1, ge=0)
     threshold_psi_major: float = Field(default=0.25, ge=0)
-    threshold_ks_d: float = Field(default=0.1, ge=0, le=1)
+    # PSI lines of the decisions: warning above the larger of this and the noise quantile
+    # (so above 0.015 only where the window is large enough), critical above 0.15.
+    threshold_psi_warning: float = Field(default=0.015, ge=0)
+    threshold_psi_critical: float = Field(default=0.15, ge=0)
+    # KS D floor: a warning needs D above the larger of this and D's noise quantile.
+    threshold_ks_d: float = Field(default=0.05, ge=0, le=1)
     threshold_ks_alpha: float = Field(default=0.05, gt=0, lt=1)
     threshold_min_n: int = Field(default=100, ge=1)
     threshold_ece_warning: float = Field(default=0.05, ge=0, le=1)
     threshold_ece_critical: float = Field(default=0.1, ge=0, le=1)
-    threshold_cohort_delta_warning: float = Field(default=0.1, ge=0, le=1)
-    threshold_cohort_delta_critical: float = Field(default=0.2, ge=0, le=1)
+    # A cohort pages when its error rate is also at least this multiple of the rest's.
+    threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1)
     threshold_cohort_min_n: int = Field(default=100, ge=1)
+    # Missing values: a warning when the missing rate rises this far above the reference's
+    # (and beyond noise); a window with every value missing is critical.
+    threshold_missing_rise: float = Field(default=0.1, gt=0, le=1)
     threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
     threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
 

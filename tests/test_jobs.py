@@ -45,12 +45,18 @@ def register_drift_model(client, versions=("v1",), reference: bytes | None = Non
 
 
 def flagged(report: dict, version: str) -> set[str]:
+    """Features decided warning or critical (insufficient_data is not a flag: it never
+    pages)."""
     entry = next(v for v in report["versions"] if v["version"] == version)
-    return {f["feature"] for f in entry["features"] if f["decision"] != "ok"}
+    return {f["feature"] for f in entry["features"] if f["decision"] in ("warning", "critical")}
 
 
 def test_drift_flags_exactly_the_shifted_features(client, engine, settings):
-    rng = np.random.default_rng(11)
+    # Seed 11 (used before the decisions had noise gates) draws a stationary f15 whose KS
+    # p-value is 4e-5 against the reference, a window that comes once in about 1,000 for 22
+    # columns; the gates at alpha 0.001 rightly flag it, so this test, about the shifted
+    # features, uses another draw.
+    rng = np.random.default_rng(12)
     register_drift_model(client, versions=("v1", "v2"), reference=reference_csv(rng))
     start, end = latest_window()
     shifted, *_ = traffic(rng, 3000, start, end, version="v1", shifted=SHIFTED, prefix="s")
@@ -101,6 +107,12 @@ def test_without_reference_a_baseline_of_early_traffic_is_used(client, settings)
     assert ref["n_rows"] == 400
     assert "no reference uploaded" in ref["note"]
     assert flagged(report, "v1") == set()  # compared with itself
+    # and 400 baseline rows are too few for a PSI of 0.1 to stand out from the noise of
+    # a 10-bin numeric column (the 3-category column needs fewer)
+    numeric = [f for f in report["versions"][0]["features"] if f["type"] == "numeric"]
+    assert {f["decision"] for f in numeric} == {"insufficient_data"}
+    assert {f["gate"] for f in numeric} == {"min_support"}
+    assert "minimum support" in numeric[0]["decision_reason"]
 
 
 def test_calibration_and_cohort_reports_equal_the_library_on_the_same_rows(client, settings):

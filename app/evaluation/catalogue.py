@@ -22,7 +22,7 @@ METRICS: dict[str, StoredMetric] = {
     "feature_ks_statistic": M("drift", "feature", "Two-sample KS D against the reference.",
                               "modelmon_feature_ks_statistic", "feature_drift"),
     "feature_missing_ratio": M("drift", "feature", "Share of missing values.",
-                               "modelmon_feature_missing_ratio"),
+                               "modelmon_feature_missing_ratio", "data_quality"),
     "prediction_psi": M("drift", None, "PSI of the prediction.", "modelmon_prediction_psi",
                         "prediction_drift"),
     "prediction_ks_statistic": M("drift", None, "KS D of the prediction.",

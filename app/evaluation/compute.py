@@ -7,6 +7,7 @@ of a window's bucket summaries (app/evaluation/summaries.py), never raw rows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,15 @@ from app.monitoring import (
     psi,
 )
 from app.monitoring.calibration import empty_calibration
+from app.monitoring.gates import (
+    bonferroni_adjust,
+    cohort_vs_rest,
+    ece_null_quantiles,
+    ks_noise_quantile,
+    psi_min_support,
+    psi_noise_quantile,
+    two_proportion_test,
+)
 from app.settings import Settings
 from app.storage.registry import ModelRow
 
@@ -35,16 +45,20 @@ TASK = {"binary_classification": "binary", "multiclass_classification": "multicl
 
 @dataclass(frozen=True)
 class Thresholds:
+    alpha_warning: float = 1e-3
+    alpha_critical: float = 1e-4
     psi_moderate: float = 0.1
     psi_major: float = 0.25
-    ks_d: float = 0.1
+    psi_warning: float = 0.015
+    psi_critical: float = 0.15
+    ks_d: float = 0.05
     ks_alpha: float = 0.05
     min_n: int = 100
     ece_warning: float = 0.05
     ece_critical: float = 0.1
-    cohort_delta_warning: float = 0.1
-    cohort_delta_critical: float = 0.2
+    cohort_ratio_critical: float = 1.5
     cohort_min_n: int = 100
+    missing_rise: float = 0.1
     coverage_warning: float = 0.5
     calibration_bins: int = 10
 
@@ -53,7 +67,30 @@ class Thresholds:
         return cls(**{k: getattr(s, f"threshold_{k}") for k in cls.__dataclass_fields__})
 
 
-def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds) -> dict[str, Any]:
+def _line(threshold: float, noise: float) -> tuple[float, str]:
+    """The line a statistic must pass: the larger of the effect threshold and the noise
+    quantile, and the name of the one that applied."""
+    return (noise, "noise_quantile") if noise > threshold else (threshold, "threshold")
+
+
+def _psi_gate(col: ColumnLayout, total: int, th: Thresholds, m: int) -> dict[str, Any]:
+    """Minimum support and the warning and critical lines of one column's PSI at n=total."""
+    n_ref = int(sum(col.reference_counts))
+    bins = sum(1 for c in col.reference_counts if c > 0)
+    support = psi_min_support(th.psi_moderate, n_ref, bins, th.alpha_warning, m)
+    out: dict[str, Any] = {"min_support": support, "columns_tested": m}
+    if total <= 0 or n_ref <= 0:
+        return out
+    warn, warn_gate = _line(th.psi_warning, psi_noise_quantile(
+        total, n_ref, bins, th.alpha_warning, m))
+    crit, crit_gate = _line(th.psi_critical, psi_noise_quantile(
+        total, n_ref, bins, th.alpha_critical, m))
+    out["lines"] = {"warning": warn, "warning_gate": warn_gate, "critical": crit,
+                    "critical_gate": crit_gate}
+    return out
+
+
+def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) -> dict[str, Any]:
     cur_counts = d.slice(col.psi_offset, col.psi_slots)
     p = psi(col.reference_counts, cur_counts,
             thresholds=PsiThresholds(th.psi_moderate, th.psi_major), min_n=th.min_n)
@@ -67,32 +104,88 @@ def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds) -> dict[st
         "n_reference": col.n_reference_valid, "n_current": total - int(cur_counts[-1]),
         "bins": list(col.binning.labels()), "reference_counts": list(col.reference_counts),
         "current_counts": cur_counts.tolist(), "status": p.status, "reason": p.reason,
+        "psi_gate": _psi_gate(col, total, th, m),
     }
+    out["missing_decision"] = _decide_missing(out, total, n_ref_total, th, m)
+    n_valid = total - int(cur_counts[-1])
     if col.ks is not None:
+        n_sample = int(col.ks.sample.shape[0])
+        d_line, d_gate = (th.ks_d, "threshold")
+        if n_valid > 0 and n_sample > 0:
+            d_line, d_gate = _line(th.ks_d, ks_noise_quantile(n_valid, n_sample,
+                                                              th.alpha_warning, m))
         k = ks_from_counts(col.ks, d.slice(col.ks_offset, col.ks.n_slots),
-                           n_cur_missing=int(cur_counts[-1]), d_threshold=th.ks_d,
+                           n_cur_missing=int(cur_counts[-1]), d_threshold=d_line,
                            alpha=th.ks_alpha, min_n=th.min_n)
         out["_ks"] = k
         out["n_reference_sample"] = k.n_ref
+        out["ks_threshold"] = d_line
+        out["ks_gate"] = d_gate
     return out
 
 
-def _decide_drift(row: dict[str, Any]) -> str:
-    if row["status"] == INSUFFICIENT_DATA or row["psi"] is None:
+def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thresholds,
+                    m: int) -> str:
+    """Data quality, apart from drift: critical when every value of the window is missing
+    (and the reference had values), warning when the missing rate rose by at least
+    ``missing_rise`` and beyond noise (one-sided two-proportion test, Bonferroni across the
+    columns)."""
+    rate, ref_rate = row["missing_rate"], row["reference_missing_rate"]
+    if total < th.min_n or rate is None or ref_rate is None:
         return INSUFFICIENT_DATA
-    if row["psi_band"] == "major":
+    if rate == 1.0 and ref_rate < 1.0:
         return CRITICAL
-    if row["psi_band"] == "moderate" or row.get("ks_drift"):
+    if rate - ref_rate < th.missing_rise:
+        return OK
+    t = two_proportion_test(round(rate * total), total, round(ref_rate * n_ref_total),
+                            n_ref_total)
+    return WARNING if bonferroni_adjust(t.pvalue, m) < th.alpha_warning else OK
+
+
+def _decide_drift(row: dict[str, Any]) -> str:
+    """Sets the row's gate (the rule that applied) and returns its decision."""
+    gate = row["psi_gate"]
+    if row["status"] == INSUFFICIENT_DATA or row["psi"] is None:
+        row["gate"], row["decision_reason"] = "min_n", row["reason"]
+        return INSUFFICIENT_DATA
+    n = sum(row["current_counts"])
+    if row["missing_rate"] == 1.0 and (row["reference_missing_rate"] or 0.0) < 1.0:
+        row["gate"] = "all_missing"
+        row["decision_reason"] = ("every value is missing in this window: a data-quality failure "
+                         "(see the missing rate), not drift")
+        return INSUFFICIENT_DATA
+    support = gate["min_support"]
+    if support is None or n < support:
+        row["gate"] = "min_support"
+        row["decision_reason"] = (
+            f"insufficient data: n={n}, below the minimum support "
+            f"{'(none with this reference)' if support is None else support} at which a PSI "
+            f"of {row['psi_threshold_moderate']} stands out from sampling noise "
+            f"(alpha {row['alpha']} across {gate['columns_tested']} columns); evaluate a "
+            "longer window")
+        return INSUFFICIENT_DATA
+    lines = gate["lines"]
+    if row["psi"] > lines["critical"]:
+        row["gate"] = lines["critical_gate"]
+        return CRITICAL
+    if row["psi"] > lines["warning"]:
+        row["gate"] = lines["warning_gate"]
         return WARNING
+    if row.get("ks_drift"):
+        row["gate"] = f"ks_{row['ks_gate']}"
+        return WARNING
+    row["gate"] = lines["warning_gate"]
     return OK
 
 
 def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str, Any]:
     """Per feature PSI, KS (Benjamini-Hochberg across features), missing rate, decision; and
-    the same for the prediction."""
+    the same for the prediction. Every column's gates are corrected for the m columns
+    tested (the features and the prediction)."""
     d = window.drift if window.drift is not None else DriftSummary(
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
-    rows = [_column_drift(col, d, th) for col in cp.columns if not col.is_prediction]
+    m = len(cp.columns)
+    rows = [_column_drift(col, d, th, m) for col in cp.columns if not col.is_prediction]
     corrected = correct_ks({r["feature"]: r["_ks"] for r in rows if "_ks" in r}, "bh")
     for r in rows:
         k = corrected.get(r["feature"], r.pop("_ks", None))
@@ -100,16 +193,23 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str
         if k is not None:
             r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
-        r["decision"] = _decide_drift(r)
+        _finish(r, th)
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:
-        pred = _column_drift(prediction, d, th)
+        pred = _column_drift(prediction, d, th, m)
         k = pred.pop("_ks", None)
         if k is not None:
             pred.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue, ks_drift=bool(k.drift))
-        pred["decision"] = _decide_drift(pred)
+        _finish(pred, th)
     return {"n": window.n, "features": rows, "prediction": pred}
+
+
+def _finish(row: dict[str, Any], th: Thresholds) -> None:
+    row["psi_threshold_moderate"] = th.psi_moderate
+    row["alpha"] = th.alpha_warning
+    row["decision"] = _decide_drift(row)
+    del row["psi_threshold_moderate"], row["alpha"]
 
 
 def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
@@ -126,14 +226,38 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
     out = r.to_dict()
     out["label_coverage"] = coverage
     if r.ece is None:
-        out["decision"] = INSUFFICIENT_DATA
+        out.update(decision=INSUFFICIENT_DATA, gate="min_n", decision_reason=r.reason)
+        return out
+    q_warn, q_crit = ece_null_quantiles(
+        [b.count for b in r.bins], [b.mean_confidence or 0.0 for b in r.bins],
+        [1 - th.alpha_warning, 1 - th.alpha_critical]).tolist()
+    out["noise_quantile"] = {"warning": q_warn, "critical": q_crit}
+    if q_warn > th.ece_warning:
+        # ECE's noise shrinks about as 1 / sqrt(n): where it would meet the warning line
+        need = math.ceil(r.n * (q_warn / th.ece_warning) ** 2)
+        out.update(decision=INSUFFICIENT_DATA, gate="min_support", min_support=need,
+                   decision_reason=(f"insufficient data: n={r.n}; a calibrated model's ECE reaches "
+                           f"{q_warn:.3f} by chance at this n (quantile {1 - th.alpha_warning}"
+                           f"), above the warning line {th.ece_warning}; about {need} labeled "
+                           "predictions are needed (evaluate a longer window)"))
+        return out
+    warn, warn_gate = _line(th.ece_warning, q_warn)
+    crit, crit_gate = _line(th.ece_critical, q_crit)
+    out["lines"] = {"warning": warn, "critical": crit}
+    if r.ece > crit:
+        out["decision"], out["gate"] = CRITICAL, crit_gate
+    elif r.ece > warn:
+        out["decision"], out["gate"] = WARNING, warn_gate
     else:
-        out["decision"] = (CRITICAL if r.ece > th.ece_critical
-                           else WARNING if r.ece > th.ece_warning else OK)
+        out["decision"], out["gate"] = OK, warn_gate
     return out
 
 
 def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, Any]:
+    """Per cohort key: each cohort's error rate against the rest of the traffic (one-sided
+    two-proportion test, Bonferroni across the key's decidable cohorts); a warning at
+    alpha_warning, critical at alpha_critical with an error rate at least
+    ``cohort_ratio_critical`` times the rest's. Regression cohorts report MAE and RMSE."""
     task = TASK[model.task]
     o = window.outcome
     out: dict[str, Any] = {}
@@ -143,13 +267,30 @@ def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, 
         r = cohort_from_sums(sums, task=task, min_n=th.cohort_min_n,
                              n_dropped=o.n - o.labeled)
         d = r.to_dict()
-        for c in d["cohorts"]:
-            delta = c.get("delta_error_rate")
-            if not c["decidable"] or delta is None:
+        if task == "regression":
+            for c in d["cohorts"]:
                 c["decision"] = OK if c["decidable"] else INSUFFICIENT_DATA
-            else:
-                c["decision"] = (CRITICAL if delta > th.cohort_delta_critical
-                                 else WARNING if delta > th.cohort_delta_warning else OK)
+            out[key] = d
+            continue
+        decidable = {c["cohort"] for c in d["cohorts"] if c["decidable"]}
+        tested = [name in decidable for name in sums.cohorts]
+        tests = dict(zip(sums.cohorts, cohort_vs_rest(sums.first.round(), sums.n, tested),
+                         strict=True))
+        m = len(decidable)
+        total_n, total_k = int(sums.n.sum()), int(sums.first.round().sum())
+        for c in d["cohorts"]:
+            t = tests.get(c["cohort"])
+            if not c["decidable"] or t is None:
+                c["decision"], c["gate"] = INSUFFICIENT_DATA, "min_n"
+                continue
+            rest_n = total_n - c["n"]
+            rest = (total_k - round(c["error_rate"] * c["n"])) / rest_n if rest_n else None
+            p_adj = bonferroni_adjust(t.pvalue, m)
+            c.update(rest_error_rate=rest, pvalue=t.pvalue, pvalue_adjusted=p_adj,
+                     cohorts_tested=m, gate="two_proportion_test")
+            ratio_ok = rest is not None and c["error_rate"] >= th.cohort_ratio_critical * rest
+            c["decision"] = (CRITICAL if p_adj < th.alpha_critical and ratio_ok
+                             else WARNING if p_adj < th.alpha_warning else OK)
         out[key] = d
     return out
 

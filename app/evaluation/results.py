@@ -26,40 +26,56 @@ def _row(job: str, model: ModelRow, version_id: int, metric: str, subject: str,
 def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
                reference: dict[str, Any]) -> list[Row]:
     ref = reference.get("source", "none")
-    psi_method = f"psi eps=1e-4 ref={ref}"
-    ks_method = f"ks_2samp two-sided, BH across features, ref={ref} sample"
+    psi_method = f"psi eps=1e-4 ref={ref}, noise gate chi2 x (1/n + 1/n_ref)"
+    ks_method = (f"ks_2samp two-sided, BH across features, ref={ref} sample, D line max(floor, "
+                 "noise quantile)")
     rows: list[Row] = []
     for f in report["features"]:
         args = (model, w.version_id)
         rows.append(_row("drift", *args, "feature_psi", f["feature"], w.start, w.end,
                          f["n_current"], f["psi"], f["decision"], psi_method,
-                         {"band": f["psi_band"], "reference_counts": f["reference_counts"],
+                         {**_psi_detail(f), "reference_counts": f["reference_counts"],
                           "current_counts": f["current_counts"], "bins": f["bins"]}))
         rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
-                         f["n_current"], f["missing_rate"], "ok", "share of nulls", None))
+                         f["n_current"], f["missing_rate"], f["missing_decision"],
+                         "share of nulls", {"reference": f["reference_missing_rate"]}))
         if f["type"] == "numeric":
             rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
                              w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,
                              {"pvalue": f["ks_pvalue"],
-                              "pvalue_adjusted": f["ks_pvalue_adjusted"]}))
+                              "pvalue_adjusted": f["ks_pvalue_adjusted"],
+                              "threshold": f.get("ks_threshold"), "gate": f.get("ks_gate")}))
     p = report["prediction"]
     if p is not None:
         rows.append(_row("drift", model, w.version_id, "prediction_psi", "", w.start, w.end,
                          p["n_current"], p["psi"], p["decision"], psi_method,
-                         {"band": p["psi_band"], "reference_counts": p["reference_counts"],
+                         {**_psi_detail(p), "reference_counts": p["reference_counts"],
                           "current_counts": p["current_counts"], "bins": p["bins"]}))
         if p["type"] == "numeric":
             rows.append(_row("drift", model, w.version_id, "prediction_ks_statistic", "",
                              w.start, w.end, p["n_current"], p["ks_statistic"], p["decision"],
-                             ks_method, {"pvalue": p["ks_pvalue"]}))
+                             ks_method, {"pvalue": p["ks_pvalue"],
+                                         "threshold": p.get("ks_threshold"),
+                                         "gate": p.get("ks_gate")}))
     return rows
+
+
+def _psi_detail(f: dict[str, Any]) -> dict[str, Any]:
+    """The band, the gate that decided and the lines it used, as the report states them."""
+    return {"band": f["psi_band"], "gate": f.get("gate"),
+            "decision_reason": f.get("decision_reason"),
+            "min_support": f["psi_gate"].get("min_support"),
+            "lines": f["psi_gate"].get("lines")}
 
 
 def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
     if r.get("status") == "not_applicable":
         return []
     method = f"equal-width {r['n_bins']} bins, {r['kind']}"
-    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"]}
+    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"],
+              "gate": r.get("gate"), "noise_quantile": r.get("noise_quantile"),
+              "lines": r.get("lines"), "min_support": r.get("min_support"),
+              "decision_reason": r.get("decision_reason")}
     return [
         _row("calibration", model, w.version_id, metric, "", w.start, w.end, r["n"], r[key],
              r["decision"], method, detail if metric == "calibration_ece" else None)
@@ -81,12 +97,15 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> lis
         for c in r["cohorts"]:
             subject = f"{key}={'' if c['cohort'] is None else c['cohort']}"
             detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",
-                                            "delta_error_rate", "delta_mae", "delta_rmse")}
+                                            "delta_error_rate", "delta_mae", "delta_rmse",
+                                            "rest_error_rate", "pvalue", "pvalue_adjusted",
+                                            "gate")}
             metric, value = (("cohort_mae", c.get("mae")) if regression
                              else ("cohort_error_ratio", c.get("error_rate")))
             rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,
                              c["n"], value, c["decision"],
-                             "Wilson 95% interval" if not regression else "MAE", detail))
+                             "Wilson 95% interval; one-sided test against the rest, Bonferroni"
+                             if not regression else "MAE", detail))
     return rows
 
 

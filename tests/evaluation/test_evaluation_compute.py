@@ -1,0 +1,133 @@
+"""Decisions from merged summaries: each gate applies where it should, and says so."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from app.evaluation import compute
+from app.evaluation.profiles import build_profile
+from app.evaluation.summaries import (
+    CompiledProfile,
+    ModelShape,
+    Rows,
+    drift_summaries,
+    outcome_summary,
+    prediction_values,
+)
+from app.evaluation.windows import MergedWindow
+from app.monitoring.gates import psi_min_support
+from app.storage.registry import ModelRow
+
+MODEL = ModelRow(id=1, name="m", task="binary_classification",
+                 features=[{"name": f"x{i}", "type": "numeric"} for i in range(4)],
+                 cohort_keys=["seg"], classes=["0", "1"],
+                 created_at=datetime(2026, 1, 1, tzinfo=UTC))
+SHAPE = ModelShape.of(MODEL)
+TH = compute.Thresholds()
+
+
+def rows(rng: np.random.Generator, n: int, *, shift: float = 0.0, missing: bool = False,
+         sharpen: bool = False, seg_error: float | None = None) -> Rows:
+    r = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
+    for i in range(4):
+        r.features[f"x{i}"] = rng.normal(size=n)
+    r.features["x0"] = r.features["x0"] + shift
+    if missing:
+        r.features["x1"] = np.full(n, np.nan)
+    p = expit(2.2 * rng.normal(size=n) - 0.5)
+    r.score = expit(2 * np.log(p / (1 - p))) if sharpen else p
+    r.label = (rng.uniform(size=n) < p).astype(float)
+    seg = np.where(rng.uniform(size=n) < 0.3, "a", "b").astype(object)
+    r.cohorts["seg"] = seg
+    if seg_error is not None:  # flip labels in cohort a: error 0.2 -> seg_error
+        flip = (seg == "a") & (rng.uniform(size=n) < (seg_error - 0.2) / 0.6)
+        r.label = np.where(flip, 1 - r.label, r.label)
+    r.label_delay = np.zeros(n)
+    return r
+
+
+@pytest.fixture(scope="module")
+def profile() -> CompiledProfile:
+    ref = rows(np.random.default_rng(0), 10_000)
+    return CompiledProfile.compile(
+        build_profile(MODEL, ref.features, prediction_values(SHAPE, ref), ref.n), "k")
+
+
+def window(cp: CompiledProfile, r: Rows) -> MergedWindow:
+    return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                        outcome_summary(SHAPE, r, count_predictions=True),
+                        drift_summaries(SHAPE, cp, r, np.zeros(r.n, np.int64), 1)[0])
+
+
+def test_below_the_minimum_support_drift_is_insufficient_and_says_why(profile):
+    need = psi_min_support(TH.psi_moderate, 10_000, 10, TH.alpha_warning, 5)
+    assert 300 < need < 500
+    small = compute.drift(window(profile, rows(np.random.default_rng(1), need - 1, shift=3.0)),
+                          profile, TH)
+    x0 = small["features"][0]
+    assert x0["psi"] > 1 and x0["decision"] == "insufficient_data"
+    assert x0["gate"] == "min_support" and str(need) in x0["decision_reason"]
+    big = compute.drift(window(profile, rows(np.random.default_rng(1), need, shift=3.0)),
+                        profile, TH)
+    assert big["features"][0]["decision"] == "critical"
+
+
+def test_psi_lines_are_the_noise_quantile_at_low_n_and_the_thresholds_at_high_n(profile):
+    lo = compute.drift(window(profile, rows(np.random.default_rng(2), 1000)), profile, TH)
+    hi = compute.drift(window(profile, rows(np.random.default_rng(2), 50_000)), profile, TH)
+    lines_lo = lo["features"][1]["psi_gate"]["lines"]
+    lines_hi = hi["features"][1]["psi_gate"]["lines"]
+    assert lines_lo["warning_gate"] == "noise_quantile" and lines_lo["warning"] > 0.03
+    assert lines_hi["warning_gate"] == "threshold" and lines_hi["warning"] == TH.psi_warning
+    assert lines_hi["critical"] == TH.psi_critical
+    assert {f["decision"] for f in lo["features"] + hi["features"]} == {"ok"}
+
+
+def test_a_half_sd_shift_pages_and_a_quarter_sd_shift_tickets_at_ten_thousand(profile):
+    half = compute.drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.5)),
+                         profile, TH)["features"][0]
+    quarter = compute.drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.25)),
+                            profile, TH)["features"][0]
+    assert half["decision"] == "critical" and half["gate"] == "threshold"
+    assert quarter["decision"] == "warning"
+
+
+def test_an_all_missing_column_is_a_data_quality_decision_not_drift(profile):
+    report = compute.drift(window(profile, rows(np.random.default_rng(4), 1000, missing=True)),
+                           profile, TH)
+    x1 = report["features"][1]
+    assert x1["psi"] > 10  # the missing bin against a reference without missing values
+    assert x1["decision"] == "insufficient_data" and x1["gate"] == "all_missing"
+    assert x1["missing_decision"] == "critical"
+    assert report["features"][0]["missing_decision"] == "ok"
+
+
+def test_calibration_gate(profile):
+    small = compute.calibration(MODEL, window(profile, rows(np.random.default_rng(5), 200)), TH)
+    assert small["ece"] > 0 and small["decision"] == "insufficient_data"
+    assert small["gate"] == "min_support" and small["min_support"] > 200
+    calibrated = compute.calibration(
+        MODEL, window(profile, rows(np.random.default_rng(5), 5000)), TH)
+    assert calibrated["decision"] == "ok"
+    assert calibrated["noise_quantile"]["warning"] < TH.ece_warning
+    sharp = compute.calibration(
+        MODEL, window(profile, rows(np.random.default_rng(5), 5000, sharpen=True)), TH)
+    assert sharp["decision"] in ("warning", "critical") and sharp["gate"] == "threshold"
+
+
+def test_a_cohort_is_tested_against_the_rest(profile):
+    steady = compute.cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 5000)), TH)
+    assert {c["decision"] for c in steady["seg"]["cohorts"]} == {"ok"}
+    worse = compute.cohorts(
+        MODEL, window(profile, rows(np.random.default_rng(6), 5000, seg_error=0.35)), TH)
+    a = next(c for c in worse["seg"]["cohorts"] if c["cohort"] == "a")
+    assert a["gate"] == "two_proportion_test" and a["cohorts_tested"] == 2
+    assert a["rest_error_rate"] == pytest.approx(0.2, abs=0.03)
+    assert a["pvalue_adjusted"] == pytest.approx(2 * a["pvalue"])
+    assert a["decision"] == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2
+    few = compute.cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 120)), TH)
+    assert {c["decision"] for c in few["seg"]["cohorts"]} == {"insufficient_data"}
