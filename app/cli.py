@@ -104,7 +104,15 @@ def _worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = start_metrics_server(exposed, host, port, settings.metrics_token) if port else None
+    try:
+        server = (start_metrics_server(exposed, host, port, settings.metrics_token)
+                  if port else None)
+    except OSError as err:
+        from app.api_client import CliError
+
+        raise CliError(f"cannot serve /metrics on {host}:{port} ({err.strerror}); give each "
+                       "worker on a host its own --metrics-port (MODELMON_WORKER_METRICS_PORT; "
+                       "0 turns it off)") from None
     try:
         if not scheduler.start():
             print("another process runs the scheduler for this SQLite database", file=sys.stderr)

@@ -22,3 +22,18 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path):
                               "MODELMON_DATABASE_URL")
         assert "s3cret" not in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_metrics_port_in_use_is_one_line(tmp_path):
+    """Two workers on one host with the same /metrics port: the second says so and how to
+    fix it, instead of a traceback."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        out = modelmon("worker", "--metrics-port", str(port), cwd=tmp_path,
+                       MODELMON_DATABASE_URL=f"sqlite:///{tmp_path}/m.db")
+    one_line_error(out, f"modelmon worker: error: cannot serve /metrics on 127.0.0.1:{port}",
+                   "--metrics-port")

@@ -97,8 +97,11 @@ def test_two_workers_and_a_server_share_the_work_exactly_once(replica_db, tmp_pa
                        content=reference_csv(np.random.default_rng(2), 3000),
                        headers={"content-type": "text/csv"})
             assert r.status_code == 201, r.text
-        procs["w1"] = _spawn(["worker"], env, logs["w1"])
-        procs["w2"] = _spawn(["worker"], env, logs["w2"])
+        # Two workers on one host: each its own /metrics port.
+        p1 = free_port()
+        p2 = next(p for p in iter(free_port, None) if p != p1)
+        procs["w1"] = _spawn(["worker", "--metrics-port", str(p1)], env, logs["w1"])
+        procs["w2"] = _spawn(["worker", "--metrics-port", str(p2)], env, logs["w2"])
         feeder = threading.Thread(target=_traffic, args=(url, stop, sent), daemon=True)
         feeder.start()
         started = time.monotonic()
