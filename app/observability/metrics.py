@@ -283,6 +283,9 @@ class QualityCollector(Collector):
 DECISION = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
 CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
 RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
+# Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
+# feature's drift decision with feature_psi, so it is not repeated).
+SUBJECT_STATE = ("feature_psi", "feature_missing_ratio", "cohort_error_ratio", "cohort_mae")
 
 
 def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
@@ -342,6 +345,19 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
             k = (r["model"], r["version"], check)
             state[k] = max(state.get(k, 0), DECISION.get(r["decision"], 0))
         mv = [r["model"], r["version"]]
+        if r["metric"] in SUBJECT_STATE:
+            # the decision per feature (drift, data quality) and per cohort, which the alert
+            # rules fire on, so a page names its feature or cohort
+            if r["metric"].startswith("feature_"):
+                gauge("modelmon_feature_check_state", "Decision per feature: 0 ok or "
+                      "insufficient data, 1 warning, 2 critical.",
+                      ["model", "version", "feature", "check"]).add_metric(
+                    [*mv, r["feature"], check], DECISION.get(r["decision"], 0))
+            else:
+                gauge("modelmon_cohort_check_state", "Decision per cohort: 0 ok or "
+                      "insufficient data, 1 warning, 2 critical.",
+                      ["model", "version", "cohort_key", "cohort"]).add_metric(
+                    [*mv, r["cohort_key"], r["cohort"]], DECISION.get(r["decision"], 0))
         if r["metric"] in RESULT_GAUGES and _finite(r["value"]):
             name, doc = RESULT_GAUGES[r["metric"]]
             if r["metric"].startswith("feature_"):

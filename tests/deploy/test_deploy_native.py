@@ -35,6 +35,8 @@ from deploy_support import (
 METRICS = b"""\
 # TYPE modelmon_feature_psi gauge
 modelmon_feature_psi{model="churn",version="v2",feature="age"} 0.3
+# TYPE modelmon_feature_check_state gauge
+modelmon_feature_check_state{model="churn",version="v2",feature="age",check="feature_drift"} 2
 # TYPE modelmon_job_last_run_failed gauge
 modelmon_job_last_run_failed{job_name="drift",model="churn"} 0
 # TYPE modelmon_job_interval_seconds gauge
@@ -93,7 +95,8 @@ def test_prometheus_runs_the_shipped_config(prometheus: str, alertmanager: str) 
     (psi,) = query(prometheus, "modelmon_feature_psi")
     assert psi["metric"]["job"] == "modelmon"
 
-    # the drift alert is pending at both severities (it holds for 15m before firing)
+    # the drift alert on the stored decision is pending at both severities (it holds for 5m
+    # before firing)
     pending = wait_for(lambda: query(
         prometheus, 'ALERTS{alertname="ModelmonFeatureDriftHigh", alertstate="pending"}'),
         "pending alerts")
