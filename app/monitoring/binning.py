@@ -154,13 +154,20 @@ def fit_numeric_bins(
 
     Duplicate edges are merged and an edge at the reference maximum is dropped (its upper
     bin would be empty in the reference), so a feature with k distinct values gets at most k
-    bins and a constant feature gets a single value bin.
+    bins and a constant feature gets a single value bin. A few-valued feature (k <= n
+    distinct values) gets one bin per value: quantile edges would merge its rarer values
+    into one bin, where mass moving between them is invisible.
     """
     if n_bins < 1:
         raise ValueError("n_bins must be >= 1")
     s = sorted_sample(ref)
     if s.n_valid == 0 or n_bins == 1:
         return NumericBinning(edges=(), requested_bins=n_bins)
+    v = s.values
+    distinct = v[np.concatenate(([True], v[1:] != v[:-1]))]
+    if distinct.shape[0] <= n_bins:
+        return NumericBinning(edges=tuple(float(e) for e in distinct[:-1]),
+                              requested_bins=n_bins)
     probs = np.arange(1, n_bins, dtype=np.float64) / n_bins
     q = np.unique(sorted_quantiles(s.values, probs))
     q = q[q < s.values[-1]]

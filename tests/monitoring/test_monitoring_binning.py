@@ -59,6 +59,19 @@ def test_three_distinct_values_give_at_most_three_bins():
     assert counts[:-1].tolist() == [50, 30, 20]  # every reference bin is non-empty
 
 
+def test_a_few_valued_feature_gets_one_bin_per_value():
+    # deciles alone would give edges (0, 3) minus the maximum: 1 and 2 merged with 3, so mass
+    # moving from 3 to 1 would not move PSI at all
+    ref = np.repeat([0.0, 1.0, 2.0, 3.0], [50, 2, 2, 46])
+    b = fit_numeric_bins(ref, 10)
+    assert b.edges == (0.0, 1.0, 2.0)
+    assert b.counts(ref).tolist() == [50, 2, 2, 46, 0]
+    moved = np.repeat([0.0, 1.0, 2.0, 3.0], [50, 40, 2, 8])
+    assert psi(b.counts(ref), b.counts(moved)).value > 1
+    # more distinct values than bins: quantile edges as before
+    assert len(fit_numeric_bins(np.arange(100.0), 10).edges) == 9
+
+
 def test_constant_feature_has_a_single_value_bin():
     b = fit_numeric_bins(np.full(500, 7.0))
     assert b.edges == ()
