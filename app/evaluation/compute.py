@@ -31,6 +31,7 @@ from app.monitoring.gates import (
     cohort_vs_rest,
     ece_null_quantiles,
     ks_noise_quantile,
+    mae_vs_rest,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
@@ -254,10 +255,11 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
 
 
 def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, Any]:
-    """Per cohort key: each cohort's error rate against the rest of the traffic (one-sided
-    two-proportion test, Bonferroni across the key's decidable cohorts); a warning at
-    alpha_warning, critical at alpha_critical with an error rate at least
-    ``cohort_ratio_critical`` times the rest's. Regression cohorts report MAE and RMSE."""
+    """Per cohort key: each decidable cohort's error against the rest of the traffic, one
+    sided, Bonferroni across the key's decidable cohorts (error rates: the pooled
+    two-proportion test; regression: Welch's test on the absolute errors); a warning at
+    alpha_warning, critical at alpha_critical with an error rate (or MAE) at least
+    ``cohort_ratio_critical`` times the rest's."""
     task = TASK[model.task]
     o = window.outcome
     out: dict[str, Any] = {}
@@ -267,28 +269,30 @@ def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, 
         r = cohort_from_sums(sums, task=task, min_n=th.cohort_min_n,
                              n_dropped=o.n - o.labeled)
         d = r.to_dict()
-        if task == "regression":
-            for c in d["cohorts"]:
-                c["decision"] = OK if c["decidable"] else INSUFFICIENT_DATA
-            out[key] = d
-            continue
         decidable = {c["cohort"] for c in d["cohorts"] if c["decidable"]}
         tested = [name in decidable for name in sums.cohorts]
-        tests = dict(zip(sums.cohorts, cohort_vs_rest(sums.first.round(), sums.n, tested),
-                         strict=True))
+        if task == "regression":
+            results = mae_vs_rest(sums.n, sums.first, sums.second, tested)
+            gate, metric = "welch_test", "mae"
+        else:
+            results = cohort_vs_rest(sums.first.round(), sums.n, tested)
+            gate, metric = "two_proportion_test", "error_rate"
+        tests = dict(zip(sums.cohorts, results, strict=True))
+        index = {name: i for i, name in enumerate(sums.cohorts)}
         m = len(decidable)
-        total_n, total_k = int(sums.n.sum()), int(sums.first.round().sum())
+        total_n, total_err = int(sums.n.sum()), float(sums.first.sum())
         for c in d["cohorts"]:
             t = tests.get(c["cohort"])
             if not c["decidable"] or t is None:
                 c["decision"], c["gate"] = INSUFFICIENT_DATA, "min_n"
                 continue
-            rest_n = total_n - c["n"]
-            rest = (total_k - round(c["error_rate"] * c["n"])) / rest_n if rest_n else None
+            i = index[c["cohort"]]
+            rest_n = total_n - int(sums.n[i])
+            rest = (total_err - float(sums.first[i])) / rest_n if rest_n else None
             p_adj = bonferroni_adjust(t.pvalue, m)
-            c.update(rest_error_rate=rest, pvalue=t.pvalue, pvalue_adjusted=p_adj,
-                     cohorts_tested=m, gate="two_proportion_test")
-            ratio_ok = rest is not None and c["error_rate"] >= th.cohort_ratio_critical * rest
+            c.update({f"rest_{metric}": rest, "pvalue": t.pvalue, "pvalue_adjusted": p_adj,
+                      "cohorts_tested": m, "gate": gate})
+            ratio_ok = rest is not None and c[metric] >= th.cohort_ratio_critical * rest
             c["decision"] = (CRITICAL if p_adj < th.alpha_critical and ratio_ok
                              else WARNING if p_adj < th.alpha_warning else OK)
         out[key] = d

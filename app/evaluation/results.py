@@ -98,14 +98,15 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> lis
             subject = f"{key}={'' if c['cohort'] is None else c['cohort']}"
             detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",
                                             "delta_error_rate", "delta_mae", "delta_rmse",
-                                            "rest_error_rate", "pvalue", "pvalue_adjusted",
-                                            "gate")}
+                                            "rest_error_rate", "rest_mae", "pvalue",
+                                            "pvalue_adjusted", "gate")}
             metric, value = (("cohort_mae", c.get("mae")) if regression
                              else ("cohort_error_ratio", c.get("error_rate")))
             rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,
                              c["n"], value, c["decision"],
                              "Wilson 95% interval; one-sided test against the rest, Bonferroni"
-                             if not regression else "MAE", detail))
+                             if not regression else "MAE; one-sided Welch test against the rest",
+                             detail))
     return rows
 
 

@@ -103,7 +103,7 @@ def ece_null_quantiles(counts: Any, mean_confidence: Any, qs: Any, *,
 
 @dataclass(frozen=True)
 class ProportionTest(JsonResult):
-    """One-sided pooled two-proportion z test of 'rate 1 > rate 2'."""
+    """A one-sided test of 'cohort > rest': its statistic and p-value."""
 
     z: float
     pvalue: float
@@ -140,6 +140,40 @@ def cohort_vs_rest(errors: Any, counts: Any, tested: Any) -> list[ProportionTest
             if t[i] else None for i in range(k.shape[0])]
 
 
+def welch_test(n1: int, sum1: float, sumsq1: float, n2: int, sum2: float,
+               sumsq2: float) -> ProportionTest:
+    """One-sided Welch t test of 'mean 1 > mean 2' from sums (of |residual| and of squared
+    residuals for MAE: |r|^2 = r^2), equal to scipy.stats.ttest_ind(..., equal_var=False,
+    alternative="greater") on the values: sample variances (ddof 1), Welch-Satterthwaite
+    degrees of freedom. Fewer than two values a side, or no variance, give z = 0 and p = 1.
+    ``z`` holds the t statistic."""
+    if min(n1, n2) < 2:
+        return ProportionTest(0.0, 1.0)
+    m1, m2 = sum1 / n1, sum2 / n2
+    v1 = max(sumsq1 - n1 * m1 * m1, 0.0) / (n1 - 1)
+    v2 = max(sumsq2 - n2 * m2 * m2, 0.0) / (n2 - 1)
+    a, b = v1 / n1, v2 / n2
+    if a + b <= 0:
+        return ProportionTest(0.0, 1.0)
+    t = (m1 - m2) / math.sqrt(a + b)
+    df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+    return ProportionTest(float(t), float(stats.t.sf(t, df)))
+
+
+def mae_vs_rest(counts: Any, sum_abs: Any, sum_sq: Any, tested: Any
+                ) -> list[ProportionTest | None]:
+    """Each tested cohort's mean absolute error against the rest of the traffic (Welch,
+    one-sided); None for cohorts not tested."""
+    n = np.asarray(counts, dtype=np.int64).reshape(-1)
+    s1 = np.asarray(sum_abs, dtype=np.float64).reshape(-1)
+    s2 = np.asarray(sum_sq, dtype=np.float64).reshape(-1)
+    t = np.asarray(tested, dtype=bool).reshape(-1)
+    tn, t1, t2 = int(n.sum()), float(s1.sum()), float(s2.sum())
+    return [welch_test(int(n[i]), float(s1[i]), float(s2[i]), tn - int(n[i]),
+                       t1 - float(s1[i]), t2 - float(s2[i])) if t[i] else None
+            for i in range(n.shape[0])]
+
+
 def bonferroni_adjust(p: float, m: int) -> float:
     return min(1.0, float(p) * max(int(m), 1))
 
@@ -151,7 +185,9 @@ __all__ = [
     "cohort_vs_rest",
     "ece_null_quantiles",
     "ks_noise_quantile",
+    "mae_vs_rest",
     "psi_min_support",
     "psi_noise_quantile",
     "two_proportion_test",
+    "welch_test",
 ]

@@ -131,3 +131,32 @@ def test_a_cohort_is_tested_against_the_rest(profile):
     assert a["decision"] == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2
     few = compute.cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 120)), TH)
     assert {c["decision"] for c in few["seg"]["cohorts"]} == {"insufficient_data"}
+
+
+def test_a_regression_cohort_is_tested_on_its_absolute_errors():
+    model = ModelRow(id=2, name="r", task="regression",
+                     features=[{"name": "x0", "type": "numeric"}], cohort_keys=["seg"],
+                     classes=None, created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    shape = ModelShape.of(model)
+
+    def window_of(n: int, scale_a: float, seed: int) -> MergedWindow:
+        rng = np.random.default_rng(seed)
+        r = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
+        r.features["x0"] = rng.normal(size=n)
+        seg = np.where(rng.uniform(size=n) < 0.3, "a", "b").astype(object)
+        r.cohorts["seg"] = seg
+        r.label = rng.normal(size=n)
+        r.value = r.label + rng.normal(size=n) * np.where(seg == "a", scale_a, 1.0)
+        r.label_delay = np.zeros(n)
+        return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC),
+                            datetime(2026, 1, 1, 1, tzinfo=UTC),
+                            outcome_summary(shape, r, count_predictions=True))
+
+    steady = compute.cohorts(model, window_of(5000, 1.0, 7), TH)["seg"]["cohorts"]
+    assert {c["decision"] for c in steady} == {"ok"}
+    worse = compute.cohorts(model, window_of(5000, 2.0, 7), TH)["seg"]["cohorts"]
+    a = next(c for c in worse if c["cohort"] == "a")
+    assert a["gate"] == "welch_test" and a["decision"] == "critical"
+    assert a["mae"] >= TH.cohort_ratio_critical * a["rest_mae"]
+    b = next(c for c in worse if c["cohort"] == "b")
+    assert b["decision"] == "ok" and b["pvalue"] > 0.5  # one-sided: better than the rest

@@ -13,9 +13,11 @@ from app.monitoring.gates import (
     cohort_vs_rest,
     ece_null_quantiles,
     ks_noise_quantile,
+    mae_vs_rest,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
+    welch_test,
 )
 
 CHI2_1_95 = 1.959963984540054 ** 2  # chi-square, 1 df, 95% = z(97.5%) squared
@@ -155,3 +157,22 @@ def test_cohort_vs_rest_leaves_the_cohort_out_of_the_rest():
     assert out[0] == two_proportion_test(30, 100, 30, 200)
     assert out[1] == two_proportion_test(20, 100, 40, 200)
     assert out[2] is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_welch_test_from_sums_is_scipys_one_sided_welch(seed):
+    rng = np.random.default_rng(seed)
+    a = np.abs(rng.normal(0.3, 1.0, size=int(rng.integers(3, 400))))
+    b = np.abs(rng.normal(0.0, 1.5, size=int(rng.integers(3, 400))))
+    t = welch_test(a.size, a.sum(), (a * a).sum(), b.size, b.sum(), (b * b).sum())
+    ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert t.z == pytest.approx(ref.statistic, rel=1e-9)
+    assert t.pvalue == pytest.approx(ref.pvalue, rel=1e-7)
+
+
+def test_welch_test_degenerate_and_mae_vs_rest():
+    assert welch_test(1, 2.0, 4.0, 10, 5.0, 5.0).pvalue == 1.0
+    assert welch_test(3, 3.0, 3.0, 3, 3.0, 3.0).pvalue == 1.0  # no variance
+    out = mae_vs_rest([10, 20, 30], [5.0, 8.0, 9.0], [4.0, 6.0, 7.0], [True, False, True])
+    assert out[0] == welch_test(10, 5.0, 4.0, 50, 17.0, 13.0)
+    assert out[1] is None
