@@ -20,8 +20,8 @@ default settings: the decisions the jobs store and the alert rules page on.
 
 Stationary: ``--windows`` overlapping windows per n (``--full``: 8,640, 30 days), every
 decision counted; a window is flagged when any decision is warning or critical, paged when
-any is critical. Episodes: runs of at least 4 consecutive critical windows (what survives
-the alerts' ``for: 15m`` with windows every 5 minutes), scaled to 30 days.
+any is critical. Pages: runs of consecutive critical windows (the alert rules fire on the
+stored decisions and hold ``for: 5m``, one window), scaled to 30 days.
 
 Shifted: per case, 12 windows while the change ramps in (window k holds k changed buckets)
 then ``--shift-windows`` fully changed windows; the decision on the changed subject (the
@@ -284,13 +284,10 @@ def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
             by_check[check] += s >= 1
             crit_check[check] += s >= 2
         worst.append(max(sev.values()))
-    runs, run = 0, 0
-    for s in worst + [0]:
-        if s >= 2:
-            run += 1
-        else:
-            runs += run >= 4
-            run = 0
+    runs, previous = 0, 0
+    for s in worst:
+        runs += s >= 2 and previous < 2
+        previous = s
     w = np.array(worst)
     return {
         "n": n, "windows": windows,
@@ -359,7 +356,7 @@ def main() -> None:
         for label, get in (
             ("windows with any warning or worse", lambda r: pct(r["flagged"])),
             ("windows with any critical", lambda r: pct(r["paged"])),
-            ("pages per 30 days (>= 4 critical windows in a row)",
+            ("pages per 30 days (runs of critical windows)",
              lambda r: f"{r['pages_per_30d']:.0f}"),
             *((f"  {c}: warning or worse", _by_check(c))
               for c in ("drift", "calibration", "cohorts")),
