@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     job_interval_seconds: float = Field(default=300.0, gt=0)
     job_window_seconds: float = Field(default=3600.0, gt=0)
+    # A subject the job window is too small to decide (below a minimum support: a quiet
+    # model's drift or calibration, a small cohort) is decided over this longer horizon,
+    # ending at the same boundary, when that can decide it; 0 turns it off. Whole buckets.
+    job_long_window_seconds: float = Field(default=86_400.0, ge=0)
     # After downtime, at most this many missed windows per job and model are computed.
     job_catchup_windows: int = Field(default=12, ge=1)
     # Label-dependent jobs (calibration, cohorts, label coverage) evaluate the window that
@@ -144,6 +148,11 @@ class Settings(BaseSettings):
         if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
             raise ValueError(
                 "MODELMON_JOB_WINDOW_SECONDS must be a whole multiple of "
+                "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
+        longer = self.job_long_window_seconds / self.job_interval_seconds
+        if abs(longer - round(longer)) > 1e-9:
+            raise ValueError(
+                "MODELMON_JOB_LONG_WINDOW_SECONDS must be a whole multiple of "
                 "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
         return self
 

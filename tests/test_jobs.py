@@ -3,7 +3,7 @@ app/monitoring applied directly to the same rows."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -312,3 +312,42 @@ def test_history_pages_follow_their_cursor(client, engine):
         r = client.get(url, params={"metric": "feature_psi", "cursor": bad})
         assert r.status_code == 422 and r.json()["code"] == "invalid_cursor", bad
         assert r.json()["details"][0]["field"] == "cursor"
+
+
+def test_a_quiet_model_is_decided_over_the_longer_horizon(client, engine, settings):
+    """150 predictions in the job window are below the drift minimum support (392 rows for a
+    10-bin column), so the jobs decide over the last 24 hours, which hold 1,650, and say so."""
+    rng = np.random.default_rng(21)
+    register_drift_model(client, reference=reference_csv(rng))
+    start, end = latest_window()
+    day = end - timedelta(hours=24)
+    earlier, _, y_earlier, _ = traffic(rng, 1500, day, start, shifted=SHIFTED, prefix="e")
+    recent, _, y, _ = traffic(rng, 150, start, end, shifted=SHIFTED, prefix="r")
+    post_all(client, "/v1/predictions", earlier + recent)
+    post_all(client, "/v1/labels", labels_for(recent, y))
+    post_all(client, "/v1/labels", labels_for(earlier[:600], y_earlier[:600]))
+    assert runner.tick(engine, settings, now=end, jobs=["drift", "cohorts"]) == {
+        "success": 2}
+    with engine.connect() as conn:
+        stored = conn.execute(select(metric_results)).all()
+    psi_rows = {r.subject: r for r in stored if r.metric == "feature_psi"}
+    f3 = psi_rows["f3"]
+    assert f3.window_start.replace(tzinfo=UTC) == day and f3.n == 1650
+    assert f3.decision == "critical" and f3.detail["horizon_seconds"] == 86400
+    assert {s for s, r in psi_rows.items() if r.decision in ("warning", "critical")} == set(
+        SHIFTED)
+    # the job window's own report says why it cannot decide
+    report = client.get("/v1/models/credit/reports/drift",
+                        params={"start": iso(start), "end": iso(end)}).json()
+    f3_report = next(f for f in report["versions"][0]["features"] if f["feature"] == "f3")
+    assert f3_report["decision"] == "insufficient_data" and f3_report["gate"] == "min_support"
+    # cohorts of about 38 labeled predictions in the hour are decided over the 24 hours,
+    # which hold about 190 each: "north", wrong half the time, stands out from the rest
+    cohorts = {r.subject: r for r in stored if r.metric == "cohort_error_ratio"}
+    assert set(cohorts) == {f"region={c}" for c in ("east", "north", "south", "west")}
+    assert all(r.window_start.replace(tzinfo=UTC) == day and r.n >= 100
+               and r.detail["horizon_seconds"] == 86400 for r in cohorts.values())
+    assert cohorts["region=north"].decision == "critical"
+    assert {r.decision for s, r in cohorts.items() if s != "region=north"} == {"ok"}
+    (overall,) = [r for r in stored if r.metric == "error_ratio"]
+    assert overall.window_start.replace(tzinfo=UTC) == start and overall.n == 150

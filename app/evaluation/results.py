@@ -64,6 +64,7 @@ def _psi_detail(f: dict[str, Any]) -> dict[str, Any]:
     """The band, the gate that decided and the lines it used, as the report states them."""
     return {"band": f["psi_band"], "gate": f.get("gate"),
             "decision_reason": f.get("decision_reason"),
+            "horizon_seconds": f.get("horizon_seconds"),
             "min_support": f["psi_gate"].get("min_support"),
             "lines": f["psi_gate"].get("lines")}
 
@@ -75,7 +76,8 @@ def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> lis
     detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"],
               "gate": r.get("gate"), "noise_quantile": r.get("noise_quantile"),
               "lines": r.get("lines"), "min_support": r.get("min_support"),
-              "decision_reason": r.get("decision_reason")}
+              "decision_reason": r.get("decision_reason"),
+              "horizon_seconds": r.get("horizon_seconds")}
     return [
         _row("calibration", model, w.version_id, metric, "", w.start, w.end, r["n"], r[key],
              r["decision"], method, detail if metric == "calibration_ece" else None)
@@ -84,12 +86,14 @@ def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> lis
     ]
 
 
-def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> list[Row]:
+def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
+                with_overall: bool = True) -> list[Row]:
+    """Rows per cohort, and (``with_overall``) the overall error of the window."""
     rows: list[Row] = []
     for key, r in report.items():
         overall = r.get("overall") or {}
         regression = r["task"] == "regression"
-        if key == model.cohort_keys[0] and overall:
+        if with_overall and key == model.cohort_keys[0] and overall:
             metric, value = (("error_mae", overall.get("mae")) if regression
                              else ("error_ratio", overall.get("error_rate")))
             rows.append(_row("cohorts", model, w.version_id, metric, "", w.start, w.end,
@@ -99,7 +103,7 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> lis
             detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",
                                             "delta_error_rate", "delta_mae", "delta_rmse",
                                             "rest_error_rate", "rest_mae", "pvalue",
-                                            "pvalue_adjusted", "gate")}
+                                            "pvalue_adjusted", "gate", "horizon_seconds")}
             metric, value = (("cohort_mae", c.get("mae")) if regression
                              else ("cohort_error_ratio", c.get("error_rate")))
             rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,

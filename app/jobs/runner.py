@@ -73,6 +73,8 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
     rows: list[Row] = []
     bucket = settings.job_interval_seconds
     cap = settings.summary_max_cohort_values
+    long_start = end - timedelta(seconds=settings.job_long_window_seconds)
+    longer = settings.job_long_window_seconds > (end - start).total_seconds()
     for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
                                                end=end):
         if job == "drift":
@@ -83,22 +85,102 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
                                   cp=ref.profile, max_cohort_values=cap)
                 _count(counts, w)
-                rows += result_rows.drift_rows(model, w, compute.drift(w, ref.profile, th),
-                                               ref.info)
+                report = compute.drift(w, ref.profile, th)
+                if longer and _too_small(report):
+                    wl = windows.merge(conn, model, version_id, long_start, end,
+                                       bucket_seconds=bucket, cp=ref.profile,
+                                       max_cohort_values=cap)
+                    short, long = _split_drift(report, compute.drift(wl, ref.profile, th), wl)
+                    rows += result_rows.drift_rows(model, wl, long, ref.info)
+                    report = short
+                rows += result_rows.drift_rows(model, w, report, ref.info)
             continue
         w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None,
                           max_cohort_values=cap)
         _count(counts, w)
+
+        def long_window(version_id: int = version_id) -> windows.MergedWindow:
+            return windows.merge(conn, model, version_id, long_start, end,
+                                 bucket_seconds=bucket, cp=None, max_cohort_values=cap)
+
         if job == "calibration":
-            rows += result_rows.calibration_rows(model, w, compute.calibration(model, w, th))
+            r = compute.calibration(model, w, th)
+            if longer and r.get("gate") == "min_support":
+                wl = long_window()
+                rl = compute.calibration(model, wl, th)
+                if rl.get("gate") != "min_support":
+                    rows += result_rows.calibration_rows(model, wl, _horizon(rl, wl))
+                    continue
+            rows += result_rows.calibration_rows(model, w, r)
         elif job == "cohorts":
             if model.cohort_keys:
-                rows += result_rows.cohort_rows(model, w, compute.cohorts(model, w, th))
+                r = compute.cohorts(model, w, th)
+                if longer and _too_small_cohorts(r):
+                    wl = long_window()
+                    short, long = _split_cohorts(r, compute.cohorts(model, wl, th), wl)
+                    rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
+                    r = short
+                rows += result_rows.cohort_rows(model, w, r)
         elif job == "labels":
             rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:
             raise ValueError(f"unknown job {job!r}")
     return rows
+
+
+# Quiet models and small cohorts: a subject the job window is too small to decide is decided
+# over the longer horizon (MODELMON_JOB_LONG_WINDOW_SECONDS, 24 h) ending at the same boundary
+# instead of staying silent, when that horizon can decide it. Its rows carry the longer
+# window's start, and `horizon_seconds` in their detail.
+
+
+def _horizon(row: dict[str, Any], w: windows.MergedWindow) -> dict[str, Any]:
+    row["horizon_seconds"] = (w.end - w.start).total_seconds()
+    return row
+
+
+def _too_small(report: dict[str, Any]) -> bool:
+    cols = [*report["features"], *([report["prediction"]] if report["prediction"] else [])]
+    return any(c.get("gate") == "min_support" for c in cols)
+
+
+def _split_drift(short: dict[str, Any], long: dict[str, Any], wl: windows.MergedWindow
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the short window's report without the columns the long one decides, the long one's
+    report with only those columns)."""
+    def decided_longer(s: dict[str, Any] | None, lg: dict[str, Any] | None) -> bool:
+        return (s is not None and lg is not None and s.get("gate") == "min_support"
+                and lg.get("gate") != "min_support")
+
+    by_name = {f["feature"]: f for f in long["features"]}
+    moved = [f["feature"] for f in short["features"]
+             if decided_longer(f, by_name.get(f["feature"]))]
+    pred = decided_longer(short["prediction"], long["prediction"])
+    return ({**short, "features": [f for f in short["features"] if f["feature"] not in moved],
+             "prediction": None if pred else short["prediction"]},
+            {**long, "features": [_horizon(by_name[n], wl) for n in moved],
+             "prediction": _horizon(long["prediction"], wl) if pred else None})
+
+
+def _too_small_cohorts(report: dict[str, Any]) -> bool:
+    return any(c.get("gate") == "min_n" for r in report.values() for c in r["cohorts"])
+
+
+def _split_cohorts(short: dict[str, Any], long: dict[str, Any], wl: windows.MergedWindow
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Cohorts too small in the job window but decidable over the longer horizon move to
+    the long window's report."""
+    s_out: dict[str, Any] = {}
+    l_out: dict[str, Any] = {}
+    for key, r in short.items():
+        lr = {c["cohort"]: c for c in long.get(key, {}).get("cohorts", [])}
+        moved = [_horizon(lr[c["cohort"]], wl) for c in r["cohorts"]
+                 if c.get("gate") == "min_n" and c["cohort"] in lr
+                 and lr[c["cohort"]].get("gate") != "min_n"]
+        names = {c["cohort"] for c in moved}
+        s_out[key] = {**r, "cohorts": [c for c in r["cohorts"] if c["cohort"] not in names]}
+        l_out[key] = {**long[key], "cohorts": moved}
+    return s_out, l_out
 
 
 def _count(counts: dict[str, int], w: windows.MergedWindow) -> None:
