@@ -143,7 +143,7 @@ def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thres
     return WARNING if bonferroni_adjust(t.pvalue, m) < th.alpha_warning else OK
 
 
-def _decide_drift(row: dict[str, Any]) -> str:
+def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:
     """Sets the row's gate (the rule that applied) and returns its decision."""
     gate = row["psi_gate"]
     if row["status"] == INSUFFICIENT_DATA or row["psi"] is None:
@@ -152,8 +152,8 @@ def _decide_drift(row: dict[str, Any]) -> str:
     n = sum(row["current_counts"])
     if row["missing_rate"] == 1.0 and (row["reference_missing_rate"] or 0.0) < 1.0:
         row["gate"] = "all_missing"
-        row["decision_reason"] = ("every value is missing in this window: a data-quality failure "
-                         "(see the missing rate), not drift")
+        row["decision_reason"] = ("every value is missing in this window: a data-quality "
+                                  "failure (see the missing rate), not drift")
         return INSUFFICIENT_DATA
     support = gate["min_support"]
     if support is None or n < support:
@@ -161,9 +161,8 @@ def _decide_drift(row: dict[str, Any]) -> str:
         row["decision_reason"] = (
             f"insufficient data: n={n}, below the minimum support "
             f"{'(none with this reference)' if support is None else support} at which a PSI "
-            f"of {row['psi_threshold_moderate']} stands out from sampling noise "
-            f"(alpha {row['alpha']} across {gate['columns_tested']} columns); evaluate a "
-            "longer window")
+            f"of {th.psi_moderate} stands out from sampling noise (alpha {th.alpha_warning} "
+            f"across {gate['columns_tested']} columns); evaluate a longer window")
         return INSUFFICIENT_DATA
     lines = gate["lines"]
     if row["psi"] > lines["critical"]:
@@ -194,7 +193,7 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str
         if k is not None:
             r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
-        _finish(r, th)
+        r["decision"] = _decide_drift(r, th)
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:
@@ -202,15 +201,8 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str
         k = pred.pop("_ks", None)
         if k is not None:
             pred.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue, ks_drift=bool(k.drift))
-        _finish(pred, th)
+        pred["decision"] = _decide_drift(pred, th)
     return {"n": window.n, "features": rows, "prediction": pred}
-
-
-def _finish(row: dict[str, Any], th: Thresholds) -> None:
-    row["psi_threshold_moderate"] = th.psi_moderate
-    row["alpha"] = th.alpha_warning
-    row["decision"] = _decide_drift(row)
-    del row["psi_threshold_moderate"], row["alpha"]
 
 
 def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
