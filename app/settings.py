@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # Missing values: a warning when the missing rate rises this far above the reference's
     # (and beyond noise); a window with every value missing is critical.
     threshold_missing_rise: float = Field(default=0.1, gt=0, le=1)
+    # Values the reference never had (a ticket, never a page): a warning when the share of a
+    # numeric feature's values outside the reference's [min, max], or of a categorical
+    # feature's values in no reference category, exceeds its baseline by this much (and
+    # beyond noise).
+    threshold_out_of_range_rise: float = Field(default=0.02, gt=0, le=1)
+    threshold_new_category_rise: float = Field(default=0.02, gt=0, le=1)
     threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
     threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
 

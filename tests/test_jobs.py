@@ -94,6 +94,52 @@ def test_drift_flags_exactly_the_shifted_features(client, engine, settings):
     assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {}
 
 
+def test_values_the_reference_never_had_are_stored_and_exported_as_data_quality(
+        client, engine, settings):
+    """10% of f5 far beyond the reference's range and 5% of channel in a category the
+    reference never had: each is a warning of its own check (a ticket), stored by the drift
+    job with the report's figures and exported per feature; the other features stay ok."""
+    rng = np.random.default_rng(21)
+    register_drift_model(client, reference=reference_csv(rng))
+    start, end = latest_window()
+    records, *_ = traffic(rng, 3000, start, end)
+    for i, r in enumerate(records):
+        if i % 10 == 0:
+            r["features"]["f5"] = 40.0 + i
+        if i % 20 == 1:
+            r["features"]["channel"] = "kiosk"
+    post_all(client, "/v1/predictions", records)
+    report = client.get("/v1/models/credit/reports/drift",
+                        params={"start": iso(start), "end": iso(end)}).json()
+    by_name = {f["feature"]: f for f in report["versions"][0]["features"]}
+    assert by_name["f5"]["out_of_range_rate"] == pytest.approx(0.1, abs=0.002)
+    assert by_name["f5"]["out_of_range_decision"] == "warning"
+    assert by_name["channel"]["new_category_rate"] == pytest.approx(0.05, abs=1e-12)
+    assert by_name["channel"]["new_category_decision"] == "warning"
+    assert {f for f, r in by_name.items() if r.get("out_of_range_decision") == "warning"
+            or r.get("new_category_decision") == "warning"} == {"f5", "channel"}
+
+    assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {"success": 1}
+    with engine.connect() as conn:
+        stored = {(r.metric, r.subject): r for r in conn.execute(select(metric_results).where(
+            metric_results.c.metric.in_(["feature_out_of_range_ratio",
+                                         "feature_new_category_ratio"])))}
+    assert stored[("feature_out_of_range_ratio", "f5")].decision == "warning"
+    assert stored[("feature_out_of_range_ratio", "f5")].value == pytest.approx(
+        by_name["f5"]["out_of_range_rate"], rel=1e-12)
+    assert stored[("feature_new_category_ratio", "channel")].decision == "warning"
+    assert ("feature_new_category_ratio", "f5") not in stored  # numeric: no categories
+    assert ("feature_out_of_range_ratio", "channel") not in stored
+    assert {k[1] for k, r in stored.items() if r.decision != "ok"} == {"f5", "channel"}
+
+    text = client.get("/metrics").text
+    assert ('modelmon_feature_check_state{check="out_of_range",feature="f5",model="credit",'
+            'version="v1"} 1.0') in text
+    assert ('modelmon_feature_check_state{check="new_category",feature="channel",'
+            'model="credit",version="v1"} 1.0') in text
+    assert 'modelmon_check_state{check="out_of_range",model="credit",version="v1"} 1.0' in text
+
+
 def test_without_reference_a_baseline_of_early_traffic_is_used(client, settings):
     rng = np.random.default_rng(5)
     register_drift_model(client)

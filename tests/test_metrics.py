@@ -270,3 +270,24 @@ def test_training_figures_and_version_counts_are_exported(client):
                  {**v2, "cohort_key": "region", "cohort": "eu"})] == 0.12
     assert key("modelmon_model_version_train_loss", {**v2, "version": "v1"}) not in s
     assert s[key("modelmon_model_versions", {"model": "fraud"})] == 2
+
+
+def test_refused_feature_values_are_counted_per_declared_feature(app, client):
+    register(client)
+    bad = [prediction(0, features={"amount": "lots", "country": "DE"}),
+           prediction(1, features={"amount": 3.0, "zip": "10115"}),
+           prediction(2, features={"amount": True}),
+           prediction(3)]
+    r = client.post("/v1/predictions", json={"records": bad})
+    assert r.status_code == 422
+    fields = sorted((d["index"], d["field"]) for d in r.json()["details"])
+    assert fields == [(0, "features.amount"), (1, "features.zip"), (2, "features.amount")]
+    refused = "modelmon_ingest_refused_values_total"
+    assert sample(app, refused, {"model": "fraud", "feature": "amount"}) == 2
+    assert sample(app, refused, {"model": "fraud", "feature": "__undeclared__"}) == 1
+    assert sample(app, refused, {"model": "fraud", "feature": "country"}) is None
+    assert sample(app, "modelmon_ingested_records_total",
+                  {"model": "fraud", "outcome": "rejected"}) == 4
+    # labels refused for their own reasons count no feature
+    client.post("/v1/labels", json={"records": [label(0, value="nonsense")]})
+    assert sample(app, refused, {"model": "fraud", "feature": "amount"}) == 2

@@ -23,6 +23,12 @@ METRICS: dict[str, StoredMetric] = {
                               "modelmon_feature_ks_statistic", "feature_drift"),
     "feature_missing_ratio": M("drift", "feature", "Share of missing values.",
                                "modelmon_feature_missing_ratio", "data_quality"),
+    "feature_out_of_range_ratio": M("drift", "feature", "Share of a numeric feature's values "
+                                    "outside the reference's observed [min, max].",
+                                    "modelmon_feature_out_of_range_ratio", "out_of_range"),
+    "feature_new_category_ratio": M("drift", "feature", "Share of a categorical feature's "
+                                    "values in no reference category.",
+                                    "modelmon_feature_new_category_ratio", "new_category"),
     "prediction_psi": M("drift", None, "PSI of the prediction.", "modelmon_prediction_psi",
                         "prediction_drift"),
     "prediction_ks_statistic": M("drift", None, "KS D of the prediction.",

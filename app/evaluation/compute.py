@@ -25,13 +25,16 @@ from app.monitoring import (
     ks_from_counts,
     psi,
 )
+from app.monitoring.binning import CategoricalBinning
 from app.monitoring.calibration import empty_calibration
 from app.monitoring.gates import (
+    binomial_excess,
     bonferroni_adjust,
     cohort_vs_rest,
     ece_null_quantiles,
     ks_noise_quantile,
     mae_vs_rest,
+    out_of_range_null,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
@@ -60,6 +63,8 @@ class Thresholds:
     cohort_ratio_critical: float = 1.5
     cohort_min_n: int = 100
     missing_rise: float = 0.1
+    out_of_range_rise: float = 0.02
+    new_category_rise: float = 0.02
     coverage_warning: float = 0.5
     calibration_bins: int = 10
 
@@ -109,6 +114,8 @@ def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) ->
     }
     out["missing_decision"] = _decide_missing(out, total, n_ref_total, th, m)
     n_valid = total - int(cur_counts[-1])
+    if not col.is_prediction:
+        out.update(_unseen_values(col, d, cur_counts, n_valid, th, m))
     if col.ks is not None:
         n_sample = int(col.ks.sample.shape[0])
         d_line, d_gate = (th.ks_d, "threshold")
@@ -125,6 +132,52 @@ def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) ->
     return out
 
 
+def _unseen_values(col: ColumnLayout, d: DriftSummary, cur_counts: np.ndarray, n_valid: int,
+                   th: Thresholds, m: int) -> dict[str, Any]:
+    """Data quality, apart from drift: values the reference never had. Numeric: the share of
+    the window's values outside the reference's observed [min, max] (the first and last KS
+    slots, since the KS sample keeps the reference's extremes), against the noise of a range
+    fitted on n_ref draws; categorical: the share in no reference category (the unseen bin,
+    which also holds the reference's own folded rare categories) against the reference's share
+    there. A warning (a ticket) when the share exceeds its baseline by the rise threshold and
+    beyond noise (one-sided, Bonferroni across the columns); never critical: a change large
+    enough to page shows as drift too."""
+    if col.ks is not None and col.ks.points.shape[0] > 0:
+        slots = d.slice(col.ks_offset, col.ks.n_slots)
+        k = int(slots[0] + slots[-1])
+        null = out_of_range_null(col.n_reference_valid, th.alpha_warning, m)
+        out: dict[str, Any] = {
+            "out_of_range_rate": k / n_valid if n_valid else None,
+            "out_of_range_null": null}
+        out["out_of_range_decision"] = _decide_share(
+            k, n_valid, null, th.out_of_range_rise,
+            lambda: binomial_excess(k, n_valid, null), th, m)
+        return out
+    if isinstance(col.binning, CategoricalBinning):
+        u = col.binning.unseen_index
+        k, ref_k = int(cur_counts[u]), int(col.reference_counts[u])
+        n_ref = col.n_reference_valid
+        base = ref_k / n_ref if n_ref else 0.0
+        out = {"new_category_rate": k / n_valid if n_valid else None,
+               "reference_new_category_rate": base if n_ref else None}
+        out["new_category_decision"] = _decide_share(
+            k, n_valid, base, th.new_category_rise,
+            lambda: two_proportion_test(k, n_valid, ref_k, n_ref).pvalue, th, m)
+        return out
+    return {}
+
+
+def _decide_share(k: int, n: int, base: float, rise: float, pvalue: Any, th: Thresholds,
+                  m: int) -> str:
+    """Warning when k of n exceeds the baseline share by ``rise`` and ``pvalue()`` (one
+    sided) stays below alpha_warning after Bonferroni across the m columns."""
+    if n < th.min_n:
+        return INSUFFICIENT_DATA
+    if k / n - base < rise:
+        return OK
+    return WARNING if bonferroni_adjust(pvalue(), m) < th.alpha_warning else OK
+
+
 def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thresholds,
                     m: int) -> str:
     """Data quality, apart from drift: critical when every value of the window is missing
@@ -136,11 +189,10 @@ def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thres
         return INSUFFICIENT_DATA
     if rate == 1.0 and ref_rate < 1.0:
         return CRITICAL
-    if rate - ref_rate < th.missing_rise:
-        return OK
-    t = two_proportion_test(round(rate * total), total, round(ref_rate * n_ref_total),
-                            n_ref_total)
-    return WARNING if bonferroni_adjust(t.pvalue, m) < th.alpha_warning else OK
+    k, ref_k = round(rate * total), round(ref_rate * n_ref_total)
+    return _decide_share(k, total, ref_rate, th.missing_rise,
+                         lambda: two_proportion_test(k, total, ref_k, n_ref_total).pvalue,
+                         th, m)
 
 
 def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:

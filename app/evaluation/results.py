@@ -39,6 +39,19 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
         rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
                          f["n_current"], f["missing_rate"], f["missing_decision"],
                          "share of nulls", {"reference": f["reference_missing_rate"]}))
+        if f.get("out_of_range_decision") is not None:
+            rows.append(_row("drift", *args, "feature_out_of_range_ratio", f["feature"],
+                             w.start, w.end, f["n_current"], f["out_of_range_rate"],
+                             f["out_of_range_decision"], "share outside the reference's "
+                             "[min, max]; binomial test against the Beta(2, n_ref - 1) "
+                             "quantile of the mass outside it",
+                             {"null": f["out_of_range_null"]}))
+        if f.get("new_category_decision") is not None:
+            rows.append(_row("drift", *args, "feature_new_category_ratio", f["feature"],
+                             w.start, w.end, f["n_current"], f["new_category_rate"],
+                             f["new_category_decision"], "share in no reference category; "
+                             "two-proportion test against the reference's share",
+                             {"reference": f["reference_new_category_rate"]}))
         if f["type"] == "numeric":
             rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
                              w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,

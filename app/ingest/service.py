@@ -72,9 +72,9 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
         v.check_known(records, schemas, with_version=predictions)
         validate = v.validate_predictions if predictions else v.validate_labels
         rows, repeats = validate(records, schemas, _limits(settings))
-    except ApiError:
+    except ApiError as exc:
         if metrics is not None:
-            metrics.rejected(records, kind, set(schemas))
+            metrics.rejected(records, kind, schemas, exc.details)
         raise
     return records, schemas, rows, repeats
 
@@ -194,7 +194,7 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
             _count_waiting(conn, settings, records, by_id, result)
         except ApiError:
             if metrics is not None:
-                metrics.rejected(records, "labels", set(schemas))
+                metrics.rejected(records, "labels", schemas)
             raise
         slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
         _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,

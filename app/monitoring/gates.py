@@ -174,6 +174,30 @@ def mae_vs_rest(counts: Any, sum_abs: Any, sum_sq: Any, tested: Any
             for i in range(n.shape[0])]
 
 
+def out_of_range_null(n_ref: int, alpha: float, m: int = 1) -> float:
+    """The 1 - alpha/m quantile of the probability mass outside a reference's observed range
+    [min, max] when nothing changed.
+
+    For n_ref independent draws of a continuous distribution the range covers mass
+    U(n) - U(1) ~ Beta(n_ref - 1, 2), so the mass outside it is Beta(2, n_ref - 1) (mean
+    2 / (n_ref + 1)). A window's out-of-range share is tested against this upper quantile, not
+    the mean: a small reference's range may by chance leave much mass outside it. Ties
+    (discrete features) only make the true mass smaller, so the test stays conservative.
+    """
+    if n_ref < 2:
+        return 1.0
+    return float(stats.beta.ppf(1 - _family_alpha(alpha, m), 2, n_ref - 1))
+
+
+def binomial_excess(k: int, n: int, p0: float) -> float:
+    """One-sided p-value P(X >= k) for X ~ Binomial(n, p0): is k of n more than p0 allows?"""
+    if not 0 <= k <= n:
+        raise ValueError("need 0 <= k <= n")
+    if k == 0:
+        return 1.0
+    return float(stats.binom.sf(k - 1, n, min(max(p0, 0.0), 1.0)))
+
+
 def bonferroni_adjust(p: float, m: int) -> float:
     return min(1.0, float(p) * max(int(m), 1))
 
@@ -181,11 +205,13 @@ def bonferroni_adjust(p: float, m: int) -> float:
 __all__ = [
     "ECE_NULL_DRAWS",
     "ProportionTest",
+    "binomial_excess",
     "bonferroni_adjust",
     "cohort_vs_rest",
     "ece_null_quantiles",
     "ks_noise_quantile",
     "mae_vs_rest",
+    "out_of_range_null",
     "psi_min_support",
     "psi_noise_quantile",
     "two_proportion_test",

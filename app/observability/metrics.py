@@ -36,6 +36,7 @@ from app import __version__
 from app.evaluation.catalogue import METRICS
 
 if TYPE_CHECKING:
+    from app.errors import Problem
     from app.ingest.validation import ModelSchema
     from app.ingest.writer import LabelResult
 
@@ -44,6 +45,7 @@ log = logging.getLogger("modelmon.metrics")
 disable_created_metrics()
 UNKNOWN = "__unknown__"
 OTHER = "__other__"
+UNDECLARED = "__undeclared__"
 OVERALL = "__all__"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -63,6 +65,10 @@ class ServiceMetrics:
                                 "/v1/predictions, by outcome.", ["model", "outcome"], registry=r)
         self.ingested_labels = Counter("modelmon_ingested_labels", "Labels received by POST "
                                        "/v1/labels, by outcome.", ["model", "outcome"], registry=r)
+        self.refused_values = Counter("modelmon_ingest_refused_values", "Feature values that "
+                                      "made a prediction batch be refused (type, range, length), "
+                                      "by model and declared feature.", ["model", "feature"],
+                                      registry=r)
         self.latency = Histogram("modelmon_inference_latency_seconds", "The model server's "
                                  "logged inference latency (latency_ms).", ["model", "version"],
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -92,12 +98,30 @@ class ServiceMetrics:
             self.db_errors.labels(op)
 
     # ingest ---------------------------------------------------------------------------
-    def rejected(self, records: list[Any], kind: str, known: set[str]) -> None:
+    def rejected(self, records: list[Any], kind: str, known: dict[str, ModelSchema],
+                 problems: list[Problem] | None = None) -> None:
+        """A refused batch: its records by model, and for predictions each refused feature
+        value by model and feature (a feature the model does not declare counts as
+        UNDECLARED, so the label stays bounded by the registered schemas)."""
         counter = self.ingested if kind == "records" else self.ingested_labels
-        names = Tally(r["model"] if isinstance(r, dict) and isinstance(r.get("model"), str)
-                      and r["model"] in known else UNKNOWN for r in records)
-        for name, n in names.items():
+        model_of = [r["model"] if isinstance(r, dict) and isinstance(r.get("model"), str)
+                    and r["model"] in known else None for r in records]
+        for name, n in Tally(m or UNKNOWN for m in model_of).items():
             counter.labels(name, "rejected").inc(n)
+        if kind != "records":
+            return
+        refused: Tally[tuple[str, str]] = Tally()
+        for p in problems or ():
+            if p.index is None or not 0 <= p.index < len(records) or not (
+                    p.field or "").startswith("features."):
+                continue
+            model = model_of[p.index]
+            if model is not None:
+                feature = p.field.removeprefix("features.")
+                refused[(model, feature if feature in known[model].feature_types
+                         else UNDECLARED)] += 1
+        for (model, feature), n in refused.items():
+            self.refused_values.labels(model, feature).inc(n)
 
     def stored_predictions(self, by_id: dict[int, ModelSchema], sent_models: list[str],
                            new_rows: list[tuple]) -> None:
@@ -285,7 +309,8 @@ CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
 RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
 # Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
 # feature's drift decision with feature_psi, so it is not repeated).
-SUBJECT_STATE = ("feature_psi", "feature_missing_ratio", "cohort_error_ratio", "cohort_mae")
+SUBJECT_STATE = ("feature_psi", "feature_missing_ratio", "feature_out_of_range_ratio",
+                 "feature_new_category_ratio", "cohort_error_ratio", "cohort_mae")
 
 
 def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:

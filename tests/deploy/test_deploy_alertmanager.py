@@ -93,7 +93,7 @@ def test_inhibit_rules() -> None:
     assert sources == {"ModelmonNoPredictions", "ModelmonJobStale"}
     # the KS alerts were folded into the drift decisions (the drift alerts fire on them)
     assert {"ModelmonFeatureDriftHigh", "ModelmonFeatureMissingValues",
-            "ModelmonPredictionDriftHigh",
+            "ModelmonFeatureUnseenValues", "ModelmonPredictionDriftHigh",
             "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression",
             "ModelmonCohortMaeRegression"} <= targets
     assert (sources | targets) <= alert_names, (sources | targets) - alert_names

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.special import expit
 
 from app.evaluation import compute
-from app.evaluation.profiles import build_profile
+from app.evaluation.profiles import build_profile, column_profile
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
@@ -160,3 +161,69 @@ def test_a_regression_cohort_is_tested_on_its_absolute_errors():
     assert a["mae"] >= TH.cohort_ratio_critical * a["rest_mae"]
     b = next(c for c in worse if c["cohort"] == "b")
     assert b["decision"] == "ok" and b["pvalue"] > 0.5  # one-sided: better than the rest
+
+
+def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
+    rng = np.random.default_rng(6)
+    r = rows(rng, 2000)
+    r.features["x2"] = np.where(rng.uniform(size=r.n) < 0.1, 50.0, r.features["x2"])
+    report = compute.drift(window(profile, r), profile, TH)
+    x0, _, x2 = report["features"][:3]
+    assert x2["out_of_range_rate"] == pytest.approx(
+        float(np.mean((r.features["x2"] < profile.columns[2].ks.points[0])
+                      | (r.features["x2"] > profile.columns[2].ks.points[-1]))), abs=0)
+    assert 0.08 < x2["out_of_range_rate"] < 0.12
+    assert x2["out_of_range_decision"] == "warning"
+    # a stationary column: its share is the chance of a draw beyond 10,000 reference draws
+    assert x0["out_of_range_rate"] < 0.005 and x0["out_of_range_decision"] == "ok"
+    assert x0["out_of_range_null"] == pytest.approx(
+        stats.beta.ppf(1 - TH.alpha_warning / 5, 2, 9999), rel=1e-12)
+    assert "new_category_rate" not in x0
+    # the same shift in a window below the minimum n is not decided
+    small = rows(rng, TH.min_n - 1)
+    small.features["x2"] = small.features["x2"] + 100.0
+    s = compute.drift(window(profile, small), profile, TH)["features"][2]
+    assert s["out_of_range_rate"] == 1.0 and s["out_of_range_decision"] == "insufficient_data"
+
+
+def test_new_categories_are_a_data_quality_warning():
+    model = ModelRow(id=2, name="c", task="binary_classification",
+                     features=[{"name": "country", "type": "categorical"}], cohort_keys=[],
+                     classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    shape = ModelShape.of(model)
+    rng = np.random.default_rng(7)
+    known = np.array(["DE", "FR", "US"], dtype=object)
+
+    def draw(n: int, new_share: float) -> Rows:
+        r = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
+        c = known[rng.integers(0, 3, size=n)]
+        r.features["country"] = np.where(rng.uniform(size=n) < new_share, "BR", c)
+        r.score = rng.uniform(size=n)
+        return r
+
+    ref = draw(5000, 0.0)
+    cp = CompiledProfile.compile(build_profile(model, ref.features,
+                                               prediction_values(shape, ref), ref.n), "c")
+
+    def decide(r: Rows) -> dict:
+        w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                         outcome_summary(shape, r, count_predictions=True),
+                         drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
+        return compute.drift(w, cp, TH)["features"][0]
+
+    same, new = decide(draw(3000, 0.0)), decide(draw(3000, 0.05))
+    assert same["new_category_rate"] == 0.0 and same["new_category_decision"] == "ok"
+    assert same["reference_new_category_rate"] == 0.0
+    assert 0.04 < new["new_category_rate"] < 0.06 and new["new_category_decision"] == "warning"
+    assert "out_of_range_rate" not in new
+    # one new category in a hundred is below the rise: no ticket for a trickle
+    assert decide(draw(3000, 0.01))["new_category_decision"] == "ok"
+
+
+def test_the_ks_sample_keeps_the_reference_extremes_when_it_thins_it():
+    rng = np.random.default_rng(8)
+    x = rng.standard_t(3, size=30_000)
+    sample = column_profile("numeric", x, n_bins=10, sample_size=10_000,
+                            max_categories=50)["sample"]
+    assert len(sample) == 10_000
+    assert sample[0] == x.min() and sample[-1] == x.max()

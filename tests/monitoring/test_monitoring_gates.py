@@ -10,10 +10,12 @@ from scipy import stats
 
 from app.monitoring import calibration_binary, psi
 from app.monitoring.gates import (
+    binomial_excess,
     cohort_vs_rest,
     ece_null_quantiles,
     ks_noise_quantile,
     mae_vs_rest,
+    out_of_range_null,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
@@ -176,3 +178,31 @@ def test_welch_test_degenerate_and_mae_vs_rest():
     out = mae_vs_rest([10, 20, 30], [5.0, 8.0, 9.0], [4.0, 6.0, 7.0], [True, False, True])
     assert out[0] == welch_test(10, 5.0, 4.0, 50, 17.0, 13.0)
     assert out[1] is None
+
+
+def test_out_of_range_null_by_hand_and_against_scipy_and_simulation():
+    # n_ref = 2: the mass outside [min, max] is Beta(2, 1), cdf x^2, so the q quantile is sqrt(q)
+    assert out_of_range_null(2, 0.19) == pytest.approx(math.sqrt(0.81), rel=1e-12)
+    assert out_of_range_null(2, 0.1, m=2) == pytest.approx(math.sqrt(0.95), rel=1e-12)
+    assert out_of_range_null(1, 0.001) == 1.0  # no range to speak of
+    # simulated: the outside mass of uniform references exceeds the quantile about alpha often
+    rng = np.random.default_rng(5)
+    u = rng.uniform(size=(40_000, 50))
+    outside = 1 - (u.max(axis=1) - u.min(axis=1))
+    q = out_of_range_null(50, 0.05)
+    assert 0.045 < float((outside > q).mean()) < 0.055
+    assert stats.beta.mean(2, 49) == pytest.approx(2 / 51)
+
+
+@pytest.mark.parametrize(("k", "n", "p0"), [(2, 3, 0.5), (0, 10, 0.1), (7, 100, 0.02),
+                                            (100, 100, 0.9), (30, 1000, 0.01)])
+def test_binomial_excess_is_the_one_sided_binomial_test(k, n, p0):
+    expected = stats.binomtest(k, n, p0, alternative="greater").pvalue
+    assert binomial_excess(k, n, p0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_binomial_excess_by_hand():
+    assert binomial_excess(2, 3, 0.5) == pytest.approx(3 / 8 + 1 / 8, rel=1e-12)
+    assert binomial_excess(0, 5, 0.3) == 1.0
+    with pytest.raises(ValueError):
+        binomial_excess(6, 5, 0.3)

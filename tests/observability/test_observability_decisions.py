@@ -50,3 +50,27 @@ def test_decisions_are_exported_per_feature_and_cohort_with_their_check():
     assert cohort("north") == 2 and cohort("south") == 0
     assert s[("modelmon_check_state", tuple(sorted((*mv, ("check", "data_quality")))))] == 2
     assert s[("modelmon_check_state", tuple(sorted((*mv, ("check", "feature_drift")))))] == 2
+
+
+def test_values_the_reference_never_had_are_their_own_checks_per_feature():
+    s = samples([
+        row("feature_psi", "age", 0.01, "ok"),
+        row("feature_missing_ratio", "age", 0.0, "ok"),
+        row("feature_out_of_range_ratio", "age", 0.12, "warning"),
+        row("feature_psi", "country", 0.01, "ok"),
+        row("feature_missing_ratio", "country", 0.0, "ok"),
+        row("feature_new_category_ratio", "country", 0.004, "ok"),
+    ])
+    mv = (("model", "churn"), ("version", "v2"))
+
+    def get(name: str, **labels: str) -> float | None:
+        return s.get((name, tuple(sorted((*mv, *labels.items())))))
+
+    assert get("modelmon_feature_check_state", feature="age", check="out_of_range") == 1
+    assert get("modelmon_feature_check_state", feature="age", check="data_quality") == 0
+    assert get("modelmon_feature_check_state", feature="country", check="new_category") == 0
+    assert get("modelmon_feature_check_state", feature="country", check="out_of_range") is None
+    assert get("modelmon_feature_out_of_range_ratio", feature="age") == 0.12
+    assert get("modelmon_feature_new_category_ratio", feature="country") == 0.004
+    assert get("modelmon_check_state", check="out_of_range") == 1
+    assert get("modelmon_check_state", check="new_category") == 0
