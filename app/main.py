@@ -22,6 +22,7 @@ from app.api.ratelimit import RateLimits
 from app.api.schemas import (
     LabelBatch,
     ModelCreate,
+    ModelPatch,
     PredictionBatch,
     VersionCreate,
     VersionPatch,
@@ -45,7 +46,8 @@ log = logging.getLogger("modelmon")
 
 # Routes that read their own body (to enforce limits and name every bad field) document it
 # through these schemas.
-_BODY_SCHEMAS = (ModelCreate, VersionCreate, VersionPatch, PredictionBatch, LabelBatch)
+_BODY_SCHEMAS = (ModelCreate, ModelPatch, VersionCreate, VersionPatch, PredictionBatch,
+                 LabelBatch)
 
 
 def _authenticator(engine: Any, settings: Settings) -> Authenticator:

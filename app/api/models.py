@@ -14,12 +14,16 @@ from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import (
     ErrorBody,
     ModelCreate,
+    ModelPatch,
     ModelRead,
     VersionCreate,
     VersionPatch,
     VersionRead,
+    policy_overrides,
 )
 from app.errors import ApiError, Problem
+from app.evaluation import policy as model_policy
+from app.settings import Settings
 from app.storage import registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
@@ -31,9 +35,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _model_read(row: registry.ModelRow, n_versions: int) -> dict[str, Any]:
-    return ModelRead(**row.definition(), created_at=row.created_at,
-                     versions=n_versions).model_dump(mode="json")
+def _model_read(row: registry.ModelRow, n_versions: int, settings: Settings) -> dict[str, Any]:
+    policy = {"overrides": row.policy,
+              "effective": model_policy.effective(settings, row.policy).to_dict()}
+    return ModelRead(**row.definition(), created_at=row.created_at, versions=n_versions,
+                     policy=policy).model_dump(mode="json")
+
+
+def _check_policy(settings: Settings, overrides: dict[str, Any], features: list[str],
+                  cohort_keys: list[str]) -> None:
+    """422 naming every field path of a typed policy that its model or the ordering of the
+    effective lines refuses."""
+    bad = model_policy.problems(settings, overrides, features, cohort_keys)
+    if bad:
+        raise ApiError(422, "validation_error", "the policy is invalid; see details",
+                       [Problem(problem, field=path) for path, problem in bad])
 
 
 def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
@@ -63,33 +79,66 @@ def _conflict(what: str, fields: list[str]) -> ApiError:
 async def create_model(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     spec = await read_model(request, settings, ModelCreate)
     check_models(request, [spec.name])
-    definition = spec.model_dump(mode="json")
+    definition = spec.model_dump(mode="json", exclude={"policy"})
+    policy = None if spec.policy is None else policy_overrides(spec.policy)
+    if policy is not None:
+        _check_policy(settings, policy, [f.name for f in spec.features], spec.cohort_keys)
 
     def run() -> tuple[dict[str, Any], bool]:
         with engine.begin() as conn:
             try:
-                row, created = registry.create_model(conn=conn, definition=definition)
+                row, created = registry.create_model(conn=conn, definition=definition,
+                                                     policy=policy)
             except registry.ConflictError as exc:
                 raise _conflict(f"model {spec.name!r}", exc.fields) from None
-            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id)), created
+            n = registry.count_versions(conn=conn, model_id=row.id)
+            return _model_read(row, n, settings), created
 
     body, created = await run_in_threadpool(run)
     return JSONResponse(body, status_code=201 if created else 200)
 
 
 @router.get("", response_model=list[ModelRead], summary="List models")
-def list_models(request: Request, engine: EngineDep) -> list[dict[str, Any]]:
+def list_models(request: Request, engine: EngineDep, settings: SettingsDep
+                ) -> list[dict[str, Any]]:
     principal = getattr(request.state, "principal", None)
     with engine.connect() as conn:
-        return [_model_read(row, n) for row, n in registry.list_models(conn=conn)
+        return [_model_read(row, n, settings) for row, n in registry.list_models(conn=conn)
                 if principal is None or principal.may_touch(row.name)]
 
 
-@router.get("/{model}", response_model=ModelRead, responses=ERRORS, summary="Get a model")
-def get_model(model: str, engine: EngineDep) -> dict[str, Any]:
+@router.get("/{model}", response_model=ModelRead, responses=ERRORS,
+            summary="Get a model, with its policy (overrides and effective values)")
+def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     with engine.connect() as conn:
         row = registry.require_model(conn=conn, name=model)
-        return _model_read(row, registry.count_versions(conn=conn, model_id=row.id))
+        return _model_read(row, registry.count_versions(conn=conn, model_id=row.id), settings)
+
+
+@router.patch(
+    "/{model}",
+    response_model=ModelRead,
+    responses=ERRORS,
+    openapi_extra=body_doc(ModelPatch),
+    summary="Replace a model's policy",
+)
+async def patch_model(model: str, request: Request, engine: EngineDep,
+                      settings: SettingsDep) -> dict[str, Any]:
+    """The policy sent replaces the stored one whole; the next job windows and every report
+    apply it, and /metrics exports its paging and expected interval at the next scrape."""
+    spec = await read_model(request, settings, ModelPatch)
+    check_models(request, [model])
+    policy = policy_overrides(spec.policy)
+
+    def run() -> dict[str, Any]:
+        with engine.begin() as conn:
+            m = registry.require_model(conn=conn, name=model)
+            _check_policy(settings, policy, [f["name"] for f in m.features], m.cohort_keys)
+            row = registry.set_policy(conn=conn, model=m, policy=policy)
+            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id),
+                               settings)
+
+    return await run_in_threadpool(run)
 
 
 @router.post(
