@@ -21,6 +21,7 @@ from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
 from app.api.schemas import (
     LabelBatch,
+    MaintenanceCreate,
     ModelCreate,
     ModelPatch,
     PredictionBatch,
@@ -48,7 +49,7 @@ log = logging.getLogger("modelmon")
 # Routes that read their own body (to enforce limits and name every bad field) document it
 # through these schemas.
 _BODY_SCHEMAS = (ModelCreate, ModelPatch, VersionCreate, VersionPatch, PredictionBatch,
-                 LabelBatch)
+                 LabelBatch, MaintenanceCreate)
 
 
 def _authenticator(engine: Any, settings: Settings) -> Authenticator:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -13,6 +14,8 @@ from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import (
     ErrorBody,
+    MaintenanceCreate,
+    MaintenanceRead,
     ModelCreate,
     ModelPatch,
     ModelRead,
@@ -24,12 +27,12 @@ from app.api.schemas import (
 from app.errors import ApiError, Problem
 from app.evaluation import policy as model_policy
 from app.settings import Settings
-from app.storage import registry
+from app.storage import maintenance, registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=auth_responses(),
                    dependencies=[Depends(scoped({"GET": "read", "POST": "admin",
-                                                  "PATCH": "admin"}))])
+                                                  "PATCH": "admin", "DELETE": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)
 }
@@ -166,6 +169,12 @@ async def create_version(model: str, request: Request, engine: EngineDep,
             except registry.ConflictError as exc:
                 raise _conflict(f"version {spec.version!r} of {model[:128]!r}",
                                 exc.fields) from None
+            if created and spec.maintenance_seconds is not None:
+                now = datetime.now(UTC)
+                maintenance.open_window(
+                    conn=conn, model_id=m.id, starts_at=now,
+                    ends_at=now + timedelta(seconds=spec.maintenance_seconds),
+                    reason=f"version {spec.version} registered")
             return _version_read(m.name, row), created
 
     body, created = await run_in_threadpool(run, engine)
@@ -207,3 +216,60 @@ async def patch_version(model: str, version: str, request: Request, engine: Engi
                                                                training=training))
 
     return await run_in_threadpool(run)
+
+
+WindowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the window's id")]
+
+
+def _window_read(model: str, row: maintenance.MaintenanceRow) -> dict[str, Any]:
+    return MaintenanceRead(id=row.id, model=model, start=row.starts_at, end=row.ends_at,
+                           reason=row.reason, created_at=row.created_at,
+                           open=row.is_open(datetime.now(UTC))).model_dump(mode="json")
+
+
+@router.post(
+    "/{model}/maintenance",
+    status_code=201,
+    response_model=MaintenanceRead,
+    responses=ERRORS,
+    openapi_extra=body_doc(MaintenanceCreate),
+    summary="Open a maintenance window: the model's drift, calibration and cohort pages are "
+            "suppressed while it is open",
+)
+async def open_maintenance(model: str, request: Request, engine: EngineDep,
+                           settings: SettingsDep) -> JSONResponse:
+    spec = await read_model(request, settings, MaintenanceCreate)
+    check_models(request, [model])
+
+    def run() -> dict[str, Any]:
+        with engine.begin() as conn:
+            m = registry.require_model(conn=conn, name=model)
+            return _window_read(m.name, maintenance.open_window(
+                conn=conn, model_id=m.id, starts_at=spec.start, ends_at=spec.end,
+                reason=spec.reason))
+
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+@router.get("/{model}/maintenance", response_model=list[MaintenanceRead], responses=ERRORS,
+            summary="List a model's maintenance windows, latest start first")
+def list_maintenance(model: str, engine: EngineDep) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        return [_window_read(m.name, w)
+                for w in maintenance.list_windows(conn=conn, model_id=m.id)]
+
+
+@router.delete("/{model}/maintenance/{window_id}", response_model=MaintenanceRead,
+               responses=ERRORS, summary="Cancel a maintenance window (removes it)")
+def cancel_maintenance(model: str, window_id: WindowId, request: Request,
+                       engine: EngineDep) -> dict[str, Any]:
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        row = maintenance.cancel(conn=conn, model_id=m.id, window_id=window_id)
+        if row is None:
+            raise ApiError(404, "unknown_maintenance_window",
+                           f"model {m.name!r} has no maintenance window of this id",
+                           [Problem("no such window of this model", field="window_id")])
+        return _window_read(m.name, row)

@@ -6,7 +6,7 @@ collecting every problem); their classes here document the contract in the spec.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -184,7 +184,12 @@ class ModelRead(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"example": {
         **ModelCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
-        "created_at": "2026-11-23T10:00:00Z", "versions": 2}})
+        "created_at": "2026-11-23T10:00:00Z", "versions": 2,
+        "policy": {"overrides": {"psi_critical": 0.1, "page": False},
+                   "effective": {"psi_critical": 0.1, "psi_warning": 0.015, "page": False,
+                                 "expected_interval_seconds": 1800.0,
+                                 "label_lag_seconds": 0.0, "features": {},
+                                 "cohort_keys": {}}}}})
 
 
 class Regularization(Strict):
@@ -250,12 +255,20 @@ class VersionPatch(Strict):
     training: Training
 
 
+MAX_MAINTENANCE_SECONDS = 31 * 86_400
+
+
 class VersionCreate(Strict):
     version: Name
     created_at: datetime | None = Field(
         default=None, description="when the version was trained; defaults to registration time"
     )
     metadata: VersionMetadata = Field(default_factory=VersionMetadata)
+    maintenance_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_MAINTENANCE_SECONDS, strict=True,
+        description="open a maintenance window of the model for this long from registration "
+        "(a rollout's drift settling): its drift, calibration and cohort pages are "
+        "suppressed meanwhile, tickets still flow. Only a new registration opens one.")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -276,6 +289,52 @@ class VersionCreate(Strict):
             }
         }
     )
+
+
+class MaintenanceCreate(Strict):
+    """A maintenance (retraining) window: while it is open, the model's drift, calibration
+    and cohort pages are suppressed; their tickets still flow (docs/policy.md)."""
+
+    start: datetime = Field(description="ISO 8601; without an offset it is taken as UTC")
+    end: datetime = Field(description="after start, at most 31 days later")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "start": "2026-12-03T10:00:00Z", "end": "2026-12-03T14:00:00Z",
+        "reason": "retraining on November data"}})
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceCreate:
+        try:
+            start, end = _utc(self.start), _utc(self.end)
+        except OverflowError:
+            raise ValueError("start and end must be representable in UTC") from None
+        if end <= start:
+            raise ValueError("end must be after start")
+        if (end - start).total_seconds() > MAX_MAINTENANCE_SECONDS:
+            raise ValueError("a maintenance window lasts at most 31 days; open another "
+                             "when it ends")
+        self.start, self.end = start, end
+        return self
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class MaintenanceRead(BaseModel):
+    id: int
+    model: str
+    start: datetime
+    end: datetime
+    reason: str
+    created_at: datetime
+    open: bool = Field(description="whether the window is open now")
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "id": 7, "model": "fraud",
+        **MaintenanceCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
+        "created_at": "2026-12-03T09:55:00Z", "open": True}})
 
 
 class VersionRead(BaseModel):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.settings import Settings
 from app.storage.tables import audit_log
-from tests.api.test_api_auth import bearer, make_token
+from tests.api.test_api_auth import bearer, operator_and_viewer
 from tests.factories import binary_model
 
 POLICY = {"psi_critical": 0.05, "expected_interval_seconds": None, "page": False,
@@ -156,10 +156,7 @@ class TestWithTokens:
         return Settings(database_url=db_url, auth="on", token_cache_seconds=0)
 
     def test_patch_needs_admin_and_is_audited(self, client, engine):
-        admin = make_token(engine, "admin", name="operator")
-        read = make_token(engine, "read", name="viewer")
-        assert client.post("/v1/models", json=binary_model(),
-                           headers=bearer(admin)).status_code == 201
+        admin, read = operator_and_viewer(client, engine, binary_model())
         r = client.patch("/v1/models/fraud", json={"policy": {"page": False}},
                          headers=bearer(read))
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
