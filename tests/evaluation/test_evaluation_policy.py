@@ -143,3 +143,27 @@ def test_a_tighter_band_decides_critical_where_the_default_warns_and_a_looser_do
                      params={"start": iso(start), "end": iso(end)}).json()
     f3 = next(f for f in rep["versions"][0]["features"] if f["feature"] == "f3")
     assert f3["decision"] == "critical"
+
+
+def test_docs_policy_lists_every_knob_with_its_default_setting_and_scope():
+    """docs/policy.md's table and the code agree: every knob, its setting, the setting's
+    default, and where a feature or cohort key may override it."""
+    from tests.conftest import ROOT
+
+    rows = {}
+    for line in (ROOT / "docs" / "policy.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    s = Settings()
+    knobs = (*policy.threshold_knobs(), *policy.MODEL_KNOBS)
+    assert set(rows) == set(knobs)
+    for knob in knobs:
+        setting = policy.setting_of(knob)
+        value = getattr(s, setting)
+        shown = ("true" if value is True else "false" if value is False
+                 else f"{value:g}")
+        assert rows[knob][1] == f"{shown} (`MODELMON_{setting.upper()}`)", knob
+        scope = ("feature" if knob in PER_FEATURE_FIELDS
+                 else "cohort key" if knob in PER_COHORT_KEY_FIELDS else "no")
+        assert rows[knob][3] == scope, knob
