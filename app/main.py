@@ -21,11 +21,14 @@ from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
 from app.api.schemas import (
     LabelBatch,
+    MaintenanceCreate,
     ModelCreate,
+    ModelPatch,
     PredictionBatch,
     VersionCreate,
     VersionPatch,
 )
+from app.evaluation import policy as model_policy
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
@@ -45,7 +48,8 @@ log = logging.getLogger("modelmon")
 
 # Routes that read their own body (to enforce limits and name every bad field) document it
 # through these schemas.
-_BODY_SCHEMAS = (ModelCreate, VersionCreate, VersionPatch, PredictionBatch, LabelBatch)
+_BODY_SCHEMAS = (ModelCreate, ModelPatch, VersionCreate, VersionPatch, PredictionBatch,
+                 LabelBatch, MaintenanceCreate)
 
 
 def _authenticator(engine: Any, settings: Settings) -> Authenticator:
@@ -77,10 +81,14 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
 
     registry, service_registry = build_registries()
     service_metrics = ServiceMetrics(service_registry)
+    def quality_snapshot() -> dict[str, Any]:
+        snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
+                             max_versions=settings.metrics_max_versions, jobs=JOBS)
+        snap["model_policy"] = model_policy.paging_by_model(settings, snap["policies"])
+        return snap
+
     registry.register(QualityCollector(
-        lambda: load_snapshot(
-            engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
-            max_versions=settings.metrics_max_versions, jobs=JOBS),
+        quality_snapshot,
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))

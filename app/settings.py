@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # Label-dependent jobs (calibration, cohorts, label coverage) evaluate the window that
     # ended this long ago, so that delayed labels have arrived; 0 evaluates the latest window.
     label_lag_seconds: float = Field(default=0.0, ge=0)
+    # Silence, in seconds, after which a model's missing predictions page (the
+    # ModelmonNoPredictions alert compares with the exported modelmon_model_expected_interval_
+    # seconds). A model's policy may set its own, or null for a batch model that never fires it.
+    expected_interval_seconds: float | None = Field(default=1800.0, gt=0)
+    # Whether a model's critical findings page (true) or only make tickets (false): exported
+    # as modelmon_model_paging; a model's policy may set its own.
+    page: bool = True
     retention_days: int = Field(default=30, ge=1)
     # Labels stored before their prediction, per model; past it a label batch that would add
     # more is refused (422 naming them). Retention counts them again exactly.

@@ -17,7 +17,8 @@ from app.storage.partitions import PartitionManager, partition_name
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
 TABLES = {"models", "model_versions", "prediction_keys", "predictions", "labels",
-          "reference_profiles", "weight_stats", "version_deltas", "metric_results", "job_runs"}
+          "reference_profiles", "weight_stats", "version_deltas", "metric_results", "job_runs",
+          "maintenance_windows"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -148,3 +149,41 @@ def test_prediction_documents_move_between_jsonb_and_json_unchanged(pg_url):
     finally:
         engine.dispose()
         drop_pg_database(url)
+
+
+def test_policy_revision_round_trips_with_models_in_place(fresh_url):
+    """Revision 0010 adds models.policy and maintenance_windows: a model stored before it
+    reads back with no policy; downgrading drops both and keeps the model (and its versions:
+    nothing cascades); upgrading again restores them empty."""
+    engine = make_engine(Settings(database_url=fresh_url))
+    now = datetime.now(UTC)
+    try:
+        migrate.upgrade(engine, "0009")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO models (id, name, task, features, cohort_keys, created_at) VALUES "
+                "(1, 'm', 'regression', '[]', '[]', :t)"), {"t": now})
+            conn.execute(text(
+                "INSERT INTO model_versions (model_id, version, created_at, registered_at, "
+                "metadata) VALUES (1, 'v1', :t, :t, '{}')"), {"t": now})
+        migrate.upgrade(engine)
+        assert "policy" in {c["name"] for c in inspect(engine).get_columns("models")}
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT policy FROM models")).scalar_one() is None
+            conn.execute(text("UPDATE models SET policy = :p"), {"p": '{"page": false}'})
+            conn.execute(text(
+                "INSERT INTO maintenance_windows (model_id, starts_at, ends_at, reason, "
+                "created_at) VALUES (1, :t, :t, 'retrain', :t)"), {"t": now})
+        migrate.downgrade(engine, "0009")
+        assert "maintenance_windows" not in _tables(engine)
+        assert "policy" not in {c["name"] for c in inspect(engine).get_columns("models")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == 1
+            assert conn.execute(text("SELECT name FROM models")).scalar_one() == "m"
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT policy FROM models")).scalar_one() is None
+            assert conn.execute(text("SELECT count(*) FROM maintenance_windows")
+                                ).scalar_one() == 0
+    finally:
+        engine.dispose()

@@ -1,5 +1,6 @@
-"""The audit trail: every administrative request (registering models and versions, uploading
-references and weights), whoever made it and how it ended, kept in `audit_log`."""
+"""The audit trail: every administrative request (registering and changing models and
+versions, uploading references and weights, opening and cancelling maintenance windows),
+whoever made it and how it ended, kept in `audit_log`."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from app.storage import tokens
 
 log = logging.getLogger("modelmon.audit")
 ACTIONS = (
-    (re.compile(r"^/v1/models/?$"), "model.register"),
-    (re.compile(r"^/v1/models/[^/]+/versions/?$"), "version.register"),
-    (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/reference/?$"), "reference.upload"),
-    (re.compile(r"^/v1/models/[^/]+/versions/[^/]+/weights/?$"), "weights.upload"),
+    ("POST", re.compile(r"^/v1/models/?$"), "model.register"),
+    ("PATCH", re.compile(r"^/v1/models/[^/]+/?$"), "model.update"),
+    ("POST", re.compile(r"^/v1/models/[^/]+/versions/?$"), "version.register"),
+    ("PATCH", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/?$"), "version.update"),
+    ("POST", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/reference/?$"), "reference.upload"),
+    ("POST", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/weights/?$"), "weights.upload"),
+    ("POST", re.compile(r"^/v1/models/[^/]+/maintenance/?$"), "maintenance.open"),
+    ("DELETE", re.compile(r"^/v1/models/[^/]+/maintenance/[^/]+/?$"), "maintenance.cancel"),
 )
 
 
 def action_of(method: str, path: str) -> str | None:
-    if method != "POST":
-        return None
-    return next((name for pattern, name in ACTIONS if pattern.match(path)), None)
+    return next((name for verb, pattern, name in ACTIONS
+                 if verb == method and pattern.match(path)), None)
 
 
 class AuditTrail:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -13,27 +14,45 @@ from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import (
     ErrorBody,
+    MaintenanceCreate,
+    MaintenanceRead,
     ModelCreate,
+    ModelPatch,
     ModelRead,
     VersionCreate,
     VersionPatch,
     VersionRead,
+    policy_overrides,
 )
 from app.errors import ApiError, Problem
-from app.storage import registry
+from app.evaluation import policy as model_policy
+from app.settings import Settings
+from app.storage import maintenance, registry
 
 router = APIRouter(prefix="/v1/models", tags=["models"],
                    responses=auth_responses(),
                    dependencies=[Depends(scoped({"GET": "read", "POST": "admin",
-                                                  "PATCH": "admin"}))])
+                                                  "PATCH": "admin", "DELETE": "admin"}))])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)
 }
 
 
-def _model_read(row: registry.ModelRow, n_versions: int) -> dict[str, Any]:
-    return ModelRead(**row.definition(), created_at=row.created_at,
-                     versions=n_versions).model_dump(mode="json")
+def _model_read(row: registry.ModelRow, n_versions: int, settings: Settings) -> dict[str, Any]:
+    policy = {"overrides": row.policy,
+              "effective": model_policy.effective(settings, row.policy).to_dict()}
+    return ModelRead(**row.definition(), created_at=row.created_at, versions=n_versions,
+                     policy=policy).model_dump(mode="json")
+
+
+def _check_policy(settings: Settings, overrides: dict[str, Any], features: list[str],
+                  cohort_keys: list[str]) -> None:
+    """422 naming every field path of a typed policy that its model or the ordering of the
+    effective lines refuses."""
+    bad = model_policy.problems(settings, overrides, features, cohort_keys)
+    if bad:
+        raise ApiError(422, "validation_error", "the policy is invalid; see details",
+                       [Problem(problem, field=path) for path, problem in bad])
 
 
 def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
@@ -63,33 +82,66 @@ def _conflict(what: str, fields: list[str]) -> ApiError:
 async def create_model(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
     spec = await read_model(request, settings, ModelCreate)
     check_models(request, [spec.name])
-    definition = spec.model_dump(mode="json")
+    definition = spec.model_dump(mode="json", exclude={"policy"})
+    policy = None if spec.policy is None else policy_overrides(spec.policy)
+    if policy is not None:
+        _check_policy(settings, policy, [f.name for f in spec.features], spec.cohort_keys)
 
     def run() -> tuple[dict[str, Any], bool]:
         with engine.begin() as conn:
             try:
-                row, created = registry.create_model(conn=conn, definition=definition)
+                row, created = registry.create_model(conn=conn, definition=definition,
+                                                     policy=policy)
             except registry.ConflictError as exc:
                 raise _conflict(f"model {spec.name!r}", exc.fields) from None
-            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id)), created
+            n = registry.count_versions(conn=conn, model_id=row.id)
+            return _model_read(row, n, settings), created
 
     body, created = await run_in_threadpool(run)
     return JSONResponse(body, status_code=201 if created else 200)
 
 
 @router.get("", response_model=list[ModelRead], summary="List models")
-def list_models(request: Request, engine: EngineDep) -> list[dict[str, Any]]:
+def list_models(request: Request, engine: EngineDep, settings: SettingsDep
+                ) -> list[dict[str, Any]]:
     principal = getattr(request.state, "principal", None)
     with engine.connect() as conn:
-        return [_model_read(row, n) for row, n in registry.list_models(conn=conn)
+        return [_model_read(row, n, settings) for row, n in registry.list_models(conn=conn)
                 if principal is None or principal.may_touch(row.name)]
 
 
-@router.get("/{model}", response_model=ModelRead, responses=ERRORS, summary="Get a model")
-def get_model(model: str, engine: EngineDep) -> dict[str, Any]:
+@router.get("/{model}", response_model=ModelRead, responses=ERRORS,
+            summary="Get a model, with its policy (overrides and effective values)")
+def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     with engine.connect() as conn:
         row = registry.require_model(conn=conn, name=model)
-        return _model_read(row, registry.count_versions(conn=conn, model_id=row.id))
+        return _model_read(row, registry.count_versions(conn=conn, model_id=row.id), settings)
+
+
+@router.patch(
+    "/{model}",
+    response_model=ModelRead,
+    responses=ERRORS,
+    openapi_extra=body_doc(ModelPatch),
+    summary="Replace a model's policy",
+)
+async def patch_model(model: str, request: Request, engine: EngineDep,
+                      settings: SettingsDep) -> dict[str, Any]:
+    """The policy sent replaces the stored one whole; the next job windows and every report
+    apply it, and /metrics exports its paging and expected interval at the next scrape."""
+    spec = await read_model(request, settings, ModelPatch)
+    check_models(request, [model])
+    policy = policy_overrides(spec.policy)
+
+    def run() -> dict[str, Any]:
+        with engine.begin() as conn:
+            m = registry.require_model(conn=conn, name=model)
+            _check_policy(settings, policy, [f["name"] for f in m.features], m.cohort_keys)
+            row = registry.set_policy(conn=conn, model=m, policy=policy)
+            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id),
+                               settings)
+
+    return await run_in_threadpool(run)
 
 
 @router.post(
@@ -117,6 +169,12 @@ async def create_version(model: str, request: Request, engine: EngineDep,
             except registry.ConflictError as exc:
                 raise _conflict(f"version {spec.version!r} of {model[:128]!r}",
                                 exc.fields) from None
+            if created and spec.maintenance_seconds is not None:
+                now = datetime.now(UTC)
+                maintenance.open_window(
+                    conn=conn, model_id=m.id, starts_at=now,
+                    ends_at=now + timedelta(seconds=spec.maintenance_seconds),
+                    reason=f"version {spec.version} registered")
             return _version_read(m.name, row), created
 
     body, created = await run_in_threadpool(run, engine)
@@ -158,3 +216,60 @@ async def patch_version(model: str, version: str, request: Request, engine: Engi
                                                                training=training))
 
     return await run_in_threadpool(run)
+
+
+WindowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the window's id")]
+
+
+def _window_read(model: str, row: maintenance.MaintenanceRow) -> dict[str, Any]:
+    return MaintenanceRead(id=row.id, model=model, start=row.starts_at, end=row.ends_at,
+                           reason=row.reason, created_at=row.created_at,
+                           open=row.is_open(datetime.now(UTC))).model_dump(mode="json")
+
+
+@router.post(
+    "/{model}/maintenance",
+    status_code=201,
+    response_model=MaintenanceRead,
+    responses=ERRORS,
+    openapi_extra=body_doc(MaintenanceCreate),
+    summary="Open a maintenance window: the model's drift, calibration and cohort pages are "
+            "suppressed while it is open",
+)
+async def open_maintenance(model: str, request: Request, engine: EngineDep,
+                           settings: SettingsDep) -> JSONResponse:
+    spec = await read_model(request, settings, MaintenanceCreate)
+    check_models(request, [model])
+
+    def run() -> dict[str, Any]:
+        with engine.begin() as conn:
+            m = registry.require_model(conn=conn, name=model)
+            return _window_read(m.name, maintenance.open_window(
+                conn=conn, model_id=m.id, starts_at=spec.start, ends_at=spec.end,
+                reason=spec.reason))
+
+    return JSONResponse(await run_in_threadpool(run), status_code=201)
+
+
+@router.get("/{model}/maintenance", response_model=list[MaintenanceRead], responses=ERRORS,
+            summary="List a model's maintenance windows, latest start first")
+def list_maintenance(model: str, engine: EngineDep) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        return [_window_read(m.name, w)
+                for w in maintenance.list_windows(conn=conn, model_id=m.id)]
+
+
+@router.delete("/{model}/maintenance/{window_id}", response_model=MaintenanceRead,
+               responses=ERRORS, summary="Cancel a maintenance window (removes it)")
+def cancel_maintenance(model: str, window_id: WindowId, request: Request,
+                       engine: EngineDep) -> dict[str, Any]:
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        row = maintenance.cancel(conn=conn, model_id=m.id, window_id=window_id)
+        if row is None:
+            raise ApiError(404, "unknown_maintenance_window",
+                           f"model {m.name!r} has no maintenance window of this id",
+                           [Problem("no such window of this model", field="window_id")])
+        return _window_read(m.name, row)

@@ -6,7 +6,7 @@ collecting every problem); their classes here document the contract in the spec.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,8 +17,13 @@ from pydantic import (
     FiniteFloat,
     StringConstraints,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
+
+from app.evaluation import policy as model_policy
+from app.evaluation.compute import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
+from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -42,6 +47,53 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _knob(name: str) -> tuple[Any, Any]:
+    """A policy knob's type and range: its default setting's own, so a knob never takes a
+    value the setting would refuse. Unset means the default; null only where the setting is
+    nullable."""
+    sf = Settings.model_fields[model_policy.setting_of(name)]
+    inner = [a for a in getattr(sf.annotation, "__args__", ()) if a is not type(None)]
+    nullable = len(inner) == 1
+    typ = inner[0] if nullable else sf.annotation
+    if sf.metadata:
+        typ = Annotated[typ, *sf.metadata]  # type: ignore[misc]
+    return (typ | None if nullable else typ), Field(default=None, description=(
+        f"default MODELMON_{model_policy.setting_of(name).upper()}; docs/policy.md"))
+
+
+class StrictPolicy(BaseModel):
+    # Strict types: "0.2" is not a number and 1 is not true; a knob's type is what it says.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+FeaturePolicy = create_model(  # type: ignore[call-overload]
+    "FeaturePolicy", __base__=StrictPolicy, **{k: _knob(k) for k in PER_FEATURE_FIELDS})
+CohortKeyPolicy = create_model(  # type: ignore[call-overload]
+    "CohortKeyPolicy", __base__=StrictPolicy,
+    **{k: _knob(k) for k in PER_COHORT_KEY_FIELDS})
+Policy = create_model(  # type: ignore[call-overload]
+    "Policy", __base__=StrictPolicy,
+    __doc__="A model's overrides of the service-wide defaults (docs/policy.md): any "
+    "threshold, label lag, expected interval (null: a batch model) and whether critical "
+    "findings page; per feature and per cohort key, the fields listed there.",
+    **{k: _knob(k) for k in (*model_policy.threshold_knobs(), *model_policy.MODEL_KNOBS)},
+    features=(dict[Name, FeaturePolicy] | None, Field(default=None, max_length=2000)),
+    cohort_keys=(dict[Name, CohortKeyPolicy] | None, Field(default=None, max_length=100)),
+)
+
+
+def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
+    """What a policy sets, as stored: only the knobs sent (an unset knob follows its
+    default, also when the default changes later)."""
+    if p is None:
+        return {}
+    out = p.model_dump(mode="json", exclude_unset=True)
+    for kind in ("features", "cohort_keys"):
+        if not out.get(kind, True):  # null or {}: nothing overridden
+            del out[kind]
+    return out
+
+
 class FeatureSpec(Strict):
     name: Name
     type: Literal["numeric", "categorical"]
@@ -58,6 +110,10 @@ class ModelCreate(Strict):
         description="Classification only. Binary: exactly two, the second is the positive class "
         '(default ["0", "1"]). Integers are taken as their decimal string (0 is "0").',
     )
+    policy: Policy | None = Field(  # type: ignore[valid-type]
+        default=None, description="Overrides of the service-wide thresholds and alerting "
+        "for this model (docs/policy.md); omitted on a re-registration, the stored policy "
+        "stands. PATCH /v1/models/{model} changes it.")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -99,6 +155,23 @@ class ModelCreate(Strict):
         return self
 
 
+class PolicyRead(BaseModel):
+    overrides: dict[str, Any] = Field(description="what the model's policy sets")
+    effective: dict[str, Any] = Field(description="every knob's value in force: the policy's, "
+                                      "else the service-wide default")
+
+
+class ModelPatch(Strict):
+    """What PATCH /v1/models/{model} changes: the policy, replaced whole (send {} to follow
+    the service-wide defaults again)."""
+
+    policy: Policy  # type: ignore[valid-type]
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "policy": {"psi_critical": 0.1, "expected_interval_seconds": None, "page": False,
+                   "features": {"amount": {"psi_warning": 0.05}}}}})
+
+
 class ModelRead(BaseModel):
     name: str
     task: Task
@@ -107,10 +180,16 @@ class ModelRead(BaseModel):
     classes: list[str] | None
     created_at: datetime
     versions: int = Field(description="number of registered versions")
+    policy: PolicyRead
 
     model_config = ConfigDict(json_schema_extra={"example": {
         **ModelCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
-        "created_at": "2026-11-23T10:00:00Z", "versions": 2}})
+        "created_at": "2026-11-23T10:00:00Z", "versions": 2,
+        "policy": {"overrides": {"psi_critical": 0.1, "page": False},
+                   "effective": {"psi_critical": 0.1, "psi_warning": 0.015, "page": False,
+                                 "expected_interval_seconds": 1800.0,
+                                 "label_lag_seconds": 0.0, "features": {},
+                                 "cohort_keys": {}}}}})
 
 
 class Regularization(Strict):
@@ -176,12 +255,20 @@ class VersionPatch(Strict):
     training: Training
 
 
+MAX_MAINTENANCE_SECONDS = 31 * 86_400
+
+
 class VersionCreate(Strict):
     version: Name
     created_at: datetime | None = Field(
         default=None, description="when the version was trained; defaults to registration time"
     )
     metadata: VersionMetadata = Field(default_factory=VersionMetadata)
+    maintenance_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_MAINTENANCE_SECONDS, strict=True,
+        description="open a maintenance window of the model for this long from registration "
+        "(a rollout's drift settling): its drift, calibration and cohort pages are "
+        "suppressed meanwhile, tickets still flow. Only a new registration opens one.")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -202,6 +289,52 @@ class VersionCreate(Strict):
             }
         }
     )
+
+
+class MaintenanceCreate(Strict):
+    """A maintenance (retraining) window: while it is open, the model's drift, calibration
+    and cohort pages are suppressed; their tickets still flow (docs/policy.md)."""
+
+    start: datetime = Field(description="ISO 8601; without an offset it is taken as UTC")
+    end: datetime = Field(description="after start, at most 31 days later")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "start": "2026-12-03T10:00:00Z", "end": "2026-12-03T14:00:00Z",
+        "reason": "retraining on November data"}})
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceCreate:
+        try:
+            start, end = _utc(self.start), _utc(self.end)
+        except OverflowError:
+            raise ValueError("start and end must be representable in UTC") from None
+        if end <= start:
+            raise ValueError("end must be after start")
+        if (end - start).total_seconds() > MAX_MAINTENANCE_SECONDS:
+            raise ValueError("a maintenance window lasts at most 31 days; open another "
+                             "when it ends")
+        self.start, self.end = start, end
+        return self
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+class MaintenanceRead(BaseModel):
+    id: int
+    model: str
+    start: datetime
+    end: datetime
+    reason: str
+    created_at: datetime
+    open: bool = Field(description="whether the window is open now")
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "id": 7, "model": "fraud",
+        **MaintenanceCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]
+        "created_at": "2026-12-03T09:55:00Z", "open": True}})
 
 
 class VersionRead(BaseModel):

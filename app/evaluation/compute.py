@@ -8,7 +8,8 @@ of a window's bucket summaries (app/evaluation/summaries.py), never raw rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,32 @@ class Thresholds:
     def from_settings(cls, s: Settings) -> Thresholds:
         return cls(**{k: getattr(s, f"threshold_{k}") for k in cls.__dataclass_fields__})
 
+    def overlay(self, overrides: Mapping[str, Any]) -> Thresholds:
+        """These thresholds with the fields ``overrides`` names replaced (other keys are
+        not thresholds and are ignored)."""
+        mine = {k: v for k, v in overrides.items() if k in self.__dataclass_fields__}
+        return replace(self, **mine) if mine else self
+
+    def stated(self, fields: tuple[str, ...]) -> dict[str, Any]:
+        """The values of ``fields``, as a report or a stored row states what it applied."""
+        return {k: getattr(self, k) for k in fields if k in self.__dataclass_fields__}
+
+
+# The thresholds each decision reads, stated with it in reports and stored results.
+DRIFT_FIELDS = ("alpha_warning", "alpha_critical", "psi_moderate", "psi_major", "psi_warning",
+                "psi_critical", "ks_d", "ks_alpha", "min_n", "missing_rise", "out_of_range_rise",
+                "new_category_rise")
+CALIBRATION_FIELDS = ("alpha_warning", "alpha_critical", "ece_warning", "ece_critical",
+                      "min_n", "calibration_bins")
+COHORT_FIELDS = ("alpha_warning", "alpha_critical", "cohort_ratio_critical", "cohort_min_n")
+LABEL_FIELDS = ("min_n", "coverage_warning")
+# What a model's policy may set per feature and per cohort key: the effect sizes and
+# minimum n. The error rates (alpha) stay the model's: they are corrected across the columns
+# or cohorts tested together.
+PER_FEATURE_FIELDS = ("psi_moderate", "psi_major", "psi_warning", "psi_critical", "ks_d",
+                      "min_n", "missing_rise", "out_of_range_rise", "new_category_rise")
+PER_COHORT_KEY_FIELDS = ("cohort_ratio_critical", "cohort_min_n")
+
 
 def _line(threshold: float, noise: float) -> tuple[float, str]:
     """The line a statistic must pass: the larger of the effect threshold and the noise
@@ -110,7 +137,7 @@ def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) ->
         "n_reference": col.n_reference_valid, "n_current": total - int(cur_counts[-1]),
         "bins": list(col.binning.labels()), "reference_counts": list(col.reference_counts),
         "current_counts": cur_counts.tolist(), "status": p.status, "reason": p.reason,
-        "psi_gate": _psi_gate(col, total, th, m),
+        "psi_gate": _psi_gate(col, total, th, m), "thresholds": th.stated(DRIFT_FIELDS),
     }
     out["missing_decision"] = _decide_missing(out, total, n_ref_total, th, m)
     n_valid = total - int(cur_counts[-1])
@@ -230,14 +257,18 @@ def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:
     return OK
 
 
-def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str, Any]:
+def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
+          features: Mapping[str, Thresholds] | None = None) -> dict[str, Any]:
     """Per feature PSI, KS (Benjamini-Hochberg across features), missing rate, decision; and
     the same for the prediction. Every column's gates are corrected for the m columns
-    tested (the features and the prediction)."""
+    tested (the features and the prediction). ``features`` holds the thresholds of features
+    whose policy overrides the model's; each column states the thresholds it applied."""
     d = window.drift if window.drift is not None else DriftSummary(
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
     m = len(cp.columns)
-    rows = [_column_drift(col, d, th, m) for col in cp.columns if not col.is_prediction]
+    of = features or {}
+    rows = [_column_drift(col, d, of.get(col.name, th), m) for col in cp.columns
+            if not col.is_prediction]
     corrected = correct_ks({r["feature"]: r["_ks"] for r in rows if "_ks" in r}, "bh")
     for r in rows:
         k = corrected.get(r["feature"], r.pop("_ks", None))
@@ -245,7 +276,7 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str
         if k is not None:
             r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
-        r["decision"] = _decide_drift(r, th)
+        r["decision"] = _decide_drift(r, of.get(r["feature"], th))
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:
@@ -270,6 +301,7 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
     r = calibration_from_sums(kind, sums, bins, min_n=th.min_n)
     out = r.to_dict()
     out["label_coverage"] = coverage
+    out["thresholds"] = th.stated(CALIBRATION_FIELDS)
     if r.ece is None:
         out.update(decision=INSUFFICIENT_DATA, gate="min_n", decision_reason=r.reason)
         return out
@@ -298,21 +330,26 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
     return out
 
 
-def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds) -> dict[str, Any]:
+def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds,
+            keys: Mapping[str, Thresholds] | None = None) -> dict[str, Any]:
     """Per cohort key: each decidable cohort's error against the rest of the traffic, one
     sided, Bonferroni across the key's decidable cohorts (error rates: the pooled
     two-proportion test; regression: Welch's test on the absolute errors); a warning at
     alpha_warning, critical at alpha_critical with an error rate (or MAE) at least
-    ``cohort_ratio_critical`` times the rest's."""
+    ``cohort_ratio_critical`` times the rest's. ``keys`` holds the thresholds of cohort keys
+    whose policy overrides the model's."""
     task = TASK[model.task]
     o = window.outcome
     out: dict[str, Any] = {}
+    model_th = th
     for key in model.cohort_keys:
+        th = (keys or {}).get(key, model_th)
         sums = o.cohorts.get(key) or CohortSums((), np.zeros(0, np.int64), np.zeros(0),
                                                 np.zeros(0))
         r = cohort_from_sums(sums, task=task, min_n=th.cohort_min_n,
                              n_dropped=o.n - o.labeled)
         d = r.to_dict()
+        d["thresholds"] = th.stated(COHORT_FIELDS)
         decidable = {c["cohort"] for c in d["cohorts"] if c["decidable"]}
         tested = [name in decidable for name in sums.cohorts]
         if task == "regression":
@@ -360,4 +397,5 @@ def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
         "label_delay_p50_seconds": q(0.5), "label_delay_p90_seconds": q(0.9),
         "decision": (INSUFFICIENT_DATA if n < th.min_n or coverage is None
                      else WARNING if coverage < th.coverage_warning else OK),
+        "thresholds": th.stated(LABEL_FIELDS),
     }

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from app.errors import ApiError, Problem, not_found
 from app.evaluation import compute, windows
+from app.evaluation import policy as model_policy
 from app.evaluation.catalogue import METRICS
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
@@ -53,8 +54,8 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
 def scope(conn: Connection, settings: Settings, model_name: str, version: str | None,
           start: datetime | None, end: datetime | None, *, needs_labels: bool = False) -> Scope:
     model = registry.require_model(conn=conn, name=model_name)
-    asked = window(settings, start, end,
-                   lag_seconds=settings.label_lag_seconds if needs_labels else 0.0)
+    lag = model_policy.effective(settings, model.policy).label_lag_seconds
+    asked = window(settings, start, end, lag_seconds=lag if needs_labels else 0.0)
     s, e = whole_buckets(*asked, settings.job_interval_seconds)
     if version is not None:
         chosen = [(registry.require_version(conn=conn, model=model, version=version).id,
@@ -66,12 +67,15 @@ def scope(conn: Connection, settings: Settings, model_name: str, version: str | 
     return Scope(model, chosen, s, e, asked)
 
 
-def _envelope(sc: Scope, versions: list[dict[str, Any]]) -> dict[str, Any]:
+def _envelope(sc: Scope, versions: list[dict[str, Any]],
+              pol: model_policy.EffectivePolicy) -> dict[str, Any]:
+    """The report, with the model's effective policy it applied (each row also states the
+    thresholds of its own decision)."""
     return {"model": sc.model.name, "task": sc.model.task, "window_start": sc.start.isoformat(),
             "window_end": sc.end.isoformat(),
             "requested_start": sc.requested[0].isoformat(),
             "requested_end": sc.requested[1].isoformat(), "versions": versions,
-            "empty": all(v.get("n", 0) == 0 for v in versions)}
+            "empty": all(v.get("n", 0) == 0 for v in versions), "policy": pol.to_dict()}
 
 
 def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
@@ -83,7 +87,7 @@ def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
 
 def drift_report(conn: Connection, settings: Settings, sc: Scope,
                  profiles: ProfileCache) -> dict[str, Any]:
-    th = compute.Thresholds.from_settings(settings)
+    pol = model_policy.effective(settings, sc.model.policy)
     out = []
     now = datetime.now(UTC)
     for vid, name in sc.versions:
@@ -95,29 +99,30 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
         if ref.profile is None:
             entry.update(features=[], prediction=None)
         else:
-            entry.update(compute.drift(w, ref.profile, th))
+            entry.update(compute.drift(w, ref.profile, pol.thresholds, pol.features))
         out.append(entry)
-    return _envelope(sc, out)
+    return _envelope(sc, out, pol)
 
 
 def calibration_report(conn: Connection, settings: Settings, sc: Scope,
                        bins: int | None) -> dict[str, Any]:
-    th = compute.Thresholds.from_settings(settings)
+    pol = model_policy.effective(settings, sc.model.policy)
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
-                    **compute.calibration(sc.model, w, th, bins)})
-    return _envelope(sc, out)
+                    **compute.calibration(sc.model, w, pol.thresholds, bins)})
+    return _envelope(sc, out, pol)
 
 
 def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
-    th = compute.Thresholds.from_settings(settings)
+    pol = model_policy.effective(settings, sc.model.policy)
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
-        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(sc.model, w, th)})
-    return _envelope(sc, out)
+        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(
+            sc.model, w, pol.thresholds, pol.cohort_keys)})
+    return _envelope(sc, out, pol)
 
 
 def history_report(conn: Connection, settings: Settings, model_name: str, metric: str,

@@ -38,26 +38,29 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
                           "current_counts": f["current_counts"], "bins": f["bins"]}))
         rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
                          f["n_current"], f["missing_rate"], f["missing_decision"],
-                         "share of nulls", {"reference": f["reference_missing_rate"]}))
+                         "share of nulls", {"reference": f["reference_missing_rate"],
+                                            "thresholds": f["thresholds"]}))
         if f.get("out_of_range_decision") is not None:
             rows.append(_row("drift", *args, "feature_out_of_range_ratio", f["feature"],
                              w.start, w.end, f["n_current"], f["out_of_range_rate"],
                              f["out_of_range_decision"], "share outside the reference's "
                              "[min, max]; binomial test against the Beta(2, n_ref - 1) "
                              "quantile of the mass outside it",
-                             {"null": f["out_of_range_null"]}))
+                             {"null": f["out_of_range_null"], "thresholds": f["thresholds"]}))
         if f.get("new_category_decision") is not None:
             rows.append(_row("drift", *args, "feature_new_category_ratio", f["feature"],
                              w.start, w.end, f["n_current"], f["new_category_rate"],
                              f["new_category_decision"], "share in no reference category; "
                              "two-proportion test against the reference's share",
-                             {"reference": f["reference_new_category_rate"]}))
+                             {"reference": f["reference_new_category_rate"],
+                              "thresholds": f["thresholds"]}))
         if f["type"] == "numeric":
             rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
                              w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,
                              {"pvalue": f["ks_pvalue"],
                               "pvalue_adjusted": f["ks_pvalue_adjusted"],
-                              "threshold": f.get("ks_threshold"), "gate": f.get("ks_gate")}))
+                              "threshold": f.get("ks_threshold"), "gate": f.get("ks_gate"),
+                              "thresholds": f["thresholds"]}))
     p = report["prediction"]
     if p is not None:
         rows.append(_row("drift", model, w.version_id, "prediction_psi", "", w.start, w.end,
@@ -69,7 +72,8 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
                              w.start, w.end, p["n_current"], p["ks_statistic"], p["decision"],
                              ks_method, {"pvalue": p["ks_pvalue"],
                                          "threshold": p.get("ks_threshold"),
-                                         "gate": p.get("ks_gate")}))
+                                         "gate": p.get("ks_gate"),
+                                         "thresholds": p["thresholds"]}))
     return rows
 
 
@@ -79,7 +83,7 @@ def _psi_detail(f: dict[str, Any]) -> dict[str, Any]:
             "decision_reason": f.get("decision_reason"),
             "horizon_seconds": f.get("horizon_seconds"),
             "min_support": f["psi_gate"].get("min_support"),
-            "lines": f["psi_gate"].get("lines")}
+            "lines": f["psi_gate"].get("lines"), "thresholds": f["thresholds"]}
 
 
 def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
@@ -90,7 +94,7 @@ def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> lis
               "gate": r.get("gate"), "noise_quantile": r.get("noise_quantile"),
               "lines": r.get("lines"), "min_support": r.get("min_support"),
               "decision_reason": r.get("decision_reason"),
-              "horizon_seconds": r.get("horizon_seconds")}
+              "horizon_seconds": r.get("horizon_seconds"), "thresholds": r.get("thresholds")}
     return [
         _row("calibration", model, w.version_id, metric, "", w.start, w.end, r["n"], r[key],
              r["decision"], method, detail if metric == "calibration_ece" else None)
@@ -117,6 +121,7 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
                                             "delta_error_rate", "delta_mae", "delta_rmse",
                                             "rest_error_rate", "rest_mae", "pvalue",
                                             "pvalue_adjusted", "gate", "horizon_seconds")}
+            detail["thresholds"] = r.get("thresholds")
             metric, value = (("cohort_mae", c.get("mae")) if regression
                              else ("cohort_error_ratio", c.get("error_rate")))
             rows.append(_row("cohorts", model, w.version_id, metric, subject, w.start, w.end,
@@ -130,7 +135,8 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
 def label_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
     return [
         _row("labels", model, w.version_id, "label_coverage", "", w.start, w.end, r["n"],
-             r["label_coverage"], r["decision"], "labeled / predictions in window", None),
+             r["label_coverage"], r["decision"], "labeled / predictions in window",
+             {"thresholds": r.get("thresholds")}),
         _row("labels", model, w.version_id, "label_delay_p50_seconds", "", w.start, w.end,
              r["labeled"], r["label_delay_p50_seconds"], "ok", "median label - prediction time",
              None),

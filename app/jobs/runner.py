@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from app.evaluation import compute, windows
+from app.evaluation import policy as model_policy
 from app.evaluation import results as result_rows
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
@@ -66,9 +67,10 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
     """The result rows of one job window; ``counts``, when given, gets the predictions and
     labeled predictions the window held (summed over its versions)."""
     counts = {} if counts is None else counts
-    th = compute.Thresholds.from_settings(settings)
-    if job in LABEL_JOBS and settings.label_lag_seconds:
-        lag = timedelta(seconds=settings.label_lag_seconds)
+    pol = model_policy.effective(settings, model.policy)
+    th, per_feature, per_key = pol.thresholds, pol.features, pol.cohort_keys
+    if job in LABEL_JOBS and pol.label_lag_seconds:
+        lag = timedelta(seconds=pol.label_lag_seconds)
         start, end = start - lag, end - lag
     rows: list[Row] = []
     bucket = settings.job_interval_seconds
@@ -85,12 +87,13 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
                                   cp=ref.profile, max_cohort_values=cap)
                 _count(counts, w)
-                report = compute.drift(w, ref.profile, th)
+                report = compute.drift(w, ref.profile, th, per_feature)
                 if longer and _too_small(report):
                     wl = windows.merge(conn, model, version_id, long_start, end,
                                        bucket_seconds=bucket, cp=ref.profile,
                                        max_cohort_values=cap)
-                    short, long = _split_drift(report, compute.drift(wl, ref.profile, th), wl)
+                    short, long = _split_drift(
+                        report, compute.drift(wl, ref.profile, th, per_feature), wl)
                     rows += result_rows.drift_rows(model, wl, long, ref.info)
                     report = short
                 rows += result_rows.drift_rows(model, w, report, ref.info)
@@ -114,10 +117,11 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
             rows += result_rows.calibration_rows(model, w, r)
         elif job == "cohorts":
             if model.cohort_keys:
-                r = compute.cohorts(model, w, th)
+                r = compute.cohorts(model, w, th, per_key)
                 if longer and _too_small_cohorts(r):
                     wl = long_window()
-                    short, long = _split_cohorts(r, compute.cohorts(model, wl, th), wl)
+                    short, long = _split_cohorts(r, compute.cohorts(model, wl, th, per_key),
+                                                 wl)
                     rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
                     r = short
                 rows += result_rows.cohort_rows(model, w, r)

@@ -439,6 +439,7 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
     for model, ts in snap["last_prediction"].items():
         gauge("modelmon_model_last_prediction_timestamp_seconds", "Newest stored prediction.",
               ["model"]).add_metric([model], ts)
+    _policy(snap.get("model_policy", {}), snap.get("maintenance", {}), gauge)
     labeled = CounterMetricFamily("modelmon_labeled_predictions", "Labeled predictions "
                                   "evaluated so far.", labels=["model"])
     errors = CounterMetricFamily("modelmon_prediction_errors", "Wrong labeled predictions.",
@@ -485,6 +486,25 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
                       f"the overall {norm.upper()} norm.", names).add_metric(
                     labels, o[f"{norm}_relative_change"])
     return list(fams.values())
+
+
+def _policy(policies: dict[str, tuple[float | None, bool]], maintenance: dict[str, bool],
+            gauge: Any) -> None:
+    """Each model's effective alerting policy, which the alert rules read, so a page follows
+    the model's policy (docs/policy.md): the silence after which missing predictions page (no
+    series for a batch model: no alert), whether critical findings page, and whether a
+    maintenance window is open."""
+    for model, (interval, page) in sorted(policies.items()):
+        if interval is not None:
+            gauge("modelmon_model_expected_interval_seconds", "Silence after which the "
+                  "model's missing predictions page (absent: a batch model).",
+                  ["model"]).add_metric([model], interval)
+        gauge("modelmon_model_paging", "1 when the model's critical findings page, 0 when "
+              "they only make tickets.", ["model"]).add_metric([model], 1.0 if page else 0.0)
+    for model, open_ in sorted(maintenance.items()):
+        gauge("modelmon_model_maintenance", "1 while a maintenance window of the model is "
+              "open (its drift, calibration and cohort pages are suppressed).",
+              ["model"]).add_metric([model], 1.0 if open_ else 0.0)
 
 
 TRAINING_GAUGES = {  # metadata.training field (the metric is modelmon_model_version_<field>)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, and_, func, select
 
 from app.storage.tables import (
     job_runs,
+    maintenance_windows,
     metric_results,
     model_versions,
     models,
@@ -29,9 +30,14 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
                   max_versions: int, jobs: Iterable[str]) -> dict[str, Any]:
     """What the quality collector exports, in queries whose cost depends on the models and
     the latest window, never on the history kept."""
-    since = datetime.now(UTC) - timedelta(seconds=max_result_age_seconds)
+    now = datetime.now(UTC)
+    since = now - timedelta(seconds=max_result_age_seconds)
     with engine.connect() as conn:
-        model_names = dict(conn.execute(select(models.c.id, models.c.name)).all())
+        policies = conn.execute(select(models.c.id, models.c.name, models.c.policy)).all()
+        model_names = {mid: name for mid, name, _ in policies}
+        mw = maintenance_windows
+        in_maintenance = set(conn.execute(select(mw.c.model_id).distinct().where(
+            mw.c.starts_at <= now, mw.c.ends_at > now)).scalars())
         vrows = conn.execute(select(model_versions).order_by(model_versions.c.model_id,
                                                              model_versions.c.id)).all()
         versions = {v.id: (model_names[v.model_id], v.version) for v in vrows}
@@ -93,6 +99,10 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
         return r["type"] if isinstance(r, dict) and r.get("type") else "unknown"
 
     return {
+        # per model: its stored policy, and whether a maintenance window is open now (the
+        # database's answer, so every replica exports the same value)
+        "policies": {name: policy or {} for _, name, policy in policies},
+        "maintenance": {name: mid in in_maintenance for mid, name in model_names.items()},
         "results": [{"model": versions[r.version_id][0], "version": versions[r.version_id][1],
                      "metric": r.metric, "subject": r.subject, "n": r.n, "value": r.value,
                      "decision": r.decision, "detail": r.detail}

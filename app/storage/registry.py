@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ class ModelRow:
     cohort_keys: list[str]
     classes: list[str] | None
     created_at: datetime
+    policy: dict[str, Any] = field(default_factory=dict)  # the knobs it overrides
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ def _model(row: Any) -> ModelRow:
     return ModelRow(
         id=row.id, name=row.name, task=row.task, features=row.features,
         cohort_keys=row.cohort_keys, classes=row.classes, created_at=as_utc(row.created_at),
+        policy=row.policy or {},
     )
 
 
@@ -107,22 +109,37 @@ def count_versions(*, conn: Connection, model_id: int) -> int:
     return int(conn.execute(q.where(model_versions.c.model_id == model_id)).scalar_one())
 
 
-def create_model(*, conn: Connection, definition: dict[str, Any]) -> tuple[ModelRow, bool]:
-    """Insert, or return the existing identical model. ``created`` tells which.
+def create_model(*, conn: Connection, definition: dict[str, Any],
+                 policy: dict[str, Any] | None = None) -> tuple[ModelRow, bool]:
+    """Insert, or return the existing identical model. ``created`` tells which. A ``policy``
+    of None matches any stored one (a pipeline re-registering without one leaves the policy
+    an operator set alone); a given one must equal the stored policy.
 
     Raises ``ConflictError`` when the name is taken by a different definition."""
     existing = get_model(conn=conn, name=definition["name"])
     if existing is None:
         try:
             with conn.begin_nested():
-                conn.execute(models.insert().values(**definition, created_at=datetime.now(UTC)))
+                conn.execute(models.insert().values(**definition, policy=policy or None,
+                                                    created_at=datetime.now(UTC)))
             return get_model(conn=conn, name=definition["name"]), True  # type: ignore[return-value]
         except IntegrityError:  # a concurrent registration won the race
             existing = get_model(conn=conn, name=definition["name"])
             assert existing is not None
-    if existing.definition() != definition:
-        raise ConflictError(_diff_fields(existing.definition(), definition))
+    differing = _diff_fields(existing.definition(), definition)
+    if policy is not None and policy != existing.policy:
+        differing.append("policy")
+    if differing:
+        raise ConflictError(differing)
     return existing, False
+
+
+def set_policy(*, conn: Connection, model: ModelRow, policy: dict[str, Any]) -> ModelRow:
+    """Replace the model's policy (an empty one follows the service-wide defaults)."""
+    conn.execute(models.update().where(models.c.id == model.id).values(policy=policy or None))
+    row = get_model(conn=conn, name=model.name)
+    assert row is not None
+    return row
 
 
 def get_version(*, conn: Connection, model_id: int, version: str) -> VersionRow | None:

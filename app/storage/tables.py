@@ -51,6 +51,22 @@ models = Table(
     # Classification only; for binary, classes[1] is the positive class.
     Column("classes", JsonType, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The model's policy: the knobs it overrides (app/evaluation/policy.py); null for none.
+    Column("policy", JsonType, nullable=True),
+)
+
+# Maintenance (retraining) windows: while one is open, the model's drift, calibration and
+# cohort pages are suppressed by the alert rules (modelmon_model_maintenance); tickets flow.
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("id", IdType, primary_key=True, autoincrement=True),
+    Column("model_id", IdType, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_maintenance_windows_model_ends", "model_id", "ends_at"),
 )
 
 model_versions = Table(

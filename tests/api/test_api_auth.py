@@ -41,6 +41,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+def operator_and_viewer(client, engine, model: dict) -> tuple[str, str]:  # noqa: ANN001
+    """An admin token ("operator") that has registered ``model``, and a read token
+    ("viewer")."""
+    admin = make_token(engine, "admin", name="operator")
+    read = make_token(engine, "read", name="viewer")
+    assert client.post("/v1/models", json=model, headers=bearer(admin)).status_code == 201
+    return admin, read
+
+
 @pytest.fixture
 def world(client, engine):  # noqa: ANN001, ANN201
     admin = make_token(engine, "admin", name="pipeline")

@@ -3,7 +3,9 @@ Prometheus with the shipped rules and scrape config, Alertmanager with the shipp
 pointed at a local webhook recorder, and `modelmon demo` streaming traffic through the API.
 
 Drift-free traffic pages nobody; the incident pages the drift alert with its labels and
-runbook, warnings make tickets; every dashboard expression and recording rule returns data.
+runbook, warnings make tickets; the model's policy turns the page off and on again and a
+maintenance window suppresses it (the ticket stays); every dashboard expression and
+recording rule returns data.
 Every process the test starts is stopped by the test, by its process id.
 """
 
@@ -14,6 +16,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,19 @@ INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
 
 def _alerts(sink: str, receiver: str) -> list[dict[str, Any]]:
     return [a for note in get_json(f"{sink}/received/{receiver}") for a in note["alerts"]]
+
+
+def _send(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _firing(prom: str, severity: str) -> list[dict[str, Any]]:
+    return query(prom, f'ALERTS{{alertname="ModelmonFeatureDriftHigh", alertstate="firing", '
+                       f'model="{INCIDENT_MODEL}", severity="{severity}"}}')
 
 
 def _demo(url: str, model: str, *extra: str, log: Path) -> None:
@@ -119,7 +136,34 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     tickets = wait_for(lambda: _alerts(sink, "ticket"), "a ticket", timeout=60)
     assert all(a["labels"]["severity"] == "warning" for a in tickets)
 
-    # 3. every dashboard expression and recording rule returns at least one series
+    # 3. the model's policy, not the rules, decides whether that finding pages: ticket-only,
+    # the critical alert stops while the warning (the ticket) stays; paging again, it returns
+    model_url = f"{url}/v1/models/{INCIDENT_MODEL}"
+    wait_for(lambda: _firing(prom, "critical"), "the critical drift alert", timeout=30)
+    _send("PATCH", model_url, {"policy": {"page": False}})
+    wait_for(lambda: not _firing(prom, "critical") and _firing(prom, "warning"),
+             "the page to stop under page: false, the ticket staying", timeout=30)
+    _send("PATCH", model_url, {"policy": {}})
+    wait_for(lambda: _firing(prom, "critical"), "the page again under the default policy",
+             timeout=30)
+
+    # 4. a maintenance window suppresses the page (the ticket stays); cancelled, it returns
+    now = datetime.now(UTC)
+    opened = _send("POST", f"{model_url}/maintenance", {
+        "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat(), "reason": "e2e retraining"})
+    wait_for(lambda: query(prom, f'modelmon_model_maintenance{{model="{INCIDENT_MODEL}"}} == 1'),
+             "the maintenance gauge", timeout=30)
+    wait_for(lambda: not _firing(prom, "critical") and _firing(prom, "warning"),
+             "the page suppressed during maintenance, the ticket staying", timeout=30)
+    _send("DELETE", f"{model_url}/maintenance/{opened['id']}")
+    wait_for(lambda: _firing(prom, "critical"), "the page after the window", timeout=30)
+    # a window stays open for the dashboards' maintenance annotation below
+    _send("POST", f"{model_url}/maintenance", {
+        "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat(), "reason": "e2e annotation"})
+
+    # 5. every dashboard expression and recording rule returns at least one series
     values = {"model": INCIDENT_MODEL, "version": "v2", "feature": "x0"}
     empty: list[str] = []
     for name in DASHBOARDS:
