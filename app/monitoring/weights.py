@@ -261,6 +261,17 @@ def _safetensors_header(f: Any, size: int) -> tuple[dict[str, Any], int]:
     return header, 8 + length
 
 
+def _entry(name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of a safetensors header entry."""
+    try:
+        st_dtype = str(info["dtype"])
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
+    return st_dtype, shape, begin, end
+
+
 def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -271,12 +282,7 @@ def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[Tens
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise WeightFileError(f"bad tensor entry: {exc!r}") from exc
         for name, info in entries:
-            try:
-                st_dtype = str(info["dtype"])
-                shape = tuple(int(s) for s in info["shape"])
-                begin, end = (int(o) for o in info["data_offsets"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
+            st_dtype, shape, begin, end = _entry(name, info)
             count = math.prod(shape)
             if st_dtype not in _SAFETENSORS_DTYPES:
                 yield _unsupported(name, shape, st_dtype, count)
@@ -441,3 +447,164 @@ def weight_delta(base: WeightSummary, candidate: WeightSummary) -> WeightDelta:
         removed=tuple(n for n in b_by if n not in c_by),
         reshaped=tuple(d.name for d in per if d.reshaped),
     )
+
+
+# --- per-feature weights ----------------------------------------------------------------
+
+TOP_K_FEATURES = 5
+MAX_IMPORTANCE_SHIFTS = 10
+
+
+def read_tensor(path: str | os.PathLike[str], name: str, *, fmt: str | None = None
+                ) -> np.ndarray:
+    """One tensor of a .npz or .safetensors file as float64, for the per-feature figures
+    (the file was already checked by read_weight_file; only this tensor is read)."""
+    p = Path(path)
+    suffix = f".{fmt}" if fmt else p.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as archive:
+                return np.asarray(archive[name], dtype=np.float64)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
+    if suffix != ".safetensors":
+        raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
+    with open(p, "rb") as f:
+        header, data_start = _safetensors_header(f, os.path.getsize(p))
+        if name == "__metadata__" or name not in header:
+            raise WeightFileError(f"no tensor {name!r} in the file")
+        st_dtype, shape, begin, end = _entry(name, header[name])
+        if st_dtype not in _SAFETENSORS_DTYPES:
+            raise WeightFileError(f"tensor {name!r}: dtype {st_dtype} is not supported")
+        np_dtype, itemsize = _SAFETENSORS_DTYPES[st_dtype]
+        if end - begin != math.prod(shape) * itemsize:
+            raise WeightFileError(f"tensor {name!r}: offsets do not match shape and dtype")
+        f.seek(data_start + begin)
+        buf = f.read(end - begin)
+    if len(buf) != end - begin:
+        raise WeightFileError(f"tensor {name!r}: file truncated")
+    return _decode(np.frombuffer(buf, dtype=np_dtype), st_dtype).reshape(shape)
+
+
+@dataclass(frozen=True)
+class FeatureWeight(JsonResult):
+    """The weights one input feature feeds, over every other axis of the tensor.
+
+    ``zero``: every weight is finite with |w| <= eps (the feature is unused). ``importance``:
+    the feature's L1 as a share of the L1 over all features (None when that is 0). Non-finite
+    weights are left out of the norms, as in TensorStats, and keep a feature non-zero.
+    """
+
+    feature: str
+    l1: float
+    l2: float
+    zero: bool
+    importance: float | None
+
+
+@dataclass(frozen=True)
+class FeatureWeights(JsonResult):
+    tensor: str
+    axis: int
+    features: tuple[FeatureWeight, ...]
+    nonzero: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureWeights:
+        return cls(tensor=d["tensor"], axis=int(d["axis"]), nonzero=int(d["nonzero"]),
+                   features=tuple(FeatureWeight(**f) for f in d["features"]))
+
+    def importance(self) -> dict[str, float | None]:
+        return {f.feature: f.importance for f in self.features}
+
+
+def feature_weights(array: Any, features: list[str] | tuple[str, ...], axis: int,
+                    eps: float = ZERO_EPS, tensor: str = "") -> FeatureWeights:
+    """Per-feature L1, L2, zero and importance share of a tensor whose ``axis`` is indexed by
+    the input features, in ``features`` order. ValueError when the axis does not exist or its
+    length is not the number of features."""
+    a = np.asarray(array)
+    if not _supported(a.dtype):
+        raise ValueError(f"dtype {a.dtype} is not supported")
+    if a.ndim == 0:
+        raise ValueError("a scalar has no feature axis")
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"axis {axis} does not exist in a tensor of shape {tuple(a.shape)}")
+    axis %= a.ndim
+    if a.shape[axis] != len(features):
+        raise ValueError(f"axis {axis} has length {a.shape[axis]}, the model declares "
+                         f"{len(features)} features")
+    x = np.moveaxis(a.astype(np.float64), axis, 0).reshape(len(features), -1)
+    finite = np.isfinite(x)
+    clean = np.where(finite, np.abs(x), 0.0)
+    l1 = clean.sum(axis=1)
+    l2 = np.sqrt((clean * clean).sum(axis=1))
+    zero = (finite & (clean <= eps)).all(axis=1)
+    total = float(l1.sum())
+    rows = tuple(FeatureWeight(feature=name, l1=float(l1[i]), l2=float(l2[i]),
+                               zero=bool(zero[i]),
+                               importance=float(l1[i]) / total if total > 0 else None)
+                 for i, name in enumerate(features))
+    return FeatureWeights(tensor=tensor, axis=axis, features=rows,
+                          nonzero=sum(not r.zero for r in rows))
+
+
+def top_features(fw: FeatureWeights, k: int = TOP_K_FEATURES) -> tuple[str, ...]:
+    """The k non-zero features of largest importance (ties by name)."""
+    ranked = sorted((f for f in fw.features if not f.zero and f.importance is not None),
+                    key=lambda f: (-f.importance, f.feature))  # type: ignore[operator]
+    return tuple(f.feature for f in ranked[:k])
+
+
+@dataclass(frozen=True)
+class ImportanceShift(JsonResult):
+    feature: str
+    importance_base: float | None
+    importance_candidate: float | None
+    change: float
+
+
+@dataclass(frozen=True)
+class ZeroedFeature(JsonResult):
+    """A feature the candidate zeroed that was among the base's top-k by importance."""
+
+    feature: str
+    importance_base: float
+    rank_base: int
+
+
+@dataclass(frozen=True)
+class FeatureDelta(JsonResult):
+    """How the candidate uses the input features against the base, over the features both
+    know: zeroed (non-zero in base, zero in candidate), revived (the reverse), the top-k
+    features of the base that the candidate zeroed, and the largest importance shifts."""
+
+    nonzero_base: int
+    nonzero_candidate: int
+    zeroed: tuple[str, ...]
+    revived: tuple[str, ...]
+    zeroed_top: tuple[ZeroedFeature, ...]
+    top_k: int
+    shifts: tuple[ImportanceShift, ...]
+
+
+def feature_delta(base: FeatureWeights, candidate: FeatureWeights, *,
+                  top_k: int = TOP_K_FEATURES,
+                  max_shifts: int = MAX_IMPORTANCE_SHIFTS) -> FeatureDelta:
+    b = {f.feature: f for f in base.features}
+    c = {f.feature: f for f in candidate.features}
+    common = [n for n in b if n in c]
+    zeroed = tuple(n for n in common if not b[n].zero and c[n].zero)
+    revived = tuple(n for n in common if b[n].zero and not c[n].zero)
+    top = top_features(base, top_k)
+    zeroed_top = tuple(ZeroedFeature(feature=n, importance_base=b[n].importance or 0.0,
+                                     rank_base=top.index(n) + 1)
+                       for n in top if n in c and c[n].zero)
+    shifts = [ImportanceShift(feature=n, importance_base=b[n].importance,
+                              importance_candidate=c[n].importance,
+                              change=(c[n].importance or 0.0) - (b[n].importance or 0.0))
+              for n in common]
+    shifts.sort(key=lambda s: (-abs(s.change), s.feature))
+    return FeatureDelta(nonzero_base=base.nonzero, nonzero_candidate=candidate.nonzero,
+                        zeroed=zeroed, revived=revived, zeroed_top=zeroed_top, top_k=top_k,
+                        shifts=tuple(s for s in shifts[:max_shifts] if s.change != 0))
