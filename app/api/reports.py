@@ -182,12 +182,26 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
              "l2": 1.9, "max_abs": 1.1, "mean": 0.05, "std": 0.6}]}},
     }}},
 )
-async def upload_weights(model: str, version: str, request: Request, engine: EngineDep,
-                         settings: SettingsDep) -> JSONResponse:
+async def upload_weights(
+    model: str, version: str, request: Request, engine: EngineDep, settings: SettingsDep,
+    feature_tensor: Annotated[str | None, Query(
+        min_length=1, max_length=512,
+        description="the tensor one of whose axes is indexed by the model's features (in "
+                    "their registered order); default: 'coef' (last axis) or "
+                    "'layer0/kernel' (axis 0), as the client's scikit-learn helper names them",
+    )] = None,
+    feature_axis: Annotated[int | None, Query(
+        ge=-32, le=31, description="that axis (negative counts from the end); may be left "
+                                   "out for a 1-D tensor")] = None,
+) -> JSONResponse:
     def process(path: Path, ctype: str) -> dict[str, Any]:
-        summary = weights.summary_from_upload(path, ctype, settings.weights_zero_eps)
+        eps = settings.weights_zero_eps
+        summary = weights.summary_from_upload(path, ctype, eps)
+        names = weights.model_features(engine=engine, model_name=model)
+        per_feature = weights.features_from_upload(path, ctype, summary, names,
+                                                   feature_tensor, feature_axis, eps)
         return weights.store_weights(engine=engine, model_name=model, version=version,
-                                     summary=summary)
+                                     summary=summary, features=per_feature)
 
     return await _upload(request, engine, model, version, settings.weights_max_bytes,
                          weights.ACCEPTED, "application/octet-stream (.npz or .safetensors) "
