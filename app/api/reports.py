@@ -43,7 +43,7 @@ EXAMPLES: dict[str, Any] = {
                                           "ks_statistic": 0.18, "ks_pvalue": 1.2e-40,
                                           "ks_pvalue_adjusted": 2.4e-40, "missing_rate": 0.0,
                                           "n_reference": 5000, "n_current": 5120,
-                                          "decision": "critical"}],
+                                          "decision": "critical", "importance": 0.12}],
                             "prediction": {"feature": "prediction", "psi": 0.04,
                                            "decision": "ok"}}]},
     "calibration": {"model": "fraud", **W, "empty": False, "versions": [

@@ -178,10 +178,14 @@ def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:
     return OK
 
 
-def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str, Any]:
+def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
+          importance: dict[str, float | None] | None = None) -> dict[str, Any]:
     """Per feature PSI, KS (Benjamini-Hochberg across features), missing rate, decision; and
     the same for the prediction. Every column's gates are corrected for the m columns
-    tested (the features and the prediction)."""
+    tested (the features and the prediction). Each feature carries its importance share in
+    the version's weights (``importance``; None when unknown): drift of a feature the
+    version does not use (0) is low immediate risk, and the alert rules route it as a
+    ticket."""
     d = window.drift if window.drift is not None else DriftSummary(
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
     m = len(cp.columns)
@@ -194,6 +198,7 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds) -> dict[str
             r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
         r["decision"] = _decide_drift(r, th)
+        r["importance"] = None if importance is None else importance.get(r["feature"])
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:

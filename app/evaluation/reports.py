@@ -95,7 +95,8 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
         if ref.profile is None:
             entry.update(features=[], prediction=None)
         else:
-            entry.update(compute.drift(w, ref.profile, th))
+            entry.update(compute.drift(w, ref.profile, th, registry.feature_importance(
+                conn=conn, version_id=vid)))
         out.append(entry)
     return _envelope(sc, out)
 

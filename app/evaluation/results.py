@@ -35,7 +35,8 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
         rows.append(_row("drift", *args, "feature_psi", f["feature"], w.start, w.end,
                          f["n_current"], f["psi"], f["decision"], psi_method,
                          {**_psi_detail(f), "reference_counts": f["reference_counts"],
-                          "current_counts": f["current_counts"], "bins": f["bins"]}))
+                          "current_counts": f["current_counts"], "bins": f["bins"],
+                          "importance": f.get("importance")}))
         rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
                          f["n_current"], f["missing_rate"], f["missing_decision"],
                          "share of nulls", {"reference": f["reference_missing_rate"]}))

@@ -148,9 +148,8 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
 
 
 def load_features(*, conn: Connection, version_id: int) -> FeatureWeights | None:
-    row = conn.execute(select(feature_weights_table.c.stats)
-                       .where(feature_weights_table.c.version_id == version_id)).first()
-    return None if row is None else FeatureWeights.from_dict(row.stats)
+    stats = registry.feature_weights_of(conn=conn, version_id=version_id)
+    return None if stats is None else FeatureWeights.from_dict(stats)
 
 
 def _stats(d: dict[str, Any]) -> TensorStats:
@@ -242,7 +241,9 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
 def _features_side(conn: Connection, version_id: int) -> dict[str, Any] | None:
     fw = load_features(conn=conn, version_id=version_id)
     return None if fw is None else {"tensor": fw.tensor, "axis": fw.axis,
-                                    "nonzero": fw.nonzero, "importance": fw.importance()}
+                                    "nonzero": fw.nonzero,
+                                    "importance": {f.feature: f.importance
+                                                   for f in fw.features}}
 
 
 def model_version(conn: Connection, model_name: str, version: str

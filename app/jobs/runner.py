@@ -85,12 +85,14 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
                                   cp=ref.profile, max_cohort_values=cap)
                 _count(counts, w)
-                report = compute.drift(w, ref.profile, th)
+                used = registry.feature_importance(conn=conn, version_id=version_id)
+                report = compute.drift(w, ref.profile, th, used)
                 if longer and _too_small(report):
                     wl = windows.merge(conn, model, version_id, long_start, end,
                                        bucket_seconds=bucket, cp=ref.profile,
                                        max_cohort_values=cap)
-                    short, long = _split_drift(report, compute.drift(wl, ref.profile, th), wl)
+                    short, long = _split_drift(report,
+                                               compute.drift(wl, ref.profile, th, used), wl)
                     rows += result_rows.drift_rows(model, wl, long, ref.info)
                     report = short
                 rows += result_rows.drift_rows(model, w, report, ref.info)

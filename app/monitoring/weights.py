@@ -491,8 +491,10 @@ class FeatureWeight(JsonResult):
     """The weights one input feature feeds, over every other axis of the tensor.
 
     ``zero``: every weight is finite with |w| <= eps (the feature is unused). ``importance``:
-    the feature's L1 as a share of the L1 over all features (None when that is 0). Non-finite
-    weights are left out of the norms, as in TensorStats, and keep a feature non-zero.
+    the feature's L1 as a share of the L1 over the non-zero features, exactly 0 for a zero
+    feature (so "importance == 0" and "zero" agree), None when every feature is zero.
+    Non-finite weights are left out of the norms, as in TensorStats, and keep a feature
+    non-zero.
     """
 
     feature: str
@@ -513,9 +515,6 @@ class FeatureWeights(JsonResult):
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureWeights:
         return cls(tensor=d["tensor"], axis=int(d["axis"]), nonzero=int(d["nonzero"]),
                    features=tuple(FeatureWeight(**f) for f in d["features"]))
-
-    def importance(self) -> dict[str, float | None]:
-        return {f.feature: f.importance for f in self.features}
 
 
 def feature_weights(array: Any, features: list[str] | tuple[str, ...], axis: int,
@@ -540,10 +539,11 @@ def feature_weights(array: Any, features: list[str] | tuple[str, ...], axis: int
     l1 = clean.sum(axis=1)
     l2 = np.sqrt((clean * clean).sum(axis=1))
     zero = (finite & (clean <= eps)).all(axis=1)
-    total = float(l1.sum())
+    total = float(l1[~zero].sum())
     rows = tuple(FeatureWeight(feature=name, l1=float(l1[i]), l2=float(l2[i]),
                                zero=bool(zero[i]),
-                               importance=float(l1[i]) / total if total > 0 else None)
+                               importance=None if total <= 0 else 0.0 if zero[i]
+                               else float(l1[i]) / total)
                  for i, name in enumerate(features))
     return FeatureWeights(tensor=tensor, axis=axis, features=rows,
                           nonzero=sum(not r.zero for r in rows))

@@ -375,8 +375,9 @@ def test_feature_weights_eps_nonfinite_and_all_zero():
     w = np.array([[1e-9, -1e-9, np.nan, 2.0]])
     fw = feature_weights(w, ["a", "b", "c", "d"], axis=1)
     assert [f.zero for f in fw.features] == [True, True, False, False]
-    assert fw.features[2].l1 == 0.0 and fw.features[3].importance == pytest.approx(
-        2.0 / (2.0 + 2e-9))
+    # a zero feature's importance is exactly 0, the shares of the others add up to 1
+    assert fw.features[2].l1 == 0.0 and [f.importance for f in fw.features] == [
+        0.0, 0.0, 0.0, 1.0]
     assert [f.zero for f in feature_weights(w, list("abcd"), axis=1, eps=0.0).features] == [
         False, False, False, False]
     none = feature_weights(np.zeros((1, 3)), ["a", "b", "c"], axis=1)
