@@ -195,6 +195,63 @@ def test_calibration_and_cohort_reports_equal_the_library_on_the_same_rows(clien
     assert worst["decision"] in ("warning", "critical")
 
 
+def test_cohorts_job_decides_the_generalization_gap_and_exports_its_state(client, engine,
+                                                                          settings):
+    """A version registered with validation errors (overall 0.2, north 0.3, south 0.3): the
+    cohorts job stores production minus validation error with its Wilson interval, decided
+    on the interval's lower end, and /metrics shows the worst as the check state."""
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(3)
+    assert client.post("/v1/models", json=drift_model()).status_code == 201
+    training = {"validation_error": 0.2,
+                "cohort_validation_error": {"region=north": 0.3, "region=south": 0.3}}
+    assert client.post("/v1/models/credit/versions", json={
+        "version": "v1", "metadata": {"training": training}}).status_code == 201
+    start, end = latest_window()
+    records, scores, y, regions = traffic(rng, 2000, start, end)
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels_for(records, y))
+    assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
+
+    wrong = (scores >= 0.5).astype(int) != y
+    with engine.connect() as conn:
+        stored = {r.subject: r for r in conn.execute(select(metric_results).where(
+            metric_results.c.metric.in_(("generalization_gap", "cohort_generalization_gap"))))}
+    assert set(stored) == {"", "region=north", "region=south"}
+
+    def expected(mask: np.ndarray, validation: float) -> tuple[float, str]:
+        k, n = int(wrong[mask].sum()), int(mask.sum())
+        low = binomtest(k, n).proportion_ci(method="wilson").low
+        return low, ("critical" if low > validation + 0.05 else
+                     "warning" if low > validation + 0.02 else "ok")
+
+    decisions = set()
+    for subject, mask, validation in (("", np.ones(2000, bool), 0.2),
+                                      ("region=north", regions == "north", 0.3),
+                                      ("region=south", regions == "south", 0.3)):
+        row = stored[subject]
+        low, decision = expected(mask, validation)
+        assert row.n == int(mask.sum())
+        assert row.value == pytest.approx(wrong[mask].mean() - validation, rel=1e-12)
+        assert row.detail["ci_low"] == pytest.approx(low, rel=1e-9)
+        assert row.decision == decision, subject
+        decisions.add(decision)
+    # the north region, wrong half the time against 0.3 in validation, is critical
+    assert stored["region=north"].decision == "critical" and "ok" in decisions
+
+    text = client.get("/metrics").text
+    assert ('modelmon_check_state{check="generalization_gap",model="credit",version="v1"} 2.0'
+            in text)
+    assert f'modelmon_generalization_gap{{model="credit",version="v1"}} {stored[""].value!r}' \
+        in text
+    report = client.get("/v1/models/credit/reports/cohorts", params={
+        "start": iso(start), "end": iso(end)}).json()["versions"][0]["generalization_gap"]
+    assert report["overall"]["decision"] == stored[""].decision
+    assert {c["cohort"]: c["decision"] for c in report["cohorts"]} == {
+        "north": "critical", "south": stored["region=south"].decision}
+
+
 def test_labels_job_and_history(client, engine, settings):
     rng = np.random.default_rng(9)
     register_drift_model(client)

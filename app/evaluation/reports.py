@@ -114,10 +114,13 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
 
 def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
     th = compute.Thresholds.from_settings(settings)
+    training = registry.training_blocks(conn=conn, model_id=sc.model.id)
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
-        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(sc.model, w, th)})
+        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(sc.model, w, th),
+                    "generalization_gap": compute.generalization_gap(
+                        sc.model, w, th, training.get(vid, {}))})
     return _envelope(sc, out)
 
 

@@ -115,6 +115,22 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
     return rows
 
 
+def gap_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any] | None) -> list[Row]:
+    """The generalization gap overall and per cohort (value: production minus validation
+    error; the interval, the lines and the decision's gate in the detail)."""
+    if r is None:
+        return []
+    parts = ([("generalization_gap", "", r["overall"])] if r["overall"] else []) + [
+        ("cohort_generalization_gap", f"{c['cohort_key']}={c['cohort']}", c)
+        for c in r["cohorts"]]
+    return [_row("cohorts", model, w.version_id, metric, subject, w.start, w.end, g["n"],
+                 g["gap"], g["decision"], g.get("method", "production vs validation error"),
+                 {k: g.get(k) for k in ("production_error", "ci_low", "ci_high",
+                                        "validation_error", "lines", "gate",
+                                        "decision_reason")})
+            for metric, subject, g in parts]
+
+
 def label_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:
     return [
         _row("labels", model, w.version_id, "label_coverage", "", w.start, w.end, r["n"],

@@ -75,6 +75,8 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
     cap = settings.summary_max_cohort_values
     long_start = end - timedelta(seconds=settings.job_long_window_seconds)
     longer = settings.job_long_window_seconds > (end - start).total_seconds()
+    training = registry.training_blocks(conn=conn, model_id=model.id) \
+        if job == "cohorts" else {}
     for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
                                                end=end):
         if job == "drift":
@@ -123,6 +125,8 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                     rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
                     r = short
                 rows += result_rows.cohort_rows(model, w, r)
+                rows += result_rows.gap_rows(model, w, compute.generalization_gap(
+                    model, w, th, training.get(version_id, {})))
         elif job == "labels":
             rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:

@@ -34,6 +34,7 @@ from app.monitoring.cohort import (
     CohortSums,
     cohort_error,
     cohort_from_sums,
+    mean_interval,
     wilson_interval,
 )
 from app.monitoring.drift import (
@@ -122,5 +123,6 @@ __all__ = [
     "tensor_stats",
     "weight_delta",
     "weight_summary",
+    "mean_interval",
     "wilson_interval",
 ]

@@ -225,3 +225,9 @@ def feature_importance(*, conn: Connection, version_id: int) -> dict[str, float 
     unknown)."""
     stats = feature_weights_of(conn=conn, version_id=version_id)
     return None if stats is None else {f["feature"]: f["importance"] for f in stats["features"]}
+
+
+def training_blocks(*, conn: Connection, model_id: int) -> dict[int, dict[str, Any]]:
+    """Each version's registered ``training`` metadata block ({} without one), by version id."""
+    return {v.id: (v.metadata or {}).get("training") or {}
+            for v in list_versions(conn=conn, model_id=model_id)}
