@@ -329,10 +329,9 @@ def _gap(task: str, n: int, errors: float, squares: float, validation: float, mi
     out: dict[str, Any] = {"n": n, "validation_error": validation, "lines": lines,
                            "production_error": None, "ci_low": None, "ci_high": None,
                            "gap": None}
-    if n < min_n or n == 0:
+    if n == 0:
         out.update(decision=INSUFFICIENT_DATA, gate="min_n",
-                   decision_reason=f"insufficient data: {n} labeled predictions, below "
-                                   f"the minimum {min_n}")
+                   decision_reason="no labeled predictions in the window")
         return out
     if task == "regression":
         production = errors / n
@@ -345,6 +344,11 @@ def _gap(task: str, n: int, errors: float, squares: float, validation: float, mi
         out["method"] = "error rate, Wilson 95% interval"
     out.update(production_error=production, ci_low=low, ci_high=high,
                gap=production - validation, gate="interval_lower_bound")
+    if n < min_n:  # the figures are reported, never decided on
+        out.update(decision=INSUFFICIENT_DATA, gate="min_n",
+                   decision_reason=f"insufficient data: {n} labeled predictions, below "
+                                   f"the minimum {min_n}")
+        return out
     out["decision"] = (CRITICAL if low > lines["critical"] else
                        WARNING if low > lines["warning"] else OK)
     return out

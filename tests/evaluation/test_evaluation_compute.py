@@ -215,8 +215,11 @@ def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     low, _ = _wilson_by_hand(40, 400)
     assert by["a"]["ci_low"] == pytest.approx(low, rel=1e-12)  # 0.0743
     assert by["a"]["decision"] == "warning"   # 0.0743 > 0.07, not > 0.08
-    assert by["b"]["decision"] == "insufficient_data" and by["b"]["n"] == 90  # below 100
+    # below the minimum n: reported (a third wrong, far above 0.05), never decided
+    assert by["b"]["decision"] == "insufficient_data" and by["b"]["n"] == 90
+    assert by["b"]["gap"] == pytest.approx(30 / 90 - 0.05) and by["b"]["gate"] == "min_n"
     assert by["c"]["decision"] == "insufficient_data" and by["c"]["n"] == 0  # no traffic
+    assert by["c"]["gap"] is None and by["c"]["ci_low"] is None
     assert by[""]["decision"] == "ok" and by[""]["n"] == 500  # the missing-value cohort
     # a version without a registered validation error, or a model without cohort keys
     assert compute.generalization_gap(MODEL, w, th, {}) is None
