@@ -3,7 +3,10 @@ Prometheus with the shipped rules and scrape config, Alertmanager with the shipp
 pointed at a local webhook recorder, and `modelmon demo` streaming traffic through the API.
 
 Drift-free traffic pages nobody; the incident pages the drift alert with its labels and
-runbook, warnings make tickets; every dashboard expression and recording rule returns data.
+runbook, warnings make tickets, and drift of x4, which v2 gives zero weight, reaches the
+ticket queue for v2 and never the pager, while a feature v2 uses pages; the production error
+above the registered validation error pages the generalization-gap alert; every dashboard
+expression and recording rule returns data.
 Every process the test starts is stopped by the test, by its process id.
 """
 
@@ -107,10 +110,9 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
                 if a["labels"]["alertname"] == "ModelmonFeatureDriftHigh"]
 
     pages = wait_for(drift_page, "the drift page", timeout=60)
-    page = pages[0]
+    page = next(p for p in pages if p["labels"]["feature"] in ("x0", "x1"))
     assert page["labels"]["severity"] == "critical"
     assert page["labels"]["model"] == INCIDENT_MODEL
-    assert page["labels"]["feature"] in ("x0", "x1")
     assert page["annotations"]["runbook_url"].endswith("#modelmonfeaturedrifthigh")
     assert page["annotations"]["summary"] and INCIDENT_MODEL in page["annotations"][
         "description"]
@@ -118,6 +120,21 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     assert not [a for a in _alerts(sink, "pager") if a["labels"].get("model") == CLEAN_MODEL]
     tickets = wait_for(lambda: _alerts(sink, "ticket"), "a ticket", timeout=60)
     assert all(a["labels"]["severity"] == "warning" for a in tickets)
+
+    # drift weighted by use: x4 (zero weight in v2, a small one in v1) drifts critically
+    def x4_of(receiver: str, version: str) -> list[dict[str, Any]]:
+        return [a for a in _alerts(sink, receiver)
+                if a["labels"]["alertname"] == "ModelmonFeatureDriftHigh"
+                and a["labels"].get("feature") == "x4" and a["labels"]["version"] == version]
+
+    wait_for(lambda: x4_of("ticket", "v2"), "the ticket for x4 of v2", timeout=60)
+    wait_for(lambda: x4_of("pager", "v1"), "the page for x4 of v1, which uses it", timeout=60)
+    assert x4_of("pager", "v2") == []
+    # v2's production error is above the validation error registered with it
+    gap = wait_for(lambda: [a for a in _alerts(sink, "pager")
+                            if a["labels"]["alertname"] == "ModelmonGeneralizationGapHigh"
+                            and a["labels"]["version"] == "v2"], "the gap page", timeout=60)
+    assert gap[0]["annotations"]["runbook_url"].endswith("#modelmongeneralizationgaphigh")
 
     # 3. every dashboard expression and recording rule returns at least one series
     values = {"model": INCIDENT_MODEL, "version": "v2", "feature": "x0"}
