@@ -34,7 +34,18 @@ EXAMPLES: dict[str, Any] = {
                 "overall": {"name": "(overall)", "count": 10, "zeros": 4, "sparsity": 0.4,
                             "l1": 3.1, "l2": 1.4},
                 "delta_vs_predecessor": {"sparsity_change_pp": 20.0,
-                                         "l1_relative_change": -0.35}},
+                                         "l1_relative_change": -0.35},
+                "features": {"tensor": "coef", "axis": 1, "nonzero": 1, "features": [
+                    {"feature": "amount", "l1": 2.4, "l2": 2.4, "zero": False,
+                     "importance": 1.0},
+                    {"feature": "country", "l1": 0.0, "l2": 0.0, "zero": True,
+                     "importance": 0.0}]},
+                "features_vs_predecessor": {"nonzero_base": 2, "nonzero_candidate": 1,
+                                            "zeroed": ["country"], "revived": [],
+                                            "zeroed_top": [{"feature": "country",
+                                                            "importance_base": 0.3,
+                                                            "rank_base": 2}],
+                                            "top_k": 5, "shifts": []}},
     "drift": {"model": "fraud", "task": "binary_classification", **W, "empty": False,
               "versions": [{"version": "v2", "n": 5120,
                             "reference": {"source": "upload", "n_rows": 5000},
@@ -66,7 +77,13 @@ EXAMPLES: dict[str, Any] = {
                 "candidate": {"version": "v2", "regularization": {"type": "l1", "lambda": 0.01}},
                 "overall": {"name": "(overall)", "sparsity_change_pp": 20.0,
                             "l1_relative_change": -0.35, "l2_relative_change": -0.2},
-                "tensors": [], "added": [], "removed": [], "reshaped": []},
+                "tensors": [], "added": [], "removed": [], "reshaped": [],
+                "features": {"nonzero_base": 2, "nonzero_candidate": 1, "zeroed": ["country"],
+                             "revived": [], "zeroed_top": [{"feature": "country",
+                                                            "importance_base": 0.3,
+                                                            "rank_base": 2}], "top_k": 5,
+                             "shifts": [{"feature": "country", "importance_base": 0.3,
+                                         "importance_candidate": 0.0, "change": -0.3}]}},
 }
 
 
@@ -209,7 +226,7 @@ async def upload_weights(
 
 
 @router.get("/{model}/versions/compare", responses=ok("compare"),
-            summary="Weight norms and sparsity of two versions, per tensor and overall")
+            summary="Weight norms and sparsity of two versions: per tensor, overall, per feature")
 async def compare_versions(model: str, engine: EngineDep,
                            base: Annotated[str, Query(description="the earlier version")],
                            candidate: Annotated[str, Query(description="the later version")]

@@ -18,8 +18,7 @@ from app.monitoring import (
     WeightFileError,
     WeightSummary,
     feature_delta,
-    feature_weights,
-    read_tensor,
+    file_feature_weights,
     summarise_weight_file,
     weight_delta,
     weight_summary,
@@ -138,8 +137,7 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
                                    "which axis holds the features", "feature_axis")
         axis = 0
     try:
-        values = read_tensor(path, tensor, fmt=_file_format(path))
-        return feature_weights(values, features, axis, eps, tensor=tensor)
+        return file_feature_weights(path, tensor, features, axis, eps, fmt=_file_format(path))
     except WeightFileError as exc:
         raise _feature_problem(str(exc), "feature_tensor") from None
     except ValueError as exc:

@@ -17,7 +17,7 @@ from app.monitoring import (
     WeightFileError,
     feature_delta,
     feature_weights,
-    read_tensor,
+    file_feature_weights,
     read_weight_file,
     summarise_weight_file,
     tensor_stats,
@@ -309,9 +309,8 @@ def test_feature_weights_of_an_l1_logistic_regression_from_npz_equal_numpy(tmp_p
     clf = _l1_logistic(C=0.05)
     path = tmp_path / "lr.npz"
     np.savez(path, coef=clf.coef_, intercept=clf.intercept_)
-    coef = read_tensor(path, "coef")
-    assert coef.shape == (1, 8)
-    fw = feature_weights(coef, FEATURES, axis=-1, tensor="coef")
+    assert clf.coef_.shape == (1, 8)
+    fw = file_feature_weights(path, "coef", FEATURES, axis=-1)
     l1, l2, zero, share = _per_feature_numpy(clf.coef_, 1)
     assert fw.axis == 1 and fw.tensor == "coef"
     assert [f.feature for f in fw.features] == FEATURES
@@ -347,19 +346,26 @@ def test_feature_weights_of_a_two_layer_network_in_safetensors_equal_numpy(tmp_p
     path = tmp_path / "mlp.safetensors"
     save_file({"layer0/kernel": w1, "layer0/bias": np.zeros(16, np.float32),
                "layer1/kernel": w2}, str(path))
-    read = read_tensor(path, "layer0/kernel")
-    assert read.dtype == np.float64 and np.array_equal(read, w1.astype(np.float64))
-    fw = feature_weights(read, FEATURES, axis=0, tensor="layer0/kernel")
+    # chunks of 7 elements split the 16 weights of each feature across reads
+    fw = file_feature_weights(path, "layer0/kernel", FEATURES, axis=0, chunk_elems=7)
+    assert fw.tensor == "layer0/kernel" and fw.axis == 0
     l1, l2, zero, share = _per_feature_numpy(w1, 0)
     assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-12)
     assert [f.l2 for f in fw.features] == pytest.approx(l2.tolist(), rel=1e-12)
     assert [f.importance for f in fw.features] == pytest.approx(share.tolist(), rel=1e-12)
     assert [f.feature for f in fw.features if f.zero] == ["f2", "f7"]
     assert fw.nonzero == 6
-    # the same tensor with the features on its last axis gives the same figures
-    assert feature_weights(read.T, FEATURES, axis=1).features == fw.features
+    # the same tensor with the features on its last axis, in memory, gives the same figures
+    t = feature_weights(w1.T.copy(), FEATURES, axis=1, chunk_elems=5)
+    assert [f.zero for f in t.features] == [f.zero for f in fw.features]
+    assert [f.l1 for f in t.features] == pytest.approx([f.l1 for f in fw.features], rel=1e-12)
     with pytest.raises(WeightFileError, match="no tensor 'nope'"):
-        read_tensor(path, "nope")
+        file_feature_weights(path, "nope", FEATURES, axis=0)
+    with pytest.raises(ValueError, match="length 16, the model declares 8"):
+        file_feature_weights(path, "layer0/kernel", FEATURES, axis=1)
+    with pytest.raises(WeightFileError, match="no tensor 'nope'"):
+        np.savez(tmp_path / "w.npz", coef=w1)
+        file_feature_weights(tmp_path / "w.npz", "nope", FEATURES, axis=0)
 
 
 def test_feature_weights_refuse_a_wrong_axis_or_length():
@@ -416,3 +422,22 @@ def test_feature_delta_zeroed_top_k_and_shifts_by_hand():
     assert changes == sorted(changes, reverse=True) and d.shifts[0].feature == "b"
     assert len(feature_delta(base, cand, max_shifts=2).shifts) == 2
     assert feature_delta(base, base).shifts == () and feature_delta(base, base).zeroed == ()
+
+
+def test_file_feature_weights_memory_stays_below_the_tensor(tmp_path):
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(8, 125_000)).astype(np.float32)  # 1M weights, features on axis 0
+    w[3] = 0.0
+    path = tmp_path / "wide.safetensors"
+    save_file({"layer0/kernel": w}, str(path))
+    l1 = np.abs(w.astype(np.float64)).sum(axis=1)
+    del w
+    tracemalloc.start()
+    try:
+        fw = file_feature_weights(path, "layer0/kernel", FEATURES, axis=0, chunk_elems=1 << 14)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-10)
+    assert fw.nonzero == 7 and fw.features[3].zero
+    assert peak < 1_000_000 * 4  # less than the float32 tensor, let alone it in float64
