@@ -1,12 +1,16 @@
 """`modelmon demo`: a small, real scenario streamed through the public API.
 
-A logistic regression is trained with numpy twice, the second time with a stronger L1
-penalty, and both versions are registered with their real weights (.npz) and a reference set.
-Traffic then flows to both versions with latencies and delayed labels for part of it. After
-``--incident-after`` seconds the world changes: two features drift, the scores become
-over-confident, labels for one region contradict the model and fewer labels arrive, so
-every dashboard panel has data and each kind of alert fires. ``--clean`` keeps the world
-steady and trains both versions alike: nothing should page.
+A logistic regression is trained with numpy twice: v1 with a light L2 penalty (every input
+feature keeps a weight), v2 with an L1 penalty that drives the weights of x4 and x5 to zero.
+Both versions are registered with their training figures, their real weights (.npz, the
+kernel's axis 0 named as the feature axis, so modelmon knows each feature's weight) and a
+reference set. Traffic then flows to both versions with latencies and delayed labels for part
+of it. After ``--incident-after`` seconds the world changes: x0 and x1 drift (pages), x4
+drifts too (v2 does not use it: a ticket for v2, not a page), the scores become
+over-confident, labels for one region contradict the model (cohort and generalization-gap
+alerts: production error above the validation error registered with each version) and fewer
+labels arrive, so every dashboard panel has data and each kind of alert fires. ``--clean``
+keeps the world steady and trains both versions alike: nothing should page.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from app.api_client import ApiClient, HttpError, add_connection_args
 FEATURES = ["x0", "x1", "x2", "x3", "x4", "x5"]
 CHANNELS = ["web", "app", "store"]
 REGIONS = ["north", "south", "east", "west"]
-TRUE_W = np.array([5.0, -4.0, 3.0, 0.0, 0.0, 0.0])
+TRUE_W = np.array([5.0, -4.0, 3.0, 1.2, 0.0, 0.0])  # x4 and x5 carry no signal
+PENALTIES = {"v1": {"type": "l2", "lambda": 0.001}, "v2": {"type": "l1", "lambda": 0.01}}
 CHANNEL_EFFECT = {"web": 0.0, "app": 0.8, "store": -0.8}
 
 
@@ -49,6 +54,7 @@ def world(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np
     if drift:
         x[:, 0] += 1.5
         x[:, 1] *= 2.0
+        x[:, 4] += 1.5
     channel = rng.choice(CHANNELS, size=n, p=[0.5, 0.3, 0.2])
     region = rng.choice(REGIONS, size=n)
     logit = x @ TRUE_W + np.array([CHANNEL_EFFECT[c] for c in channel]) - 0.5
@@ -57,20 +63,24 @@ def world(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np
 
 
 def design(d: dict[str, np.ndarray]) -> np.ndarray:
-    onehot = np.stack([d["channel"] == "app", d["channel"] == "store"], axis=1).astype(float)
-    return np.hstack([d["x"], onehot])
+    """One column per input feature, in the model's feature order: the channel enters as its
+    effect (an effect encoding), so each feature has exactly one weight."""
+    effect = np.array([CHANNEL_EFFECT[c] for c in d["channel"]], dtype=float)
+    return np.hstack([d["x"], effect[:, None]])
 
 
-def train(d: dict[str, np.ndarray], l1: float, steps: int = 400, lr: float = 0.5
-          ) -> tuple[np.ndarray, float]:
-    """L1-regularised logistic regression by proximal gradient descent (ISTA): the
+def train(d: dict[str, np.ndarray], penalty: dict[str, Any], steps: int = 400,
+          lr: float = 0.5) -> tuple[np.ndarray, float]:
+    """Regularised logistic regression by proximal gradient descent (ISTA): for L1 the
     soft-threshold step sets weak weights exactly to zero, so a stronger penalty shows up as
-    sparsity in the uploaded weights."""
+    sparsity and as unused features in the uploaded weights; L2 only shrinks them."""
+    l1 = penalty["lambda"] if penalty["type"] == "l1" else 0.0
+    l2 = penalty["lambda"] if penalty["type"] == "l2" else 0.0
     X, y = design(d), d["y"].astype(float)
     w, b = np.zeros(X.shape[1]), 0.0
     for _ in range(steps):
         p = sigmoid(X @ w + b)
-        grad_w = X.T @ (p - y) / len(y)
+        grad_w = X.T @ (p - y) / len(y) + l2 * w
         b -= lr * float(np.mean(p - y))
         w = w - lr * grad_w
         w = np.sign(w) * np.maximum(np.abs(w) - lr * l1, 0.0)
@@ -85,7 +95,7 @@ def npz(w: np.ndarray, b: float) -> bytes:
 
 
 def training_figures(train_set: dict[str, np.ndarray], validation_set: dict[str, np.ndarray],
-                     w: np.ndarray, b: float, l1: float) -> dict[str, Any]:
+                     w: np.ndarray, b: float, reg: dict[str, Any]) -> dict[str, Any]:
     """What a training pipeline registers with a version (metadata.training)."""
     def log_loss(d: dict[str, np.ndarray]) -> float:
         p = np.clip(sigmoid(design(d) @ w + b), 1e-12, 1 - 1e-12)
@@ -93,7 +103,8 @@ def training_figures(train_set: dict[str, np.ndarray], validation_set: dict[str,
 
     p_val = sigmoid(design(validation_set) @ w + b)
     wrong = (p_val >= 0.5).astype(int) != validation_set["y"]
-    penalty = l1 * float(np.abs(w).sum())
+    penalty = (reg["lambda"] * float(np.abs(w).sum()) if reg["type"] == "l1"
+               else reg["lambda"] / 2 * float(w @ w))
     return {
         "train_loss": log_loss(train_set) + penalty, "validation_loss": log_loss(
             validation_set) + penalty, "penalty_loss": penalty,
@@ -112,19 +123,21 @@ def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
         + [{"name": "channel", "type": "categorical"}],
         "cohort_keys": ["region"], "classes": ["legit", "fraud"]})
     train_set, validation_set = world(rng, 5000), world(rng, 2000)
-    lambdas = {"v1": 0.002, "v2": 0.002 if clean else 0.08}
+    penalties = {"v1": PENALTIES["v1"], "v2": PENALTIES["v1" if clean else "v2"]}
     versions = {}
-    for name, lam in lambdas.items():
-        w, b = train(train_set, lam)
+    for name, reg in penalties.items():
+        w, b = train(train_set, reg)
         versions[name] = (w, b)
         blob = npz(w, b)
         _post(api, f"/v1/models/{model}/versions", {
             "version": name, "metadata": {
-                "regularization": {"type": "l1", "lambda": lam},
+                "regularization": reg,
                 "hyperparameters": {"learning_rate": 0.5, "steps": 400},
                 "artifact_bytes": len(blob),
-                "training": training_figures(train_set, validation_set, w, b, lam)}})
-        _post(api, f"/v1/models/{model}/versions/{name}/weights", raw=blob,
+                "training": training_figures(train_set, validation_set, w, b, reg)}})
+        # the kernel's axis 0 holds the input features, in the model's feature order
+        _post(api, f"/v1/models/{model}/versions/{name}/weights"
+              "?feature_tensor=dense%2Fkernel&feature_axis=0", raw=blob,
               ctype="application/octet-stream")
         scores = sigmoid(design(train_set) @ w + b)
         records = [{**{f: float(train_set["x"][i, j]) for j, f in enumerate(FEATURES)},
@@ -177,9 +190,11 @@ def run(args: argparse.Namespace) -> int:
     api = ApiClient(args.url, args.token, retries=3)
     out = Console(highlight=False)
     rng = np.random.default_rng(args.seed)
-    out.print(f"demo: registering model {args.model!r} at {api.url}: v1 and v2 trained with L1 "
-              f"penalties {'0.002 and 0.002' if args.clean else '0.002 and 0.08'}, their "
-              "weights and a reference of 5,000 rows")
+    plan = ("v1 and v2 both trained with a light L2 penalty (0.001)" if args.clean else
+            "v1 trained with a light L2 penalty (0.001), v2 with an L1 penalty (0.01) that "
+            "zeroes x4 and x5")
+    out.print(f"demo: registering model {args.model!r} at {api.url}: {plan}; their training "
+              "figures, weights per feature and a reference of 5,000 rows")
     versions = setup(api, args.model, args.clean, rng)
     incident_after = args.duration / 2 if args.incident_after is None else args.incident_after
     per_second = args.speed * args.batch_size
@@ -192,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"demo: {_clock(incident_after)} incident: x0 and x1 drift, scores become "
                   "over-confident, region north's labels contradict the model, 30% labelled; "
                   f"ends at {_clock(args.duration)}")
+        out.print("demo: x4 drifts too (v2 gives it no weight: a ticket for v2, not a page); "
+                  "production error rises above each version's validation error")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                         TextColumn("of " + _clock(args.duration)),
                         TextColumn("{task.fields[sent]}"), console=out)

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     threshold_new_category_rise: float = Field(default=0.02, gt=0, le=1)
     threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
     threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
+    # Generalization gap: production error (its 95% interval's lower end) above the version's
+    # registered validation error by more than these (error rate, or MAE in the target's unit).
+    threshold_gap_warning: float = Field(default=0.02, ge=0)
+    threshold_gap_critical: float = Field(default=0.05, ge=0)
 
     # Authentication: "auto" requires API tokens whenever the service listens beyond loopback
     # (the laptop default on 127.0.0.1 stays open, and says so at start); "on" always; "off"

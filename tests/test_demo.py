@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app.storage.tables import labels, model_versions, predictions, weight_stats
+from app.storage.tables import (
+    feature_weights,
+    labels,
+    model_versions,
+    predictions,
+    weight_stats,
+)
 from tests.test_report_cli import modelmon
 
 
@@ -30,4 +36,12 @@ def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path)
         assert rows(predictions) == n_predictions > 0
         assert rows(labels) == n_labels > 0
         assert rows(model_versions) == 2 and rows(weight_stats) > 0
+        # v1 (light L2) uses every feature; v2's L1 penalty zeroed x4 and x5
+        per_feature = conn.execute(select(feature_weights.c.stats)
+                                   .order_by(feature_weights.c.version_id)).scalars().all()
+    zero = [[f["feature"] for f in s["features"] if f["zero"]] for s in per_feature]
+    assert zero == [[], ["x4", "x5"]]
+    said = " ".join(out.stdout.split())  # the console wraps long lines
+    assert "v2 with an L1 penalty (0.01) that zeroes x4 and x5" in said
+    assert "x4 drifts too (v2 gives it no weight: a ticket for v2, not a page)" in said
     assert list(tmp_path.iterdir()) == []

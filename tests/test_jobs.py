@@ -44,6 +44,18 @@ def register_drift_model(client, versions=("v1",), reference: bytes | None = Non
             assert body["ignored_columns"] == ["row_id"]
 
 
+def shifted_v1_steady_v2(client, rng):  # noqa: ANN001, ANN201
+    """3000 predictions of v1 with the SHIFTED features moved and 3000 steady ones of v2 in
+    the latest window; (start, end, the drift report over it)."""
+    start, end = latest_window()
+    shifted, *_ = traffic(rng, 3000, start, end, version="v1", shifted=SHIFTED, prefix="s")
+    steady, *_ = traffic(rng, 3000, start, end, version="v2", prefix="u")
+    post_all(client, "/v1/predictions", shifted + steady)
+    report = client.get("/v1/models/credit/reports/drift",
+                        params={"start": iso(start), "end": iso(end)}).json()
+    return start, end, report
+
+
 def flagged(report: dict, version: str) -> set[str]:
     """Features decided warning or critical (insufficient_data is not a flag: it never
     pages)."""
@@ -58,13 +70,7 @@ def test_drift_flags_exactly_the_shifted_features(client, engine, settings):
     # features, uses another draw.
     rng = np.random.default_rng(12)
     register_drift_model(client, versions=("v1", "v2"), reference=reference_csv(rng))
-    start, end = latest_window()
-    shifted, *_ = traffic(rng, 3000, start, end, version="v1", shifted=SHIFTED, prefix="s")
-    steady, *_ = traffic(rng, 3000, start, end, version="v2", prefix="u")
-    post_all(client, "/v1/predictions", shifted + steady)
-
-    report = client.get("/v1/models/credit/reports/drift",
-                        params={"start": iso(start), "end": iso(end)}).json()
+    start, end, report = shifted_v1_steady_v2(client, rng)
     assert {v["version"] for v in report["versions"]} == {"v1", "v2"}
     assert flagged(report, "v1") == set(SHIFTED)
     assert flagged(report, "v2") == set()
@@ -140,6 +146,43 @@ def test_values_the_reference_never_had_are_stored_and_exported_as_data_quality(
     assert 'modelmon_check_state{check="out_of_range",model="credit",version="v1"} 1.0' in text
 
 
+def test_drift_carries_each_features_importance_in_the_serving_version(client, engine,
+                                                                       settings):
+    """A version's per-feature weights (f3 zeroed, f7 the largest) give every drifted
+    feature its importance in the report and in the stored rows; a version without
+    per-feature weights gives null."""
+    import io
+
+    rng = np.random.default_rng(12)
+    register_drift_model(client, versions=("v1", "v2"), reference=reference_csv(rng))
+    coef = np.linspace(0.1, 2.1, 21)[None, :]
+    coef[0, 3] = 0.0
+    coef[0, 7] = 9.0
+    buf = io.BytesIO()
+    np.savez(buf, coef=coef)
+    r = client.post("/v1/models/credit/versions/v1/weights", content=buf.getvalue(),
+                    headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    share = np.abs(coef[0]) / np.abs(coef[0]).sum()
+    start, end, report = shifted_v1_steady_v2(client, rng)
+    v1 = {f["feature"]: f for f in next(v for v in report["versions"]
+                                        if v["version"] == "v1")["features"]}
+    assert v1["f3"]["decision"] in ("warning", "critical") and v1["f3"]["importance"] == 0.0
+    assert v1["f7"]["decision"] in ("warning", "critical")
+    assert v1["f7"]["importance"] == pytest.approx(share[7], rel=1e-12)
+    assert v1["channel"]["importance"] == pytest.approx(share[20], rel=1e-12)
+    v2 = next(v for v in report["versions"] if v["version"] == "v2")["features"]
+    assert {f["importance"] for f in v2} == {None}
+
+    assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {"success": 1}
+    with engine.connect() as conn:
+        stored = conn.execute(select(metric_results).where(
+            metric_results.c.metric == "feature_psi")).all()
+    by = {(r.version_id, r.subject): r.detail["importance"] for r in stored}
+    assert by[(1, "f3")] == 0.0 and by[(1, "f7")] == pytest.approx(share[7], rel=1e-12)
+    assert by[(2, "f7")] is None
+
+
 def test_without_reference_a_baseline_of_early_traffic_is_used(client, settings):
     rng = np.random.default_rng(5)
     register_drift_model(client)
@@ -196,6 +239,63 @@ def test_calibration_and_cohort_reports_equal_the_library_on_the_same_rows(clien
     worst = max(region["cohorts"], key=lambda c: c["error_rate"])
     assert worst["cohort"] == "north"
     assert worst["decision"] in ("warning", "critical")
+
+
+def test_cohorts_job_decides_the_generalization_gap_and_exports_its_state(client, engine,
+                                                                          settings):
+    """A version registered with validation errors (overall 0.2, north 0.3, south 0.3): the
+    cohorts job stores production minus validation error with its Wilson interval, decided
+    on the interval's lower end, and /metrics shows the worst as the check state."""
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(3)
+    assert client.post("/v1/models", json=drift_model()).status_code == 201
+    training = {"validation_error": 0.2,
+                "cohort_validation_error": {"region=north": 0.3, "region=south": 0.3}}
+    assert client.post("/v1/models/credit/versions", json={
+        "version": "v1", "metadata": {"training": training}}).status_code == 201
+    start, end = latest_window()
+    records, scores, y, regions = traffic(rng, 2000, start, end)
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels_for(records, y))
+    assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
+
+    wrong = (scores >= 0.5).astype(int) != y
+    with engine.connect() as conn:
+        stored = {r.subject: r for r in conn.execute(select(metric_results).where(
+            metric_results.c.metric.in_(("generalization_gap", "cohort_generalization_gap"))))}
+    assert set(stored) == {"", "region=north", "region=south"}
+
+    def expected(mask: np.ndarray, validation: float) -> tuple[float, str]:
+        k, n = int(wrong[mask].sum()), int(mask.sum())
+        low = binomtest(k, n).proportion_ci(method="wilson").low
+        return low, ("critical" if low > validation + 0.05 else
+                     "warning" if low > validation + 0.02 else "ok")
+
+    decisions = set()
+    for subject, mask, validation in (("", np.ones(2000, bool), 0.2),
+                                      ("region=north", regions == "north", 0.3),
+                                      ("region=south", regions == "south", 0.3)):
+        row = stored[subject]
+        low, decision = expected(mask, validation)
+        assert row.n == int(mask.sum())
+        assert row.value == pytest.approx(wrong[mask].mean() - validation, rel=1e-12)
+        assert row.detail["ci_low"] == pytest.approx(low, rel=1e-9)
+        assert row.decision == decision, subject
+        decisions.add(decision)
+    # the north region, wrong half the time against 0.3 in validation, is critical
+    assert stored["region=north"].decision == "critical" and "ok" in decisions
+
+    text = client.get("/metrics").text
+    assert ('modelmon_check_state{check="generalization_gap",model="credit",version="v1"} 2.0'
+            in text)
+    assert f'modelmon_generalization_gap{{model="credit",version="v1"}} {stored[""].value!r}' \
+        in text
+    report = client.get("/v1/models/credit/reports/cohorts", params={
+        "start": iso(start), "end": iso(end)}).json()["versions"][0]["generalization_gap"]
+    assert report["overall"]["decision"] == stored[""].decision
+    assert {c["cohort"]: c["decision"] for c in report["cohorts"]} == {
+        "north": "critical", "south": stored["region=south"].decision}
 
 
 def test_labels_job_and_history(client, engine, settings):

@@ -291,3 +291,41 @@ def test_refused_feature_values_are_counted_per_declared_feature(app, client):
     # labels refused for their own reasons count no feature
     client.post("/v1/labels", json={"records": [label(0, value="nonsense")]})
     assert sample(app, refused, {"model": "fraud", "feature": "amount"}) == 2
+
+
+def test_feature_importance_nonzero_features_and_zeroed_top_features(client):
+    """Per-feature importance (the 4 largest and __other__ under a limit of 5), non-zero
+    features per version, and the base's top-5 feature that the next version zeroed."""
+    names = [f"f{i}" for i in range(8)]
+    assert client.post("/v1/models", json={
+        "name": "wide", "task": "regression", "cohort_keys": [],
+        "features": [{"name": n, "type": "numeric"} for n in names]}).status_code == 201
+    import io
+
+    coefs = {"v1": [8.0, 7, 6, 5, 4, 3, 2, 1], "v2": [8.0, 0, 6, 5, 4, 3, 0, 1]}
+    for v, coef in coefs.items():
+        assert client.post("/v1/models/wide/versions", json={"version": v}).status_code == 201
+        buf = io.BytesIO()
+        np.savez(buf, coef=np.array(coef))
+        r = client.post(f"/v1/models/wide/versions/{v}/weights", content=buf.getvalue(),
+                        headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 201, r.text
+    s = scrape(client)
+
+    def key(name: str, **labels: str) -> tuple:
+        return (name, tuple(sorted({"model": "wide", **labels}.items())))
+
+    assert s[key("modelmon_version_nonzero_features", version="v1")] == 8
+    assert s[key("modelmon_version_nonzero_features", version="v2")] == 6
+    v1 = {n: s[key("modelmon_feature_importance_ratio", version="v1", feature=n)]
+          for n in ("f0", "f1", "f2", "f3", "__other__")}
+    assert v1 == pytest.approx({"f0": 8 / 36, "f1": 7 / 36, "f2": 6 / 36, "f3": 5 / 36,
+                                "__other__": 10 / 36})
+    assert key("modelmon_feature_importance_ratio", version="v1", feature="f4") not in s
+    assert s[key("modelmon_feature_importance_ratio", version="v2", feature="__other__")] == (
+        pytest.approx(4 / 27))
+    zeroed = {k: v for k, v in s.items()
+              if k[0] == "modelmon_version_zeroed_feature_importance_ratio"}
+    # f6 was zeroed too, but it was not among v1's top 5
+    assert zeroed == {key("modelmon_version_zeroed_feature_importance_ratio", version="v2",
+                          base_version="v1", feature="f1"): pytest.approx(7 / 36)}

@@ -17,8 +17,8 @@ from app.storage.partitions import PartitionManager, partition_name
 from tests.conftest import ROOT, create_pg_database, drop_pg_database
 
 TABLES = {"models", "model_versions", "prediction_keys", "predictions", "labels",
-          "reference_profiles", "weight_stats", "version_deltas", "metric_results", "job_runs",
-          "maintenance_windows"}
+          "reference_profiles", "weight_stats", "feature_weights", "version_deltas",
+          "metric_results", "job_runs", "maintenance_windows"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

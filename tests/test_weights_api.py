@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import save
 from sqlalchemy import select
 
-from app.storage.tables import version_deltas, weight_stats
+from app.storage.tables import feature_weights, version_deltas, weight_stats
 from tests.factories import binary_model
 
 OCTET = {"content-type": "application/octet-stream"}
@@ -138,3 +138,138 @@ def test_tensor_names_that_cannot_be_stored_are_422(client, engine):
     assert r.status_code == 422, r.text
     with engine.connect() as conn:
         assert conn.execute(select(weight_stats)).all() == []
+
+
+# --- per-feature weights -----------------------------------------------------------------
+
+FEATURES = [f"f{i}" for i in range(6)] + ["country", "channel"]
+
+
+def register_wide(client, versions) -> None:  # noqa: ANN001
+    """A model of 8 features (6 numeric, 2 categorical)."""
+    r = client.post("/v1/models", json=binary_model(
+        "wide", features=[{"name": n, "type": "numeric"} for n in FEATURES[:6]]
+        + [{"name": n, "type": "categorical"} for n in FEATURES[6:]]))
+    assert r.status_code == 201, r.text
+    for name in versions:
+        assert client.post("/v1/models/wide/versions", json={"version": name}).status_code == 201
+
+
+def fitted_coef(C: float, l1: bool) -> np.ndarray:  # noqa: N803
+    """coef_ of a logistic regression fitted on 8 columns of which f0, f1, f2 and channel carry
+    the signal; the L1 fit drops the weak ones."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(800, 8))
+    logit = 2.0 * x[:, 0] - 1.5 * x[:, 1] + 0.25 * x[:, 2] + 0.2 * x[:, 7]
+    y = (logit + 0.5 * rng.normal(size=800) > 0).astype(int)
+    clf = LogisticRegression(C=C, l1_ratio=1.0 if l1 else 0.0, solver="liblinear").fit(x, y)
+    return clf.coef_
+
+
+def test_sklearn_coef_is_per_feature_without_configuration(client, engine):
+    register_wide(client, ["light", "strong"])
+    light, strong = fitted_coef(10.0, l1=False), fitted_coef(0.02, l1=True)
+    # the tensor names of the client's scikit-learn helper: coef, intercept
+    r = client.post("/v1/models/wide/versions/light/weights", headers=OCTET,
+                    content=npz_bytes({"coef": light, "intercept": np.zeros(1)}))
+    assert r.status_code == 201, r.text
+    fw = r.json()["features"]
+    assert (fw["tensor"], fw["axis"]) == ("coef", 1)
+    l1 = np.abs(light).sum(axis=0)
+    assert [f["feature"] for f in fw["features"]] == FEATURES
+    assert [f["l1"] for f in fw["features"]] == pytest.approx(l1.tolist(), rel=1e-12)
+    assert [f["l2"] for f in fw["features"]] == pytest.approx(
+        np.linalg.norm(light, axis=0).tolist(), rel=1e-12)
+    assert [f["importance"] for f in fw["features"]] == pytest.approx(
+        (l1 / l1.sum()).tolist(), rel=1e-12)
+    assert fw["nonzero"] == 8
+    r = client.post("/v1/models/wide/versions/strong/weights", headers=OCTET,
+                    content=npz_bytes({"coef": strong, "intercept": np.zeros(1)}))
+    assert r.status_code == 201, r.text
+    zeroed = [n for n, w in zip(FEATURES, strong[0], strict=True) if w == 0.0]
+    assert 2 <= len(zeroed) < 8 and "f0" not in zeroed
+    assert r.json()["features"]["nonzero"] == 8 - len(zeroed)
+    assert r.json()["features_vs_predecessor"]["zeroed"] == zeroed
+
+    cmp = client.get("/v1/models/wide/versions/compare",
+                     params={"base": "light", "candidate": "strong"}).json()
+    d = cmp["features"]
+    assert d["zeroed"] == zeroed and d["revived"] == []
+    assert (d["nonzero_base"], d["nonzero_candidate"]) == (8, 8 - len(zeroed))
+    share_light = np.abs(light[0]) / np.abs(light[0]).sum()
+    share_strong = np.abs(strong[0]) / np.abs(strong[0]).sum()
+    change = share_strong - share_light
+    top = int(np.argmax(np.abs(change)))
+    assert d["shifts"][0]["feature"] == FEATURES[top]
+    assert d["shifts"][0]["change"] == pytest.approx(change[top], rel=1e-12)
+    top5 = [FEATURES[i] for i in np.argsort(-share_light, kind="stable")[:5]]
+    assert [z["feature"] for z in d["zeroed_top"]] == [n for n in top5 if n in zeroed]
+    assert cmp["candidate"]["features"]["importance"]["f0"] == pytest.approx(share_strong[0])
+    back = client.get("/v1/models/wide/versions/compare",
+                      params={"base": "strong", "candidate": "light"}).json()["features"]
+    assert back["revived"] == zeroed and back["zeroed"] == []
+    with engine.connect() as conn:
+        stored = conn.execute(select(version_deltas.c.delta)).scalar_one()
+        rows = conn.execute(select(feature_weights.c.nonzero)
+                            .order_by(feature_weights.c.version_id)).scalars().all()
+    assert stored["features"]["zeroed"] == zeroed
+    assert rows == [8, 8 - len(zeroed)]
+
+
+def test_named_tensor_and_axis_of_a_two_layer_network(client, engine):
+    register_wide(client, ["v1"])
+    rng = np.random.default_rng(5)
+    fc1 = rng.normal(size=(16, 8)).astype(np.float32)  # (out, in), as torch stores it
+    fc1[:, [3, 6]] = 0.0
+    r = client.post("/v1/models/wide/versions/v1/weights", headers=OCTET,
+                    params={"feature_tensor": "fc1.weight", "feature_axis": -1},
+                    content=save({"fc1.weight": fc1, "fc1.bias": np.ones(16, np.float32),
+                                  "fc2.weight": rng.normal(size=(1, 16)).astype(np.float32)}))
+    assert r.status_code == 201, r.text
+    fw = r.json()["features"]
+    assert (fw["tensor"], fw["axis"], fw["nonzero"]) == ("fc1.weight", 1, 6)
+    assert [f["zero"] for f in fw["features"]] == [i in (3, 6) for i in range(8)]
+    assert [f["l2"] for f in fw["features"]] == pytest.approx(
+        np.linalg.norm(fc1.astype(np.float64), axis=0).tolist(), rel=1e-12)
+    # a later upload without per-feature weights replaces them
+    r = client.post("/v1/models/wide/versions/v1/weights", headers=OCTET,
+                    content=save({"fc1.weight": fc1}))
+    assert r.status_code == 201 and r.json()["features"] is None
+    with engine.connect() as conn:
+        assert conn.execute(select(feature_weights)).all() == []
+
+
+@pytest.mark.parametrize("params, tensors, field, words", [
+    ({"feature_tensor": "nope", "feature_axis": 0}, None, "feature_tensor", "no tensor 'nope'"),
+    ({"feature_tensor": "w", "feature_axis": 0}, None, "feature_axis", "length 3"),
+    ({"feature_tensor": "w", "feature_axis": 2}, None, "feature_axis", "axis 2 does not"),
+    ({"feature_tensor": "w"}, None, "feature_axis", "say which axis"),
+    ({"feature_axis": 1}, None, "feature_axis", "needs feature_tensor"),
+    ({"feature_axis": "first"}, None, "feature_axis", ""),
+    ({}, {"coef": np.ones((1, 7))}, "feature_axis", "the model declares 8 features"),
+    ({"feature_tensor": "w", "feature_axis": 0}, {"w": np.array(["a"] * 8)}, "feature_tensor",
+     ""),
+])
+def test_bad_feature_tensor_or_axis_is_422_and_stores_nothing(client, engine, params, tensors,
+                                                              field, words):
+    register_wide(client, ["v1"])
+    body = npz_bytes(tensors or {"w": np.ones((3, 8))})
+    r = client.post("/v1/models/wide/versions/v1/weights", headers=OCTET, params=params,
+                    content=body)
+    assert r.status_code == 422, r.text
+    assert any(field in (e.get("field") or "") for e in r.json()["details"]), r.json()
+    assert words in r.text
+    with engine.connect() as conn:
+        assert conn.execute(select(weight_stats)).all() == []
+        assert conn.execute(select(feature_weights)).all() == []
+
+
+def test_feature_tensor_with_summaries_is_422(client):
+    register_wide(client, ["v1"])
+    summary = {"tensors": [{"name": "w", "shape": [8], "count": 8, "zeros": 2, "l1": 4.0,
+                            "l2": 2.0, "max_abs": 1.0, "mean": 0.1, "std": 0.5}]}
+    r = client.post("/v1/models/wide/versions/v1/weights", json=summary,
+                    params={"feature_tensor": "w", "feature_axis": 0})
+    assert r.status_code == 422 and "hold no per-feature weights" in r.text

@@ -34,7 +34,18 @@ EXAMPLES: dict[str, Any] = {
                 "overall": {"name": "(overall)", "count": 10, "zeros": 4, "sparsity": 0.4,
                             "l1": 3.1, "l2": 1.4},
                 "delta_vs_predecessor": {"sparsity_change_pp": 20.0,
-                                         "l1_relative_change": -0.35}},
+                                         "l1_relative_change": -0.35},
+                "features": {"tensor": "coef", "axis": 1, "nonzero": 1, "features": [
+                    {"feature": "amount", "l1": 2.4, "l2": 2.4, "zero": False,
+                     "importance": 1.0},
+                    {"feature": "country", "l1": 0.0, "l2": 0.0, "zero": True,
+                     "importance": 0.0}]},
+                "features_vs_predecessor": {"nonzero_base": 2, "nonzero_candidate": 1,
+                                            "zeroed": ["country"], "revived": [],
+                                            "zeroed_top": [{"feature": "country",
+                                                            "importance_base": 0.3,
+                                                            "rank_base": 2}],
+                                            "top_k": 5, "shifts": []}},
     "drift": {"model": "fraud", "task": "binary_classification", **W, "empty": False,
               "versions": [{"version": "v2", "n": 5120,
                             "reference": {"source": "upload", "n_rows": 5000},
@@ -43,7 +54,7 @@ EXAMPLES: dict[str, Any] = {
                                           "ks_statistic": 0.18, "ks_pvalue": 1.2e-40,
                                           "ks_pvalue_adjusted": 2.4e-40, "missing_rate": 0.0,
                                           "n_reference": 5000, "n_current": 5120,
-                                          "decision": "critical"}],
+                                          "decision": "critical", "importance": 0.12}],
                             "prediction": {"feature": "prediction", "psi": 0.04,
                                            "decision": "ok"}}]},
     "calibration": {"model": "fraud", **W, "empty": False, "versions": [
@@ -66,7 +77,13 @@ EXAMPLES: dict[str, Any] = {
                 "candidate": {"version": "v2", "regularization": {"type": "l1", "lambda": 0.01}},
                 "overall": {"name": "(overall)", "sparsity_change_pp": 20.0,
                             "l1_relative_change": -0.35, "l2_relative_change": -0.2},
-                "tensors": [], "added": [], "removed": [], "reshaped": []},
+                "tensors": [], "added": [], "removed": [], "reshaped": [],
+                "features": {"nonzero_base": 2, "nonzero_candidate": 1, "zeroed": ["country"],
+                             "revived": [], "zeroed_top": [{"feature": "country",
+                                                            "importance_base": 0.3,
+                                                            "rank_base": 2}], "top_k": 5,
+                             "shifts": [{"feature": "country", "importance_base": 0.3,
+                                         "importance_candidate": 0.0, "change": -0.3}]}},
 }
 
 
@@ -182,12 +199,26 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
              "l2": 1.9, "max_abs": 1.1, "mean": 0.05, "std": 0.6}]}},
     }}},
 )
-async def upload_weights(model: str, version: str, request: Request, engine: EngineDep,
-                         settings: SettingsDep) -> JSONResponse:
+async def upload_weights(
+    model: str, version: str, request: Request, engine: EngineDep, settings: SettingsDep,
+    feature_tensor: Annotated[str | None, Query(
+        min_length=1, max_length=512,
+        description="the tensor one of whose axes is indexed by the model's features (in "
+                    "their registered order); default: 'coef' (last axis) or "
+                    "'layer0/kernel' (axis 0), as the client's scikit-learn helper names them",
+    )] = None,
+    feature_axis: Annotated[int | None, Query(
+        ge=-32, le=31, description="that axis (negative counts from the end); may be left "
+                                   "out for a 1-D tensor")] = None,
+) -> JSONResponse:
     def process(path: Path, ctype: str) -> dict[str, Any]:
-        summary = weights.summary_from_upload(path, ctype, settings.weights_zero_eps)
+        eps = settings.weights_zero_eps
+        summary = weights.summary_from_upload(path, ctype, eps)
+        names = weights.model_features(engine=engine, model_name=model)
+        per_feature = weights.features_from_upload(path, ctype, summary, names,
+                                                   feature_tensor, feature_axis, eps)
         return weights.store_weights(engine=engine, model_name=model, version=version,
-                                     summary=summary)
+                                     summary=summary, features=per_feature)
 
     return await _upload(request, engine, model, version, settings.weights_max_bytes,
                          weights.ACCEPTED, "application/octet-stream (.npz or .safetensors) "
@@ -195,7 +226,7 @@ async def upload_weights(model: str, version: str, request: Request, engine: Eng
 
 
 @router.get("/{model}/versions/compare", responses=ok("compare"),
-            summary="Weight norms and sparsity of two versions, per tensor and overall")
+            summary="Weight norms and sparsity of two versions: per tensor, overall, per feature")
 async def compare_versions(model: str, engine: EngineDep,
                            base: Annotated[str, Query(description="the earlier version")],
                            candidate: Annotated[str, Query(description="the later version")]

@@ -47,6 +47,12 @@ METRICS: dict[str, StoredMetric] = {
                             "cohort_error"),
     "cohort_mae": M("cohorts", "cohort", "Mean absolute error per cohort.", None,
                     "cohort_error"),
+    "generalization_gap": M("cohorts", None, "Production error of the window minus the "
+                            "validation error registered with the version.",
+                            "modelmon_generalization_gap", "generalization_gap"),
+    "cohort_generalization_gap": M("cohorts", "cohort", "Production error minus the registered "
+                                   "validation error, per cohort.", None,
+                                   "generalization_gap"),
     "label_coverage": M("labels", None, "Share of predictions with a label.",
                         "modelmon_label_coverage_ratio", "label_coverage"),
     "label_delay_p50_seconds": M("labels", None, "Median prediction-to-label delay (KLL "

@@ -24,7 +24,9 @@ from app.monitoring import (
     cohort_from_sums,
     correct_ks,
     ks_from_counts,
+    mean_interval,
     psi,
+    wilson_interval,
 )
 from app.monitoring.binning import CategoricalBinning
 from app.monitoring.calibration import empty_calibration
@@ -68,6 +70,8 @@ class Thresholds:
     new_category_rise: float = 0.02
     coverage_warning: float = 0.5
     calibration_bins: int = 10
+    gap_warning: float = 0.02
+    gap_critical: float = 0.05
 
     @classmethod
     def from_settings(cls, s: Settings) -> Thresholds:
@@ -258,11 +262,15 @@ def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:
 
 
 def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
-          features: Mapping[str, Thresholds] | None = None) -> dict[str, Any]:
+          features: Mapping[str, Thresholds] | None = None,
+          importance: dict[str, float | None] | None = None) -> dict[str, Any]:
     """Per feature PSI, KS (Benjamini-Hochberg across features), missing rate, decision; and
     the same for the prediction. Every column's gates are corrected for the m columns
     tested (the features and the prediction). ``features`` holds the thresholds of features
-    whose policy overrides the model's; each column states the thresholds it applied."""
+    whose policy overrides the model's; each column states the thresholds it applied. Each
+    feature carries its importance share in the version's weights (``importance``; None when
+    unknown): drift of a feature the version does not use (0) is low immediate risk, and the
+    alert rules route it as a ticket."""
     d = window.drift if window.drift is not None else DriftSummary(
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
     m = len(cp.columns)
@@ -277,6 +285,7 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
             r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
                      ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
         r["decision"] = _decide_drift(r, of.get(r["feature"], th))
+        r["importance"] = None if importance is None else importance.get(r["feature"])
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:
@@ -399,3 +408,69 @@ def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
                      else WARNING if coverage < th.coverage_warning else OK),
         "thresholds": th.stated(LABEL_FIELDS),
     }
+
+
+def _gap(task: str, n: int, errors: float, squares: float, validation: float, min_n: int,
+         th: Thresholds) -> dict[str, Any]:
+    """Production error of n labeled predictions against a validation error: decided on the
+    lower end of the production error's 95% interval (Wilson for a rate, normal for an
+    MAE), so a window worse by chance does not alert."""
+    lines = {"warning": validation + th.gap_warning, "critical": validation + th.gap_critical}
+    out: dict[str, Any] = {"n": n, "validation_error": validation, "lines": lines,
+                           "production_error": None, "ci_low": None, "ci_high": None,
+                           "gap": None}
+    if n == 0:
+        out.update(decision=INSUFFICIENT_DATA, gate="min_n",
+                   decision_reason="no labeled predictions in the window")
+        return out
+    if task == "regression":
+        production = errors / n
+        low, high = mean_interval(n, errors, squares)
+        out["method"] = "MAE, normal 95% interval"
+    else:
+        k = round(errors)
+        production = k / n
+        low, high = wilson_interval(k, n)
+        out["method"] = "error rate, Wilson 95% interval"
+    out.update(production_error=production, ci_low=low, ci_high=high,
+               gap=production - validation, gate="interval_lower_bound")
+    if n < min_n:  # the figures are reported, never decided on
+        out.update(decision=INSUFFICIENT_DATA, gate="min_n",
+                   decision_reason=f"insufficient data: {n} labeled predictions, below "
+                                   f"the minimum {min_n}")
+        return out
+    out["decision"] = (CRITICAL if low > lines["critical"] else
+                       WARNING if low > lines["warning"] else OK)
+    return out
+
+
+def generalization_gap(model: ModelRow, window: MergedWindow, th: Thresholds,
+                       training: dict[str, Any]) -> dict[str, Any] | None:
+    """The version's production error against the validation error registered in its
+    training block: overall and per cohort with a registered ``cohort_validation_error``.
+    None when the version registered neither, or the model has no cohort key (the window's
+    error sums are kept per cohort key; every labeled prediction is in one cohort of the
+    first key, so their total is the overall error)."""
+    overall = training.get("validation_error")
+    per_cohort = training.get("cohort_validation_error") or {}
+    if (overall is None and not per_cohort) or not model.cohort_keys:
+        return None
+    task = TASK[model.task]
+    sums = window.outcome.cohorts
+    out: dict[str, Any] = {"overall": None, "cohorts": []}
+    first = sums.get(model.cohort_keys[0])
+    if overall is not None:
+        out["overall"] = _gap(task, 0, 0.0, 0.0, overall, th.min_n, th) if first is None \
+            else _gap(task, int(first.n.sum()), float(first.first.sum()),
+                      float(first.second.sum()), overall, th.min_n, th)
+    for subject in sorted(per_cohort):
+        key, _, value = subject.partition("=")
+        c = sums.get(key)
+        i = None if c is None else next(
+            (j for j, name in enumerate(c.cohorts) if (name or "") == value), None)
+        n, err, sq = (0, 0.0, 0.0) if i is None else (
+            int(c.n[i]), float(c.first[i]), float(c.second[i]))  # type: ignore[union-attr]
+        out["cohorts"].append({"cohort_key": key, "cohort": value,
+                               **_gap(task, n, err, sq, per_cohort[subject],
+                                      th.cohort_min_n, th)})
+    return out

@@ -99,7 +99,8 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
         if ref.profile is None:
             entry.update(features=[], prediction=None)
         else:
-            entry.update(compute.drift(w, ref.profile, pol.thresholds, pol.features))
+            entry.update(compute.drift(w, ref.profile, pol.thresholds, pol.features,
+                                       registry.feature_importance(conn=conn, version_id=vid)))
         out.append(entry)
     return _envelope(sc, out, pol)
 
@@ -117,11 +118,14 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
 
 def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
     pol = model_policy.effective(settings, sc.model.policy)
+    training = registry.training_blocks(conn=conn, model_id=sc.model.id)
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(
-            sc.model, w, pol.thresholds, pol.cohort_keys)})
+            sc.model, w, pol.thresholds, pol.cohort_keys),
+                    "generalization_gap": compute.generalization_gap(
+                        sc.model, w, pol.thresholds, training.get(vid, {}))})
     return _envelope(sc, out, pol)
 
 

@@ -35,7 +35,8 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
         rows.append(_row("drift", *args, "feature_psi", f["feature"], w.start, w.end,
                          f["n_current"], f["psi"], f["decision"], psi_method,
                          {**_psi_detail(f), "reference_counts": f["reference_counts"],
-                          "current_counts": f["current_counts"], "bins": f["bins"]}))
+                          "current_counts": f["current_counts"], "bins": f["bins"],
+                          "importance": f.get("importance")}))
         rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
                          f["n_current"], f["missing_rate"], f["missing_decision"],
                          "share of nulls", {"reference": f["reference_missing_rate"],
@@ -130,6 +131,22 @@ def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
                              if not regression else "MAE; one-sided Welch test against the rest",
                              detail))
     return rows
+
+
+def gap_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any] | None) -> list[Row]:
+    """The generalization gap overall and per cohort (value: production minus validation
+    error; the interval, the lines and the decision's gate in the detail)."""
+    if r is None:
+        return []
+    parts = ([("generalization_gap", "", r["overall"])] if r["overall"] else []) + [
+        ("cohort_generalization_gap", f"{c['cohort_key']}={c['cohort']}", c)
+        for c in r["cohorts"]]
+    return [_row("cohorts", model, w.version_id, metric, subject, w.start, w.end, g["n"],
+                 g["gap"], g["decision"], g.get("method", "production vs validation error"),
+                 {k: g.get(k) for k in ("production_error", "ci_low", "ci_high",
+                                        "validation_error", "lines", "gate",
+                                        "decision_reason")})
+            for metric, subject, g in parts]
 
 
 def label_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> list[Row]:

@@ -13,14 +13,19 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from app.api.body import find_unstorable, parse_json, text_problem
 from app.errors import ApiError, Problem
 from app.monitoring import (
+    FeatureWeights,
     TensorStats,
     WeightFileError,
     WeightSummary,
+    feature_delta,
+    file_feature_weights,
     summarise_weight_file,
     weight_delta,
     weight_summary,
 )
+from app.monitoring._result import OK
 from app.storage import registry
+from app.storage.tables import feature_weights as feature_weights_table
 from app.storage.tables import version_deltas, weight_stats
 
 OVERALL = "__all__"
@@ -29,6 +34,11 @@ FILE_TYPES = ("application/octet-stream", "application/zip", "application/x-npz"
               "application/vnd.safetensors", "application/x-safetensors")
 JSON_TYPES = ("application/json", "")
 ACCEPTED = FILE_TYPES + JSON_TYPES
+# Tensors whose feature axis is known without configuration: the client's scikit-learn helper
+# uploads a linear model's coef_ as "coef" (features on the last axis, for (n_features,),
+# (1, n_features) and (n_classes, n_features) alike) and a perceptron's first layer as
+# "layer0/kernel" (n_features, hidden).
+AUTO_FEATURE_AXES = (("coef", -1), ("layer0/kernel", 0))
 
 
 def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
@@ -62,11 +72,8 @@ def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
             raise ApiError(422, "validation_error", str(exc),
                            [Problem(str(exc), field="tensors")]) from None
     else:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        fmt = "npz" if magic.startswith(b"PK") else "safetensors"
         try:
-            summary = summarise_weight_file(path, eps, fmt=fmt)
+            summary = summarise_weight_file(path, eps, fmt=_file_format(path))
         except WeightFileError as exc:
             raise ApiError(422, "invalid_weights", "the file is not a readable .npz or "
                            ".safetensors weight file; nothing was stored",
@@ -79,6 +86,68 @@ def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
         raise ApiError(422, "validation_error", "tensor names must be storable text of at most "
                        f"{MAX_TENSOR_NAME} characters; nothing was stored", bad)
     return summary
+
+
+def _file_format(path: Path) -> str:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    return "npz" if magic.startswith(b"PK") else "safetensors"
+
+
+def model_features(*, engine: Engine, model_name: str) -> list[str]:
+    """The model's numeric and categorical features, in registration order."""
+    with engine.connect() as conn:
+        return [f["name"] for f in registry.require_model(conn=conn, name=model_name).features]
+
+
+def _feature_problem(message: str, field: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{message}; nothing was stored",
+                    [Problem(message[:300], field=field)])
+
+
+def features_from_upload(path: Path, ctype: str, summary: WeightSummary, features: list[str],
+                         tensor: str | None, axis: int | None, eps: float
+                         ) -> FeatureWeights | None:
+    """Per-feature weights of the tensor named by ``feature_tensor``/``feature_axis``, or of
+    a tensor the scikit-learn helper names (AUTO_FEATURE_AXES); None when neither applies."""
+    if ctype in JSON_TYPES:
+        if tensor is not None or axis is not None:
+            raise _feature_problem("per-tensor summaries hold no per-feature weights: send "
+                                   "the .npz or .safetensors file to use feature_tensor",
+                                   "feature_tensor")
+        return None
+    shapes = {t.name: t for t in summary.tensors}
+    if tensor is None:
+        if axis is not None:
+            raise _feature_problem("feature_axis needs feature_tensor", "feature_axis")
+        tensor, axis = next(((n, a) for n, a in AUTO_FEATURE_AXES if n in shapes),
+                            (None, None))
+        if tensor is None:
+            return None
+    stats = shapes.get(tensor)
+    if stats is None:
+        raise _feature_problem(f"no tensor {tensor[:200]!r} in the file (it holds "
+                               f"{', '.join(sorted(shapes))[:200]})", "feature_tensor")
+    if stats.status != OK:
+        raise _feature_problem(f"tensor {tensor[:200]!r}: {stats.reason}", "feature_tensor")
+    shape = stats.shape or ()
+    if axis is None:
+        if len(shape) != 1:
+            raise _feature_problem(f"tensor {tensor[:200]!r} has shape {list(shape)}: say "
+                                   "which axis holds the features", "feature_axis")
+        axis = 0
+    try:
+        return file_feature_weights(path, tensor, features, axis, eps, fmt=_file_format(path))
+    except WeightFileError as exc:
+        raise _feature_problem(str(exc), "feature_tensor") from None
+    except ValueError as exc:
+        raise _feature_problem(f"tensor {tensor[:200]!r} of shape {list(shape)}: {exc} "
+                               f"({', '.join(features)[:200]})", "feature_axis") from None
+
+
+def load_features(*, conn: Connection, version_id: int) -> FeatureWeights | None:
+    stats = registry.feature_weights_of(conn=conn, version_id=version_id)
+    return None if stats is None else FeatureWeights.from_dict(stats)
 
 
 def _stats(d: dict[str, Any]) -> TensorStats:
@@ -101,13 +170,23 @@ def _store_delta(conn: Connection, model_id: int, base: registry.VersionRow,
     c = load_summary(conn=conn, version_id=cand.id)
     if b is None or c is None:
         return None
-    delta = weight_delta(b, c).to_dict()
+    delta = _delta(conn, b, c, base.id, cand.id)
     conn.execute(delete(version_deltas).where(version_deltas.c.base_version_id == base.id,
                                               version_deltas.c.candidate_version_id == cand.id))
     conn.execute(insert(version_deltas).values(
         base_version_id=base.id, candidate_version_id=cand.id, model_id=model_id, delta=delta,
         computed_at=datetime.now(UTC)))
     return delta
+
+
+def _delta(conn: Connection, b: WeightSummary, c: WeightSummary, base_id: int,
+           cand_id: int) -> dict[str, Any]:
+    """Weight deltas, with the per-feature delta under "features" (None unless both versions
+    have per-feature weights)."""
+    fb = load_features(conn=conn, version_id=base_id)
+    fc = load_features(conn=conn, version_id=cand_id)
+    return {**weight_delta(b, c).to_dict(),
+            "features": None if fb is None or fc is None else feature_delta(fb, fc).to_dict()}
 
 
 def _with_weights(conn: Connection, versions: list[registry.VersionRow]) -> set[int]:
@@ -120,9 +199,10 @@ def _with_weights(conn: Connection, versions: list[registry.VersionRow]) -> set[
 
 
 def store_weights(*, engine: Engine, model_name: str, version: str,
-                  summary: WeightSummary) -> dict[str, Any]:
-    """Replace the version's stats; store its delta to the nearest earlier version with
-    weights (its predecessor) and the next later version's delta to it."""
+                  summary: WeightSummary, features: FeatureWeights | None = None
+                  ) -> dict[str, Any]:
+    """Replace the version's stats (and per-feature weights); store its delta to the nearest
+    earlier version with weights (its predecessor) and the next later version's delta to it."""
     with engine.begin() as conn:
         model, v = model_version(conn, model_name, version)
         now = datetime.now(UTC)
@@ -132,6 +212,12 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
         rows.append({"version_id": v.id, "tensor": OVERALL, "model_id": model.id,
                      "stats": summary.overall.to_dict(), "created_at": now})
         conn.execute(insert(weight_stats), rows)
+        conn.execute(delete(feature_weights_table)
+                     .where(feature_weights_table.c.version_id == v.id))
+        if features is not None:
+            conn.execute(insert(feature_weights_table).values(
+                version_id=v.id, model_id=model.id, tensor=features.tensor, axis=features.axis,
+                nonzero=features.nonzero, stats=features.to_dict(), created_at=now))
         versions = registry.list_versions(conn=conn, model_id=model.id)
         have = _with_weights(conn, versions)
         pos = [x.id for x in versions].index(v.id)
@@ -145,7 +231,17 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
         "overall": summary.overall.to_dict(),
         "predecessor": before[-1].version if before else None,
         "delta_vs_predecessor": None if delta is None else delta["overall"],
+        "features": None if features is None else features.to_dict(),
+        "features_vs_predecessor": None if delta is None else delta["features"],
     }
+
+
+def _features_side(conn: Connection, version_id: int) -> dict[str, Any] | None:
+    fw = load_features(conn=conn, version_id=version_id)
+    return None if fw is None else {"tensor": fw.tensor, "axis": fw.axis,
+                                    "nonzero": fw.nonzero,
+                                    "importance": {f.feature: f.importance
+                                                   for f in fw.features}}
 
 
 def model_version(conn: Connection, model_name: str, version: str
@@ -166,14 +262,15 @@ def compare(*, conn: Connection, model_name: str, base: str, candidate: str) -> 
                            "upload them with POST .../versions/{version}/weights",
                            [Problem("no weights", field=field_name)])
         sums[field_name] = s
-    delta = weight_delta(sums["base"], sums["candidate"]).to_dict()
+    delta = _delta(conn, sums["base"], sums["candidate"], b.id, c.id)
 
     def side(v: registry.VersionRow, s: WeightSummary) -> dict[str, Any]:
         return {"version": v.version, "created_at": v.created_at.isoformat(),
                 "regularization": v.metadata.get("regularization"),
                 "hyperparameters": v.metadata.get("hyperparameters", {}),
                 "artifact_bytes": v.metadata.get("artifact_bytes"),
-                "overall": s.overall.to_dict()}
+                "overall": s.overall.to_dict(),
+                "features": _features_side(conn, v.id)}
 
     return {"model": model.name, "base": side(b, sums["base"]),
             "candidate": side(c, sums["candidate"]), **delta}

@@ -77,6 +77,8 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
     cap = settings.summary_max_cohort_values
     long_start = end - timedelta(seconds=settings.job_long_window_seconds)
     longer = settings.job_long_window_seconds > (end - start).total_seconds()
+    training = registry.training_blocks(conn=conn, model_id=model.id) \
+        if job == "cohorts" else {}
     for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
                                                end=end):
         if job == "drift":
@@ -87,13 +89,14 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                 w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
                                   cp=ref.profile, max_cohort_values=cap)
                 _count(counts, w)
-                report = compute.drift(w, ref.profile, th, per_feature)
+                used = registry.feature_importance(conn=conn, version_id=version_id)
+                report = compute.drift(w, ref.profile, th, per_feature, used)
                 if longer and _too_small(report):
                     wl = windows.merge(conn, model, version_id, long_start, end,
                                        bucket_seconds=bucket, cp=ref.profile,
                                        max_cohort_values=cap)
                     short, long = _split_drift(
-                        report, compute.drift(wl, ref.profile, th, per_feature), wl)
+                        report, compute.drift(wl, ref.profile, th, per_feature, used), wl)
                     rows += result_rows.drift_rows(model, wl, long, ref.info)
                     report = short
                 rows += result_rows.drift_rows(model, w, report, ref.info)
@@ -125,6 +128,8 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                     rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
                     r = short
                 rows += result_rows.cohort_rows(model, w, r)
+                rows += result_rows.gap_rows(model, w, compute.generalization_gap(
+                    model, w, th, training.get(version_id, {})))
         elif job == "labels":
             rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:

@@ -43,6 +43,20 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
     return lo, hi
 
 
+def mean_interval(n: int, total: float, total_sq: float, z: float = Z_95
+                  ) -> tuple[float, float]:
+    """Normal (central limit) interval on the mean of non-negative values (absolute errors:
+    an MAE) from their count, sum and sum of squares: mean ± z s / sqrt(n), s the sample
+    standard deviation (ddof = 1), the lower end floored at 0. For n < 2 the spread is
+    unknown and the interval is the point."""
+    if n <= 0:
+        raise ValueError("need n >= 1")
+    mean = total / n
+    var = max(total_sq - n * mean * mean, 0.0) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n)
+    return max(0.0, mean - half), mean + half
+
+
 @dataclass(frozen=True)
 class CohortStat(JsonResult):
     """One cohort (or the overall row, cohort=None and is_overall=True).

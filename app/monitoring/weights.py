@@ -261,6 +261,17 @@ def _safetensors_header(f: Any, size: int) -> tuple[dict[str, Any], int]:
     return header, 8 + length
 
 
+def _entry(name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
+    """(dtype, shape, begin, end) of a safetensors header entry."""
+    try:
+        st_dtype = str(info["dtype"])
+        shape = tuple(int(s) for s in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
+    return st_dtype, shape, begin, end
+
+
 def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -271,30 +282,33 @@ def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[Tens
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise WeightFileError(f"bad tensor entry: {exc!r}") from exc
         for name, info in entries:
-            try:
-                st_dtype = str(info["dtype"])
-                shape = tuple(int(s) for s in info["shape"])
-                begin, end = (int(o) for o in info["data_offsets"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
+            st_dtype, shape, begin, end = _entry(name, info)
             count = math.prod(shape)
             if st_dtype not in _SAFETENSORS_DTYPES:
                 yield _unsupported(name, shape, st_dtype, count)
                 continue
-            np_dtype, itemsize = _SAFETENSORS_DTYPES[st_dtype]
-            if end - begin != count * itemsize or begin < 0 or data_start + end > size:
-                raise WeightFileError(f"tensor {name!r}: offsets do not match shape and dtype")
-            f.seek(data_start + begin)
             acc = _Moments()
-            remaining = count
-            while remaining > 0:
-                take = min(remaining, chunk_elems)
-                buf = f.read(take * itemsize)
-                if len(buf) != take * itemsize:
-                    raise WeightFileError(f"tensor {name!r}: file truncated")
-                acc.add_chunk(_decode(np.frombuffer(buf, dtype=np_dtype), st_dtype), eps)
-                remaining -= take
+            for chunk in _chunks(f, name, (st_dtype, shape, begin, end), data_start, size,
+                                 chunk_elems):
+                acc.add_chunk(chunk, eps)
             yield acc.result(name, shape, _DTYPE_NAMES[st_dtype])
+
+
+def _chunks(f: Any, name: str, entry: tuple[str, tuple[int, ...], int, int], data_start: int,
+            size: int, chunk_elems: int) -> Iterator[np.ndarray]:
+    """A safetensors tensor of a supported dtype as float64 chunks, in flat (C) order."""
+    st_dtype, shape, begin, end = entry
+    np_dtype, itemsize = _SAFETENSORS_DTYPES[st_dtype]
+    count = math.prod(shape)
+    if end - begin != count * itemsize or begin < 0 or data_start + end > size:
+        raise WeightFileError(f"tensor {name!r}: offsets do not match shape and dtype")
+    f.seek(data_start + begin)
+    for start in range(0, count, chunk_elems):
+        take = min(chunk_elems, count - start)
+        buf = f.read(take * itemsize)
+        if len(buf) != take * itemsize:
+            raise WeightFileError(f"tensor {name!r}: file truncated")
+        yield _decode(np.frombuffer(buf, dtype=np_dtype), st_dtype)
 
 
 def _read_npz(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
@@ -441,3 +455,203 @@ def weight_delta(base: WeightSummary, candidate: WeightSummary) -> WeightDelta:
         removed=tuple(n for n in b_by if n not in c_by),
         reshaped=tuple(d.name for d in per if d.reshaped),
     )
+
+
+# --- per-feature weights ----------------------------------------------------------------
+
+TOP_K_FEATURES = 5
+MAX_IMPORTANCE_SHIFTS = 10
+
+
+@dataclass(frozen=True)
+class FeatureWeight(JsonResult):
+    """The weights one input feature feeds, over every other axis of the tensor.
+
+    ``zero``: every weight is finite with |w| <= eps (the feature is unused). ``importance``:
+    the feature's L1 as a share of the L1 over the non-zero features, exactly 0 for a zero
+    feature (so "importance == 0" and "zero" agree), None when every feature is zero.
+    Non-finite weights are left out of the norms, as in TensorStats, and keep a feature
+    non-zero.
+    """
+
+    feature: str
+    l1: float
+    l2: float
+    zero: bool
+    importance: float | None
+
+
+@dataclass(frozen=True)
+class FeatureWeights(JsonResult):
+    tensor: str
+    axis: int
+    features: tuple[FeatureWeight, ...]
+    nonzero: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureWeights:
+        return cls(tensor=d["tensor"], axis=int(d["axis"]), nonzero=int(d["nonzero"]),
+                   features=tuple(FeatureWeight(**f) for f in d["features"]))
+
+
+def _feature_axis(shape: tuple[int, ...], axis: int, n_features: int) -> int:
+    """The axis (made non-negative) after checking it exists and has one entry per feature."""
+    if not shape:
+        raise ValueError("a scalar has no feature axis")
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"axis {axis} does not exist in a tensor of shape {shape}")
+    axis %= len(shape)
+    if shape[axis] != n_features:
+        raise ValueError(f"axis {axis} has length {shape[axis]}, the model declares "
+                         f"{n_features} features")
+    return axis
+
+
+class _PerFeature:
+    """Per-feature float64 sums over a tensor read in flat (C order) chunks: the element at
+    flat position i belongs to feature (i // stride) % n, stride the size of the axes after
+    the feature axis, so no chunk needs the rest of the tensor."""
+
+    def __init__(self, shape: tuple[int, ...], axis: int, n: int, eps: float) -> None:
+        self.stride = math.prod(shape[axis + 1:])
+        self.n, self.eps, self.offset = n, eps, 0
+        self.l1, self.sumsq = np.zeros(n), np.zeros(n)
+        self.used = np.zeros(n, dtype=bool)
+
+    def add_chunk(self, x: np.ndarray) -> None:
+        """x: the next 1-D float64 chunk."""
+        idx = (np.arange(self.offset, self.offset + x.shape[0]) // self.stride) % self.n
+        self.offset += x.shape[0]
+        finite = np.isfinite(x)
+        a = np.where(finite, np.abs(x), 0.0)
+        self.l1 += np.bincount(idx, weights=a, minlength=self.n)
+        self.sumsq += np.bincount(idx, weights=a * a, minlength=self.n)
+        self.used |= np.bincount(idx, weights=~finite | (a > self.eps), minlength=self.n) > 0
+
+    def result(self, features: list[str] | tuple[str, ...], tensor: str, axis: int
+               ) -> FeatureWeights:
+        zero = ~self.used
+        total = float(self.l1[self.used].sum())
+        rows = tuple(FeatureWeight(feature=name, l1=float(self.l1[i]),
+                                   l2=math.sqrt(float(self.sumsq[i])), zero=bool(zero[i]),
+                                   importance=None if total <= 0 else 0.0 if zero[i]
+                                   else float(self.l1[i]) / total)
+                     for i, name in enumerate(features))
+        return FeatureWeights(tensor=tensor, axis=axis, features=rows,
+                              nonzero=sum(not r.zero for r in rows))
+
+
+def feature_weights(array: Any, features: list[str] | tuple[str, ...], axis: int,
+                    eps: float = ZERO_EPS, tensor: str = "", *,
+                    chunk_elems: int = CHUNK_ELEMS) -> FeatureWeights:
+    """Per-feature L1, L2, zero and importance share of a tensor whose ``axis`` is indexed by
+    the input features, in ``features`` order, computed in float64 chunks. ValueError when
+    the axis does not exist or its length is not the number of features."""
+    a = np.asarray(array)
+    if not _supported(a.dtype):
+        raise ValueError(f"dtype {a.dtype} is not supported")
+    shape = tuple(int(d) for d in a.shape)
+    axis = _feature_axis(shape, axis, len(features))
+    acc = _PerFeature(shape, axis, len(features), eps)
+    flat = a.reshape(-1)
+    for start in range(0, flat.shape[0], chunk_elems):
+        acc.add_chunk(flat[start:start + chunk_elems].astype(np.float64))
+    return acc.result(features, tensor, axis)
+
+
+def file_feature_weights(path: str | os.PathLike[str], tensor: str,
+                         features: list[str] | tuple[str, ...], axis: int,
+                         eps: float = ZERO_EPS, *, fmt: str | None = None,
+                         chunk_elems: int = CHUNK_ELEMS) -> FeatureWeights:
+    """feature_weights of one tensor of a .npz or .safetensors file; a safetensors tensor is
+    read in chunks, so memory stays near one chunk whatever its size. WeightFileError for a
+    missing or unreadable tensor, ValueError for a wrong axis or length."""
+    p = Path(path)
+    suffix = f".{fmt}" if fmt else p.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as archive:
+                if tensor not in archive.files:
+                    raise WeightFileError(f"no tensor {tensor!r} in the file")
+                values = archive[tensor]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise WeightFileError(f"cannot read {tensor!r}: {exc}") from exc
+        if not _supported(values.dtype):
+            raise WeightFileError(f"tensor {tensor!r}: dtype {values.dtype} is not supported")
+        return feature_weights(values, features, axis, eps, tensor, chunk_elems=chunk_elems)
+    if suffix != ".safetensors":
+        raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
+    size = os.path.getsize(p)
+    with open(p, "rb") as f:
+        header, data_start = _safetensors_header(f, size)
+        if tensor == "__metadata__" or tensor not in header:
+            raise WeightFileError(f"no tensor {tensor!r} in the file")
+        entry = _entry(tensor, header[tensor])
+        if entry[0] not in _SAFETENSORS_DTYPES:
+            raise WeightFileError(f"tensor {tensor!r}: dtype {entry[0]} is not supported")
+        axis = _feature_axis(entry[1], axis, len(features))
+        acc = _PerFeature(entry[1], axis, len(features), eps)
+        for chunk in _chunks(f, tensor, entry, data_start, size, chunk_elems):
+            acc.add_chunk(chunk)
+    return acc.result(features, tensor, axis)
+
+
+def top_features(fw: FeatureWeights, k: int = TOP_K_FEATURES) -> tuple[str, ...]:
+    """The k non-zero features of largest importance (ties by name)."""
+    ranked = sorted((f for f in fw.features if not f.zero and f.importance is not None),
+                    key=lambda f: (-f.importance, f.feature))  # type: ignore[operator]
+    return tuple(f.feature for f in ranked[:k])
+
+
+@dataclass(frozen=True)
+class ImportanceShift(JsonResult):
+    feature: str
+    importance_base: float | None
+    importance_candidate: float | None
+    change: float
+
+
+@dataclass(frozen=True)
+class ZeroedFeature(JsonResult):
+    """A feature the candidate zeroed that was among the base's top-k by importance."""
+
+    feature: str
+    importance_base: float
+    rank_base: int
+
+
+@dataclass(frozen=True)
+class FeatureDelta(JsonResult):
+    """How the candidate uses the input features against the base, over the features both
+    know: zeroed (non-zero in base, zero in candidate), revived (the reverse), the top-k
+    features of the base that the candidate zeroed, and the largest importance shifts."""
+
+    nonzero_base: int
+    nonzero_candidate: int
+    zeroed: tuple[str, ...]
+    revived: tuple[str, ...]
+    zeroed_top: tuple[ZeroedFeature, ...]
+    top_k: int
+    shifts: tuple[ImportanceShift, ...]
+
+
+def feature_delta(base: FeatureWeights, candidate: FeatureWeights, *,
+                  top_k: int = TOP_K_FEATURES,
+                  max_shifts: int = MAX_IMPORTANCE_SHIFTS) -> FeatureDelta:
+    b = {f.feature: f for f in base.features}
+    c = {f.feature: f for f in candidate.features}
+    common = [n for n in b if n in c]
+    zeroed = tuple(n for n in common if not b[n].zero and c[n].zero)
+    revived = tuple(n for n in common if b[n].zero and not c[n].zero)
+    top = top_features(base, top_k)
+    zeroed_top = tuple(ZeroedFeature(feature=n, importance_base=b[n].importance or 0.0,
+                                     rank_base=top.index(n) + 1)
+                       for n in top if n in c and c[n].zero)
+    shifts = [ImportanceShift(feature=n, importance_base=b[n].importance,
+                              importance_candidate=c[n].importance,
+                              change=(c[n].importance or 0.0) - (b[n].importance or 0.0))
+              for n in common]
+    shifts.sort(key=lambda s: (-abs(s.change), s.feature))
+    return FeatureDelta(nonzero_base=base.nonzero, nonzero_candidate=candidate.nonzero,
+                        zeroed=zeroed, revived=revived, zeroed_top=zeroed_top, top_k=top_k,
+                        shifts=tuple(s for s in shifts[:max_shifts] if s.change != 0))

@@ -473,9 +473,15 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
         gauge("modelmon_model_versions", "Versions registered for a model.",
               ["model"]).add_metric([model], n)
     _weights(snap["weights"], limits["layers"], gauge)
+    _feature_importance(snap.get("features", []), limits["features"], gauge)
     for d in snap["deltas"]:
         labels = [d["model"], d["version"], d["base_version"]]
         names = ["model", "version", "base_version"]
+        for z in (d.get("features") or {}).get("zeroed_top", []):
+            gauge("modelmon_version_zeroed_feature_importance_ratio", "Importance share in "
+                  "base_version of a feature among its top 5 that version zeroed.",
+                  [*names, "feature"]).add_metric([*labels, z["feature"]],
+                                                  z["importance_base"])
         o = d["overall"]
         if _finite(o.get("sparsity_change_pp")):
             gauge("modelmon_version_sparsity_delta_ratio", "Overall sparsity minus the "
@@ -539,6 +545,25 @@ def _training(mv: list[str], t: dict[str, Any], max_cohorts: int, gauge: Any) ->
             gauge("modelmon_model_version_cohort_validation_error", "Validation error of a "
                   "cohort registered with the version.",
                   [*names, "cohort_key", "cohort"]).add_metric([*mv, key, name], value)
+
+
+def _feature_importance(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
+    """Importance share per feature and non-zero features per version. Past ``limit``
+    features of a version, the most important are kept and the rest summed into __other__
+    (so the shares still add up to 1)."""
+    for f in items:
+        mv = [f["model"], f["version"]]
+        gauge("modelmon_version_nonzero_features", "Input features with a non-zero weight.",
+              ["model", "version"]).add_metric(mv, f["nonzero"])
+        shares = sorted(((n, v) for n, v in f["importance"].items() if _finite(v)),
+                        key=lambda nv: (-nv[1], nv[0]))
+        keep = shares[:limit - 1] if len(shares) > limit else shares
+        if len(keep) < len(shares):
+            keep.append((OTHER, sum(v for _, v in shares[len(keep):])))
+        for name, value in keep:
+            gauge("modelmon_feature_importance_ratio", "The feature's share of the L1 norm "
+                  "over all input features (0: unused by the version).",
+                  ["model", "version", "feature"]).add_metric([*mv, name], value)
 
 
 def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select
 
 from app.storage.tables import (
+    feature_weights,
     job_runs,
     maintenance_windows,
     metric_results,
@@ -90,6 +91,9 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
                                       weight_stats.c.stats)
                                .where(weight_stats.c.version_id.in_(sorted(exported)))
                                ).all() if exported else []
+        features = conn.execute(select(feature_weights.c.version_id, feature_weights.c.stats)
+                                .where(feature_weights.c.version_id.in_(sorted(exported)))
+                                ).all() if exported else []
         deltas = conn.execute(select(version_deltas.c.base_version_id,
                                      version_deltas.c.candidate_version_id,
                                      version_deltas.c.delta)).all()
@@ -122,6 +126,11 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
                      "layer": w.tensor, "stats": w.stats} for w in weights],
         "deltas": [{"model": versions[d.candidate_version_id][0],
                     "version": versions[d.candidate_version_id][1],
-                    "base_version": versions[d.base_version_id][1], "overall": d.delta["overall"]}
+                    "base_version": versions[d.base_version_id][1], "overall": d.delta["overall"],
+                    "features": d.delta.get("features")}
                    for d in deltas if d.candidate_version_id in exported],
+        "features": [{"model": versions[f.version_id][0], "version": versions[f.version_id][1],
+                      "nonzero": f.stats["nonzero"],
+                      "importance": {x["feature"]: x["importance"] for x in f.stats["features"]}}
+                     for f in features],
     }

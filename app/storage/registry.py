@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import not_found
 from app.storage.db import as_utc
 from app.storage.summaries import OUTCOME
-from app.storage.tables import bucket_summaries, model_versions, models
+from app.storage.tables import bucket_summaries, feature_weights, model_versions, models
 
 
 @dataclass(frozen=True)
@@ -229,3 +229,22 @@ def set_training(*, conn: Connection, version: VersionRow, training: dict[str, A
     row = get_version(conn=conn, model_id=version.model_id, version=version.version)
     assert row is not None
     return row
+
+
+def feature_weights_of(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
+    """The version's stored per-feature weights (FeatureWeights.to_dict()), None without."""
+    return conn.execute(select(feature_weights.c.stats)
+                        .where(feature_weights.c.version_id == version_id)).scalar()
+
+
+def feature_importance(*, conn: Connection, version_id: int) -> dict[str, float | None] | None:
+    """Importance share per feature in the version (None when its per-feature weights are
+    unknown)."""
+    stats = feature_weights_of(conn=conn, version_id=version_id)
+    return None if stats is None else {f["feature"]: f["importance"] for f in stats["features"]}
+
+
+def training_blocks(*, conn: Connection, model_id: int) -> dict[int, dict[str, Any]]:
+    """Each version's registered ``training`` metadata block ({} without one), by version id."""
+    return {v.id: (v.metadata or {}).get("training") or {}
+            for v in list_versions(conn=conn, model_id=model_id)}

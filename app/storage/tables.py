@@ -154,6 +154,21 @@ weight_stats = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Per-feature weights of a version (one tensor's feature axis, in the model's feature order):
+# per feature L1, L2, zero and importance share, and the count of non-zero features.
+feature_weights = Table(
+    "feature_weights",
+    metadata,
+    Column("version_id", IdType, ForeignKey("model_versions.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("model_id", IdType, nullable=False),
+    Column("tensor", String(512), nullable=False),
+    Column("axis", Integer, nullable=False),
+    Column("nonzero", Integer, nullable=False),
+    Column("stats", JsonType, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 version_deltas = Table(
     "version_deltas",
     metadata,

@@ -78,7 +78,9 @@ def test_inhibit_rules() -> None:
     severity = [r for r in rules if r["source_matchers"] == ['severity="critical"']]
     assert len(severity) == 1
     assert severity[0]["target_matchers"] == ['severity="warning"']
-    assert severity[0]["equal"] == ["alertname", "env", "model"]
+    # per alert instance: another feature's page does not swallow this feature's ticket
+    assert severity[0]["equal"] == ["alertname", "env", "model", "version", "feature",
+                                    "cohort_key", "cohort"]
 
     alert_names = {r["alert"] for r in alert_rules()}
     (stale,) = [r for r in rules if r is not severity[0]]

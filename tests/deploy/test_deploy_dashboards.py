@@ -192,6 +192,12 @@ def test_dashboards_cover_the_issue() -> None:
                    "modelmon_calibration_bin_confidence_ratio", "modelmon_cohort_error_ratio",
                    "modelmon_weight_l1", "modelmon_weight_l2"):
         assert metric in text["debug"], metric
+    for name in ("executive", "debug"):
+        assert "modelmon_generalization_gap" in text[name], name
+    assert 'check=\\"generalization_gap\\"' in text["executive"]
+    assert "modelmon_model_version_validation_error" in text["debug"]
+    assert "modelmon_feature_importance_ratio" in text["debug"]
+    assert "modelmon_version_nonzero_features" in text["debug"]
     for name, body in text.items():
         assert "modelmon_model_version_registered_timestamp_seconds" in body, name
 

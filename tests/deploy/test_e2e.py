@@ -3,9 +3,11 @@ Prometheus with the shipped rules and scrape config, Alertmanager with the shipp
 pointed at a local webhook recorder, and `modelmon demo` streaming traffic through the API.
 
 Drift-free traffic pages nobody; the incident pages the drift alert with its labels and
-runbook, warnings make tickets; the model's policy turns the page off and on again and a
-maintenance window suppresses it (the ticket stays); every dashboard expression and
-recording rule returns data.
+runbook, warnings make tickets, and drift of x4, which v2 gives zero weight, reaches the
+ticket queue for v2 and never the pager, while a feature v2 uses pages; the production error
+above the registered validation error pages the generalization-gap alert; the model's policy
+turns the page off and on again and a maintenance window suppresses it (the ticket stays);
+every dashboard expression and recording rule returns data.
 Every process the test starts is stopped by the test, by its process id.
 """
 
@@ -124,10 +126,9 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
                 if a["labels"]["alertname"] == "ModelmonFeatureDriftHigh"]
 
     pages = wait_for(drift_page, "the drift page", timeout=60)
-    page = pages[0]
+    page = next(p for p in pages if p["labels"]["feature"] in ("x0", "x1"))
     assert page["labels"]["severity"] == "critical"
     assert page["labels"]["model"] == INCIDENT_MODEL
-    assert page["labels"]["feature"] in ("x0", "x1")
     assert page["annotations"]["runbook_url"].endswith("#modelmonfeaturedrifthigh")
     assert page["annotations"]["summary"] and INCIDENT_MODEL in page["annotations"][
         "description"]
@@ -136,7 +137,22 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     tickets = wait_for(lambda: _alerts(sink, "ticket"), "a ticket", timeout=60)
     assert all(a["labels"]["severity"] == "warning" for a in tickets)
 
-    # 3. the model's policy, not the rules, decides whether that finding pages: ticket-only,
+    # 3. drift weighted by use: x4 (zero weight in v2, a small one in v1) drifts critically
+    def x4_of(receiver: str, version: str) -> list[dict[str, Any]]:
+        return [a for a in _alerts(sink, receiver)
+                if a["labels"]["alertname"] == "ModelmonFeatureDriftHigh"
+                and a["labels"].get("feature") == "x4" and a["labels"]["version"] == version]
+
+    wait_for(lambda: x4_of("ticket", "v2"), "the ticket for x4 of v2", timeout=60)
+    wait_for(lambda: x4_of("pager", "v1"), "the page for x4 of v1, which uses it", timeout=60)
+    assert x4_of("pager", "v2") == []
+    # v2's production error is above the validation error registered with it
+    gap = wait_for(lambda: [a for a in _alerts(sink, "pager")
+                            if a["labels"]["alertname"] == "ModelmonGeneralizationGapHigh"
+                            and a["labels"]["version"] == "v2"], "the gap page", timeout=60)
+    assert gap[0]["annotations"]["runbook_url"].endswith("#modelmongeneralizationgaphigh")
+
+    # 4. the model's policy, not the rules, decides whether that finding pages: ticket-only,
     # the critical alert stops while the warning (the ticket) stays; paging again, it returns
     model_url = f"{url}/v1/models/{INCIDENT_MODEL}"
     wait_for(lambda: _firing(prom, "critical"), "the critical drift alert", timeout=30)
@@ -147,7 +163,7 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     wait_for(lambda: _firing(prom, "critical"), "the page again under the default policy",
              timeout=30)
 
-    # 4. a maintenance window suppresses the page (the ticket stays); cancelled, it returns
+    # 5. a maintenance window suppresses the page (the ticket stays); cancelled, it returns
     now = datetime.now(UTC)
     opened = _send("POST", f"{model_url}/maintenance", {
         "start": (now - timedelta(minutes=1)).isoformat(),
@@ -163,7 +179,7 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
         "start": (now - timedelta(minutes=1)).isoformat(),
         "end": (now + timedelta(hours=1)).isoformat(), "reason": "e2e annotation"})
 
-    # 5. every dashboard expression and recording rule returns at least one series
+    # 6. every dashboard expression and recording rule returns at least one series
     values = {"model": INCIDENT_MODEL, "version": "v2", "feature": "x0"}
     empty: list[str] = []
     for name in DASHBOARDS:

@@ -227,3 +227,86 @@ def test_the_ks_sample_keeps_the_reference_extremes_when_it_thins_it():
                             max_categories=50)["sample"]
     assert len(sample) == 10_000
     assert sample[0] == x.min() and sample[-1] == x.max()
+
+
+# --- generalization gap: production error against the registered validation error -------
+
+def _sums_window(cohorts: dict[str | None, tuple[int, float, float]]) -> MergedWindow:
+    """A window whose seg cohorts hold (labeled, errors or sum |e|, sum e^2)."""
+    from app.evaluation.summaries import OutcomeSummary
+    from app.monitoring import CohortSums
+
+    names = tuple(cohorts)
+    n, first, second = (np.array([cohorts[c][i] for c in names]) for i in range(3))
+    total = int(n.sum())
+    return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                        OutcomeSummary(n=total, labeled=total,
+                                       cohorts={"seg": CohortSums(names, n.astype(np.int64),
+                                                                  first, second)}))
+
+
+def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("validation, decision", [
+    (0.10, "warning"),   # lower bound 0.1292 > 0.12, not > 0.15
+    (0.07, "critical"),  # lower bound 0.1292 > 0.12 = 0.07 + 0.05
+    (0.12, "ok"),        # the point estimate 0.15 is past 0.14, its interval is not
+])
+def test_gap_is_decided_on_the_wilson_lower_bound(validation, decision):
+    # 150 errors in 1000 labeled predictions: 100 of 600 in a, 50 of 400 in b
+    w = _sums_window({"a": (600, 100.0, 0.0), "b": (400, 50.0, 0.0)})
+    r = compute.generalization_gap(MODEL, w, TH, {"validation_error": validation})
+    g = r["overall"]
+    low, high = _wilson_by_hand(150, 1000)
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((low, high), rel=1e-12)
+    assert g["ci_low"] == pytest.approx(0.12921007251308828, rel=1e-12)  # scipy binomtest
+    assert g["production_error"] == 0.15 and g["n"] == 1000
+    assert g["gap"] == pytest.approx(0.15 - validation)
+    assert g["lines"] == pytest.approx({"warning": validation + 0.02,
+                                        "critical": validation + 0.05})
+    assert g["decision"] == decision and r["cohorts"] == []
+
+
+def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
+    w = _sums_window({"a": (400, 40.0, 0.0), "b": (90, 30.0, 0.0), None: (500, 50.0, 0.0)})
+    th = compute.Thresholds(gap_warning=0.0, gap_critical=0.01)
+    r = compute.generalization_gap(MODEL, w, th, {
+        "cohort_validation_error": {"seg=a": 0.07, "seg=b": 0.05, "seg=c": 0.1, "seg=": 0.2}})
+    assert r["overall"] is None
+    by = {c["cohort"]: c for c in r["cohorts"]}
+    low, _ = _wilson_by_hand(40, 400)
+    assert by["a"]["ci_low"] == pytest.approx(low, rel=1e-12)  # 0.0743
+    assert by["a"]["decision"] == "warning"   # 0.0743 > 0.07, not > 0.08
+    # below the minimum n: reported (a third wrong, far above 0.05), never decided
+    assert by["b"]["decision"] == "insufficient_data" and by["b"]["n"] == 90
+    assert by["b"]["gap"] == pytest.approx(30 / 90 - 0.05) and by["b"]["gate"] == "min_n"
+    assert by["c"]["decision"] == "insufficient_data" and by["c"]["n"] == 0  # no traffic
+    assert by["c"]["gap"] is None and by["c"]["ci_low"] is None
+    assert by[""]["decision"] == "ok" and by[""]["n"] == 500  # the missing-value cohort
+    # a version without a registered validation error, or a model without cohort keys
+    assert compute.generalization_gap(MODEL, w, th, {}) is None
+    from dataclasses import replace
+
+    assert compute.generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
+                                      {"validation_error": 0.1}) is None
+
+
+def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
+    model = ModelRow(id=2, name="r", task="regression",
+                     features=[{"name": "x0", "type": "numeric"}], cohort_keys=["seg"],
+                     classes=None, created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    abs_err = np.r_[np.full(200, 0.3), np.full(200, 0.7)]
+    w = _sums_window({"a": (400, float(abs_err.sum()), float((abs_err ** 2).sum()))})
+    g = compute.generalization_gap(model, w, TH, {"validation_error": 0.44})["overall"]
+    half = 1.959963984540054 * abs_err.std(ddof=1) / np.sqrt(400)
+    assert g["production_error"] == pytest.approx(0.5)
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
+    assert g["decision"] == "warning"  # 0.4804 > 0.46, not > 0.49
+    assert "normal" in g["method"]
+    assert compute.generalization_gap(model, w, TH, {"validation_error": 0.42})["overall"][
+        "decision"] == "critical"

@@ -132,3 +132,18 @@ def test_invalid_inputs(task, pred, labels):
     r = cohort_error(["a"] * len(labels), pred, labels, task=task, min_n=1)
     assert r.status == INVALID_INPUT
     assert_json_safe(r)
+
+
+def test_mean_interval_equals_scipy_normal_interval_from_sums():
+    from scipy import stats
+
+    from app.monitoring import mean_interval
+
+    x = np.abs(np.random.default_rng(5).normal(size=357))
+    low, high = mean_interval(x.size, float(x.sum()), float((x * x).sum()))
+    ref = stats.norm.interval(0.95, loc=x.mean(), scale=stats.sem(x))
+    assert (low, high) == pytest.approx(ref, rel=1e-10)
+    assert mean_interval(1, 2.0, 4.0) == (2.0, 2.0)  # one value: no spread known
+    assert mean_interval(3, 0.03, 0.1)[0] == 0.0  # floored at zero
+    with pytest.raises(ValueError):
+        mean_interval(0, 0.0, 0.0)

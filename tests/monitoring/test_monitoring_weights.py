@@ -15,6 +15,9 @@ from app.monitoring import (
     UNSUPPORTED_DTYPE,
     TensorStats,
     WeightFileError,
+    feature_delta,
+    feature_weights,
+    file_feature_weights,
     read_weight_file,
     summarise_weight_file,
     tensor_stats,
@@ -277,3 +280,164 @@ def test_delta_between_versions():
     assert_json_safe(d)
     assert weight_delta(v1, v1).overall.l2_change == 0.0
     assert all(t.status == OK for t in v1.tensors)
+
+
+# --- per-feature weights -----------------------------------------------------------------
+
+FEATURES = [f"f{i}" for i in range(8)]
+
+
+def _l1_logistic(C, seed=0):
+    """A LogisticRegression with an L1 penalty (l1_ratio=1; penalty="l1" is deprecated),
+    fitted on 8 features of which 3 carry signal."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(600, 8))
+    y = (1.5 * x[:, 0] - 2.0 * x[:, 1] + 0.7 * x[:, 2] + 0.3 * rng.normal(size=600) > 0)
+    return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=C).fit(x, y.astype(int))
+
+
+def _per_feature_numpy(w, axis):
+    """Plain numpy: move the feature axis first, then norms over everything else."""
+    m = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
+    l1 = np.abs(m).sum(axis=1)
+    return l1, np.linalg.norm(m, axis=1), np.all(np.abs(m) <= 1e-8, axis=1), l1 / l1.sum()
+
+
+def test_feature_weights_of_an_l1_logistic_regression_from_npz_equal_numpy(tmp_path):
+    clf = _l1_logistic(C=0.05)
+    path = tmp_path / "lr.npz"
+    np.savez(path, coef=clf.coef_, intercept=clf.intercept_)
+    assert clf.coef_.shape == (1, 8)
+    fw = file_feature_weights(path, "coef", FEATURES, axis=-1)
+    l1, l2, zero, share = _per_feature_numpy(clf.coef_, 1)
+    assert fw.axis == 1 and fw.tensor == "coef"
+    assert [f.feature for f in fw.features] == FEATURES
+    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-12)
+    assert [f.l2 for f in fw.features] == pytest.approx(l2.tolist(), rel=1e-12)
+    assert [f.zero for f in fw.features] == zero.tolist()
+    assert [f.importance for f in fw.features] == pytest.approx(share.tolist(), rel=1e-12)
+    # the L1 penalty drove the noise features to exactly zero, the signal ones are used
+    assert 0 < fw.nonzero == int((clf.coef_ != 0).sum()) < 8
+    assert not any(fw.features[i].zero for i in (0, 1))
+    assert_json_safe(fw)
+
+
+def test_feature_weights_of_a_multiclass_coef_take_every_class_row():
+    rng = np.random.default_rng(3)
+    coef = rng.normal(size=(3, 8))
+    coef[:, 5] = 0.0
+    coef[1, 6] = 0.0  # zero in one class only: still used
+    fw = feature_weights(coef, FEATURES, axis=1)
+    l1, l2, zero, share = _per_feature_numpy(coef, 1)
+    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-12)
+    assert [f.l2 for f in fw.features] == pytest.approx(l2.tolist(), rel=1e-12)
+    assert [f.importance for f in fw.features] == pytest.approx(share.tolist(), rel=1e-12)
+    assert [f.feature for f in fw.features if f.zero] == ["f5"]
+    assert fw.nonzero == 7 and sum(f.importance for f in fw.features) == pytest.approx(1.0)
+
+
+def test_feature_weights_of_a_two_layer_network_in_safetensors_equal_numpy(tmp_path):
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(8, 16)).astype(np.float32)  # input axis = features
+    w1[[2, 7], :] = 0.0
+    w2 = rng.normal(size=(16, 1)).astype(np.float32)
+    path = tmp_path / "mlp.safetensors"
+    save_file({"layer0/kernel": w1, "layer0/bias": np.zeros(16, np.float32),
+               "layer1/kernel": w2}, str(path))
+    # chunks of 7 elements split the 16 weights of each feature across reads
+    fw = file_feature_weights(path, "layer0/kernel", FEATURES, axis=0, chunk_elems=7)
+    assert fw.tensor == "layer0/kernel" and fw.axis == 0
+    l1, l2, zero, share = _per_feature_numpy(w1, 0)
+    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-12)
+    assert [f.l2 for f in fw.features] == pytest.approx(l2.tolist(), rel=1e-12)
+    assert [f.importance for f in fw.features] == pytest.approx(share.tolist(), rel=1e-12)
+    assert [f.feature for f in fw.features if f.zero] == ["f2", "f7"]
+    assert fw.nonzero == 6
+    # the same tensor with the features on its last axis, in memory, gives the same figures
+    t = feature_weights(w1.T.copy(), FEATURES, axis=1, chunk_elems=5)
+    assert [f.zero for f in t.features] == [f.zero for f in fw.features]
+    assert [f.l1 for f in t.features] == pytest.approx([f.l1 for f in fw.features], rel=1e-12)
+    with pytest.raises(WeightFileError, match="no tensor 'nope'"):
+        file_feature_weights(path, "nope", FEATURES, axis=0)
+    with pytest.raises(ValueError, match="length 16, the model declares 8"):
+        file_feature_weights(path, "layer0/kernel", FEATURES, axis=1)
+    with pytest.raises(WeightFileError, match="no tensor 'nope'"):
+        np.savez(tmp_path / "w.npz", coef=w1)
+        file_feature_weights(tmp_path / "w.npz", "nope", FEATURES, axis=0)
+
+
+def test_feature_weights_refuse_a_wrong_axis_or_length():
+    with pytest.raises(ValueError, match="axis 2 does not exist"):
+        feature_weights(np.ones((2, 8)), FEATURES, axis=2)
+    with pytest.raises(ValueError, match="length 7, the model declares 8 features"):
+        feature_weights(np.ones((2, 7)), FEATURES, axis=1)
+    with pytest.raises(ValueError, match="scalar"):
+        feature_weights(np.float64(1.0), FEATURES, axis=0)
+
+
+def test_feature_weights_eps_nonfinite_and_all_zero():
+    w = np.array([[1e-9, -1e-9, np.nan, 2.0]])
+    fw = feature_weights(w, ["a", "b", "c", "d"], axis=1)
+    assert [f.zero for f in fw.features] == [True, True, False, False]
+    # a zero feature's importance is exactly 0, the shares of the others add up to 1
+    assert fw.features[2].l1 == 0.0 and [f.importance for f in fw.features] == [
+        0.0, 0.0, 0.0, 1.0]
+    assert [f.zero for f in feature_weights(w, list("abcd"), axis=1, eps=0.0).features] == [
+        False, False, False, False]
+    none = feature_weights(np.zeros((1, 3)), ["a", "b", "c"], axis=1)
+    assert none.nonzero == 0 and all(f.importance is None for f in none.features)
+    assert_json_safe(fw)
+
+
+def test_feature_delta_between_a_light_and_a_strong_l1_fit():
+    light = feature_weights(_l1_logistic(C=10.0).coef_, FEATURES, axis=1)
+    strong = feature_weights(_l1_logistic(C=0.01).coef_, FEATURES, axis=1)
+    used_light = {f.feature for f in light.features if not f.zero}
+    used_strong = {f.feature for f in strong.features if not f.zero}
+    assert used_strong < used_light  # the stronger lambda dropped features
+    d = feature_delta(light, strong)
+    assert set(d.zeroed) == used_light - used_strong and d.revived == ()
+    back = feature_delta(strong, light)
+    assert set(back.revived) == used_light - used_strong and back.zeroed == ()
+    assert (d.nonzero_base, d.nonzero_candidate) == (len(used_light), len(used_strong))
+    assert_json_safe(d)
+
+
+def test_feature_delta_zeroed_top_k_and_shifts_by_hand():
+    names = list("abcdefg")
+    base = feature_weights(np.array([[7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 0.0]]), names, axis=1)
+    cand = feature_weights(np.array([[7.0, 0.0, 5.0, 4.0, 3.0, 0.0, 1.0]]), names, axis=1)
+    d = feature_delta(base, cand, top_k=5)
+    assert d.zeroed == ("b", "f") and d.revived == ("g",)
+    # f was zeroed too, but it was 6th in the base: only b was a top-5 feature
+    assert [(z.feature, z.rank_base) for z in d.zeroed_top] == [("b", 2)]
+    assert d.zeroed_top[0].importance_base == pytest.approx(6 / 27)
+    assert feature_delta(base, cand, top_k=6).zeroed_top[1].feature == "f"
+    by = {s.feature: s for s in d.shifts}
+    assert by["b"].change == pytest.approx(-6 / 27)
+    assert by["a"].change == pytest.approx(7 / 20 - 7 / 27)
+    changes = [abs(s.change) for s in d.shifts]
+    assert changes == sorted(changes, reverse=True) and d.shifts[0].feature == "b"
+    assert len(feature_delta(base, cand, max_shifts=2).shifts) == 2
+    assert feature_delta(base, base).shifts == () and feature_delta(base, base).zeroed == ()
+
+
+def test_file_feature_weights_memory_stays_below_the_tensor(tmp_path):
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(8, 125_000)).astype(np.float32)  # 1M weights, features on axis 0
+    w[3] = 0.0
+    path = tmp_path / "wide.safetensors"
+    save_file({"layer0/kernel": w}, str(path))
+    l1 = np.abs(w.astype(np.float64)).sum(axis=1)
+    del w
+    tracemalloc.start()
+    try:
+        fw = file_feature_weights(path, "layer0/kernel", FEATURES, axis=0, chunk_elems=1 << 14)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-10)
+    assert fw.nonzero == 7 and fw.features[3].zero
+    assert peak < 1_000_000 * 4  # less than the float32 tensor, let alone it in float64
