@@ -375,14 +375,20 @@ def test_reference_as_parquet_and_json(client, tmp_path):
     assert datetime.now(UTC)  # the later upload replaced the earlier one
 
 
-def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url):
+@pytest.mark.parametrize("where", ["settings", "policy"])
+def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url, where):
     """With a label lag, calibration, cohorts and coverage look at the window that ended that
-    long ago (its labels have arrived); drift stays on the latest window."""
+    long ago (its labels have arrived); drift stays on the latest window. The lag is the
+    setting's, or the model's policy's over a setting without one."""
     from datetime import timedelta
 
-    lagged = Settings(database_url=db_url, job_catchup_windows=1, label_lag_seconds=3600)
+    lagged = Settings(database_url=db_url, job_catchup_windows=1,
+                      label_lag_seconds=3600 if where == "settings" else 0)
     rng = np.random.default_rng(13)
     register_drift_model(client)
+    if where == "policy":
+        assert client.patch("/v1/models/credit", json={"policy": {
+            "label_lag_seconds": 3600}}).status_code == 200
     start, end = latest_window()
     old_start, old_end = start - timedelta(hours=1), end - timedelta(hours=1)
     old, _, y, _ = traffic(rng, 400, old_start, old_end, prefix="old")

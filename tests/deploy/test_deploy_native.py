@@ -41,6 +41,10 @@ modelmon_feature_check_state{model="churn",version="v2",feature="age",check="fea
 modelmon_job_last_run_failed{job_name="drift",model="churn"} 0
 # TYPE modelmon_job_interval_seconds gauge
 modelmon_job_interval_seconds{job_name="drift"} 3600
+# TYPE modelmon_model_paging gauge
+modelmon_model_paging{model="churn"} 1
+# TYPE modelmon_model_maintenance gauge
+modelmon_model_maintenance{model="churn"} 0
 """
 
 

@@ -70,6 +70,26 @@ def settings(db_url: str) -> Settings:
                     job_catchup_windows=1)
 
 
+def register_and_send(client, name: str, pol: dict | None, records: list[dict],  # noqa: ANN001
+                      reference: bytes | None = None) -> list[dict]:
+    """The drift model under ``name`` with ``pol``, version v1 (with ``reference``), and the
+    same ``records`` sent as its own; returns them."""
+    body = drift_model(name)
+    if pol is not None:
+        body["policy"] = pol
+    assert client.post("/v1/models", json=body).status_code == 201
+    assert client.post(f"/v1/models/{name}/versions", json={"version": "v1"}).status_code == 201
+    if reference is not None:
+        r = client.post(f"/v1/models/{name}/versions/v1/reference", content=reference,
+                        headers={"content-type": "text/csv"})
+        assert r.status_code == 201, r.text
+    mine = copy.deepcopy(records)
+    for rec in mine:
+        rec["model"] = name
+    post_all(client, "/v1/predictions", mine)
+    return mine
+
+
 POLICIES = {
     "default": None,
     "tight": {"psi_critical": 0.05},
@@ -88,19 +108,7 @@ def test_a_tighter_band_decides_critical_where_the_default_warns_and_a_looser_do
     for r in records:
         r["features"]["f3"] += SHIFT
     for name, pol in POLICIES.items():
-        body = drift_model(name)
-        if pol is not None:
-            body["policy"] = pol
-        assert client.post("/v1/models", json=body).status_code == 201
-        assert client.post(f"/v1/models/{name}/versions", json={"version": "v1"}).status_code \
-            == 201
-        r = client.post(f"/v1/models/{name}/versions/v1/reference", content=ref,
-                        headers={"content-type": "text/csv"})
-        assert r.status_code == 201, r.text
-        mine = copy.deepcopy(records)
-        for rec in mine:
-            rec["model"] = name
-        post_all(client, "/v1/predictions", mine)
+        register_and_send(client, name, pol, records, reference=ref)
 
     assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {"success": 4}
     with engine.connect() as conn:
@@ -167,3 +175,29 @@ def test_docs_policy_lists_every_knob_with_its_default_setting_and_scope():
         scope = ("feature" if knob in PER_FEATURE_FIELDS
                  else "cohort key" if knob in PER_COHORT_KEY_FIELDS else "no")
         assert rows[knob][3] == scope, knob
+
+
+def test_a_cohort_key_override_applies_to_that_key_only(client, settings):
+    """The same labeled traffic: under the default minimum n the bad region stands out; a
+    policy that raises region's cohort_min_n beyond the traffic leaves every region cohort
+    undecided, and the report states that key's thresholds."""
+    from tests.jobs_data import labels_for
+
+    rng = np.random.default_rng(3)
+    start, end = latest_window()
+    records, _, y, _ = traffic(rng, 2000, start, end)
+    for name, pol in (("default", None),
+                      ("strict", {"cohort_keys": {"region": {"cohort_min_n": 100_000}}})):
+        mine = register_and_send(client, name, pol, records)
+        post_all(client, "/v1/labels", labels_for(mine, y, model=name))
+
+    params = {"start": iso(start), "end": iso(end), "version": "v1"}
+    got = {}
+    for name in ("default", "strict"):
+        rep = client.get(f"/v1/models/{name}/reports/cohorts", params=params).json()
+        got[name] = rep["versions"][0]["cohort_keys"]["region"]
+    north = next(c for c in got["default"]["cohorts"] if c["cohort"] == "north")
+    assert north["decision"] in ("warning", "critical")
+    assert {c["decision"] for c in got["strict"]["cohorts"]} == {"insufficient_data"}
+    assert got["strict"]["thresholds"]["cohort_min_n"] == 100_000
+    assert got["default"]["thresholds"]["cohort_min_n"] == settings.threshold_cohort_min_n
