@@ -471,6 +471,9 @@ def test_a_quiet_model_is_decided_over_the_longer_horizon(client, engine, settin
     10-bin column), so the jobs decide over the last 24 hours, which hold 1,650, and say so."""
     rng = np.random.default_rng(21)
     register_drift_model(client, reference=reference_csv(rng))
+    assert client.patch("/v1/models/credit/versions/v1", json={"training": {
+        "validation_error": 0.2, "cohort_validation_error": {"region=north": 0.2}}}
+    ).status_code == 200
     start, end = latest_window()
     day = end - timedelta(hours=24)
     earlier, _, y_earlier, _ = traffic(rng, 1500, day, start, shifted=SHIFTED, prefix="e")
@@ -503,3 +506,12 @@ def test_a_quiet_model_is_decided_over_the_longer_horizon(client, engine, settin
     assert {r.decision for s, r in cohorts.items() if s != "region=north"} == {"ok"}
     (overall,) = [r for r in stored if r.metric == "error_ratio"]
     assert overall.window_start.replace(tzinfo=UTC) == start and overall.n == 150
+    # the gap: overall 150 labeled in the hour decide it there; north's ~38 do not, so it is
+    # decided over the 24 hours (wrong half the time against 0.2 in validation: critical)
+    (gap,) = [r for r in stored if r.metric == "generalization_gap"]
+    assert gap.window_start.replace(tzinfo=UTC) == start and gap.n == 150
+    assert gap.decision != "insufficient_data" and gap.detail["horizon_seconds"] is None
+    (north,) = [r for r in stored if r.metric == "cohort_generalization_gap"]
+    assert north.subject == "region=north" and north.window_start.replace(tzinfo=UTC) == day
+    assert north.n == cohorts["region=north"].n and north.detail["horizon_seconds"] == 86400
+    assert north.decision == "critical"

@@ -215,10 +215,11 @@ async def upload_weights(
         eps = settings.weights_zero_eps
         summary = weights.summary_from_upload(path, ctype, eps)
         names = weights.model_features(engine=engine, model_name=model)
-        per_feature = weights.features_from_upload(path, ctype, summary, names,
-                                                   feature_tensor, feature_axis, eps)
+        per_feature, skipped = weights.features_from_upload(path, ctype, summary, names,
+                                                            feature_tensor, feature_axis, eps)
         return weights.store_weights(engine=engine, model_name=model, version=version,
-                                     summary=summary, features=per_feature)
+                                     summary=summary, features=per_feature,
+                                     features_reason=skipped)
 
     return await _upload(request, engine, model, version, settings.weights_max_bytes,
                          weights.ACCEPTED, "application/octet-stream (.npz or .safetensors) "

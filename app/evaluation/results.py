@@ -145,7 +145,7 @@ def gap_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any] | None) -> list
                  g["gap"], g["decision"], g.get("method", "production vs validation error"),
                  {k: g.get(k) for k in ("production_error", "ci_low", "ci_high",
                                         "validation_error", "lines", "gate",
-                                        "decision_reason")})
+                                        "decision_reason", "horizon_seconds")})
             for metric, subject, g in parts]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from app.api.body import find_unstorable, parse_json, text_problem
 from app.errors import ApiError, Problem
 from app.monitoring import (
+    OK,
     FeatureWeights,
     TensorStats,
     WeightFileError,
@@ -23,7 +24,6 @@ from app.monitoring import (
     weight_delta,
     weight_summary,
 )
-from app.monitoring._result import OK
 from app.storage import registry
 from app.storage.tables import feature_weights as feature_weights_table
 from app.storage.tables import version_deltas, weight_stats
@@ -107,15 +107,19 @@ def _feature_problem(message: str, field: str) -> ApiError:
 
 def features_from_upload(path: Path, ctype: str, summary: WeightSummary, features: list[str],
                          tensor: str | None, axis: int | None, eps: float
-                         ) -> FeatureWeights | None:
-    """Per-feature weights of the tensor named by ``feature_tensor``/``feature_axis``, or of
-    a tensor the scikit-learn helper names (AUTO_FEATURE_AXES); None when neither applies."""
+                         ) -> tuple[FeatureWeights | None, str | None]:
+    """(per-feature weights, why there are none) of the tensor named by
+    ``feature_tensor``/``feature_axis`` (a 422 when it does not fit the model's features), or
+    of a tensor the scikit-learn helper names (AUTO_FEATURE_AXES). A recognised tensor that
+    does not have one entry per feature (a Pipeline whose encoder expanded a categorical
+    feature into several columns) is left out with the reason, never refused: the upload
+    stands without per-feature figures."""
     if ctype in JSON_TYPES:
         if tensor is not None or axis is not None:
             raise _feature_problem("per-tensor summaries hold no per-feature weights: send "
                                    "the .npz or .safetensors file to use feature_tensor",
                                    "feature_tensor")
-        return None
+        return None, None
     shapes = {t.name: t for t in summary.tensors}
     if tensor is None:
         if axis is not None:
@@ -123,7 +127,12 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
         tensor, axis = next(((n, a) for n, a in AUTO_FEATURE_AXES if n in shapes),
                             (None, None))
         if tensor is None:
-            return None
+            return None, None
+        shape = shapes[tensor].shape or ()
+        if len(shape) == 0 or shape[axis] != len(features):  # type: ignore[index]
+            return None, (f"tensor {tensor!r} of shape {list(shape)} does not have one entry "
+                          f"per feature on axis {axis} (the model declares {len(features)}); "
+                          "name a tensor that does with feature_tensor and feature_axis")
     stats = shapes.get(tensor)
     if stats is None:
         raise _feature_problem(f"no tensor {tensor[:200]!r} in the file (it holds "
@@ -137,7 +146,8 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
                                    "which axis holds the features", "feature_axis")
         axis = 0
     try:
-        return file_feature_weights(path, tensor, features, axis, eps, fmt=_file_format(path))
+        return file_feature_weights(path, tensor, features, axis, eps,
+                                    fmt=_file_format(path)), None
     except WeightFileError as exc:
         raise _feature_problem(str(exc), "feature_tensor") from None
     except ValueError as exc:
@@ -199,8 +209,8 @@ def _with_weights(conn: Connection, versions: list[registry.VersionRow]) -> set[
 
 
 def store_weights(*, engine: Engine, model_name: str, version: str,
-                  summary: WeightSummary, features: FeatureWeights | None = None
-                  ) -> dict[str, Any]:
+                  summary: WeightSummary, features: FeatureWeights | None = None,
+                  features_reason: str | None = None) -> dict[str, Any]:
     """Replace the version's stats (and per-feature weights); store its delta to the nearest
     earlier version with weights (its predecessor) and the next later version's delta to it."""
     with engine.begin() as conn:
@@ -232,6 +242,7 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
         "predecessor": before[-1].version if before else None,
         "delta_vs_predecessor": None if delta is None else delta["overall"],
         "features": None if features is None else features.to_dict(),
+        **({"features_skipped": features_reason} if features_reason else {}),
         "features_vs_predecessor": None if delta is None else delta["features"],
     }
 

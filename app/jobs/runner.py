@@ -128,8 +128,15 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                     rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
                     r = short
                 rows += result_rows.cohort_rows(model, w, r)
-                rows += result_rows.gap_rows(model, w, compute.generalization_gap(
-                    model, w, th, training.get(version_id, {})))
+                registered = training.get(version_id, {})
+                g = compute.generalization_gap(model, w, th, registered)
+                if longer and g is not None and _too_small_gap(g):
+                    wl = long_window()
+                    short_g, long_g = _split_gap(
+                        g, compute.generalization_gap(model, wl, th, registered), wl)
+                    rows += result_rows.gap_rows(model, wl, long_g)
+                    g = short_g
+                rows += result_rows.gap_rows(model, w, g)
         elif job == "labels":
             rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:
@@ -190,6 +197,31 @@ def _split_cohorts(short: dict[str, Any], long: dict[str, Any], wl: windows.Merg
         s_out[key] = {**r, "cohorts": [c for c in r["cohorts"] if c["cohort"] not in names]}
         l_out[key] = {**long[key], "cohorts": moved}
     return s_out, l_out
+
+
+def _too_small_gap(report: dict[str, Any]) -> bool:
+    parts = [*([report["overall"]] if report["overall"] else []), *report["cohorts"]]
+    return any(p.get("gate") == "min_n" for p in parts)
+
+
+def _split_gap(short: dict[str, Any], long: dict[str, Any] | None, wl: windows.MergedWindow
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generalization gap, overall or of a cohort, too small to decide in the job window
+    but decidable over the longer horizon moves to the long window's report."""
+    def moves(s: dict[str, Any] | None, lg: dict[str, Any] | None) -> bool:
+        return (s is not None and lg is not None and s.get("gate") == "min_n"
+                and lg.get("gate") != "min_n")
+
+    long = long or {"overall": None, "cohorts": []}
+    overall = moves(short["overall"], long["overall"])
+    by = {(c["cohort_key"], c["cohort"]): c for c in long["cohorts"]}
+    moved = {k for c in short["cohorts"]
+             if moves(c, by.get(k := (c["cohort_key"], c["cohort"])))}
+    return ({"overall": None if overall else short["overall"],
+             "cohorts": [c for c in short["cohorts"]
+                         if (c["cohort_key"], c["cohort"]) not in moved]},
+            {"overall": _horizon(long["overall"], wl) if overall else None,
+             "cohorts": [_horizon(by[k], wl) for k in sorted(moved)]})
 
 
 def _count(counts: dict[str, int], w: windows.MergedWindow) -> None:
