@@ -117,6 +117,19 @@ def test_a_conflicting_registration_raises_with_the_services_details(sqlite_serv
         monitor.close()
 
 
+def test_registration_carries_a_policy_and_opens_a_maintenance_window(sqlite_server):
+    with Monitor(sqlite_server.url, model="nightly", version="v1") as monitor:
+        monitor.register_model(task="regression", features=["amount"],
+                               policy={"expected_interval_seconds": None, "page": False})
+        monitor.register_version(maintenance_seconds=600)
+        # a re-registration without a policy confirms the model and keeps its policy
+        monitor.register_model(task="regression", features=["amount"])
+    got = httpx2.get(f"{sqlite_server.url}/v1/models/nightly").json()["policy"]
+    assert got["overrides"] == {"expected_interval_seconds": None, "page": False}
+    windows = httpx2.get(f"{sqlite_server.url}/v1/models/nightly/maintenance").json()
+    assert [w["open"] for w in windows] == [True]
+
+
 def test_stats_exported_to_prometheus(sqlite_server):
     sqlite_server.register("prom")
     registry = CollectorRegistry()

@@ -3,11 +3,12 @@ Prometheus with the shipped rules and scrape config, Alertmanager with the shipp
 pointed at a local webhook recorder, and `modelmon demo` streaming traffic through the API.
 
 Drift-free traffic pages nobody; the incident pages the drift alert with its labels and
-runbook, warnings make tickets, and drift of x4, which v2 gives zero weight, reaches the
-ticket queue for v2 and never the pager, while a feature v2 uses pages; the production error
-above the registered validation error pages the generalization-gap alert; the model's policy
-turns the page off and on again and a maintenance window suppresses it (the ticket stays);
-every dashboard expression and recording rule returns data.
+runbook, warnings make tickets, and the same incident under a looser policy only makes
+tickets; drift of x4, which v2 gives zero weight, reaches the ticket queue for v2 and never
+the pager, while a feature v2 uses pages; the production error above the registered
+validation error pages the generalization-gap alert; the model's policy turns the page off
+and on again and a maintenance window suppresses it (the ticket stays); every dashboard
+expression and recording rule returns data.
 Every process the test starts is stopped by the test, by its process id.
 """
 
@@ -46,6 +47,13 @@ PHASE_SECONDS = 45
 # panels and recording rule are covered by the promtool unit tests (quality_test.yml) only.
 REGRESSION_ONLY = ("modelmon_cohort_mae", "modelmon_cohort_rmse", "modelmon_error_mae")
 INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
+# Streams the same incident as INCIDENT_MODEL, under a policy whose critical lines no drift,
+# calibration or cohort finding reaches: the same data makes tickets, never those pages.
+LOOSE_MODEL = "demo-loose"
+LOOSE_POLICY = {"psi_major": 50.0, "psi_critical": 50.0, "ece_critical": 1.0,
+                "cohort_ratio_critical": 1e6}
+QUALITY_ALERTS = ("ModelmonFeatureDriftHigh", "ModelmonPredictionDriftHigh",
+                  "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression")
 
 
 def _alerts(sink: str, receiver: str) -> list[dict[str, Any]]:
@@ -65,12 +73,15 @@ def _firing(prom: str, severity: str) -> list[dict[str, Any]]:
                        f'model="{INCIDENT_MODEL}", severity="{severity}"}}')
 
 
+def _demo_command(url: str, model: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "demo", "--url", url, "--model", model,
+            "--duration", str(PHASE_SECONDS), "--speed", "4", "--batch-size", "100", *extra]
+
+
 def _demo(url: str, model: str, *extra: str, log: Path) -> None:
     with log.open("ab") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "app.cli", "demo", "--url", url, "--model", model,
-             "--duration", str(PHASE_SECONDS), "--speed", "4", "--batch-size", "100", *extra],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=PHASE_SECONDS + 120)
+        done = subprocess.run(_demo_command(url, model, *extra), cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=PHASE_SECONDS + 120)
     assert done.returncode == 0, log.read_text()[-3000:]
 
 
@@ -118,8 +129,22 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     time.sleep(5)  # a few evaluations and group intervals more
     assert _alerts(sink, "pager") == [], _alerts(sink, "pager")
 
-    # 2. the incident: drift pages, warnings make tickets
-    _demo(url, INCIDENT_MODEL, "--incident-after", "12", log=tmp / "demo-incident.log")
+    # 2. the incident: drift pages, warnings make tickets. The same incident streams at the
+    # same time to a model registered (as the demo registers it) with a looser policy.
+    _send("POST", f"{url}/v1/models", {
+        "name": LOOSE_MODEL, "task": "binary_classification",
+        "features": [{"name": f"x{i}", "type": "numeric"} for i in range(6)]
+        + [{"name": "channel", "type": "categorical"}],
+        "cohort_keys": ["region"], "classes": ["legit", "fraud"], "policy": LOOSE_POLICY})
+    loose_log = (tmp / "demo-loose.log").open("wb")
+    loose = subprocess.Popen(_demo_command(url, LOOSE_MODEL, "--incident-after", "12"),
+                             cwd=ROOT, stdout=loose_log, stderr=subprocess.STDOUT)
+    try:
+        _demo(url, INCIDENT_MODEL, "--incident-after", "12", log=tmp / "demo-incident.log")
+        assert loose.wait(timeout=120) == 0, (tmp / "demo-loose.log").read_text()[-3000:]
+    finally:
+        stop_process(loose)
+        loose_log.close()
 
     def drift_page() -> list[dict[str, Any]]:
         return [a for a in _alerts(sink, "pager")
@@ -136,6 +161,11 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     assert not [a for a in _alerts(sink, "pager") if a["labels"].get("model") == CLEAN_MODEL]
     tickets = wait_for(lambda: _alerts(sink, "ticket"), "a ticket", timeout=60)
     assert all(a["labels"]["severity"] == "warning" for a in tickets)
+    # the looser model: the same drift arrives as a ticket, never as a page
+    wait_for(lambda: [a for a in _alerts(sink, "ticket")
+                      if a["labels"]["alertname"] == "ModelmonFeatureDriftHigh"
+                      and a["labels"]["model"] == LOOSE_MODEL], "the looser model's ticket",
+             timeout=60)
 
     # 3. drift weighted by use: x4 (zero weight in v2, a small one in v1) drifts critically
     def x4_of(receiver: str, version: str) -> list[dict[str, Any]]:
@@ -174,6 +204,13 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
              "the page suppressed during maintenance, the ticket staying", timeout=30)
     _send("DELETE", f"{model_url}/maintenance/{opened['id']}")
     wait_for(lambda: _firing(prom, "critical"), "the page after the window", timeout=30)
+    # by now any page of the looser model would have arrived: none of its quality findings
+    # reached a critical line of its policy
+    assert not [a for a in _alerts(sink, "pager") if a["labels"].get("model") == LOOSE_MODEL
+                and a["labels"]["alertname"] in QUALITY_ALERTS]
+    assert not query(prom, f'ALERTS{{model="{LOOSE_MODEL}", severity="critical", '
+                           f'alertname=~"{"|".join(QUALITY_ALERTS)}"}}')
+
     # a window stays open for the dashboards' maintenance annotation below
     _send("POST", f"{model_url}/maintenance", {
         "start": (now - timedelta(minutes=1)).isoformat(),

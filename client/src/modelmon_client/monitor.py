@@ -162,10 +162,13 @@ class Monitor:
 
     def register_model(self, *, task: str, features: Sequence[str] | Mapping[str, str],
                        categorical: Iterable[str] = (), cohort_keys: Sequence[str] = (),
-                       classes: Sequence[Any] | None = None) -> dict[str, Any]:
+                       classes: Sequence[Any] | None = None,
+                       policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Register (or confirm, when identical) this monitor's model; ``features`` are names
         (numeric unless listed in ``categorical``) or a ``{name: "numeric"|"categorical"}``
-        mapping. Raises ModelmonError (409 when registered with another definition)."""
+        mapping; ``policy`` overrides the service's thresholds and alerting for the model
+        (the service's docs/policy.md; omitted, a stored policy stands). Raises
+        ModelmonError (409 when registered with another definition)."""
         if task not in _wire.TASKS:
             raise ValueError(f"task must be one of {', '.join(_wire.TASKS)}")
         cats = set(categorical)
@@ -179,17 +182,24 @@ class Monitor:
         cls = _classes(classes)
         if cls is not None:
             body["classes"] = list(cls)
+        if policy is not None:
+            body["policy"] = dict(policy)
         answer = self._call("POST", "/v1/models", json_body=body)
         self._sender.info = _wire.ModelInfo(task, tuple(answer.get("classes") or ()) or None)
         return answer
 
     def register_version(self, *, metadata: Mapping[str, Any] | None = None,
-                         created_at: datetime | str | None = None) -> dict[str, Any]:
+                         created_at: datetime | str | None = None,
+                         maintenance_seconds: float | None = None) -> dict[str, Any]:
         """Register this monitor's version with its metadata (``regularization``: ``{type:
-        l1|l2|elastic_net|none, lambda, l1_ratio}``, ``hyperparameters``, ``artifact_bytes``)."""
+        l1|l2|elastic_net|none, lambda, l1_ratio}``, ``hyperparameters``, ``artifact_bytes``);
+        ``maintenance_seconds`` opens a maintenance window of the model for that long, so
+        the rollout's drift, calibration and cohort findings make tickets, not pages."""
         body: dict[str, Any] = {"version": self.version, "metadata": dict(metadata or {})}
         if created_at is not None:
             body["created_at"] = _wire.timestamp(created_at)
+        if maintenance_seconds is not None:
+            body["maintenance_seconds"] = maintenance_seconds
         return self._call("POST", _http.model_path(self.model, "versions"), json_body=body)
 
     def upload_weights(self, weights: Mapping[str, Any] | bytes | str | os.PathLike[str]
