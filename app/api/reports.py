@@ -67,7 +67,19 @@ EXAMPLES: dict[str, Any] = {
             "overall": {"n": 3900, "error_rate": 0.06},
             "cohorts": [{"cohort": "eu", "n": 2000, "error_rate": 0.21, "ci_low": 0.19,
                          "ci_high": 0.23, "delta_error_rate": 0.15, "decidable": True,
-                         "decision": "warning"}]}}}]},
+                         "decision": "warning"}]}},
+         "generalization_gap": {
+             "overall": {"n": 3900, "validation_error": 0.05, "production_error": 0.06,
+                         "ci_low": 0.053, "ci_high": 0.068, "gap": 0.01,
+                         "lines": {"warning": 0.07, "critical": 0.1},
+                         "gate": "interval_lower_bound", "decision": "ok",
+                         "method": "error rate, Wilson 95% interval"},
+             "cohorts": [{"cohort_key": "region", "cohort": "eu", "n": 2000,
+                          "validation_error": 0.08, "production_error": 0.21,
+                          "ci_low": 0.19, "ci_high": 0.23, "gap": 0.13,
+                          "lines": {"warning": 0.1, "critical": 0.13},
+                          "gate": "interval_lower_bound", "decision": "critical",
+                          "method": "error rate, Wilson 95% interval"}]}}]},
     "history": {"model": "fraud", "metric": "feature_psi", "points": [
         {"version": "v2", "subject": "amount", **W, "n": 5120, "value": 0.31,
          "decision": "critical", "method": "psi eps=1e-4 ref=upload"}],
@@ -162,7 +174,8 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
 
 
 @router.get("/{model}/reports/cohorts", responses=ok("cohorts"),
-            summary="Error per cohort with 95% Wilson intervals and the delta to overall")
+            summary="Error per cohort with 95% Wilson intervals and the delta to overall; "
+                    "production error against the version's registered validation error")
 async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
                   start: Start = None, end: End = None) -> dict[str, Any]:
     return await _run(engine, lambda c: reports.cohorts_report(

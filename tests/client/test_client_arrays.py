@@ -66,6 +66,22 @@ def test_register_sklearn_then_log_a_whole_batch(sqlite_server):
     with Monitor(sqlite_server.url, model="sk", version="v1", batch_size=128) as monitor:
         answers = monitor.register_sklearn(model, cohort_keys=["region"])
         assert answers["weights"]["tensors"] == 2
+        # coef_ arrives as per-feature weights without configuration
+        per_feature = answers["weights"]["features"]
+        coef = model[-1].coef_[0]
+        assert (per_feature["tensor"], per_feature["axis"]) == ("coef", 1)
+        assert [f["feature"] for f in per_feature["features"]] == ["amount", "age"]
+        assert [f["l1"] for f in per_feature["features"]] == pytest.approx(
+            np.abs(coef).tolist(), rel=1e-12)
+        assert [f["zero"] for f in per_feature["features"]] == (coef == 0).tolist()
+        # any other layout names its tensor and axis: a (hidden, features) first layer
+        kernel = np.arange(10.0).reshape(5, 2)
+        kernel[:, 1] = 0.0
+        named = monitor.upload_weights({"fc1.weight": kernel}, feature_tensor="fc1.weight",
+                                       feature_axis=1)
+        assert [f["zero"] for f in named["features"]["features"]] == [False, True]
+        assert named["features"]["features"][0]["l2"] == pytest.approx(
+            float(np.linalg.norm(kernel[:, 0])))
         x_live = x.head(300).copy()
         x_live.loc[0, "amount"] = np.nan  # missing, not refused
         ids = monitor.log_batch(x_live, predictions=model.predict_proba(x_live.fillna(0)),

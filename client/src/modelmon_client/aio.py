@@ -45,8 +45,8 @@ class AsyncMonitor:
         return await asyncio.to_thread(lambda: self.monitor.register_sklearn(estimator,
                                                                              **kwargs))
 
-    async def upload_weights(self, weights: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.monitor.upload_weights, weights)
+    async def upload_weights(self, weights: Any, **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self.monitor.upload_weights(weights, **kwargs))
 
     async def upload_reference(self, data: Any, **kwargs: Any) -> dict[str, Any]:
         return await asyncio.to_thread(lambda: self.monitor.upload_reference(data, **kwargs))

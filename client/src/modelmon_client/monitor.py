@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from time import time
 from typing import Any
+from urllib.parse import urlencode
 from uuid import uuid4
 
 from modelmon_client import _http, _wire
@@ -202,10 +203,14 @@ class Monitor:
             body["maintenance_seconds"] = maintenance_seconds
         return self._call("POST", _http.model_path(self.model, "versions"), json_body=body)
 
-    def upload_weights(self, weights: Mapping[str, Any] | bytes | str | os.PathLike[str]
+    def upload_weights(self, weights: Mapping[str, Any] | bytes | str | os.PathLike[str], *,
+                       feature_tensor: str | None = None, feature_axis: int | None = None
                        ) -> dict[str, Any]:
         """Upload this version's weights: ``{tensor name: array}`` (sent as .npz; needs
-        numpy), the bytes of a .npz or .safetensors file, or its path."""
+        numpy), the bytes of a .npz or .safetensors file, or its path. ``feature_tensor`` and
+        ``feature_axis`` name the tensor axis indexed by the model's features, for the
+        service's per-feature weights and importance (not needed for the tensors
+        register_sklearn uploads)."""
         if isinstance(weights, Mapping):
             import numpy as np
 
@@ -217,9 +222,13 @@ class Monitor:
         else:
             with open(weights, "rb") as f:
                 data = f.read()
-        return self._call("POST", _http.model_path(self.model, "versions", self.version,
-                                                   "weights"),
-                          body=data, content_type="application/octet-stream", ok=(201,))
+        path = _http.model_path(self.model, "versions", self.version, "weights")
+        query = {k: v for k, v in (("feature_tensor", feature_tensor),
+                                   ("feature_axis", feature_axis)) if v is not None}
+        if query:
+            path += "?" + urlencode(query)
+        return self._call("POST", path, body=data, content_type="application/octet-stream",
+                          ok=(201,))
 
     def upload_reference(self, data: Any, *, content_type: str = "text/csv") -> dict[str, Any]:
         """Upload this version's reference data: a pandas DataFrame (one column per feature
