@@ -96,6 +96,7 @@ CALIBRATION_FIELDS = ("alpha_warning", "alpha_critical", "ece_warning", "ece_cri
                       "min_n", "calibration_bins")
 COHORT_FIELDS = ("alpha_warning", "alpha_critical", "cohort_ratio_critical", "cohort_min_n")
 LABEL_FIELDS = ("min_n", "coverage_warning")
+GAP_FIELDS = ("gap_warning", "gap_critical")
 # What a model's policy may set per feature and per cohort key: the effect sizes and
 # minimum n. The error rates (alpha) stay the model's: they are corrected across the columns
 # or cohorts tested together.
@@ -417,6 +418,7 @@ def _gap(task: str, n: int, errors: float, squares: float, validation: float, mi
     MAE), so a window worse by chance does not alert."""
     lines = {"warning": validation + th.gap_warning, "critical": validation + th.gap_critical}
     out: dict[str, Any] = {"n": n, "validation_error": validation, "lines": lines,
+                           "thresholds": {**th.stated(GAP_FIELDS), "min_n": min_n},
                            "production_error": None, "ci_low": None, "ci_high": None,
                            "gap": None}
     if n == 0:
