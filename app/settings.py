@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # Whether a model's critical findings page (true) or only make tickets (false): exported
     # as modelmon_model_paging; a model's policy may set its own.
     page: bool = True
+    # Whether critical drift of a feature the serving version gives zero weight (importance 0
+    # in its per-feature weights) pages like any other (true) or only makes a ticket (false,
+    # the default: the version cannot react to it). Exported as
+    # modelmon_model_unused_feature_paging; a model's policy may set its own.
+    page_unused_features: bool = False
     retention_days: int = Field(default=30, ge=1)
     # Labels stored before their prediction, per model; past it a label batch that would add
     # more is refused (422 naming them). Retention counts them again exactly.

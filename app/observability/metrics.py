@@ -494,19 +494,23 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
     return list(fams.values())
 
 
-def _policy(policies: dict[str, tuple[float | None, bool]], maintenance: dict[str, bool],
-            gauge: Any) -> None:
+def _policy(policies: dict[str, tuple[float | None, bool, bool]],
+            maintenance: dict[str, bool], gauge: Any) -> None:
     """Each model's effective alerting policy, which the alert rules read, so a page follows
     the model's policy (docs/policy.md): the silence after which missing predictions page (no
     series for a batch model: no alert), whether critical findings page, and whether a
-    maintenance window is open."""
-    for model, (interval, page) in sorted(policies.items()):
+    maintenance window is open, and whether drift of a feature the version does not use
+    pages."""
+    for model, (interval, page, unused) in sorted(policies.items()):
         if interval is not None:
             gauge("modelmon_model_expected_interval_seconds", "Silence after which the "
                   "model's missing predictions page (absent: a batch model).",
                   ["model"]).add_metric([model], interval)
         gauge("modelmon_model_paging", "1 when the model's critical findings page, 0 when "
               "they only make tickets.", ["model"]).add_metric([model], 1.0 if page else 0.0)
+        gauge("modelmon_model_unused_feature_paging", "1 when critical drift of a feature the "
+              "serving version gives zero weight pages, 0 when it only makes a ticket.",
+              ["model"]).add_metric([model], 1.0 if unused else 0.0)
     for model, open_ in sorted(maintenance.items()):
         gauge("modelmon_model_maintenance", "1 while a maintenance window of the model is "
               "open (its drift, calibration and cohort pages are suppressed).",

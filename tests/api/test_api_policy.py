@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from app.evaluation import policy as model_policy
 from app.settings import Settings
 from app.storage.tables import audit_log
 from tests.api.test_api_auth import bearer, operator_and_viewer
@@ -42,10 +43,10 @@ def test_without_policy_every_knob_is_the_default(client, settings):
     eff = got["effective"]
     assert eff["expected_interval_seconds"] == settings.expected_interval_seconds == 1800
     assert eff["page"] is True
+    assert eff["page_unused_features"] is False
     for name, value in eff.items():
-        if name not in ("features", "cohort_keys", "expected_interval_seconds", "page",
-                        "label_lag_seconds"):
-            assert value == getattr(settings, f"threshold_{name}"), name
+        if name not in ("features", "cohort_keys"):
+            assert value == getattr(settings, model_policy.setting_of(name)), name
 
 
 @pytest.mark.parametrize("settings", [{"threshold_psi_critical": 0.3, "page": False,

@@ -36,23 +36,27 @@ def test_policy_gauges_follow_each_models_policy(client):
     assert gauge(s, "modelmon_model_paging", "fraud") == 1
     assert gauge(s, "modelmon_model_paging", "eta") == 0
     assert gauge(s, "modelmon_model_maintenance", "fraud") == 0
+    assert gauge(s, "modelmon_model_unused_feature_paging", "fraud") == 0  # default: ticket
 
     # a PATCH changes what the next scrape exports
     assert client.patch("/v1/models/fraud", json={"policy": {
-        "page": False, "expected_interval_seconds": None}}).status_code == 200
+        "page": False, "expected_interval_seconds": None,
+        "page_unused_features": True}}).status_code == 200
     s = scrape(client)
     assert gauge(s, "modelmon_model_paging", "fraud") == 0
+    assert gauge(s, "modelmon_model_unused_feature_paging", "fraud") == 1
     assert ("modelmon_model_expected_interval_seconds", (("model", "fraud"),)) not in s
 
 
-@pytest.mark.parametrize("settings", [{"page": False, "expected_interval_seconds": None}],
-                         indirect=True)
+@pytest.mark.parametrize("settings", [{"page": False, "expected_interval_seconds": None,
+                                       "page_unused_features": True}], indirect=True)
 def test_the_settings_are_the_defaults(client):
     assert client.post("/v1/models", json=binary_model()).status_code == 201
     assert client.post("/v1/models", json=binary_model("pricing", policy={
         "expected_interval_seconds": 600, "page": True})).status_code == 201
     s = scrape(client)
     assert gauge(s, "modelmon_model_paging", "fraud") == 0
+    assert gauge(s, "modelmon_model_unused_feature_paging", "fraud") == 1
     assert ("modelmon_model_expected_interval_seconds", (("model", "fraud"),)) not in s
     assert gauge(s, "modelmon_model_paging", "pricing") == 1
     assert gauge(s, "modelmon_model_expected_interval_seconds", "pricing") == 600
