@@ -247,6 +247,11 @@ class Sim:
             r = compute.drift(w, self.cp, self.th)
             for f in r["features"]:
                 out[f["feature"]] = f["decision"]
+                # data quality (tickets): missing values, values outside the reference's range,
+                # categories it never had
+                for dq in ("missing", "out_of_range", "new_category"):
+                    if f.get(f"{dq}_decision") is not None:
+                        out[f"quality:{f['feature']}:{dq}"] = f[f"{dq}_decision"]
             if r["prediction"] is not None:
                 out["prediction"] = r["prediction"]["decision"]
         out["calibration"] = compute.calibration(self.model, w, self.th)["decision"]
@@ -267,19 +272,20 @@ def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
     sizes = bucket_sizes(n, windows + BUCKETS - 1)
     parts = [sim.bucket(rng, s, None) for s in sizes[:BUCKETS - 1]]
     worst: list[int] = []
-    by_check = {"drift": 0, "calibration": 0, "cohorts": 0}
+    by_check = {"drift": 0, "data_quality": 0, "calibration": 0, "cohorts": 0}
     crit_check = dict.fromkeys(by_check, 0)
     insufficient = 0
     for i in range(windows):
         parts.append(sim.bucket(rng, sizes[BUCKETS - 1 + i], None))
         decisions = sim.decide(parts[-BUCKETS:], labels_only=False)
         parts = parts[-(BUCKETS - 1):]
-        sev = {"drift": 0, "calibration": 0, "cohorts": 0}
+        sev = dict.fromkeys(by_check, 0)
         for subject, dec in decisions.items():
             check = ("calibration" if subject == "calibration"
-                     else "cohorts" if subject.startswith("segment=") else "drift")
+                     else "cohorts" if subject.startswith("segment=")
+                     else "data_quality" if subject.startswith("quality:") else "drift")
             sev[check] = max(sev[check], SEVERITY[dec])
-            insufficient += dec == "insufficient_data"
+            insufficient += dec == "insufficient_data" and check != "data_quality"
         for check, s in sev.items():
             by_check[check] += s >= 1
             crit_check[check] += s >= 2
@@ -359,7 +365,7 @@ def main() -> None:
             ("pages per 30 days (runs of critical windows)",
              lambda r: f"{r['pages_per_30d']:.0f}"),
             *((f"  {c}: warning or worse", _by_check(c))
-              for c in ("drift", "calibration", "cohorts")),
+              for c in ("drift", "data_quality", "calibration", "cohorts")),
             ("insufficient_data decisions per window",
              lambda r: f"{r['insufficient_per_window']:.1f}"),
         ):
