@@ -1,7 +1,7 @@
 """feature_weights: per-feature weights and importance of a version
 
 Revision ID: 0011
-Revises: 0009 (to be chained after 0010 when that revision lands)
+Revises: 0010
 Create Date: 2026-12-03
 """
 
