@@ -97,5 +97,5 @@ def test_inhibit_rules() -> None:
     assert {"ModelmonFeatureDriftHigh", "ModelmonFeatureMissingValues",
             "ModelmonFeatureUnseenValues", "ModelmonPredictionDriftHigh",
             "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression",
-            "ModelmonCohortMaeRegression"} <= targets
+            "ModelmonCohortMaeRegression", "ModelmonGeneralizationGapHigh"} <= targets
     assert (sources | targets) <= alert_names, (sources | targets) - alert_names
