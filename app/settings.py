@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Whether a model's critical findings page (true) or only make tickets (false): exported
     # as modelmon_model_paging; a model's policy may set its own.
     page: bool = True
+    # What a prediction carrying a feature its model does not declare does: "reject" refuses
+    # the batch (422 naming the field); "record" stores the value with the record, unmonitored,
+    # and counts it in modelmon_ingest_unexpected_features_total. A model's policy may set its own.
+    unknown_features: Literal["reject", "record"] = "reject"
     retention_days: int = Field(default=30, ge=1)
     # Labels stored before their prediction, per model; past it a label batch that would add
     # more is refused (422 naming them). Retention counts them again exactly.

@@ -4,8 +4,9 @@ GET /v1/models/{model} all read the effective values from here, so a report, a s
 decision and a page cannot disagree (docs/policy.md).
 
 The knobs are every field of ``Thresholds`` (its default is MODELMON_THRESHOLD_<FIELD>),
-plus ``label_lag_seconds``, ``expected_interval_seconds`` and ``page``; their types and ranges
-are the settings' own, so a knob cannot take a value its setting would refuse.
+plus ``label_lag_seconds``, ``expected_interval_seconds``, ``page`` and
+``unknown_features``; their types and ranges are the settings' own, so a knob cannot take a
+value its setting would refuse.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.evaluation.compute import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS, Th
 from app.settings import Settings
 
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
-MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page")
+MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page", "unknown_features")
 # (lower, upper) pairs an effective policy must keep in order.
 ORDERED = (("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
            ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"))
@@ -39,6 +40,7 @@ class EffectivePolicy:
     label_lag_seconds: float
     expected_interval_seconds: float | None
     page: bool
+    unknown_features: str = "reject"
     features: dict[str, Thresholds] = field(default_factory=dict)
     cohort_keys: dict[str, Thresholds] = field(default_factory=dict)
 
@@ -47,7 +49,7 @@ class EffectivePolicy:
         may override, for the features and keys the policy names."""
         return {**asdict(self.thresholds), "label_lag_seconds": self.label_lag_seconds,
                 "expected_interval_seconds": self.expected_interval_seconds,
-                "page": self.page,
+                "page": self.page, "unknown_features": self.unknown_features,
                 "features": {n: t.stated(PER_FEATURE_FIELDS) for n, t in self.features.items()},
                 "cohort_keys": {k: t.stated(PER_COHORT_KEY_FIELDS)
                                 for k, t in self.cohort_keys.items()}}
@@ -64,6 +66,7 @@ def effective(settings: Settings, overrides: Mapping[str, Any] | None) -> Effect
         expected_interval_seconds=o.get("expected_interval_seconds",
                                         settings.expected_interval_seconds),
         page=o.get("page", settings.page),
+        unknown_features=o.get("unknown_features", settings.unknown_features),
         features={n: base.overlay(v) for n, v in (o.get("features") or {}).items()},
         cohort_keys={k: base.overlay(v) for k, v in (o.get("cohort_keys") or {}).items()},
     )

@@ -39,6 +39,7 @@ def _limits(settings: Settings) -> v.Limits:
         # partition may already be gone.
         max_past=timedelta(days=min(settings.max_past_days, settings.retention_days)),
         sum_tolerance=settings.multiclass_sum_tolerance,
+        unknown_features=settings.unknown_features,
     )
 
 

@@ -42,9 +42,10 @@ def test_without_policy_every_knob_is_the_default(client, settings):
     eff = got["effective"]
     assert eff["expected_interval_seconds"] == settings.expected_interval_seconds == 1800
     assert eff["page"] is True
+    assert eff["unknown_features"] == "reject"
     for name, value in eff.items():
         if name not in ("features", "cohort_keys", "expected_interval_seconds", "page",
-                        "label_lag_seconds"):
+                        "label_lag_seconds", "unknown_features"):
             assert value == getattr(settings, f"threshold_{name}"), name
 
 
