@@ -123,25 +123,64 @@ def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str,
     response_model=ModelRead,
     responses=ERRORS,
     openapi_extra=body_doc(ModelPatch),
-    summary="Replace a model's policy",
+    summary="Replace a model's policy, or add cohort keys",
 )
 async def patch_model(model: str, request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, Any]:
     """The policy sent replaces the stored one whole; the next job windows and every report
-    apply it, and /metrics exports its paging and expected interval at the next scrape."""
+    apply it, and /metrics exports its paging and expected interval at the next scrape.
+    Cohort keys sent extend the current list: new predictions may carry the new keys at once;
+    summaries stored before simply lack them (a report over older windows shows the key with
+    no cohorts)."""
     spec = await read_model(request, settings, ModelPatch)
     check_models(request, [model])
-    policy = policy_overrides(spec.policy)
+    if spec.policy is None and spec.cohort_keys is None:
+        raise ApiError(422, "validation_error", "there is nothing to change: send policy, "
+                       "cohort_keys or both",
+                       [Problem("required unless cohort_keys is sent", field="policy"),
+                        Problem("required unless policy is sent", field="cohort_keys")])
+    keys_sent = spec.cohort_keys or []
+    if dupes := sorted({k for k in keys_sent if keys_sent.count(k) > 1}):
+        raise ApiError(422, "validation_error", "cohort keys must be unique",
+                       [Problem("repeated", field=f"cohort_keys.{k}") for k in dupes])
+    policy = None if spec.policy is None else policy_overrides(spec.policy)
 
     def run() -> dict[str, Any]:
         with engine.begin() as conn:
             m = registry.require_model(conn=conn, name=model)
-            _check_policy(settings, policy, [f["name"] for f in m.features], m.cohort_keys)
-            row = registry.set_policy(conn=conn, model=m, policy=policy)
-            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id),
-                               settings)
+            keys = m.cohort_keys if spec.cohort_keys is None else spec.cohort_keys
+            if spec.cohort_keys is not None:
+                _check_cohort_keys(m.cohort_keys, spec.cohort_keys)
+            if policy is not None:
+                _check_policy(settings, policy, [f["name"] for f in m.features], keys)
+                m = registry.set_policy(conn=conn, model=m, policy=policy)
+            if keys != m.cohort_keys:
+                m = registry.set_cohort_keys(conn=conn, model=m, cohort_keys=keys)
+            return _model_read(m, registry.count_versions(conn=conn, model_id=m.id), settings)
 
     return await run_in_threadpool(run)
+
+
+def _check_cohort_keys(current: list[str], sent: list[str]) -> None:
+    """409 unless ``sent`` is ``current`` followed by new keys: a removed or renamed key would
+    orphan the cohorts stored under it (and reordering would change which key the
+    generalization gap's overall error is read from)."""
+    removed = [k for k in current if k not in sent]
+    if removed:
+        raise ApiError(
+            409, "cohort_keys_changed",
+            "cohort keys can only be added: stored predictions, summaries and results are "
+            "keyed by the current ones. Send the current keys, in order, followed by the new "
+            "ones; to stop using a key, stop sending it in predictions",
+            [Problem("a current cohort key is missing (removed or renamed): "
+                     f"{k[:128]!r}", field="cohort_keys") for k in removed])
+    if sent[:len(current)] != current:
+        raise ApiError(
+            409, "cohort_keys_changed",
+            "cohort keys can only be added at the end: send the current keys in their order "
+            f"({', '.join(current)}), followed by the new ones",
+            [Problem("the current keys are not the list's beginning, in order",
+                     field="cohort_keys")])
 
 
 @router.post(

@@ -162,14 +162,22 @@ class PolicyRead(BaseModel):
 
 
 class ModelPatch(Strict):
-    """What PATCH /v1/models/{model} changes: the policy, replaced whole (send {} to follow
-    the service-wide defaults again)."""
+    """What PATCH /v1/models/{model} changes, at least one of: the policy, replaced whole
+    (send {} to follow the service-wide defaults again); the cohort keys, the current list
+    extended by new keys at its end (a key cannot be removed or renamed: stored predictions,
+    summaries and results are keyed by it)."""
 
-    policy: Policy  # type: ignore[valid-type]
+    policy: Policy | None = Field(  # type: ignore[valid-type]
+        default=None, description="replaces the stored policy whole; omitted: unchanged")
+    cohort_keys: list[Name] | None = Field(
+        default=None, max_length=100,
+        description="the current cohort keys, in order, followed by the keys to add; "
+        "omitted: unchanged")
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "policy": {"psi_critical": 0.1, "expected_interval_seconds": None, "page": False,
-                   "features": {"amount": {"psi_warning": 0.05}}}}})
+                   "features": {"amount": {"psi_warning": 0.05}}},
+        "cohort_keys": ["region", "device"]}})
 
 
 class ModelRead(BaseModel):

@@ -142,6 +142,15 @@ def set_policy(*, conn: Connection, model: ModelRow, policy: dict[str, Any]) -> 
     return row
 
 
+def set_cohort_keys(*, conn: Connection, model: ModelRow, cohort_keys: list[str]) -> ModelRow:
+    """Replace the model's cohort keys (the caller has checked the old ones are kept)."""
+    conn.execute(models.update().where(models.c.id == model.id)
+                 .values(cohort_keys=cohort_keys))
+    row = get_model(conn=conn, name=model.name)
+    assert row is not None
+    return row
+
+
 def get_version(*, conn: Connection, model_id: int, version: str) -> VersionRow | None:
     row = conn.execute(
         select(model_versions).where(
