@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import (
+    DeletedRead,
     ErrorBody,
     MaintenanceCreate,
     MaintenanceRead,
@@ -255,6 +256,53 @@ async def patch_version(model: str, version: str, request: Request, engine: Engi
                                                                training=training))
 
     return await run_in_threadpool(run)
+
+
+Force = Annotated[bool, Query(description="delete also when data is stored (predictions, "
+                                        "labels, summaries, results): all of it goes")]
+
+
+def _refuse_unless_forced(what: str, tables: list[str], force: bool) -> None:
+    if tables and not force:
+        raise ApiError(
+            409, "has_data",
+            f"{what} holds stored data ({', '.join(tables)}); nothing was deleted. Deleting it "
+            "removes that data for good: repeat the request with ?force=true to do so",
+            [Problem(f"rows are stored in {t}", field="force") for t in tables])
+
+
+@router.delete("/{model}", response_model=DeletedRead, responses=ERRORS,
+               summary="Delete a model, its versions and (with force) all its data")
+def delete_model(model: str, request: Request, engine: EngineDep,
+                 force: Force = False) -> dict[str, Any]:
+    """Refused (409) while predictions, labels, summaries or results are stored, unless
+    ``force``; versions, references, weights and maintenance windows always go with it."""
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        _refuse_unless_forced(f"model {m.name!r}",
+                              registry.stored_data(conn=conn, model_id=m.id), force)
+        deleted = registry.delete_model(conn=conn, model=m)
+    request.app.state.schemas.forget(m.name)
+    return {"model": m.name, "deleted": deleted}
+
+
+@router.delete("/{model}/versions/{version}", response_model=DeletedRead, responses=ERRORS,
+               summary="Delete a version and (with force) all its data")
+def delete_version(model: str, version: str, request: Request, engine: EngineDep,
+                   force: Force = False) -> dict[str, Any]:
+    """Refused (409) while the version's predictions, their labels, summaries or results
+    are stored, unless ``force``; its reference, weights and deltas always go with it."""
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        v = registry.require_version(conn=conn, model=m, version=version)
+        _refuse_unless_forced(f"version {v.version!r} of {m.name!r}",
+                              registry.stored_data(conn=conn, model_id=m.id, version_id=v.id),
+                              force)
+        deleted = registry.delete_version(conn=conn, model=m, version=v)
+    request.app.state.schemas.forget(m.name)
+    return {"model": m.name, "version": v.version, "deleted": deleted}
 
 
 WindowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the window's id")]

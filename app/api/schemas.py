@@ -180,6 +180,19 @@ class ModelPatch(Strict):
         "cohort_keys": ["region", "device"]}})
 
 
+class DeletedRead(BaseModel):
+    model: str
+    version: str | None = Field(default=None, description="the version deleted; null when "
+                                "the model was")
+    deleted: dict[str, int] = Field(description="rows removed, per table")
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "model": "fraud", "version": "v2", "deleted": {
+            "predictions": 120000, "labels": 80000, "prediction_keys": 120000,
+            "bucket_summaries": 2880, "metric_results": 9100, "reference_profiles": 1,
+            "weight_stats": 3, "model_versions": 1}}})
+
+
 class ModelRead(BaseModel):
     name: str
     task: Task

@@ -100,6 +100,12 @@ class SchemaCache:
         self._by_name: dict[str, tuple[float, v.ModelSchema]] = {}
         self._lock = threading.Lock()
 
+    def forget(self, name: str) -> None:
+        """Drop what is held of a model (it was deleted, or a version of it was): this process
+        reads it again at its next batch; other processes within SCHEMA_RECHECK_SECONDS."""
+        with self._lock:
+            self._by_name.pop(name, None)
+
     def get(self, engine: Engine, wanted: set[tuple[str, str | None]]
             ) -> dict[str, v.ModelSchema]:
         now = time.monotonic()

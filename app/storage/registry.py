@@ -6,13 +6,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import not_found
 from app.storage.db import as_utc
 from app.storage.summaries import OUTCOME
-from app.storage.tables import bucket_summaries, feature_weights, model_versions, models
+from app.storage.tables import (
+    bucket_summaries,
+    feature_weights,
+    job_runs,
+    labels,
+    maintenance_windows,
+    metric_results,
+    model_versions,
+    models,
+    pending_labels,
+    prediction_keys,
+    predictions,
+    reference_profiles,
+    slo_counters,
+    summary_backfill,
+    version_deltas,
+    weight_stats,
+)
 
 
 @dataclass(frozen=True)
@@ -257,3 +274,72 @@ def training_blocks(*, conn: Connection, model_id: int) -> dict[int, dict[str, A
     """Each version's registered ``training`` metadata block ({} without one), by version id."""
     return {v.id: (v.metadata or {}).get("training") or {}
             for v in list_versions(conn=conn, model_id=model_id)}
+
+
+# What a model or version holds beyond its registration, and so what a DELETE without force
+# refuses to remove: production data and what the jobs computed from it.
+DATA_TABLES = (predictions, labels, bucket_summaries, metric_results)
+
+
+def stored_data(*, conn: Connection, model_id: int, version_id: int | None = None
+                ) -> list[str]:
+    """The tables holding data of the model (or of one of its versions), in DATA_TABLES
+    order. A version's labels are those of its predictions."""
+    out = []
+    for t in DATA_TABLES:
+        if t is labels:
+            q = select(labels.c.model_id).where(labels.c.model_id == model_id)
+            if version_id is not None:
+                q = q.where(labels.c.prediction_id.in_(_version_ids(model_id, version_id)))
+        else:
+            q = select(t.c.model_id).where(t.c.model_id == model_id)
+            if version_id is not None:
+                q = q.where(t.c.version_id == version_id)
+        if conn.execute(q.limit(1)).first() is not None:
+            out.append(t.name)
+    return out
+
+
+def _version_ids(model_id: int, version_id: int) -> Any:
+    p = predictions
+    return select(p.c.prediction_id).where(p.c.model_id == model_id,
+                                           p.c.version_id == version_id)
+
+
+def _delete(conn: Connection, t: Table, *where: Any) -> tuple[str, int]:
+    return t.name, conn.execute(delete(t).where(*where)).rowcount
+
+
+def delete_version(*, conn: Connection, model: ModelRow, version: VersionRow
+                   ) -> dict[str, int]:
+    """Remove a version and everything stored for it: its predictions (and their labels and
+    idempotency keys, so the ids may be sent again), bucket summaries, results, reference,
+    weights and deltas. Rows removed per table."""
+    m, v = model.id, version.id
+    ids = _version_ids(m, v)
+    counts = dict([
+        _delete(conn, labels, labels.c.model_id == m, labels.c.prediction_id.in_(ids)),
+        _delete(conn, prediction_keys, prediction_keys.c.model_id == m,
+                prediction_keys.c.prediction_id.in_(ids)),
+        _delete(conn, predictions, predictions.c.model_id == m, predictions.c.version_id == v),
+        *(_delete(conn, t, t.c.model_id == m, t.c.version_id == v)
+          for t in (bucket_summaries, metric_results, summary_backfill, reference_profiles,
+                    weight_stats, feature_weights)),
+        _delete(conn, version_deltas, (version_deltas.c.base_version_id == v)
+                | (version_deltas.c.candidate_version_id == v)),
+        _delete(conn, model_versions, model_versions.c.id == v),
+    ])
+    return counts
+
+
+def delete_model(*, conn: Connection, model: ModelRow) -> dict[str, int]:
+    """Remove a model, its versions and everything stored for it (job runs and maintenance
+    windows included; the audit log keeps what was done). Rows removed per table."""
+    m = model.id
+    tables = (labels, prediction_keys, predictions, bucket_summaries, metric_results,
+              summary_backfill, reference_profiles, weight_stats, feature_weights,
+              version_deltas, job_runs, slo_counters, pending_labels, maintenance_windows,
+              model_versions)
+    counts = dict(_delete(conn, t, t.c.model_id == m) for t in tables)
+    counts.update([_delete(conn, models, models.c.id == m)])
+    return counts
