@@ -58,8 +58,8 @@ def _check_policy(settings: Settings, overrides: dict[str, Any], features: list[
 
 def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
     return VersionRead(model=model, version=row.version, created_at=row.created_at,
-                       registered_at=row.registered_at,
-                       metadata=row.metadata).model_dump(mode="json")
+                       registered_at=row.registered_at, metadata=row.metadata,
+                       features=row.features).model_dump(mode="json")
 
 
 def _conflict(what: str, fields: list[str]) -> ApiError:
@@ -197,14 +197,17 @@ async def create_version(model: str, request: Request, engine: EngineDep,
                          settings: SettingsDep) -> JSONResponse:
     spec = await read_model(request, settings, VersionCreate)
     metadata = spec.metadata.model_dump(mode="json", by_alias=True, exclude_none=True)
+    features = None if spec.features is None else [f.model_dump() for f in spec.features]
 
     def run(db: Engine) -> tuple[dict[str, Any], bool]:
         with db.begin() as conn:
             m = registry.require_model(conn=conn, name=model)
+            if features is not None:
+                _check_version_features(conn, m, features)
             try:
                 row, created = registry.create_version(
                     conn=conn, model_id=m.id, version=spec.version, created_at=spec.created_at,
-                    metadata=metadata,
+                    metadata=metadata, features=features,
                 )
             except registry.ConflictError as exc:
                 raise _conflict(f"version {spec.version!r} of {model[:128]!r}",
@@ -219,6 +222,25 @@ async def create_version(model: str, request: Request, engine: EngineDep,
 
     body, created = await run_in_threadpool(run, engine)
     return JSONResponse(body, status_code=201 if created else 200)
+
+
+def _check_version_features(conn: Any, m: registry.ModelRow,
+                            features: list[dict[str, str]]) -> None:
+    """422 for a feature declared with another type than the model's, or than another
+    version's added feature of that name: a name means one column of one type per model (the
+    summaries hold one per name)."""
+    declared = {f["name"]: (f["type"], "the model") for f in m.features}
+    for own in registry.version_features(conn=conn, model_ids={m.id}).values():
+        for f in own:
+            declared.setdefault(f["name"], (f["type"], "another version"))
+    bad = [Problem(f"declared {declared[f['name']][0]} by {declared[f['name']][1]}; a "
+                   "feature keeps its type across versions (use a new name)",
+                   field=f"features.{i}.type")
+           for i, f in enumerate(features)
+           if f["name"] in declared and declared[f["name"]][0] != f["type"]]
+    if bad:
+        raise ApiError(422, "validation_error", "the version's features are invalid; see "
+                       "details", bad)
 
 
 @router.get("/{model}/versions", response_model=list[VersionRead], responses=ERRORS,

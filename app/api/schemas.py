@@ -290,6 +290,21 @@ class VersionCreate(Strict):
         description="open a maintenance window of the model for this long from registration "
         "(a rollout's drift settling): its drift, calibration and cohort pages are "
         "suppressed meanwhile, tickets still flow. Only a new registration opens one.")
+    features: list[FeatureSpec] | None = Field(
+        default=None, max_length=2000,
+        description="the version's own feature list, when it differs from the model's: a "
+        "feature of the model left out is not monitored for this version (and is an "
+        "undeclared feature in its predictions); one added is declared here with its type "
+        "and monitored for this version only. A model feature keeps its type. Omitted: the "
+        "model's features.")
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> VersionCreate:
+        names = [f.name for f in self.features or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        return self
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -364,6 +379,8 @@ class VersionRead(BaseModel):
     created_at: datetime
     registered_at: datetime
     metadata: dict[str, Any]
+    features: list[FeatureSpec] | None = Field(
+        default=None, description="the version's own feature list; null: the model's")
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "model": "fraud", **VersionCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]

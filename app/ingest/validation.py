@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,6 +56,30 @@ class ModelSchema:
     classes: frozenset[str] | None
     versions: dict[str, int]
     unknown_features: str | None = None  # the model policy's, when it sets one
+    # version id -> its own feature types, for the versions that declared their own list
+    version_features: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def types_of(self, version_id: int | None) -> dict[str, str]:
+        """The features a record of this version is validated against."""
+        return self.version_features.get(version_id, self.feature_types) \
+            if version_id is not None else self.feature_types
+
+    def declares(self, name: str) -> bool:
+        """Whether the model or any of its versions declares the feature."""
+        return name in self.feature_types or any(
+            name in t for t in self.version_features.values())
+
+    @property
+    def summary_row(self) -> ModelRow:
+        """The model with every feature any of its versions declares, in a stable order: the
+        columns built for the summaries, of which each version's profile takes its own."""
+        if not self.version_features:
+            return self.row
+        union = dict(self.feature_types)
+        for vid in sorted(self.version_features):
+            for name, kind in self.version_features[vid].items():
+                union.setdefault(name, kind)
+        return replace(self.row, features=[{"name": n, "type": k} for n, k in union.items()])
 
     def records_unknown(self, limits: Limits) -> bool:
         """Whether undeclared features are stored (unmonitored) rather than refused."""
@@ -68,7 +92,8 @@ class ModelSchema:
                 tuple(sorted(self.cohort_keys)))
 
     @classmethod
-    def build(cls, row: ModelRow, versions: dict[str, int]) -> ModelSchema:
+    def build(cls, row: ModelRow, versions: dict[str, int],
+              version_features: dict[int, list[dict[str, str]]] | None = None) -> ModelSchema:
         return cls(
             row=row,
             feature_types={f["name"]: f["type"] for f in row.features},
@@ -76,6 +101,8 @@ class ModelSchema:
             classes=frozenset(row.classes) if row.classes is not None else None,
             versions=versions,
             unknown_features=(row.policy or {}).get("unknown_features"),
+            version_features={vid: {f["name"]: f["type"] for f in fs}
+                              for vid, fs in (version_features or {}).items()},
         )
 
 
@@ -282,8 +309,9 @@ def validate_predictions(
         if version_id is None:
             problems.append(Problem("required string", field="version", index=i))
 
-        features, unexpected = _validate_features(rec.get("features", {}), schema,
-                                                  schema.records_unknown(limits), i, problems)
+        features, unexpected = _validate_features(
+            rec.get("features", {}), schema.types_of(version_id),
+            schema.records_unknown(limits), i, problems)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
         payload = _validate_prediction(rec.get("prediction"), schema, limits, i, problems)
 
@@ -355,17 +383,16 @@ def _unexpected(name: str, v: Any, where: str, i: int, problems: list[Problem],
     out[name] = f
 
 
-def _validate_features(raw: Any, schema: ModelSchema, record_unknown: bool, i: int,
+def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i: int,
                        problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The declared features' values, and the undeclared ones kept under the ``record``
-    policy (under ``reject`` each undeclared feature is a problem)."""
+    """The declared features' values (``types``: the record's version's), and the undeclared
+    ones kept under the ``record`` policy (under ``reject`` each is a problem)."""
     unexpected: dict[str, Any] = {}
     if not isinstance(raw, dict):
         problems.append(Problem(f"must be an object, got {_describe(raw)}", field="features",
                                 index=i))
         return {}, unexpected
     out: dict[str, Any] = {}
-    types = schema.feature_types
     for name, v in raw.items():
         kind = types.get(name)
         where = f"features.{name}"[:MAX_STRING_LEN]
@@ -373,8 +400,8 @@ def _validate_features(raw: Any, schema: ModelSchema, record_unknown: bool, i: i
             if record_unknown:
                 _unexpected(name, v, where, i, problems, unexpected)
             else:
-                problems.append(Problem("not a feature of this model's schema", field=where,
-                                        index=i))
+                problems.append(Problem("not a feature of this model's schema (or of this "
+                                        "version's own feature list)", field=where, index=i))
             continue
         if v is None:
             continue  # stored like an absent feature

@@ -123,7 +123,7 @@ class ServiceMetrics:
             model = model_of[p.index]
             if model is not None:
                 feature = p.field.removeprefix("features.")
-                refused[(model, feature if feature in known[model].feature_types
+                refused[(model, feature if known[model].declares(feature)
                          else UNDECLARED)] += 1
         for (model, feature), n in refused.items():
             self.refused_values.labels(model, feature).inc(n)

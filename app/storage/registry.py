@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,20 @@ class VersionRow:
     created_at: datetime
     registered_at: datetime
     metadata: dict[str, Any]
+    features: list[dict[str, str]] | None = None  # its own list; None: the model's
+
+
+def for_version(model: ModelRow, features: list[dict[str, str]] | None) -> ModelRow:
+    """The model as one of its versions sees it: with the version's own feature list, if it
+    declared one. Profiles, references and summaries of the version are built from this."""
+    return model if features is None else replace(model, features=features)
+
+
+def version_model(*, conn: Connection, model: ModelRow, version_id: int) -> ModelRow:
+    """``for_version`` by version id (one small query)."""
+    features = conn.execute(select(model_versions.c.features).where(
+        model_versions.c.id == version_id)).scalar_one_or_none()
+    return for_version(model, features)
 
 
 def _model(row: Any) -> ModelRow:
@@ -75,7 +89,7 @@ def _version(row: Any) -> VersionRow:
     return VersionRow(
         id=row.id, model_id=row.model_id, version=row.version,
         created_at=as_utc(row.created_at), registered_at=as_utc(row.registered_at),
-        metadata=row.metadata,
+        metadata=row.metadata, features=row.features,
     )
 
 
@@ -198,9 +212,20 @@ def version_ids(*, conn: Connection, model_ids: set[int]) -> dict[tuple[int, str
     return {(r.model_id, r.version): r.id for r in rows}
 
 
+def version_features(*, conn: Connection, model_ids: set[int]
+                     ) -> dict[int, list[dict[str, str]]]:
+    """version id -> its own feature list, for the versions of the models that declared one."""
+    if not model_ids:
+        return {}
+    v = model_versions
+    rows = conn.execute(select(v.c.id, v.c.features).where(
+        v.c.model_id.in_(sorted(model_ids)), v.c.features.is_not(None)))
+    return {r.id: r.features for r in rows if r.features is not None}
+
+
 def create_version(
     *, conn: Connection, model_id: int, version: str, created_at: datetime | None,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any], features: list[dict[str, str]] | None = None,
 ) -> tuple[VersionRow, bool]:
     """Insert, or return the existing identical version. An omitted ``created_at`` matches any
     stored one, so a pipeline can retry a registration without remembering the first time."""
@@ -212,7 +237,7 @@ def create_version(
                 conn.execute(
                     model_versions.insert().values(
                         model_id=model_id, version=version, created_at=created_at or now,
-                        registered_at=now, metadata=metadata,
+                        registered_at=now, metadata=metadata, features=features,
                     )
                 )
             row = get_version(conn=conn, model_id=model_id, version=version)
@@ -221,7 +246,8 @@ def create_version(
         except IntegrityError:
             existing = get_version(conn=conn, model_id=model_id, version=version)
             assert existing is not None
-    differing = _diff_fields({"metadata": existing.metadata}, {"metadata": metadata})
+    differing = _diff_fields({"metadata": existing.metadata, "features": existing.features},
+                             {"metadata": metadata, "features": features})
     if created_at is not None and as_utc(created_at) != existing.created_at:
         differing.append("created_at")
     if differing:

@@ -1,14 +1,19 @@
 """Schema evolution over HTTP, on both stores: cohort keys can be added by PATCH (never
-removed, renamed or reordered), and new predictions carry the new key at once."""
+removed, renamed or reordered), and new predictions carry the new key at once; a version may
+declare its own feature list, validated, profiled and monitored for that version."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 
+import numpy as np
 from sqlalchemy import select
 
 from app.storage.tables import audit_log
 from tests.factories import NOW, binary_model, iso, prediction, register
+from tests.jobs_data import drift_model, feature_rows, latest_window, post_all, traffic
 
 
 def _labeled(i: int, **cohorts: str) -> dict:
@@ -107,3 +112,101 @@ def test_re_registration_must_send_the_extended_keys(client):
     assert [d["field"] for d in r.json()["details"]] == ["cohort_keys"]
     r = client.post("/v1/models", json=binary_model(cohort_keys=["region", "device"]))
     assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------- a version's own features
+
+def _reference(rng: np.random.Generator, n: int, own: bool) -> bytes:
+    """drift_model's reference CSV; for the version with its own list, with f_new (numeric,
+    standard normal) and without the removed "channel"."""
+    rows = feature_rows(rng, n)
+    out = io.StringIO()
+    cols = [c for c in rows[0] if not (own and c == "channel")] + (["f_new"] if own else [])
+    w = csv.DictWriter(out, fieldnames=[*cols, "score"])
+    w.writeheader()
+    for r in rows:
+        row = {c: r[c] for c in cols if c != "f_new"}
+        if own:
+            row["f_new"] = float(rng.normal())
+        w.writerow({**row, "score": float(rng.beta(2, 5))})
+    return out.getvalue().encode()
+
+
+def test_a_version_with_an_added_feature_ingests_and_monitors_it(client):
+    """v2 declares f_new (added) and drops channel (removed); v1 keeps the model's list. v2's
+    predictions carry f_new, shifted far from its reference, and the drift report lists it
+    for v2 (critical) and not for v1; channel is monitored for v1 only. Each version's
+    records are validated against its own list."""
+    rng = np.random.default_rng(4)
+    model = drift_model("credit")
+    own = [f for f in model["features"] if f["name"] != "channel"] + [
+        {"name": "f_new", "type": "numeric"}]
+    assert client.post("/v1/models", json=model).status_code == 201
+    assert client.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201
+    r = client.post("/v1/models/credit/versions", json={"version": "v2", "features": own})
+    assert r.status_code == 201, r.text
+    assert r.json()["features"] == own
+    listed = {v["version"]: v["features"] for v in
+              client.get("/v1/models/credit/versions").json()}
+    assert listed == {"v1": None, "v2": own}
+    for v, has_own in (("v1", False), ("v2", True)):
+        r = client.post(f"/v1/models/credit/versions/{v}/reference",
+                        content=_reference(rng, 2000, has_own),
+                        headers={"content-type": "text/csv"})
+        assert r.status_code == 201, r.text
+
+    start, end = latest_window()
+    v1, *_ = traffic(rng, 1500, start, end, version="v1", prefix="a")
+    v2, *_ = traffic(rng, 1500, start, end, version="v2", prefix="b")
+    for rec in v2:
+        rec["features"].pop("channel")
+        rec["features"]["f_new"] = float(rng.normal(3.0, 1.0))  # far from the reference
+    post_all(client, "/v1/predictions", v1 + v2)
+
+    # each version's records against its own list: f_new is v2's, channel v1's
+    r = client.post("/v1/predictions", json={"records": [
+        {**v1[0], "prediction_id": "x1", "features": {"f0": 1.0, "f_new": 1.0}},
+        {**v2[0], "prediction_id": "x2", "features": {"f0": 1.0, "channel": "web"}},
+        {**v2[0], "prediction_id": "x3", "features": {"f_new": "high"}}]})
+    assert r.status_code == 422
+    assert sorted((d["index"], d["field"]) for d in r.json()["details"]) == [
+        (0, "features.f_new"), (1, "features.channel"), (2, "features.f_new")]
+
+    rep = client.get("/v1/models/credit/reports/drift",
+                     params={"start": iso(start), "end": iso(end)})
+    assert rep.status_code == 200, rep.text
+    by_version = {v["version"]: {f["feature"]: f for f in v["features"]}
+                  for v in rep.json()["versions"]}
+    assert "f_new" not in by_version["v1"] and "channel" in by_version["v1"]
+    assert "f_new" in by_version["v2"] and "channel" not in by_version["v2"]
+    assert by_version["v2"]["f_new"]["n_current"] == 1500
+    assert by_version["v2"]["f_new"]["decision"] == "critical"
+    assert by_version["v2"]["f_new"]["psi"] > 1.0
+    # the shared features are monitored for both, on the same traffic law: not flagged
+    assert by_version["v2"]["f0"]["decision"] == by_version["v1"]["f0"]["decision"] == "ok"
+
+
+def test_version_features_keep_their_types_and_re_registration_compares_them(client):
+    register(client)  # amount numeric, country categorical
+    r = client.post("/v1/models/fraud/versions", json={
+        "version": "v2", "features": [{"name": "amount", "type": "categorical"}]})
+    assert r.status_code == 422
+    assert [d["field"] for d in r.json()["details"]] == ["features.0.type"]
+    own = [{"name": "amount", "type": "numeric"}, {"name": "zip", "type": "categorical"}]
+    assert client.post("/v1/models/fraud/versions", json={"version": "v2", "features": own}
+                       ).status_code == 201
+    # another version may not give zip another type
+    r = client.post("/v1/models/fraud/versions", json={
+        "version": "v3", "features": [{"name": "zip", "type": "numeric"}]})
+    assert r.status_code == 422 and "another version" in r.text
+    r = client.post("/v1/models/fraud/versions", json={
+        "version": "v3", "features": [{"name": "zip", "type": "categorical"},
+                                      {"name": "zip", "type": "categorical"}]})
+    assert r.status_code == 422 and "repeated: zip" in r.text
+    # identical re-registration is a no-op; a different list a 409 naming features
+    assert client.post("/v1/models/fraud/versions", json={"version": "v2", "features": own}
+                       ).status_code == 200
+    r = client.post("/v1/models/fraud/versions", json={"version": "v2", "features": own[:1]})
+    assert r.status_code == 409 and [d["field"] for d in r.json()["details"]] == ["features"]
+    r = client.post("/v1/models/fraud/versions", json={"version": "v2"})
+    assert r.status_code == 409

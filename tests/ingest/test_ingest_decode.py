@@ -44,13 +44,21 @@ def schemas() -> dict[str, v.ModelSchema]:
         "rec": ModelRow(5, "rec", "regression", FEATURES, [], None, NOW,
                         {"unknown_features": "record"}),
     }
-    return {name: v.ModelSchema.build(r, {"v1": r.id * 10}) for name, r in rows.items()}
+    out = {name: v.ModelSchema.build(r, {"v1": r.id * 10}) for name, r in rows.items()}
+    # a second version of "bin" with its own feature list (x kept, y and c removed, n
+    # added): its records are the complete validator's alone
+    bin_row = rows["bin"]
+    out["bin"] = v.ModelSchema.build(bin_row, {"v1": 10, "v2": 11}, {11: [
+        {"name": "x", "type": "numeric"}, {"name": "n", "type": "numeric"}]})
+    return out
 
 
 def valid(rng: random.Random, i: int) -> dict:
     model = rng.choice(["bin", "multi", "reg", "ints", "rec"])
     rec: dict = {"model": model, "version": "v1", "prediction_id": f"p{i}",
                  "timestamp": (NOW - timedelta(minutes=rng.randint(0, 5000))).isoformat()}
+    if model == "bin" and rng.random() < 0.2:
+        rec["version"] = "v2"
     feats = {}
     if rng.random() < 0.9:
         feats["x"] = rng.choice([rng.gauss(0, 1), rng.randint(-5, 5), None])
