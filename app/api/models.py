@@ -153,7 +153,7 @@ async def patch_model(model: str, request: Request, engine: EngineDep,
             if spec.cohort_keys is not None:
                 _check_cohort_keys(m.cohort_keys, spec.cohort_keys)
             if policy is not None:
-                _check_policy(settings, policy, [f["name"] for f in m.features], keys)
+                _check_policy(settings, policy, _all_features(conn, m), keys)
                 m = registry.set_policy(conn=conn, model=m, policy=policy)
             if keys != m.cohort_keys:
                 m = registry.set_cohort_keys(conn=conn, model=m, cohort_keys=keys)
@@ -222,6 +222,15 @@ async def create_version(model: str, request: Request, engine: EngineDep,
 
     body, created = await run_in_threadpool(run, engine)
     return JSONResponse(body, status_code=201 if created else 200)
+
+
+def _all_features(conn: Any, m: registry.ModelRow) -> list[str]:
+    """The model's features and those its versions added: what a per-feature policy may
+    name."""
+    names = [f["name"] for f in m.features]
+    for own in registry.version_features(conn=conn, model_ids={m.id}).values():
+        names += [f["name"] for f in own if f["name"] not in names]
+    return names
 
 
 def _check_version_features(conn: Any, m: registry.ModelRow,

@@ -184,6 +184,26 @@ def test_a_version_with_an_added_feature_ingests_and_monitors_it(client):
     assert by_version["v2"]["f_new"]["psi"] > 1.0
     # the shared features are monitored for both, on the same traffic law: not flagged
     assert by_version["v2"]["f0"]["decision"] == by_version["v1"]["f0"]["decision"] == "ok"
+    # a per-feature policy may name the added feature; its override is what v2 applies
+    assert client.patch("/v1/models/credit", json={"policy": {"features": {
+        "ghost": {"psi_critical": 5.0}}}}).status_code == 422
+    r = client.patch("/v1/models/credit", json={"policy": {"features": {
+        "f_new": {"psi_warning": 4.0, "psi_critical": 5.0}}}})
+    assert r.status_code == 200, r.text
+    rep = client.get("/v1/models/credit/reports/drift",
+                     params={"start": iso(start), "end": iso(end), "version": "v2"}).json()
+    f_new = next(f for f in rep["versions"][0]["features"] if f["feature"] == "f_new")
+    assert f_new["thresholds"]["psi_critical"] == 5.0
+    # a weight file's feature axis follows the version's own list
+    buf = io.BytesIO()
+    np.savez(buf, coef=np.array([0.0] * (len(own) - 1) + [2.0]))
+    r = client.post("/v1/models/credit/versions/v2/weights", content=buf.getvalue(),
+                    headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    assert r.json()["features"]["nonzero"] == 1
+    per_feature = {f["feature"]: f["l1"] for f in r.json()["features"]["features"]}
+    assert list(per_feature) == [f["name"] for f in own]  # f_new last, no channel
+    assert per_feature["f_new"] == 2.0 and sum(per_feature.values()) == 2.0
 
 
 def test_version_features_keep_their_types_and_re_registration_compares_them(client):
