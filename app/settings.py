@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # the default: the version cannot react to it). Exported as
     # modelmon_model_unused_feature_paging; a model's policy may set its own.
     page_unused_features: bool = False
+    # What a prediction carrying a feature its model does not declare does: "reject" refuses
+    # the batch (422 naming the field); "record" stores the value with the record, unmonitored,
+    # and counts it in modelmon_ingest_unexpected_features_total. A model's policy may set its own.
+    unknown_features: Literal["reject", "record"] = "reject"
     retention_days: int = Field(default=30, ge=1)
     # Labels stored before their prediction, per model; past it a label batch that would add
     # more is refused (422 naming them). Retention counts them again exactly.

@@ -151,6 +151,16 @@ def test_prediction_documents_move_between_jsonb_and_json_unchanged(pg_url):
         drop_pg_database(url)
 
 
+def _model_and_version(conn, now: datetime) -> None:  # noqa: ANN001
+    """Model 1 ("m") and its version 1 ("v1"), in plain SQL: valid at every revision."""
+    conn.execute(text(
+        "INSERT INTO models (id, name, task, features, cohort_keys, created_at) VALUES "
+        "(1, 'm', 'regression', '[]', '[]', :t)"), {"t": now})
+    conn.execute(text(
+        "INSERT INTO model_versions (id, model_id, version, created_at, registered_at, "
+        "metadata) VALUES (1, 1, 'v1', :t, :t, '{}')"), {"t": now})
+
+
 def test_policy_revision_round_trips_with_models_in_place(fresh_url):
     """Revision 0010 adds models.policy and maintenance_windows: a model stored before it
     reads back with no policy; downgrading drops both and keeps the model (and its versions:
@@ -160,12 +170,7 @@ def test_policy_revision_round_trips_with_models_in_place(fresh_url):
     try:
         migrate.upgrade(engine, "0009")
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO models (id, name, task, features, cohort_keys, created_at) VALUES "
-                "(1, 'm', 'regression', '[]', '[]', :t)"), {"t": now})
-            conn.execute(text(
-                "INSERT INTO model_versions (model_id, version, created_at, registered_at, "
-                "metadata) VALUES (1, 'v1', :t, :t, '{}')"), {"t": now})
+            _model_and_version(conn, now)
         migrate.upgrade(engine)
         assert "policy" in {c["name"] for c in inspect(engine).get_columns("models")}
         with engine.begin() as conn:
@@ -185,5 +190,38 @@ def test_policy_revision_round_trips_with_models_in_place(fresh_url):
             assert conn.execute(text("SELECT policy FROM models")).scalar_one() is None
             assert conn.execute(text("SELECT count(*) FROM maintenance_windows")
                                 ).scalar_one() == 0
+    finally:
+        engine.dispose()
+
+
+def test_version_features_revision_round_trips_with_versions_in_place(fresh_url):
+    """Revision 0013 adds model_versions.features: a version stored before it reads back with
+    none (the model's features); downgrading drops the column and keeps the versions and
+    what references them; upgrading again restores it empty."""
+    engine = make_engine(Settings(database_url=fresh_url))
+    now = datetime.now(UTC)
+    try:
+        migrate.upgrade(engine, "0011")
+        with engine.begin() as conn:
+            _model_and_version(conn, now)
+            conn.execute(text(
+                "INSERT INTO reference_profiles (version_id, model_id, source, n_rows, "
+                "profile, created_at) VALUES (1, 1, 'upload', 1, '{}', :t)"), {"t": now})
+        migrate.upgrade(engine)
+        assert "features" in {c["name"] for c in inspect(engine).get_columns("model_versions")}
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT features FROM model_versions")).scalar_one() is None
+            conn.execute(text("UPDATE model_versions SET features = :f"),
+                         {"f": '[{"name": "x", "type": "numeric"}]'})
+        migrate.downgrade(engine, "0011")
+        assert "features" not in {c["name"] for c in
+                                  inspect(engine).get_columns("model_versions")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM model_versions")).scalar_one() == "v1"
+            assert conn.execute(text("SELECT count(*) FROM reference_profiles")
+                                ).scalar_one() == 1
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT features FROM model_versions")).scalar_one() is None
     finally:
         engine.dispose()

@@ -1,5 +1,5 @@
-"""The audit trail: every administrative request (registering and changing models and
-versions, uploading references and weights, opening and cancelling maintenance windows),
+"""The audit trail: every administrative request (registering, changing and deleting models
+and versions, uploading references and weights, opening and cancelling maintenance windows),
 whoever made it and how it ended, kept in `audit_log`."""
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ log = logging.getLogger("modelmon.audit")
 ACTIONS = (
     ("POST", re.compile(r"^/v1/models/?$"), "model.register"),
     ("PATCH", re.compile(r"^/v1/models/[^/]+/?$"), "model.update"),
+    ("DELETE", re.compile(r"^/v1/models/[^/]+/?$"), "model.delete"),
     ("POST", re.compile(r"^/v1/models/[^/]+/versions/?$"), "version.register"),
     ("PATCH", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/?$"), "version.update"),
+    ("DELETE", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/?$"), "version.delete"),
     ("POST", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/reference/?$"), "reference.upload"),
     ("POST", re.compile(r"^/v1/models/[^/]+/versions/[^/]+/weights/?$"), "weights.upload"),
     ("POST", re.compile(r"^/v1/models/[^/]+/maintenance/?$"), "maintenance.open"),

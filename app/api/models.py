@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.api.auth import auth_responses, check_models, scoped
 from app.api.deps import EngineDep, SettingsDep, body_doc, read_model
 from app.api.schemas import (
+    DeletedRead,
     ErrorBody,
     MaintenanceCreate,
     MaintenanceRead,
@@ -57,8 +58,8 @@ def _check_policy(settings: Settings, overrides: dict[str, Any], features: list[
 
 def _version_read(model: str, row: registry.VersionRow) -> dict[str, Any]:
     return VersionRead(model=model, version=row.version, created_at=row.created_at,
-                       registered_at=row.registered_at,
-                       metadata=row.metadata).model_dump(mode="json")
+                       registered_at=row.registered_at, metadata=row.metadata,
+                       features=row.features).model_dump(mode="json")
 
 
 def _conflict(what: str, fields: list[str]) -> ApiError:
@@ -123,25 +124,64 @@ def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str,
     response_model=ModelRead,
     responses=ERRORS,
     openapi_extra=body_doc(ModelPatch),
-    summary="Replace a model's policy",
+    summary="Replace a model's policy, or add cohort keys",
 )
 async def patch_model(model: str, request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, Any]:
     """The policy sent replaces the stored one whole; the next job windows and every report
-    apply it, and /metrics exports its paging and expected interval at the next scrape."""
+    apply it, and /metrics exports its paging and expected interval at the next scrape.
+    Cohort keys sent extend the current list: new predictions may carry the new keys at once;
+    summaries stored before simply lack them (a report over older windows shows the key with
+    no cohorts)."""
     spec = await read_model(request, settings, ModelPatch)
     check_models(request, [model])
-    policy = policy_overrides(spec.policy)
+    if spec.policy is None and spec.cohort_keys is None:
+        raise ApiError(422, "validation_error", "there is nothing to change: send policy, "
+                       "cohort_keys or both",
+                       [Problem("required unless cohort_keys is sent", field="policy"),
+                        Problem("required unless policy is sent", field="cohort_keys")])
+    keys_sent = spec.cohort_keys or []
+    if dupes := sorted({k for k in keys_sent if keys_sent.count(k) > 1}):
+        raise ApiError(422, "validation_error", "cohort keys must be unique",
+                       [Problem("repeated", field=f"cohort_keys.{k}") for k in dupes])
+    policy = None if spec.policy is None else policy_overrides(spec.policy)
 
     def run() -> dict[str, Any]:
         with engine.begin() as conn:
             m = registry.require_model(conn=conn, name=model)
-            _check_policy(settings, policy, [f["name"] for f in m.features], m.cohort_keys)
-            row = registry.set_policy(conn=conn, model=m, policy=policy)
-            return _model_read(row, registry.count_versions(conn=conn, model_id=row.id),
-                               settings)
+            keys = m.cohort_keys if spec.cohort_keys is None else spec.cohort_keys
+            if spec.cohort_keys is not None:
+                _check_cohort_keys(m.cohort_keys, spec.cohort_keys)
+            if policy is not None:
+                _check_policy(settings, policy, _all_features(conn, m), keys)
+                m = registry.set_policy(conn=conn, model=m, policy=policy)
+            if keys != m.cohort_keys:
+                m = registry.set_cohort_keys(conn=conn, model=m, cohort_keys=keys)
+            return _model_read(m, registry.count_versions(conn=conn, model_id=m.id), settings)
 
     return await run_in_threadpool(run)
+
+
+def _check_cohort_keys(current: list[str], sent: list[str]) -> None:
+    """409 unless ``sent`` is ``current`` followed by new keys: a removed or renamed key would
+    orphan the cohorts stored under it (and reordering would change which key the
+    generalization gap's overall error is read from)."""
+    removed = [k for k in current if k not in sent]
+    if removed:
+        raise ApiError(
+            409, "cohort_keys_changed",
+            "cohort keys can only be added: stored predictions, summaries and results are "
+            "keyed by the current ones. Send the current keys, in order, followed by the new "
+            "ones; to stop using a key, stop sending it in predictions",
+            [Problem("a current cohort key is missing (removed or renamed): "
+                     f"{k[:128]!r}", field="cohort_keys") for k in removed])
+    if sent[:len(current)] != current:
+        raise ApiError(
+            409, "cohort_keys_changed",
+            "cohort keys can only be added at the end: send the current keys in their order "
+            f"({', '.join(current)}), followed by the new ones",
+            [Problem("the current keys are not the list's beginning, in order",
+                     field="cohort_keys")])
 
 
 @router.post(
@@ -157,14 +197,17 @@ async def create_version(model: str, request: Request, engine: EngineDep,
                          settings: SettingsDep) -> JSONResponse:
     spec = await read_model(request, settings, VersionCreate)
     metadata = spec.metadata.model_dump(mode="json", by_alias=True, exclude_none=True)
+    features = None if spec.features is None else [f.model_dump() for f in spec.features]
 
     def run(db: Engine) -> tuple[dict[str, Any], bool]:
         with db.begin() as conn:
             m = registry.require_model(conn=conn, name=model)
+            if features is not None:
+                _check_version_features(conn, m, features)
             try:
                 row, created = registry.create_version(
                     conn=conn, model_id=m.id, version=spec.version, created_at=spec.created_at,
-                    metadata=metadata,
+                    metadata=metadata, features=features,
                 )
             except registry.ConflictError as exc:
                 raise _conflict(f"version {spec.version!r} of {model[:128]!r}",
@@ -179,6 +222,34 @@ async def create_version(model: str, request: Request, engine: EngineDep,
 
     body, created = await run_in_threadpool(run, engine)
     return JSONResponse(body, status_code=201 if created else 200)
+
+
+def _all_features(conn: Any, m: registry.ModelRow) -> list[str]:
+    """The model's features and those its versions added: what a per-feature policy may
+    name."""
+    names = [f["name"] for f in m.features]
+    for own in registry.version_features(conn=conn, model_ids={m.id}).values():
+        names += [f["name"] for f in own if f["name"] not in names]
+    return names
+
+
+def _check_version_features(conn: Any, m: registry.ModelRow,
+                            features: list[dict[str, str]]) -> None:
+    """422 for a feature declared with another type than the model's, or than another
+    version's added feature of that name: a name means one column of one type per model (the
+    summaries hold one per name)."""
+    declared = {f["name"]: (f["type"], "the model") for f in m.features}
+    for own in registry.version_features(conn=conn, model_ids={m.id}).values():
+        for f in own:
+            declared.setdefault(f["name"], (f["type"], "another version"))
+    bad = [Problem(f"declared {declared[f['name']][0]} by {declared[f['name']][1]}; a "
+                   "feature keeps its type across versions (use a new name)",
+                   field=f"features.{i}.type")
+           for i, f in enumerate(features)
+           if f["name"] in declared and declared[f["name"]][0] != f["type"]]
+    if bad:
+        raise ApiError(422, "validation_error", "the version's features are invalid; see "
+                       "details", bad)
 
 
 @router.get("/{model}/versions", response_model=list[VersionRead], responses=ERRORS,
@@ -216,6 +287,53 @@ async def patch_version(model: str, version: str, request: Request, engine: Engi
                                                                training=training))
 
     return await run_in_threadpool(run)
+
+
+Force = Annotated[bool, Query(description="delete also when data is stored (predictions, "
+                                        "labels, summaries, results): all of it goes")]
+
+
+def _refuse_unless_forced(what: str, tables: list[str], force: bool) -> None:
+    if tables and not force:
+        raise ApiError(
+            409, "has_data",
+            f"{what} holds stored data ({', '.join(tables)}); nothing was deleted. Deleting it "
+            "removes that data for good: repeat the request with ?force=true to do so",
+            [Problem(f"rows are stored in {t}", field="force") for t in tables])
+
+
+@router.delete("/{model}", response_model=DeletedRead, responses=ERRORS,
+               summary="Delete a model, its versions and (with force) all its data")
+def delete_model(model: str, request: Request, engine: EngineDep,
+                 force: Force = False) -> dict[str, Any]:
+    """Refused (409) while predictions, labels, summaries or results are stored, unless
+    ``force``; versions, references, weights and maintenance windows always go with it."""
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        _refuse_unless_forced(f"model {m.name!r}",
+                              registry.stored_data(conn=conn, model_id=m.id), force)
+        deleted = registry.delete_model(conn=conn, model=m)
+    request.app.state.schemas.forget(m.name)
+    return {"model": m.name, "deleted": deleted}
+
+
+@router.delete("/{model}/versions/{version}", response_model=DeletedRead, responses=ERRORS,
+               summary="Delete a version and (with force) all its data")
+def delete_version(model: str, version: str, request: Request, engine: EngineDep,
+                   force: Force = False) -> dict[str, Any]:
+    """Refused (409) while the version's predictions, their labels, summaries or results
+    are stored, unless ``force``; its reference, weights and deltas always go with it."""
+    check_models(request, [model])
+    with engine.begin() as conn:
+        m = registry.require_model(conn=conn, name=model)
+        v = registry.require_version(conn=conn, model=m, version=version)
+        _refuse_unless_forced(f"version {v.version!r} of {m.name!r}",
+                              registry.stored_data(conn=conn, model_id=m.id, version_id=v.id),
+                              force)
+        deleted = registry.delete_version(conn=conn, model=m, version=v)
+    request.app.state.schemas.forget(m.name)
+    return {"model": m.name, "version": v.version, "deleted": deleted}
 
 
 WindowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the window's id")]

@@ -227,7 +227,7 @@ async def upload_weights(
     def process(path: Path, ctype: str) -> dict[str, Any]:
         eps = settings.weights_zero_eps
         summary = weights.summary_from_upload(path, ctype, eps)
-        names = weights.model_features(engine=engine, model_name=model)
+        names = weights.model_features(engine=engine, model_name=model, version=version)
         per_feature, skipped = weights.features_from_upload(path, ctype, summary, names,
                                                             feature_tensor, feature_axis, eps)
         return weights.store_weights(engine=engine, model_name=model, version=version,

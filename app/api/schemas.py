@@ -162,14 +162,35 @@ class PolicyRead(BaseModel):
 
 
 class ModelPatch(Strict):
-    """What PATCH /v1/models/{model} changes: the policy, replaced whole (send {} to follow
-    the service-wide defaults again)."""
+    """What PATCH /v1/models/{model} changes, at least one of: the policy, replaced whole
+    (send {} to follow the service-wide defaults again); the cohort keys, the current list
+    extended by new keys at its end (a key cannot be removed or renamed: stored predictions,
+    summaries and results are keyed by it)."""
 
-    policy: Policy  # type: ignore[valid-type]
+    policy: Policy | None = Field(  # type: ignore[valid-type]
+        default=None, description="replaces the stored policy whole; omitted: unchanged")
+    cohort_keys: list[Name] | None = Field(
+        default=None, max_length=100,
+        description="the current cohort keys, in order, followed by the keys to add; "
+        "omitted: unchanged")
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "policy": {"psi_critical": 0.1, "expected_interval_seconds": None, "page": False,
-                   "features": {"amount": {"psi_warning": 0.05}}}}})
+                   "features": {"amount": {"psi_warning": 0.05}}},
+        "cohort_keys": ["region", "device"]}})
+
+
+class DeletedRead(BaseModel):
+    model: str
+    version: str | None = Field(default=None, description="the version deleted; null when "
+                                "the model was")
+    deleted: dict[str, int] = Field(description="rows removed, per table")
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "model": "fraud", "version": "v2", "deleted": {
+            "predictions": 120000, "labels": 80000, "prediction_keys": 120000,
+            "bucket_summaries": 2880, "metric_results": 9100, "reference_profiles": 1,
+            "weight_stats": 3, "model_versions": 1}}})
 
 
 class ModelRead(BaseModel):
@@ -269,6 +290,21 @@ class VersionCreate(Strict):
         description="open a maintenance window of the model for this long from registration "
         "(a rollout's drift settling): its drift, calibration and cohort pages are "
         "suppressed meanwhile, tickets still flow. Only a new registration opens one.")
+    features: list[FeatureSpec] | None = Field(
+        default=None, max_length=2000,
+        description="the version's own feature list, when it differs from the model's: a "
+        "feature of the model left out is not monitored for this version (and is an "
+        "undeclared feature in its predictions); one added is declared here with its type "
+        "and monitored for this version only. A model feature keeps its type. Omitted: the "
+        "model's features.")
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> VersionCreate:
+        names = [f.name for f in self.features or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        return self
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -343,6 +379,8 @@ class VersionRead(BaseModel):
     created_at: datetime
     registered_at: datetime
     metadata: dict[str, Any]
+    features: list[FeatureSpec] | None = Field(
+        default=None, description="the version's own feature list; null: the model's")
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "model": "fraud", **VersionCreate.model_config["json_schema_extra"]["example"],  # type: ignore[index]

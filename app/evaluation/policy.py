@@ -4,9 +4,9 @@ GET /v1/models/{model} all read the effective values from here, so a report, a s
 decision and a page cannot disagree (docs/policy.md).
 
 The knobs are every field of ``Thresholds`` (its default is MODELMON_THRESHOLD_<FIELD>),
-plus ``label_lag_seconds``, ``expected_interval_seconds``, ``page`` and
-``page_unused_features``; their types and ranges
-are the settings' own, so a knob cannot take a value its setting would refuse.
+plus ``label_lag_seconds``, ``expected_interval_seconds``, ``page``,
+``page_unused_features`` and ``unknown_features``; their types and ranges are the settings'
+own, so a knob cannot take a value its setting would refuse.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from app.settings import Settings
 
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
 MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page",
-               "page_unused_features")
+               "page_unused_features", "unknown_features")
 # (lower, upper) pairs an effective policy must keep in order.
 ORDERED = (("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
            ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"))
@@ -42,6 +42,7 @@ class EffectivePolicy:
     expected_interval_seconds: float | None
     page: bool
     page_unused_features: bool
+    unknown_features: str = "reject"
     features: dict[str, Thresholds] = field(default_factory=dict)
     cohort_keys: dict[str, Thresholds] = field(default_factory=dict)
 
@@ -51,6 +52,7 @@ class EffectivePolicy:
         return {**asdict(self.thresholds), "label_lag_seconds": self.label_lag_seconds,
                 "expected_interval_seconds": self.expected_interval_seconds,
                 "page": self.page, "page_unused_features": self.page_unused_features,
+                "unknown_features": self.unknown_features,
                 "features": {n: t.stated(PER_FEATURE_FIELDS) for n, t in self.features.items()},
                 "cohort_keys": {k: t.stated(PER_COHORT_KEY_FIELDS)
                                 for k, t in self.cohort_keys.items()}}
@@ -68,6 +70,7 @@ def effective(settings: Settings, overrides: Mapping[str, Any] | None) -> Effect
                                         settings.expected_interval_seconds),
         page=o.get("page", settings.page),
         page_unused_features=o.get("page_unused_features", settings.page_unused_features),
+        unknown_features=o.get("unknown_features", settings.unknown_features),
         features={n: base.overlay(v) for n, v in (o.get("features") or {}).items()},
         cohort_keys={k: base.overlay(v) for k, v in (o.get("cohort_keys") or {}).items()},
     )

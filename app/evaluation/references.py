@@ -14,7 +14,7 @@ from app.evaluation.summaries import CompiledProfile, ModelShape
 from app.evaluation.windows import rows_from_db
 from app.settings import Settings
 from app.storage import observations as obs
-from app.storage import results
+from app.storage import registry, results
 from app.storage.registry import ModelRow
 
 
@@ -44,6 +44,7 @@ def reference_for(*, conn: Connection, model: ModelRow, version_id: int, setting
         if stored["source"] == "baseline":
             info.update(stored["profile"].get("baseline", {}))
         return Reference(profiles.get(conn, [version_id]).get(version_id), info)
+    model = registry.version_model(conn=conn, model=model, version_id=version_id)
     t0 = obs.first_prediction_time(conn=conn, model_id=model.id, version_id=version_id)
     if t0 is None:
         return Reference(None, {"source": "none",

@@ -38,6 +38,7 @@ from app.evaluation.summaries import (
     unpack_outcome,
 )
 from app.storage import observations as obs
+from app.storage import registry
 from app.storage import summaries as store
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
@@ -146,7 +147,8 @@ def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: d
                             start=start, end=end), w, cp)
     w.outcome.cap_cohorts(max_cohort_values)
     if cp is not None and w.stale:
-        shape = ModelShape.of(model)
+        shape = ModelShape.of(registry.version_model(conn=conn, model=model,
+                                                     version_id=version_id))
         for bucket in w.stale:
             d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, bucket,
                                        bucket_seconds)
@@ -201,9 +203,10 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
                 cp: CompiledProfile, bucket_seconds: float) -> int:
     """Store drift summaries on ``cp`` for the buckets of [start, end) it does not cover.
     Returns the number of rows read."""
-    shape = ModelShape.of(model)
     rows_read = 0
     with repeatable_read(engine.connect()) as conn, conn.begin():
+        shape = ModelShape.of(registry.version_model(conn=conn, model=model,
+                                                     version_id=version_id))
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k, :m)"),
                          {"k": _MAINTENANCE_LOCK, "m": model.id})
@@ -229,10 +232,11 @@ def backfill(engine: Engine, model: Any, version_id: int, received_before: datet
     """Summarise a version's rows stored before summaries existed, in one transaction that
     also retires its backfill entry (so no row is ever summarised twice). Returns the rows
     read, or None when another replica holds it."""
-    shape = ModelShape.of(model)
     step = timedelta(seconds=bucket_seconds)
     total = 0
     with repeatable_read(engine.connect()) as conn, conn.begin():
+        shape = ModelShape.of(registry.version_model(conn=conn, model=model,
+                                                     version_id=version_id))
         if conn.dialect.name == "postgresql" and not conn.execute(
                 text("SELECT pg_try_advisory_xact_lock(:k, :v)"),
                 {"k": _MAINTENANCE_LOCK + 1, "v": version_id}).scalar_one():

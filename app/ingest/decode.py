@@ -200,8 +200,8 @@ def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSch
         kind = type(r)
         schema = decoders[kind][1]
         version_id = schema.versions.get(r.version) if r.version is not None else None
-        if version_id is None:
-            raise NotFast
+        if version_id is None or version_id in schema.version_features:
+            raise NotFast  # a version with its own feature list: the complete validator's
         ts = _timestamp(r.timestamp, limits)
         key = (schema.row.id, r.prediction_id)
         if key in seen:

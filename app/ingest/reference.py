@@ -175,6 +175,7 @@ def store_reference(*, engine: Any, settings: Any, model_name: str, version: str
     with engine.connect() as conn:
         model = registry.require_model(conn=conn, name=model_name)
         v = registry.require_version(conn=conn, model=model, version=version)
+    model = registry.for_version(model, v.features)  # the version's own features, if any
     cols = read_reference(path, ctype, model)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
                             **profile_options(settings))

@@ -39,6 +39,7 @@ def _limits(settings: Settings) -> v.Limits:
         # partition may already be gone.
         max_past=timedelta(days=min(settings.max_past_days, settings.retention_days)),
         sum_tolerance=settings.multiclass_sum_tolerance,
+        unknown_features=settings.unknown_features,
     )
 
 
@@ -49,11 +50,16 @@ def _schemas(engine: Engine, records: list[Any]) -> dict[str, v.ModelSchema]:
 def _schemas_named(engine: Engine, names: set[str]) -> dict[str, v.ModelSchema]:
     with engine.connect() as conn:
         rows = registry.get_models(conn=conn, names=names)
-        versions = registry.version_ids(conn=conn, model_ids={m.id for m in rows.values()})
+        ids = {m.id for m in rows.values()}
+        versions = registry.version_ids(conn=conn, model_ids=ids)
+        own = registry.version_features(conn=conn, model_ids=ids)
     by_model: dict[int, dict[str, int]] = {}
     for (model_id, version), vid in versions.items():
         by_model.setdefault(model_id, {})[version] = vid
-    return {name: v.ModelSchema.build(row, by_model.get(row.id, {})) for name, row in rows.items()}
+    return {name: v.ModelSchema.build(row, by_model.get(row.id, {}),
+                                      {vid: own[vid] for vid in by_model.get(row.id, {}).values()
+                                       if vid in own})
+            for name, row in rows.items()}
 
 
 def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
@@ -99,6 +105,12 @@ class SchemaCache:
         self._by_name: dict[str, tuple[float, v.ModelSchema]] = {}
         self._lock = threading.Lock()
 
+    def forget(self, name: str) -> None:
+        """Drop what is held of a model (it was deleted, or a version of it was): this process
+        reads it again at its next batch; other processes within SCHEMA_RECHECK_SECONDS."""
+        with self._lock:
+            self._by_name.pop(name, None)
+
     def get(self, engine: Engine, wanted: set[tuple[str, str | None]]
             ) -> dict[str, v.ModelSchema]:
         now = time.monotonic()
@@ -143,14 +155,14 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                                                      metrics, authorize)
         names = [r["model"] for r in records]
         by_id = {s.row.id: s for s in schemas.values()}
-        shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
+        shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
         columns = summarize.columns_of_rows(shapes, rows)
     else:
         if authorize is not None:  # the fast path accepted: the names are the batch's models
             authorize(batch.names)
         names, rows, repeats, columns = batch.names, batch.rows, batch.repeats, batch.columns
         by_id = {s.row.id: s for s in batch.schemas.values()}
-        shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
+        shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     days = {datetime.fromtimestamp(d * 86400.0, UTC).date()  # UTC days, as partitioned
             for mc in columns.values() for d in np.unique(mc.rows.ts // 86400.0)}
     for attempt in (1, 2):
@@ -187,7 +199,7 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
     records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics,
                                                  authorize)
     by_id = {s.row.id: s for s in schemas.values()}
-    shapes = {i: ModelShape.of(s.row) for i, s in by_id.items()}
+    shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     with engine.begin() as conn:
         result = write_labels(conn, rows, repeats)
         try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,9 @@ class Limits:
     max_future: timedelta
     max_past: timedelta
     sum_tolerance: float
+    # The service-wide unknown-feature policy (MODELMON_UNKNOWN_FEATURES); a model's own
+    # policy overrides it (ModelSchema.unknown_features).
+    unknown_features: str = "reject"
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,35 @@ class ModelSchema:
     cohort_keys: frozenset[str]
     classes: frozenset[str] | None
     versions: dict[str, int]
+    unknown_features: str | None = None  # the model policy's, when it sets one
+    # version id -> its own feature types, for the versions that declared their own list
+    version_features: dict[int, dict[str, str]] = field(default_factory=dict)
+
+    def types_of(self, version_id: int | None) -> dict[str, str]:
+        """The features a record of this version is validated against."""
+        return self.version_features.get(version_id, self.feature_types) \
+            if version_id is not None else self.feature_types
+
+    def declares(self, name: str) -> bool:
+        """Whether the model or any of its versions declares the feature."""
+        return name in self.feature_types or any(
+            name in t for t in self.version_features.values())
+
+    @property
+    def summary_row(self) -> ModelRow:
+        """The model with every feature any of its versions declares, in a stable order: the
+        columns built for the summaries, of which each version's profile takes its own."""
+        if not self.version_features:
+            return self.row
+        union = dict(self.feature_types)
+        for vid in sorted(self.version_features):
+            for name, kind in self.version_features[vid].items():
+                union.setdefault(name, kind)
+        return replace(self.row, features=[{"name": n, "type": k} for n, k in union.items()])
+
+    def records_unknown(self, limits: Limits) -> bool:
+        """Whether undeclared features are stored (unmonitored) rather than refused."""
+        return (self.unknown_features or limits.unknown_features) == "record"
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -59,13 +92,17 @@ class ModelSchema:
                 tuple(sorted(self.cohort_keys)))
 
     @classmethod
-    def build(cls, row: ModelRow, versions: dict[str, int]) -> ModelSchema:
+    def build(cls, row: ModelRow, versions: dict[str, int],
+              version_features: dict[int, list[dict[str, str]]] | None = None) -> ModelSchema:
         return cls(
             row=row,
             feature_types={f["name"]: f["type"] for f in row.features},
             cohort_keys=frozenset(row.cohort_keys),
             classes=frozenset(row.classes) if row.classes is not None else None,
             versions=versions,
+            unknown_features=(row.policy or {}).get("unknown_features"),
+            version_features={vid: {f["name"]: f["type"] for f in fs}
+                              for vid, fs in (version_features or {}).items()},
         )
 
 
@@ -272,7 +309,9 @@ def validate_predictions(
         if version_id is None:
             problems.append(Problem("required string", field="version", index=i))
 
-        features = _validate_features(rec.get("features", {}), schema, i, problems)
+        features, unexpected = _validate_features(
+            rec.get("features", {}), schema.types_of(version_id),
+            schema.records_unknown(limits), i, problems)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
         payload = _validate_prediction(rec.get("prediction"), schema, limits, i, problems)
 
@@ -299,31 +338,70 @@ def validate_predictions(
         score, value, probabilities, predicted = payload
         rows.append((
             schema.row.id, ts, pid, version_id, received_at,
-            _to_json(features),
+            _to_json({**features, **unexpected} if unexpected else features),
             _to_json(cohorts),
             score, value,
             None if probabilities is None else _to_json(probabilities),
             predicted, latency, gt[0], gt[1],
-            # not stored: the parsed values, so that summaries need not parse them again
-            (features, cohorts, probabilities),
+            # not stored: the parsed values, so that summaries need not parse them again,
+            # and how many undeclared features the record carried (stored, unmonitored)
+            (features, cohorts, probabilities, len(unexpected)),
         ))
     _refuse_if_any(problems, len(records))
     return rows, repeats
 
 
-def _validate_features(raw: Any, schema: ModelSchema, i: int,
-                       problems: list[Problem]) -> dict[str, Any]:
+# The names a feature may be declared under later (app/api/schemas.py's NAME_PATTERN): a
+# recorded undeclared feature must be one, so that declaring it is possible.
+_FEATURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def _unexpected(name: str, v: Any, where: str, i: int, problems: list[Problem],
+                out: dict[str, Any]) -> None:
+    """An undeclared feature under the ``record`` policy: kept when it is a name that could be
+    declared and a scalar value a declared feature could hold."""
+    if not _FEATURE_NAME.fullmatch(name):
+        problems.append(Problem(
+            "not a feature of this model's schema, and not a name a feature can be declared "
+            "under (letters, digits, _.:- ; at most 128), so it cannot be recorded",
+            field=where, index=i))
+        return
+    if v is None:
+        return
+    if isinstance(v, str):
+        s, p = _short_string(v, "a string")
+        if p:
+            problems.append(Problem(f"undeclared feature {p}", field=where, index=i))
+        out[name] = s
+        return
+    f, p = _as_float(v)
+    if p:
+        problems.append(Problem(
+            f"undeclared feature {p}" if isinstance(v, NonFinite) else
+            f"undeclared feature must be a number or a string, got {_describe(v)}",
+            field=where, index=i))
+    out[name] = f
+
+
+def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i: int,
+                       problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The declared features' values (``types``: the record's version's), and the undeclared
+    ones kept under the ``record`` policy (under ``reject`` each is a problem)."""
+    unexpected: dict[str, Any] = {}
     if not isinstance(raw, dict):
         problems.append(Problem(f"must be an object, got {_describe(raw)}", field="features",
                                 index=i))
-        return {}
+        return {}, unexpected
     out: dict[str, Any] = {}
-    types = schema.feature_types
     for name, v in raw.items():
         kind = types.get(name)
         where = f"features.{name}"[:MAX_STRING_LEN]
         if kind is None:
-            problems.append(Problem("not a feature of this model's schema", field=where, index=i))
+            if record_unknown:
+                _unexpected(name, v, where, i, problems, unexpected)
+            else:
+                problems.append(Problem("not a feature of this model's schema (or of this "
+                                        "version's own feature list)", field=where, index=i))
             continue
         if v is None:
             continue  # stored like an absent feature
@@ -340,7 +418,7 @@ def _validate_features(raw: Any, schema: ModelSchema, i: int,
             if p:
                 problems.append(Problem(f"categorical feature {p}", field=where, index=i))
             out[name] = s
-    return out
+    return out, unexpected
 
 
 def _validate_cohorts(raw: Any, schema: ModelSchema, i: int,

@@ -94,10 +94,13 @@ def _file_format(path: Path) -> str:
     return "npz" if magic.startswith(b"PK") else "safetensors"
 
 
-def model_features(*, engine: Engine, model_name: str) -> list[str]:
-    """The model's numeric and categorical features, in registration order."""
+def model_features(*, engine: Engine, model_name: str, version: str) -> list[str]:
+    """The version's features (its own list, else the model's), in registration order: the
+    order a weight tensor's feature axis follows."""
     with engine.connect() as conn:
-        return [f["name"] for f in registry.require_model(conn=conn, name=model_name).features]
+        m = registry.require_model(conn=conn, name=model_name)
+        v = registry.require_version(conn=conn, model=m, version=version)
+        return [f["name"] for f in registry.for_version(m, v.features).features]
 
 
 def _feature_problem(message: str, field: str) -> ApiError:

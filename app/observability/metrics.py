@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from app import __version__
 from app.evaluation.catalogue import METRICS
+from app.ingest.writer import N_STAGE
 
 if TYPE_CHECKING:
     from app.errors import Problem
@@ -69,6 +70,10 @@ class ServiceMetrics:
                                       "made a prediction batch be refused (type, range, length), "
                                       "by model and declared feature.", ["model", "feature"],
                                       registry=r)
+        self.unexpected_features = Counter(
+            "modelmon_ingest_unexpected_features", "Values of features the model does not "
+            "declare, stored unmonitored under its unknown_features: record policy (one per "
+            "feature per stored prediction), by model.", ["model"], registry=r)
         self.latency = Histogram("modelmon_inference_latency_seconds", "The model server's "
                                  "logged inference latency (latency_ms).", ["model", "version"],
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -118,7 +123,7 @@ class ServiceMetrics:
             model = model_of[p.index]
             if model is not None:
                 feature = p.field.removeprefix("features.")
-                refused[(model, feature if feature in known[model].feature_types
+                refused[(model, feature if known[model].declares(feature)
                          else UNDECLARED)] += 1
         for (model, feature), n in refused.items():
             self.refused_values.labels(model, feature).inc(n)
@@ -130,6 +135,14 @@ class ServiceMetrics:
         for name, n in sent.items():
             self.ingested.labels(name, "accepted").inc(accepted[name])
             self.ingested.labels(name, "duplicate").inc(n - accepted[name])
+        # A validated row carries its parsed values after the stored columns, the count of
+        # undeclared features last; the fast path's rows never hold one.
+        unexpected: Tally[str] = Tally()
+        for r in new_rows:
+            if len(r) > N_STAGE and r[N_STAGE][3]:
+                unexpected[by_id[r[0]].row.name] += r[N_STAGE][3]
+        for name, n in unexpected.items():
+            self.unexpected_features.labels(name).inc(n)
         version_names = {(mid, vid): v for mid, s in by_id.items()
                          for v, vid in s.versions.items()}
         seconds: dict[tuple[int, int], list[float]] = {}

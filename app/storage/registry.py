@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import not_found
 from app.storage.db import as_utc
 from app.storage.summaries import OUTCOME
-from app.storage.tables import bucket_summaries, feature_weights, model_versions, models
+from app.storage.tables import (
+    bucket_summaries,
+    feature_weights,
+    job_runs,
+    labels,
+    maintenance_windows,
+    metric_results,
+    model_versions,
+    models,
+    pending_labels,
+    prediction_keys,
+    predictions,
+    reference_profiles,
+    slo_counters,
+    summary_backfill,
+    version_deltas,
+    weight_stats,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,20 @@ class VersionRow:
     created_at: datetime
     registered_at: datetime
     metadata: dict[str, Any]
+    features: list[dict[str, str]] | None = None  # its own list; None: the model's
+
+
+def for_version(model: ModelRow, features: list[dict[str, str]] | None) -> ModelRow:
+    """The model as one of its versions sees it: with the version's own feature list, if it
+    declared one. Profiles, references and summaries of the version are built from this."""
+    return model if features is None else replace(model, features=features)
+
+
+def version_model(*, conn: Connection, model: ModelRow, version_id: int) -> ModelRow:
+    """``for_version`` by version id (one small query)."""
+    features = conn.execute(select(model_versions.c.features).where(
+        model_versions.c.id == version_id)).scalar_one_or_none()
+    return for_version(model, features)
 
 
 def _model(row: Any) -> ModelRow:
@@ -58,7 +89,7 @@ def _version(row: Any) -> VersionRow:
     return VersionRow(
         id=row.id, model_id=row.model_id, version=row.version,
         created_at=as_utc(row.created_at), registered_at=as_utc(row.registered_at),
-        metadata=row.metadata,
+        metadata=row.metadata, features=row.features,
     )
 
 
@@ -142,6 +173,15 @@ def set_policy(*, conn: Connection, model: ModelRow, policy: dict[str, Any]) -> 
     return row
 
 
+def set_cohort_keys(*, conn: Connection, model: ModelRow, cohort_keys: list[str]) -> ModelRow:
+    """Replace the model's cohort keys (the caller has checked the old ones are kept)."""
+    conn.execute(models.update().where(models.c.id == model.id)
+                 .values(cohort_keys=cohort_keys))
+    row = get_model(conn=conn, name=model.name)
+    assert row is not None
+    return row
+
+
 def get_version(*, conn: Connection, model_id: int, version: str) -> VersionRow | None:
     row = conn.execute(
         select(model_versions).where(
@@ -172,9 +212,20 @@ def version_ids(*, conn: Connection, model_ids: set[int]) -> dict[tuple[int, str
     return {(r.model_id, r.version): r.id for r in rows}
 
 
+def version_features(*, conn: Connection, model_ids: set[int]
+                     ) -> dict[int, list[dict[str, str]]]:
+    """version id -> its own feature list, for the versions of the models that declared one."""
+    if not model_ids:
+        return {}
+    v = model_versions
+    rows = conn.execute(select(v.c.id, v.c.features).where(
+        v.c.model_id.in_(sorted(model_ids)), v.c.features.is_not(None)))
+    return {r.id: r.features for r in rows if r.features is not None}
+
+
 def create_version(
     *, conn: Connection, model_id: int, version: str, created_at: datetime | None,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any], features: list[dict[str, str]] | None = None,
 ) -> tuple[VersionRow, bool]:
     """Insert, or return the existing identical version. An omitted ``created_at`` matches any
     stored one, so a pipeline can retry a registration without remembering the first time."""
@@ -186,7 +237,7 @@ def create_version(
                 conn.execute(
                     model_versions.insert().values(
                         model_id=model_id, version=version, created_at=created_at or now,
-                        registered_at=now, metadata=metadata,
+                        registered_at=now, metadata=metadata, features=features,
                     )
                 )
             row = get_version(conn=conn, model_id=model_id, version=version)
@@ -195,7 +246,8 @@ def create_version(
         except IntegrityError:
             existing = get_version(conn=conn, model_id=model_id, version=version)
             assert existing is not None
-    differing = _diff_fields({"metadata": existing.metadata}, {"metadata": metadata})
+    differing = _diff_fields({"metadata": existing.metadata, "features": existing.features},
+                             {"metadata": metadata, "features": features})
     if created_at is not None and as_utc(created_at) != existing.created_at:
         differing.append("created_at")
     if differing:
@@ -248,3 +300,72 @@ def training_blocks(*, conn: Connection, model_id: int) -> dict[int, dict[str, A
     """Each version's registered ``training`` metadata block ({} without one), by version id."""
     return {v.id: (v.metadata or {}).get("training") or {}
             for v in list_versions(conn=conn, model_id=model_id)}
+
+
+# What a model or version holds beyond its registration, and so what a DELETE without force
+# refuses to remove: production data and what the jobs computed from it.
+DATA_TABLES = (predictions, labels, bucket_summaries, metric_results)
+
+
+def stored_data(*, conn: Connection, model_id: int, version_id: int | None = None
+                ) -> list[str]:
+    """The tables holding data of the model (or of one of its versions), in DATA_TABLES
+    order. A version's labels are those of its predictions."""
+    out = []
+    for t in DATA_TABLES:
+        if t is labels:
+            q = select(labels.c.model_id).where(labels.c.model_id == model_id)
+            if version_id is not None:
+                q = q.where(labels.c.prediction_id.in_(_version_ids(model_id, version_id)))
+        else:
+            q = select(t.c.model_id).where(t.c.model_id == model_id)
+            if version_id is not None:
+                q = q.where(t.c.version_id == version_id)
+        if conn.execute(q.limit(1)).first() is not None:
+            out.append(t.name)
+    return out
+
+
+def _version_ids(model_id: int, version_id: int) -> Any:
+    p = predictions
+    return select(p.c.prediction_id).where(p.c.model_id == model_id,
+                                           p.c.version_id == version_id)
+
+
+def _delete(conn: Connection, t: Table, *where: Any) -> tuple[str, int]:
+    return t.name, conn.execute(delete(t).where(*where)).rowcount
+
+
+def delete_version(*, conn: Connection, model: ModelRow, version: VersionRow
+                   ) -> dict[str, int]:
+    """Remove a version and everything stored for it: its predictions (and their labels and
+    idempotency keys, so the ids may be sent again), bucket summaries, results, reference,
+    weights and deltas. Rows removed per table."""
+    m, v = model.id, version.id
+    ids = _version_ids(m, v)
+    counts = dict([
+        _delete(conn, labels, labels.c.model_id == m, labels.c.prediction_id.in_(ids)),
+        _delete(conn, prediction_keys, prediction_keys.c.model_id == m,
+                prediction_keys.c.prediction_id.in_(ids)),
+        _delete(conn, predictions, predictions.c.model_id == m, predictions.c.version_id == v),
+        *(_delete(conn, t, t.c.model_id == m, t.c.version_id == v)
+          for t in (bucket_summaries, metric_results, summary_backfill, reference_profiles,
+                    weight_stats, feature_weights)),
+        _delete(conn, version_deltas, (version_deltas.c.base_version_id == v)
+                | (version_deltas.c.candidate_version_id == v)),
+        _delete(conn, model_versions, model_versions.c.id == v),
+    ])
+    return counts
+
+
+def delete_model(*, conn: Connection, model: ModelRow) -> dict[str, int]:
+    """Remove a model, its versions and everything stored for it (job runs and maintenance
+    windows included; the audit log keeps what was done). Rows removed per table."""
+    m = model.id
+    tables = (labels, prediction_keys, predictions, bucket_summaries, metric_results,
+              summary_backfill, reference_profiles, weight_stats, feature_weights,
+              version_deltas, job_runs, slo_counters, pending_labels, maintenance_windows,
+              model_versions)
+    counts = dict(_delete(conn, t, t.c.model_id == m) for t in tables)
+    counts.update([_delete(conn, models, models.c.id == m)])
+    return counts

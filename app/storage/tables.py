@@ -78,6 +78,8 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("metadata", JsonType, nullable=False),
+    # The version's own feature list ([{name, type}]); null: the model's (revision 0013).
+    Column("features", JsonType, nullable=True),
     UniqueConstraint("model_id", "version"),
 )
 

@@ -44,6 +44,7 @@ def test_without_policy_every_knob_is_the_default(client, settings):
     assert eff["expected_interval_seconds"] == settings.expected_interval_seconds == 1800
     assert eff["page"] is True
     assert eff["page_unused_features"] is False
+    assert eff["unknown_features"] == "reject"
     for name, value in eff.items():
         if name not in ("features", "cohort_keys"):
             assert value == getattr(settings, model_policy.setting_of(name)), name

@@ -170,7 +170,7 @@ def test_docs_policy_lists_every_knob_with_its_default_setting_and_scope():
         setting = policy.setting_of(knob)
         value = getattr(s, setting)
         shown = ("true" if value is True else "false" if value is False
-                 else f"{value:g}")
+                 else f'"{value}"' if isinstance(value, str) else f"{value:g}")
         assert rows[knob][1] == f"{shown} (`MODELMON_{setting.upper()}`)", knob
         scope = ("feature" if knob in PER_FEATURE_FIELDS
                  else "cohort key" if knob in PER_COHORT_KEY_FIELDS else "no")

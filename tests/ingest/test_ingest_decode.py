@@ -40,14 +40,25 @@ def schemas() -> dict[str, v.ModelSchema]:
                           ["a", "b", "c"], NOW),
         "reg": ModelRow(3, "reg", "regression", FEATURES, [], None, NOW),
         "ints": ModelRow(4, "ints", "binary_classification", FEATURES, [], ["0", "1"], NOW),
+        # undeclared features stored, not refused: the fast path must never accept them
+        "rec": ModelRow(5, "rec", "regression", FEATURES, [], None, NOW,
+                        {"unknown_features": "record"}),
     }
-    return {name: v.ModelSchema.build(r, {"v1": r.id * 10}) for name, r in rows.items()}
+    out = {name: v.ModelSchema.build(r, {"v1": r.id * 10}) for name, r in rows.items()}
+    # a second version of "bin" with its own feature list (x kept, y and c removed, n
+    # added): its records are the complete validator's alone
+    bin_row = rows["bin"]
+    out["bin"] = v.ModelSchema.build(bin_row, {"v1": 10, "v2": 11}, {11: [
+        {"name": "x", "type": "numeric"}, {"name": "n", "type": "numeric"}]})
+    return out
 
 
 def valid(rng: random.Random, i: int) -> dict:
-    model = rng.choice(["bin", "multi", "reg", "ints"])
+    model = rng.choice(["bin", "multi", "reg", "ints", "rec"])
     rec: dict = {"model": model, "version": "v1", "prediction_id": f"p{i}",
                  "timestamp": (NOW - timedelta(minutes=rng.randint(0, 5000))).isoformat()}
+    if model == "bin" and rng.random() < 0.2:
+        rec["version"] = "v2"
     feats = {}
     if rng.random() < 0.9:
         feats["x"] = rng.choice([rng.gauss(0, 1), rng.randint(-5, 5), None])
@@ -73,7 +84,7 @@ def valid(rng: random.Random, i: int) -> dict:
         rec["prediction"] = {"probabilities": probs}
         if rng.random() < 0.3:
             rec["label"] = rng.choice("abc")
-    else:
+    else:  # reg and rec
         rec["prediction"] = {"value": rng.gauss(10, 5)}
         if rng.random() < 0.3:
             rec["label"] = rng.choice([rng.gauss(10, 5), 3])
@@ -107,6 +118,10 @@ MUTATIONS = [
     lambda r, g: r.update(features={"c": ""}),
     lambda r, g: r.update(features={"c": "x" * 201}),
     lambda r, g: r.update(features={"zzz": 1}),
+    lambda r, g: r.update(features={"x": 1.0, "zzz": "a", "z2": 3}),
+    lambda r, g: r.update(features={"zzz": [1]}),
+    lambda r, g: r.update(features={"bad name": 1}),
+    lambda r, g: r.update(features={"zzz": None}),
     lambda r, g: r.update(features=[1, 2]),
     lambda r, g: r.update(features=None),
     lambda r, g: r.update(features={"x": 10 ** 400}),
