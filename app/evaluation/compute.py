@@ -72,6 +72,9 @@ class Thresholds:
     calibration_bins: int = 10
     gap_warning: float = 0.02
     gap_critical: float = 0.05
+    sparsity_jump_warning: float = 0.1
+    sparsity_jump_critical: float = 0.2
+    norm_jump_warning: float = 0.5
 
     @classmethod
     def from_settings(cls, s: Settings) -> Thresholds:
@@ -96,12 +99,39 @@ CALIBRATION_FIELDS = ("alpha_warning", "alpha_critical", "ece_warning", "ece_cri
                       "min_n", "calibration_bins")
 COHORT_FIELDS = ("alpha_warning", "alpha_critical", "cohort_ratio_critical", "cohort_min_n")
 LABEL_FIELDS = ("min_n", "coverage_warning")
+VERSION_FIELDS = ("sparsity_jump_warning", "sparsity_jump_critical", "norm_jump_warning")
 # What a model's policy may set per feature and per cohort key: the effect sizes and
 # minimum n. The error rates (alpha) stay the model's: they are corrected across the columns
 # or cohorts tested together.
 PER_FEATURE_FIELDS = ("psi_moderate", "psi_major", "psi_warning", "psi_critical", "ks_d",
                       "min_n", "missing_rise", "out_of_range_rise", "new_category_rise")
 PER_COHORT_KEY_FIELDS = ("cohort_ratio_critical", "cohort_min_n")
+
+
+def version_checks(overall: Mapping[str, Any], th: Thresholds) -> dict[str, dict[str, Any]]:
+    """The decisions on a version's overall weight delta to its predecessor (the stored
+    ``overall`` of a delta): ``sparsity_jump`` on the absolute sparsity change as a ratio,
+    ``norm_jump`` on the larger absolute relative change of the L1 and L2 norms. Decided when
+    read (compare report, /metrics) with the model's current policy, so a PATCH of the policy
+    changes both; a figure that is missing or not finite is insufficient data."""
+    def finite(x: Any) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    sp = overall.get("sparsity_change_pp")
+    sparsity = abs(sp) / 100 if finite(sp) else None
+    norms = {n: abs(overall[f"{n}_relative_change"]) for n in ("l1", "l2")
+             if finite(overall.get(f"{n}_relative_change"))}
+    norm = max(norms, key=norms.__getitem__) if norms else None
+    out = {"sparsity_jump": {"value": sparsity, "lines": {
+        "warning": th.sparsity_jump_warning, "critical": th.sparsity_jump_critical}},
+           "norm_jump": {"value": norms[norm] if norm else None, "norm": norm,
+                         "lines": {"warning": th.norm_jump_warning}}}
+    for check in out.values():
+        v, lines = check["value"], check["lines"]
+        check["decision"] = (INSUFFICIENT_DATA if v is None
+                             else CRITICAL if "critical" in lines and v > lines["critical"]
+                             else WARNING if v > lines["warning"] else OK)
+    return out
 
 
 def _line(threshold: float, noise: float) -> tuple[float, str]:
