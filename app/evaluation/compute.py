@@ -474,25 +474,42 @@ def _gap(task: str, n: int, errors: float, squares: float, validation: float, mi
     return out
 
 
+def overall_error(model: ModelRow, window: MergedWindow) -> dict[str, Any] | None:
+    """The window's error over its labeled predictions (error rate, or MAE and RMSE for a
+    regression), from the outcome's overall error sums, whether or not the model has cohort
+    keys; None when the window has no labeled prediction or its sums are not known."""
+    o = window.outcome
+    if o.labeled == 0 or o.errors is None or o.squares is None:
+        return None
+    task = TASK[model.task]
+    if task == "regression":
+        return {"task": task, "n": o.labeled, "mae": o.errors / o.labeled,
+                "rmse": math.sqrt(o.squares / o.labeled)}
+    return {"task": task, "n": o.labeled, "error_rate": round(o.errors) / o.labeled}
+
+
 def generalization_gap(model: ModelRow, window: MergedWindow, th: Thresholds,
                        training: dict[str, Any]) -> dict[str, Any] | None:
     """The version's production error against the validation error registered in its
-    training block: overall and per cohort with a registered ``cohort_validation_error``.
-    None when the version registered neither, or the model has no cohort key (the window's
-    error sums are kept per cohort key; every labeled prediction is in one cohort of the
-    first key, so their total is the overall error)."""
+    training block: overall (from the window's overall error sums, cohort keys or not) and
+    per cohort with a registered ``cohort_validation_error``. None when the version
+    registered neither."""
     overall = training.get("validation_error")
     per_cohort = training.get("cohort_validation_error") or {}
-    if (overall is None and not per_cohort) or not model.cohort_keys:
+    if overall is None and not per_cohort:
         return None
     task = TASK[model.task]
     sums = window.outcome.cohorts
     out: dict[str, Any] = {"overall": None, "cohorts": []}
-    first = sums.get(model.cohort_keys[0])
+    o = window.outcome
     if overall is not None:
-        out["overall"] = _gap(task, 0, 0.0, 0.0, overall, th.min_n, th) if first is None \
-            else _gap(task, int(first.n.sum()), float(first.first.sum()),
-                      float(first.second.sum()), overall, th.min_n, th)
+        if o.errors is None or o.squares is None:
+            out["overall"] = {**_gap(task, 0, 0.0, 0.0, overall, th.min_n, th),
+                              "decision_reason": "the window's overall error sums are not "
+                                                 "known (summaries written before they were "
+                                                 "kept)"}
+        else:
+            out["overall"] = _gap(task, o.labeled, o.errors, o.squares, overall, th.min_n, th)
     for subject in sorted(per_cohort):
         key, _, value = subject.partition("=")
         c = sums.get(key)
