@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
                              max_versions=settings.metrics_max_versions, jobs=JOBS)
         snap["model_policy"] = model_policy.paging_by_model(settings, snap["policies"])
+        model_policy.version_checks_by_model(settings, snap["policies"], snap["deltas"])
         return snap
 
     registry.register(QualityCollector(

@@ -139,7 +139,8 @@ def _from_database(args: argparse.Namespace) -> dict[str, Any]:
                            "migrate against it first)")
         with engine.connect() as conn:
             if args.kind == "compare":
-                return weights.compare(conn=conn, model_name=args.model, base=args.base,
+                return weights.compare(conn=conn, settings=settings, model_name=args.model,
+                                       base=args.base,
                                        candidate=args.candidate)
             sc = reports.scope(conn, settings, args.model, args.version, start, end,
                                needs_labels=args.kind in ("calibration", "cohorts"))

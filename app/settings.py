@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     # registered validation error by more than these (error rate, or MAE in the target's unit).
     threshold_gap_warning: float = Field(default=0.02, ge=0)
     threshold_gap_critical: float = Field(default=0.05, ge=0)
+    # A new version's weights against its predecessor's: the absolute change of the overall
+    # sparsity (a ratio, 0.1 = ten points) and the largest absolute relative change of the
+    # overall L1 or L2 norm beyond which the version check decides warning or critical.
+    threshold_sparsity_jump_warning: float = Field(default=0.1, ge=0, le=1)
+    threshold_sparsity_jump_critical: float = Field(default=0.2, ge=0, le=1)
+    threshold_norm_jump_warning: float = Field(default=0.5, ge=0)
 
     # Authentication: "auto" requires API tokens whenever the service listens beyond loopback
     # (the laptop default on 127.0.0.1 stays open, and says so at start); "on" always; "off"

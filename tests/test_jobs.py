@@ -298,6 +298,46 @@ def test_cohorts_job_decides_the_generalization_gap_and_exports_its_state(client
         "north": "critical", "south": stored["region=south"].decision}
 
 
+def test_a_model_without_cohort_keys_gets_its_overall_error_and_gap(client, engine,
+                                                                    settings):
+    """No cohort keys: the cohorts job still stores the window's error_ratio (the hand-counted
+    share of wrong labeled predictions) and the generalization gap against the registered
+    validation error, decided on the Wilson lower bound; no cohort row."""
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(5)
+    model = {**drift_model(), "cohort_keys": []}
+    assert client.post("/v1/models", json=model).status_code == 201
+    assert client.post("/v1/models/credit/versions", json={
+        "version": "v1", "metadata": {"training": {"validation_error": 0.15}}}
+    ).status_code == 201
+    start, end = latest_window()
+    records, scores, y, _ = traffic(rng, 1500, start, end)
+    for r in records:
+        del r["cohorts"]
+    labeled = records[:1200]  # 300 predictions stay unlabeled
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels_for(labeled, y[:1200]))
+    assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
+
+    wrong = (scores[:1200] >= 0.5).astype(int) != y[:1200]
+    k = int(wrong.sum())
+    with engine.connect() as conn:
+        stored = {r.metric: r for r in conn.execute(select(metric_results).where(
+            metric_results.c.job == "cohorts"))}
+    assert set(stored) == {"error_ratio", "generalization_gap"}
+    assert stored["error_ratio"].n == 1200
+    assert stored["error_ratio"].value == pytest.approx(k / 1200, rel=1e-12)
+    gap = stored["generalization_gap"]
+    low = binomtest(k, 1200).proportion_ci(method="wilson").low
+    assert gap.n == 1200 and gap.value == pytest.approx(k / 1200 - 0.15, rel=1e-12)
+    assert gap.detail["ci_low"] == pytest.approx(low, rel=1e-9)
+    decision = ("critical" if low > 0.2 else "warning" if low > 0.17 else "ok")
+    assert gap.decision == decision
+    # about a quarter wrong (the north quarter is a coin flip) against 0.15 in validation
+    assert decision == "critical"
+
+
 def test_labels_job_and_history(client, engine, settings):
     rng = np.random.default_rng(9)
     register_drift_model(client)

@@ -291,3 +291,61 @@ def test_a_coef_of_expanded_columns_is_stored_without_per_feature_figures(client
                     params={"feature_tensor": "coef", "feature_axis": 1},
                     content=npz_bytes({"coef": np.ones((1, 10))}))
     assert r.status_code == 422 and "the model declares 8 features" in r.text
+
+
+def version_states(client) -> dict[str, float]:  # noqa: ANN001
+    from tests.test_metrics import scrape
+    return {dict(k[1])["check"]: v for k, v in scrape(client).items()
+            if k[0] == "modelmon_version_check_state"
+            and dict(k[1])["version"] == "v2" and dict(k[1])["base_version"] == "v1"}
+
+
+@pytest.mark.parametrize("settings", [{"metrics_cache_seconds": 0}], indirect=True)
+def test_version_checks_follow_the_model_policy_in_compare_and_metrics(client):
+    """v2 zeroes 30 of v1's 100 weights (+0.30 sparsity, L1 and L2 down about 30% and 16%):
+    critical under the default lines (0.1 / 0.2); a PATCH raising the model's sparsity lines
+    above 0.30 makes the same stored delta ok in the compare report and in /metrics (the
+    state the alert fires on) at once, with the lines applied stated."""
+    rng = np.random.default_rng(3)
+    register(client, [("v1", 0.001), ("v2", 0.01)])
+    w1 = rng.uniform(0.5, 1.5, size=100).astype(np.float32)
+    w2 = w1.copy()
+    w2[:30] = 0.0
+    for v, w in (("v1", w1), ("v2", w2)):
+        r = client.post(f"/v1/models/fraud/versions/{v}/weights",
+                        content=npz_bytes({"dense/kernel": w}), headers=OCTET)
+        assert r.status_code == 201, r.text
+    w1d, w2d = w1.astype(np.float64), w2.astype(np.float64)
+    l1 = abs(np.abs(w2d).sum() / np.abs(w1d).sum() - 1)
+    l2 = abs(np.sqrt((w2d ** 2).sum()) / np.sqrt((w1d ** 2).sum()) - 1)
+    assert l1 < 0.5 and l2 < l1
+
+    def checks() -> dict:
+        r = client.get("/v1/models/fraud/versions/compare",
+                       params={"base": "v1", "candidate": "v2"})
+        assert r.status_code == 200, r.text
+        return r.json()["checks"]
+
+    c = checks()
+    assert c["sparsity_jump"]["value"] == pytest.approx(0.30)
+    assert c["sparsity_jump"]["lines"] == {"warning": 0.1, "critical": 0.2}
+    assert c["sparsity_jump"]["decision"] == "critical"
+    assert c["norm_jump"] == {"value": pytest.approx(l1), "norm": "l1",
+                              "lines": {"warning": 0.5}, "decision": "ok"}
+    assert version_states(client) == {"sparsity_jump": 2.0, "norm_jump": 0.0}
+
+    r = client.patch("/v1/models/fraud", json={"policy": {
+        "sparsity_jump_warning": 0.35, "sparsity_jump_critical": 0.5, "norm_jump_warning": 0.2}})
+    assert r.status_code == 200, r.text
+    c = checks()
+    assert c["sparsity_jump"]["lines"] == {"warning": 0.35, "critical": 0.5}
+    assert c["sparsity_jump"]["decision"] == "ok"
+    assert c["norm_jump"]["decision"] == "warning"
+    assert version_states(client) == {"sparsity_jump": 0.0, "norm_jump": 1.0}
+
+
+def test_a_sparsity_warning_line_above_its_critical_is_422(client):
+    register(client, [("v1", 0.001)])
+    r = client.patch("/v1/models/fraud", json={"policy": {"sparsity_jump_warning": 0.3}})
+    assert r.status_code == 422, r.text
+    assert "policy.sparsity_jump_warning" in r.text

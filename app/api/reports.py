@@ -95,7 +95,12 @@ EXAMPLES: dict[str, Any] = {
                                                             "importance_base": 0.3,
                                                             "rank_base": 2}], "top_k": 5,
                              "shifts": [{"feature": "country", "importance_base": 0.3,
-                                         "importance_candidate": 0.0, "change": -0.3}]}},
+                                         "importance_candidate": 0.0, "change": -0.3}]},
+                "checks": {"sparsity_jump": {"value": 0.2, "lines": {"warning": 0.1,
+                                                                      "critical": 0.2},
+                                             "decision": "warning"},
+                           "norm_jump": {"value": 0.35, "norm": "l1",
+                                         "lines": {"warning": 0.5}, "decision": "ok"}}},
 }
 
 
@@ -241,9 +246,10 @@ async def upload_weights(
 
 @router.get("/{model}/versions/compare", responses=ok("compare"),
             summary="Weight norms and sparsity of two versions: per tensor, overall, per feature")
-async def compare_versions(model: str, engine: EngineDep,
+async def compare_versions(model: str, engine: EngineDep, settings: SettingsDep,
                            base: Annotated[str, Query(description="the earlier version")],
                            candidate: Annotated[str, Query(description="the later version")]
                            ) -> dict[str, Any]:
-    return await _run(engine, lambda c: weights.compare(conn=c, model_name=model, base=base,
+    return await _run(engine, lambda c: weights.compare(conn=c, settings=settings,
+                                                        model_name=model, base=base,
                                                         candidate=candidate))

@@ -72,6 +72,9 @@ class Thresholds:
     calibration_bins: int = 10
     gap_warning: float = 0.02
     gap_critical: float = 0.05
+    sparsity_jump_warning: float = 0.1
+    sparsity_jump_critical: float = 0.2
+    norm_jump_warning: float = 0.5
 
     @classmethod
     def from_settings(cls, s: Settings) -> Thresholds:
@@ -97,12 +100,39 @@ CALIBRATION_FIELDS = ("alpha_warning", "alpha_critical", "ece_warning", "ece_cri
 COHORT_FIELDS = ("alpha_warning", "alpha_critical", "cohort_ratio_critical", "cohort_min_n")
 LABEL_FIELDS = ("min_n", "coverage_warning")
 GAP_FIELDS = ("gap_warning", "gap_critical")
+VERSION_FIELDS = ("sparsity_jump_warning", "sparsity_jump_critical", "norm_jump_warning")
 # What a model's policy may set per feature and per cohort key: the effect sizes and
 # minimum n. The error rates (alpha) stay the model's: they are corrected across the columns
 # or cohorts tested together.
 PER_FEATURE_FIELDS = ("psi_moderate", "psi_major", "psi_warning", "psi_critical", "ks_d",
                       "min_n", "missing_rise", "out_of_range_rise", "new_category_rise")
 PER_COHORT_KEY_FIELDS = ("cohort_ratio_critical", "cohort_min_n")
+
+
+def version_checks(overall: Mapping[str, Any], th: Thresholds) -> dict[str, dict[str, Any]]:
+    """The decisions on a version's overall weight delta to its predecessor (the stored
+    ``overall`` of a delta): ``sparsity_jump`` on the absolute sparsity change as a ratio,
+    ``norm_jump`` on the larger absolute relative change of the L1 and L2 norms. Decided when
+    read (compare report, /metrics) with the model's current policy, so a PATCH of the policy
+    changes both; a figure that is missing or not finite is insufficient data."""
+    def finite(x: Any) -> bool:
+        return isinstance(x, int | float) and math.isfinite(x)
+
+    sp = overall.get("sparsity_change_pp")
+    sparsity = abs(sp) / 100 if finite(sp) else None
+    norms = {n: abs(overall[f"{n}_relative_change"]) for n in ("l1", "l2")
+             if finite(overall.get(f"{n}_relative_change"))}
+    norm = max(norms, key=norms.__getitem__) if norms else None
+    out = {"sparsity_jump": {"value": sparsity, "lines": {
+        "warning": th.sparsity_jump_warning, "critical": th.sparsity_jump_critical}},
+           "norm_jump": {"value": norms[norm] if norm else None, "norm": norm,
+                         "lines": {"warning": th.norm_jump_warning}}}
+    for check in out.values():
+        v, lines = check["value"], check["lines"]
+        check["decision"] = (INSUFFICIENT_DATA if v is None
+                             else CRITICAL if "critical" in lines and v > lines["critical"]
+                             else WARNING if v > lines["warning"] else OK)
+    return out
 
 
 def _line(threshold: float, noise: float) -> tuple[float, str]:
@@ -446,25 +476,42 @@ def _gap(task: str, n: int, errors: float, squares: float, validation: float, mi
     return out
 
 
+def overall_error(model: ModelRow, window: MergedWindow) -> dict[str, Any] | None:
+    """The window's error over its labeled predictions (error rate, or MAE and RMSE for a
+    regression), from the outcome's overall error sums, whether or not the model has cohort
+    keys; None when the window has no labeled prediction or its sums are not known."""
+    o = window.outcome
+    if o.labeled == 0 or o.errors is None or o.squares is None:
+        return None
+    task = TASK[model.task]
+    if task == "regression":
+        return {"task": task, "n": o.labeled, "mae": o.errors / o.labeled,
+                "rmse": math.sqrt(o.squares / o.labeled)}
+    return {"task": task, "n": o.labeled, "error_rate": round(o.errors) / o.labeled}
+
+
 def generalization_gap(model: ModelRow, window: MergedWindow, th: Thresholds,
                        training: dict[str, Any]) -> dict[str, Any] | None:
     """The version's production error against the validation error registered in its
-    training block: overall and per cohort with a registered ``cohort_validation_error``.
-    None when the version registered neither, or the model has no cohort key (the window's
-    error sums are kept per cohort key; every labeled prediction is in one cohort of the
-    first key, so their total is the overall error)."""
+    training block: overall (from the window's overall error sums, cohort keys or not) and
+    per cohort with a registered ``cohort_validation_error``. None when the version
+    registered neither."""
     overall = training.get("validation_error")
     per_cohort = training.get("cohort_validation_error") or {}
-    if (overall is None and not per_cohort) or not model.cohort_keys:
+    if overall is None and not per_cohort:
         return None
     task = TASK[model.task]
     sums = window.outcome.cohorts
     out: dict[str, Any] = {"overall": None, "cohorts": []}
-    first = sums.get(model.cohort_keys[0])
+    o = window.outcome
     if overall is not None:
-        out["overall"] = _gap(task, 0, 0.0, 0.0, overall, th.min_n, th) if first is None \
-            else _gap(task, int(first.n.sum()), float(first.first.sum()),
-                      float(first.second.sum()), overall, th.min_n, th)
+        if o.errors is None or o.squares is None:
+            out["overall"] = {**_gap(task, 0, 0.0, 0.0, overall, th.min_n, th),
+                              "decision_reason": "the window's overall error sums are not "
+                                                 "known (summaries written before they were "
+                                                 "kept)"}
+        else:
+            out["overall"] = _gap(task, o.labeled, o.errors, o.squares, overall, th.min_n, th)
     for subject in sorted(per_cohort):
         key, _, value = subject.partition("=")
         c = sums.get(key)

@@ -15,7 +15,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from app.evaluation.compute import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS, Thresholds
+from app.evaluation.compute import (
+    PER_COHORT_KEY_FIELDS,
+    PER_FEATURE_FIELDS,
+    Thresholds,
+    version_checks,
+)
 from app.settings import Settings
 
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
@@ -23,7 +28,8 @@ MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page",
                "page_unused_features", "unknown_features")
 # (lower, upper) pairs an effective policy must keep in order.
 ORDERED = (("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
-           ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"))
+           ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
+           ("sparsity_jump_warning", "sparsity_jump_critical"))
 
 
 def setting_of(knob: str) -> str:
@@ -104,6 +110,17 @@ def problems(settings: Settings, overrides: Mapping[str, Any], features: list[st
                 out.append((f"{path}.{low}", f"the effective {low} must not exceed the "
                             f"effective {high} (from the policy or its default setting)"))
     return out
+
+
+def version_checks_by_model(settings: Settings,
+                            overrides: Mapping[str, Mapping[str, Any] | None],
+                            deltas: list[dict[str, Any]]) -> None:
+    """Decide each stored version delta with its model's effective policy (in place, under
+    "checks"), what /metrics exports as modelmon_version_check_state."""
+    th = {name: effective(settings, o).thresholds for name, o in overrides.items()}
+    default = Thresholds.from_settings(settings)
+    for d in deltas:
+        d["checks"] = version_checks(d["overall"], th.get(d["model"], default))
 
 
 def paging_by_model(settings: Settings, overrides: Mapping[str, Mapping[str, Any] | None]

@@ -104,18 +104,22 @@ def calibration_rows(model: ModelRow, w: MergedWindow, r: dict[str, Any]) -> lis
     ]
 
 
-def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any], *,
-                with_overall: bool = True) -> list[Row]:
-    """Rows per cohort, and (``with_overall``) the overall error of the window."""
+def overall_error_rows(model: ModelRow, w: MergedWindow, overall: dict[str, Any] | None
+                       ) -> list[Row]:
+    """The overall error of the window (error_ratio, or error_mae for a regression)."""
+    if overall is None:
+        return []
+    metric, value = (("error_mae", overall["mae"]) if overall["task"] == "regression"
+                     else ("error_ratio", overall["error_rate"]))
+    return [_row("cohorts", model, w.version_id, metric, "", w.start, w.end, overall["n"],
+                 value, "ok", f"{overall['task']} overall", None)]
+
+
+def cohort_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any]) -> list[Row]:
+    """Rows per cohort."""
     rows: list[Row] = []
     for key, r in report.items():
-        overall = r.get("overall") or {}
         regression = r["task"] == "regression"
-        if with_overall and key == model.cohort_keys[0] and overall:
-            metric, value = (("error_mae", overall.get("mae")) if regression
-                             else ("error_ratio", overall.get("error_rate")))
-            rows.append(_row("cohorts", model, w.version_id, metric, "", w.start, w.end,
-                             overall.get("n", 0), value, "ok", f"{r['task']} overall", None))
         for c in r["cohorts"]:
             subject = f"{key}={'' if c['cohort'] is None else c['cohort']}"
             detail = {k: c.get(k) for k in ("ci_low", "ci_high", "decidable", "rmse",

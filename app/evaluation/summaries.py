@@ -298,17 +298,28 @@ def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: n
 
 @dataclass
 class OutcomeSummary:
-    """Predictions counted, and the sums of their labeled pairs."""
+    """Predictions counted, and the sums of their labeled pairs. ``errors`` and ``squares``
+    are the overall error sums of the ``labeled`` pairs (wrong predictions, or sums of |error|
+    and error squared for regression), kept whether or not the model has cohort keys; None
+    only for a summary written before they were kept that cannot give them (no cohort key)."""
 
     n: int = 0
     labeled: int = 0
     calibration: CalibrationSums | None = None
     cohorts: dict[str, CohortSums] = field(default_factory=dict)
     delays: Any = None  # kll_doubles_sketch of label - prediction seconds, or None
+    errors: float | None = 0.0
+    squares: float | None = 0.0
 
     def add(self, other: OutcomeSummary) -> None:
         self.n += other.n
         self.labeled += other.labeled
+        if self.errors is None or other.errors is None or self.squares is None \
+                or other.squares is None:
+            self.errors = self.squares = None
+        else:
+            self.errors += other.errors
+            self.squares += other.squares
         if other.calibration is not None:
             if self.calibration is None:
                 self.calibration = other.calibration
@@ -390,6 +401,10 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
         out.calibration = multiclass_sums(p.probabilities, y.astype(np.intp))
     err = _errors(shape, p)
     task = "regression" if shape.task == "regression" else "rate"
+    if task == "regression":
+        out.errors, out.squares = float(np.abs(err).sum()), float((err * err).sum())
+    else:
+        out.errors = float(err.sum().round())
     for key in shape.cohort_keys:
         keys, _, code = categorical_codes(p.cohorts[key])
         names, group = cohort_groups(keys, code)
@@ -487,7 +502,8 @@ def unpack_drift(data: bytes, key: str) -> DriftSummary:
 
 
 def pack_outcome(s: OutcomeSummary) -> bytes:
-    meta: dict[str, Any] = {"n": s.n, "labeled": s.labeled, "cohorts": {}}
+    meta: dict[str, Any] = {"n": s.n, "labeled": s.labeled, "cohorts": {},
+                            "errors": s.errors, "squares": s.squares}
     arrays: dict[str, np.ndarray] = {}
     c = s.calibration
     if c is not None:
@@ -522,4 +538,14 @@ def unpack_outcome(data: bytes) -> OutcomeSummary:
                                       a[f"c{i}_a"].copy(), a[f"c{i}_b"].copy())
     if "delays" in a:
         out.delays = kll_doubles_sketch.deserialize(a["delays"].tobytes())
+    if "errors" in meta:
+        out.errors, out.squares = meta["errors"], meta["squares"]
+    else:  # written before the overall sums were kept: every labeled pair is in exactly one
+        # cohort of any key (a missing value is its own cohort, a capped one in '(other)'),
+        # so one key's totals are exact; without a key only an unlabeled summary is known
+        first = next(iter(out.cohorts.values()), None)
+        if first is not None:
+            out.errors, out.squares = float(first.first.sum()), float(first.second.sum())
+        elif out.labeled:
+            out.errors = out.squares = None
     return out

@@ -12,6 +12,8 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 
 from app.api.body import find_unstorable, parse_json, text_problem
 from app.errors import ApiError, Problem
+from app.evaluation import policy as model_policy
+from app.evaluation.compute import version_checks
 from app.monitoring import (
     OK,
     FeatureWeights,
@@ -24,6 +26,7 @@ from app.monitoring import (
     weight_delta,
     weight_summary,
 )
+from app.settings import Settings
 from app.storage import registry
 from app.storage.tables import feature_weights as feature_weights_table
 from app.storage.tables import version_deltas, weight_stats
@@ -264,8 +267,11 @@ def model_version(conn: Connection, model_name: str, version: str
     return model, registry.require_version(conn=conn, model=model, version=version)
 
 
-def compare(*, conn: Connection, model_name: str, base: str, candidate: str) -> dict[str, Any]:
-    """Per tensor and overall deltas with both versions' regularization side by side."""
+def compare(*, conn: Connection, settings: Settings, model_name: str, base: str,
+            candidate: str) -> dict[str, Any]:
+    """Per tensor and overall deltas with both versions' regularization side by side, and
+    the version checks decided on the overall delta with the model's policy now (what
+    /metrics exports for the alerts)."""
     model, b = model_version(conn, model_name, base)
     _, c = model_version(conn, model_name, candidate)
     sums = {}
@@ -286,5 +292,7 @@ def compare(*, conn: Connection, model_name: str, base: str, candidate: str) -> 
                 "overall": s.overall.to_dict(),
                 "features": _features_side(conn, v.id)}
 
+    checks = version_checks(delta["overall"],
+                            model_policy.effective(settings, model.policy).thresholds)
     return {"model": model.name, "base": side(b, sums["base"]),
-            "candidate": side(c, sums["candidate"]), **delta}
+            "candidate": side(c, sums["candidate"]), **delta, "checks": checks}

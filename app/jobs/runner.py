@@ -119,24 +119,26 @@ def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, e
                     continue
             rows += result_rows.calibration_rows(model, w, r)
         elif job == "cohorts":
+            # the overall error and gap of every model with labels; cohorts where it has keys
+            rows += result_rows.overall_error_rows(model, w, compute.overall_error(model, w))
             if model.cohort_keys:
                 r = compute.cohorts(model, w, th, per_key)
                 if longer and _too_small_cohorts(r):
                     wl = long_window()
                     short, long = _split_cohorts(r, compute.cohorts(model, wl, th, per_key),
                                                  wl)
-                    rows += result_rows.cohort_rows(model, wl, long, with_overall=False)
+                    rows += result_rows.cohort_rows(model, wl, long)
                     r = short
                 rows += result_rows.cohort_rows(model, w, r)
-                registered = training.get(version_id, {})
-                g = compute.generalization_gap(model, w, th, registered)
-                if longer and g is not None and _too_small_gap(g):
-                    wl = long_window()
-                    short_g, long_g = _split_gap(
-                        g, compute.generalization_gap(model, wl, th, registered), wl)
-                    rows += result_rows.gap_rows(model, wl, long_g)
-                    g = short_g
-                rows += result_rows.gap_rows(model, w, g)
+            registered = training.get(version_id, {})
+            g = compute.generalization_gap(model, w, th, registered)
+            if longer and g is not None and _too_small_gap(g):
+                wl = long_window()
+                short_g, long_g = _split_gap(
+                    g, compute.generalization_gap(model, wl, th, registered), wl)
+                rows += result_rows.gap_rows(model, wl, long_g)
+                g = short_g
+            rows += result_rows.gap_rows(model, w, g)
         elif job == "labels":
             rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
         else:

@@ -504,6 +504,11 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
                 gauge(f"modelmon_version_{norm}_relative_change_ratio", f"Relative change of "
                       f"the overall {norm.upper()} norm.", names).add_metric(
                     labels, o[f"{norm}_relative_change"])
+        for check, c in sorted((d.get("checks") or {}).items()):
+            gauge("modelmon_version_check_state", "Decision on the version's weight delta to "
+                  "base_version under the model's policy: 0 ok or insufficient data, "
+                  "1 warning, 2 critical.", [*names, "check"]).add_metric(
+                [*labels, check], DECISION[c["decision"]])
     return list(fams.values())
 
 

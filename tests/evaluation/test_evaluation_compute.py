@@ -242,7 +242,8 @@ def _sums_window(cohorts: dict[str | None, tuple[int, float, float]]) -> MergedW
     return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
                         OutcomeSummary(n=total, labeled=total,
                                        cohorts={"seg": CohortSums(names, n.astype(np.int64),
-                                                                  first, second)}))
+                                                                  first, second)},
+                                       errors=float(first.sum()), squares=float(second.sum())))
 
 
 def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -288,12 +289,16 @@ def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     assert by["c"]["decision"] == "insufficient_data" and by["c"]["n"] == 0  # no traffic
     assert by["c"]["gap"] is None and by["c"]["ci_low"] is None
     assert by[""]["decision"] == "ok" and by[""]["n"] == 500  # the missing-value cohort
-    # a version without a registered validation error, or a model without cohort keys
+    # a version without a registered validation error
     assert compute.generalization_gap(MODEL, w, th, {}) is None
+    # a model without cohort keys: the overall gap from the window's overall error sums
     from dataclasses import replace
 
-    assert compute.generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
-                                      {"validation_error": 0.1}) is None
+    g = compute.generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
+                                   {"validation_error": 0.1})
+    assert g["cohorts"] == [] and g["overall"]["n"] == 990
+    assert g["overall"]["production_error"] == pytest.approx(120 / 990)
+    assert g["overall"]["ci_low"] == pytest.approx(_wilson_by_hand(120, 990)[0], rel=1e-12)
 
 
 def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():

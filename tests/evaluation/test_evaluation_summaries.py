@@ -288,3 +288,51 @@ def test_cohorts_beyond_the_cap_are_folded_and_the_total_is_kept():
     assert len(after.cohorts) == 10 and after.cohorts[-1] == "(other)"
     assert after.n.sum() == before.n.sum() == n
     assert after.first.sum() == before.first.sum()
+
+
+@pytest.mark.parametrize("task", ["binary_classification", "regression"])
+def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task: str):
+    """A model without cohort keys: the outcome keeps the overall error sums; packed in
+    parts, unpacked and merged they give the error rate (MAE, RMSE) of the raw rows. A
+    payload written before they were kept gives them from its first cohort key exactly,
+    and none without one."""
+    from dataclasses import replace
+
+    from app.evaluation.summaries import pack, unpack
+
+    rng = np.random.default_rng(11)
+    m = replace(model(task), cohort_keys=[])
+    shape = ModelShape.of(m)
+    n = 900
+    d = data(rng, n, task)
+    label = np.where(rng.random(n) < 0.8, d["label"], np.nan)
+    total = OutcomeSummary()
+    for part in np.array_split(np.arange(n), 4):
+        rows = rows_(shape, {k: v[part] for k, v in d.items()}, np.zeros(part.size),
+                     label[part])
+        o = unpack_outcome(pack_outcome(outcome_summary(shape, rows, count_predictions=True)))
+        assert o.cohorts == {}
+        total.add(o)
+    seen = ~np.isnan(label)
+    w = MergedWindow(7, T0, T0, total, DriftSummary("k", 0, np.zeros(1, np.int64)))
+    r = compute.overall_error(m, w)
+    assert r["n"] == int(seen.sum())
+    if task == "regression":
+        e = d["value"][seen] - d["label"][seen]
+        assert r["mae"] == pytest.approx(np.abs(e).mean(), rel=1e-12)
+        assert r["rmse"] == pytest.approx(np.sqrt((e * e).mean()), rel=1e-12)
+    else:
+        wrong = (d["score"][seen] >= 0.5) != (d["label"][seen] == 1)
+        assert r["error_rate"] == wrong.sum() / seen.sum()
+
+    # an earlier payload: no "errors" in its header
+    keyed = ModelShape.of(model(task))
+    rows = rows_(keyed, d, np.zeros(n), label)
+    meta, arrays = unpack(pack_outcome(outcome_summary(keyed, rows, count_predictions=True)))
+    errors, squares = meta.pop("errors"), meta.pop("squares")
+    old = unpack_outcome(pack(meta, arrays))
+    assert (old.errors, old.squares) == pytest.approx((errors, squares), rel=1e-12)
+    meta["cohorts"] = {}
+    old = unpack_outcome(pack(meta, {k: v for k, v in arrays.items() if not k[1:2].isdigit()}))
+    assert old.errors is None and compute.overall_error(m, MergedWindow(
+        7, T0, T0, old, DriftSummary("k", 0, np.zeros(1, np.int64)))) is None
