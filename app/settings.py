@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     threshold_ks_d: float = Field(default=0.05, ge=0, le=1)
     threshold_ks_alpha: float = Field(default=0.05, gt=0, lt=1)
     threshold_min_n: int = Field(default=100, ge=1)
-    threshold_ece_warning: float = Field(default=0.05, ge=0, le=1)
+    # Above 0: the minimum support of a calibration decision is where its noise meets this line.
+    threshold_ece_warning: float = Field(default=0.05, gt=0, le=1)
     threshold_ece_critical: float = Field(default=0.1, ge=0, le=1)
     # A cohort pages when its error rate is also at least this multiple of the rest's.
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1)

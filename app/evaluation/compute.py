@@ -351,7 +351,10 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
     out["noise_quantile"] = {"warning": q_warn, "critical": q_crit}
     if q_warn > th.ece_warning:
         # ECE's noise shrinks about as 1 / sqrt(n): where it would meet the warning line
-        need = math.ceil(r.n * (q_warn / th.ece_warning) ** 2)
+        # (none, for a warning line so small that no count of predictions reaches it)
+        ratio = q_warn / th.ece_warning
+        support = r.n * ratio * ratio
+        need = math.ceil(support) if math.isfinite(support) else None
         out.update(decision=INSUFFICIENT_DATA, gate="min_support", min_support=need,
                    decision_reason=(f"insufficient data: n={r.n}; a calibrated model's ECE reaches "
                            f"{q_warn:.3f} by chance at this n (quantile {1 - th.alpha_warning}"

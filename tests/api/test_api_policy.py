@@ -97,6 +97,7 @@ BAD = [
     ({"psi_warning": -0.1}, "policy.psi_warning"),
     ({"psi_warning": None}, "policy.psi_warning"),  # only nullable knobs take null
     ({"ks_d": 1.5}, "policy.ks_d"),
+    ({"ece_warning": 0}, "policy.ece_warning"),  # no window could ever decide against 0
     ({"expected_interval_seconds": 0}, "policy.expected_interval_seconds"),
     ({"label_lag_seconds": -1}, "policy.label_lag_seconds"),
     ({"features": {"amount": {"alpha_warning": 0.1}}}, "policy.features.amount.alpha_warning"),
@@ -172,3 +173,43 @@ class TestWithTokens:
         assert [(r.action, r.token_name, r.status) for r in rows] == [
             ("model.register", "operator", 201), ("model.update", None, 403),
             ("model.update", "operator", 200)]
+
+
+EXTREMES = [
+    {"alpha_warning": 1e-300, "alpha_critical": 1e-300, "ks_alpha": 1e-300},
+    {"alpha_warning": 0.999999, "alpha_critical": 0.999999, "ks_alpha": 0.999999},
+    {"min_n": 10**18, "cohort_min_n": 10**18, "calibration_bins": 100},
+    {"min_n": 1, "cohort_min_n": 1, "calibration_bins": 2, "psi_moderate": 0.0,
+     "psi_warning": 0.0, "psi_critical": 0.0, "ks_d": 0.0, "ece_warning": 1e-300,
+     "ece_critical": 1e-300, "coverage_warning": 1.0},
+    {"psi_moderate": 1e308, "psi_major": 1e308, "psi_warning": 1e308, "psi_critical": 1e308,
+     "cohort_ratio_critical": 1e308, "missing_rise": 1.0},
+]
+
+
+@pytest.mark.parametrize("extreme", EXTREMES, ids=range(len(EXTREMES)))
+def test_extreme_policies_never_make_a_report_or_a_job_fail(client, engine, settings, extreme):
+    """Any policy the validation admits decides: the reports answer and the jobs succeed."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from app.jobs import runner
+    from tests.factories import iso
+    from tests.jobs_data import drift_model, labels_for, latest_window, post_all, traffic
+
+    rng = np.random.default_rng(4)
+    assert client.post("/v1/models", json={**drift_model(), "policy": extreme}).status_code \
+        == 201, extreme
+    assert client.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201
+    start, end = latest_window()
+    records, _, y, _ = traffic(rng, 600, start, end)
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", labels_for(records, y))
+    params = {"start": iso(start), "end": iso(end)}
+    for report in ("drift", "calibration", "cohorts"):
+        r = client.get(f"/v1/models/credit/reports/{report}", params=params)
+        assert r.status_code == 200, (report, r.text)
+    assert end <= datetime.now(UTC)
+    counts = runner.tick(engine, settings, now=end)
+    assert counts.get("failure", 0) == 0, counts
