@@ -275,6 +275,7 @@ def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
     by_check = {"drift": 0, "data_quality": 0, "calibration": 0, "cohorts": 0}
     crit_check = dict.fromkeys(by_check, 0)
     insufficient = 0
+    flagged_subjects: dict[str, int] = {}
     for i in range(windows):
         parts.append(sim.bucket(rng, sizes[BUCKETS - 1 + i], None))
         decisions = sim.decide(parts[-BUCKETS:], labels_only=False)
@@ -285,6 +286,9 @@ def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
                      else "cohorts" if subject.startswith("segment=")
                      else "data_quality" if subject.startswith("quality:") else "drift")
             sev[check] = max(sev[check], SEVERITY[dec])
+            if SEVERITY[dec] >= 1:
+                key = f"{subject} {dec}"
+                flagged_subjects[key] = flagged_subjects.get(key, 0) + 1
             insufficient += dec == "insufficient_data" and check != "data_quality"
         for check, s in sev.items():
             by_check[check] += s >= 1
@@ -302,6 +306,7 @@ def stationary(sim: Sim, n: int, windows: int, seed: int) -> dict[str, Any]:
         "flagged_by_check": {k: v / windows for k, v in by_check.items()},
         "paged_by_check": {k: v / windows for k, v in crit_check.items()},
         "insufficient_per_window": insufficient / windows,
+        "flagged_subjects": dict(sorted(flagged_subjects.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -370,6 +375,10 @@ def main() -> None:
              lambda r: f"{r['insufficient_per_window']:.1f}"),
         ):
             print(f"| {label} | " + " | ".join(get(r) for r in rows) + " |")
+        for r in rows:
+            top = ", ".join(f"{k} x{v}" for k, v in list(r["flagged_subjects"].items())[:8])
+            print(f"flagged decisions at n={r['n']:,} (subject decision x windows): "
+                  f"{top or 'none'}")
     if args.only in (None, "shifted"):
         print(f"\nShifted: {args.shift_windows} fully changed windows per case and n; "
               "flagged / paged share of them; first flag in 5-minute steps after the change "

@@ -38,6 +38,7 @@ from app.monitoring.gates import (
     ks_noise_quantile,
     mae_vs_rest,
     out_of_range_null,
+    psi_evidence,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
@@ -173,6 +174,8 @@ def _column_drift(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) ->
         "bins": list(col.binning.labels()), "reference_counts": list(col.reference_counts),
         "current_counts": cur_counts.tolist(), "status": p.status, "reason": p.reason,
         "psi_gate": _psi_gate(col, total, th, m), "thresholds": th.stated(DRIFT_FIELDS),
+        "psi_pvalue": (psi_evidence(col.reference_counts, cur_counts)
+                       if p.value is not None else None),
     }
     out["missing_decision"] = _decide_missing(out, total, n_ref_total, th, m)
     n_valid = total - int(cur_counts[-1])
@@ -279,16 +282,18 @@ def _decide_drift(row: dict[str, Any], th: Thresholds) -> str:
             f"across {gate['columns_tested']} columns); evaluate a longer window")
         return INSUFFICIENT_DATA
     lines = gate["lines"]
-    if row["psi"] > lines["critical"]:
+    # evidence: the chi-square test PSI's noise model stands for, Bonferroni across columns
+    p = bonferroni_adjust(row["psi_pvalue"], gate["columns_tested"])
+    if row["psi"] > lines["critical"] and p < th.alpha_critical:
         row["gate"] = lines["critical_gate"]
         return CRITICAL
-    if row["psi"] > lines["warning"]:
+    if row["psi"] > lines["warning"] and p < th.alpha_warning:
         row["gate"] = lines["warning_gate"]
         return WARNING
     if row.get("ks_drift"):
         row["gate"] = f"ks_{row['ks_gate']}"
         return WARNING
-    row["gate"] = lines["warning_gate"]
+    row["gate"] = "psi_evidence" if row["psi"] > lines["warning"] else lines["warning_gate"]
     return OK
 
 

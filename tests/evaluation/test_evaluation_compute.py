@@ -315,3 +315,40 @@ def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
     assert "normal" in g["method"]
     assert compute.generalization_gap(model, w, TH, {"validation_error": 0.42})["overall"][
         "decision"] == "critical"
+
+
+def _binary_model() -> tuple[ModelRow, CompiledProfile]:
+    model = ModelRow(id=2, name="b", task="binary_classification",
+                     features=[{"name": "flag", "type": "numeric"}], cohort_keys=[],
+                     classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    shape = ModelShape.of(model)
+    ref = Rows(version_id=np.ones(10_000, np.int64), ts=np.zeros(10_000))
+    ref.features["flag"] = (np.arange(10_000) < 500).astype(float)  # exactly 5%
+    ref.score = np.linspace(0.01, 0.99, 10_000)
+    cp = CompiledProfile.compile(
+        build_profile(model, ref.features, prediction_values(shape, ref), ref.n), "b")
+    return model, cp
+
+
+@pytest.mark.parametrize("ones,decision,gate", [
+    (0, "ok", "psi_evidence"),  # an empty 5% bin: PSI 0.30 through the floor, chi2 p 0.0014
+    (30, "warning", "noise_quantile"),  # 5% -> 15%: PSI 0.12, chi2 p 1e-10
+    (60, "critical", "threshold"),  # 5% -> 30%
+])
+def test_psi_needs_the_chi_square_evidence_where_a_bin_is_thin(ones, decision, gate):
+    model, cp = _binary_model()
+    shape = ModelShape.of(model)
+    r = Rows(version_id=np.ones(200, np.int64), ts=np.zeros(200))
+    r.features["flag"] = (np.arange(200) < ones).astype(float)
+    r.score = np.linspace(0.01, 0.99, 200)
+    w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                     outcome_summary(shape, r, count_predictions=True),
+                     drift_summaries(shape, cp, r, np.zeros(200, np.int64), 1)[0])
+    f = compute.drift(w, cp, TH)["features"][0]
+    table = np.array([f["reference_counts"], f["current_counts"]])
+    assert table.sum(axis=1).tolist() == [10_000, 200] and table[:, -1].tolist() == [0, 0]
+    expected_p = stats.chi2_contingency(table[:, :-1], correction=False).pvalue  # no missing
+    assert f["psi_pvalue"] == pytest.approx(expected_p, rel=1e-9)
+    assert f["decision"] == decision and f["gate"] == gate
+    if ones == 0:  # PSI alone would have paged
+        assert f["psi"] > f["psi_gate"]["lines"]["critical"] > 0.1

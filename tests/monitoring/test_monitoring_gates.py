@@ -16,6 +16,7 @@ from app.monitoring.gates import (
     ks_noise_quantile,
     mae_vs_rest,
     out_of_range_null,
+    psi_evidence,
     psi_min_support,
     psi_noise_quantile,
     two_proportion_test,
@@ -42,6 +43,26 @@ def test_psi_noise_quantile_bounds_psi_of_two_samples_of_one_distribution():
                 for _ in range(draws))
     # chi-square with 9 df at 95%; the 1/n_ref term matters (without it about 14% exceed)
     assert 0.03 < above / draws < 0.075
+
+
+@pytest.mark.parametrize("ref,cur", [
+    ([9500, 500], [200, 0]), ([9500, 500], [170, 30]), ([10, 20, 30, 0], [12, 18, 25, 5]),
+    ([1000, 0, 2000, 3000], [100, 0, 180, 320]), ([5, 1, 7], [3, 9, 0])])
+def test_psi_evidence_is_scipys_chi_square_test_of_homogeneity(ref, cur):
+    table = np.array([ref, cur])
+    table = table[:, table.sum(axis=0) > 0]  # scipy refuses bins empty on both sides
+    expected = stats.chi2_contingency(table, correction=False).pvalue
+    assert psi_evidence(ref, cur) == pytest.approx(expected, rel=1e-9)
+
+
+def test_psi_evidence_by_hand_and_degenerate_cases():
+    # 2x2 [[90, 10], [70, 30]]: pooled 160/40, expected 80/20 per row; chi2 = 2 (100/80 +
+    # 100/20) = 12.5 on one df
+    assert psi_evidence([90, 10], [70, 30]) == pytest.approx(stats.chi2.sf(12.5, 1), rel=1e-12)
+    assert psi_evidence([100, 0], [50, 0]) == 1.0  # one populated bin
+    assert psi_evidence([0, 0], [5, 5]) == 1.0  # an empty reference
+    with pytest.raises(ValueError):
+        psi_evidence([1, 2], [1, 2, 3])
 
 
 def test_psi_min_support_by_hand():
