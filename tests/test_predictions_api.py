@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import httpx2
 import pytest
+from sqlalchemy import text
 
 from tests.factories import (
     NOW,
     iso,
+    label,
     multiclass_model,
     prediction,
     register,
@@ -101,6 +103,30 @@ def test_same_batch_twice_is_stored_once(client, engine):
     assert client.post("/v1/predictions", json=extended).json() == {"accepted": 10,
                                                                     "duplicates": 50}
     assert stored(engine)["predictions"] == 60
+
+
+def test_a_batch_mixing_stored_and_new_keys_stores_the_new_ones_and_pairs_their_labels(
+        client, engine):
+    # Postgres claims keys first as if all were new; a stored key fails that attempt, and
+    # the batch is stored again with ON CONFLICT: nothing of the first attempt may remain.
+    register(client)
+    assert client.post("/v1/labels", json={"records": [label(7)]}).status_code == 200
+    assert client.post("/v1/predictions", json={
+        "records": [prediction(i) for i in range(5)]}).json() == {"accepted": 5,
+                                                                  "duplicates": 0}
+    mixed = {"records": [prediction(i) for i in range(3, 9)]}  # 3, 4 stored; 7 has a label
+    assert client.post("/v1/predictions", json=mixed).json() == {"accepted": 4,
+                                                                 "duplicates": 2}
+    assert stored(engine) == {"predictions": 9, "prediction_keys": 9, "labels": 1}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT coalesce(sum(n), 0) FROM pending_labels")).scalar() == 0
+    report = client.get("/v1/models/fraud/reports/calibration",
+                        params={"start": iso(NOW - timedelta(hours=1)),
+                                "end": iso(NOW + timedelta(hours=1))})
+    assert report.status_code == 200, report.text
+    # the summaries count each prediction and the paired label once (not the failed attempt)
+    (v1,) = report.json()["versions"]
+    assert (v1["predictions"], v1["n"]) == (9, 1)
 
 
 def test_repeat_within_a_batch_counts_as_duplicate(client, engine):

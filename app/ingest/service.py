@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from psycopg.errors import CheckViolation
+from psycopg.errors import CheckViolation, UniqueViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -21,7 +21,13 @@ from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
 from app.ingest import decode, slo, summarize
 from app.ingest import validation as v
-from app.ingest.writer import LabelResult, WriteResult, write_labels, write_predictions
+from app.ingest.writer import (
+    KEY_CONSTRAINT,
+    LabelResult,
+    WriteResult,
+    write_labels,
+    write_predictions,
+)
 from app.settings import Settings
 from app.storage import pending, registry
 from app.storage import summaries as summary_store
@@ -165,14 +171,17 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     days = {datetime.fromtimestamp(d * 86400.0, UTC).date()  # UTC days, as partitioned
             for mc in columns.values() for d in np.unique(mc.rows.ts // 86400.0)}
-    for attempt in (1, 2):
+    # First as if every key were new (the common case, and the cheaper claim); a key stored
+    # already fails that attempt, and the batch is stored again claiming with ON CONFLICT.
+    assume_new, partition_retry = True, True
+    while True:
         # DDL for any new day runs in its own short transaction, before the data transaction.
         partitions.ensure_days(days)
         try:
             with engine.begin() as conn:
                 compiled = (profiles or ProfileCache()).recent(
                     conn, {r[3] for r in rows}, PROFILE_RECHECK_SECONDS)
-                result = write_predictions(conn, rows)
+                result = write_predictions(conn, rows, assume_new=assume_new)
                 if result.waiting_labels:  # labels that waited for these predictions
                     pending.add(conn, {m: -n for m, n in Counter(
                         m for m, _ in result.waiting_labels).items()})
@@ -183,9 +192,14 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                     compiled, settings.job_interval_seconds))
             break
         except IntegrityError as exc:
+            if assume_new and isinstance(exc.orig, UniqueViolation) and \
+                    exc.orig.diag.constraint_name == KEY_CONSTRAINT:
+                assume_new = False
+                continue
             # Another replica's retention dropped a partition this process remembered.
-            if attempt == 2 or not isinstance(exc.orig, CheckViolation):
+            if not (partition_retry and isinstance(exc.orig, CheckViolation)):
                 raise
+            partition_retry = False
             partitions.forget()
     if metrics is not None:
         metrics.stored_predictions(by_id, names, result.new_rows)
