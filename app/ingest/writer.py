@@ -87,10 +87,9 @@ def write_predictions(conn: Connection, rows: Sequence[PredictionRow], *,
     violation on KEY_CONSTRAINT, and the caller runs the transaction again without it."""
     if not rows:
         return WriteResult(0, 0, [], {})
-    lock_models_for_pairing(conn, {r[0] for r in rows}, labels=False)
     if conn.dialect.name == "postgresql":
         duplicates, waiting = _pg_write_predictions(conn, rows, assume_new)
-    else:
+    else:  # SQLite serialises writers: no pairing lock
         duplicates, waiting = _generic_write_predictions(conn, rows)
     new = [r for r in rows if (r[0], r[2]) not in duplicates] if duplicates else list(rows)
     return WriteResult(len(new), len(rows) - len(new), new, waiting, duplicates)
@@ -147,9 +146,11 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
     """Binary COPY into the staging table, then one statement: (keys that were
     stored already, labels that were waiting for the rows now stored)."""
     with conn.connection.driver_connection.cursor() as cur:
-        # In the transaction, not once per session: behind a transaction-pooling proxy
+        # The pairing locks (shared) and the staging table in one round trip. The table in
+        # the transaction, not once per session: behind a transaction-pooling proxy
         # (PgBouncer) consecutive transactions may run on different server sessions.
-        cur.execute(STAGE_DDL)
+        cur.execute("".join(f"SELECT pg_advisory_xact_lock_shared({_PAIRING_LOCK}, {int(m)}); "
+                            for m in sorted({r[0] for r in rows})) + STAGE_DDL)
         with cur.copy(_STAGE_COPY) as cp:
             cp.set_types(_STAGE_TYPE_NAMES)
             if len(rows[0]) == N_STAGE:

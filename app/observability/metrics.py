@@ -130,25 +130,26 @@ class ServiceMetrics:
 
     def stored_predictions(self, by_id: dict[int, ModelSchema], sent_models: list[str],
                            new_rows: list[tuple]) -> None:
-        sent = Tally(sent_models)
-        accepted = Tally(by_id[r[0]].row.name for r in new_rows)
-        for name, n in sent.items():
-            self.ingested.labels(name, "accepted").inc(accepted[name])
-            self.ingested.labels(name, "duplicate").inc(n - accepted[name])
-        # A validated row carries its parsed values after the stored columns, the count of
-        # undeclared features last; the fast path's rows never hold one.
-        unexpected: Tally[str] = Tally()
-        for r in new_rows:
-            if len(r) > N_STAGE and r[N_STAGE][3]:
-                unexpected[by_id[r[0]].row.name] += r[N_STAGE][3]
-        for name, n in unexpected.items():
-            self.unexpected_features.labels(name).inc(n)
-        version_names = {(mid, vid): v for mid, s in by_id.items()
-                         for v, vid in s.versions.items()}
+        # One pass over the rows, by model id: names only per model, not per row.
+        accepted_ids: Tally[int] = Tally()
+        unexpected_ids: Tally[int] = Tally()
         seconds: dict[tuple[int, int], list[float]] = {}
         for r in new_rows:
+            accepted_ids[r[0]] += 1
+            # A validated row carries its parsed values after the stored columns, the count
+            # of undeclared features last; the fast path's rows never hold one.
+            if len(r) > N_STAGE and r[N_STAGE][3]:
+                unexpected_ids[r[0]] += r[N_STAGE][3]
             if r[11] is not None:
                 seconds.setdefault((r[0], r[3]), []).append(r[11] / 1000.0)
+        accepted = Tally({by_id[mid].row.name: n for mid, n in accepted_ids.items()})
+        for name, n in Tally(sent_models).items():
+            self.ingested.labels(name, "accepted").inc(accepted[name])
+            self.ingested.labels(name, "duplicate").inc(n - accepted[name])
+        for mid, n in unexpected_ids.items():
+            self.unexpected_features.labels(by_id[mid].row.name).inc(n)
+        version_names = {(mid, vid): v for mid, s in by_id.items()
+                         for v, vid in s.versions.items()}
         for (mid, vid), values in seconds.items():
             observe_many(self.latency.labels(by_id[mid].row.name, version_names[(mid, vid)]),
                          values)

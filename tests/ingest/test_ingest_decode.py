@@ -200,6 +200,7 @@ def same_columns(a: Rows, b: Rows) -> None:
 def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
     rng = random.Random(seed)
     accepted = refused = 0
+    warm: dict = {}  # decoders kept across batches: later batches try the last one first
     for trial in range(60):
         records = [valid(rng, i) for i in range(rng.randint(1, 6))]
         if trial % 2:
@@ -207,10 +208,17 @@ def test_fast_path_accepts_only_what_the_complete_validator_accepts(seed: int):
         body = encode({"records": records})
         expected = complete(body)
         try:
+            cached = decode.decode_predictions(body, lambda wanted: schemas(), LIMITS, 10_000,
+                                               warm)
+        except decode.NotFast:
+            cached = None
+        try:
             batch = decode.decode_predictions(body, lambda wanted: schemas(), LIMITS, 10_000)
         except decode.NotFast:
+            assert cached is None, records
             refused += 1
             continue
+        assert cached is not None and cached.rows == batch.rows and cached.names == batch.names
         accepted += 1
         assert not isinstance(expected, ApiError), (records, expected.details)
         assert [stored(r) for r in batch.rows] == [stored(r) for r in expected]
@@ -246,3 +254,27 @@ def test_a_cached_decoder_sees_versions_registered_after_it_was_built():
         encode({"records": [{**rec, "version": "v2", "prediction_id": "b"}]}),
         lambda wanted: later, LIMITS, 10, cache)
     assert batch.rows[0][3] == 11  # taken on the fast path, with the new version's id
+
+
+def test_the_last_batch_decoder_steps_aside_when_the_schema_changed():
+    cache: dict = {}
+    first = schemas()
+    rec = {"model": "bin", "version": "v1", "prediction_id": "a",
+           "timestamp": NOW.isoformat(), "prediction": {"score": 0.5},
+           "cohorts": {"region": "eu"}}
+    decode.decode_predictions(encode({"records": [rec]}), lambda wanted: first, LIMITS, 10,
+                              cache)
+    row = first["bin"].row
+    wider = {**first, "bin": v.ModelSchema.build(
+        ModelRow(row.id, row.name, row.task, row.features, ["region", "device"], row.classes,
+                 row.created_at), {"v1": 10})}
+    # a cohort key added since: the last decoder refuses it, the batch is decoded anew
+    batch = decode.decode_predictions(
+        encode({"records": [{**rec, "prediction_id": "b",
+                             "cohorts": {"region": "eu", "device": "ios"}}]}),
+        lambda wanted: wider, LIMITS, 10, cache)
+    assert json.loads(batch.rows[0][6]) == {"device": "ios", "region": "eu"}
+    # and a batch the old decoder would take is decoded with the new schema's decoder too
+    batch = decode.decode_predictions(encode({"records": [{**rec, "prediction_id": "c"}]}),
+                                      lambda wanted: wider, LIMITS, 10, cache)
+    assert batch.columns[1].rows.cohorts.keys() == {"region", "device"}
