@@ -1,13 +1,16 @@
 """Where a prediction batch's CPU goes: Python and PostgreSQL, per 1,000-record batch.
 
-    .venv/bin/python bench/bench_ingest_cpu.py [--batches 100] [--profile 25]
+    .venv/bin/python bench/bench_ingest_cpu.py [--batches 100] [--profile 25] [--http]
 
 In-process (no HTTP): the service's own ``ingest_predictions`` on the same bodies as
 bench/bench_ingest.py (a model with a 10,000-row reference, so each batch is also counted in
 its drift bins and KS slots). Python CPU from ``time.process_time``; PostgreSQL CPU from the
 backends' /proc counters (utime + stime of every backend of the throwaway database), so the
 figures hold on a busy machine better than wall time does. With ``--profile N``, the N
-functions of the ingest call with the most own time (cProfile, a separate pass).
+functions of the ingest call with the most own time (cProfile, a separate pass). With
+``--http``, the same bodies are then posted to a `modelmon serve` process (one client, one
+request at a time; with ``--threads T``, T clients) and its CPU per batch is read from /proc
+as well: what HTTP adds. With ``--threads T`` the in-process pass is also run from T threads.
 
 Needs PostgreSQL (MODELMON_TEST_DATABASE_URL or postgres@127.0.0.1:5432) on this machine (the
 /proc counters); creates and drops a throwaway database. Prints figures; asserts nothing.
@@ -23,6 +26,7 @@ import pstats
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -34,7 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_ingest import BATCH, admin_url, dsn, make_records, upload_reference  # noqa: E402
+import httpx2  # noqa: E402
+from bench_ingest import (  # noqa: E402
+    BATCH,
+    admin_url,
+    dsn,
+    make_records,
+    start_server,
+    upload_reference,
+)
 
 from app.ingest import service  # noqa: E402
 from app.main import create_app  # noqa: E402
@@ -59,10 +71,56 @@ def backend_cpu(admin: str, db: str) -> float:
     return total / TICKS
 
 
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def over_http(url: str, admin: str, db: str, bodies: list[bytes], clients: int) -> None:
+    port = 19000 + os.getpid() % 1000
+    proc = start_server(url, port)
+    try:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            def post(body: bytes) -> None:
+                r = c.post("/v1/predictions", content=body,
+                           headers={"content-type": "application/json"})
+                assert r.status_code == 200 and r.json()["accepted"] == BATCH, r.text[:200]
+            for body in bodies[:5]:
+                post(body)
+            s0, pg0, c0 = process_cpu(proc.pid), backend_cpu(admin, db), time.process_time()
+            t0 = time.perf_counter()
+            if clients == 1:
+                for body in bodies[5:]:
+                    post(body)
+            else:  # one connection per client thread
+                def send(part: list[bytes]) -> None:
+                    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as own:
+                        for body in part:
+                            r = own.post("/v1/predictions", content=body,
+                                         headers={"content-type": "application/json"})
+                            assert r.status_code == 200, r.text[:200]
+                rest = bodies[5:]
+                with ThreadPoolExecutor(clients) as pool:
+                    list(pool.map(send, [rest[i::clients] for i in range(clients)]))
+            wall = time.perf_counter() - t0
+            n = len(bodies) - 5
+            server, pg = process_cpu(proc.pid) - s0, backend_cpu(admin, db) - pg0
+            client = time.process_time() - c0
+        print(f"HTTP, {n} batches, {clients} client(s): server {1000 * server / n:.2f} ms, "
+              f"PostgreSQL {1000 * pg / n:.2f} ms, client {1000 * client / n:.2f} ms CPU per "
+              f"batch; wall {1000 * wall / n:.2f} ms per batch ({n * BATCH / wall:,.0f} rows/s)")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--profile", type=int, default=0, metavar="N")
+    ap.add_argument("--http", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="also ingest the bodies again from this many threads at once")
     args = ap.parse_args()
     admin = admin_url()
     db = f"modelmon_bench_{uuid.uuid4().hex[:8]}"
@@ -99,6 +157,18 @@ def main() -> None:
 
             for body in bodies[:5]:  # warm: caches, partitions, connections
                 ingest(body)
+            if args.threads > 1:  # the same bodies again, under new keys, from T threads
+                again = [{**rec, "prediction_id": f"t-{rec['prediction_id']}"}
+                         for rec in records[BATCH * 5:]]
+                parts = [json.dumps({"records": again[i:i + BATCH]}).encode()
+                         for i in range(0, len(again), BATCH)]
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(args.threads) as pool:
+                    list(pool.map(ingest, parts))
+                wall = time.perf_counter() - t0
+                print(f"{len(parts)} batches from {args.threads} threads: wall "
+                      f"{1000 * wall / len(parts):.2f} ms per batch "
+                      f"({len(parts) * BATCH / wall:,.0f} rows/s)")
             print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             pg0, py0, t0 = backend_cpu(dsn(admin), db), time.process_time(), time.perf_counter()
             for body in bodies[5:]:
@@ -126,6 +196,11 @@ def main() -> None:
                     where = f"{Path(file).name}:{line}" if line else file
                     print(f"  {1000 * tottime / n:7.3f} ms  {calls / n:9.1f} calls  {fn}  "
                           f"({where})")
+        if args.http:
+            fresh = [{**rec, "prediction_id": f"h-{rec['prediction_id']}"} for rec in records]
+            over_http(url, dsn(admin), db, [json.dumps({"records": fresh[i:i + BATCH]}).encode()
+                                            for i in range(0, len(fresh), BATCH)],
+                      max(args.threads, 1))
     finally:
         with psycopg.connect(dsn(admin), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
