@@ -209,6 +209,8 @@ def _decode_as(last: tuple[msgspec.json.Decoder, list[ModelDecoders]], body: byt
         records = batch.decode(body).records
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if not records:  # the usual way's judgement (an empty batch is the validator's)
+        return None
     if len(records) > max_records:
         raise NotFast
     name_of = {d.record: d.schema.row.name for d in decoders}
