@@ -65,14 +65,18 @@ class WriteResult:
     duplicate_keys: set[tuple[int, str]] = field(default_factory=set)
 
 
+def pairing_lock_sql(model_ids: set[int], *, labels: bool) -> str:
+    """Shared (predictions) or exclusive (labels) pairing lock per model, in id order, as
+    one string of statements (Postgres); model ids are integers, written in literally."""
+    fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
+    return "".join(f"SELECT {fn}({_PAIRING_LOCK}, {int(m)}); " for m in sorted(model_ids))
+
+
 def lock_models_for_pairing(conn: Connection, model_ids: set[int], *, labels: bool) -> None:
-    """Shared (predictions) or exclusive (labels) pairing lock per model, in id order."""
     if conn.dialect.name != "postgresql":
         return  # SQLite serialises writers already
-    # A constant statement through the driver: no SQL construct to build and key per batch.
-    fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
-    for model_id in sorted(model_ids):
-        conn.exec_driver_sql(f"SELECT {fn}({_PAIRING_LOCK}, %(m)s)", {"m": model_id})
+    # Through SQLAlchemy, so that errors are wrapped as on every other statement.
+    conn.exec_driver_sql(pairing_lock_sql(model_ids, labels=labels))
 
 
 KEY_CONSTRAINT = prediction_keys.primary_key.name
@@ -149,8 +153,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
         # The pairing locks (shared) and the staging table in one round trip. The table in
         # the transaction, not once per session: behind a transaction-pooling proxy
         # (PgBouncer) consecutive transactions may run on different server sessions.
-        cur.execute("".join(f"SELECT pg_advisory_xact_lock_shared({_PAIRING_LOCK}, {int(m)}); "
-                            for m in sorted({r[0] for r in rows})) + STAGE_DDL)
+        cur.execute(pairing_lock_sql({r[0] for r in rows}, labels=False) + STAGE_DDL)
         with cur.copy(_STAGE_COPY) as cp:
             cp.set_types(_STAGE_TYPE_NAMES)
             if len(rows[0]) == N_STAGE:
