@@ -35,13 +35,13 @@ from app.monitoring.gates import (
     bonferroni_adjust,
     cohort_vs_rest,
     ece_null_quantiles,
+    fisher_exact_test,
     ks_noise_quantile,
     mae_vs_rest,
     out_of_range_null,
     psi_evidence,
     psi_min_support,
     psi_noise_quantile,
-    two_proportion_test,
 )
 from app.settings import Settings
 from app.storage.registry import ModelRow
@@ -227,7 +227,7 @@ def _unseen_values(col: ColumnLayout, d: DriftSummary, cur_counts: np.ndarray, n
                "reference_new_category_rate": base if n_ref else None}
         out["new_category_decision"] = _decide_share(
             k, n_valid, base, th.new_category_rise,
-            lambda: two_proportion_test(k, n_valid, ref_k, n_ref).pvalue, th, m)
+            lambda: fisher_exact_test(k, n_valid, ref_k, n_ref).pvalue, th, m)
         return out
     return {}
 
@@ -247,7 +247,7 @@ def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thres
                     m: int) -> str:
     """Data quality, apart from drift: critical when every value of the window is missing
     (and the reference had values), warning when the missing rate rose by at least
-    ``missing_rise`` and beyond noise (one-sided two-proportion test, Bonferroni across the
+    ``missing_rise`` and beyond noise (one-sided Fisher exact test, Bonferroni across the
     columns)."""
     rate, ref_rate = row["missing_rate"], row["reference_missing_rate"]
     if total < th.min_n or rate is None or ref_rate is None:
@@ -256,7 +256,7 @@ def _decide_missing(row: dict[str, Any], total: int, n_ref_total: int, th: Thres
         return CRITICAL
     k, ref_k = round(rate * total), round(ref_rate * n_ref_total)
     return _decide_share(k, total, ref_rate, th.missing_rise,
-                         lambda: two_proportion_test(k, total, ref_k, n_ref_total).pvalue,
+                         lambda: fisher_exact_test(k, total, ref_k, n_ref_total).pvalue,
                          th, m)
 
 
@@ -382,7 +382,7 @@ def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds,
             keys: Mapping[str, Thresholds] | None = None) -> dict[str, Any]:
     """Per cohort key: each decidable cohort's error against the rest of the traffic, one
     sided, Bonferroni across the key's decidable cohorts (error rates: the pooled
-    two-proportion test; regression: Welch's test on the absolute errors); a warning at
+    Fisher exact test; regression: Welch's test on the absolute errors); a warning at
     alpha_warning, critical at alpha_critical with an error rate (or MAE) at least
     ``cohort_ratio_critical`` times the rest's. ``keys`` holds the thresholds of cohort keys
     whose policy overrides the model's."""
@@ -405,7 +405,7 @@ def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds,
             gate, metric = "welch_test", "mae"
         else:
             results = cohort_vs_rest(sums.first.round(), sums.n, tested)
-            gate, metric = "two_proportion_test", "error_rate"
+            gate, metric = "fisher_exact", "error_rate"
         tests = dict(zip(sums.cohorts, results, strict=True))
         index = {name: i for i, name in enumerate(sums.cohorts)}
         m = len(decidable)

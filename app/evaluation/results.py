@@ -52,7 +52,7 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
             rows.append(_row("drift", *args, "feature_new_category_ratio", f["feature"],
                              w.start, w.end, f["n_current"], f["new_category_rate"],
                              f["new_category_decision"], "share in no reference category; "
-                             "two-proportion test against the reference's share",
+                             "Fisher exact test against the reference's share",
                              {"reference": f["reference_new_category_rate"],
                               "thresholds": f["thresholds"]}))
         if f["type"] == "numeric":

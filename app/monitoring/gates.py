@@ -136,12 +136,17 @@ class ProportionTest(JsonResult):
     pvalue: float
 
 
-def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> ProportionTest:
-    """z = (p1 - p2) / sqrt(p (1 - p) (1/n1 + 1/n2)) with the pooled p; p-value P(Z >= z).
+def fisher_exact_test(k1: int, n1: int, k2: int, n2: int) -> ProportionTest:
+    """Is k1 of n1 a higher rate than k2 of n2? Fisher's exact test, one-sided: the p-value
+    P(X >= k1) for X hypergeometric (n1 draws from n1 + n2 rows holding k1 + k2 events), as
+    scipy.stats.fisher_exact(..., alternative="greater"). ``z`` is the pooled two-proportion
+    z, (p1 - p2) / sqrt(p (1 - p) (1/n1 + 1/n2)), the effect in standard errors.
 
-    z squared is Pearson's chi-square of the 2x2 table without continuity correction
-    (scipy.stats.chi2_contingency(..., correction=False)). Equal rates of 0 or 1 (no
-    variance) give z = 0 and p = 1; an empty side gives p = 1.
+    Exact at every size: conditional on the total number of events the null distribution is
+    hypergeometric whatever the common rate, so the test never rejects more often than its
+    level. The normal approximation (the z test, P(Z >= z)) does, where a side is small: for
+    81 rows at a rate of 0.2 against 919 others, P(z-test p < 1e-5) = 3.7e-5. Equal rates of 0
+    or 1, or an empty side, give z = 0 and p = 1.
     """
     if min(n1, n2) <= 0:
         return ProportionTest(0.0, 1.0)
@@ -152,7 +157,8 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> ProportionTest:
     if var <= 0:
         return ProportionTest(0.0, 1.0)
     z = (k1 / n1 - k2 / n2) / math.sqrt(var)
-    return ProportionTest(float(z), float(stats.norm.sf(z)))
+    p = stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater").pvalue
+    return ProportionTest(float(z), min(1.0, float(p)))
 
 
 def cohort_vs_rest(errors: Any, counts: Any, tested: Any) -> list[ProportionTest | None]:
@@ -163,7 +169,7 @@ def cohort_vs_rest(errors: Any, counts: Any, tested: Any) -> list[ProportionTest
     n = np.asarray(counts, dtype=np.int64).reshape(-1)
     t = np.asarray(tested, dtype=bool).reshape(-1)
     tk, tn = int(k.sum()), int(n.sum())
-    return [two_proportion_test(int(k[i]), int(n[i]), tk - int(k[i]), tn - int(n[i]))
+    return [fisher_exact_test(int(k[i]), int(n[i]), tk - int(k[i]), tn - int(n[i]))
             if t[i] else None for i in range(k.shape[0])]
 
 
@@ -236,12 +242,12 @@ __all__ = [
     "bonferroni_adjust",
     "cohort_vs_rest",
     "ece_null_quantiles",
+    "fisher_exact_test",
     "ks_noise_quantile",
     "mae_vs_rest",
     "out_of_range_null",
     "psi_evidence",
     "psi_min_support",
     "psi_noise_quantile",
-    "two_proportion_test",
     "welch_test",
 ]

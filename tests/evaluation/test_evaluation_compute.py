@@ -126,7 +126,7 @@ def test_a_cohort_is_tested_against_the_rest(profile):
     worse = compute.cohorts(
         MODEL, window(profile, rows(np.random.default_rng(6), 5000, seg_error=0.35)), TH)
     a = next(c for c in worse["seg"]["cohorts"] if c["cohort"] == "a")
-    assert a["gate"] == "two_proportion_test" and a["cohorts_tested"] == 2
+    assert a["gate"] == "fisher_exact" and a["cohorts_tested"] == 2
     assert a["rest_error_rate"] == pytest.approx(0.2, abs=0.03)
     assert a["pvalue_adjusted"] == pytest.approx(2 * a["pvalue"])
     assert a["decision"] == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2

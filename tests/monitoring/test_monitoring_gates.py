@@ -13,13 +13,13 @@ from app.monitoring.gates import (
     binomial_excess,
     cohort_vs_rest,
     ece_null_quantiles,
+    fisher_exact_test,
     ks_noise_quantile,
     mae_vs_rest,
     out_of_range_null,
     psi_evidence,
     psi_min_support,
     psi_noise_quantile,
-    two_proportion_test,
     welch_test,
 )
 
@@ -153,32 +153,78 @@ def test_ece_null_quantile_bounds_ece_of_a_calibrated_model():
 
 
 @pytest.mark.parametrize("table", [(30, 100, 20, 100), (5, 40, 60, 900), (0, 10, 3, 50),
-                                   (70, 100, 700, 1000), (1, 3, 0, 2)])
-def test_two_proportion_test_is_pearsons_chi_square(table):
+                                   (70, 100, 700, 1000), (1, 3, 0, 2), (30, 81, 190, 919),
+                                   (3000, 8100, 190000, 919000)])
+def test_fisher_exact_test_is_scipys_one_sided_fisher(table):
     k1, n1, k2, n2 = table
-    t = two_proportion_test(k1, n1, k2, n2)
-    chi2, p, _, _ = stats.chi2_contingency([[k1, n1 - k1], [k2, n2 - k2]], correction=False)
-    assert t.z ** 2 == pytest.approx(chi2, rel=1e-10)
-    one_sided = p / 2 if t.z > 0 else 1 - p / 2
-    assert t.pvalue == pytest.approx(one_sided, rel=1e-9)
+    t = fisher_exact_test(k1, n1, k2, n2)
+    ref = stats.fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="greater")
+    assert t.pvalue == pytest.approx(min(1.0, ref.pvalue), rel=1e-9, abs=1e-300)
+    chi2, _, _, _ = stats.chi2_contingency([[k1, n1 - k1], [k2, n2 - k2]], correction=False)
+    assert t.z ** 2 == pytest.approx(chi2, rel=1e-10)  # z: Pearson's chi-square, signed
+    assert (t.z > 0) == (k1 / n1 > k2 / n2)
     assert_json_safe(t)
 
 
-def test_two_proportion_test_by_hand_and_degenerate():
-    t = two_proportion_test(30, 100, 20, 100)
-    z = 0.1 / math.sqrt(0.25 * 0.75 * 0.02)
-    assert t.z == pytest.approx(z, rel=1e-12)
-    assert t.pvalue == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)), rel=1e-12)
-    assert two_proportion_test(0, 50, 0, 500).pvalue == 1.0
-    assert two_proportion_test(3, 0, 2, 10).pvalue == 1.0
+def test_fisher_exact_test_by_hand_and_degenerate():
+    # 3 of 4 against 1 of 6: 4 events in 10 rows, the cohort's 4 rows drawn at random;
+    # P(X >= 3) = (C(4,3) C(6,1) + C(4,4) C(6,0)) / C(10,4) = 25 / 210
+    t = fisher_exact_test(3, 4, 1, 6)
+    assert t.pvalue == pytest.approx(25 / 210, rel=1e-12)
+    pooled = 0.4
+    assert t.z == pytest.approx((0.75 - 1 / 6) / math.sqrt(pooled * 0.6 * (1 / 4 + 1 / 6)),
+                                rel=1e-12)
+    assert fisher_exact_test(0, 50, 0, 500).pvalue == 1.0
+    assert fisher_exact_test(50, 50, 500, 500).pvalue == 1.0
+    assert fisher_exact_test(3, 0, 2, 10).pvalue == 1.0
+    assert fisher_exact_test(0, 10, 5, 10).pvalue == 1.0  # lower: P(X >= 0) = 1
     with pytest.raises(ValueError):
-        two_proportion_test(5, 4, 0, 10)
+        fisher_exact_test(5, 4, 0, 10)
+
+
+def _size(n1: int, n2: int, rate: float, alpha: float, pvalue) -> float:
+    """Exact P(pvalue(k1, n1, k2, n2) < alpha) for k1 ~ Bin(n1, rate), k2 ~ Bin(n2, rate):
+    for each k2 (all but 1e-15 of its mass) the smallest rejected k1, found by bisection
+    since p falls as k1 grows, then the binomial tail of k1 from there."""
+    total = 0.0
+    lo2, hi2 = stats.binom.ppf([1e-15, 1 - 1e-15], n2, rate).astype(int)
+    for k2 in range(lo2, hi2 + 1):
+        if pvalue(n1, n1, k2, n2) >= alpha:
+            continue
+        lo, hi = -1, n1  # p(lo) >= alpha (or lo = -1), p(hi) < alpha
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if pvalue(mid, n1, k2, n2) < alpha:
+                hi = mid
+            else:
+                lo = mid
+        total += stats.binom.pmf(k2, n2, rate) * stats.binom.sf(hi - 1, n1, rate)
+    return total
+
+
+def test_fisher_exact_test_keeps_its_level_where_the_z_test_does_not():
+    """The page in 30 simulated stationary days at n = 1,000: a cohort of 81 labeled
+    predictions at an error of 0.2 against 919 others, critical at p < 1e-5 per cohort. The
+    normal approximation rejects 3.7 times as often as its level; Fisher's test, never more."""
+    def z_test(k1, n1, k2, n2):
+        pooled = (k1 + k2) / (n1 + n2)
+        z = (k1 / n1 - k2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        return 0.5 * math.erfc(z / math.sqrt(2))
+
+    def exact(k1, n1, k2, n2):
+        return fisher_exact_test(k1, n1, k2, n2).pvalue
+
+    assert _size(81, 919, 0.2, 1e-5, z_test) == pytest.approx(3.66e-5, rel=0.01)
+    for n1, n2, rate in [(81, 919, 0.2), (40, 160, 0.05), (300, 9700, 0.1)]:
+        for alpha in (1e-3, 1e-5):
+            assert _size(n1, n2, rate, alpha, exact) <= alpha
+    assert _size(81, 919, 0.2, 1e-5, exact) == pytest.approx(6.0e-6, rel=0.01)
 
 
 def test_cohort_vs_rest_leaves_the_cohort_out_of_the_rest():
     out = cohort_vs_rest([30, 20, 10], [100, 100, 100], [True, True, False])
-    assert out[0] == two_proportion_test(30, 100, 30, 200)
-    assert out[1] == two_proportion_test(20, 100, 40, 200)
+    assert out[0] == fisher_exact_test(30, 100, 30, 200)
+    assert out[1] == fisher_exact_test(20, 100, 40, 200)
     assert out[2] is None
 
 
