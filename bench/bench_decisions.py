@@ -350,6 +350,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["stationary", "shifted"], default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--changes", default="",
+                    help="shifted cases whose name contains one of these comma-separated "
+                         "words (default: every case)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="stationary sizes decided in this many processes at once (decision "
                          "counts do not depend on the load; the run's seconds do)")
@@ -397,7 +400,10 @@ def main() -> None:
               "began (12 = the first fully changed window; - = never)")
         print("| change | " + " | ".join(f"{n:,}" for n in sizes) + " |")
         print("| --- |" + " --- |" * len(sizes))
+        words = [w for w in args.changes.split(",") if w]
         for ch in CHANGES:
+            if words and not any(w in ch.name for w in words):
+                continue
             cells = []
             for n in sizes:
                 r = shifted(sim, ch, n, args.shift_windows, args.seed)
