@@ -129,6 +129,41 @@ def test_a_batch_mixing_stored_and_new_keys_stores_the_new_ones_and_pairs_their_
     assert (v1["predictions"], v1["n"]) == (9, 1)
 
 
+def test_new_keys_are_stored_alike_whether_copied_in_or_claimed_with_a_waiting_label(
+        client, engine):
+    # Postgres copies a batch of new keys straight into the tables when no label waits for
+    # its models, and otherwise claims through the staging table, which pairs the label.
+    register(client)
+
+    def batch(base: int) -> dict:
+        return {"records": [prediction(
+            base + i, latency_ms=1.5 + i, prediction={"score": 0.5 + i / 8, "label": "fraud"},
+            features={"amount": 1.0 + i, "country": "FR" if i else None},
+            cohorts={"region": "eu"} if i else {}) for i in range(3)]}
+
+    assert client.post("/v1/predictions", json=batch(0)).json() == {"accepted": 3,
+                                                                    "duplicates": 0}
+    assert client.post("/v1/labels", json={"records": [label(12)]}).json()["pending"] == 1
+    assert client.post("/v1/predictions", json=batch(10)).json() == {"accepted": 3,
+                                                                     "duplicates": 0}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT coalesce(sum(n), 0) FROM pending_labels")).scalar() == 0
+    rows = {r.prediction_id: r for r in stored_predictions(engine)}
+    assert len(rows) == 6 and stored(engine)["prediction_keys"] == 6
+    columns = ("version_id", "features", "cohorts", "score", "value", "probabilities",
+               "predicted_label", "latency_ms")
+    for i in range(3):
+        a, b = rows[f"p-{i}"], rows[f"p-{10 + i}"]
+        assert [getattr(a, c) for c in columns] == [getattr(b, c) for c in columns]
+        assert a.ts - b.ts == timedelta(seconds=10)
+    assert rows["p-0"].features == {"amount": 1.0} and rows["p-0"].cohorts == {}
+    report = client.get("/v1/models/fraud/reports/calibration",
+                        params={"start": iso(NOW - timedelta(hours=1)),
+                                "end": iso(NOW + timedelta(hours=1))})
+    (v1,) = report.json()["versions"]
+    assert (v1["predictions"], v1["n"]) == (6, 1)  # the waiting label paired, once
+
+
 def test_repeat_within_a_batch_counts_as_duplicate(client, engine):
     register(client)
     recs = [prediction(0), prediction(1), prediction(0)]

@@ -1,10 +1,11 @@
 """Bulk writes of validated batches, atomic and idempotent.
 
-Postgres: COPY into a per-connection temporary staging table, then one statement that claims
-new keys in ``prediction_keys`` (ON CONFLICT DO NOTHING) and inserts exactly those predictions
-and their inline labels. Concurrent identical batches block on the key index and store each
-record once. SQLite: the same claim-then-insert with executemany, inside BEGIN IMMEDIATE, which
-serialises writers.
+Postgres: the common batch (all keys new, no inline label, no label waiting for its models)
+is copied straight into ``prediction_keys`` and ``predictions``; any other goes by COPY into a
+per-connection temporary staging table, then one statement that claims new keys in
+``prediction_keys`` and inserts exactly those predictions and their inline labels. Concurrent
+identical batches block on the key index and store each record once. SQLite: the same
+claim-then-insert with executemany, inside BEGIN IMMEDIATE, which serialises writers.
 
 A (prediction, label) pair completes in the transaction that stores the second of the two, and
 is counted there (summaries, SLO counters). So that a label and its prediction in flight at
@@ -21,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import psycopg
 from sqlalchemy import Connection, Table, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from app.ingest.validation import LabelRow, PredictionRow
 from app.storage.db import as_utc
@@ -32,6 +35,7 @@ from app.storage.tables import (
     STAGE_TABLE,
     STAGE_TYPES,
     labels,
+    pending_labels,
     prediction_keys,
     predictions,
 )
@@ -145,30 +149,83 @@ _STAGE_TYPE_NAMES = [t for _, t in STAGE_TYPES]
 Claims = tuple[set[tuple[int, str]], dict[tuple[int, str], StoredLabel]]
 
 
+_KEY_COPY = (f"COPY {prediction_keys.name} (model_id, prediction_id, ts) "
+             "FROM STDIN (FORMAT BINARY)")
+_PREDICTION_COPY = (f"COPY {predictions.name} ({', '.join(PREDICTION_COLUMNS)}) "
+                    "FROM STDIN (FORMAT BINARY)")
+_KEY_TYPES = ["int8", "text", "timestamptz"]
+_PREDICTION_TYPES = _STAGE_TYPE_NAMES[:len(PREDICTION_COLUMNS)]  # json columns as their text
+
+
+def _waiting_sql(model_ids: set[int]) -> str:
+    ids = ", ".join(str(int(m)) for m in sorted(model_ids))
+    return f"SELECT count(*) FROM {pending_labels.name} WHERE n > 0 AND model_id IN ({ids})"
+
+
 def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
                           assume_new: bool) -> Claims:
-    """Binary COPY into the staging table, then one statement: (keys that were
-    stored already, labels that were waiting for the rows now stored)."""
+    """(keys that were stored already, labels that were waiting for the rows now stored).
+
+    The common case, every key new (``assume_new``), no inline label and no label waiting
+    for any of the batch's models: COPY straight into prediction_keys and predictions (the
+    partitioned table routes each row). COPY inserts rows in bulk; staging them first and
+    inserting with INSERT ... SELECT cost about 60% more PostgreSQL CPU per batch
+    (bench/bench_ingest_cpu.py). Otherwise the rows go through the staging table and one
+    statement that claims, inserts and reports (_claim_and_insert). No label can start
+    waiting meanwhile: label batches take the model's pairing lock exclusively."""
+    models = {r[0] for r in rows}
+    inline = any(r[12] is not None or r[13] is not None for r in rows)
     with conn.connection.driver_connection.cursor() as cur:
-        # The pairing locks (shared) and the staging table in one round trip. The table in
-        # the transaction, not once per session: behind a transaction-pooling proxy
-        # (PgBouncer) consecutive transactions may run on different server sessions.
-        cur.execute(pairing_lock_sql({r[0] for r in rows}, labels=False) + STAGE_DDL)
-        with cur.copy(_STAGE_COPY) as cp:
-            cp.set_types(_STAGE_TYPE_NAMES)
-            if len(rows[0]) == N_STAGE:
-                for row in rows:
-                    cp.write_row(row)
-            else:
-                for row in rows:
-                    cp.write_row(row[:N_STAGE])
+        # The pairing locks (shared) first, in one round trip with what follows them.
+        lock = pairing_lock_sql(models, labels=False)
+        if assume_new and not inline:
+            cur.execute(lock + _waiting_sql(models))
+            while cur.nextset():  # the count is the last statement's
+                pass
+            if not cur.fetchone()[0]:
+                _copy_direct(cur, rows)
+                return set(), {}
+            lock = ""  # held already
+        # The staging table in the transaction, not once per session: behind a
+        # transaction-pooling proxy (PgBouncer) consecutive transactions may run on
+        # different server sessions.
+        cur.execute(lock + STAGE_DDL)
+        _copy(cur, _STAGE_COPY, _STAGE_TYPE_NAMES, rows, N_STAGE)
     # Through SQLAlchemy, so that errors are wrapped as on every other statement.
-    found = conn.exec_driver_sql(_PG_CLAIM[
-        any(r[12] is not None or r[13] is not None for r in rows), assume_new]).all()
+    found = conn.exec_driver_sql(_PG_CLAIM[inline, assume_new]).all()
     duplicates = {(m, p) for dup, m, p, *_ in found if dup}
     waiting = {(m, p): StoredLabel(c, v, as_utc(ts))
                for dup, m, p, c, v, ts in found if not dup}
     return duplicates, waiting
+
+
+def _copy(cur: psycopg.Cursor, statement: str, types: list[str], rows: Sequence[tuple],
+          width: int) -> None:
+    with cur.copy(statement) as cp:
+        cp.set_types(types)
+        if len(rows[0]) == width:
+            for row in rows:
+                cp.write_row(row)
+        else:  # a validated row carries its parsed values after the stored columns
+            for row in rows:
+                cp.write_row(row[:width])
+
+
+def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow]) -> None:
+    """The keys, then the predictions. A key stored already (or committed meanwhile by a
+    concurrent batch) fails the first COPY with a unique violation, a day without its
+    partition the second with a check violation: raised as SQLAlchemy's IntegrityError, as
+    the same errors of an INSERT are, so the caller's retries see one kind of error."""
+    statement = _KEY_COPY
+    try:
+        with cur.copy(_KEY_COPY) as cp:
+            cp.set_types(_KEY_TYPES)
+            for r in rows:
+                cp.write_row((r[0], r[2], r[1]))
+        statement = _PREDICTION_COPY
+        _copy(cur, _PREDICTION_COPY, _PREDICTION_TYPES, rows, len(PREDICTION_COLUMNS))
+    except psycopg.errors.IntegrityError as exc:
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
