@@ -381,8 +381,8 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
 def cohorts(model: ModelRow, window: MergedWindow, th: Thresholds,
             keys: Mapping[str, Thresholds] | None = None) -> dict[str, Any]:
     """Per cohort key: each decidable cohort's error against the rest of the traffic, one
-    sided, Bonferroni across the key's decidable cohorts (error rates: the pooled
-    Fisher exact test; regression: Welch's test on the absolute errors); a warning at
+    sided, Bonferroni across the key's decidable cohorts (error rates: Fisher's exact
+    test; regression: Welch's test on the absolute errors); a warning at
     alpha_warning, critical at alpha_critical with an error rate (or MAE) at least
     ``cohort_ratio_critical`` times the rest's. ``keys`` holds the thresholds of cohort keys
     whose policy overrides the model's."""

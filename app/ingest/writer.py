@@ -169,10 +169,11 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
     The common case, every key new (``assume_new``), no inline label and no label waiting
     for any of the batch's models: COPY straight into prediction_keys and predictions (the
     partitioned table routes each row). COPY inserts rows in bulk; staging them first and
-    inserting with INSERT ... SELECT cost about 60% more PostgreSQL CPU per batch
-    (bench/bench_ingest_cpu.py). Otherwise the rows go through the staging table and one
-    statement that claims, inserts and reports (_claim_and_insert). No label can start
-    waiting meanwhile: label batches take the model's pairing lock exclusively."""
+    inserting with INSERT ... SELECT cost about 60% more PostgreSQL CPU for the write, 25%
+    more for the whole batch (BENCHMARKS.md, fifth ingest round). Otherwise the rows go
+    through the staging table and one statement that claims, inserts and reports
+    (_claim_and_insert). No label can start waiting meanwhile: label batches take the
+    model's pairing lock exclusively."""
     models = {r[0] for r in rows}
     inline = any(r[12] is not None or r[13] is not None for r in rows)
     with conn.connection.driver_connection.cursor() as cur:
