@@ -1,6 +1,6 @@
 """Where a prediction batch's CPU goes: Python and PostgreSQL, per 1,000-record batch.
 
-    .venv/bin/python bench/bench_ingest_cpu.py [--batches 100] [--profile 25] [--http]
+    .venv/bin/python bench/bench_ingest_cpu.py [--batches 100] [--profile 25] [--phases] [--http]
 
 In-process (no HTTP): the service's own ``ingest_predictions`` on the same bodies as
 bench/bench_ingest.py (a model with a 10,000-row reference, so each batch is also counted in
@@ -8,6 +8,9 @@ its drift bins and KS slots). Python CPU from ``time.process_time``; PostgreSQL 
 backends' /proc counters (utime + stime of every backend of the throwaway database), so the
 figures hold on a busy machine better than wall time does. With ``--profile N``, the N
 functions of the ingest call with the most own time (cProfile, a separate pass). With
+``--phases``, the wall time of each step of the ingest call (decode, the writer's round trips
+and COPYs, summaries, metrics; the rest is the transaction's begin and commit), a separate
+pass on new keys; indented steps are parts of another, or run on another thread. With
 ``--http``, the same bodies are then posted to a `modelmon serve` process (one client, one
 request at a time; with ``--threads T``, T clients) and its CPU per batch is read from /proc
 as well: what HTTP adds. With ``--threads T`` the in-process pass is also run from T threads.
@@ -28,6 +31,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from fastapi.testclient import TestClient
@@ -114,10 +118,50 @@ def over_http(url: str, admin: str, db: str, bodies: list[bytes], clients: int) 
         proc.wait(30)
 
 
+PHASES = (  # (module, attribute, label): each wrapped in a wall-clock timer by --phases
+    ("app.ingest.decode", "decode_predictions", "decode + checks"),
+    ("app.storage.partitions", "PartitionManager.ensure_days", "partitions"),
+    ("app.evaluation.profiles", "ProfileCache.recent", "profiles"),
+    ("app.ingest.writer", "_pg_write_predictions", "write (lock, pending count, COPYs)"),
+    ("app.ingest.writer", "_copy_direct", "  of which the two COPYs"),
+    ("app.ingest.slo", "add", "SLO counters"),
+    ("app.ingest.service", "Ahead.result", "waiting for the summaries and metrics"),
+    ("app.ingest.service", "_append_summaries", "summaries stored"),
+    ("app.observability.metrics", "ServiceMetrics.count_stored", "metrics counted"),
+    # on another thread while the rows are copied in, when they are copied straight:
+    ("app.ingest.decode", "_columns", "  (summaries' columns built)"),
+    ("app.ingest.summarize", "for_predictions", "  (summaries computed, columns included)"),
+    ("app.observability.metrics", "ServiceMetrics.stored_tally", "  (metrics tallied)"),
+)
+
+
+def timed_phases() -> dict[str, float]:
+    """Wrap each of PHASES in a timer; the returned totals (seconds) grow as they run."""
+    import importlib
+    totals: dict[str, float] = {}
+    for module, attr, label in PHASES:
+        owner: Any = importlib.import_module(module)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name)
+        totals[label] = 0.0
+
+        def wrapped(*a: Any, _fn: Any = fn, _label: str = label, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                totals[_label] += time.perf_counter() - t
+        setattr(owner, name, wrapped)
+    return totals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--profile", type=int, default=0, metavar="N")
+    ap.add_argument("--phases", action="store_true")
     ap.add_argument("--http", action="store_true")
     ap.add_argument("--threads", type=int, default=1,
                     help="also ingest the bodies again from this many threads at once")
@@ -196,6 +240,24 @@ def main() -> None:
                     where = f"{Path(file).name}:{line}" if line else file
                     print(f"  {1000 * tottime / n:7.3f} ms  {calls / n:9.1f} calls  {fn}  "
                           f"({where})")
+            if args.phases:
+                fresh = [{**rec, "prediction_id": f"w-{rec['prediction_id']}"}
+                         for rec in records[:BATCH * n]]  # keys not stored yet
+                more = [json.dumps({"records": fresh[i:i + BATCH]}).encode()
+                        for i in range(0, BATCH * n, BATCH)]
+                totals = timed_phases()
+                t0 = time.perf_counter()
+                for body in more:
+                    ingest(body)
+                wall = time.perf_counter() - t0
+                print(f"\nwall time per batch by step ({n} batches, load average "
+                      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+                for label, seconds in totals.items():
+                    print(f"  {1000 * seconds / n:7.3f} ms  {label}")
+                inner = {label: s for label, s in totals.items() if not label.startswith(" ")}
+                print(f"  {1000 * (wall - sum(inner.values())) / n:7.3f} ms  the rest "
+                      f"(transaction begin and commit, service glue)")
+                print(f"  {1000 * wall / n:7.3f} ms  in all")
         if args.http:
             fresh = [{**rec, "prediction_id": f"h-{rec['prediction_id']}"} for rec in records]
             over_http(url, dsn(admin), db, [json.dumps({"records": fresh[i:i + BATCH]}).encode()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Union
 
@@ -145,7 +145,21 @@ class Decoded:
     schemas: dict[str, ModelSchema]
     rows: list[tuple]  # to store: writer.STAGE_COLUMNS, first occurrence of each key
     repeats: int  # in-batch repeats of a (model, prediction_id)
-    columns: dict[int, ModelColumns]  # per model id: its rows as the summaries' columns
+    # per model: its decoders, schema, stored records, their times and positions in rows
+    kept: list[tuple[ModelDecoders, ModelSchema, list[Any], list[datetime], list[int]]]
+    _columns: dict[int, ModelColumns] | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> dict[int, ModelColumns]:
+        """Per model id: its rows as the summaries' columns. Built at first use, so that
+        the ingest path builds them while the rows are copied in (service.Ahead); two
+        threads asking at once may both build them, alike (no lock held while building)."""
+        if self._columns is None:
+            self._columns = {schema.row.id: ModelColumns(
+                np.asarray(positions, dtype=np.int64),
+                _columns(dec, schema, records, times, [self.rows[i] for i in positions]))
+                for dec, schema, records, times, positions in self.kept}
+        return self._columns
 
 
 def _cached(cache: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
@@ -288,11 +302,9 @@ def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSch
         rows.append((schema.row.id, ts, r.prediction_id, version_id, received_at,
                      _encode(r.features).decode(), _encode(r.cohorts).decode(), score, value,
                      probs_json, predicted, r.latency_ms, gt_class, gt_value))
-    columns = {decoders[kind][1].row.id: ModelColumns(
-        np.asarray(positions[kind], dtype=np.int64),
-        _columns(*decoders[kind], rs, times[kind], [rows[i] for i in positions[kind]]))
-        for kind, rs in kept.items()}
-    return Decoded(names, schemas, rows, len(records) - len(rows), columns)
+    return Decoded(names, schemas, rows, len(records) - len(rows),
+                   [(*decoders[kind], rs, times[kind], positions[kind])
+                    for kind, rs in kept.items()])
 
 
 def _columns(dec: ModelDecoders, schema: ModelSchema, records: list[Any],

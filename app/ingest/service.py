@@ -3,14 +3,15 @@ transaction. Called by the API in a worker thread; no HTTP here."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from psycopg.errors import CheckViolation, UniqueViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,7 @@ from app.ingest import validation as v
 from app.ingest.writer import (
     KEY_CONSTRAINT,
     LabelResult,
+    StoredLabel,
     WriteResult,
     write_labels,
     write_predictions,
@@ -34,7 +36,8 @@ from app.storage import summaries as summary_store
 from app.storage.partitions import PartitionManager
 
 if TYPE_CHECKING:
-    from app.observability.metrics import ServiceMetrics
+    from app.evaluation.summaries import CompiledProfile
+    from app.observability.metrics import ServiceMetrics, StoredTally
 
 
 def _limits(settings: Settings) -> v.Limits:
@@ -89,6 +92,36 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
             metrics.rejected(records, kind, schemas, exc.details)
         raise
     return records, schemas, rows, repeats
+
+
+class Ahead:
+    """A computation that needs no database, begun on another thread by ``start`` (while
+    PostgreSQL inserts a batch's rows) and taken by ``result``. If no thread of the pool
+    has taken it up by then, it runs in the caller's thread: a busy pool delays nothing.
+    ``result`` without ``start`` computes in the caller's thread."""
+
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
+    THREADS = 4
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._future: Future[Any] | None = None
+
+    @classmethod
+    def _executor(cls) -> ThreadPoolExecutor:
+        with cls._pool_lock:  # made at first use: never inherited across a fork
+            if cls._pool is None:
+                cls._pool = ThreadPoolExecutor(cls.THREADS, thread_name_prefix="modelmon-ahead")
+            return cls._pool
+
+    def start(self) -> None:
+        self._future = self._executor().submit(self._fn)
+
+    def result(self) -> Any:
+        if self._future is None or self._future.cancel():  # cancelled: not begun yet
+            return self._fn()
+        return self._future.result()
 
 
 def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
@@ -162,15 +195,26 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         names = [r["model"] for r in records]
         by_id = {s.row.id: s for s in schemas.values()}
         shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
-        columns = summarize.columns_of_rows(shapes, rows)
+        columns = functools.cache(lambda: summarize.columns_of_rows(shapes, rows))
     else:
         if authorize is not None:  # the fast path accepted: the names are the batch's models
             authorize(batch.names)
-        names, rows, repeats, columns = batch.names, batch.rows, batch.repeats, batch.columns
+        names, rows, repeats = batch.names, batch.rows, batch.repeats
+        columns = lambda: batch.columns  # noqa: E731 - built at first use, then kept
         by_id = {s.row.id: s for s in batch.schemas.values()}
         shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
-    days = {datetime.fromtimestamp(d * 86400.0, UTC).date()  # UTC days, as partitioned
-            for mc in columns.values() for d in np.unique(mc.rows.ts // 86400.0)}
+    days = {r[1].date() for r in rows}  # UTC days, as partitioned (rows' times are UTC)
+
+    def after_write(duplicates: set[tuple[int, str]],
+                    waiting: dict[tuple[int, str], StoredLabel],
+                    new_rows: list[tuple], compiled: dict[int, CompiledProfile]
+                    ) -> tuple[dict[int, list[Any]], StoredTally | None]:
+        """What the batch adds to its summaries, and what to count of it once committed:
+        Python work that needs no database."""
+        return (summarize.for_predictions(shapes, rows, columns(), duplicates, waiting,
+                                          compiled, settings.job_interval_seconds),
+                None if metrics is None else metrics.stored_tally(by_id, names, new_rows))
+
     # First as if every key were new (the common case, and the cheaper claim); a key stored
     # already fails that attempt, and the batch is stored again claiming with ON CONFLICT.
     assume_new, partition_retry = True, True
@@ -181,15 +225,22 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
             with engine.begin() as conn:
                 compiled = (profiles or ProfileCache()).recent(
                     conn, {r[3] for r in rows}, PROFILE_RECHECK_SECONDS)
-                result = write_predictions(conn, rows, assume_new=assume_new)
+                # If the rows are copied in as they are (no duplicate, no waiting label),
+                # this runs on another thread while PostgreSQL inserts them.
+                ahead = Ahead(lambda compiled=compiled: after_write(set(), {}, rows, compiled))
+                result = write_predictions(conn, rows, assume_new=assume_new,
+                                           while_copying=ahead.start)
                 if result.waiting_labels:  # labels that waited for these predictions
                     pending.add(conn, {m: -n for m, n in Counter(
                         m for m, _ in result.waiting_labels).items()})
                 slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
                                                                     result.waiting_labels))
-                _append_summaries(conn, summarize.for_predictions(
-                    shapes, rows, columns, result.duplicate_keys, result.waiting_labels,
-                    compiled, settings.job_interval_seconds))
+                if result.duplicate_keys or result.waiting_labels:
+                    ahead = Ahead(lambda compiled=compiled, result=result: after_write(
+                        result.duplicate_keys, result.waiting_labels, result.new_rows,
+                        compiled))
+                summaries, tally = ahead.result()
+                _append_summaries(conn, summaries)
             break
         except IntegrityError as exc:
             if assume_new and isinstance(exc.orig, UniqueViolation) and \
@@ -202,7 +253,7 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
             partition_retry = False
             partitions.forget()
     if metrics is not None:
-        metrics.stored_predictions(by_id, names, result.new_rows)
+        metrics.count_stored(tally)
     return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows,
                        result.waiting_labels, result.duplicate_keys)
 

@@ -17,7 +17,7 @@ prediction committed before it, and a prediction batch every label.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -87,16 +87,23 @@ KEY_CONSTRAINT = prediction_keys.primary_key.name
 
 
 def write_predictions(conn: Connection, rows: Sequence[PredictionRow], *,
-                      assume_new: bool = False) -> WriteResult:
+                      assume_new: bool = False,
+                      while_copying: Callable[[], None] | None = None) -> WriteResult:
     """Store the rows whose keys are not stored yet. ``assume_new`` (Postgres): claim the
     keys with a plain INSERT, cheaper than ON CONFLICT's speculative insertion (about 3 ms of
     PostgreSQL CPU per 1,000 keys, bench/bench_ingest_cpu.py); a key stored already, or one
     committed meanwhile by a concurrent batch, then fails the statement with a unique
-    violation on KEY_CONSTRAINT, and the caller runs the transaction again without it."""
+    violation on KEY_CONSTRAINT, and the caller runs the transaction again without it.
+
+    ``while_copying`` is called while the rows are copied straight into their tables
+    (Postgres, the common case), and only then: the rows will be stored as they are, with no
+    duplicate and no waiting label, unless the COPY fails. The caller starts there, on
+    another thread, what it would otherwise compute after this call, so that it runs while
+    PostgreSQL inserts the rows."""
     if not rows:
         return WriteResult(0, 0, [], {})
     if conn.dialect.name == "postgresql":
-        duplicates, waiting = _pg_write_predictions(conn, rows, assume_new)
+        duplicates, waiting = _pg_write_predictions(conn, rows, assume_new, while_copying)
     else:  # SQLite serialises writers: no pairing lock
         duplicates, waiting = _generic_write_predictions(conn, rows)
     new = [r for r in rows if (r[0], r[2]) not in duplicates] if duplicates else list(rows)
@@ -163,7 +170,8 @@ def _waiting_sql(model_ids: set[int]) -> str:
 
 
 def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
-                          assume_new: bool) -> Claims:
+                          assume_new: bool,
+                          while_copying: Callable[[], None] | None = None) -> Claims:
     """(keys that were stored already, labels that were waiting for the rows now stored).
 
     The common case, every key new (``assume_new``), no inline label and no label waiting
@@ -184,7 +192,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
             while cur.nextset():  # the count is the last statement's
                 pass
             if not cur.fetchone()[0]:
-                _copy_direct(cur, rows)
+                _copy_direct(cur, rows, while_copying)
                 return set(), {}
             lock = ""  # held already
         # The staging table in the transaction, not once per session: behind a
@@ -201,7 +209,9 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
 
 
 def _copy(cur: psycopg.Cursor, statement: str, types: list[str], rows: Sequence[tuple],
-          width: int) -> None:
+          width: int, before_end: Callable[[], None] | None = None) -> None:
+    """COPY the rows' first ``width`` columns; ``before_end`` is called once every row is
+    written (all but the last buffer is sent), before waiting for PostgreSQL to finish."""
     with cur.copy(statement) as cp:
         cp.set_types(types)
         if len(rows[0]) == width:
@@ -210,13 +220,19 @@ def _copy(cur: psycopg.Cursor, statement: str, types: list[str], rows: Sequence[
         else:  # a validated row carries its parsed values after the stored columns
             for row in rows:
                 cp.write_row(row[:width])
+        if before_end is not None:
+            before_end()
 
 
-def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow]) -> None:
+def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow],
+                 while_copying: Callable[[], None] | None = None) -> None:
     """The keys, then the predictions. A key stored already (or committed meanwhile by a
     concurrent batch) fails the first COPY with a unique violation, a day without its
     partition the second with a check violation: raised as SQLAlchemy's IntegrityError, as
-    the same errors of an INSERT are, so the caller's retries see one kind of error."""
+    the same errors of an INSERT are, so the caller's retries see one kind of error.
+    ``while_copying`` is called once the predictions are written, while PostgreSQL still
+    inserts them: the caller's other work then competes with neither COPY's formatting for
+    the interpreter."""
     statement = _KEY_COPY
     try:
         with cur.copy(_KEY_COPY) as cp:
@@ -224,7 +240,8 @@ def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow]) -> None:
             for r in rows:
                 cp.write_row((r[0], r[2], r[1]))
         statement = _PREDICTION_COPY
-        _copy(cur, _PREDICTION_COPY, _PREDICTION_TYPES, rows, len(PREDICTION_COLUMNS))
+        _copy(cur, _PREDICTION_COPY, _PREDICTION_TYPES, rows, len(PREDICTION_COLUMNS),
+              while_copying)
     except psycopg.errors.IntegrityError as exc:
         raise IntegrityError(statement, None, exc) from exc
 

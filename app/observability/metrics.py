@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +53,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 JOBS = ("drift", "calibration", "cohorts", "labels")
+
+
+@dataclass(frozen=True)
+class StoredTally:
+    """A stored prediction batch's counts: (model, accepted, duplicates) per model sent,
+    (model, undeclared features) and (model, version, latency seconds)."""
+
+    sent: list[tuple[str, int, int]]
+    unexpected: list[tuple[str, int]]
+    latency: list[tuple[str, str, list[float]]]
 
 
 class ServiceMetrics:
@@ -128,8 +139,10 @@ class ServiceMetrics:
         for (model, feature), n in refused.items():
             self.refused_values.labels(model, feature).inc(n)
 
-    def stored_predictions(self, by_id: dict[int, ModelSchema], sent_models: list[str],
-                           new_rows: list[tuple]) -> None:
+    def stored_tally(self, by_id: dict[int, ModelSchema], sent_models: list[str],
+                     new_rows: list[tuple]) -> StoredTally:
+        """What to count of a stored batch, computed without touching a metric (on any
+        thread, before the batch commits); ``count_stored`` counts it once it has."""
         # One pass over the rows, by model id: names only per model, not per row.
         accepted_ids: Tally[int] = Tally()
         unexpected_ids: Tally[int] = Tally()
@@ -143,16 +156,23 @@ class ServiceMetrics:
             if r[11] is not None:
                 seconds.setdefault((r[0], r[3]), []).append(r[11] / 1000.0)
         accepted = Tally({by_id[mid].row.name: n for mid, n in accepted_ids.items()})
-        for name, n in Tally(sent_models).items():
-            self.ingested.labels(name, "accepted").inc(accepted[name])
-            self.ingested.labels(name, "duplicate").inc(n - accepted[name])
-        for mid, n in unexpected_ids.items():
-            self.unexpected_features.labels(by_id[mid].row.name).inc(n)
         version_names = {(mid, vid): v for mid, s in by_id.items()
                          for v, vid in s.versions.items()}
-        for (mid, vid), values in seconds.items():
-            observe_many(self.latency.labels(by_id[mid].row.name, version_names[(mid, vid)]),
-                         values)
+        return StoredTally(
+            [(name, accepted[name], n - accepted[name])
+             for name, n in Tally(sent_models).items()],
+            [(by_id[mid].row.name, n) for mid, n in unexpected_ids.items()],
+            [(by_id[mid].row.name, version_names[(mid, vid)], values)
+             for (mid, vid), values in seconds.items()])
+
+    def count_stored(self, tally: StoredTally) -> None:
+        for name, accepted, duplicate in tally.sent:
+            self.ingested.labels(name, "accepted").inc(accepted)
+            self.ingested.labels(name, "duplicate").inc(duplicate)
+        for name, n in tally.unexpected:
+            self.unexpected_features.labels(name).inc(n)
+        for name, version, values in tally.latency:
+            observe_many(self.latency.labels(name, version), values)
 
     def stored_labels(self, by_id: dict[int, ModelSchema], records: list[Any],
                       result: LabelResult) -> None:
