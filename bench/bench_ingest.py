@@ -252,8 +252,12 @@ def decoders(bodies: list[bytes]) -> dict[str, float]:
     t = time.perf_counter()
     cache: dict = {}
     for body in bodies:
-        decode.decode_predictions(body, lambda wanted: schemas, limits, 10_000, cache)
-    out["msgspec fast path (decode + every check, rows ready)"] = time.perf_counter() - t
+        # the summaries' columns are built at first use (on another thread while the rows are
+        # copied in); counted here, as they were when decoding built them
+        assert decode.decode_predictions(body, lambda wanted: schemas, limits, 10_000,
+                                         cache).columns
+    out["msgspec fast path (decode + every check, rows and summary columns ready)"] = \
+        time.perf_counter() - t
     t = time.perf_counter()
     for body in bodies:
         Batch.model_validate_json(body)
