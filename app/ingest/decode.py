@@ -131,10 +131,10 @@ def _finite(value: int | float) -> float:
         raise NotFast from None
 
 
-def _timestamp(value: str, limits: Limits) -> datetime:
+def _timestamp(value: str, earliest: datetime, latest: datetime) -> datetime:
     ts = datetime.fromisoformat(value)  # the complete validator's parser, so the same formats
     ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    if ts > limits.now + limits.max_future or ts < limits.now - limits.max_past:
+    if ts > latest or ts < earliest:
         raise NotFast
     return ts
 
@@ -250,13 +250,14 @@ def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSch
     positions: dict[type, list[int]] = {}
     times: dict[type, list[datetime]] = {}
     received_at = limits.now
+    earliest, latest = limits.now - limits.max_past, limits.now + limits.max_future
     for r in records:
         kind = type(r)
         schema = decoders[kind][1]
         version_id = schema.versions.get(r.version) if r.version is not None else None
         if version_id is None or version_id in schema.version_features:
             raise NotFast  # a version with its own feature list: the complete validator's
-        ts = _timestamp(r.timestamp, limits)
+        ts = _timestamp(r.timestamp, earliest, latest)
         key = (schema.row.id, r.prediction_id)
         if key in seen:
             continue
