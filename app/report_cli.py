@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.api_client import ApiClient, CliError, add_connection_args
-from app.errors import ApiError
+from app.errors import ApiError, DomainError
 from app.settings import get_settings
 
 
@@ -149,7 +149,7 @@ def _from_database(args: argparse.Namespace) -> dict[str, Any]:
             if args.kind == "calibration":
                 return reports.calibration_report(conn, settings, sc, args.bins)
             return reports.cohorts_report(conn, settings, sc)
-    except ApiError as err:
+    except (ApiError, DomainError) as err:
         raise CliError(err.message) from None
     except OperationalError as err:
         reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)

@@ -16,7 +16,17 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from app.errors import ApiError, Problem
+from app.errors import (
+    ApiError,
+    Conflict,
+    DomainError,
+    Invalid,
+    Malformed,
+    NotFound,
+    Problem,
+    TooLarge,
+    Unavailable,
+)
 
 log = logging.getLogger("modelmon.api")
 
@@ -30,7 +40,27 @@ class SafeJSONResponse(JSONResponse):
                           separators=(",", ":")).encode("ascii")
 
 
-def error_response(err: ApiError, max_details: int | None = None) -> SafeJSONResponse:
+# The one place a domain error's kind becomes an HTTP status.
+STATUS: dict[type[DomainError], int] = {
+    Malformed: 400, NotFound: 404, Conflict: 409, TooLarge: 413, Invalid: 422, Unavailable: 503,
+}
+
+
+def status_of(err: DomainError) -> int:
+    """The status of a domain error's kind (its nearest kind in ``STATUS``)."""
+    for kind in type(err).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    raise TypeError(f"no HTTP status for {type(err).__name__}")
+
+
+def error_response(err: ApiError | DomainError, max_details: int | None = None,
+                   retry_after: int | None = None) -> SafeJSONResponse:
+    if isinstance(err, DomainError):
+        headers = ({"Retry-After": str(retry_after)}
+                   if isinstance(err, Unavailable) and retry_after is not None else None)
+        return SafeJSONResponse(err.body(max_details), status_code=status_of(err),
+                                headers=headers)
     return SafeJSONResponse(err.body(max_details), status_code=err.status, headers=err.headers)
 
 
@@ -72,6 +102,10 @@ def install(app: FastAPI, *, retry_after: int, max_details: int,
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, err: ApiError) -> SafeJSONResponse:
         return error_response(err, max_details)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_req: Request, err: DomainError) -> SafeJSONResponse:
+        return error_response(err, max_details, retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, err: RequestValidationError) -> SafeJSONResponse:
