@@ -216,9 +216,9 @@ def decoders(bodies: list[bytes]) -> dict[str, float]:
     """Seconds to decode and type-check the same bodies in-process, three ways."""
     from pydantic import BaseModel, ConfigDict, StrictFloat, StrictStr
 
-    from app.api.body import parse_json
     from app.ingest import decode
     from app.ingest import validation as v
+    from app.jsonvalues import parse_json
     from app.storage.registry import ModelRow
 
     features = [{"name": f"f{j}", "type": "numeric"} for j in range(N_NUMERIC)]

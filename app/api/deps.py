@@ -8,10 +8,11 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
-from app.api.body import find_unstorable, read_json
+from app.api.body import read_json
 from app.api.errors import validation_problems
 from app.errors import ApiError, Problem
 from app.evaluation.profiles import ProfileCache
+from app.jsonvalues import find_unstorable
 from app.settings import Settings
 from app.storage.partitions import PartitionManager
 

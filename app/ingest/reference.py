@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from app.api.body import NON_FINITE, find_unstorable, parse_json
 from app.errors import ApiError, Problem
+from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
 from app.storage.registry import ModelRow
 
 JSON_TYPES = ("application/json", "")

@@ -16,7 +16,6 @@ from psycopg.errors import CheckViolation, UniqueViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.api.body import parse_json
 from app.errors import ApiError, Problem
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
@@ -30,6 +29,7 @@ from app.ingest.writer import (
     write_labels,
     write_predictions,
 )
+from app.jsonvalues import parse_json
 from app.settings import Settings
 from app.storage import pending, registry
 from app.storage import summaries as summary_store

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.api.body import NonFinite, text_problem
 from app.errors import ApiError, Problem
+from app.jsonvalues import NonFinite, text_problem
 from app.storage.registry import ModelRow
 
 MAX_ID_LEN = 200

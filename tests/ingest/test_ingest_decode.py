@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from app.api.body import parse_json
-from app.errors import ApiError
+from app.errors import ApiError, DomainError
 from app.evaluation.summaries import ModelShape, Rows
 from app.ingest import decode, summarize
 from app.ingest import validation as v
+from app.jsonvalues import parse_json
 from app.storage.registry import ModelRow
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -162,13 +162,13 @@ def encode(batch: dict) -> bytes:
             .replace("SURROGATE-marker", "\\ud800").encode())
 
 
-def complete(body: bytes) -> list[tuple] | ApiError:
+def complete(body: bytes) -> list[tuple] | ApiError | DomainError:
     s = schemas()
     try:
         records = v.records_of(parse_json(body), 10_000)
         v.check_known(records, s, with_version=True)
         return v.validate_predictions(records, s, LIMITS)[0]
-    except ApiError as err:
+    except (ApiError, DomainError) as err:
         return err
 
 
