@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from app.evaluation.summaries import (
     CompiledProfile,
@@ -37,13 +37,12 @@ from app.evaluation.summaries import (
     unpack_drift,
     unpack_outcome,
 )
+from app.storage import locks, registry
 from app.storage import observations as obs
-from app.storage import registry
 from app.storage import summaries as store
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
 log = logging.getLogger("modelmon.summaries")
-_MAINTENANCE_LOCK = 0x6D6D5355  # "mmSU" (two int4 keys: this and the model or version id)
 
 
 def aligned_end(now: datetime, interval_seconds: float) -> datetime:
@@ -207,9 +206,7 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
     with repeatable_read(engine.connect()) as conn, conn.begin():
         shape = ModelShape.of(registry.version_model(conn=conn, model=model,
                                                      version_id=version_id))
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k, :m)"),
-                         {"k": _MAINTENANCE_LOCK, "m": model.id})
+        locks.hold(conn, locks.SUMMARY_UPKEEP, model.id)
         stale = stale_buckets(store.coverage(conn=conn, model_id=model.id,
                                              version_id=version_id, start=start, end=end),
                               cp.key)
@@ -237,9 +234,7 @@ def backfill(engine: Engine, model: Any, version_id: int, received_before: datet
     with repeatable_read(engine.connect()) as conn, conn.begin():
         shape = ModelShape.of(registry.version_model(conn=conn, model=model,
                                                      version_id=version_id))
-        if conn.dialect.name == "postgresql" and not conn.execute(
-                text("SELECT pg_try_advisory_xact_lock(:k, :v)"),
-                {"k": _MAINTENANCE_LOCK + 1, "v": version_id}).scalar_one():
+        if not locks.try_hold(conn, locks.SUMMARY_BACKFILL, version_id):
             return None
         if version_id not in {v for _, v, _ in store.pending_backfill(conn=conn)}:
             return 0

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.ingest.validation import LabelRow, PredictionRow
+from app.storage import locks
 from app.storage.db import as_utc
 from app.storage.tables import (
     STAGE_DDL,
@@ -49,7 +50,6 @@ assert STAGE_COLUMNS == (*PREDICTION_COLUMNS, "gt_class", "gt_value")
 N_STAGE = len(STAGE_COLUMNS)  # a validated row may carry more (its parsed values) after these
 _JSON_COLUMNS = {"features", "cohorts", "probabilities"}
 _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
-_PAIRING_LOCK = 0x6D6D5041  # "mmPA"
 
 
 class StoredLabel(NamedTuple):
@@ -67,20 +67,6 @@ class WriteResult:
     waiting_labels: dict[tuple[int, str], StoredLabel]
     # (model_id, prediction_id) of the rows that were stored already
     duplicate_keys: set[tuple[int, str]] = field(default_factory=set)
-
-
-def pairing_lock_sql(model_ids: set[int], *, labels: bool) -> str:
-    """Shared (predictions) or exclusive (labels) pairing lock per model, in id order, as
-    one string of statements (Postgres); model ids are integers, written in literally."""
-    fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
-    return "".join(f"SELECT {fn}({_PAIRING_LOCK}, {int(m)}); " for m in sorted(model_ids))
-
-
-def lock_models_for_pairing(conn: Connection, model_ids: set[int], *, labels: bool) -> None:
-    if conn.dialect.name != "postgresql":
-        return  # SQLite serialises writers already
-    # Through SQLAlchemy, so that errors are wrapped as on every other statement.
-    conn.exec_driver_sql(pairing_lock_sql(model_ids, labels=labels))
 
 
 KEY_CONSTRAINT = prediction_keys.primary_key.name
@@ -186,7 +172,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
     inline = any(r[12] is not None or r[13] is not None for r in rows)
     with conn.connection.driver_connection.cursor() as cur:
         # The pairing locks (shared) first, in one round trip with what follows them.
-        lock = pairing_lock_sql(models, labels=False)
+        lock = locks.pairing_sql(models, labels=False)
         if assume_new and not inline:
             cur.execute(lock + _waiting_sql(models))
             while cur.nextset():  # the count is the last statement's
@@ -329,7 +315,7 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
     pairs they complete are returned), the rest wait (``pending``) for their prediction."""
     if not rows:
         return LabelResult(0, 0, repeats)
-    lock_models_for_pairing(conn, {r[0] for r in rows}, labels=True)
+    locks.hold_pairing(conn, {r[0] for r in rows}, labels=True)
     now = datetime.now(UTC)
     inserted = [
         (r[0], r[1])

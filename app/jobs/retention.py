@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, text
 
-from app.storage import pending, summaries
+from app.storage import locks, pending, summaries
 from app.storage.partitions import PartitionManager
 from app.storage.tables import (
     job_runs,
@@ -20,7 +20,6 @@ from app.storage.tables import (
 )
 
 log = logging.getLogger("modelmon.retention")
-_RETENTION_LOCK = 0x6D6D_5245_5445  # "mmRETE"
 
 
 def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noqa: ANN001
@@ -29,8 +28,7 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
     out = {"partitions_dropped": 0, "rows_deleted": 0}
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                {"k": _RETENTION_LOCK}).scalar_one():
+            if not locks.try_hold(conn, locks.RETENTION):
                 return out
             cutoff_day = cutoff.date()
             names = [r[0] for r in conn.execute(text(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from app.evaluation import compute, windows
@@ -27,7 +27,7 @@ from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
 from app.evaluation.windows import aligned_end
 from app.settings import Settings
-from app.storage import registry, results
+from app.storage import locks, registry, results
 from app.storage import summaries as store
 from app.storage.registry import ModelRow
 
@@ -36,7 +36,6 @@ log = logging.getLogger("modelmon.jobs")
 WINDOW_JOBS = ("drift", "calibration", "cohorts", "labels")
 # Jobs that need ground truth: they evaluate the window that ended `label_lag_seconds` ago.
 LABEL_JOBS = ("calibration", "cohorts", "labels")
-JOB_CODES = {"drift": 1, "calibration": 2, "cohorts": 3, "labels": 4, "retention": 5}
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 Row = dict[str, Any]
@@ -243,12 +242,9 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
     counts: dict[str, int] = {}
     try:
         with windows.repeatable_read(engine.connect()) as conn, conn.begin():
-            if conn.dialect.name == "postgresql":
-                got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:j, :m)"),
-                                   {"j": JOB_CODES[job], "m": model.id}).scalar_one()
-                if not got:
-                    outcome = "locked"
-                    return outcome
+            if not locks.try_hold(conn, locks.JOBS[job], model.id):
+                outcome = "locked"
+                return outcome
             if results.success_exists(conn=conn, job=job, model_id=model.id, window_end=end):
                 outcome = "skipped"
                 return outcome

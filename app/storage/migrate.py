@@ -9,9 +9,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-_MIGRATION_LOCK_KEY = 0x6D6D_4D49_4752  # "mmMIGR"
+from app.storage import locks
+
 # Inside the package (app/migrations), so an installed wheel carries them; installed wheels
 # are unpacked, so the resource is a directory Alembic can read.
 MIGRATIONS_DIR = Path(str(resources.files("app.migrations")))
@@ -46,8 +47,7 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
 def _run(engine: Engine, fn, revision: str) -> None:  # noqa: ANN001
     cfg = _config()
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Replicas starting together must not race each other through the same migration.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        # Replicas starting together must not race each other through the same migration.
+        locks.hold(conn, locks.MIGRATION)
         cfg.attributes["connection"] = conn
         fn(cfg, revision)

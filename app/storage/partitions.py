@@ -13,10 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 
+from app.storage import locks
 from app.storage.db import is_postgres
-
-# Arbitrary, fixed key for pg_advisory_xact_lock: "partition maintenance".
-_PARTITION_LOCK_KEY = 0x6D6D_5041_5254  # "mmPART"
 
 
 def partition_name(day: date) -> str:
@@ -47,7 +45,7 @@ class PartitionManager:
         if not missing:
             return
         with self._lock, self._engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PARTITION_LOCK_KEY})
+            locks.hold(conn, locks.PARTITIONS)
             existing = {
                 row[0]
                 for row in conn.execute(
