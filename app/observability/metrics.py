@@ -343,8 +343,7 @@ CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
 RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
 # Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
 # feature's drift decision with feature_psi, so it is not repeated).
-SUBJECT_STATE = ("feature_psi", "feature_missing_ratio", "feature_out_of_range_ratio",
-                 "feature_new_category_ratio", "cohort_error_ratio", "cohort_mae")
+SUBJECT_STATE = frozenset(m for m, d in METRICS.items() if d.subject_state)
 
 
 def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
