@@ -29,6 +29,7 @@ from app.api.schemas import (
     VersionPatch,
 )
 from app.evaluation import policy as model_policy
+from app.evaluation.checks.versions import version_checks_by_model
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
                              max_versions=settings.metrics_max_versions, jobs=JOBS)
         snap["model_policy"] = model_policy.paging_by_model(settings, snap["policies"])
-        model_policy.version_checks_by_model(settings, snap["policies"], snap["deltas"])
+        version_checks_by_model(settings, snap["policies"], snap["deltas"])
         return snap
 
     registry.register(QualityCollector(

@@ -52,7 +52,10 @@ from scipy.special import expit, logit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.evaluation import compute  # noqa: E402
+from app.evaluation.checks.calibration import calibration  # noqa: E402
+from app.evaluation.checks.cohorts import cohorts  # noqa: E402
+from app.evaluation.checks.drift import drift  # noqa: E402
+from app.evaluation.policy import Thresholds  # noqa: E402
 from app.evaluation.profiles import build_profile  # noqa: E402
 from app.evaluation.summaries import (  # noqa: E402
     CompiledProfile,
@@ -221,7 +224,7 @@ class Sim:
         profile = build_profile(self.model, ref.features, prediction_values(self.shape, ref),
                                 ref.n)
         self.cp = CompiledProfile.compile(profile, "sim")
-        self.th = compute.Thresholds.from_settings(Settings())
+        self.th = Thresholds.from_settings(Settings())
 
     def bucket(self, rng: np.random.Generator, n: int, change: Change | None
                ) -> tuple[DriftSummary, OutcomeSummary]:
@@ -245,7 +248,7 @@ class Sim:
                          buckets=len(parts))
         out: dict[str, str] = {}
         if not labels_only:
-            r = compute.drift(w, self.cp, self.th)
+            r = drift(w, self.cp, self.th)
             for f in r["features"]:
                 out[f["feature"]] = f["decision"]
                 # data quality (tickets): missing values, values outside the reference's range,
@@ -255,8 +258,8 @@ class Sim:
                         out[f"quality:{f['feature']}:{dq}"] = f[f"{dq}_decision"]
             if r["prediction"] is not None:
                 out["prediction"] = r["prediction"]["decision"]
-        out["calibration"] = compute.calibration(self.model, w, self.th)["decision"]
-        for key, c in compute.cohorts(self.model, w, self.th).items():
+        out["calibration"] = calibration(self.model, w, self.th)["decision"]
+        for key, c in cohorts(self.model, w, self.th).items():
             for row in c["cohorts"]:
                 out[f"{key}={row['cohort']}"] = row["decision"]
         return out

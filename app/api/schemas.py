@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from app.evaluation import policy as model_policy
-from app.evaluation.compute import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
+from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
 from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

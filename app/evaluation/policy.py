@@ -12,16 +12,52 @@ own, so a knob cannot take a value its setting would refuse.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from typing import Any
 
-from app.evaluation.compute import (
-    PER_COHORT_KEY_FIELDS,
-    PER_FEATURE_FIELDS,
-    Thresholds,
-    version_checks,
-)
+from app.monitoring import INSUFFICIENT_DATA
 from app.settings import Settings
+
+# The decision words every check stores and every report states; /metrics exports them as
+# 0 (ok and insufficient data), 1 and 2.
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+DECISIONS = (OK, INSUFFICIENT_DATA, WARNING, CRITICAL)
+_PREFIX = "threshold_"
+
+
+class _ThresholdsBase:
+    """What a set of thresholds can do; the fields are the settings' ``threshold_*``."""
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Thresholds:
+        return cls(**{k: getattr(s, _PREFIX + k) for k in cls.__dataclass_fields__})
+
+    def overlay(self, overrides: Mapping[str, Any]) -> Thresholds:
+        """These thresholds with the fields ``overrides`` names replaced (other keys are
+        not thresholds and are ignored)."""
+        mine = {k: v for k, v in overrides.items() if k in self.__dataclass_fields__}
+        return replace(self, **mine) if mine else self  # type: ignore[type-var]
+
+    def stated(self, fields: tuple[str, ...]) -> dict[str, Any]:
+        """The values of ``fields``, as a report or a stored row states what it applied."""
+        return {k: getattr(self, k) for k in fields if k in self.__dataclass_fields__}
+
+
+# The decision thresholds: one field per MODELMON_THRESHOLD_<FIELD> setting, defaulting to
+# that setting's default, so a knob and its default are written once (app/settings.py).
+Thresholds = make_dataclass(
+    "Thresholds",
+    [(name.removeprefix(_PREFIX), f.annotation, field(default=f.default))
+     for name, f in Settings.model_fields.items() if name.startswith(_PREFIX)],
+    bases=(_ThresholdsBase,), frozen=True)
+Thresholds.__module__ = __name__
+
+# What a model's policy may set per feature and per cohort key: the effect sizes and
+# minimum n. The error rates (alpha) stay the model's: they are corrected across the columns
+# or cohorts tested together.
+PER_FEATURE_FIELDS = ("psi_moderate", "psi_major", "psi_warning", "psi_critical", "ks_d",
+                      "min_n", "missing_rise", "out_of_range_rise", "new_category_rise")
+PER_COHORT_KEY_FIELDS = ("cohort_ratio_critical", "cohort_min_n")
 
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
 MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page",
@@ -110,17 +146,6 @@ def problems(settings: Settings, overrides: Mapping[str, Any], features: list[st
                 out.append((f"{path}.{low}", f"the effective {low} must not exceed the "
                             f"effective {high} (from the policy or its default setting)"))
     return out
-
-
-def version_checks_by_model(settings: Settings,
-                            overrides: Mapping[str, Mapping[str, Any] | None],
-                            deltas: list[dict[str, Any]]) -> None:
-    """Decide each stored version delta with its model's effective policy (in place, under
-    "checks"), what /metrics exports as modelmon_version_check_state."""
-    th = {name: effective(settings, o).thresholds for name, o in overrides.items()}
-    default = Thresholds.from_settings(settings)
-    for d in deltas:
-        d["checks"] = version_checks(d["overall"], th.get(d["model"], default))
 
 
 def paging_by_model(settings: Settings, overrides: Mapping[str, Mapping[str, Any] | None]

@@ -11,9 +11,13 @@ from typing import Any
 from sqlalchemy import Connection
 
 from app.errors import ApiError, Problem, not_found
-from app.evaluation import compute, windows
 from app.evaluation import policy as model_policy
+from app.evaluation import windows
 from app.evaluation.catalogue import METRICS
+from app.evaluation.checks.calibration import calibration
+from app.evaluation.checks.cohorts import cohorts
+from app.evaluation.checks.drift import drift
+from app.evaluation.checks.gap import generalization_gap
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
 from app.evaluation.windows import aligned_end, whole_buckets
@@ -99,7 +103,7 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
         if ref.profile is None:
             entry.update(features=[], prediction=None)
         else:
-            entry.update(compute.drift(w, ref.profile, pol.thresholds, pol.features,
+            entry.update(drift(w, ref.profile, pol.thresholds, pol.features,
                                        registry.feature_importance(conn=conn, version_id=vid)))
         out.append(entry)
     return _envelope(sc, out, pol)
@@ -112,7 +116,7 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
-                    **compute.calibration(sc.model, w, pol.thresholds, bins)})
+                    **calibration(sc.model, w, pol.thresholds, bins)})
     return _envelope(sc, out, pol)
 
 
@@ -122,9 +126,9 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
-        out.append({"version": name, "n": w.n, "cohort_keys": compute.cohorts(
+        out.append({"version": name, "n": w.n, "cohort_keys": cohorts(
             sc.model, w, pol.thresholds, pol.cohort_keys),
-                    "generalization_gap": compute.generalization_gap(
+                    "generalization_gap": generalization_gap(
                         sc.model, w, pol.thresholds, training.get(vid, {}))})
     return _envelope(sc, out, pol)
 

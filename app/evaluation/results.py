@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.evaluation.catalogue import METRICS
+from app.evaluation.checks.quality import COLUMN_CHECKS
 from app.evaluation.windows import MergedWindow
 from app.storage.registry import ModelRow
 
@@ -37,24 +38,11 @@ def drift_rows(model: ModelRow, w: MergedWindow, report: dict[str, Any],
                          {**_psi_detail(f), "reference_counts": f["reference_counts"],
                           "current_counts": f["current_counts"], "bins": f["bins"],
                           "importance": f.get("importance")}))
-        rows.append(_row("drift", *args, "feature_missing_ratio", f["feature"], w.start, w.end,
-                         f["n_current"], f["missing_rate"], f["missing_decision"],
-                         "share of nulls", {"reference": f["reference_missing_rate"],
-                                            "thresholds": f["thresholds"]}))
-        if f.get("out_of_range_decision") is not None:
-            rows.append(_row("drift", *args, "feature_out_of_range_ratio", f["feature"],
-                             w.start, w.end, f["n_current"], f["out_of_range_rate"],
-                             f["out_of_range_decision"], "share outside the reference's "
-                             "[min, max]; binomial test against the Beta(2, n_ref - 1) "
-                             "quantile of the mass outside it",
-                             {"null": f["out_of_range_null"], "thresholds": f["thresholds"]}))
-        if f.get("new_category_decision") is not None:
-            rows.append(_row("drift", *args, "feature_new_category_ratio", f["feature"],
-                             w.start, w.end, f["n_current"], f["new_category_rate"],
-                             f["new_category_decision"], "share in no reference category; "
-                             "Fisher exact test against the reference's share",
-                             {"reference": f["reference_new_category_rate"],
-                              "thresholds": f["thresholds"]}))
+        for check in COLUMN_CHECKS:
+            if f.get(check.decision) is not None:
+                rows.append(_row("drift", *args, check.metric, f["feature"], w.start, w.end,
+                                 f["n_current"], f[check.value], f[check.decision],
+                                 check.method, check.detail(f)))
         if f["type"] == "numeric":
             rows.append(_row("drift", *args, "feature_ks_statistic", f["feature"], w.start,
                              w.end, f["n_current"], f["ks_statistic"], f["decision"], ks_method,

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 
 from app.errors import ApiError, Problem
 from app.evaluation import policy as model_policy
-from app.evaluation.compute import version_checks
+from app.evaluation.checks.versions import version_checks
 from app.jsonvalues import find_unstorable, parse_json, text_problem
 from app.monitoring import (
     OK,

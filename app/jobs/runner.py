@@ -15,16 +15,12 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.evaluation import compute, windows
-from app.evaluation import policy as model_policy
-from app.evaluation import results as result_rows
+from app.evaluation import evaluate, windows
 from app.evaluation.profiles import ProfileCache
-from app.evaluation.references import reference_for
 from app.evaluation.windows import aligned_end
 from app.settings import Settings
 from app.storage import locks, registry, results
@@ -34,11 +30,8 @@ from app.storage.registry import ModelRow
 log = logging.getLogger("modelmon.jobs")
 
 WINDOW_JOBS = ("drift", "calibration", "cohorts", "labels")
-# Jobs that need ground truth: they evaluate the window that ended `label_lag_seconds` ago.
-LABEL_JOBS = ("calibration", "cohorts", "labels")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
-Row = dict[str, Any]
 
 
 def windows_due(now: datetime, settings: Settings,
@@ -60,176 +53,6 @@ def due(conn: Connection, job: str, model: ModelRow, settings: Settings,
         conn=conn, job=job, model_id=model.id, since=earliest))
 
 
-def compute_rows(job: str, conn: Connection, model: ModelRow, start: datetime, end: datetime,
-                 settings: Settings, now: datetime, profiles: ProfileCache,
-                 counts: dict[str, int] | None = None) -> list[Row]:
-    """The result rows of one job window; ``counts``, when given, gets the predictions and
-    labeled predictions the window held (summed over its versions)."""
-    counts = {} if counts is None else counts
-    pol = model_policy.effective(settings, model.policy)
-    th, per_feature, per_key = pol.thresholds, pol.features, pol.cohort_keys
-    if job in LABEL_JOBS and pol.label_lag_seconds:
-        lag = timedelta(seconds=pol.label_lag_seconds)
-        start, end = start - lag, end - lag
-    rows: list[Row] = []
-    bucket = settings.job_interval_seconds
-    cap = settings.summary_max_cohort_values
-    long_start = end - timedelta(seconds=settings.job_long_window_seconds)
-    longer = settings.job_long_window_seconds > (end - start).total_seconds()
-    training = registry.training_blocks(conn=conn, model_id=model.id) \
-        if job == "cohorts" else {}
-    for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
-                                               end=end):
-        if job == "drift":
-            ref = reference_for(conn=conn, model=model, version_id=version_id,
-                                settings=settings, now=now, profiles=profiles,
-                                store_baseline=True)
-            if ref.profile is not None:
-                w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket,
-                                  cp=ref.profile, max_cohort_values=cap)
-                _count(counts, w)
-                used = registry.feature_importance(conn=conn, version_id=version_id)
-                report = compute.drift(w, ref.profile, th, per_feature, used)
-                if longer and _too_small(report):
-                    wl = windows.merge(conn, model, version_id, long_start, end,
-                                       bucket_seconds=bucket, cp=ref.profile,
-                                       max_cohort_values=cap)
-                    short, long = _split_drift(
-                        report, compute.drift(wl, ref.profile, th, per_feature, used), wl)
-                    rows += result_rows.drift_rows(model, wl, long, ref.info)
-                    report = short
-                rows += result_rows.drift_rows(model, w, report, ref.info)
-            continue
-        w = windows.merge(conn, model, version_id, start, end, bucket_seconds=bucket, cp=None,
-                          max_cohort_values=cap)
-        _count(counts, w)
-
-        def long_window(version_id: int = version_id) -> windows.MergedWindow:
-            return windows.merge(conn, model, version_id, long_start, end,
-                                 bucket_seconds=bucket, cp=None, max_cohort_values=cap)
-
-        if job == "calibration":
-            r = compute.calibration(model, w, th)
-            if longer and r.get("gate") == "min_support":
-                wl = long_window()
-                rl = compute.calibration(model, wl, th)
-                if rl.get("gate") != "min_support":
-                    rows += result_rows.calibration_rows(model, wl, _horizon(rl, wl))
-                    continue
-            rows += result_rows.calibration_rows(model, w, r)
-        elif job == "cohorts":
-            # the overall error and gap of every model with labels; cohorts where it has keys
-            rows += result_rows.overall_error_rows(model, w, compute.overall_error(model, w))
-            if model.cohort_keys:
-                r = compute.cohorts(model, w, th, per_key)
-                if longer and _too_small_cohorts(r):
-                    wl = long_window()
-                    short, long = _split_cohorts(r, compute.cohorts(model, wl, th, per_key),
-                                                 wl)
-                    rows += result_rows.cohort_rows(model, wl, long)
-                    r = short
-                rows += result_rows.cohort_rows(model, w, r)
-            registered = training.get(version_id, {})
-            g = compute.generalization_gap(model, w, th, registered)
-            if longer and g is not None and _too_small_gap(g):
-                wl = long_window()
-                short_g, long_g = _split_gap(
-                    g, compute.generalization_gap(model, wl, th, registered), wl)
-                rows += result_rows.gap_rows(model, wl, long_g)
-                g = short_g
-            rows += result_rows.gap_rows(model, w, g)
-        elif job == "labels":
-            rows += result_rows.label_rows(model, w, compute.label_stats(w, th))
-        else:
-            raise ValueError(f"unknown job {job!r}")
-    return rows
-
-
-# Quiet models and small cohorts: a subject the job window is too small to decide is decided
-# over the longer horizon (MODELMON_JOB_LONG_WINDOW_SECONDS, 24 h) ending at the same boundary
-# instead of staying silent, when that horizon can decide it. Its rows carry the longer
-# window's start, and `horizon_seconds` in their detail.
-
-
-def _horizon(row: dict[str, Any], w: windows.MergedWindow) -> dict[str, Any]:
-    row["horizon_seconds"] = (w.end - w.start).total_seconds()
-    return row
-
-
-def _too_small(report: dict[str, Any]) -> bool:
-    cols = [*report["features"], *([report["prediction"]] if report["prediction"] else [])]
-    return any(c.get("gate") == "min_support" for c in cols)
-
-
-def _split_drift(short: dict[str, Any], long: dict[str, Any], wl: windows.MergedWindow
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the short window's report without the columns the long one decides, the long one's
-    report with only those columns)."""
-    def decided_longer(s: dict[str, Any] | None, lg: dict[str, Any] | None) -> bool:
-        return (s is not None and lg is not None and s.get("gate") == "min_support"
-                and lg.get("gate") != "min_support")
-
-    by_name = {f["feature"]: f for f in long["features"]}
-    moved = [f["feature"] for f in short["features"]
-             if decided_longer(f, by_name.get(f["feature"]))]
-    pred = decided_longer(short["prediction"], long["prediction"])
-    return ({**short, "features": [f for f in short["features"] if f["feature"] not in moved],
-             "prediction": None if pred else short["prediction"]},
-            {**long, "features": [_horizon(by_name[n], wl) for n in moved],
-             "prediction": _horizon(long["prediction"], wl) if pred else None})
-
-
-def _too_small_cohorts(report: dict[str, Any]) -> bool:
-    return any(c.get("gate") == "min_n" for r in report.values() for c in r["cohorts"])
-
-
-def _split_cohorts(short: dict[str, Any], long: dict[str, Any], wl: windows.MergedWindow
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cohorts too small in the job window but decidable over the longer horizon move to
-    the long window's report."""
-    s_out: dict[str, Any] = {}
-    l_out: dict[str, Any] = {}
-    for key, r in short.items():
-        lr = {c["cohort"]: c for c in long.get(key, {}).get("cohorts", [])}
-        moved = [_horizon(lr[c["cohort"]], wl) for c in r["cohorts"]
-                 if c.get("gate") == "min_n" and c["cohort"] in lr
-                 and lr[c["cohort"]].get("gate") != "min_n"]
-        names = {c["cohort"] for c in moved}
-        s_out[key] = {**r, "cohorts": [c for c in r["cohorts"] if c["cohort"] not in names]}
-        l_out[key] = {**long[key], "cohorts": moved}
-    return s_out, l_out
-
-
-def _too_small_gap(report: dict[str, Any]) -> bool:
-    parts = [*([report["overall"]] if report["overall"] else []), *report["cohorts"]]
-    return any(p.get("gate") == "min_n" for p in parts)
-
-
-def _split_gap(short: dict[str, Any], long: dict[str, Any] | None, wl: windows.MergedWindow
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The generalization gap, overall or of a cohort, too small to decide in the job window
-    but decidable over the longer horizon moves to the long window's report."""
-    def moves(s: dict[str, Any] | None, lg: dict[str, Any] | None) -> bool:
-        return (s is not None and lg is not None and s.get("gate") == "min_n"
-                and lg.get("gate") != "min_n")
-
-    long = long or {"overall": None, "cohorts": []}
-    overall = moves(short["overall"], long["overall"])
-    by = {(c["cohort_key"], c["cohort"]): c for c in long["cohorts"]}
-    moved = {k for c in short["cohorts"]
-             if moves(c, by.get(k := (c["cohort_key"], c["cohort"])))}
-    return ({"overall": None if overall else short["overall"],
-             "cohorts": [c for c in short["cohorts"]
-                         if (c["cohort_key"], c["cohort"]) not in moved]},
-            {"overall": _horizon(long["overall"], wl) if overall else None,
-             "cohorts": [_horizon(by[k], wl) for k in sorted(moved)]})
-
-
-def _count(counts: dict[str, int], w: windows.MergedWindow) -> None:
-    counts["predictions"] = counts.get("predictions", 0) + w.n
-    counts["labeled"] = counts.get("labeled", 0) + w.outcome.labeled
-
-
 def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: datetime,
                settings: Settings, *, now: datetime | None = None,
                on_done: Callable[[str, str, float], None] | None = None,
@@ -248,8 +71,8 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
             if results.success_exists(conn=conn, job=job, model_id=model.id, window_end=end):
                 outcome = "skipped"
                 return outcome
-            rows = compute_rows(job, conn, model, start, end, settings, now or started,
-                                profiles or ProfileCache(), counts)
+            rows = evaluate.window_rows(job, conn, model, start, end, settings,
+                                        now or started, profiles or ProfileCache(), counts)
             counts["results"] = len(rows)
             results.insert_results(conn=conn, rows=rows)
             results.record_run(conn=conn, job=job, model_id=model.id, window_start=start,

@@ -9,7 +9,11 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from app.evaluation import compute
+from app.evaluation.checks.calibration import calibration
+from app.evaluation.checks.cohorts import cohorts
+from app.evaluation.checks.drift import drift
+from app.evaluation.checks.gap import generalization_gap
+from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile, column_profile
 from app.evaluation.summaries import (
     CompiledProfile,
@@ -28,7 +32,7 @@ MODEL = ModelRow(id=1, name="m", task="binary_classification",
                  cohort_keys=["seg"], classes=["0", "1"],
                  created_at=datetime(2026, 1, 1, tzinfo=UTC))
 SHAPE = ModelShape.of(MODEL)
-TH = compute.Thresholds()
+TH = Thresholds()
 
 
 def rows(rng: np.random.Generator, n: int, *, shift: float = 0.0, missing: bool = False,
@@ -67,19 +71,19 @@ def window(cp: CompiledProfile, r: Rows) -> MergedWindow:
 def test_below_the_minimum_support_drift_is_insufficient_and_says_why(profile):
     need = psi_min_support(TH.psi_moderate, 10_000, 10, TH.alpha_warning, 5)
     assert 300 < need < 500
-    small = compute.drift(window(profile, rows(np.random.default_rng(1), need - 1, shift=3.0)),
+    small = drift(window(profile, rows(np.random.default_rng(1), need - 1, shift=3.0)),
                           profile, TH)
     x0 = small["features"][0]
     assert x0["psi"] > 1 and x0["decision"] == "insufficient_data"
     assert x0["gate"] == "min_support" and str(need) in x0["decision_reason"]
-    big = compute.drift(window(profile, rows(np.random.default_rng(1), need, shift=3.0)),
+    big = drift(window(profile, rows(np.random.default_rng(1), need, shift=3.0)),
                         profile, TH)
     assert big["features"][0]["decision"] == "critical"
 
 
 def test_psi_lines_are_the_noise_quantile_at_low_n_and_the_thresholds_at_high_n(profile):
-    lo = compute.drift(window(profile, rows(np.random.default_rng(2), 1000)), profile, TH)
-    hi = compute.drift(window(profile, rows(np.random.default_rng(2), 50_000)), profile, TH)
+    lo = drift(window(profile, rows(np.random.default_rng(2), 1000)), profile, TH)
+    hi = drift(window(profile, rows(np.random.default_rng(2), 50_000)), profile, TH)
     lines_lo = lo["features"][1]["psi_gate"]["lines"]
     lines_hi = hi["features"][1]["psi_gate"]["lines"]
     assert lines_lo["warning_gate"] == "noise_quantile" and lines_lo["warning"] > 0.03
@@ -89,16 +93,16 @@ def test_psi_lines_are_the_noise_quantile_at_low_n_and_the_thresholds_at_high_n(
 
 
 def test_a_half_sd_shift_pages_and_a_quarter_sd_shift_tickets_at_ten_thousand(profile):
-    half = compute.drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.5)),
+    half = drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.5)),
                          profile, TH)["features"][0]
-    quarter = compute.drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.25)),
+    quarter = drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.25)),
                             profile, TH)["features"][0]
     assert half["decision"] == "critical" and half["gate"] == "threshold"
     assert quarter["decision"] == "warning"
 
 
 def test_an_all_missing_column_is_a_data_quality_decision_not_drift(profile):
-    report = compute.drift(window(profile, rows(np.random.default_rng(4), 1000, missing=True)),
+    report = drift(window(profile, rows(np.random.default_rng(4), 1000, missing=True)),
                            profile, TH)
     x1 = report["features"][1]
     assert x1["psi"] > 10  # the missing bin against a reference without missing values
@@ -108,29 +112,29 @@ def test_an_all_missing_column_is_a_data_quality_decision_not_drift(profile):
 
 
 def test_calibration_gate(profile):
-    small = compute.calibration(MODEL, window(profile, rows(np.random.default_rng(5), 200)), TH)
+    small = calibration(MODEL, window(profile, rows(np.random.default_rng(5), 200)), TH)
     assert small["ece"] > 0 and small["decision"] == "insufficient_data"
     assert small["gate"] == "min_support" and small["min_support"] > 200
-    calibrated = compute.calibration(
+    calibrated = calibration(
         MODEL, window(profile, rows(np.random.default_rng(5), 5000)), TH)
     assert calibrated["decision"] == "ok"
     assert calibrated["noise_quantile"]["warning"] < TH.ece_warning
-    sharp = compute.calibration(
+    sharp = calibration(
         MODEL, window(profile, rows(np.random.default_rng(5), 5000, sharpen=True)), TH)
     assert sharp["decision"] in ("warning", "critical") and sharp["gate"] == "threshold"
 
 
 def test_a_cohort_is_tested_against_the_rest(profile):
-    steady = compute.cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 5000)), TH)
+    steady = cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 5000)), TH)
     assert {c["decision"] for c in steady["seg"]["cohorts"]} == {"ok"}
-    worse = compute.cohorts(
+    worse = cohorts(
         MODEL, window(profile, rows(np.random.default_rng(6), 5000, seg_error=0.35)), TH)
     a = next(c for c in worse["seg"]["cohorts"] if c["cohort"] == "a")
     assert a["gate"] == "fisher_exact" and a["cohorts_tested"] == 2
     assert a["rest_error_rate"] == pytest.approx(0.2, abs=0.03)
     assert a["pvalue_adjusted"] == pytest.approx(2 * a["pvalue"])
     assert a["decision"] == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2
-    few = compute.cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 120)), TH)
+    few = cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 120)), TH)
     assert {c["decision"] for c in few["seg"]["cohorts"]} == {"insufficient_data"}
 
 
@@ -153,9 +157,9 @@ def test_a_regression_cohort_is_tested_on_its_absolute_errors():
                             datetime(2026, 1, 1, 1, tzinfo=UTC),
                             outcome_summary(shape, r, count_predictions=True))
 
-    steady = compute.cohorts(model, window_of(5000, 1.0, 7), TH)["seg"]["cohorts"]
+    steady = cohorts(model, window_of(5000, 1.0, 7), TH)["seg"]["cohorts"]
     assert {c["decision"] for c in steady} == {"ok"}
-    worse = compute.cohorts(model, window_of(5000, 2.0, 7), TH)["seg"]["cohorts"]
+    worse = cohorts(model, window_of(5000, 2.0, 7), TH)["seg"]["cohorts"]
     a = next(c for c in worse if c["cohort"] == "a")
     assert a["gate"] == "welch_test" and a["decision"] == "critical"
     assert a["mae"] >= TH.cohort_ratio_critical * a["rest_mae"]
@@ -167,7 +171,7 @@ def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
     rng = np.random.default_rng(6)
     r = rows(rng, 2000)
     r.features["x2"] = np.where(rng.uniform(size=r.n) < 0.1, 50.0, r.features["x2"])
-    report = compute.drift(window(profile, r), profile, TH)
+    report = drift(window(profile, r), profile, TH)
     x0, _, x2 = report["features"][:3]
     assert x2["out_of_range_rate"] == pytest.approx(
         float(np.mean((r.features["x2"] < profile.columns[2].ks.points[0])
@@ -182,7 +186,7 @@ def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
     # the same shift in a window below the minimum n is not decided
     small = rows(rng, TH.min_n - 1)
     small.features["x2"] = small.features["x2"] + 100.0
-    s = compute.drift(window(profile, small), profile, TH)["features"][2]
+    s = drift(window(profile, small), profile, TH)["features"][2]
     assert s["out_of_range_rate"] == 1.0 and s["out_of_range_decision"] == "insufficient_data"
 
 
@@ -209,7 +213,7 @@ def test_new_categories_are_a_data_quality_warning():
         w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
                          outcome_summary(shape, r, count_predictions=True),
                          drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
-        return compute.drift(w, cp, TH)["features"][0]
+        return drift(w, cp, TH)["features"][0]
 
     same, new = decide(draw(3000, 0.0)), decide(draw(3000, 0.05))
     assert same["new_category_rate"] == 0.0 and same["new_category_decision"] == "ok"
@@ -261,7 +265,7 @@ def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
 def test_gap_is_decided_on_the_wilson_lower_bound(validation, decision):
     # 150 errors in 1000 labeled predictions: 100 of 600 in a, 50 of 400 in b
     w = _sums_window({"a": (600, 100.0, 0.0), "b": (400, 50.0, 0.0)})
-    r = compute.generalization_gap(MODEL, w, TH, {"validation_error": validation})
+    r = generalization_gap(MODEL, w, TH, {"validation_error": validation})
     g = r["overall"]
     low, high = _wilson_by_hand(150, 1000)
     assert (g["ci_low"], g["ci_high"]) == pytest.approx((low, high), rel=1e-12)
@@ -275,8 +279,8 @@ def test_gap_is_decided_on_the_wilson_lower_bound(validation, decision):
 
 def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     w = _sums_window({"a": (400, 40.0, 0.0), "b": (90, 30.0, 0.0), None: (500, 50.0, 0.0)})
-    th = compute.Thresholds(gap_warning=0.0, gap_critical=0.01)
-    r = compute.generalization_gap(MODEL, w, th, {
+    th = Thresholds(gap_warning=0.0, gap_critical=0.01)
+    r = generalization_gap(MODEL, w, th, {
         "cohort_validation_error": {"seg=a": 0.07, "seg=b": 0.05, "seg=c": 0.1, "seg=": 0.2}})
     assert r["overall"] is None
     by = {c["cohort"]: c for c in r["cohorts"]}
@@ -290,11 +294,11 @@ def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     assert by["c"]["gap"] is None and by["c"]["ci_low"] is None
     assert by[""]["decision"] == "ok" and by[""]["n"] == 500  # the missing-value cohort
     # a version without a registered validation error
-    assert compute.generalization_gap(MODEL, w, th, {}) is None
+    assert generalization_gap(MODEL, w, th, {}) is None
     # a model without cohort keys: the overall gap from the window's overall error sums
     from dataclasses import replace
 
-    g = compute.generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
+    g = generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
                                    {"validation_error": 0.1})
     assert g["cohorts"] == [] and g["overall"]["n"] == 990
     assert g["overall"]["production_error"] == pytest.approx(120 / 990)
@@ -307,13 +311,13 @@ def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
                      classes=None, created_at=datetime(2026, 1, 1, tzinfo=UTC))
     abs_err = np.r_[np.full(200, 0.3), np.full(200, 0.7)]
     w = _sums_window({"a": (400, float(abs_err.sum()), float((abs_err ** 2).sum()))})
-    g = compute.generalization_gap(model, w, TH, {"validation_error": 0.44})["overall"]
+    g = generalization_gap(model, w, TH, {"validation_error": 0.44})["overall"]
     half = 1.959963984540054 * abs_err.std(ddof=1) / np.sqrt(400)
     assert g["production_error"] == pytest.approx(0.5)
     assert (g["ci_low"], g["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
     assert g["decision"] == "warning"  # 0.4804 > 0.46, not > 0.49
     assert "normal" in g["method"]
-    assert compute.generalization_gap(model, w, TH, {"validation_error": 0.42})["overall"][
+    assert generalization_gap(model, w, TH, {"validation_error": 0.42})["overall"][
         "decision"] == "critical"
 
 
@@ -344,7 +348,7 @@ def test_psi_needs_the_chi_square_evidence_where_a_bin_is_thin(ones, decision, g
     w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
                      outcome_summary(shape, r, count_predictions=True),
                      drift_summaries(shape, cp, r, np.zeros(200, np.int64), 1)[0])
-    f = compute.drift(w, cp, TH)["features"][0]
+    f = drift(w, cp, TH)["features"][0]
     table = np.array([f["reference_counts"], f["current_counts"]])
     assert table.sum(axis=1).tolist() == [10_000, 200] and table[:, -1].tolist() == [0, 0]
     expected_p = stats.chi2_contingency(table[:, :-1], correction=False).pvalue  # no missing

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from app.evaluation import policy
-from app.evaluation.compute import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS, Thresholds
+from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS, Thresholds
 from app.jobs import runner
 from app.settings import Settings
 from app.storage.tables import metric_results, models

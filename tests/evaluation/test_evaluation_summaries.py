@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from app.evaluation import compute
+from app.evaluation.checks.calibration import calibration
+from app.evaluation.checks.cohorts import TASK, cohorts, overall_error
+from app.evaluation.checks.drift import drift
+from app.evaluation.checks.labels import label_stats
+from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
     KLL_RANK_ERROR,
@@ -153,7 +157,7 @@ def merged_window(rng: np.random.Generator, m: ModelRow, cp: CompiledProfile, d:
     return w
 
 
-TH = compute.Thresholds(min_n=30, cohort_min_n=20)
+TH = Thresholds(min_n=30, cohort_min_n=20)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -171,7 +175,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     assert w.n == n and w.drift.n == n and w.outcome.labeled == int(labeled.sum())
 
     # drift: bin counts, PSI, KS D and p against scipy on the raw values
-    report = compute.drift(w, cp, TH)
+    report = drift(w, cp, TH)
     by_name = {f["feature"]: f for f in report["features"]}
     for col in cp.columns:
         if col.is_prediction:
@@ -200,7 +204,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     # calibration at several bin counts
     y = d["label"][labeled]
     for bins in (10, 7, 100):
-        got = compute.calibration(m, w, TH, bins)
+        got = calibration(m, w, TH, bins)
         if task == "regression":
             assert got["status"] == "not_applicable"
             break
@@ -216,8 +220,8 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     # cohorts
     preds = {"binary_classification": d.get("score"), "regression": d.get("value"),
              "multiclass_classification": d.get("probs")}[task]
-    kind = compute.TASK[task]
-    got = compute.cohorts(m, w, TH)["region"]
+    kind = TASK[task]
+    got = cohorts(m, w, TH)["region"]
     ref = cohort_error(d["region"], preds, np.where(labeled, d["label"], np.nan), task=kind,
                        min_n=TH.cohort_min_n).to_dict()
     assert got["n"] == ref["n"] and got["n_dropped"] == ref["n_dropped"]
@@ -231,7 +235,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
                 assert a[k] == v, k
 
     # labels: coverage exact, delays within the sketch's rank error
-    got = compute.label_stats(w, TH)
+    got = label_stats(w, TH)
     assert got["label_coverage"] == labeled.sum() / n
     lab_delays = np.sort(delays[labeled])
     for q, key in ((0.5, "label_delay_p50_seconds"), (0.9, "label_delay_p90_seconds")):
@@ -252,7 +256,7 @@ def test_categories_unseen_in_the_reference_share_one_bin():
     assert cat.binning == fit_categorical_bins(["a", "b", "c"])
     d = data(rng, 500, m.task)
     w = merged_window(rng, m, cp, d, np.zeros(500, bool), np.zeros(500))
-    got = {f["feature"]: f for f in compute.drift(w, cp, TH)["features"]}["cat"]
+    got = {f["feature"]: f for f in drift(w, cp, TH)["features"]}["cat"]
     assert got["bins"][-2:] == ["(unseen)", "missing"]
     assert got["current_counts"][-2] == int(np.sum(d["cat"] == "new"))
     assert got["current_counts"][-1] == int(np.sum(np.equal(d["cat"], None)))
@@ -315,7 +319,7 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
         total.add(o)
     seen = ~np.isnan(label)
     w = MergedWindow(7, T0, T0, total, DriftSummary("k", 0, np.zeros(1, np.int64)))
-    r = compute.overall_error(m, w)
+    r = overall_error(m, w)
     assert r["n"] == int(seen.sum())
     if task == "regression":
         e = d["value"][seen] - d["label"][seen]
@@ -334,5 +338,5 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
     assert (old.errors, old.squares) == pytest.approx((errors, squares), rel=1e-12)
     meta["cohorts"] = {}
     old = unpack_outcome(pack(meta, {k: v for k, v in arrays.items() if not k[1:2].isdigit()}))
-    assert old.errors is None and compute.overall_error(m, MergedWindow(
+    assert old.errors is None and overall_error(m, MergedWindow(
         7, T0, T0, old, DriftSummary("k", 0, np.zeros(1, np.int64)))) is None

@@ -1,0 +1,30 @@
+"""Every check modelmon decides, declared once (declare.py): the drift job's per-column
+checks (drift.py, quality.py), calibration, cohort error, the generalization gap, label
+coverage, and the version checks decided when read. The catalogue of stored metrics,
+/metrics' `check` labels and the docs tables derive from ``CHECKS``.
+"""
+
+from __future__ import annotations
+
+from app.evaluation.checks import calibration, cohorts, drift, gap, labels, versions
+from app.evaluation.checks.declare import Check, StoredMetric
+
+CHECKS: tuple[Check, ...] = (*drift.CHECKS, *calibration.CHECKS, *gap.CHECKS,
+                             *cohorts.CHECKS, *labels.CHECKS, *versions.CHECKS)
+BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
+# The checks of a job, in the order it evaluates them.
+BY_JOB: dict[str, tuple[Check, ...]] = {}
+for _c in CHECKS:
+    if _c.job is not None:
+        BY_JOB[_c.job] = (*BY_JOB.get(_c.job, ()), _c)
+
+
+def stored_metrics() -> dict[str, StoredMetric]:
+    """Every stored metric, by name, from the checks that store them (each name once)."""
+    out: dict[str, StoredMetric] = {}
+    for c in CHECKS:
+        for name, metric in c.metrics().items():
+            if name in out:
+                raise ValueError(f"{name} is declared by two checks")
+            out[name] = metric
+    return out
