@@ -15,15 +15,12 @@ A bucket is one version's predictions whose timestamps fall in one clock-aligned
 Both add up element-wise, so a window of any length is the sum of its buckets, and the
 statistics in ``app.monitoring`` compute from the sums exactly what they compute from rows.
 Nothing here does I/O: ``Rows`` holds columns (from an ingest batch or from stored rows) and
-``pack``/``unpack`` turn a summary into bytes and back.
+app/evaluation/packing.py turns a summary into bytes and back.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +35,6 @@ from app.monitoring import (
     multiclass_sums,
 )
 from app.monitoring.binning import CategoricalBinning, NumericBinning, categorical_codes
-from app.monitoring.calibration import N_FINE_SLOTS
 from app.monitoring.cohort import cohort_groups
 
 KLL_K = 200
@@ -425,130 +421,3 @@ def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups
     bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
     return [outcome_summary(shape, rows.take(order[bounds[g]:bounds[g + 1]]),
                             count_predictions=count_predictions) for g in range(n_groups)]
-
-
-# --------------------------------------------------------------------------- bytes
-
-
-def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    """A small self-describing container: a format byte, a JSON header, the raw arrays,
-    zlib-compressed ("Z"). ``unpack`` also reads "R", the uncompressed form earlier releases
-    wrote for the rows of an open bucket."""
-    header = {"meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
-                                       for k, a in arrays.items()]}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-    raw = struct.pack("<I", len(h)) + h + body
-    return b"Z" + zlib.compress(raw, 1)
-
-
-def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if data[:1] not in (b"Z", b"R"):
-        raise ValueError("not a summary payload")
-    raw = zlib.decompress(data[1:]) if data[:1] == b"Z" else data[1:]
-    (hlen,) = struct.unpack_from("<I", raw)
-    header = json.loads(raw[4:4 + hlen])
-    arrays: dict[str, np.ndarray] = {}
-    pos = 4 + hlen
-    for name, dtype, shape in header["arrays"]:
-        dt = np.dtype(dtype)
-        count = int(np.prod(shape)) if shape else 1
-        arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
-        pos += count * dt.itemsize
-    return header["meta"], arrays
-
-
-def _smallest_uint(x: np.ndarray) -> np.ndarray:
-    top = int(x.max()) if x.size else 0
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if top <= np.iinfo(dt).max:
-            return x.astype(dt)
-    return x.astype(np.uint64)
-
-
-def _counts_arrays(size: int, idx: np.ndarray, val: np.ndarray) -> dict[str, np.ndarray]:
-    """Non-zero counts as gaps between their slots and values, each in the smallest unsigned
-    type (about 3 bytes a count); dense when more than half the slots are non-zero."""
-    if idx.size * 2 < size:
-        return {"gap": _smallest_uint(np.diff(idx, prepend=0)), "val": _smallest_uint(val)}
-    dense = np.zeros(size, dtype=np.int64)
-    dense[idx] = val
-    return {"dense": _smallest_uint(dense)}
-
-
-def _dense(arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
-    if "dense" in arrays:
-        return arrays["dense"].astype(np.int64)
-    out = np.zeros(size, dtype=np.int64)
-    out[np.cumsum(arrays["gap"], dtype=np.int64)] = arrays["val"]
-    return out
-
-
-def pack_drift(s: DriftSummary) -> bytes:
-    nz = np.flatnonzero(s.counts)
-    size = int(s.counts.shape[0])
-    return pack({"n": s.n, "size": size}, _counts_arrays(size, nz, s.counts[nz]))
-
-
-def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> bytes:
-    """``pack_drift`` of counts held as (non-zero index, count). Compressed here although
-    the row lives only until its bucket is compacted: a 1,000-row batch's counts are tens of
-    kilobytes, which the database would otherwise compress and chunk out of line itself, at
-    more cost to the ingest transaction than zlib's fastest level costs here (measured:
-    BENCHMARKS.md, ingest)."""
-    return pack({"n": n, "size": size}, _counts_arrays(size, idx, val))
-
-
-def unpack_drift(data: bytes, key: str) -> DriftSummary:
-    meta, arrays = unpack(data)
-    return DriftSummary(key, int(meta["n"]), _dense(arrays, int(meta["size"])))
-
-
-def pack_outcome(s: OutcomeSummary) -> bytes:
-    meta: dict[str, Any] = {"n": s.n, "labeled": s.labeled, "cohorts": {},
-                            "errors": s.errors, "squares": s.squares}
-    arrays: dict[str, np.ndarray] = {}
-    c = s.calibration
-    if c is not None:
-        nz = np.flatnonzero(c.count)
-        meta["brier"] = c.brier
-        arrays.update(cal_idx=nz.astype(np.int32), cal_count=c.count[nz].astype(np.int64),
-                      cal_conf=c.confidence[nz], cal_outcome=c.outcome[nz],
-                      label_counts=c.label_counts.astype(np.int64))
-    for i, (key, sums) in enumerate(s.cohorts.items()):
-        meta["cohorts"][key] = list(sums.cohorts)
-        arrays[f"c{i}_n"] = sums.n.astype(np.int64)
-        arrays[f"c{i}_a"] = sums.first.astype(np.float64)
-        arrays[f"c{i}_b"] = sums.second.astype(np.float64)
-    if s.delays is not None:
-        arrays["delays"] = np.frombuffer(s.delays.serialize(), dtype=np.uint8)
-    return pack(meta, arrays)
-
-
-def unpack_outcome(data: bytes) -> OutcomeSummary:
-    meta, a = unpack(data)
-    out = OutcomeSummary(n=int(meta["n"]), labeled=int(meta["labeled"]))
-    if "cal_idx" in a:
-        idx = a["cal_idx"]
-        count = np.zeros(N_FINE_SLOTS, dtype=np.int64)
-        conf = np.zeros(N_FINE_SLOTS)
-        outcome = np.zeros(N_FINE_SLOTS)
-        count[idx], conf[idx], outcome[idx] = a["cal_count"], a["cal_conf"], a["cal_outcome"]
-        out.calibration = CalibrationSums(count, conf, outcome, float(meta["brier"]),
-                                          a["label_counts"].astype(np.int64))
-    for i, (key, names) in enumerate(meta["cohorts"].items()):
-        out.cohorts[key] = CohortSums(tuple(names), a[f"c{i}_n"].astype(np.int64),
-                                      a[f"c{i}_a"].copy(), a[f"c{i}_b"].copy())
-    if "delays" in a:
-        out.delays = kll_doubles_sketch.deserialize(a["delays"].tobytes())
-    if "errors" in meta:
-        out.errors, out.squares = meta["errors"], meta["squares"]
-    else:  # written before the overall sums were kept: every labeled pair is in exactly one
-        # cohort of any key (a missing value is its own cohort, a capped one in '(other)'),
-        # so one key's totals are exact; without a key only an unlabeled summary is known
-        first = next(iter(out.cohorts.values()), None)
-        if first is not None:
-            out.errors, out.squares = float(first.first.sum()), float(first.second.sum())
-        elif out.labeled:
-            out.errors = out.squares = None
-    return out

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine
 
+from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
 from app.evaluation.summaries import (
     CompiledProfile,
     DriftSummary,
@@ -31,11 +32,7 @@ from app.evaluation.summaries import (
     Rows,
     drift_summaries,
     outcome_summary,
-    pack_drift,
-    pack_outcome,
     rows_from_records,
-    unpack_drift,
-    unpack_outcome,
 )
 from app.storage import locks, registry
 from app.storage import observations as obs

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.evaluation.packing import pack_drift_counts, pack_outcome
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
@@ -24,8 +25,6 @@ from app.evaluation.summaries import (
     drift_counts,
     label_numbers,
     outcome_summaries,
-    pack_drift_counts,
-    pack_outcome,
     rows_from_records,
 )
 from app.ingest.writer import N_STAGE, CompletedPair, StoredLabel

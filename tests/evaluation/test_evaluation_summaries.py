@@ -19,6 +19,7 @@ from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import TASK, cohorts, overall_error
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.labels import label_stats
+from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
@@ -29,12 +30,8 @@ from app.evaluation.summaries import (
     OutcomeSummary,
     drift_summaries,
     outcome_summary,
-    pack_drift,
-    pack_outcome,
     prediction_values,
     rows_from_records,
-    unpack_drift,
-    unpack_outcome,
 )
 from app.evaluation.windows import MergedWindow
 from app.monitoring import (
@@ -302,7 +299,7 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
     and none without one."""
     from dataclasses import replace
 
-    from app.evaluation.summaries import pack, unpack
+    from app.evaluation.packing import pack, unpack
 
     rng = np.random.default_rng(11)
     m = replace(model(task), cohort_keys=[])
