@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from app.evaluation.catalogue import METRICS
+from app.evaluation.checks.docs import BEGIN, END, checks_table, replace_between
 from tests.conftest import ROOT
 
 
@@ -12,11 +13,19 @@ def test_docs_list_exactly_the_catalogue_by_job():
     text = (ROOT / "docs" / "jobs.md").read_text()
     documented: dict[str, str] = {}
     for job in ("drift", "calibration", "cohorts", "labels"):
-        row = re.search(rf"^\| {job} \| (.*) \|$", text, flags=re.M)
-        assert row, job
-        for name in re.findall(r"`([a-z0-9_]+)`", row.group(1)):
-            documented[name] = job
+        rows = re.findall(rf"^\| `[a-z_]+` \| {job} \| .* \| (.*) \|$", text, flags=re.M)
+        assert rows, job
+        for row in rows:
+            for name in re.findall(r"`([a-z0-9_]+)`", row):
+                documented[name] = job
     assert documented == {name: m.job for name, m in METRICS.items()}
+
+
+def test_the_docs_table_of_checks_is_the_one_the_declarations_render():
+    text = (ROOT / "docs" / "jobs.md").read_text()
+    assert replace_between(text, BEGIN, END, checks_table()) == text, (
+        "docs/jobs.md's table of checks differs from the declarations: run "
+        "`python scripts/docs-tables.py --write`")
 
 
 def test_history_refuses_a_name_outside_the_catalogue(client):
