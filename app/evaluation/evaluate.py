@@ -14,11 +14,8 @@ from sqlalchemy import Connection
 
 from app.evaluation import horizon, windows
 from app.evaluation import results as result_rows
-from app.evaluation.checks.calibration import calibration
-from app.evaluation.checks.cohorts import cohorts, overall_error
-from app.evaluation.checks.drift import drift
-from app.evaluation.checks.gap import generalization_gap
-from app.evaluation.checks.labels import label_stats
+from app.evaluation.checks import calibration, cohorts, drift, gap, labels
+from app.evaluation.checks.declare import Finding
 from app.evaluation.policy import EffectivePolicy, effective
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import Reference, reference_for
@@ -100,50 +97,47 @@ class Loader:
 
 @dataclass(frozen=True)
 class Part:
-    """One report a job makes per version: decided purely from the inputs, mapped to rows,
-    and (``horizon``) moved subject by subject to the longer horizon when too small."""
+    """One report a job makes per version: decided purely from the inputs, turned into the
+    check's findings, and (``horizon``) moved subject by subject to the longer horizon when
+    the job window is too small to decide it."""
 
     decide: Callable[[Inputs], Any]
-    rows: Callable[[Inputs, Any], list[Row]]
+    findings: Callable[[Inputs, Any], list[Finding]]
     horizon: horizon.Horizon | None = None
 
 
 def _drift(x: Inputs) -> Any:
     assert x.reference is not None and x.reference.profile is not None
     th = x.policy.thresholds
-    return drift(x.window, x.reference.profile, th, x.policy.features, x.importance)
+    return drift.drift(x.window, x.reference.profile, th, x.policy.features, x.importance)
 
 
-def _gap(x: Inputs) -> Any:
-    return generalization_gap(x.model, x.window, x.policy.thresholds, x.training)
+def _drift_findings(x: Inputs, report: Any) -> list[Finding]:
+    assert x.reference is not None
+    return drift.findings(report, x.reference.info)
 
 
 def _cohorts(x: Inputs) -> Any:
     if not x.model.cohort_keys:
         return {}
-    return cohorts(x.model, x.window, x.policy.thresholds, x.policy.cohort_keys)
-
-
-def _rows(fn: Callable[..., list[Row]], *extra: Callable[[Inputs], Any]
-          ) -> Callable[[Inputs, Any], list[Row]]:
-    """A result-row mapper that writes nothing for a report that does not apply (None)."""
-    return lambda x, r: [] if r is None else fn(x.model, x.window, r,
-                                                *(e(x) for e in extra))
+    return cohorts.cohorts(x.model, x.window, x.policy.thresholds, x.policy.cohort_keys)
 
 
 PARTS: dict[str, tuple[Part, ...]] = {
-    "drift": (Part(_drift, _rows(result_rows.drift_rows,
-                                 lambda x: x.reference.info),  # type: ignore[union-attr]
-                   horizon.DRIFT),),
-    "calibration": (Part(lambda x: calibration(x.model, x.window, x.policy.thresholds),
-                         _rows(result_rows.calibration_rows), horizon.CALIBRATION),),
+    "drift": (Part(_drift, _drift_findings, horizon.DRIFT),),
+    "calibration": (Part(lambda x: calibration.calibration(x.model, x.window,
+                                                           x.policy.thresholds),
+                         lambda _x, r: [] if r is None else calibration.findings(r),
+                         horizon.CALIBRATION),),
     # the overall error and gap of every model with labels; cohorts where it has keys
-    "cohorts": (Part(lambda x: overall_error(x.model, x.window),
-                     _rows(result_rows.overall_error_rows)),
-                Part(_cohorts, _rows(result_rows.cohort_rows), horizon.COHORTS),
-                Part(_gap, _rows(result_rows.gap_rows), horizon.GAP)),
-    "labels": (Part(lambda x: label_stats(x.window, x.policy.thresholds),
-                    _rows(result_rows.label_rows)),),
+    "cohorts": (Part(lambda x: cohorts.overall_error(x.model, x.window),
+                     lambda _x, r: cohorts.overall_findings(r)),
+                Part(_cohorts, lambda _x, r: cohorts.findings(r), horizon.COHORTS),
+                Part(lambda x: gap.generalization_gap(x.model, x.window, x.policy.thresholds,
+                                                      x.training),
+                     lambda _x, r: gap.findings(r), horizon.GAP)),
+    "labels": (Part(lambda x: labels.label_stats(x.window, x.policy.thresholds),
+                    lambda _x, r: labels.findings(r)),),
 }
 
 
@@ -163,8 +157,8 @@ def version_rows(loader: Loader, version_id: int, start: datetime, end: datetime
             assert xl is not None
             report, long = part.horizon.split(report, part.decide(xl),
                                               (end - long_start).total_seconds())
-            rows += part.rows(xl, long)
-        rows += part.rows(x, report)
+            rows += result_rows.rows(loader.job, xl.model, xl.window, part.findings(xl, long))
+        rows += result_rows.rows(loader.job, x.model, x.window, part.findings(x, report))
     return rows, x
 
 

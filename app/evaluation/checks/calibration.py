@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app.evaluation.checks.declare import Check, Stores, line
+from app.evaluation.checks.declare import Check, Finding, Stores, line
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, calibration_from_sums
@@ -75,3 +75,20 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
     else:
         out["decision"], out["gate"] = OK, warn_gate
     return out
+
+
+def findings(r: dict[str, Any]) -> list[Finding]:
+    """ECE (its decision, with the bins, gate and lines in its detail), MCE and Brier beside
+    it; nothing for a regression."""
+    if r.get("status") == "not_applicable":
+        return []
+    method = f"equal-width {r['n_bins']} bins, {r['kind']}"
+    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"],
+              "gate": r.get("gate"), "noise_quantile": r.get("noise_quantile"),
+              "lines": r.get("lines"), "min_support": r.get("min_support"),
+              "decision_reason": r.get("decision_reason"),
+              "horizon_seconds": r.get("horizon_seconds"), "thresholds": r.get("thresholds")}
+    return [Finding(metric, "", r["n"], r[key], r["decision"], method,
+                    detail if metric == "calibration_ece" else None)
+            for metric, key in (("calibration_ece", "ece"), ("calibration_mce", "mce"),
+                                ("calibration_brier", "brier"))]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation.checks.declare import Check, Stores
+from app.evaluation.checks.declare import Check, Finding, Stores
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, CohortSums, cohort_from_sums
@@ -91,3 +91,35 @@ def overall_error(model: ModelRow, window: MergedWindow) -> dict[str, Any] | Non
         return {"task": task, "n": o.labeled, "mae": o.errors / o.labeled,
                 "rmse": math.sqrt(o.squares / o.labeled)}
     return {"task": task, "n": o.labeled, "error_rate": round(o.errors) / o.labeled}
+
+
+def overall_findings(overall: dict[str, Any] | None) -> list[Finding]:
+    """The overall error of the window (error_ratio, or error_mae for a regression)."""
+    if overall is None:
+        return []
+    metric, value = (("error_mae", overall["mae"]) if overall["task"] == "regression"
+                     else ("error_ratio", overall["error_rate"]))
+    return [Finding(metric, "", overall["n"], value, "ok", f"{overall['task']} overall")]
+
+
+_COHORT_DETAIL = ("ci_low", "ci_high", "decidable", "rmse", "delta_error_rate", "delta_mae",
+                  "delta_rmse", "rest_error_rate", "rest_mae", "pvalue", "pvalue_adjusted",
+                  "gate", "horizon_seconds")
+
+
+def findings(report: dict[str, Any]) -> list[Finding]:
+    """Per cohort (subject ``key=value``): its error rate (or MAE) and decision, with the
+    interval, the test against the rest and the gate in its detail."""
+    out: list[Finding] = []
+    for key, r in report.items():
+        regression = r["task"] == "regression"
+        metric = "cohort_mae" if regression else "cohort_error_ratio"
+        method = ("MAE; one-sided Welch test against the rest" if regression else
+                  "Wilson 95% interval; one-sided test against the rest, Bonferroni")
+        for c in r["cohorts"]:
+            detail = {k: c.get(k) for k in _COHORT_DETAIL}
+            detail["thresholds"] = r.get("thresholds")
+            out.append(Finding(metric, f"{key}={'' if c['cohort'] is None else c['cohort']}",
+                               c["n"], c.get("mae") if regression else c.get("error_rate"),
+                               c["decision"], method, detail))
+    return out

@@ -8,7 +8,7 @@ promtool case and runbook section in deploy/ and docs/runbooks.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class StoredMetric(NamedTuple):
@@ -54,6 +54,21 @@ class Check:
         return {s.name: StoredMetric(self.job or "", s.subject, s.description, s.gauge,
                                      self.name if s.decides else None, s.subject_state)
                 for s in self.stores}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One value a check stores for a window: a metric of a subject ("" at model level), the
+    n it was computed on, the decision and the method, with what a reader needs to see why
+    (``detail``). app/evaluation/results.py adds the window and version and stores it."""
+
+    metric: str
+    subject: str
+    n: int
+    value: float | None
+    decision: str
+    method: str
+    detail: dict[str, Any] | None = None
 
 
 def line(threshold: float, noise: float) -> tuple[float, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.evaluation.checks.declare import Check, Stores, line
+from app.evaluation.checks.declare import Check, Finding, Stores, line
 from app.evaluation.checks.quality import COLUMN_CHECKS, ColumnWindow
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.summaries import ColumnLayout, CompiledProfile, DriftSummary
@@ -185,3 +185,48 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
             pred.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue, ks_drift=bool(k.drift))
         pred["decision"] = _decide(pred, th)
     return {"n": window.n, "features": rows, "prediction": pred}
+
+
+def _psi_detail(f: dict[str, Any]) -> dict[str, Any]:
+    """The band, the gate that decided and the lines it used, as the report states them."""
+    return {"band": f["psi_band"], "gate": f.get("gate"),
+            "decision_reason": f.get("decision_reason"),
+            "horizon_seconds": f.get("horizon_seconds"),
+            "min_support": f["psi_gate"].get("min_support"),
+            "lines": f["psi_gate"].get("lines"), "thresholds": f["thresholds"],
+            "reference_counts": f["reference_counts"], "current_counts": f["current_counts"],
+            "bins": f["bins"]}
+
+
+def _ks_detail(f: dict[str, Any]) -> dict[str, Any]:
+    return {"pvalue": f["ks_pvalue"], "threshold": f.get("ks_threshold"),
+            "gate": f.get("ks_gate"), "thresholds": f["thresholds"]}
+
+
+def findings(report: dict[str, Any], reference: dict[str, Any]) -> list[Finding]:
+    """What the drift job stores: per feature its PSI (with its decision), each column
+    check's figure and decision, and for a numeric feature its KS D; the same PSI and KS for
+    the prediction."""
+    ref = reference.get("source", "none")
+    psi_method = f"psi eps=1e-4 ref={ref}, noise gate chi2 x (1/n + 1/n_ref)"
+    ks_method = (f"ks_2samp two-sided, BH across features, ref={ref} sample, D line max(floor, "
+                 "noise quantile)")
+    out: list[Finding] = []
+    for f in report["features"]:
+        name, n = f["feature"], f["n_current"]
+        out.append(Finding("feature_psi", name, n, f["psi"], f["decision"], psi_method,
+                           {**_psi_detail(f), "importance": f.get("importance")}))
+        out += [Finding(c.metric, name, n, f[c.value], f[c.decision], c.method, c.detail(f))
+                for c in COLUMN_CHECKS if f.get(c.decision) is not None]
+        if f["type"] == "numeric":
+            out.append(Finding("feature_ks_statistic", name, n, f["ks_statistic"],
+                               f["decision"], ks_method,
+                               {**_ks_detail(f), "pvalue_adjusted": f["ks_pvalue_adjusted"]}))
+    p = report["prediction"]
+    if p is not None:
+        out.append(Finding("prediction_psi", "", p["n_current"], p["psi"], p["decision"],
+                           psi_method, _psi_detail(p)))
+        if p["type"] == "numeric":
+            out.append(Finding("prediction_ks_statistic", "", p["n_current"],
+                               p["ks_statistic"], p["decision"], ks_method, _ks_detail(p)))
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.evaluation.checks.cohorts import TASK
-from app.evaluation.checks.declare import Check, Stores
+from app.evaluation.checks.declare import Check, Finding, Stores
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, mean_interval, wilson_interval
@@ -100,3 +100,21 @@ def generalization_gap(model: ModelRow, window: MergedWindow, th: Thresholds,
     return {"overall": None if overall is None else _overall(task, window, overall, th),
             "cohorts": [_cohort(task, window, s, per_cohort[s], th)
                         for s in sorted(per_cohort)]}
+
+
+_DETAIL = ("production_error", "ci_low", "ci_high", "validation_error", "lines", "gate",
+           "decision_reason", "horizon_seconds")
+
+
+def findings(r: dict[str, Any] | None) -> list[Finding]:
+    """The generalization gap overall and per cohort (value: production minus validation
+    error; the interval, the lines and the decision's gate in the detail)."""
+    if r is None:
+        return []
+    parts = ([("generalization_gap", "", r["overall"])] if r["overall"] else []) + [
+        ("cohort_generalization_gap", f"{c['cohort_key']}={c['cohort']}", c)
+        for c in r["cohorts"]]
+    return [Finding(metric, subject, g["n"], g["gap"], g["decision"],
+                    g.get("method", "production vs validation error"),
+                    {k: g.get(k) for k in _DETAIL})
+            for metric, subject, g in parts]

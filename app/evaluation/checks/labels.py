@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.evaluation.checks.declare import Check, Stores
+from app.evaluation.checks.declare import Check, Finding, Stores
 from app.evaluation.policy import OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA
@@ -40,3 +40,14 @@ def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
                      else WARNING if coverage < th.coverage_warning else OK),
         "thresholds": th.stated(LABEL_COVERAGE.knobs),
     }
+
+
+def findings(r: dict[str, Any]) -> list[Finding]:
+    return [
+        Finding("label_coverage", "", r["n"], r["label_coverage"], r["decision"],
+                "labeled / predictions in window", {"thresholds": r.get("thresholds")}),
+        Finding("label_delay_p50_seconds", "", r["labeled"], r["label_delay_p50_seconds"],
+                "ok", "median label - prediction time"),
+        Finding("label_delay_p90_seconds", "", r["labeled"], r["label_delay_p90_seconds"],
+                "ok", "p90 label - prediction time"),
+    ]
