@@ -21,8 +21,8 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.ingest.validation import ModelSchema
-from app.ingest.writer import CompletedPair, StoredLabel
+from app.ingest.rows import CompletedPair, PredictionRow, StoredLabel
+from app.ingest.schema import ModelSchema
 from app.storage.tables import slo_counters
 
 # (model_id, score, probabilities (dict or JSON text), label_class)
@@ -69,17 +69,16 @@ def add(conn: Connection, schemas: dict[int, ModelSchema], pairs: Iterable[Pair]
                   "errors": slo_counters.c.errors + errors, "updated_at": now}))
 
 
-def pairs_for_new_predictions(new_rows: list[tuple],
+def pairs_for_new_predictions(new_rows: list[PredictionRow],
                               waiting: dict[tuple[int, str], StoredLabel]) -> list[Pair]:
     """Pairs completed by newly stored predictions: labels that were waiting for them (the
-    stored label wins over an inline one, as in the labels table), or their inline labels.
-    Row layout: app/ingest/writer.py STAGE_COLUMNS."""
+    stored label wins over an inline one, as in the labels table), or their inline labels."""
     out: list[Pair] = []
     for r in new_rows:
-        w = waiting.get((r[0], r[2]))
-        label_class = w.label_class if w is not None else r[12]
+        w = waiting.get(r.key)
+        label_class = w.label_class if w is not None else r.gt_class
         if label_class is not None:
-            out.append((r[0], r[7], r[9], label_class))
+            out.append((r.model_id, r.score, r.probabilities, label_class))
     return out
 
 

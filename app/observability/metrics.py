@@ -14,9 +14,8 @@ import os
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -35,12 +34,6 @@ from prometheus_client.registry import Collector
 
 from app import __version__
 from app.evaluation.catalogue import METRICS
-from app.ingest.writer import N_STAGE
-
-if TYPE_CHECKING:
-    from app.errors import Problem
-    from app.ingest.validation import ModelSchema
-    from app.ingest.writer import LabelResult
 
 log = logging.getLogger("modelmon.metrics")
 # `_created` series double every counter and histogram for no use on the dashboards.
@@ -55,14 +48,29 @@ JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 JOBS = ("drift", "calibration", "cohorts", "labels")
 
 
-@dataclass(frozen=True)
-class StoredTally:
-    """A stored prediction batch's counts: (model, accepted, duplicates) per model sent,
-    (model, undeclared features) and (model, version, latency seconds)."""
+class PredictionsStoredLike(Protocol):
+    """What is counted of a stored prediction batch (app/ingest/outcome.py PredictionsStored):
+    (model, accepted, duplicates) per model sent, (model, undeclared feature values) and
+    (model, version, latency seconds)."""
 
-    sent: list[tuple[str, int, int]]
-    unexpected: list[tuple[str, int]]
-    latency: list[tuple[str, str, list[float]]]
+    sent: Sequence[tuple[str, int, int]]
+    undeclared: Sequence[tuple[str, int]]
+    latencies: Sequence[tuple[str, str, list[float]]]
+
+
+class LabelsStoredLike(Protocol):
+    """(model, matched, pending, duplicates) per model of a stored label batch."""
+
+    sent: Sequence[tuple[str, int, int, int]]
+
+
+class RejectedLike(Protocol):
+    """A refused batch's records per model (None: not registered) and refused feature values
+    per (model, feature) (None: undeclared)."""
+
+    kind: str
+    records: Mapping[str | None, int]
+    values: Mapping[tuple[str, str | None], int]
 
 
 class ServiceMetrics:
@@ -113,77 +121,32 @@ class ServiceMetrics:
         for op in ("request", "job"):
             self.db_errors.labels(op)
 
-    # ingest ---------------------------------------------------------------------------
-    def rejected(self, records: list[Any], kind: str, known: dict[str, ModelSchema],
-                 problems: list[Problem] | None = None) -> None:
-        """A refused batch: its records by model, and for predictions each refused feature
-        value by model and feature (a feature the model does not declare counts as
-        UNDECLARED, so the label stays bounded by the registered schemas)."""
-        counter = self.ingested if kind == "records" else self.ingested_labels
-        model_of = [r["model"] if isinstance(r, dict) and isinstance(r.get("model"), str)
-                    and r["model"] in known else None for r in records]
-        for name, n in Tally(m or UNKNOWN for m in model_of).items():
-            counter.labels(name, "rejected").inc(n)
-        if kind != "records":
-            return
-        refused: Tally[tuple[str, str]] = Tally()
-        for p in problems or ():
-            if p.index is None or not 0 <= p.index < len(records) or not (
-                    p.field or "").startswith("features."):
-                continue
-            model = model_of[p.index]
-            if model is not None:
-                feature = p.field.removeprefix("features.")
-                refused[(model, feature if known[model].declares(feature)
-                         else UNDECLARED)] += 1
-        for (model, feature), n in refused.items():
-            self.refused_values.labels(model, feature).inc(n)
-
-    def stored_tally(self, by_id: dict[int, ModelSchema], sent_models: list[str],
-                     new_rows: list[tuple]) -> StoredTally:
-        """What to count of a stored batch, computed without touching a metric (on any
-        thread, before the batch commits); ``count_stored`` counts it once it has."""
-        # One pass over the rows, by model id: names only per model, not per row.
-        accepted_ids: Tally[int] = Tally()
-        unexpected_ids: Tally[int] = Tally()
-        seconds: dict[tuple[int, int], list[float]] = {}
-        for r in new_rows:
-            accepted_ids[r[0]] += 1
-            # A validated row carries its parsed values after the stored columns, the count
-            # of undeclared features last; the fast path's rows never hold one.
-            if len(r) > N_STAGE and r[N_STAGE][3]:
-                unexpected_ids[r[0]] += r[N_STAGE][3]
-            if r[11] is not None:
-                seconds.setdefault((r[0], r[3]), []).append(r[11] / 1000.0)
-        accepted = Tally({by_id[mid].row.name: n for mid, n in accepted_ids.items()})
-        version_names = {(mid, vid): v for mid, s in by_id.items()
-                         for v, vid in s.versions.items()}
-        return StoredTally(
-            [(name, accepted[name], n - accepted[name])
-             for name, n in Tally(sent_models).items()],
-            [(by_id[mid].row.name, n) for mid, n in unexpected_ids.items()],
-            [(by_id[mid].row.name, version_names[(mid, vid)], values)
-             for (mid, vid), values in seconds.items()])
-
-    def count_stored(self, tally: StoredTally) -> None:
-        for name, accepted, duplicate in tally.sent:
+    # ingest: what app/ingest returned, handed over by the HTTP layer ------------------
+    def count_predictions(self, stored: PredictionsStoredLike) -> None:
+        """A stored prediction batch, counted once it has committed."""
+        for name, accepted, duplicates in stored.sent:
             self.ingested.labels(name, "accepted").inc(accepted)
-            self.ingested.labels(name, "duplicate").inc(duplicate)
-        for name, n in tally.unexpected:
+            self.ingested.labels(name, "duplicate").inc(duplicates)
+        for name, n in stored.undeclared:
             self.unexpected_features.labels(name).inc(n)
-        for name, version, values in tally.latency:
-            observe_many(self.latency.labels(name, version), values)
+        for name, version, seconds in stored.latencies:
+            observe_many(self.latency.labels(name, version), seconds)
 
-    def stored_labels(self, by_id: dict[int, ModelSchema], records: list[Any],
-                      result: LabelResult) -> None:
-        names = {mid: s.row.name for mid, s in by_id.items()}
-        sent = Tally(r["model"] for r in records)
-        matched = Tally(names[m] for m, _ in result.matched_keys)
-        new = Tally(names[m] for m, _, _ in result.new_labels)
-        for name, n in sent.items():
-            self.ingested_labels.labels(name, "matched").inc(matched[name])
-            self.ingested_labels.labels(name, "pending").inc(new[name] - matched[name])
-            self.ingested_labels.labels(name, "duplicate").inc(n - new[name])
+    def count_labels(self, stored: LabelsStoredLike) -> None:
+        for name, matched, pending, duplicates in stored.sent:
+            self.ingested_labels.labels(name, "matched").inc(matched)
+            self.ingested_labels.labels(name, "pending").inc(pending)
+            self.ingested_labels.labels(name, "duplicate").inc(duplicates)
+
+    def count_rejected(self, rejected: RejectedLike) -> None:
+        """A refused batch: its records by model (UNKNOWN for a model not registered), and
+        each refused feature value by model and feature (UNDECLARED for a feature the model
+        does not declare, so the label stays bounded by the registered schemas)."""
+        counter = self.ingested if rejected.kind == "predictions" else self.ingested_labels
+        for name, n in rejected.records.items():
+            counter.labels(name or UNKNOWN, "rejected").inc(n)
+        for (model, feature), n in rejected.values.items():
+            self.refused_values.labels(model, feature or UNDECLARED).inc(n)
 
     # jobs -----------------------------------------------------------------------------
     def job_done(self, job: str, outcome: str, seconds: float) -> None:
