@@ -33,12 +33,8 @@ from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
 from app.observability.logs import configure_logging
-from app.observability.metrics import (
-    JOBS,
-    QualityCollector,
-    ServiceMetrics,
-    build_registries,
-)
+from app.observability.metrics import JOBS, ServiceMetrics, build_registries
+from app.observability.quality import QualityCollector
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager

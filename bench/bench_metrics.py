@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
 
-from app.observability.metrics import build_families  # noqa: E402
+from app.observability.quality import build_families  # noqa: E402
 
 LIMITS = {"features": 50, "cohorts": 20, "layers": 100}
 

@@ -162,7 +162,7 @@ def test_quality_families_are_bounded_per_model_and_right():
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_metrics import snapshot
 
-    from app.observability.metrics import OTHER, build_families
+    from app.observability.quality import OTHER, build_families
 
     fams = {f.name: f for f in build_families(snapshot(100, 30, 10),
                                               {"features": 10, "cohorts": 5, "layers": 10},

@@ -3,7 +3,7 @@ fire on (deploy/prometheus/rules/modelmon-alerts.yml)."""
 
 from __future__ import annotations
 
-from app.observability.metrics import build_families
+from app.observability.quality import build_families
 
 LIMITS = {"features": 50, "cohorts": 20, "layers": 10}
 
