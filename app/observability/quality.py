@@ -10,17 +10,31 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
 
+from app.evaluation import policy as model_policy
 from app.evaluation.catalogue import METRICS
 from app.observability.metrics import JOBS
+from app.settings import Settings
+from app.storage.snapshot import MetricsSnapshot, load_snapshot
 
 log = logging.getLogger("modelmon.metrics")
 OTHER = "__other__"
 OVERALL = "__all__"
+
+
+def quality_snapshot(engine: Engine, settings: Settings) -> MetricsSnapshot:
+    """The snapshot the collector reads, with each model's alerting policy and the decisions
+    on its versions' weight deltas made under it now (evaluation/policy.py)."""
+    snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
+                         max_versions=settings.metrics_max_versions, jobs=JOBS)
+    model_policy.version_checks_by_model(settings, snap.policies, snap.deltas)
+    return replace(snap, model_policy=model_policy.paging_by_model(settings, snap.policies))
 
 
 def _finite(v: Any) -> bool:
@@ -91,7 +105,7 @@ def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, An
 Gauge = Callable[[str, str, list[str]], GaugeMetricFamily]
 
 
-def build_families(snap: dict[str, Any], limits: dict[str, int],
+def build_families(snap: MetricsSnapshot, limits: dict[str, int],
                    interval: float) -> list[Metric]:
     """Every model-quality family of a snapshot, in a stable order (each family where its
     first series is made)."""
@@ -103,17 +117,17 @@ def build_families(snap: dict[str, Any], limits: dict[str, int],
         return fams[name]  # type: ignore[return-value]
 
     state: dict[tuple[str, str, str], int] = {}
-    for r in _folded_results(snap["results"], limits):
+    for r in _folded_results(snap.results, limits):
         _result_families(r, gauge, state)
     for (model, version, check), value in sorted(state.items()):
         gauge("modelmon_check_state", "0 ok, 1 warning, 2 critical, under the model's "
               "thresholds.", ["model", "version", "check"]).add_metric(
             [model, version, check], value)
-    for model, ts in snap["last_prediction"].items():
+    for model, ts in snap.last_prediction.items():
         gauge("modelmon_model_last_prediction_timestamp_seconds", "Newest stored prediction.",
               ["model"]).add_metric([model], ts)
-    _policy(snap.get("model_policy", {}), snap.get("maintenance", {}), gauge)
-    fams.update(_slo_families(snap["slo"]))
+    _policy(snap.model_policy, snap.maintenance, gauge)
+    fams.update(_slo_families(snap.slo))
     _job_families(snap, interval, gauge)
     _version_families(snap, limits, gauge)
     return list(fams.values())
@@ -238,22 +252,22 @@ def _slo_families(slo: dict[str, tuple[int, int]]) -> dict[str, Metric]:
     return {"modelmon_labeled_predictions": labeled, "modelmon_prediction_errors": errors}
 
 
-def _job_families(snap: dict[str, Any], interval: float, gauge: Gauge) -> None:
+def _job_families(snap: MetricsSnapshot, interval: float, gauge: Gauge) -> None:
     for job in JOBS:
         gauge("modelmon_job_interval_seconds", "The job's configured interval.",
               ["job_name"]).add_metric([job], interval)
-    for (job, model), ts in snap["job_last_success"].items():
+    for (job, model), ts in snap.job_last_success.items():
         gauge("modelmon_job_last_success_timestamp_seconds", "Last successful run of a job "
               "for a model.", ["job_name", "model"]).add_metric([job, model], ts)
-    for (job, model), failed in snap["job_last_failed"].items():
+    for (job, model), failed in snap.job_last_failed.items():
         gauge("modelmon_job_last_run_failed", "1 when the latest run failed.",
               ["job_name", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
 
 
-def _version_families(snap: dict[str, Any], limits: dict[str, int], gauge: Gauge) -> None:
+def _version_families(snap: MetricsSnapshot, limits: dict[str, int], gauge: Gauge) -> None:
     """Registry facts per version: registration, artifact size, training figures, weights,
     feature importance and the weight deltas to the predecessor."""
-    for v in snap["versions"]:
+    for v in snap.versions:
         mv = [v["model"], v["version"]]
         gauge("modelmon_model_version_registered_timestamp_seconds", "Registration time of "
               "a version.", ["model", "version", "regularization"]).add_metric(
@@ -262,13 +276,13 @@ def _version_families(snap: dict[str, Any], limits: dict[str, int], gauge: Gauge
             gauge("modelmon_model_version_artifact_bytes", "Artifact size from the version "
                   "metadata.", ["model", "version"]).add_metric(mv, v["artifact_bytes"])
         _training(mv, v.get("training") or {}, limits["cohorts"], gauge)
-    versions_per_model = Tally(v["model"] for v in snap["versions"])
+    versions_per_model = Tally(v["model"] for v in snap.versions)
     for model, n in sorted(versions_per_model.items()):
         gauge("modelmon_model_versions", "Versions registered for a model.",
               ["model"]).add_metric([model], n)
-    _weights(snap["weights"], limits["layers"], gauge)
-    _feature_importance(snap.get("features", []), limits["features"], gauge)
-    for d in snap["deltas"]:
+    _weights(snap.weights, limits["layers"], gauge)
+    _feature_importance(snap.features, limits["features"], gauge)
+    for d in snap.deltas:
         _delta_families(d, gauge)
 
 
