@@ -28,22 +28,15 @@ from app.api.schemas import (
     VersionCreate,
     VersionPatch,
 )
-from app.evaluation import policy as model_policy
-from app.evaluation.checks.versions import version_checks_by_model
 from app.evaluation.profiles import ProfileCache
 from app.ingest.service import SchemaCache
 from app.jobs.scheduler import JobScheduler
 from app.observability.logs import configure_logging
-from app.observability.metrics import (
-    JOBS,
-    QualityCollector,
-    ServiceMetrics,
-    build_registries,
-)
+from app.observability.metrics import ServiceMetrics, build_registries
+from app.observability.quality import QualityCollector, quality_snapshot
 from app.settings import Settings, get_settings
 from app.storage.db import make_engine
 from app.storage.partitions import PartitionManager
-from app.storage.quality import load_snapshot
 
 log = logging.getLogger("modelmon")
 
@@ -82,15 +75,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
 
     registry, service_registry = build_registries()
     service_metrics = ServiceMetrics(service_registry)
-    def quality_snapshot() -> dict[str, Any]:
-        snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
-                             max_versions=settings.metrics_max_versions, jobs=JOBS)
-        snap["model_policy"] = model_policy.paging_by_model(settings, snap["policies"])
-        version_checks_by_model(settings, snap["policies"], snap["deltas"])
-        return snap
-
     registry.register(QualityCollector(
-        quality_snapshot,
+        lambda: quality_snapshot(engine, settings),
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))

@@ -127,11 +127,11 @@ PHASES = (  # (module, attribute, label): each wrapped in a wall-clock timer by 
     ("app.ingest.slo", "add", "SLO counters"),
     ("app.ingest.service", "Ahead.result", "waiting for the summaries and metrics"),
     ("app.ingest.service", "_append_summaries", "summaries stored"),
-    ("app.observability.metrics", "ServiceMetrics.count_stored", "metrics counted"),
+    ("app.observability.metrics", "ServiceMetrics.count_predictions", "metrics counted"),
     # on another thread while the rows are copied in, when they are copied straight:
     ("app.ingest.decode", "_columns", "  (summaries' columns built)"),
     ("app.ingest.summarize", "for_predictions", "  (summaries computed, columns included)"),
-    ("app.observability.metrics", "ServiceMetrics.stored_tally", "  (metrics tallied)"),
+    ("app.ingest.service", "predictions_stored", "  (metrics tallied)"),
 )
 
 
@@ -195,8 +195,8 @@ def main() -> None:
             def ingest(body: bytes) -> None:
                 res = service.ingest_predictions(
                     engine=st.engine, partitions=st.partitions, settings=st.settings,
-                    body=body, profiles=st.profiles, schema_cache=st.schemas,
-                    metrics=st.metrics)
+                    body=body, profiles=st.profiles, schema_cache=st.schemas)
+                st.metrics.count_predictions(res)  # as the API does
                 assert res.accepted == BATCH, res
 
             for body in bodies[:5]:  # warm: caches, partitions, connections

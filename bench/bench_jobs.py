@@ -195,10 +195,12 @@ def current_columns(n: int) -> tuple[dict[str, Any], Any]:
 
 def stage_rows(d: dict[str, Any], i0: int, n: int, start: float, model_id: int,
                version_id: int, received_at: datetime,
-               with_parsed: bool) -> tuple[list[tuple], list[float]]:
+               with_parsed: bool, named: Any = None) -> tuple[list[tuple], list[float]]:
     """Rows in writer.STAGE_COLUMNS layout for global rows i0.., and their epoch times; with
     ``with_parsed``, each row also carries its parsed (features, cohorts, probabilities), as
-    validate_predictions' rows do when the writer has N_STAGE."""
+    validate_predictions' rows do when the writer has N_STAGE. With ``named`` (the module of
+    named rows, app.ingest.rows, in trees that have it), PredictionRows, and their Parsed
+    values in a list beside them: (rows, parsed), times."""
     import numpy as np
     import orjson
 
@@ -221,7 +223,11 @@ def stage_rows(d: dict[str, Any], i0: int, n: int, start: float, model_id: int,
                None, lat, None, None)
         if with_parsed:
             row = (*row, (features, cohorts[r], None))
+        elif named is not None:
+            row = (named.PredictionRow._make(row), named.Parsed(features, cohorts[r], None, 0))
         rows.append(row)
+    if named is not None:
+        return ([r for r, _ in rows], [p for _, p in rows]), ts.tolist()
     return rows, ts.tolist()
 
 
@@ -333,6 +339,10 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
     # Rows as validate_predictions builds them in this tree: newer writers (N_STAGE) take
     # rows that also carry their parsed values, so that summarizing need not parse JSON.
     with_parsed = hasattr(writer, "N_STAGE")
+    try:  # named rows, their parsed values beside them
+        from app.ingest import rows as named
+    except ImportError:
+        named = None
 
     out: dict[str, Any] = {"n": n, "with_parsed": with_parsed, "load_before_fill": load()}
     gen_s = store_s = sum_wall = sum_cpu = 0.0
@@ -344,7 +354,10 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
         t = time.perf_counter()
         d = generate(m, b, current=True)
         rows, ts = stage_rows(d, b * BATCH, n, start.timestamp(), model.id, version.id,
-                              datetime.now(UTC), with_parsed)
+                              datetime.now(UTC), with_parsed, named)
+        parsed = None
+        if named is not None:
+            rows, parsed = rows
         lab = np.flatnonzero(d["labeled"])
         label_idx.append(lab + b * BATCH)
         label_ts.append(np.asarray(ts)[lab] + d["delay"][lab])
@@ -359,8 +372,10 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
                                                                   result.waiting_labels))
             c0, w0 = time.process_time(), time.perf_counter()
             if hasattr(summarize, "columns_of_rows"):  # columns, then the stored ones
+                columns = (summarize.columns_of_rows(shapes, rows) if parsed is None
+                           else summarize.columns_of_rows(shapes, rows, parsed))
                 summary_rows = summarize.for_predictions(
-                    shapes, rows, summarize.columns_of_rows(shapes, rows),
+                    shapes, rows, columns,
                     result.duplicate_keys, result.waiting_labels, compiled, bucket)
             else:
                 summary_rows = summarize.for_predictions(shapes, result.new_rows,
@@ -396,8 +411,9 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
     next_report = 0.1
     for s in range(0, n_labels, BATCH):
         t = time.perf_counter()
-        label_rows = [(model.id, f"p{i:09d}", "bad" if y else "good", None,
-                       datetime.fromtimestamp(e, UTC))
+        label_row = named.LabelRow if named is not None else (lambda *r: r)
+        label_rows = [label_row(model.id, f"p{i:09d}", "bad" if y else "good", None,
+                                datetime.fromtimestamp(e, UTC))
                       for i, e, y in zip(idx[s:s + BATCH].tolist(), lts[s:s + BATCH].tolist(),
                                          ly[s:s + BATCH].tolist(), strict=True)]
         t1 = time.perf_counter()

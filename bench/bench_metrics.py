@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
 
-from app.observability.metrics import build_families  # noqa: E402
+from app.observability.quality import build_families  # noqa: E402
 
 LIMITS = {"features": 50, "cohorts": 20, "layers": 100}
 
@@ -62,6 +62,11 @@ class Fixed(Collector):
 
 def render(snap: dict) -> tuple[float, int, int]:
     t = time.perf_counter()
+    try:  # a typed snapshot, in trees that have one
+        from app.storage.snapshot import MetricsSnapshot
+        snap = MetricsSnapshot(**snap)
+    except ImportError:
+        pass
     fams = build_families(snap, LIMITS, 300.0)
     reg = CollectorRegistry()
     reg.register(Fixed(fams))
@@ -81,7 +86,10 @@ def database_read(models: int, features: int, cohorts: int, history: int) -> Non
     from app.settings import Settings
     from app.storage.db import make_engine
     from app.storage.migrate import upgrade
-    from app.storage.quality import load_snapshot
+    try:
+        from app.storage.snapshot import load_snapshot
+    except ImportError:
+        from app.storage.quality import load_snapshot
 
     admin = make_url(os.environ.get("MODELMON_TEST_DATABASE_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
@@ -140,9 +148,10 @@ def database_read(models: int, features: int, cohorts: int, history: int) -> Non
                                          max_versions=3, jobs=JOBS)
                     times.append(time.perf_counter() - t)
                 one, five, fifteen = os.getloadavg()
+                read = snap.results if hasattr(snap, "results") else snap["results"]
                 print(f"snapshot read, {windows} window(s) stored "
                       f"({windows * len(rows):,} results, {windows * models * len(JOBS):,} "
-                      f"job runs): {min(times):.3f} s for {len(snap['results']):,} results "
+                      f"job runs): {min(times):.3f} s for {len(read):,} results "
                       f"(load average {one:.2f} {five:.2f} {fifteen:.2f})")
     finally:
         engine.dispose()

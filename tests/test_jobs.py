@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.jobs import runner
 from app.monitoring import calibration_binary, cohort_error
+from app.monitoring.wrong import wrong as is_wrong_rule
 from app.settings import Settings
 from app.storage.tables import job_runs, metric_results
 from tests.factories import iso
@@ -260,7 +261,7 @@ def test_cohorts_job_decides_the_generalization_gap_and_exports_its_state(client
     post_all(client, "/v1/labels", labels_for(records, y))
     assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
 
-    wrong = (scores >= 0.5).astype(int) != y
+    wrong = is_wrong_rule("binary_classification", scores, y).astype(bool)
     with engine.connect() as conn:
         stored = {r.subject: r for r in conn.execute(select(metric_results).where(
             metric_results.c.metric.in_(("generalization_gap", "cohort_generalization_gap"))))}
@@ -320,7 +321,7 @@ def test_a_model_without_cohort_keys_gets_its_overall_error_and_gap(client, engi
     post_all(client, "/v1/labels", labels_for(labeled, y[:1200]))
     assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
 
-    wrong = (scores[:1200] >= 0.5).astype(int) != y[:1200]
+    wrong = is_wrong_rule("binary_classification", scores[:1200], y[:1200]).astype(bool)
     k = int(wrong.sum())
     with engine.connect() as conn:
         stored = {r.metric: r for r in conn.execute(select(metric_results).where(

@@ -162,9 +162,10 @@ def test_quality_families_are_bounded_per_model_and_right():
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_metrics import snapshot
 
-    from app.observability.metrics import OTHER, build_families
+    from app.observability.quality import OTHER, build_families
+    from app.storage.snapshot import MetricsSnapshot
 
-    fams = {f.name: f for f in build_families(snapshot(100, 30, 10),
+    fams = {f.name: f for f in build_families(MetricsSnapshot(**snapshot(100, 30, 10)),
                                               {"features": 10, "cohorts": 5, "layers": 10},
                                               300.0)}
     psi = fams["modelmon_feature_psi"].samples
@@ -214,7 +215,7 @@ def test_job_state_in_the_snapshot_is_the_latest_of_a_long_history(client, engin
     from sqlalchemy import insert
 
     from app.observability.metrics import JOBS
-    from app.storage.quality import load_snapshot
+    from app.storage.snapshot import load_snapshot
     from app.storage.tables import job_runs
 
     register(client)
@@ -228,7 +229,7 @@ def test_job_state_in_the_snapshot_is_the_latest_of_a_long_history(client, engin
 
     def state() -> tuple[dict, dict]:
         snap = load_snapshot(engine, max_result_age_seconds=3600, max_versions=3, jobs=JOBS)
-        return snap["job_last_success"], snap["job_last_failed"]
+        return snap.job_last_success, snap.job_last_failed
 
     history = [run(i, "success", 5 * i + 61) for i in range(2000)]
     history.append(run(-5, "success", 5 * 2000 + 70))  # an old window caught up last

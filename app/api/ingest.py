@@ -1,8 +1,11 @@
-"""Prediction and label ingest: read the body within limits, hand it to app/ingest."""
+"""Prediction and label ingest: read the body within limits, hand it to app/ingest, and hand
+what ingest returns (or the refusal it raises) to the service metrics: ingest counts nothing
+itself."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -12,6 +15,8 @@ from app.api.body import read_body
 from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
+from app.ingest.outcome import LabelsStored, PredictionsStored, Refused
+from app.observability.metrics import ServiceMetrics
 
 router = APIRouter(prefix="/v1", tags=["ingest"],
                    responses=auth_responses(),
@@ -19,6 +24,21 @@ router = APIRouter(prefix="/v1", tags=["ingest"],
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503)
 }
+
+Outcome = TypeVar("Outcome")
+
+
+def _counted(count: Callable[[Outcome], None], metrics: ServiceMetrics,
+             ingest: Callable[[], Outcome]) -> Outcome:
+    """Run an ingest call (in the worker thread, where the metrics are counted too, off the
+    event loop) and count its outcome, or its refusal before answering with the error."""
+    try:
+        outcome = ingest()
+    except Refused as refused:
+        metrics.count_rejected(refused.rejected)
+        raise refused.error from None
+    count(outcome)
+    return outcome
 
 
 @router.post(
@@ -31,13 +51,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def post_predictions(request: Request, engine: EngineDep, partitions: PartitionsDep,
                            settings: SettingsDep, profiles: ProfilesDep) -> Response:
     body = await read_body(request, settings.max_body_bytes)  # decoded in the worker thread
-    result = await run_in_threadpool(
+    metrics: ServiceMetrics = request.app.state.metrics
+    result: PredictionsStored = await run_in_threadpool(
+        _counted, metrics.count_predictions, metrics,
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,
                                            schema_cache=request.app.state.schemas,
-                                           authorize=lambda names: admit_batch(request, names),
-                                           metrics=request.app.state.metrics)
-    )
+                                           authorize=lambda names: admit_batch(request, names)))
     # Two integers: written directly, not validated and serialised through the response model
     # (which documents them) on the hottest route.
     return Response(b'{"accepted":%d,"duplicates":%d}' % (result.accepted, result.duplicates),
@@ -54,9 +74,9 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
 async def post_labels(request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, int]:
     body = await read_batch(request, settings)
-    result = await run_in_threadpool(
+    metrics: ServiceMetrics = request.app.state.metrics
+    result: LabelsStored = await run_in_threadpool(
+        _counted, metrics.count_labels, metrics,
         lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
-                                      authorize=lambda names: admit_batch(request, names),
-                                      metrics=request.app.state.metrics)
-    )
+                                      authorize=lambda names: admit_batch(request, names)))
     return {"matched": result.matched, "pending": result.pending, "duplicates": result.duplicates}

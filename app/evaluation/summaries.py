@@ -36,6 +36,7 @@ from app.monitoring import (
 )
 from app.monitoring.binning import CategoricalBinning, NumericBinning, categorical_codes
 from app.monitoring.cohort import cohort_groups
+from app.monitoring.wrong import wrong
 
 KLL_K = 200
 # Normalised rank error of a KLL sketch with k = 200 (single quantile, 99% confidence).
@@ -370,15 +371,12 @@ def _add_cohorts(a: CohortSums, b: CohortSums) -> CohortSums:
 
 
 def _errors(shape: ModelShape, rows: Rows) -> np.ndarray:
-    """Per labeled row: 0/1 error (classification) or signed residual (regression), with the
-    cohort statistics' conventions (binary positive at score >= 0.5, argmax ties to the
-    first class)."""
-    y = rows.label
-    if shape.task == "binary_classification":
-        return ((rows.score >= 0.5).astype(np.float64) != y).astype(np.float64)
-    if shape.task == "multiclass_classification":
-        return (np.argmax(rows.probabilities, axis=1) != y).astype(np.float64)
-    return rows.value - y
+    """Per labeled row: 0/1 wrong (classification, by the one rule the SLO counters apply:
+    monitoring/wrong.py) or signed residual (regression)."""
+    if shape.task == "regression":
+        return rows.value - rows.label
+    predicted = rows.score if shape.task == "binary_classification" else rows.probabilities
+    return wrong(shape.task, predicted, rows.label)
 
 
 def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool

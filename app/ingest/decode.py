@@ -16,6 +16,7 @@ with the same values (tests/ingest/test_ingest_decode.py holds them equal).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -29,14 +30,10 @@ from msgspec import Meta, Struct
 from msgspec.structs import astuple
 
 from app.evaluation.summaries import ModelShape, Rows, label_numbers
+from app.ingest.rows import PredictionRow
+from app.ingest.schema import Limits, ModelSchema
 from app.ingest.summarize import ModelColumns
-from app.ingest.validation import (
-    MAX_ID_LEN,
-    MAX_LATENCY_MS,
-    MAX_STRING_LEN,
-    Limits,
-    ModelSchema,
-)
+from app.ingest.validation import MAX_ID_LEN, MAX_LATENCY_MS, MAX_STRING_LEN
 
 ShortStr = Annotated[str, Meta(min_length=1, max_length=MAX_STRING_LEN)]
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -143,7 +140,7 @@ def _timestamp(value: str, earliest: datetime, latest: datetime) -> datetime:
 class Decoded:
     names: list[str]  # each record's model
     schemas: dict[str, ModelSchema]
-    rows: list[tuple]  # to store: writer.STAGE_COLUMNS, first occurrence of each key
+    rows: list[PredictionRow]  # to store: the first occurrence of each key
     repeats: int  # in-batch repeats of a (model, prediction_id)
     # per model: its decoders, schema, stored records, their times and positions in rows
     kept: list[tuple[ModelDecoders, ModelSchema, list[Any], list[datetime], list[int]]]
@@ -242,9 +239,14 @@ def _decode_as(last: tuple[msgspec.json.Decoder, list[ModelDecoders]], body: byt
     return _rows(records, kinds, names, schemas, limits)
 
 
+# A row made from the tuple of its fields: one copy of the pointers, in C, where calling
+# PredictionRow(...) would bind 14 arguments in Python (3x the cost on this hot loop).
+_row = functools.partial(tuple.__new__, PredictionRow)
+
+
 def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSchema]],
           names: list[str], schemas: dict[str, ModelSchema], limits: Limits) -> Decoded:
-    rows: list[tuple] = []
+    rows: list[PredictionRow] = []
     seen: set[tuple[int, str]] = set()
     kept: dict[type, list[Any]] = {}  # each model's stored records, in batch order
     positions: dict[type, list[int]] = {}
@@ -262,58 +264,67 @@ def _rows(records: list[Any], decoders: dict[type, tuple[ModelDecoders, ModelSch
         if key in seen:
             continue
         seen.add(key)
-        p = r.prediction
-        classes = schema.classes
-        score = value = probs_json = None
-        if type(p) is _Binary:
-            score = p.score
-        elif type(p) is _Regression:
-            value = p.value
-        else:
-            probabilities = p.probabilities
-            if not probabilities or not probabilities.keys() <= classes or abs(
-                    math.fsum(probabilities.values()) - 1.0) > limits.sum_tolerance:
-                raise NotFast
-            probs_json = _encode(probabilities).decode()
-        predicted = p.label
-        if type(predicted) is int:
-            predicted = str(predicted)
-            if len(predicted) > MAX_STRING_LEN:
-                raise NotFast
-        if predicted is not None and classes is not None and predicted not in classes:
-            raise NotFast
-        gt_class = gt_value = None
-        label = r.label
-        if label is not None:
-            if classes is None:
-                if type(label) is str:
-                    raise NotFast
-                gt_value = _finite(label)
-            else:
-                if type(label) is int:
-                    label = str(label)
-                if type(label) is not str or label not in classes:
-                    raise NotFast
-                gt_class = label
+        score, value, probs_json, predicted = _payload(r.prediction, schema.classes, limits)
+        gt_class, gt_value = _ground_truth(r.label, schema.classes)
         if kind not in kept:
             kept[kind], positions[kind], times[kind] = [], [], []
         kept[kind].append(r)
         positions[kind].append(len(rows))
         times[kind].append(ts)
-        rows.append((schema.row.id, ts, r.prediction_id, version_id, received_at,
-                     _encode(r.features).decode(), _encode(r.cohorts).decode(), score, value,
-                     probs_json, predicted, r.latency_ms, gt_class, gt_value))
+        rows.append(_row((schema.row.id, ts, r.prediction_id, version_id, received_at,
+                          _encode(r.features).decode(), _encode(r.cohorts).decode(), score,
+                          value, probs_json, predicted, r.latency_ms, gt_class, gt_value)))
     return Decoded(names, schemas, rows, len(records) - len(rows),
                    [(*decoders[kind], rs, times[kind], positions[kind])
                     for kind, rs in kept.items()])
 
 
+def _payload(p: Any, classes: frozenset[str] | None, limits: Limits
+             ) -> tuple[float | None, float | None, str | None, str | None]:
+    """(score, value, probabilities as JSON, predicted label) of a prediction payload."""
+    score = value = probs_json = None
+    if type(p) is _Binary:
+        score = p.score
+    elif type(p) is _Regression:
+        value = p.value
+    else:
+        probabilities = p.probabilities
+        if not probabilities or not probabilities.keys() <= classes or abs(
+                math.fsum(probabilities.values()) - 1.0) > limits.sum_tolerance:
+            raise NotFast
+        probs_json = _encode(probabilities).decode()
+    predicted = p.label
+    if type(predicted) is int:
+        predicted = str(predicted)
+        if len(predicted) > MAX_STRING_LEN:
+            raise NotFast
+    if predicted is not None and classes is not None and predicted not in classes:
+        raise NotFast
+    return score, value, probs_json, predicted
+
+
+def _ground_truth(label: Any, classes: frozenset[str] | None
+                  ) -> tuple[str | None, float | None]:
+    """(label_class, label_value) of an inline label."""
+    if label is None:
+        return None, None
+    if classes is None:
+        if type(label) is str:
+            raise NotFast
+        return None, _finite(label)
+    if type(label) is int:
+        label = str(label)
+    if type(label) is not str or label not in classes:
+        raise NotFast
+    return label, None
+
+
 def _columns(dec: ModelDecoders, schema: ModelSchema, records: list[Any],
-             times: list[datetime], rows: list[tuple]) -> Rows:
+             times: list[datetime], rows: list[PredictionRow]) -> Rows:
     """One model's records as the summaries' columns, built in bulk from the structs."""
     n, k = len(records), len(dec.numeric)
     ts = np.array([t.timestamp() for t in times], dtype=np.float64)
-    out = Rows(version_id=np.array([r[3] for r in rows], dtype=np.int64), ts=ts)
+    out = Rows(version_id=np.array([r.version_id for r in rows], dtype=np.int64), ts=ts)
     feats = [astuple(r.features) for r in records]
     if k:
         table = np.array([f[:k] for f in feats], dtype=np.float64).reshape(n, k)
@@ -336,7 +347,7 @@ def _columns(dec: ModelDecoders, schema: ModelSchema, records: list[Any],
             [[r.prediction.probabilities.get(c, 0.0) for c in classes] for r in records],
             dtype=np.float64).reshape(n, len(classes))
     # An inline label is stored with the prediction's time: a delay of zero.
-    out.label = label_numbers(ModelShape.of(schema.row), [r[12] for r in rows],
-                              [r[13] for r in rows])
+    out.label = label_numbers(ModelShape.of(schema.row), [r.gt_class for r in rows],
+                              [r.gt_value for r in rows])
     out.label_delay = np.where(np.isnan(out.label), np.nan, 0.0)
     return out

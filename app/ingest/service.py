@@ -1,5 +1,6 @@
 """Ingest orchestration: limits, schema lookup (one query per table), validation, one
-transaction. Called by the API in a worker thread; no HTTP here."""
+transaction. Called by the API in a worker thread; no HTTP here. Each call returns what it
+stored (outcome.py) or raises outcome.Refused; the caller counts either."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,19 +18,22 @@ from psycopg.errors import CheckViolation, UniqueViolation
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import ApiError, Problem
+from app.errors import DomainError, Invalid, Problem
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
 from app.ingest import decode, slo, summarize
 from app.ingest import validation as v
-from app.ingest.writer import (
-    KEY_CONSTRAINT,
-    LabelResult,
-    StoredLabel,
-    WriteResult,
-    write_labels,
-    write_predictions,
+from app.ingest.outcome import (
+    LabelsStored,
+    PredictionsStored,
+    Refused,
+    labels_stored,
+    predictions_stored,
+    rejected,
 )
+from app.ingest.rows import PredictionRow, StoredLabel
+from app.ingest.summarize import ModelColumns
+from app.ingest.writer import KEY_CONSTRAINT, LabelResult, write_labels, write_predictions
 from app.jsonvalues import parse_json
 from app.settings import Settings
 from app.storage import pending, registry
@@ -37,7 +42,6 @@ from app.storage.partitions import PartitionManager
 
 if TYPE_CHECKING:
     from app.evaluation.summaries import CompiledProfile
-    from app.observability.metrics import ServiceMetrics, StoredTally
 
 
 def _limits(settings: Settings) -> v.Limits:
@@ -72,26 +76,22 @@ def _schemas_named(engine: Engine, names: set[str]) -> dict[str, v.ModelSchema]:
 
 
 def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
-               metrics: ServiceMetrics | None,
                authorize: Callable[[list[Any]], None] | None
-               ) -> tuple[list[Any], dict[str, v.ModelSchema], list[tuple], int]:
-    """Records, their models' schemas, the rows to store and in-batch repeats; a refused
-    batch is counted as rejected before the error propagates. The caller's right to the
-    batch's models is checked before anything else is said about them."""
+               ) -> tuple[list[Any], dict[str, v.ModelSchema], Any]:
+    """Records, their models' schemas and what the validator made of them; a refused batch
+    raises Refused. The caller's right to the batch's models is checked before anything else
+    is said about them."""
     records = v.records_of(body, settings.max_batch_records)
     if authorize is not None:
         authorize([r.get("model") if isinstance(r, dict) else None for r in records])
     schemas = _schemas(engine, records)
-    predictions = kind == "records"
+    predictions = kind == "predictions"
     try:
         v.check_known(records, schemas, with_version=predictions)
         validate = v.validate_predictions if predictions else v.validate_labels
-        rows, repeats = validate(records, schemas, _limits(settings))
-    except ApiError as exc:
-        if metrics is not None:
-            metrics.rejected(records, kind, schemas, exc.details)
-        raise
-    return records, schemas, rows, repeats
+        return records, schemas, validate(records, schemas, _limits(settings))
+    except DomainError as exc:
+        raise Refused(exc, rejected(records, kind, schemas, exc.details)) from None
 
 
 class Ahead:
@@ -174,13 +174,36 @@ class SchemaCache:
         return out
 
 
-def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
-                       body: bytes | Any, metrics: ServiceMetrics | None = None,
-                       profiles: ProfileCache | None = None,
-                       schema_cache: SchemaCache | None = None,
-                       authorize: Callable[[list[str]], None] | None = None) -> WriteResult:
-    """Store a batch. ``body`` is the request's bytes (the typed fast path decodes them, and
-    steps aside for the complete validator on anything it does not accept) or parsed JSON."""
+@dataclass(frozen=True)
+class _Batch:
+    """A prediction batch accepted by either validator, ready to store."""
+
+    names: list[str]  # each record's model
+    rows: list[PredictionRow]
+    by_id: dict[int, v.ModelSchema]
+    columns: Callable[[], dict[int, ModelColumns]]  # built at first use, then kept
+    undeclared: dict[tuple[int, str], int]  # per key, when the record carried any
+
+    @functools.cached_property
+    def shapes(self) -> dict[int, ModelShape]:
+        return {i: ModelShape.of(s.summary_row) for i, s in self.by_id.items()}
+
+    def after_write(self, duplicates: set[tuple[int, str]],
+                    waiting: dict[tuple[int, str], StoredLabel],
+                    new_rows: list[PredictionRow], compiled: dict[int, CompiledProfile],
+                    bucket_seconds: float) -> tuple[dict[int, list[Any]], PredictionsStored]:
+        """What the batch adds to its summaries, and its outcome: Python work that needs no
+        database."""
+        return (summarize.for_predictions(self.shapes, self.rows, self.columns(), duplicates,
+                                          waiting, compiled, bucket_seconds),
+                predictions_stored(self.by_id, self.names, new_rows, self.undeclared))
+
+
+def _decoded(engine: Engine, settings: Settings, body: bytes | Any,
+             schema_cache: SchemaCache | None,
+             authorize: Callable[[list[str]], None] | None) -> _Batch:
+    """The batch, by the typed fast path, or by the complete validator where the fast path
+    steps aside (or ``body`` is parsed JSON already)."""
     try:
         if not isinstance(body, (bytes, bytearray)):
             raise decode.NotFast
@@ -190,31 +213,31 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
             settings.max_batch_records, _DECODERS)
     except decode.NotFast:
         parsed = parse_json(body) if isinstance(body, (bytes, bytearray)) else body
-        records, schemas, rows, repeats = _validated(engine, settings, parsed, "records",
-                                                     metrics, authorize)
-        names = [r["model"] for r in records]
+        records, schemas, valid = _validated(engine, settings, parsed, "predictions",
+                                             authorize)
         by_id = {s.row.id: s for s in schemas.values()}
         shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
-        columns = functools.cache(lambda: summarize.columns_of_rows(shapes, rows))
-    else:
-        if authorize is not None:  # the fast path accepted: the names are the batch's models
-            authorize(batch.names)
-        names, rows, repeats = batch.names, batch.rows, batch.repeats
-        columns = lambda: batch.columns  # noqa: E731 - built at first use, then kept
-        by_id = {s.row.id: s for s in batch.schemas.values()}
-        shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
-    days = {r[1].date() for r in rows}  # UTC days, as partitioned (rows' times are UTC)
+        return _Batch([r["model"] for r in records], valid.rows, by_id,
+                      functools.cache(lambda: summarize.columns_of_rows(shapes, valid.rows,
+                                                                        valid.parsed)),
+                      {r.key: p.undeclared for r, p in zip(valid.rows, valid.parsed,
+                                                           strict=True) if p.undeclared})
+    if authorize is not None:  # the fast path accepted: the names are the batch's models
+        authorize(batch.names)
+    return _Batch(batch.names, batch.rows, {s.row.id: s for s in batch.schemas.values()},
+                  lambda: batch.columns, {})
 
-    def after_write(duplicates: set[tuple[int, str]],
-                    waiting: dict[tuple[int, str], StoredLabel],
-                    new_rows: list[tuple], compiled: dict[int, CompiledProfile]
-                    ) -> tuple[dict[int, list[Any]], StoredTally | None]:
-        """What the batch adds to its summaries, and what to count of it once committed:
-        Python work that needs no database."""
-        return (summarize.for_predictions(shapes, rows, columns(), duplicates, waiting,
-                                          compiled, settings.job_interval_seconds),
-                None if metrics is None else metrics.stored_tally(by_id, names, new_rows))
 
+def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings: Settings,
+                       body: bytes | Any, profiles: ProfileCache | None = None,
+                       schema_cache: SchemaCache | None = None,
+                       authorize: Callable[[list[str]], None] | None = None
+                       ) -> PredictionsStored:
+    """Store a batch. ``body`` is the request's bytes (the typed fast path decodes them, and
+    steps aside for the complete validator on anything it does not accept) or parsed JSON."""
+    batch = _decoded(engine, settings, body, schema_cache, authorize)
+    days = {r.ts.date() for r in batch.rows}  # UTC days, as partitioned (rows' times are UTC)
+    bucket = settings.job_interval_seconds
     # First as if every key were new (the common case, and the cheaper claim); a key stored
     # already fails that attempt, and the batch is stored again claiming with ON CONFLICT.
     assume_new, partition_retry = True, True
@@ -223,25 +246,7 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
         partitions.ensure_days(days)
         try:
             with engine.begin() as conn:
-                compiled = (profiles or ProfileCache()).recent(
-                    conn, {r[3] for r in rows}, PROFILE_RECHECK_SECONDS)
-                # If the rows are copied in as they are (no duplicate, no waiting label),
-                # this runs on another thread while PostgreSQL inserts them.
-                ahead = Ahead(lambda compiled=compiled: after_write(set(), {}, rows, compiled))
-                result = write_predictions(conn, rows, assume_new=assume_new,
-                                           while_copying=ahead.start)
-                if result.waiting_labels:  # labels that waited for these predictions
-                    pending.add(conn, {m: -n for m, n in Counter(
-                        m for m, _ in result.waiting_labels).items()})
-                slo.add(conn, by_id, slo.pairs_for_new_predictions(result.new_rows,
-                                                                    result.waiting_labels))
-                if result.duplicate_keys or result.waiting_labels:
-                    ahead = Ahead(lambda compiled=compiled, result=result: after_write(
-                        result.duplicate_keys, result.waiting_labels, result.new_rows,
-                        compiled))
-                summaries, tally = ahead.result()
-                _append_summaries(conn, summaries)
-            break
+                return _store(conn, batch, profiles or ProfileCache(), assume_new, bucket)
         except IntegrityError as exc:
             if assume_new and isinstance(exc.orig, UniqueViolation) and \
                     exc.orig.diag.constraint_name == KEY_CONSTRAINT:
@@ -252,42 +257,56 @@ def ingest_predictions(*, engine: Engine, partitions: PartitionManager, settings
                 raise
             partition_retry = False
             partitions.forget()
-    if metrics is not None:
-        metrics.count_stored(tally)
-    return WriteResult(result.accepted, result.duplicates + repeats, result.new_rows,
-                       result.waiting_labels, result.duplicate_keys)
+
+
+def _store(conn: Any, batch: _Batch, profiles: ProfileCache, assume_new: bool,
+           bucket: float) -> PredictionsStored:
+    """One attempt at storing the batch, in the caller's transaction."""
+    rows = batch.rows
+    compiled = profiles.recent(conn, {r.version_id for r in rows}, PROFILE_RECHECK_SECONDS)
+    # If the rows are copied in as they are (no duplicate, no waiting label), this runs on
+    # another thread while PostgreSQL inserts them.
+    ahead = Ahead(lambda: batch.after_write(set(), {}, rows, compiled, bucket))
+    result = write_predictions(conn, rows, assume_new=assume_new, while_copying=ahead.start)
+    if result.waiting_labels:  # labels that waited for these predictions
+        pending.add(conn, {m: -n for m, n in Counter(
+            m for m, _ in result.waiting_labels).items()})
+    slo.add(conn, batch.by_id, slo.pairs_for_new_predictions(result.new_rows,
+                                                             result.waiting_labels))
+    if result.duplicate_keys or result.waiting_labels:
+        ahead = Ahead(lambda: batch.after_write(result.duplicate_keys, result.waiting_labels,
+                                                result.new_rows, compiled, bucket))
+    summaries, outcome = ahead.result()
+    _append_summaries(conn, summaries)
+    return outcome
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
-                  metrics: ServiceMetrics | None = None,
-                  authorize: Callable[[list[str]], None] | None = None) -> LabelResult:
-    records, schemas, rows, repeats = _validated(engine, settings, body, "labels", metrics,
-                                                 authorize)
+                  authorize: Callable[[list[str]], None] | None = None) -> LabelsStored:
+    records, schemas, (rows, repeats) = _validated(engine, settings, body, "labels",
+                                                   authorize)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     with engine.begin() as conn:
         result = write_labels(conn, rows, repeats)
         try:
             _count_waiting(conn, settings, records, by_id, result)
-        except ApiError:
-            if metrics is not None:
-                metrics.rejected(records, "labels", schemas)
-            raise
+        except DomainError as exc:
+            raise Refused(exc, rejected(records, "labels", schemas)) from None
         slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
         _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
                                                     settings.job_interval_seconds))
-    if metrics is not None:
-        metrics.stored_labels(by_id, records, result)
-    return result
+    return labels_stored(by_id, records, result)
 
 
 def _count_waiting(conn: Any, settings: Settings, records: list[Any],
                    by_id: dict[int, v.ModelSchema], result: LabelResult) -> None:
     """Add the batch's labels that wait for their prediction to their models' counts; a
-    model past MODELMON_MAX_PENDING_LABELS refuses the batch (422, each waiting label named;
+    model past MODELMON_MAX_PENDING_LABELS refuses the batch (Invalid, each waiting label named;
     the transaction rolls back, so nothing is stored)."""
     matched = result.matched_keys
-    waiting = [(m, p) for m, p, _ in result.new_labels if (m, p) not in matched]
+    waiting = [k for k in ((r.model_id, r.prediction_id) for r in result.new_labels)
+               if k not in matched]
     if not waiting:
         return
     totals = pending.add(conn, dict(Counter(m for m, _ in waiting)))
@@ -299,8 +318,8 @@ def _count_waiting(conn: Any, settings: Settings, records: list[Any],
     for i, r in enumerate(records):
         index.setdefault((ids[r["model"]], r["prediction_id"]), i)
     names = ", ".join(sorted(by_id[m].row.name for m in over))
-    raise ApiError(
-        422, "too_many_pending_labels",
+    raise Invalid(
+        "too_many_pending_labels",
         f"model(s) {names} would hold more than {settings.max_pending_labels} labels waiting "
         "for their predictions; nothing was stored. Send the predictions first, or resend "
         "without the labels listed in details.",

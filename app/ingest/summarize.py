@@ -27,7 +27,7 @@ from app.evaluation.summaries import (
     outcome_summaries,
     rows_from_records,
 )
-from app.ingest.writer import N_STAGE, CompletedPair, StoredLabel
+from app.ingest.rows import CompletedPair, Parsed, PredictionRow, StoredLabel
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
 
@@ -88,47 +88,46 @@ class ModelColumns:
     rows: Rows
 
 
-def columns_of_rows(shapes: dict[int, ModelShape], rows: list[tuple]
-                    ) -> dict[int, ModelColumns]:
-    """Columns from stored-row tuples (writer.STAGE_COLUMNS, optionally followed by the
-    parsed (features, cohorts, probabilities)): what the complete validator produces."""
+def columns_of_rows(shapes: dict[int, ModelShape], rows: list[PredictionRow],
+                    parsed: list[Parsed] | None = None) -> dict[int, ModelColumns]:
+    """The complete validator's rows as columns: from their ``parsed`` values when given,
+    else from the rows' JSON text."""
     where: dict[int, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        where[r[0]].append(i)
+        where[r.model_id].append(i)
     out: dict[int, ModelColumns] = {}
     for model_id, at in where.items():
         rs = [rows[i] for i in at]
-        parsed = [r[N_STAGE] if len(r) > N_STAGE else (_loads(r[5]), _loads(r[6]), _loads(r[9]))
-                  for r in rs]
+        ps = [parsed[i] for i in at] if parsed is not None else [
+            Parsed(_loads(r.features), _loads(r.cohorts), _loads(r.probabilities), 0)
+            for r in rs]
         out[model_id] = ModelColumns(np.asarray(at, dtype=np.int64), rows_from_records(
-            shapes[model_id], [r[3] for r in rs], [r[1].timestamp() for r in rs],
-            [p[0] for p in parsed], [p[1] for p in parsed], [r[7] for r in rs],
-            [r[8] for r in rs], [p[2] for p in parsed], [r[12] for r in rs],
-            [r[13] for r in rs],
-            [r[1].timestamp() if r[12] is not None or r[13] is not None else None
-             for r in rs]))
+            shapes[model_id], [r.version_id for r in rs], [r.ts.timestamp() for r in rs],
+            [p.features for p in ps], [p.cohorts for p in ps], [r.score for r in rs],
+            [r.value for r in rs], [p.probabilities for p in ps],
+            [r.gt_class for r in rs], [r.gt_value for r in rs],
+            [r.ts.timestamp() if r.has_label else None for r in rs]))
     return out
 
 
-def for_predictions(shapes: dict[int, ModelShape], rows: list[tuple],
+def for_predictions(shapes: dict[int, ModelShape], rows: list[PredictionRow],
                     columns: dict[int, ModelColumns], duplicates: set[tuple[int, str]],
                     waiting: dict[tuple[int, str], StoredLabel],
                     profiles: dict[int, CompiledProfile],
                     bucket_seconds: float) -> dict[int, list[SummaryRow]]:
-    """Summary rows per model for the batch's rows (writer.STAGE_COLUMNS) that were stored,
-    i.e. all but ``duplicates``; a label that was waiting for a prediction replaces its
+    """Summary rows per model for the batch's rows that were stored, i.e. all but
+    ``duplicates``; a label that was waiting for a prediction replaces its
     inline one, as in the labels table."""
     out: dict[int, list[SummaryRow]] = {}
     for model_id, mc in columns.items():
         cols, positions = mc.rows, mc.positions
         if duplicates:
-            keep = np.array([(model_id, rows[i][2]) not in duplicates for i in positions],
-                            dtype=bool)
+            keep = np.array([rows[i].key not in duplicates for i in positions], dtype=bool)
             cols, positions = cols.take(keep), positions[keep]
         if waiting:
-            at = [j for j, i in enumerate(positions) if (model_id, rows[i][2]) in waiting]
+            at = [j for j, i in enumerate(positions) if rows[i].key in waiting]
             if at:
-                stored = [waiting[(model_id, rows[positions[j]][2])] for j in at]
+                stored = [waiting[rows[positions[j]].key] for j in at]
                 label, delay = cols.label.copy(), cols.label_delay.copy()
                 label[at] = label_numbers(shapes[model_id], [w.label_class for w in stored],
                                           [w.label_value for w in stored])

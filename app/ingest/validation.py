@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
-from app.errors import ApiError, Problem
+from app.errors import Invalid, NotFound, Problem, TooLarge
+from app.ingest.rows import LabelRow, Parsed, PredictionRow
+from app.ingest.schema import Limits, ModelSchema
 from app.jsonvalues import NonFinite, text_problem
-from app.storage.registry import ModelRow
 
 MAX_ID_LEN = 200
 # A model server's inference time above an hour is a unit mistake (seconds sent as ms, or
@@ -35,83 +35,8 @@ PAYLOAD_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
-class Limits:
-    now: datetime
-    max_future: timedelta
-    max_past: timedelta
-    sum_tolerance: float
-    # The service-wide unknown-feature policy (MODELMON_UNKNOWN_FEATURES); a model's own
-    # policy overrides it (ModelSchema.unknown_features).
-    unknown_features: str = "reject"
-
-
-@dataclass(frozen=True)
-class ModelSchema:
-    """A model's registered contract, compiled once per request for fast per-record checks."""
-
-    row: ModelRow
-    feature_types: dict[str, str]
-    cohort_keys: frozenset[str]
-    classes: frozenset[str] | None
-    versions: dict[str, int]
-    unknown_features: str | None = None  # the model policy's, when it sets one
-    # version id -> its own feature types, for the versions that declared their own list
-    version_features: dict[int, dict[str, str]] = field(default_factory=dict)
-
-    def types_of(self, version_id: int | None) -> dict[str, str]:
-        """The features a record of this version is validated against."""
-        return self.version_features.get(version_id, self.feature_types) \
-            if version_id is not None else self.feature_types
-
-    def declares(self, name: str) -> bool:
-        """Whether the model or any of its versions declares the feature."""
-        return name in self.feature_types or any(
-            name in t for t in self.version_features.values())
-
-    @property
-    def summary_row(self) -> ModelRow:
-        """The model with every feature any of its versions declares, in a stable order: the
-        columns built for the summaries, of which each version's profile takes its own."""
-        if not self.version_features:
-            return self.row
-        union = dict(self.feature_types)
-        for vid in sorted(self.version_features):
-            for name, kind in self.version_features[vid].items():
-                union.setdefault(name, kind)
-        return replace(self.row, features=[{"name": n, "type": k} for n, k in union.items()])
-
-    def records_unknown(self, limits: Limits) -> bool:
-        """Whether undeclared features are stored (unmonitored) rather than refused."""
-        return (self.unknown_features or limits.unknown_features) == "record"
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        """What a decoder built from this schema depends on."""
-        return (self.row.id, self.row.task, tuple(self.feature_types.items()),
-                tuple(sorted(self.cohort_keys)))
-
-    @classmethod
-    def build(cls, row: ModelRow, versions: dict[str, int],
-              version_features: dict[int, list[dict[str, str]]] | None = None) -> ModelSchema:
-        return cls(
-            row=row,
-            feature_types={f["name"]: f["type"] for f in row.features},
-            cohort_keys=frozenset(row.cohort_keys),
-            classes=frozenset(row.classes) if row.classes is not None else None,
-            versions=versions,
-            unknown_features=(row.policy or {}).get("unknown_features"),
-            version_features={vid: {f["name"]: f["type"] for f in fs}
-                              for vid, fs in (version_features or {}).items()},
-        )
-
-
 # One encoder for every record: json.dumps with arguments builds a new encoder per call.
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-# A stored prediction: the column order of app/ingest/writer.py's staging table.
-PredictionRow = tuple[Any, ...]
-LabelRow = tuple[Any, ...]
 
 
 def _describe(value: Any) -> str:
@@ -206,21 +131,21 @@ def _check_unknown(record: dict[str, Any], allowed: frozenset[str], index: int, 
 
 
 def records_of(body: Any, max_records: int) -> list[Any]:
-    """The ``records`` list of a batch body; 413 past the per-batch limit, before validation."""
+    """The ``records`` list of a batch body; TooLarge past the per-batch limit, before
+    validation."""
     if not isinstance(body, dict):
-        raise ApiError(422, "validation_error", "the body must be an object {\"records\": [...]}",
-                       [Problem(f"got {_describe(body)}", field="body")])
+        raise Invalid("validation_error", "the body must be an object {\"records\": [...]}",
+                      [Problem(f"got {_describe(body)}", field="body")])
     problems = [Problem("unknown field", field=str(k)[:MAX_STRING_LEN])
                 for k in body.keys() - {"records"}]
     records = body.get("records")
     if not isinstance(records, list):
         problems.append(Problem(f"must be an array, got {_describe(records)}", field="records"))
     if problems:
-        raise ApiError(422, "validation_error", "the batch is malformed; nothing was stored",
-                       problems)
+        raise Invalid("validation_error", "the batch is malformed; nothing was stored", problems)
     if len(records) > max_records:
-        raise ApiError(
-            413, "too_many_records",
+        raise TooLarge(
+            "too_many_records",
             f"a batch holds at most {max_records} records; this one has {len(records)}: "
             "split it into smaller batches",
             [Problem(f"limit is {max_records} records", field="records")],
@@ -235,7 +160,7 @@ def referenced_models(records: list[Any]) -> set[str]:
 
 
 def check_known(records: list[Any], schemas: dict[str, ModelSchema], *, with_version: bool) -> None:
-    """404 naming every record whose model (or version) is not registered."""
+    """NotFound naming every record whose model (or version) is not registered."""
     problems: list[Problem] = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or not isinstance(rec.get("model"), str):
@@ -251,7 +176,7 @@ def check_known(records: list[Any], schemas: dict[str, ModelSchema], *, with_ver
                 field="version", index=i))
     if problems:
         what = "model or version" if with_version else "model"
-        raise ApiError(404, "unknown_model", f"the batch names an unknown {what}; "
+        raise NotFound("unknown_model", f"the batch names an unknown {what}; "
                        "nothing was stored", problems)
 
 
@@ -280,21 +205,27 @@ def _record_head(rec: Any, i: int, allowed: frozenset[str], schemas: dict[str, M
 def _refuse_if_any(problems: list[Problem], n_records: int) -> None:
     if problems:
         bad = len({p.index for p in problems})
-        raise ApiError(
-            422, "validation_error",
+        raise Invalid(
+            "validation_error",
             f"{bad} of {n_records} records are invalid; nothing was stored. "
             "Fix the fields listed in details and resend the whole batch.",
             problems,
         )
 
 
+class ValidatedPredictions(NamedTuple):
+    rows: list[PredictionRow]  # to store: the first occurrence of each (model, prediction_id)
+    repeats: int  # in-batch repeats, which count as duplicates
+    parsed: list[Parsed]  # each row's parsed values, in the order of ``rows``
+
+
 def validate_predictions(
     records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
-) -> tuple[list[PredictionRow], int]:
-    """Rows to store (first occurrence of each (model, prediction_id)) and the number of
-    in-batch repeats, which count as duplicates; or ApiError 422 listing every problem."""
+) -> ValidatedPredictions:
+    """The batch's rows, or Invalid listing every problem of every record."""
     problems: list[Problem] = []
     rows: list[PredictionRow] = []
+    parsed: list[Parsed] = []
     seen: set[tuple[int, str]] = set()
     repeats = 0
     received_at = limits.now
@@ -336,19 +267,16 @@ def validate_predictions(
             continue
         seen.add(key)
         score, value, probabilities, predicted = payload
-        rows.append((
+        label_class, label_value = gt
+        rows.append(PredictionRow(
             schema.row.id, ts, pid, version_id, received_at,
             _to_json({**features, **unexpected} if unexpected else features),
-            _to_json(cohorts),
-            score, value,
+            _to_json(cohorts), score, value,
             None if probabilities is None else _to_json(probabilities),
-            predicted, latency, gt[0], gt[1],
-            # not stored: the parsed values, so that summaries need not parse them again,
-            # and how many undeclared features the record carried (stored, unmonitored)
-            (features, cohorts, probabilities, len(unexpected)),
-        ))
+            predicted, latency, label_class, label_value))
+        parsed.append(Parsed(features, cohorts, probabilities, len(unexpected)))
     _refuse_if_any(problems, len(records))
-    return rows, repeats
+    return ValidatedPredictions(rows, repeats, parsed)
 
 
 # The names a feature may be declared under later (app/api/schemas.py's NAME_PATTERN): a
@@ -517,7 +445,7 @@ def _validate_probabilities(raw: Any, schema: ModelSchema, limits: Limits, i: in
 def validate_labels(
     records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
 ) -> tuple[list[LabelRow], int]:
-    """Label rows (model_id, prediction_id, label_class, label_value, ts) and in-batch repeats."""
+    """Label rows and in-batch repeats (duplicates), or Invalid listing every problem."""
     problems: list[Problem] = []
     rows: list[LabelRow] = []
     seen: set[tuple[int, str]] = set()
@@ -542,6 +470,7 @@ def validate_labels(
             repeats += 1
             continue
         seen.add(key)
-        rows.append((schema.row.id, pid, gt[0], gt[1], ts))
+        label_class, label_value = gt
+        rows.append(LabelRow(schema.row.id, pid, label_class, label_value, ts))
     _refuse_if_any(problems, len(records))
     return rows, repeats

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Table, select, text, tuple_
@@ -28,7 +28,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.ingest.validation import LabelRow, PredictionRow
+from app.ingest.rows import (
+    PREDICTION_COLUMNS,
+    CompletedPair,
+    LabelRow,
+    PredictionRow,
+    StoredLabel,
+)
 from app.storage import locks
 from app.storage.db import as_utc
 from app.storage.tables import (
@@ -41,21 +47,10 @@ from app.storage.tables import (
     predictions,
 )
 
-PREDICTION_COLUMNS = (
-    "model_id", "ts", "prediction_id", "version_id", "received_at", "features", "cohorts",
-    "score", "value", "probabilities", "predicted_label", "latency_ms",
-)
 STAGE_COLUMNS = tuple(c for c, _ in STAGE_TYPES)
-assert STAGE_COLUMNS == (*PREDICTION_COLUMNS, "gt_class", "gt_value")
-N_STAGE = len(STAGE_COLUMNS)  # a validated row may carry more (its parsed values) after these
+assert STAGE_COLUMNS == PredictionRow._fields  # a row is copied into the staging table as is
 _JSON_COLUMNS = {"features", "cohorts", "probabilities"}
 _IN_CHUNK = 400  # keys per IN (...) lookup on SQLite, under its bound-parameter limit
-
-
-class StoredLabel(NamedTuple):
-    label_class: str | None
-    label_value: float | None
-    ts: datetime
 
 
 @dataclass(frozen=True)
@@ -92,7 +87,7 @@ def write_predictions(conn: Connection, rows: Sequence[PredictionRow], *,
         duplicates, waiting = _pg_write_predictions(conn, rows, assume_new, while_copying)
     else:  # SQLite serialises writers: no pairing lock
         duplicates, waiting = _generic_write_predictions(conn, rows)
-    new = [r for r in rows if (r[0], r[2]) not in duplicates] if duplicates else list(rows)
+    new = [r for r in rows if r.key not in duplicates] if duplicates else list(rows)
     return WriteResult(len(new), len(rows) - len(new), new, waiting, duplicates)
 
 
@@ -168,8 +163,8 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
     through the staging table and one statement that claims, inserts and reports
     (_claim_and_insert). No label can start waiting meanwhile: label batches take the
     model's pairing lock exclusively."""
-    models = {r[0] for r in rows}
-    inline = any(r[12] is not None or r[13] is not None for r in rows)
+    models = {r.model_id for r in rows}
+    inline = any(r.has_label for r in rows)
     with conn.connection.driver_connection.cursor() as cur:
         # The pairing locks (shared) first, in one round trip with what follows them.
         lock = locks.pairing_sql(models, labels=False)
@@ -185,7 +180,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
         # transaction-pooling proxy (PgBouncer) consecutive transactions may run on
         # different server sessions.
         cur.execute(lock + STAGE_DDL)
-        _copy(cur, _STAGE_COPY, _STAGE_TYPE_NAMES, rows, N_STAGE)
+        _copy(cur, _STAGE_COPY, _STAGE_TYPE_NAMES, rows)
     # Through SQLAlchemy, so that errors are wrapped as on every other statement.
     found = conn.exec_driver_sql(_PG_CLAIM[inline, assume_new]).all()
     duplicates = {(m, p) for dup, m, p, *_ in found if dup}
@@ -195,15 +190,16 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
 
 
 def _copy(cur: psycopg.Cursor, statement: str, types: list[str], rows: Sequence[tuple],
-          width: int, before_end: Callable[[], None] | None = None) -> None:
-    """COPY the rows' first ``width`` columns; ``before_end`` is called once every row is
-    written (all but the last buffer is sent), before waiting for PostgreSQL to finish."""
+          before_end: Callable[[], None] | None = None) -> None:
+    """COPY the rows' first ``len(types)`` columns; ``before_end`` is called once every row
+    is written (all but the last buffer is sent), before waiting for PostgreSQL to finish."""
+    width = len(types)
     with cur.copy(statement) as cp:
         cp.set_types(types)
         if len(rows[0]) == width:
             for row in rows:
                 cp.write_row(row)
-        else:  # a validated row carries its parsed values after the stored columns
+        else:  # the predictions table: a row without its inline label
             for row in rows:
                 cp.write_row(row[:width])
         if before_end is not None:
@@ -224,10 +220,9 @@ def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow],
         with cur.copy(_KEY_COPY) as cp:
             cp.set_types(_KEY_TYPES)
             for r in rows:
-                cp.write_row((r[0], r[2], r[1]))
+                cp.write_row((r.model_id, r.prediction_id, r.ts))
         statement = _PREDICTION_COPY
-        _copy(cur, _PREDICTION_COPY, _PREDICTION_TYPES, rows, len(PREDICTION_COLUMNS),
-              while_copying)
+        _copy(cur, _PREDICTION_COPY, _PREDICTION_TYPES, rows, while_copying)
     except psycopg.errors.IntegrityError as exc:
         raise IntegrityError(statement, None, exc) from exc
 
@@ -241,19 +236,20 @@ def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
 
 def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) -> Claims:
     claimed = {
-        (r[0], r[1])
-        for r in conn.execute(
+        (model_id, prediction_id)
+        for model_id, prediction_id in conn.execute(
             _insert_ignoring_conflicts(conn, prediction_keys),
-            [{"model_id": r[0], "prediction_id": r[2], "ts": r[1]} for r in rows],
+            [{"model_id": r.model_id, "prediction_id": r.prediction_id, "ts": r.ts}
+             for r in rows],
         )
     }
-    duplicates = {(r[0], r[2]) for r in rows} - claimed
-    new = [r for r in rows if (r[0], r[2]) in claimed]
+    duplicates = {r.key for r in rows} - claimed
+    new = [r for r in rows if r.key in claimed]
     waiting: dict[tuple[int, str], StoredLabel] = {}
     if not new:
         return duplicates, waiting
     for start in range(0, len(new), _IN_CHUNK):  # labels that were waiting for these
-        chunk = [(r[0], r[2]) for r in new[start:start + _IN_CHUNK]]
+        chunk = [r.key for r in new[start:start + _IN_CHUNK]]
         q = select(labels.c.model_id, labels.c.prediction_id, labels.c.label_class,
                    labels.c.label_value, labels.c.ts).where(
             tuple_(labels.c.model_id, labels.c.prediction_id).in_(chunk))
@@ -261,9 +257,10 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) 
                         for m, p, c, v, ts in conn.execute(q)})
     conn.execute(predictions.insert(), [_prediction_params(r) for r in new])
     inline = [
-        {"model_id": r[0], "prediction_id": r[2], "label_class": r[12], "label_value": r[13],
-         "ts": r[1], "received_at": r[4], "source": "inline"}
-        for r in new if r[12] is not None or r[13] is not None
+        {"model_id": r.model_id, "prediction_id": r.prediction_id, "label_class": r.gt_class,
+         "label_value": r.gt_value, "ts": r.ts, "received_at": r.received_at,
+         "source": "inline"}
+        for r in new if r.has_label
     ]
     if inline:
         conn.execute(_insert_ignoring_conflicts(conn, labels), inline).all()
@@ -271,28 +268,12 @@ def _generic_write_predictions(conn: Connection, rows: Sequence[PredictionRow]) 
 
 
 def _prediction_params(r: PredictionRow) -> dict[str, Any]:
-    params = dict(zip(PREDICTION_COLUMNS, r[: len(PREDICTION_COLUMNS)], strict=True))
+    params = {c: getattr(r, c) for c in PREDICTION_COLUMNS}
     # The generic path binds Python objects to the JSON columns.
-    params["features"] = json.loads(r[5])
-    params["cohorts"] = json.loads(r[6])
-    params["probabilities"] = None if r[9] is None else json.loads(r[9])
+    params["features"] = json.loads(r.features)
+    params["cohorts"] = json.loads(r.cohorts)
+    params["probabilities"] = None if r.probabilities is None else json.loads(r.probabilities)
     return params
-
-
-class CompletedPair(NamedTuple):
-    """A stored prediction and the label that just joined it."""
-
-    model_id: int
-    prediction_id: str
-    version_id: int
-    ts: datetime
-    cohorts: dict[str, Any]
-    score: float | None
-    value: float | None
-    probabilities: dict[str, float] | None
-    label_class: str | None
-    label_value: float | None
-    label_ts: datetime
 
 
 @dataclass(frozen=True)
@@ -300,8 +281,8 @@ class LabelResult:
     matched: int
     pending: int
     duplicates: int
-    # (model_id, prediction_id, label_class) of the labels this call stored
-    new_labels: list[tuple[int, str, str | None]] = field(default_factory=list)
+    # the labels this call stored
+    new_labels: list[LabelRow] = field(default_factory=list)
     # the stored predictions those labels joined
     pairs: list[CompletedPair] = field(default_factory=list)
 
@@ -315,30 +296,28 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
     pairs they complete are returned), the rest wait (``pending``) for their prediction."""
     if not rows:
         return LabelResult(0, 0, repeats)
-    locks.hold_pairing(conn, {r[0] for r in rows}, labels=True)
+    locks.hold_pairing(conn, {r.model_id for r in rows}, labels=True)
     now = datetime.now(UTC)
     inserted = [
-        (r[0], r[1])
-        for r in conn.execute(
+        (model_id, prediction_id)
+        for model_id, prediction_id in conn.execute(
             _insert_ignoring_conflicts(conn, labels),
-            [{"model_id": r[0], "prediction_id": r[1], "label_class": r[2], "label_value": r[3],
-              "ts": r[4], "received_at": now, "source": "labels"} for r in rows],
+            [{**r._asdict(), "received_at": now, "source": "labels"} for r in rows],
         )
     ]
     stored = set(inserted)
-    new = [r for r in rows if (r[0], r[1]) in stored]
+    new = [r for r in rows if (r.model_id, r.prediction_id) in stored]
     pairs = _pairs(conn, new)
     return LabelResult(len(pairs), len(inserted) - len(pairs),
-                       len(rows) - len(inserted) + repeats,
-                       [(r[0], r[1], r[2]) for r in new], pairs)
+                       len(rows) - len(inserted) + repeats, new, pairs)
 
 
 def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
-    label_of = {(r[0], r[1]): r for r in new}
+    label_of = {(r.model_id, r.prediction_id): r for r in new}
     keys = list(label_of)
     if conn.dialect.name == "postgresql":  # one join against the batch's keys
         found = conn.execute(text(_PG_PAIRED), {
-            "mids": [k[0] for k in keys], "pids": [k[1] for k in keys]}).all()
+            "mids": [m for m, _ in keys], "pids": [p for _, p in keys]}).all()
     else:
         pk, p = prediction_keys, predictions
         found = []
@@ -355,7 +334,7 @@ def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
     for m, pid, vid, ts, cohorts, score, value, probs in found:
         lab = label_of[(m, pid)]
         out.append(CompletedPair(m, pid, vid, as_utc(ts), cohorts or {}, score, value, probs,
-                                 lab[2], lab[3], lab[4]))
+                                 lab.label_class, lab.label_value, lab.ts))
     return out
 
 

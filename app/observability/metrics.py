@@ -1,22 +1,19 @@
-"""The catalogue of Prometheus metrics (docs/prometheus.md): service metrics per process, and
-model-quality metrics read from stored results at scrape time, so every replica shows the
-same values.
+"""The service metrics of each process (counters and histograms of ingest, HTTP, jobs and the
+scheduler; process and platform figures), and the registries /metrics exposes. The
+model-quality families read from stored results are observability/quality.py's; what
+/metrics exports, all of it, is listed in observability/catalogue.py (docs/prometheus.md).
 
-Every metric object lives here, so names, labels and cardinality are reviewed in one place.
 Each app builds its own registry: tests read a fresh one with get_sample_value().
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -30,39 +27,43 @@ from prometheus_client import (
     disable_created_metrics,
     multiprocess,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from app import __version__
-from app.evaluation.catalogue import METRICS
-from app.ingest.writer import N_STAGE
-
-if TYPE_CHECKING:
-    from app.errors import Problem
-    from app.ingest.validation import ModelSchema
-    from app.ingest.writer import LabelResult
 
 log = logging.getLogger("modelmon.metrics")
 # `_created` series double every counter and histogram for no use on the dashboards.
 disable_created_metrics()
 UNKNOWN = "__unknown__"
-OTHER = "__other__"
 UNDECLARED = "__undeclared__"
-OVERALL = "__all__"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 JOBS = ("drift", "calibration", "cohorts", "labels")
 
 
-@dataclass(frozen=True)
-class StoredTally:
-    """A stored prediction batch's counts: (model, accepted, duplicates) per model sent,
-    (model, undeclared features) and (model, version, latency seconds)."""
+class PredictionsStoredLike(Protocol):
+    """What is counted of a stored prediction batch (app/ingest/outcome.py PredictionsStored):
+    (model, accepted, duplicates) per model sent, (model, undeclared feature values) and
+    (model, version, latency seconds)."""
 
-    sent: list[tuple[str, int, int]]
-    unexpected: list[tuple[str, int]]
-    latency: list[tuple[str, str, list[float]]]
+    sent: Sequence[tuple[str, int, int]]
+    undeclared: Sequence[tuple[str, int]]
+    latencies: Sequence[tuple[str, str, list[float]]]
+
+
+class LabelsStoredLike(Protocol):
+    """(model, matched, pending, duplicates) per model of a stored label batch."""
+
+    sent: Sequence[tuple[str, int, int, int]]
+
+
+class RejectedLike(Protocol):
+    """A refused batch's records per model (None: not registered) and refused feature values
+    per (model, feature) (None: undeclared)."""
+
+    kind: str
+    records: Mapping[str | None, int]
+    values: Mapping[tuple[str, str | None], int]
 
 
 class ServiceMetrics:
@@ -113,77 +114,32 @@ class ServiceMetrics:
         for op in ("request", "job"):
             self.db_errors.labels(op)
 
-    # ingest ---------------------------------------------------------------------------
-    def rejected(self, records: list[Any], kind: str, known: dict[str, ModelSchema],
-                 problems: list[Problem] | None = None) -> None:
-        """A refused batch: its records by model, and for predictions each refused feature
-        value by model and feature (a feature the model does not declare counts as
-        UNDECLARED, so the label stays bounded by the registered schemas)."""
-        counter = self.ingested if kind == "records" else self.ingested_labels
-        model_of = [r["model"] if isinstance(r, dict) and isinstance(r.get("model"), str)
-                    and r["model"] in known else None for r in records]
-        for name, n in Tally(m or UNKNOWN for m in model_of).items():
-            counter.labels(name, "rejected").inc(n)
-        if kind != "records":
-            return
-        refused: Tally[tuple[str, str]] = Tally()
-        for p in problems or ():
-            if p.index is None or not 0 <= p.index < len(records) or not (
-                    p.field or "").startswith("features."):
-                continue
-            model = model_of[p.index]
-            if model is not None:
-                feature = p.field.removeprefix("features.")
-                refused[(model, feature if known[model].declares(feature)
-                         else UNDECLARED)] += 1
-        for (model, feature), n in refused.items():
-            self.refused_values.labels(model, feature).inc(n)
-
-    def stored_tally(self, by_id: dict[int, ModelSchema], sent_models: list[str],
-                     new_rows: list[tuple]) -> StoredTally:
-        """What to count of a stored batch, computed without touching a metric (on any
-        thread, before the batch commits); ``count_stored`` counts it once it has."""
-        # One pass over the rows, by model id: names only per model, not per row.
-        accepted_ids: Tally[int] = Tally()
-        unexpected_ids: Tally[int] = Tally()
-        seconds: dict[tuple[int, int], list[float]] = {}
-        for r in new_rows:
-            accepted_ids[r[0]] += 1
-            # A validated row carries its parsed values after the stored columns, the count
-            # of undeclared features last; the fast path's rows never hold one.
-            if len(r) > N_STAGE and r[N_STAGE][3]:
-                unexpected_ids[r[0]] += r[N_STAGE][3]
-            if r[11] is not None:
-                seconds.setdefault((r[0], r[3]), []).append(r[11] / 1000.0)
-        accepted = Tally({by_id[mid].row.name: n for mid, n in accepted_ids.items()})
-        version_names = {(mid, vid): v for mid, s in by_id.items()
-                         for v, vid in s.versions.items()}
-        return StoredTally(
-            [(name, accepted[name], n - accepted[name])
-             for name, n in Tally(sent_models).items()],
-            [(by_id[mid].row.name, n) for mid, n in unexpected_ids.items()],
-            [(by_id[mid].row.name, version_names[(mid, vid)], values)
-             for (mid, vid), values in seconds.items()])
-
-    def count_stored(self, tally: StoredTally) -> None:
-        for name, accepted, duplicate in tally.sent:
+    # ingest: what app/ingest returned, handed over by the HTTP layer ------------------
+    def count_predictions(self, stored: PredictionsStoredLike) -> None:
+        """A stored prediction batch, counted once it has committed."""
+        for name, accepted, duplicates in stored.sent:
             self.ingested.labels(name, "accepted").inc(accepted)
-            self.ingested.labels(name, "duplicate").inc(duplicate)
-        for name, n in tally.unexpected:
+            self.ingested.labels(name, "duplicate").inc(duplicates)
+        for name, n in stored.undeclared:
             self.unexpected_features.labels(name).inc(n)
-        for name, version, values in tally.latency:
-            observe_many(self.latency.labels(name, version), values)
+        for name, version, seconds in stored.latencies:
+            observe_many(self.latency.labels(name, version), seconds)
 
-    def stored_labels(self, by_id: dict[int, ModelSchema], records: list[Any],
-                      result: LabelResult) -> None:
-        names = {mid: s.row.name for mid, s in by_id.items()}
-        sent = Tally(r["model"] for r in records)
-        matched = Tally(names[m] for m, _ in result.matched_keys)
-        new = Tally(names[m] for m, _, _ in result.new_labels)
-        for name, n in sent.items():
-            self.ingested_labels.labels(name, "matched").inc(matched[name])
-            self.ingested_labels.labels(name, "pending").inc(new[name] - matched[name])
-            self.ingested_labels.labels(name, "duplicate").inc(n - new[name])
+    def count_labels(self, stored: LabelsStoredLike) -> None:
+        for name, matched, pending, duplicates in stored.sent:
+            self.ingested_labels.labels(name, "matched").inc(matched)
+            self.ingested_labels.labels(name, "pending").inc(pending)
+            self.ingested_labels.labels(name, "duplicate").inc(duplicates)
+
+    def count_rejected(self, rejected: RejectedLike) -> None:
+        """A refused batch: its records by model (UNKNOWN for a model not registered), and
+        each refused feature value by model and feature (UNDECLARED for a feature the model
+        does not declare, so the label stays bounded by the registered schemas)."""
+        counter = self.ingested if rejected.kind == "predictions" else self.ingested_labels
+        for name, n in rejected.records.items():
+            counter.labels(name or UNKNOWN, "rejected").inc(n)
+        for (model, feature), n in rejected.values.items():
+            self.refused_values.labels(model, feature or UNDECLARED).inc(n)
 
     # jobs -----------------------------------------------------------------------------
     def job_done(self, job: str, outcome: str, seconds: float) -> None:
@@ -303,340 +259,3 @@ def observe_many(child: Any, values: list[float]) -> None:
     for bucket, n in zip(child._buckets, counts.tolist(), strict=True):
         if n:
             bucket.inc(n)
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-class QualityCollector(Collector):
-    """Model-quality gauges from the latest stored results, cached for a few seconds so a
-    scrape costs a handful of small queries at most every ``ttl`` seconds."""
-
-    def __init__(self, load: Any, limits: dict[str, int], ttl: float,
-                 interval_seconds: float) -> None:
-        self._load = load
-        self._limits = limits
-        self._ttl = ttl
-        self._interval = interval_seconds
-        self._cache: tuple[float, list[Metric]] | None = None
-        self._lock = threading.Lock()
-
-    def describe(self) -> Iterable[Metric]:
-        return []  # values come from the database at scrape time
-
-    def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            now = time.monotonic()
-            if self._cache is None or now - self._cache[0] > self._ttl:
-                try:
-                    self._cache = (now, build_families(self._load(), self._limits,
-                                                       self._interval))
-                except Exception as exc:  # noqa: BLE001 - a scrape never fails on the db
-                    log.warning("quality metrics unavailable: %s", type(exc).__name__)
-                    return iter(())
-            return iter(self._cache[1])
-
-
-DECISION = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
-CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
-RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
-# Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
-# feature's drift decision with feature_psi, so it is not repeated).
-SUBJECT_STATE = frozenset(m for m, d in METRICS.items() if d.subject_state)
-
-
-def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
-    """Keep the ``limit`` worst subjects (highest value), fold the rest into __other__ with
-    the worst folded value, so a label never takes unbounded values."""
-    by_subject: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_subject.setdefault(r[key], []).append(r)
-    if len(by_subject) <= limit:
-        return rows
-    worst = sorted(by_subject, key=lambda s: -max((x["value"] for x in by_subject[s]
-                                                   if _finite(x["value"])), default=-1.0))
-    keep = set(worst[:max(limit - 1, 0)])
-    out = [r for r in rows if r[key] in keep]
-    folded: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        if r[key] in keep:
-            continue
-        k = (r["model"], r["version"], r["metric"], r.get("cohort_key"))
-        best = folded.get(k)
-        if best is None or (_finite(r["value"]) and (not _finite(best["value"])
-                                                      or r["value"] > best["value"])):
-            folded[k] = {**r, key: OTHER}
-    return out + list(folded.values())
-
-
-def build_families(snap: dict[str, Any], limits: dict[str, int],
-                   interval: float) -> list[Metric]:
-    fams: dict[str, Metric] = {}
-
-    def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-        if name not in fams:
-            fams[name] = GaugeMetricFamily(name, doc, labels=labels)
-        return fams[name]  # type: ignore[return-value]
-
-    # One pass to sort the rows, folding per model (and cohort key): linear in the rows.
-    by_model_features: dict[str, list[dict[str, Any]]] = {}
-    by_model_key_cohorts: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    other: list[dict[str, Any]] = []
-    for r in snap["results"]:
-        if r["metric"].startswith("feature_"):
-            r["feature"] = r["subject"]
-            by_model_features.setdefault(r["model"], []).append(r)
-        elif r["metric"] in ("cohort_error_ratio", "cohort_mae"):
-            r["cohort_key"], _, r["cohort"] = r["subject"].partition("=")
-            by_model_key_cohorts.setdefault((r["model"], r["cohort_key"]), []).append(r)
-        else:
-            other.append(r)
-    features = [f for rs in by_model_features.values()
-                for f in _fold(rs, "feature", limits["features"])]
-    folded_cohorts = [c for rs in by_model_key_cohorts.values()
-                      for c in _fold(rs, "cohort", limits["cohorts"])]
-    state: dict[tuple[str, str, str], int] = {}
-    for r in features + other + folded_cohorts:
-        check = CHECK_OF.get(r["metric"])
-        if check:
-            k = (r["model"], r["version"], check)
-            state[k] = max(state.get(k, 0), DECISION.get(r["decision"], 0))
-        mv = [r["model"], r["version"]]
-        if r["metric"] in SUBJECT_STATE:
-            # the decision per feature (drift, data quality) and per cohort, which the alert
-            # rules fire on, so a page names its feature or cohort
-            if r["metric"].startswith("feature_"):
-                gauge("modelmon_feature_check_state", "Decision per feature: 0 ok or "
-                      "insufficient data, 1 warning, 2 critical.",
-                      ["model", "version", "feature", "check"]).add_metric(
-                    [*mv, r["feature"], check], DECISION.get(r["decision"], 0))
-            else:
-                gauge("modelmon_cohort_check_state", "Decision per cohort: 0 ok or "
-                      "insufficient data, 1 warning, 2 critical.",
-                      ["model", "version", "cohort_key", "cohort"]).add_metric(
-                    [*mv, r["cohort_key"], r["cohort"]], DECISION.get(r["decision"], 0))
-        if r["metric"] in RESULT_GAUGES and _finite(r["value"]):
-            name, doc = RESULT_GAUGES[r["metric"]]
-            if r["metric"].startswith("feature_"):
-                gauge(name, doc, ["model", "version", "feature"]).add_metric(
-                    [*mv, r["feature"]], r["value"])
-            else:
-                gauge(name, doc, ["model", "version"]).add_metric(mv, r["value"])
-        if r["metric"] in ("feature_ks_statistic", "prediction_ks_statistic"):
-            detail = r["detail"] or {}
-            p = detail.get("pvalue_adjusted")
-            p = detail.get("pvalue") if p is None else p
-            if _finite(p):
-                if r["metric"] == "feature_ks_statistic":
-                    gauge("modelmon_feature_ks_pvalue", "KS p-value, Benjamini-Hochberg "
-                          "adjusted across the version's features.",
-                          ["model", "version", "feature"]).add_metric([*mv, r["feature"]], p)
-                else:
-                    gauge("modelmon_prediction_ks_pvalue", "KS p-value of the prediction.",
-                          ["model", "version"]).add_metric(mv, p)
-        if r["metric"] == "calibration_ece":
-            for b in (r["detail"] or {}).get("bins", []):
-                edge = f"{b['upper']:g}"
-                if _finite(b.get("mean_confidence")):
-                    gauge("modelmon_calibration_bin_confidence_ratio", "Mean confidence in a "
-                          "reliability bin.", ["model", "version", "bin"]).add_metric(
-                        [*mv, edge], b["mean_confidence"])
-                if _finite(b.get("observed_rate")):
-                    gauge("modelmon_calibration_bin_observed_ratio", "Observed rate in a "
-                          "reliability bin.", ["model", "version", "bin"]).add_metric(
-                        [*mv, edge], b["observed_rate"])
-        if r["metric"] in ("cohort_error_ratio", "cohort_mae"):
-            labels = [*mv, r["cohort_key"], r["cohort"]]
-            names = ["model", "version", "cohort_key", "cohort"]
-            detail = r["detail"] or {}
-            if _finite(r["value"]):
-                if r["metric"] == "cohort_error_ratio":
-                    gauge("modelmon_cohort_error_ratio", "Error rate per cohort.",
-                          names).add_metric(labels, r["value"])
-                else:
-                    gauge("modelmon_cohort_mae", "MAE per cohort.", names).add_metric(
-                        labels, r["value"])
-                    if _finite(detail.get("rmse")):
-                        gauge("modelmon_cohort_rmse", "RMSE per cohort.", names).add_metric(
-                            labels, detail["rmse"])
-            gauge("modelmon_cohort_samples", "Labeled predictions in the cohort's window.",
-                  names).add_metric(labels, r["n"])
-            gauge("modelmon_cohort_decidable", "1 when the cohort has the minimum n.",
-                  names).add_metric(labels, 1.0 if detail.get("decidable") else 0.0)
-    for (model, version, check), value in sorted(state.items()):
-        gauge("modelmon_check_state", "0 ok, 1 warning, 2 critical, under the model's "
-              "thresholds.", ["model", "version", "check"]).add_metric(
-            [model, version, check], value)
-
-    for model, ts in snap["last_prediction"].items():
-        gauge("modelmon_model_last_prediction_timestamp_seconds", "Newest stored prediction.",
-              ["model"]).add_metric([model], ts)
-    _policy(snap.get("model_policy", {}), snap.get("maintenance", {}), gauge)
-    labeled = CounterMetricFamily("modelmon_labeled_predictions", "Labeled predictions "
-                                  "evaluated so far.", labels=["model"])
-    errors = CounterMetricFamily("modelmon_prediction_errors", "Wrong labeled predictions.",
-                                 labels=["model"])
-    for model, (n, e) in snap["slo"].items():
-        labeled.add_metric([model], n)
-        errors.add_metric([model], e)
-    fams["modelmon_labeled_predictions"] = labeled
-    fams["modelmon_prediction_errors"] = errors
-    for job in JOBS:
-        gauge("modelmon_job_interval_seconds", "The job's configured interval.",
-              ["job_name"]).add_metric([job], interval)
-    for (job, model), ts in snap["job_last_success"].items():
-        gauge("modelmon_job_last_success_timestamp_seconds", "Last successful run of a job "
-              "for a model.", ["job_name", "model"]).add_metric([job, model], ts)
-    for (job, model), failed in snap["job_last_failed"].items():
-        gauge("modelmon_job_last_run_failed", "1 when the latest run failed.",
-              ["job_name", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
-
-    for v in snap["versions"]:
-        mv = [v["model"], v["version"]]
-        gauge("modelmon_model_version_registered_timestamp_seconds", "Registration time of "
-              "a version.", ["model", "version", "regularization"]).add_metric(
-            [*mv, v["regularization"]], v["registered_at"])
-        if _finite(v.get("artifact_bytes")):
-            gauge("modelmon_model_version_artifact_bytes", "Artifact size from the version "
-                  "metadata.", ["model", "version"]).add_metric(mv, v["artifact_bytes"])
-        _training(mv, v.get("training") or {}, limits["cohorts"], gauge)
-    versions_per_model = Tally(v["model"] for v in snap["versions"])
-    for model, n in sorted(versions_per_model.items()):
-        gauge("modelmon_model_versions", "Versions registered for a model.",
-              ["model"]).add_metric([model], n)
-    _weights(snap["weights"], limits["layers"], gauge)
-    _feature_importance(snap.get("features", []), limits["features"], gauge)
-    for d in snap["deltas"]:
-        labels = [d["model"], d["version"], d["base_version"]]
-        names = ["model", "version", "base_version"]
-        for z in (d.get("features") or {}).get("zeroed_top", []):
-            gauge("modelmon_version_zeroed_feature_importance_ratio", "Importance share in "
-                  "base_version of a feature among its top 5 that version zeroed.",
-                  [*names, "feature"]).add_metric([*labels, z["feature"]],
-                                                  z["importance_base"])
-        o = d["overall"]
-        if _finite(o.get("sparsity_change_pp")):
-            gauge("modelmon_version_sparsity_delta_ratio", "Overall sparsity minus the "
-                  "predecessor's.", names).add_metric(labels, o["sparsity_change_pp"] / 100)
-        for norm in ("l1", "l2"):
-            if _finite(o.get(f"{norm}_relative_change")):
-                gauge(f"modelmon_version_{norm}_relative_change_ratio", f"Relative change of "
-                      f"the overall {norm.upper()} norm.", names).add_metric(
-                    labels, o[f"{norm}_relative_change"])
-        for check, c in sorted((d.get("checks") or {}).items()):
-            gauge("modelmon_version_check_state", "Decision on the version's weight delta to "
-                  "base_version under the model's policy: 0 ok or insufficient data, "
-                  "1 warning, 2 critical.", [*names, "check"]).add_metric(
-                [*labels, check], DECISION[c["decision"]])
-    return list(fams.values())
-
-
-def _policy(policies: dict[str, tuple[float | None, bool, bool]],
-            maintenance: dict[str, bool], gauge: Any) -> None:
-    """Each model's effective alerting policy, which the alert rules read, so a page follows
-    the model's policy (docs/policy.md): the silence after which missing predictions page (no
-    series for a batch model: no alert), whether critical findings page, and whether a
-    maintenance window is open, and whether drift of a feature the version does not use
-    pages."""
-    for model, (interval, page, unused) in sorted(policies.items()):
-        if interval is not None:
-            gauge("modelmon_model_expected_interval_seconds", "Silence after which the "
-                  "model's missing predictions page (absent: a batch model).",
-                  ["model"]).add_metric([model], interval)
-        gauge("modelmon_model_paging", "1 when the model's critical findings page, 0 when "
-              "they only make tickets.", ["model"]).add_metric([model], 1.0 if page else 0.0)
-        gauge("modelmon_model_unused_feature_paging", "1 when critical drift of a feature the "
-              "serving version gives zero weight pages, 0 when it only makes a ticket.",
-              ["model"]).add_metric([model], 1.0 if unused else 0.0)
-    for model, open_ in sorted(maintenance.items()):
-        gauge("modelmon_model_maintenance", "1 while a maintenance window of the model is "
-              "open (its drift, calibration and cohort pages are suppressed).",
-              ["model"]).add_metric([model], 1.0 if open_ else 0.0)
-
-
-TRAINING_GAUGES = {  # metadata.training field (the metric is modelmon_model_version_<field>)
-    "train_loss": "Training loss registered with the version.",
-    "validation_loss": "Validation loss registered with the version.",
-    "penalty_loss": "Regularization term of the training loss.",
-    "validation_error": "Validation error (error rate or MAE by task) registered with the "
-                        "version.",
-    "validation_ece": "Validation ECE registered with the version.",
-    "train_rows": "Rows the version was trained on.",
-    "validation_rows": "Rows the version was validated on.",
-    "parameters": "Parameters of the version.",
-    "nonzero_parameters": "Parameters of the version that are not zero.",
-}
-
-
-def _training(mv: list[str], t: dict[str, Any], max_cohorts: int, gauge: Any) -> None:
-    """A version's registered training figures, its validation gap (validation loss minus
-    training loss) and up to ``max_cohorts`` per-cohort validation errors."""
-    names = ["model", "version"]
-    for key, help_ in TRAINING_GAUGES.items():
-        if _finite(t.get(key)):
-            gauge(f"modelmon_model_version_{key}", help_, names).add_metric(mv, t[key])
-    if _finite(t.get("train_loss")) and _finite(t.get("validation_loss")):
-        gauge("modelmon_model_version_validation_gap", "Validation loss minus training loss "
-              "(overfitting shows as a larger gap).", names).add_metric(
-            mv, t["validation_loss"] - t["train_loss"])
-    for cohort in sorted(t.get("cohort_validation_error") or {})[:max_cohorts]:
-        value = t["cohort_validation_error"][cohort]
-        key, _, name = cohort.partition("=")
-        if _finite(value):
-            gauge("modelmon_model_version_cohort_validation_error", "Validation error of a "
-                  "cohort registered with the version.",
-                  [*names, "cohort_key", "cohort"]).add_metric([*mv, key, name], value)
-
-
-def _feature_importance(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
-    """Importance share per feature and non-zero features per version. Past ``limit``
-    features of a version, the most important are kept and the rest summed into __other__
-    (so the shares still add up to 1)."""
-    for f in items:
-        mv = [f["model"], f["version"]]
-        gauge("modelmon_version_nonzero_features", "Input features with a non-zero weight.",
-              ["model", "version"]).add_metric(mv, f["nonzero"])
-        shares = sorted(((n, v) for n, v in f["importance"].items() if _finite(v)),
-                        key=lambda nv: (-nv[1], nv[0]))
-        keep = shares[:limit - 1] if len(shares) > limit else shares
-        if len(keep) < len(shares):
-            keep.append((OTHER, sum(v for _, v in shares[len(keep):])))
-        for name, value in keep:
-            gauge("modelmon_feature_importance_ratio", "The feature's share of the L1 norm "
-                  "over all input features (0: unused by the version).",
-                  ["model", "version", "feature"]).add_metric([*mv, name], value)
-
-
-def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
-    """Per layer and overall norms and sparsity; past ``limit`` layers of a version, the
-    sparsest are kept and the rest folded into __other__."""
-    by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for w in items:
-        by_version.setdefault((w["model"], w["version"]), []).append(w)
-    names = ["model", "version", "layer"]
-    for (model, version), layers in by_version.items():
-        overall = [w for w in layers if w["layer"] == OVERALL]
-        rest = sorted((w for w in layers if w["layer"] != OVERALL),
-                      key=lambda w: -(w["stats"].get("sparsity") or 0.0))
-        keep = rest[:limit - 1] if len(rest) > limit else rest
-        folded = rest[len(keep):]
-        series = [(w["layer"], w["stats"]) for w in overall + keep]
-        if folded:
-            count = sum(w["stats"]["count"] for w in folded)
-            zeros = sum(w["stats"]["zeros"] for w in folded)
-            series.append((OTHER, {
-                "count": count, "zeros": zeros, "sparsity": zeros / count if count else None,
-                "l1": sum(w["stats"]["l1"] for w in folded),
-                "l2": math.sqrt(sum(w["stats"]["l2"] ** 2 for w in folded))}))
-        for layer, s in series:
-            labels = [model, version, layer]
-            gauge("modelmon_weight_l1", "L1 norm of the weights.", names).add_metric(
-                labels, s["l1"])
-            gauge("modelmon_weight_l2", "L2 norm of the weights.", names).add_metric(
-                labels, s["l2"])
-            gauge("modelmon_weight_parameters", "Parameter count.", names).add_metric(
-                labels, s["count"])
-            if _finite(s.get("sparsity")):
-                gauge("modelmon_weight_sparsity_ratio", "Share of weights with |w| <= eps.",
-                      names).add_metric(labels, s["sparsity"])

@@ -41,6 +41,7 @@ from app.monitoring import (
     fit_categorical_bins,
     psi,
 )
+from app.monitoring.wrong import wrong as wrong_rule
 from app.storage.registry import ModelRow
 
 T0 = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)  # windows straddle midnight (a partition edge)
@@ -323,7 +324,7 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
         assert r["mae"] == pytest.approx(np.abs(e).mean(), rel=1e-12)
         assert r["rmse"] == pytest.approx(np.sqrt((e * e).mean()), rel=1e-12)
     else:
-        wrong = (d["score"][seen] >= 0.5) != (d["label"][seen] == 1)
+        wrong = wrong_rule(shape.task, d["score"][seen], d["label"][seen])
         assert r["error_rate"] == wrong.sum() / seen.sum()
 
     # an earlier payload: no "errors" in its header

@@ -3,7 +3,8 @@ fire on (deploy/prometheus/rules/modelmon-alerts.yml)."""
 
 from __future__ import annotations
 
-from app.observability.metrics import build_families
+from app.observability.quality import build_families
+from app.storage.snapshot import MetricsSnapshot
 
 LIMITS = {"features": 50, "cohorts": 20, "layers": 10}
 
@@ -14,8 +15,7 @@ def row(metric: str, subject: str, value: float, decision: str) -> dict:
 
 
 def samples(results: list[dict]) -> dict[tuple[str, tuple], float]:
-    snap = {"results": results, "last_prediction": {}, "slo": {}, "job_last_success": {},
-            "job_last_failed": {}, "versions": [], "weights": [], "deltas": []}
+    snap = MetricsSnapshot(results=results)
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in build_families(snap, LIMITS, 300.0) for s in fam.samples}
 
