@@ -31,9 +31,10 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
             if not locks.try_hold(conn, locks.RETENTION):
                 return out
             cutoff_day = cutoff.date()
-            names = [r[0] for r in conn.execute(text(
+            names = list(conn.execute(text(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'predictions'"))]
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'predictions'"))
+                .scalars())
             for name in names:
                 day = datetime.strptime(name.rsplit("_p", 1)[1], "%Y%m%d").date()
                 # a partition holds [day, day + 1): drop it when all of it is older

@@ -59,7 +59,7 @@ def success_ends(*, conn: Connection, job: str, model_id: int, since: datetime
     j = job_runs
     q = select(j.c.window_end).where(j.c.job == job, j.c.status == "success",
                                      j.c.model_id == model_id, j.c.window_end > since)
-    return {as_utc(r[0]) for r in conn.execute(q)}
+    return {as_utc(end) for end in conn.execute(q).scalars()}
 
 
 def record_run(*, conn: Connection, job: str, model_id: int | None, window_start: datetime,

@@ -45,8 +45,8 @@ def window_rows(*, conn: Connection, model_id: int, version_id: int, start: date
                 b.c.payload)
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
-    return [SummaryRow(r[0], as_utc(r[1]), r[2], r[3], int(r[4]), bytes(r[5]))
-            for r in conn.execute(q)]
+    return [SummaryRow(r.version_id, as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n),
+                       bytes(r.payload)) for r in conn.execute(q)]
 
 
 def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetime,
@@ -54,11 +54,12 @@ def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetim
     """(bucket_start, kind, profile_key, predictions covered) of the version's buckets
     starting in [start, end), without reading the payloads."""
     b = bucket_summaries
-    q = (select(b.c.bucket_start, b.c.kind, b.c.profile_key, func.sum(b.c.n))
+    q = (select(b.c.bucket_start, b.c.kind, b.c.profile_key, func.sum(b.c.n).label("n"))
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end)
          .group_by(b.c.bucket_start, b.c.kind, b.c.profile_key))
-    return [(as_utc(r[0]), r[1], r[2], int(r[3])) for r in conn.execute(q)]
+    return [(as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n))
+            for r in conn.execute(q)]
 
 
 def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
@@ -68,7 +69,7 @@ def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
     q = (select(b.c.version_id).distinct()
          .where(b.c.model_id == model_id, b.c.kind == OUTCOME, b.c.n > 0,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
-    return sorted(r[0] for r in conn.execute(q))
+    return sorted(conn.execute(q).scalars())
 
 
 def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
@@ -92,7 +93,7 @@ def take(*, conn: Connection, model_id: int, version_id: int, bucket_start: date
         conds.append(b.c.profile_key == profile_key)
     res = conn.execute(delete(b).where(and_(*conds))
                        .returning(b.c.profile_key, b.c.n, b.c.payload))
-    return [(r[0], int(r[1]), bytes(r[2])) for r in res]
+    return [(r.profile_key, int(r.n), bytes(r.payload)) for r in res]
 
 
 def delete_before(*, conn: Connection, cutoff: datetime) -> int:
@@ -103,7 +104,7 @@ def delete_before(*, conn: Connection, cutoff: datetime) -> int:
 def pending_backfill(*, conn: Connection) -> list[tuple[int, int, datetime]]:
     """(model_id, version_id, received_before) of versions not yet summarised."""
     s = summary_backfill
-    return [(r[0], r[1], as_utc(r[2])) for r in conn.execute(
+    return [(r.model_id, r.version_id, as_utc(r.received_before)) for r in conn.execute(
         select(s.c.model_id, s.c.version_id, s.c.received_before).order_by(s.c.version_id))]
 
 
