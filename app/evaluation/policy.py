@@ -21,15 +21,11 @@ from app.evaluation.compute import (
     Thresholds,
     version_checks,
 )
-from app.settings import Settings
+from app.settings import ORDERED, Settings
 
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
 MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page",
                "page_unused_features", "unknown_features")
-# (lower, upper) pairs an effective policy must keep in order.
-ORDERED = (("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
-           ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
-           ("sparsity_jump_warning", "sparsity_jump_critical"))
 
 
 def setting_of(knob: str) -> str:
