@@ -248,13 +248,13 @@ class Settings(BaseSettings):
     auth: Literal["auto", "on", "off"] = Field(default="auto", description=(
         "`auto`: API tokens required whenever the service listens beyond loopback (the laptop "
         "default on 127.0.0.1 stays open, and says so at start); `on`: always; `off`: never "
-        "(and warns loudly when listening beyond loopback)."))
+        "(and warns loudly when listening beyond loopback). See docs/security.md."))
     token_cache_seconds: float = Field(default=5.0, ge=0, description=(
         "Seconds a verified token is remembered: a revocation takes effect within it."))
     rate_limit_requests_per_second: float = Field(default=200.0, ge=0, description=(
         "Requests per second per caller (token, or client address when tokens are not "
         "required) and process to any route but health, averaged over "
-        "`MODELMON_RATE_LIMIT_BURST_SECONDS`; 0 turns it off."))
+        "`MODELMON_RATE_LIMIT_BURST_SECONDS`; 0 turns it off (docs/security.md)."))
     rate_limit_records_per_second: float = Field(default=100_000.0, ge=0, description=(
         "Records per second in ingest batches per caller and process, averaged over "
         "`MODELMON_RATE_LIMIT_BURST_SECONDS`; 0 turns it off."))
@@ -267,8 +267,10 @@ class Settings(BaseSettings):
 
     # /metrics.
     metrics_token: str | None = Field(default=None, description=(
-        "Bearer token /metrics requires (also on `modelmon worker`'s); unset, /metrics "
-        "follows the service's token rules (`metrics` scope)."))
+        "A static bearer token for the scraper. Set, /metrics (`modelmon worker`'s too) "
+        "requires it, or, where API tokens are required, accepts it beside any token with the "
+        "`metrics`, `read` or `admin` scope; unset, /metrics is open unless API tokens are "
+        "required (docs/security.md)."))
     metrics_cache_seconds: float = Field(default=5.0, ge=0, description=(
         "Seconds the model-quality values read from the database are reused across scrapes, "
         "so frequent or many scrapers cost a handful of small queries at most this often."))
