@@ -1,4 +1,9 @@
-"""One settings object for the whole service, read from ``MODELMON_*`` environment variables."""
+"""One settings object for the whole service, read from ``MODELMON_*`` environment variables.
+
+Every field carries its description: docs/operations.md's settings table is generated from
+these fields (scripts/settings-table.py) and a test holds the two equal, so a setting cannot
+be added without saying what it does.
+"""
 
 from __future__ import annotations
 
@@ -9,171 +14,303 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+ENV_PREFIX = "MODELMON_"
+
+# (lower, upper) pairs of policy thresholds that must keep their order: a warning line below
+# its critical one, the moderate PSI band below the major one, and the critical alpha (the
+# stronger evidence) below the warning one. Settings holds the service-wide defaults to it;
+# app/evaluation/policy.py holds every model's effective policy to it.
+ORDERED: tuple[tuple[str, str], ...] = (
+    ("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
+    ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
+    ("sparsity_jump_warning", "sparsity_jump_critical"))
+
+
+def variable(field: str) -> str:
+    """The environment variable of a settings field, as operators and error messages name it."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELMON_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # The embedded default: a SQLite file in the working directory, so that `modelmon serve`
-    # works on a laptop with nothing to set up. Production: postgresql+psycopg://...
-    database_url: str = "sqlite:///./modelmon.db"
-    # Connecting to an unreachable database must fail fast (503), never hang a request.
-    db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
-    # Upper bound for any one statement on Postgres, so a stuck lock cannot hang a request.
-    db_statement_timeout_seconds: float = Field(default=30.0, gt=0)
-    # A statement that waits this long for Postgres makes the service check, on a new
-    # connection, whether the database still answers; if it does not (frozen: a stopped
-    # process, a proxy that stops forwarding), waiting requests get a 503 at once
-    # (app/storage/hang.py). Slow statements on a live database are left alone.
-    db_hang_seconds: float = Field(default=3.0, gt=0)
-    db_pool_size: int = Field(default=10, ge=1)
-    retry_after_seconds: int = Field(default=5, ge=1)
+    # Database.
+    database_url: str = Field(default="sqlite:///./modelmon.db", description=(
+        "The store. The embedded default, a SQLite file in the working directory, lets "
+        "`modelmon serve` run on a laptop with nothing to set up; in production "
+        "`postgresql+psycopg://user:pass@host:5432/db`."))
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0, description=(
+        "Seconds a connection attempt may take; past it the request is answered 503, so an "
+        "unreachable database fails fast and never hangs a request."))
+    db_statement_timeout_seconds: float = Field(default=30.0, gt=0, description=(
+        "Seconds any one statement may run: PostgreSQL `statement_timeout` and "
+        "`lock_timeout`, the SQLite busy timeout, so a stuck lock cannot hang a request."))
+    db_hang_seconds: float = Field(default=3.0, gt=0, description=(
+        "Seconds a statement may wait on PostgreSQL before the service checks, on a new "
+        "connection, that the database still answers; if it does not (a stopped process, a "
+        "proxy that stops forwarding), waiting requests get a 503 at once. Slow statements on "
+        "a live database are left alone."))
+    db_pool_size: int = Field(default=10, ge=1, description=(
+        "Connections per process kept in the pool, plus as many overflow connections: "
+        "bounds what one process asks of the database."))
+    retry_after_seconds: int = Field(default=5, ge=1, description=(
+        "Seconds in the `Retry-After` header of a 503, when clients should try again."))
 
-    max_body_bytes: int = Field(default=10 * MIB, ge=1024)
-    # A request body that stops arriving for this long is answered 408 and its connection
-    # closed, so slow or stalled clients cannot hold connections and worker slots.
-    body_read_timeout_seconds: float = Field(default=15.0, gt=0)
-    # Connections served at once by one process (uvicorn's limit_concurrency); past it, 503.
-    max_connections: int = Field(default=1000, ge=10)
-    # Uploads (references, weights) written to temporary files at once by one process; past
-    # it, 429 with Retry-After. A file is taken only once an upload's body starts arriving.
-    max_concurrent_uploads: int = Field(default=4, ge=1)
-    max_batch_records: int = Field(default=10_000, ge=1)
-    # Timestamps further in the future than this are refused (clock skew allowance).
-    max_future_seconds: float = Field(default=86_400.0, ge=0)
-    # Timestamps older than this are refused: every accepted day costs a partition.
-    max_past_days: int = Field(default=400, ge=1)
-    multiclass_sum_tolerance: float = Field(default=1e-3, gt=0)
-    # Daily prediction partitions are created this many days ahead of need (Postgres).
-    partition_days_ahead: int = Field(default=7, ge=0)
-    # Error details listed in one 4xx response; the total is always given.
-    max_error_details: int = Field(default=10_000, ge=1)
+    # Requests and ingest.
+    max_body_bytes: int = Field(default=10 * MIB, ge=1024, description=(
+        "Bytes of one request body, also after gzip decompression (413 past it): bounds the "
+        "memory one request can take."))
+    body_read_timeout_seconds: float = Field(default=15.0, gt=0, description=(
+        "Seconds a request body may stop arriving before it is answered 408 and its "
+        "connection closed, so slow or stalled clients cannot hold connections and worker "
+        "slots."))
+    max_connections: int = Field(default=1000, ge=10, description=(
+        "Connections one process serves at once (uvicorn's `limit_concurrency`); past it, "
+        "503."))
+    max_concurrent_uploads: int = Field(default=4, ge=1, description=(
+        "Uploads (references, weights) one process writes to temporary files at once; past "
+        "it, 429 with `Retry-After`. A slot is taken only once an upload's body starts "
+        "arriving."))
+    max_batch_records: int = Field(default=10_000, ge=1, description=(
+        "Records in one prediction or label batch: a batch is validated and stored as one, "
+        "so this bounds its memory and transaction."))
+    max_future_seconds: float = Field(default=86_400.0, ge=0, description=(
+        "Seconds a timestamp may lie in the future (clock skew allowance); later ones are "
+        "refused."))
+    max_past_days: int = Field(default=400, ge=1, description=(
+        "Days a timestamp may lie in the past (never more than the retention); older ones are "
+        "refused, since every accepted day costs a partition."))
+    multiclass_sum_tolerance: float = Field(default=1e-3, gt=0, description=(
+        "How far a multiclass prediction's class probabilities may sum from 1 and still be "
+        "accepted (rounding by the model server)."))
+    partition_days_ahead: int = Field(default=7, ge=0, description=(
+        "Days of daily prediction partitions created ahead of need (PostgreSQL), so ingest "
+        "never waits for one."))
+    max_error_details: int = Field(default=10_000, ge=1, description=(
+        "Problems listed in one 4xx response; the total is always given, so a huge bad batch "
+        "cannot make a huge answer."))
 
     # Scheduled jobs (drift, calibration, cohorts, labels, retention).
-    scheduler_enabled: bool = True
-    job_interval_seconds: float = Field(default=300.0, gt=0)
-    job_window_seconds: float = Field(default=3600.0, gt=0)
-    # A subject the job window is too small to decide (below a minimum support: a quiet
-    # model's drift or calibration, a small cohort) is decided over this longer horizon,
-    # ending at the same boundary, when that can decide it; 0 turns it off. Whole buckets.
-    job_long_window_seconds: float = Field(default=86_400.0, ge=0)
-    # After downtime, at most this many missed windows per job and model are computed.
-    job_catchup_windows: int = Field(default=12, ge=1)
-    # Label-dependent jobs (calibration, cohorts, label coverage) evaluate the window that
-    # ended this long ago, so that delayed labels have arrived; 0 evaluates the latest window.
-    label_lag_seconds: float = Field(default=0.0, ge=0)
-    # Silence, in seconds, after which a model's missing predictions page (the
-    # ModelmonNoPredictions alert compares with the exported modelmon_model_expected_interval_
-    # seconds). A model's policy may set its own, or null for a batch model that never fires it.
-    expected_interval_seconds: float | None = Field(default=1800.0, gt=0)
-    # Whether a model's critical findings page (true) or only make tickets (false): exported
-    # as modelmon_model_paging; a model's policy may set its own.
-    page: bool = True
-    # Whether critical drift of a feature the serving version gives zero weight (importance 0
-    # in its per-feature weights) pages like any other (true) or only makes a ticket (false,
-    # the default: the version cannot react to it). Exported as
-    # modelmon_model_unused_feature_paging; a model's policy may set its own.
-    page_unused_features: bool = False
-    # What a prediction carrying a feature its model does not declare does: "reject" refuses
-    # the batch (422 naming the field); "record" stores the value with the record, unmonitored,
-    # and counts it in modelmon_ingest_unexpected_features_total. A model's policy may set its own.
-    unknown_features: Literal["reject", "record"] = "reject"
-    retention_days: int = Field(default=30, ge=1)
-    # Labels stored before their prediction, per model; past it a label batch that would add
-    # more is refused (422 naming them). Retention counts them again exactly.
-    max_pending_labels: int = Field(default=1_000_000, ge=0)
-    # Stored results (metric_results) and job runs are kept this long: the history reports
-    # and dashboards read them after the rows they were computed from are gone.
-    results_retention_days: int = Field(default=90, ge=1)
-    # Distinct values per cohort key kept in one bucket summary and in one window (jobs and
-    # reports); the smallest beyond it are folded into "(other)" (the totals stay exact).
-    summary_max_cohort_values: int = Field(default=1000, ge=2)
-    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    scheduler_enabled: bool = Field(default=True, description=(
+        "Run the scheduled jobs inside `modelmon serve`; turn off on API replicas when "
+        "`modelmon worker` runs them (keeping both is safe: a window is computed once)."))
+    job_interval_seconds: float = Field(default=300.0, gt=0, description=(
+        "Seconds between scheduler ticks, also the length of a summary bucket."))
+    job_window_seconds: float = Field(default=3600.0, gt=0, description=(
+        "Seconds of traffic one job window evaluates; a whole multiple of "
+        "`MODELMON_JOB_INTERVAL_SECONDS`, since windows are made of whole buckets."))
+    job_long_window_seconds: float = Field(default=86_400.0, ge=0, description=(
+        "Seconds of the longer horizon, ending at the same boundary, over which a subject the "
+        "job window is too small to decide (a quiet model's drift or calibration, a small "
+        "cohort) is decided when that can decide it; 0 turns it off. A whole multiple of "
+        "`MODELMON_JOB_INTERVAL_SECONDS`."))
+    job_catchup_windows: int = Field(default=12, ge=1, description=(
+        "Missed windows per job and model computed after downtime, so a long outage does "
+        "not start with an unbounded backlog."))
+    label_lag_seconds: float = Field(default=0.0, ge=0, description=(
+        "Seconds ago the window evaluated by label-dependent jobs (calibration, cohorts, "
+        "label coverage) ended, so that delayed labels have arrived; 0 evaluates the latest "
+        "window. The default of each model's `label_lag_seconds` (docs/policy.md)."))
+    expected_interval_seconds: float | None = Field(default=1800.0, gt=0, description=(
+        "Seconds of silence after which a model's missing predictions page "
+        "(ModelmonNoPredictions compares with the exported "
+        "`modelmon_model_expected_interval_seconds`). The default of each model's "
+        "`expected_interval_seconds`, which a batch model sets to null (never fires)."))
+    page: bool = Field(default=True, description=(
+        "Whether a model's critical findings page (true) or only make tickets (false); "
+        "exported as `modelmon_model_paging`. The default of each model's `page`."))
+    page_unused_features: bool = Field(default=False, description=(
+        "Whether critical drift of a feature the serving version gives zero weight "
+        "(importance 0 in its per-feature weights) pages like any other (true) or only makes "
+        "a ticket (false: the version cannot react to it, a retrain would). Exported as "
+        "`modelmon_model_unused_feature_paging`; the default of each model's "
+        "`page_unused_features`."))
+    unknown_features: Literal["reject", "record"] = Field(default="reject", description=(
+        "What a prediction carrying a feature its model does not declare does: `reject` "
+        "refuses the batch (422 naming the field); `record` stores the value with the record, "
+        "unmonitored, and counts it in `modelmon_ingest_unexpected_features_total`. The "
+        "default of each model's `unknown_features`."))
+    retention_days: int = Field(default=30, ge=1, description=(
+        "Days predictions, their idempotency keys, labels and bucket summaries are kept; "
+        "older ones are removed (by dropping partitions on PostgreSQL)."))
+    max_pending_labels: int = Field(default=1_000_000, ge=0, description=(
+        "Labels stored before their prediction, per model; a label batch that would pass it "
+        "is refused (422 naming the waiting labels), so labels for predictions that never "
+        "come cannot grow without bound. Retention counts them again exactly."))
+    results_retention_days: int = Field(default=90, ge=1, description=(
+        "Days stored results (`metric_results`) and job runs are kept: the history reports "
+        "and dashboards read them after the rows they were computed from are gone."))
+    summary_max_cohort_values: int = Field(default=1000, ge=2, description=(
+        "Distinct values per cohort key kept in one bucket summary and in one window (jobs "
+        "and reports); the smallest beyond it fold into `(other)`, the totals staying exact."))
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, description=(
+        "Seconds between runs of the retention job (what `MODELMON_RETENTION_DAYS` and "
+        "`MODELMON_RESULTS_RETENTION_DAYS` remove), so expired rows go within this long."))
 
     # References.
-    reference_max_bytes: int = Field(default=512 * MIB, ge=1024)
-    reference_sample_size: int = Field(default=10_000, ge=100)
-    reference_bins: int = Field(default=10, ge=2, le=100)
-    # Without an uploaded reference, a version is compared with its own first traffic: the
-    # first `baseline_seconds` or first `baseline_max_predictions`, whichever ends first.
-    baseline_seconds: float = Field(default=86_400.0, gt=0)
-    baseline_max_predictions: int = Field(default=10_000, ge=100)
+    reference_max_bytes: int = Field(default=512 * MIB, ge=1024, description=(
+        "Bytes of one reference data set upload (413 past it)."))
+    reference_sample_size: int = Field(default=10_000, ge=100, description=(
+        "Values per numeric feature kept of a reference for KS (evenly spaced order "
+        "statistics): KS D against the sample is within 1/this of D against the whole "
+        "reference."))
+    reference_bins: int = Field(default=10, ge=2, le=100, description=(
+        "PSI bins per numeric feature, at the reference's quantiles (duplicate edges "
+        "merged)."))
+    baseline_seconds: float = Field(default=86_400.0, gt=0, description=(
+        "Seconds of a version's own first traffic it is compared with when no reference was "
+        "uploaded (or the first `MODELMON_BASELINE_MAX_PREDICTIONS`, whichever ends first)."))
+    baseline_max_predictions: int = Field(default=10_000, ge=100, description=(
+        "Predictions at most in a version's baseline (its own first traffic, when no "
+        "reference was uploaded), which bounds building it."))
 
     # Weights.
-    weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024)
-    weights_zero_eps: float = Field(default=1e-8, ge=0)
+    weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024, description=(
+        "Bytes of one weights file upload (413 past it); the file is read in chunks, so "
+        "memory does not grow with it."))
+    weights_zero_eps: float = Field(default=1e-8, ge=0, description=(
+        "A weight counts as zero when |w| <= this: sparsity, zero counts and unused "
+        "features (importance 0) of uploaded weights."))
 
-    # Decision thresholds (defaults for every model). A decision needs the effect above its
-    # line and the evidence: above the statistic's noise quantile at the window's n, at
-    # alpha_warning for a warning (ticket) and alpha_critical for a critical (page), corrected
-    # across the columns or cohorts tested (docs/metrics.md, "Decisions").
-    threshold_alpha_warning: float = Field(default=1e-3, gt=0, lt=1)
-    threshold_alpha_critical: float = Field(default=1e-4, gt=0, lt=1)
-    # PSI bands for the reports (stable < moderate <= moderate band <= major < major). The
-    # moderate line also sets the minimum support: a window too small for a PSI of 0.1 to
-    # stand out from its noise is insufficient_data.
-    threshold_psi_moderate: float = Field(default=0.1, ge=0)
-    threshold_psi_major: float = Field(default=0.25, ge=0)
-    # PSI lines of the decisions: warning above the larger of this and the noise quantile
-    # (so above 0.015 only where the window is large enough), critical above 0.15.
-    threshold_psi_warning: float = Field(default=0.015, ge=0)
-    threshold_psi_critical: float = Field(default=0.15, ge=0)
-    # KS D floor: a warning needs D above the larger of this and D's noise quantile.
-    threshold_ks_d: float = Field(default=0.05, ge=0, le=1)
-    threshold_ks_alpha: float = Field(default=0.05, gt=0, lt=1)
-    threshold_min_n: int = Field(default=100, ge=1)
-    # Above 0: the minimum support of a calibration decision is where its noise meets this line.
-    threshold_ece_warning: float = Field(default=0.05, gt=0, le=1)
-    threshold_ece_critical: float = Field(default=0.1, ge=0, le=1)
-    # A cohort pages when its error rate is also at least this multiple of the rest's.
-    threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1)
-    threshold_cohort_min_n: int = Field(default=100, ge=1)
-    # Missing values: a warning when the missing rate rises this far above the reference's
-    # (and beyond noise); a window with every value missing is critical.
-    threshold_missing_rise: float = Field(default=0.1, gt=0, le=1)
-    # Values the reference never had (a ticket, never a page): a warning when the share of a
-    # numeric feature's values outside the reference's [min, max], or of a categorical
-    # feature's values in no reference category, exceeds its baseline by this much (and
-    # beyond noise).
-    threshold_out_of_range_rise: float = Field(default=0.02, gt=0, le=1)
-    threshold_new_category_rise: float = Field(default=0.02, gt=0, le=1)
-    threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1)
-    threshold_calibration_bins: int = Field(default=10, ge=2, le=100)
-    # Generalization gap: production error (its 95% interval's lower end) above the version's
-    # registered validation error by more than these (error rate, or MAE in the target's unit).
-    threshold_gap_warning: float = Field(default=0.02, ge=0)
-    threshold_gap_critical: float = Field(default=0.05, ge=0)
-    # A new version's weights against its predecessor's: the absolute change of the overall
-    # sparsity (a ratio, 0.1 = ten points) and the largest absolute relative change of the
-    # overall L1 or L2 norm beyond which the version check decides warning or critical.
-    threshold_sparsity_jump_warning: float = Field(default=0.1, ge=0, le=1)
-    threshold_sparsity_jump_critical: float = Field(default=0.2, ge=0, le=1)
-    threshold_norm_jump_warning: float = Field(default=0.5, ge=0)
+    # Decision thresholds: the defaults of every model's policy (docs/policy.md). A decision
+    # needs the effect above its line and the evidence above the statistic's noise quantile at
+    # the window's n (docs/metrics.md, "Decisions").
+    threshold_alpha_warning: float = Field(default=1e-3, gt=0, lt=1, description=(
+        "Evidence a warning (ticket) needs: the statistic above its noise quantile at this "
+        "level, corrected across the columns or cohorts tested; also the level of the "
+        "minimum support."))
+    threshold_alpha_critical: float = Field(default=1e-4, gt=0, lt=1, description=(
+        "Evidence a critical decision (page) needs, as `MODELMON_THRESHOLD_ALPHA_WARNING`; "
+        "not above it."))
+    threshold_psi_moderate: float = Field(default=0.1, ge=0, description=(
+        "PSI band \"moderate\" of the reports (stable below it); also the minimum support: a "
+        "window too small for this PSI to stand out from its noise is insufficient_data."))
+    threshold_psi_major: float = Field(default=0.25, ge=0, description=(
+        "PSI band \"major\" of the reports; not below the moderate one."))
+    threshold_psi_warning: float = Field(default=0.015, ge=0, description=(
+        "Drift warning when PSI is above the larger of this and its noise quantile (so above "
+        "this line only where the window is large enough)."))
+    threshold_psi_critical: float = Field(default=0.15, ge=0, description=(
+        "Drift critical when PSI is above the larger of this and its noise quantile; not "
+        "below the warning line."))
+    threshold_ks_d: float = Field(default=0.05, ge=0, le=1, description=(
+        "KS D floor: a KS warning needs D above the larger of this and D's noise quantile."))
+    threshold_ks_alpha: float = Field(default=0.05, gt=0, lt=1, description=(
+        "KS significance level after Benjamini-Hochberg across the features."))
+    threshold_min_n: int = Field(default=100, ge=1, description=(
+        "Predictions (drift, data quality, label coverage) or labeled predictions "
+        "(calibration) below which a window is insufficient_data."))
+    threshold_ece_warning: float = Field(default=0.05, gt=0, le=1, description=(
+        "Calibration warning when ECE is above the larger of this and its null quantile; "
+        "the minimum support of a calibration decision is where its noise meets this line."))
+    threshold_ece_critical: float = Field(default=0.1, ge=0, le=1, description=(
+        "Calibration critical when ECE is above the larger of this and its null quantile; "
+        "not below the warning line."))
+    threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
+        "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
+        "rest's."))
+    threshold_cohort_min_n: int = Field(default=100, ge=1, description=(
+        "Labeled predictions a cohort needs to be decided at all; smaller ones never alert."))
+    threshold_missing_rise: float = Field(default=0.1, gt=0, le=1, description=(
+        "Data-quality warning when a feature's missing rate rises this far above the "
+        "reference's (and beyond noise); a window with every value missing is critical."))
+    threshold_out_of_range_rise: float = Field(default=0.02, gt=0, le=1, description=(
+        "Data-quality warning (a ticket, never a page) when the share of a numeric feature's "
+        "values outside the reference's [min, max] exceeds its baseline by this much (and "
+        "beyond noise)."))
+    threshold_new_category_rise: float = Field(default=0.02, gt=0, le=1, description=(
+        "Data-quality warning (a ticket, never a page) when the share of a categorical "
+        "feature's values in no reference category exceeds its baseline by this much (and "
+        "beyond noise)."))
+    threshold_coverage_warning: float = Field(default=0.5, ge=0, le=1, description=(
+        "Label-coverage warning below this share of labeled predictions."))
+    threshold_calibration_bins: int = Field(default=10, ge=2, le=100, description=(
+        "Equal-width confidence bins of the calibration job (a report's `bins` parameter "
+        "still overrides it for that report)."))
+    threshold_gap_warning: float = Field(default=0.02, ge=0, description=(
+        "Generalization-gap warning when the lower end of the production error's 95% "
+        "interval is above the version's registered validation error by more than this "
+        "(error rate, or MAE in the target's unit)."))
+    threshold_gap_critical: float = Field(default=0.05, ge=0, description=(
+        "Generalization-gap critical, the same test with this band."))
+    threshold_sparsity_jump_warning: float = Field(default=0.1, ge=0, le=1, description=(
+        "Version check warning when a version's overall weight sparsity moved more than "
+        "this (absolute, as a ratio: 0.1 is ten points) from its predecessor's."))
+    threshold_sparsity_jump_critical: float = Field(default=0.2, ge=0, le=1, description=(
+        "The same for a critical decision (ModelmonVersionSparsityJump pages); not below the "
+        "warning line."))
+    threshold_norm_jump_warning: float = Field(default=0.5, ge=0, description=(
+        "Version check warning when the overall L1 or L2 norm changed by more than this "
+        "(absolute relative change) from the predecessor's; no critical line: a norm change "
+        "alone makes a ticket."))
 
-    # Authentication: "auto" requires API tokens whenever the service listens beyond loopback
-    # (the laptop default on 127.0.0.1 stays open, and says so at start); "on" always; "off"
-    # never (and warns loudly when listening beyond loopback).
-    auth: Literal["auto", "on", "off"] = "auto"
-    # A verified token is remembered this long: a revocation takes effect within it.
-    token_cache_seconds: float = Field(default=5.0, ge=0)
-    # Rate limits per caller (token, or client address when tokens are not required), per
-    # process, averaged over MODELMON_RATE_LIMIT_BURST_SECONDS (the burst): requests to any
-    # route but health, and records in ingest batches. 0 turns a limit off.
-    rate_limit_requests_per_second: float = Field(default=200.0, ge=0)
-    rate_limit_records_per_second: float = Field(default=100_000.0, ge=0)
-    rate_limit_burst_seconds: int = Field(default=10, ge=1, le=3600)
-    # Interactive docs (/docs, /redoc) and the OpenAPI spec (/openapi.json).
-    docs_enabled: bool = True
+    # Authentication and limits (docs/security.md).
+    auth: Literal["auto", "on", "off"] = Field(default="auto", description=(
+        "`auto`: API tokens required whenever the service listens beyond loopback (the laptop "
+        "default on 127.0.0.1 stays open, and says so at start); `on`: always; `off`: never "
+        "(and warns loudly when listening beyond loopback). See docs/security.md."))
+    token_cache_seconds: float = Field(default=5.0, ge=0, description=(
+        "Seconds a verified token is remembered: a revocation takes effect within it."))
+    rate_limit_requests_per_second: float = Field(default=200.0, ge=0, description=(
+        "Requests per second per caller (token, or client address when tokens are not "
+        "required) and process to any route but health, averaged over "
+        "`MODELMON_RATE_LIMIT_BURST_SECONDS`; 0 turns it off (docs/security.md)."))
+    rate_limit_records_per_second: float = Field(default=100_000.0, ge=0, description=(
+        "Records per second in ingest batches per caller and process, averaged over "
+        "`MODELMON_RATE_LIMIT_BURST_SECONDS`; 0 turns it off."))
+    rate_limit_burst_seconds: int = Field(default=10, ge=1, le=3600, description=(
+        "Seconds over which the rate limits are averaged: the burst a caller may send at "
+        "once."))
+    docs_enabled: bool = Field(default=True, description=(
+        "Serve the interactive docs (`/docs`, `/redoc`) and the OpenAPI spec "
+        "(`/openapi.json`)."))
 
     # /metrics.
-    metrics_token: str | None = Field(default=None, description="bearer token for /metrics")
-    metrics_cache_seconds: float = Field(default=5.0, ge=0)
-    metrics_max_features: int = Field(default=50, ge=1)
-    metrics_max_cohorts: int = Field(default=20, ge=1)
-    metrics_max_layers: int = Field(default=100, ge=1)
-    metrics_max_versions: int = Field(default=10, ge=1)
-    # Results of windows that ended longer ago than this are no longer exported.
-    metrics_max_result_age_seconds: float = Field(default=7200.0, gt=0)
+    metrics_token: str | None = Field(default=None, description=(
+        "A static bearer token for the scraper. Set, /metrics (`modelmon worker`'s too) "
+        "requires it, or, where API tokens are required, accepts it beside any token with the "
+        "`metrics`, `read` or `admin` scope; unset, /metrics is open unless API tokens are "
+        "required (docs/security.md)."))
+    metrics_cache_seconds: float = Field(default=5.0, ge=0, description=(
+        "Seconds the model-quality values read from the database are reused across scrapes, "
+        "so frequent or many scrapers cost a handful of small queries at most this often."))
+    metrics_max_features: int = Field(default=50, ge=1, description=(
+        "Features per model exported, the worst first; the rest fold into `__other__`, so no "
+        "model can explode the TSDB."))
+    metrics_max_cohorts: int = Field(default=20, ge=1, description=(
+        "Cohorts per cohort key exported, the worst first; the rest fold into `__other__`."))
+    metrics_max_layers: int = Field(default=100, ge=1, description=(
+        "Weight layers per version exported, the sparsest first; the rest fold into "
+        "`__other__`."))
+    metrics_max_versions: int = Field(default=10, ge=1, description=(
+        "Versions per model whose values are exported, the newest: old versions stop making "
+        "series."))
+    metrics_max_result_age_seconds: float = Field(default=7200.0, gt=0, description=(
+        "Seconds after its window ended that a stored result stops being exported, so a "
+        "silent job leaves no stale value behind for alerts to fire on."))
+
+    # The process.
+    host: str = Field(default="127.0.0.1", description=(
+        "Address `modelmon serve` listens on; beyond loopback, `MODELMON_AUTH=auto` requires "
+        "tokens."))
+    port: int = Field(default=8000, ge=1, le=65535, description=(
+        "Port `modelmon serve` listens on."))
+    log_level: str = Field(default="info", description=(
+        "`debug`, `info`, `warning` or `error`, for every logger (uvicorn's too)."))
+    log_format: Literal["auto", "json", "text"] = Field(default="auto", description=(
+        "`json`: one JSON object a line (for log collectors); `text`: plain lines for a "
+        "terminal; `auto`: text when stderr is a terminal, JSON otherwise (containers, "
+        "service managers)."))
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, description=(
+        "On SIGTERM, seconds in-flight requests get to finish, then seconds a running job "
+        "window gets; one still running after that is abandoned (nothing of it is stored) "
+        "and the process exits (see Shutdown)."))
+    worker_metrics_host: str = Field(default="127.0.0.1", description=(
+        "Address of `modelmon worker`'s own /metrics and /healthz."))
+    worker_metrics_port: int = Field(default=8001, ge=0, le=65535, description=(
+        "Port of `modelmon worker`'s own /metrics and /healthz; 0 turns them off. Workers "
+        "sharing a host need a port each (`--metrics-port`); a port in use stops the worker "
+        "at start."))
 
     @model_validator(mode="after")
     def _windows_are_whole_buckets(self) -> Settings:
@@ -189,20 +326,20 @@ class Settings(BaseSettings):
                 "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
         return self
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    log_level: str = "info"
-    # json: one JSON object a line (for log collectors); text: plain lines for a terminal;
-    # auto: text when stderr is a terminal, JSON otherwise (containers, service managers).
-    log_format: Literal["auto", "json", "text"] = "auto"
-    # On SIGTERM: in-flight requests get this long to finish, then a running job window gets
-    # this long to finish; one still running after that is abandoned (its transaction rolls
-    # back, nothing of it is stored) and the process exits.
-    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
-    # `modelmon worker` serves its own /metrics (job runs, scheduler, process) here; port 0
-    # turns it off. MODELMON_METRICS_TOKEN, when set, is required there too.
-    worker_metrics_host: str = "127.0.0.1"
-    worker_metrics_port: int = Field(default=8001, ge=0, le=65535)
+    @model_validator(mode="after")
+    def _thresholds_keep_their_order(self) -> Settings:
+        """Refused at start rather than left to every model's policy check: a warning line
+        above its critical one would make every model's defaults contradict themselves."""
+        wrong = []
+        for low, high in ORDERED:
+            lo, hi = getattr(self, f"threshold_{low}"), getattr(self, f"threshold_{high}")
+            if lo > hi:
+                wrong.append(f"{variable(f'threshold_{low}')} ({lo:g}) must not exceed "
+                             f"{variable(f'threshold_{high}')} ({hi:g})")
+        if wrong:
+            raise ValueError("; ".join(wrong) + ": a decision's lines must keep their order "
+                             "(docs/policy.md); change one of each pair")
+        return self
 
 
 @lru_cache

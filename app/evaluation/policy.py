@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from typing import Any
 
 from app.monitoring import INSUFFICIENT_DATA
-from app.settings import Settings
+from app.settings import ORDERED, Settings
 
 # The decision words every check stores and every report states; /metrics exports them as
 # 0 (ok and insufficient data), 1 and 2.
@@ -62,10 +62,6 @@ PER_COHORT_KEY_FIELDS = ("cohort_ratio_critical", "cohort_min_n")
 # Knobs beyond the thresholds, each defaulting to the setting of the same name.
 MODEL_KNOBS = ("label_lag_seconds", "expected_interval_seconds", "page",
                "page_unused_features", "unknown_features")
-# (lower, upper) pairs an effective policy must keep in order.
-ORDERED = (("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
-           ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
-           ("sparsity_jump_warning", "sparsity_jump_critical"))
 
 
 def setting_of(knob: str) -> str:

@@ -51,19 +51,21 @@ from app.monitoring.drift import (
     ks_statistic_from_counts,
     psi,
 )
+from app.monitoring.weightfiles import (
+    WeightFileError,
+    file_feature_weights,
+    read_weight_file,
+    summarise_weight_file,
+)
 from app.monitoring.weights import (
     FeatureDelta,
     FeatureWeights,
     NormDelta,
     TensorStats,
     WeightDelta,
-    WeightFileError,
     WeightSummary,
     feature_delta,
     feature_weights,
-    file_feature_weights,
-    read_weight_file,
-    summarise_weight_file,
     tensor_stats,
     weight_delta,
     weight_summary,

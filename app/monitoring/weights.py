@@ -1,21 +1,17 @@
-"""Weight statistics per tensor and overall, from arrays, weight files or pipeline summaries.
+"""Weight statistics per tensor and overall, per input feature, and their deltas between
+two versions, from arrays, float64 chunks or pipeline summaries.
 
-Files are read one tensor at a time, in chunks, and every sum is accumulated in float64,
-so memory stays near one chunk (safetensors) or one tensor (npz), never the whole file.
+Every statistic is accumulated over float64 chunks, so a caller that reads a file chunk by
+chunk (app/monitoring/weightfiles.py) keeps memory near one chunk, never the whole file.
 Means and variances are merged with Chan's parallel formula, which is what lets per-tensor
 summaries sent by a pipeline be combined into exact overall figures without the weights.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import struct
-import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +25,6 @@ from app.monitoring._result import (
 
 ZERO_EPS = 1e-8
 CHUNK_ELEMS = 1 << 20
-_MAX_HEADER = 100 * 2**20
-
-
-class WeightFileError(ValueError):
-    """The file is not a readable .npz or .safetensors weight file."""
 
 
 @dataclass(frozen=True)
@@ -179,8 +170,25 @@ class _Moments:
         )
 
 
-def _supported(dtype: np.dtype) -> bool:
+def supported_dtype(dtype: np.dtype) -> bool:
+    """Whether a numpy dtype converts to float64 losslessly enough to be measured."""
     return dtype.kind in "fiub" and dtype.itemsize <= 8
+
+
+def _float64_chunks(a: np.ndarray, chunk_elems: int) -> Iterable[np.ndarray]:
+    flat = a.reshape(-1)
+    for start in range(0, flat.shape[0], chunk_elems):
+        yield flat[start:start + chunk_elems].astype(np.float64)
+
+
+def chunked_stats(chunks: Iterable[np.ndarray], eps: float, name: str,
+                  shape: tuple[int, ...], dtype: str) -> TensorStats:
+    """Statistics of one tensor given as 1-D float64 chunks, one after another, so a reader
+    of a large file never holds more than one chunk."""
+    acc = _Moments()
+    for chunk in chunks:
+        acc.add_chunk(chunk, eps)
+    return acc.result(name, shape, dtype)
 
 
 def tensor_stats(
@@ -189,163 +197,20 @@ def tensor_stats(
     """Statistics of one in-memory tensor, computed in float64 chunks."""
     a = np.asarray(array)
     shape = tuple(int(s) for s in a.shape)
-    if not _supported(a.dtype):
-        return _unsupported(name, shape, str(a.dtype), int(a.size))
-    flat = a.reshape(-1)
-    acc = _Moments()
-    for start in range(0, flat.shape[0], chunk_elems):
-        acc.add_chunk(flat[start:start + chunk_elems].astype(np.float64), eps)
-    return acc.result(name, shape, str(a.dtype))
+    if not supported_dtype(a.dtype):
+        return unsupported_tensor(name, shape, str(a.dtype), int(a.size))
+    return chunked_stats(_float64_chunks(a, chunk_elems), eps, name, shape, str(a.dtype))
 
 
-def _unsupported(name: str, shape: tuple[int, ...], dtype: str, count: int) -> TensorStats:
+def unsupported_tensor(name: str, shape: tuple[int, ...], dtype: str, count: int
+                       ) -> TensorStats:
+    """The explicit result for a tensor whose dtype cannot be measured: it is listed, never
+    silently dropped, and left out of the overall figures."""
     return TensorStats(
         name=name, shape=shape, dtype=dtype, count=count, zeros=0, sparsity=None, l1=0.0,
         l2=0.0, max_abs=None, mean=None, std=None, status=UNSUPPORTED_DTYPE,
         reason=f"dtype {dtype} is not supported",
     )
-
-
-# --- safetensors -------------------------------------------------------------------------
-
-def _fp8_e4m3fn_table() -> np.ndarray:
-    b = np.arange(256)
-    sign = np.where(b >> 7, -1.0, 1.0)
-    exp = (b >> 3) & 0xF
-    man = b & 0x7
-    val = np.where(exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp - 7))
-    val = sign * val
-    val[(exp == 0xF) & (man == 0x7)] = np.nan
-    return val
-
-
-_SAFETENSORS_DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
-    "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1),
-    "U64": ("<u8", 8), "U32": ("<u4", 4), "U16": ("<u2", 2), "U8": ("u1", 1),
-    "BOOL": ("?", 1), "F8_E5M2": ("u1", 1), "F8_E4M3": ("u1", 1),
-}
-_E4M3 = _fp8_e4m3fn_table()
-_DTYPE_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
-    "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
-}
-
-
-def _decode(raw: np.ndarray, st_dtype: str) -> np.ndarray:
-    """Raw chunk -> float64. bf16 is the top half of a float32; fp8 e5m2 of a float16."""
-    if st_dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    if st_dtype == "F8_E5M2":
-        return (raw.astype(np.uint16) << 8).view(np.float16).astype(np.float64)
-    if st_dtype == "F8_E4M3":
-        return _E4M3[raw]
-    return raw.astype(np.float64)
-
-
-def _safetensors_header(f: Any, size: int) -> tuple[dict[str, Any], int]:
-    head = f.read(8)
-    if len(head) != 8:
-        raise WeightFileError("file too short for a safetensors header")
-    (length,) = struct.unpack("<Q", head)
-    if length > min(size - 8, _MAX_HEADER):
-        raise WeightFileError("safetensors header length out of range")
-    try:
-        header = json.loads(f.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightFileError(f"bad safetensors header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise WeightFileError("bad safetensors header: not an object")
-    return header, 8 + length
-
-
-def _entry(name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
-    """(dtype, shape, begin, end) of a safetensors header entry."""
-    try:
-        st_dtype = str(info["dtype"])
-        shape = tuple(int(s) for s in info["shape"])
-        begin, end = (int(o) for o in info["data_offsets"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightFileError(f"bad entry for {name!r}: {exc!r}") from exc
-    return st_dtype, shape, begin, end
-
-
-def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        header, data_start = _safetensors_header(f, size)
-        entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
-        try:
-            entries.sort(key=lambda kv: int(kv[1]["data_offsets"][0]))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise WeightFileError(f"bad tensor entry: {exc!r}") from exc
-        for name, info in entries:
-            st_dtype, shape, begin, end = _entry(name, info)
-            count = math.prod(shape)
-            if st_dtype not in _SAFETENSORS_DTYPES:
-                yield _unsupported(name, shape, st_dtype, count)
-                continue
-            acc = _Moments()
-            for chunk in _chunks(f, name, (st_dtype, shape, begin, end), data_start, size,
-                                 chunk_elems):
-                acc.add_chunk(chunk, eps)
-            yield acc.result(name, shape, _DTYPE_NAMES[st_dtype])
-
-
-def _chunks(f: Any, name: str, entry: tuple[str, tuple[int, ...], int, int], data_start: int,
-            size: int, chunk_elems: int) -> Iterator[np.ndarray]:
-    """A safetensors tensor of a supported dtype as float64 chunks, in flat (C) order."""
-    st_dtype, shape, begin, end = entry
-    np_dtype, itemsize = _SAFETENSORS_DTYPES[st_dtype]
-    count = math.prod(shape)
-    if end - begin != count * itemsize or begin < 0 or data_start + end > size:
-        raise WeightFileError(f"tensor {name!r}: offsets do not match shape and dtype")
-    f.seek(data_start + begin)
-    for start in range(0, count, chunk_elems):
-        take = min(chunk_elems, count - start)
-        buf = f.read(take * itemsize)
-        if len(buf) != take * itemsize:
-            raise WeightFileError(f"tensor {name!r}: file truncated")
-        yield _decode(np.frombuffer(buf, dtype=np_dtype), st_dtype)
-
-
-def _read_npz(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightFileError(f"cannot open {path.name}: {exc}") from exc
-    with archive:
-        for name in archive.files:
-            try:
-                arr = archive[name]  # only this member is read into memory
-            except (OSError, ValueError, zipfile.BadZipFile) as exc:
-                raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
-            yield tensor_stats(arr, eps, name, chunk_elems=chunk_elems)
-            del arr
-
-
-def read_weight_file(
-    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
-    fmt: str | None = None,
-) -> Iterator[tuple[str, TensorStats]]:
-    """Yield (name, stats) tensor by tensor from a .safetensors or .npz file.
-
-    A generator: nothing is read until iterated, and each tensor's data is released before
-    the next is read. Unknown dtypes yield a result with status 'unsupported_dtype'; a
-    malformed file raises WeightFileError.
-    """
-    p = Path(path)
-    suffix = f".{fmt}" if fmt else p.suffix.lower()
-    if suffix == ".safetensors":
-        reader = _read_safetensors(p, eps, chunk_elems)
-    elif suffix == ".npz":
-        reader = _read_npz(p, eps, chunk_elems)
-    else:
-        raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
-    for stats in reader:
-        yield stats.name, stats
 
 
 @dataclass(frozen=True)
@@ -381,15 +246,6 @@ def weight_summary(
     if not items:
         overall = TensorStats(**{**overall.__dict__, "reason": "no tensors"})
     return WeightSummary(tensors=tuple(items), overall=overall)
-
-
-def summarise_weight_file(
-    path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
-    fmt: str | None = None,
-) -> WeightSummary:
-    """read_weight_file + weight_summary; ``fmt`` ("npz" or "safetensors") overrides the
-    file's suffix, for uploads stored under a temporary name."""
-    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems, fmt=fmt))
 
 
 @dataclass(frozen=True)
@@ -548,51 +404,23 @@ def feature_weights(array: Any, features: list[str] | tuple[str, ...], axis: int
     the input features, in ``features`` order, computed in float64 chunks. ValueError when
     the axis does not exist or its length is not the number of features."""
     a = np.asarray(array)
-    if not _supported(a.dtype):
+    if not supported_dtype(a.dtype):
         raise ValueError(f"dtype {a.dtype} is not supported")
     shape = tuple(int(d) for d in a.shape)
+    return chunked_feature_weights(_float64_chunks(a, chunk_elems), shape, features, axis,
+                                   eps, tensor)
+
+
+def chunked_feature_weights(chunks: Iterable[np.ndarray], shape: tuple[int, ...],
+                            features: list[str] | tuple[str, ...], axis: int,
+                            eps: float = ZERO_EPS, tensor: str = "") -> FeatureWeights:
+    """feature_weights of a tensor given as 1-D float64 chunks in flat (C) order, so a reader
+    of a large file never holds more than one chunk. The axis is checked before the first
+    chunk is asked for (ValueError), so a wrong axis costs no reading."""
     axis = _feature_axis(shape, axis, len(features))
     acc = _PerFeature(shape, axis, len(features), eps)
-    flat = a.reshape(-1)
-    for start in range(0, flat.shape[0], chunk_elems):
-        acc.add_chunk(flat[start:start + chunk_elems].astype(np.float64))
-    return acc.result(features, tensor, axis)
-
-
-def file_feature_weights(path: str | os.PathLike[str], tensor: str,
-                         features: list[str] | tuple[str, ...], axis: int,
-                         eps: float = ZERO_EPS, *, fmt: str | None = None,
-                         chunk_elems: int = CHUNK_ELEMS) -> FeatureWeights:
-    """feature_weights of one tensor of a .npz or .safetensors file; a safetensors tensor is
-    read in chunks, so memory stays near one chunk whatever its size. WeightFileError for a
-    missing or unreadable tensor, ValueError for a wrong axis or length."""
-    p = Path(path)
-    suffix = f".{fmt}" if fmt else p.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as archive:
-                if tensor not in archive.files:
-                    raise WeightFileError(f"no tensor {tensor!r} in the file")
-                values = archive[tensor]
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise WeightFileError(f"cannot read {tensor!r}: {exc}") from exc
-        if not _supported(values.dtype):
-            raise WeightFileError(f"tensor {tensor!r}: dtype {values.dtype} is not supported")
-        return feature_weights(values, features, axis, eps, tensor, chunk_elems=chunk_elems)
-    if suffix != ".safetensors":
-        raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
-    size = os.path.getsize(p)
-    with open(p, "rb") as f:
-        header, data_start = _safetensors_header(f, size)
-        if tensor == "__metadata__" or tensor not in header:
-            raise WeightFileError(f"no tensor {tensor!r} in the file")
-        entry = _entry(tensor, header[tensor])
-        if entry[0] not in _SAFETENSORS_DTYPES:
-            raise WeightFileError(f"tensor {tensor!r}: dtype {entry[0]} is not supported")
-        axis = _feature_axis(entry[1], axis, len(features))
-        acc = _PerFeature(entry[1], axis, len(features), eps)
-        for chunk in _chunks(f, tensor, entry, data_start, size, chunk_elems):
-            acc.add_chunk(chunk)
+    for chunk in chunks:
+        acc.add_chunk(chunk)
     return acc.result(features, tensor, axis)
 
 

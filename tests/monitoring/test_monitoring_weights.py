@@ -1,13 +1,16 @@
-import inspect
-import json
 import math
-import struct
-import tracemalloc
 
 import numpy as np
 import pytest
 from monitoring_testutil import assert_json_safe
 from safetensors.numpy import save_file
+from weights_testutil import (
+    DTYPES,
+    FEATURES,
+    assert_matches_numpy,
+    numpy_reference,
+    random_tensor,
+)
 
 from app.monitoring import (
     INSUFFICIENT_DATA,
@@ -18,51 +21,19 @@ from app.monitoring import (
     feature_delta,
     feature_weights,
     file_feature_weights,
-    read_weight_file,
     summarise_weight_file,
     tensor_stats,
     weight_delta,
     weight_summary,
 )
 
-DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-          np.uint8, np.bool_]
-
-
-def _random(rng, dtype, shape):
-    if np.dtype(dtype).kind == "f":
-        x = rng.normal(size=shape) * 3
-        x[rng.random(shape) < 0.2] = 0.0
-        return x.astype(dtype)
-    if np.dtype(dtype).kind == "b":
-        return rng.random(shape) < 0.5
-    info = np.iinfo(dtype)
-    return rng.integers(max(info.min, -100), min(info.max, 100), size=shape).astype(dtype)
-
-
-def _numpy_reference(x64, eps=1e-8):
-    """Plain numpy on the whole tensor, for comparison."""
-    return dict(
-        count=x64.size, zeros=int(np.sum(np.abs(x64) <= eps)),
-        l1=float(np.abs(x64).sum()), l2=float(np.sqrt(np.sum(x64 * x64))),
-        max_abs=float(np.abs(x64).max()), mean=float(x64.mean()), std=float(x64.std()),
-    )
-
-
-def _assert_matches(s: TensorStats, x64: np.ndarray, eps=1e-8):
-    ref = _numpy_reference(x64.reshape(-1), eps)
-    assert s.count == ref["count"] and s.zeros == ref["zeros"]
-    assert s.sparsity == ref["zeros"] / ref["count"]
-    for key in ("l1", "l2", "max_abs", "mean", "std"):
-        assert getattr(s, key) == pytest.approx(ref[key], rel=1e-11, abs=1e-12), key
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tensor_stats_equal_numpy_for_every_dtype(dtype):
     rng = np.random.default_rng(1)
-    x = _random(rng, dtype, (37, 91))
+    x = random_tensor(rng, dtype, (37, 91))
     s = tensor_stats(x, chunk_elems=500)  # many chunks: exercises the merge
-    _assert_matches(s, x.astype(np.float64))
+    assert_matches_numpy(s, x.astype(np.float64))
     assert s.shape == (37, 91) and s.dtype == np.dtype(dtype).name
     assert_json_safe(s)
 
@@ -100,124 +71,17 @@ def test_unsupported_dtype_is_an_explicit_result():
     assert_json_safe(s)
 
 
-def _bf16_bits(x32: np.ndarray) -> np.ndarray:
-    """Truncate float32 to its top 16 bits: an exact bf16 value."""
-    return (x32.view(np.uint32) >> 16).astype(np.uint16)
-
-
-def _write_safetensors_by_hand(path, tensors):
-    """tensors: name -> (dtype string, shape, raw bytes). Header + raw bytes, as specified."""
-    header, offset, blobs = {"__metadata__": {"format": "test"}}, 0, []
-    for name, (dt, shape, raw) in tensors.items():
-        header[name] = {"dtype": dt, "shape": list(shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        offset += len(raw)
-        blobs.append(raw)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def test_safetensors_numpy_dtypes(tmp_path):
-    rng = np.random.default_rng(2)
-    tensors = {f"t_{np.dtype(d).name}": _random(rng, d, (13, 17)) for d in DTYPES}
-    path = tmp_path / "w.safetensors"
-    save_file(tensors, str(path))
-    got = dict(read_weight_file(path, chunk_elems=50))
-    assert set(got) == set(tensors)
-    for name, x in tensors.items():
-        _assert_matches(got[name], x.astype(np.float64))
-        assert got[name].dtype == x.dtype.name
-
-
-def test_safetensors_bf16_written_by_hand(tmp_path):
-    rng = np.random.default_rng(3)
-    x32 = (rng.normal(size=(64, 33)) * 5).astype(np.float32)
-    x32[:, :7] = 0
-    bits = _bf16_bits(x32)
-    exact = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    path = tmp_path / "bf16.safetensors"
-    _write_safetensors_by_hand(path, {
-        "w": ("BF16", x32.shape, bits.astype("<u2").tobytes()),
-        "b": ("F32", (5,), np.arange(5, dtype="<f4").tobytes()),
-    })
-    got = dict(read_weight_file(path, chunk_elems=100))
-    assert got["w"].dtype == "bfloat16" and got["w"].shape == (64, 33)
-    _assert_matches(got["w"], exact)
-    assert got["w"].zeros >= 64 * 7
-    _assert_matches(got["b"], np.arange(5.0))
-
-
-def test_safetensors_fp8_and_unknown_dtype(tmp_path):
-    e5m2 = np.array([0x3C, 0xBC, 0x00, 0x40], dtype=np.uint8)  # 1.0, -1.0, 0.0, 2.0
-    e4m3 = np.array([0x38, 0x7E, 0xB8, 0x01], dtype=np.uint8)  # 1.0, 448, -1.0, 2**-9
-    path = tmp_path / "fp8.safetensors"
-    _write_safetensors_by_hand(path, {
-        "a": ("F8_E5M2", (4,), e5m2.tobytes()),
-        "b": ("F8_E4M3", (4,), e4m3.tobytes()),
-        "c": ("C64", (1,), b"\0" * 8),
-    })
-    got = dict(read_weight_file(path))
-    assert got["a"].l1 == 4.0 and got["a"].max_abs == 2.0 and got["a"].zeros == 1
-    assert got["b"].l1 == 1 + 448 + 1 + 2**-9 and got["b"].max_abs == 448
-    assert got["c"].status == UNSUPPORTED_DTYPE
-
-
-def test_npz_file(tmp_path):
-    rng = np.random.default_rng(4)
-    tensors = {"a": _random(rng, np.float16, (30, 30)), "b": _random(rng, np.int8, (100,))}
-    path = tmp_path / "w.npz"
-    np.savez_compressed(path, **tensors)
-    got = dict(read_weight_file(path))
-    for name, x in tensors.items():
-        _assert_matches(got[name], x.astype(np.float64))
-
-
-def test_reader_is_lazy_and_memory_stays_below_one_tensor(tmp_path):
-    rng = np.random.default_rng(5)
-    n = 1_000_000
-    tensors = {f"layer{i}": rng.normal(size=n).astype(np.float32) for i in range(4)}
-    path = tmp_path / "big.safetensors"
-    save_file(tensors, str(path))
-    del tensors
-    it = read_weight_file(path, chunk_elems=1 << 14)
-    assert inspect.isgenerator(it)
-    tracemalloc.start()
-    try:
-        first_name, _ = next(it)
-        rest = [name for name, _ in it]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [first_name, *rest] == [f"layer{i}" for i in range(4)]
-    assert peak < n * 4  # less than one float32 tensor, let alone the 16 MB file
-
-
-def test_bad_files_raise_weight_file_error(tmp_path):
-    bad = tmp_path / "bad.safetensors"
-    bad.write_bytes(b"\xff" * 7)
-    with pytest.raises(WeightFileError):
-        list(read_weight_file(bad))
-    lying = tmp_path / "lying.safetensors"
-    _write_safetensors_by_hand(lying, {"a": ("F32", (10,), b"\0" * 8)})
-    with pytest.raises(WeightFileError):
-        list(read_weight_file(lying))
-    with pytest.raises(WeightFileError):
-        list(read_weight_file(tmp_path / "w.bin"))
-
-
 def test_overall_combines_without_concatenating_and_equals_numpy(tmp_path):
     rng = np.random.default_rng(6)
-    tensors = {"a": _random(rng, np.float32, (50, 20)) + 4,
-               "b": _random(rng, np.float64, (333,)) * 100,
-               "c": _random(rng, np.int8, (7, 3)),
+    tensors = {"a": random_tensor(rng, np.float32, (50, 20)) + 4,
+               "b": random_tensor(rng, np.float64, (333,)) * 100,
+               "c": random_tensor(rng, np.int8, (7, 3)),
                "empty": np.zeros((0,), np.float32)}
     path = tmp_path / "w.safetensors"
     save_file(tensors, str(path))
     summary = summarise_weight_file(path, chunk_elems=64)
     allx = np.concatenate([t.astype(np.float64).reshape(-1) for t in tensors.values()])
-    _assert_matches(summary.overall, allx)
+    assert_matches_numpy(summary.overall, allx)
     assert summary.overall.l2 == pytest.approx(
         math.sqrt(sum(t.l2**2 for t in summary.tensors)), rel=1e-15)
     assert summary.tensor("empty").status == INSUFFICIENT_DATA
@@ -230,10 +94,10 @@ def test_pipeline_summaries_from_dicts_combine_like_files():
     xs["b"][:100] = 0
     dicts = []
     for name, x in xs.items():
-        ref = _numpy_reference(x.reshape(-1))
+        ref = numpy_reference(x.reshape(-1))
         dicts.append({"name": name, "shape": list(x.shape), **ref})
     summary = weight_summary(dicts)
-    _assert_matches(summary.overall, np.concatenate([x.reshape(-1) for x in xs.values()]))
+    assert_matches_numpy(summary.overall, np.concatenate([x.reshape(-1) for x in xs.values()]))
     assert summary.tensor("b").sparsity == 0.2
     with pytest.raises(ValueError):
         TensorStats.from_dict({**dicts[0], "count": 3})
@@ -284,7 +148,6 @@ def test_delta_between_versions():
 
 # --- per-feature weights -----------------------------------------------------------------
 
-FEATURES = [f"f{i}" for i in range(8)]
 
 
 def _l1_logistic(C, seed=0):
@@ -424,20 +287,3 @@ def test_feature_delta_zeroed_top_k_and_shifts_by_hand():
     assert feature_delta(base, base).shifts == () and feature_delta(base, base).zeroed == ()
 
 
-def test_file_feature_weights_memory_stays_below_the_tensor(tmp_path):
-    rng = np.random.default_rng(6)
-    w = rng.normal(size=(8, 125_000)).astype(np.float32)  # 1M weights, features on axis 0
-    w[3] = 0.0
-    path = tmp_path / "wide.safetensors"
-    save_file({"layer0/kernel": w}, str(path))
-    l1 = np.abs(w.astype(np.float64)).sum(axis=1)
-    del w
-    tracemalloc.start()
-    try:
-        fw = file_feature_weights(path, "layer0/kernel", FEATURES, axis=0, chunk_elems=1 << 14)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert [f.l1 for f in fw.features] == pytest.approx(l1.tolist(), rel=1e-10)
-    assert fw.nonzero == 7 and fw.features[3].zero
-    assert peak < 1_000_000 * 4  # less than the float32 tensor, let alone it in float64
