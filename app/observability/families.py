@@ -264,8 +264,8 @@ VERSIONS = (
            "regularization": ("l1", "l2", "elastic_net", "none", "unknown")}),
     _f("modelmon_model_version_artifact_bytes", "gauge", MV, "Artifact size from the version "
        "metadata.", G),
-    *(_f(f"modelmon_model_version_{key}", "gauge", MV, help_, G, f"{help_[:-1]} (the "
-         f"version's `metadata.training.{key}`, when registered)")
+    *(_f(f"modelmon_model_version_{key}", "gauge", MV, help_, G, f"{help_[:-1]} "
+         f"(`metadata.training.{key}`, only when registered)")
       for key, help_ in TRAINING_GAUGES.items()),
     _f("modelmon_model_version_validation_gap", "gauge", MV, "Validation loss minus training "
        "loss (overfitting shows as a larger gap).", G, "validation loss minus training loss, "
