@@ -186,7 +186,8 @@ def test_quality_families_are_bounded_per_model_and_right():
 def test_observe_many_equals_one_observe_per_value():
     from prometheus_client import CollectorRegistry, Histogram
 
-    from app.observability.metrics import LATENCY_BUCKETS, observe_many
+    from app.observability.families import LATENCY_BUCKETS
+    from app.observability.metrics import observe_many
 
     rng = np.random.default_rng(3)
     # bounds themselves (a value equal to a bound belongs to it), beyond the last, zero

@@ -1,7 +1,8 @@
 """The service metrics of each process (counters and histograms of ingest, HTTP, jobs and the
 scheduler; process and platform figures), and the registries /metrics exposes. The
 model-quality families read from stored results are observability/quality.py's; what
-/metrics exports, all of it, is listed in observability/catalogue.py (docs/prometheus.md).
+/metrics exports, all of it, is listed in observability/families.py (docs/prometheus.md), and
+the metric objects here are made from its entries.
 
 Each app builds its own registry: tests read a fresh one with get_sample_value().
 """
@@ -29,16 +30,26 @@ from prometheus_client import (
 )
 
 from app import __version__
+from app.observability.families import SERVICE_FAMILIES, Source
 
 log = logging.getLogger("modelmon.metrics")
 # `_created` series double every counter and histogram for no use on the dashboards.
 disable_created_metrics()
 UNKNOWN = "__unknown__"
 UNDECLARED = "__undeclared__"
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 JOBS = ("drift", "calibration", "cohorts", "labels")
+# the standard process series that, summed over N processes, take the lowest value instead
+LIVE_MODES = {"process_max_fds": "livemin", "process_start_time_seconds": "livemin"}
+KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+
+
+def made(registry: CollectorRegistry, name: str, **kw: Any) -> Any:
+    """The metric object of a catalogued per-process family (observability/families.py), so
+    its name, help, labels and buckets are the catalogue's."""
+    f = SERVICE_FAMILIES[name]
+    if f.buckets:
+        kw["buckets"] = f.buckets
+    return KINDS[f.type](f.name, f.help, f.labels, registry=registry, **kw)
 
 
 class PredictionsStoredLike(Protocol):
@@ -71,41 +82,21 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.build_info = Gauge("modelmon_build_info", "The running build.", ["version"],
-                                registry=r, multiprocess_mode="max")
+        self.build_info = made(r, "modelmon_build_info", multiprocess_mode="max")
         self.build_info.labels(__version__).set(1)
-        self.ingested = Counter("modelmon_ingested_records", "Records received by POST "
-                                "/v1/predictions, by outcome.", ["model", "outcome"], registry=r)
-        self.ingested_labels = Counter("modelmon_ingested_labels", "Labels received by POST "
-                                       "/v1/labels, by outcome.", ["model", "outcome"], registry=r)
-        self.refused_values = Counter("modelmon_ingest_refused_values", "Feature values that "
-                                      "made a prediction batch be refused (type, range, length), "
-                                      "by model and declared feature.", ["model", "feature"],
-                                      registry=r)
-        self.unexpected_features = Counter(
-            "modelmon_ingest_unexpected_features", "Values of features the model does not "
-            "declare, stored unmonitored under its unknown_features: record policy (one per "
-            "feature per stored prediction), by model.", ["model"], registry=r)
-        self.latency = Histogram("modelmon_inference_latency_seconds", "The model server's "
-                                 "logged inference latency (latency_ms).", ["model", "version"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.http = Histogram("modelmon_http_request_duration_seconds", "Request handling "
-                              "time by route template.", ["route", "method", "code"],
-                              buckets=HTTP_BUCKETS, registry=r)
-        self.job_duration = Histogram("modelmon_job_duration_seconds", "One job run for one "
-                                      "model and window.", ["job_name"], buckets=JOB_BUCKETS,
-                                      registry=r)
-        self.job_runs = Counter("modelmon_job_runs", "Job runs for one model and window, by "
-                                "outcome.", ["job_name", "outcome"], registry=r)
-        self.db_errors = Counter("modelmon_database_errors", "Database failures answered as "
-                                 "503 or failing a job.", ["operation"], registry=r)
-        self.ticks = Counter("modelmon_scheduler_ticks", "Scheduler ticks (summary upkeep "
-                             "and every due window), by outcome.", ["outcome"], registry=r)
-        self.tick_duration = Histogram("modelmon_scheduler_tick_duration_seconds", "One "
-                                       "scheduler tick.", buckets=JOB_BUCKETS, registry=r)
-        self.last_tick = Gauge("modelmon_scheduler_last_tick_timestamp_seconds", "End of the "
-                               "latest scheduler tick of this process.", registry=r,
-                               multiprocess_mode="max")
+        self.ingested = made(r, "modelmon_ingested_records_total")
+        self.ingested_labels = made(r, "modelmon_ingested_labels_total")
+        self.refused_values = made(r, "modelmon_ingest_refused_values_total")
+        self.unexpected_features = made(r, "modelmon_ingest_unexpected_features_total")
+        self.latency = made(r, "modelmon_inference_latency_seconds")
+        self.http = made(r, "modelmon_http_request_duration_seconds")
+        self.job_duration = made(r, "modelmon_job_duration_seconds")
+        self.job_runs = made(r, "modelmon_job_runs_total")
+        self.db_errors = made(r, "modelmon_database_errors_total")
+        self.ticks = made(r, "modelmon_scheduler_ticks_total")
+        self.tick_duration = made(r, "modelmon_scheduler_tick_duration_seconds")
+        self.last_tick = made(r, "modelmon_scheduler_last_tick_timestamp_seconds",
+                              multiprocess_mode="max")
         for job in JOBS:  # known label sets exist from the start
             for outcome in ("success", "failure"):
                 self.job_runs.labels(job, outcome)
@@ -182,23 +173,11 @@ class ProcessMetrics:
     ``interval`` seconds (and removes the shared files of processes that have exited)."""
 
     def __init__(self, registry: CollectorRegistry, interval: float = 5.0) -> None:
-        def live(name: str, doc: str, mode: str = "livesum") -> Gauge:
-            return Gauge(name, doc, registry=registry, multiprocess_mode=mode)
-
         self.gauges = {
-            "process_resident_memory_bytes": live("process_resident_memory_bytes",
-                                                  "Resident memory size in bytes."),
-            "process_virtual_memory_bytes": live("process_virtual_memory_bytes",
-                                                 "Virtual memory size in bytes."),
-            "process_open_fds": live("process_open_fds", "Number of open file descriptors."),
-            "process_max_fds": live("process_max_fds", "Maximum number of open file "
-                                    "descriptors.", "livemin"),
-            "process_start_time_seconds": live("process_start_time_seconds", "Start time of "
-                                               "the process since unix epoch in seconds.",
-                                               "livemin"),
-        }
-        self.cpu = Counter("process_cpu_seconds", "Total user and system CPU time spent in "
-                           "seconds.", registry=registry)
+            name: made(registry, name, multiprocess_mode=LIVE_MODES.get(name, "livesum"))
+            for name, f in SERVICE_FAMILIES.items()
+            if f.source is Source.RUNTIME and name.startswith("process_") and f.type == "gauge"}
+        self.cpu = made(registry, "process_cpu_seconds_total")
         self._cpu_seen = 0.0
         self._interval = interval
 

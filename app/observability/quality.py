@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from app.evaluation import policy as model_policy
 from app.evaluation.catalogue import METRICS
 from app.evaluation.checks.versions import version_checks_by_model
+from app.observability.families import QUALITY_FAMILIES, TRAINING_GAUGES
 from app.observability.metrics import JOBS
 from app.settings import Settings
 from app.storage.snapshot import MetricsSnapshot, load_snapshot
@@ -73,7 +74,8 @@ class QualityCollector(Collector):
 
 DECISION = {"ok": 0, "insufficient_data": 0, "warning": 1, "critical": 2}
 CHECK_OF = {name: m.check for name, m in METRICS.items() if m.check}
-RESULT_GAUGES = {name: (m.gauge, m.description) for name, m in METRICS.items() if m.gauge}
+# the /metrics gauge of a stored metric's latest value (observability/families.py lists it)
+RESULT_GAUGES = {name: m.gauge for name, m in METRICS.items() if m.gauge}
 # Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
 # feature's drift decision with feature_psi, so it is not repeated).
 SUBJECT_STATE = frozenset(m for m, d in METRICS.items() if d.subject_state)
@@ -103,30 +105,29 @@ def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, An
     return out + list(folded.values())
 
 
-Gauge = Callable[[str, str, list[str]], GaugeMetricFamily]
+Gauge = Callable[[str], GaugeMetricFamily]
 
 
 def build_families(snap: MetricsSnapshot, limits: dict[str, int],
                    interval: float) -> list[Metric]:
     """Every model-quality family of a snapshot, in a stable order (each family where its
-    first series is made)."""
+    first series is made), named, described and labelled by the catalogue
+    (observability/families.py)."""
     fams: dict[str, Metric] = {}
 
-    def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    def gauge(name: str) -> GaugeMetricFamily:
         if name not in fams:
-            fams[name] = GaugeMetricFamily(name, doc, labels=labels)
+            f = QUALITY_FAMILIES[name]
+            fams[name] = GaugeMetricFamily(name, f.help, labels=list(f.labels))
         return fams[name]  # type: ignore[return-value]
 
     state: dict[tuple[str, str, str], int] = {}
     for r in _folded_results(snap.results, limits):
         _result_families(r, gauge, state)
     for (model, version, check), value in sorted(state.items()):
-        gauge("modelmon_check_state", "0 ok, 1 warning, 2 critical, under the model's "
-              "thresholds.", ["model", "version", "check"]).add_metric(
-            [model, version, check], value)
+        gauge("modelmon_check_state").add_metric([model, version, check], value)
     for model, ts in snap.last_prediction.items():
-        gauge("modelmon_model_last_prediction_timestamp_seconds", "Newest stored prediction.",
-              ["model"]).add_metric([model], ts)
+        gauge("modelmon_model_last_prediction_timestamp_seconds").add_metric([model], ts)
     _policy(snap.model_policy, snap.maintenance, gauge)
     fams.update(_slo_families(snap.slo))
     _job_families(snap, interval, gauge)
@@ -171,22 +172,13 @@ def _result_families(r: dict[str, Any], gauge: Gauge,
         # the decision per feature (drift, data quality) and per cohort, which the alert
         # rules fire on, so a page names its feature or cohort
         if r["metric"].startswith("feature_"):
-            gauge("modelmon_feature_check_state", "Decision per feature: 0 ok or "
-                  "insufficient data, 1 warning, 2 critical.",
-                  ["model", "version", "feature", "check"]).add_metric(
+            gauge("modelmon_feature_check_state").add_metric(
                 [*mv, r["feature"], check], DECISION.get(r["decision"], 0))
         else:
-            gauge("modelmon_cohort_check_state", "Decision per cohort: 0 ok or "
-                  "insufficient data, 1 warning, 2 critical.",
-                  ["model", "version", "cohort_key", "cohort"]).add_metric(
+            gauge("modelmon_cohort_check_state").add_metric(
                 [*mv, r["cohort_key"], r["cohort"]], DECISION.get(r["decision"], 0))
     if r["metric"] in RESULT_GAUGES and _finite(r["value"]):
-        name, doc = RESULT_GAUGES[r["metric"]]
-        if r["metric"].startswith("feature_"):
-            gauge(name, doc, ["model", "version", "feature"]).add_metric(
-                [*mv, r["feature"]], r["value"])
-        else:
-            gauge(name, doc, ["model", "version"]).add_metric(mv, r["value"])
+        gauge(RESULT_GAUGES[r["metric"]]).add_metric([*mv, *_subject(r)], r["value"])
     if r["metric"] in ("feature_ks_statistic", "prediction_ks_statistic"):
         _ks_pvalue(r, mv, gauge)
     if r["metric"] == "calibration_ece":
@@ -195,58 +187,62 @@ def _result_families(r: dict[str, Any], gauge: Gauge,
         _cohort_families(r, mv, gauge)
 
 
+def _subject(r: dict[str, Any]) -> list[str]:
+    """The subject's label values of a stored row, in the order of its family's labels
+    (families.SUBJECT_LABELS); folded features and cohorts carry __other__."""
+    subject = METRICS[r["metric"]].subject
+    if subject == "feature":
+        return [r["feature"]]
+    if subject == "cohort":
+        key, _, cohort = r["subject"].partition("=")
+        return [r.get("cohort_key", key), r.get("cohort", cohort)]
+    return []
+
+
 def _ks_pvalue(r: dict[str, Any], mv: list[str], gauge: Gauge) -> None:
     detail = r["detail"] or {}
     p = detail.get("pvalue_adjusted")
     p = detail.get("pvalue") if p is None else p
     if _finite(p):
         if r["metric"] == "feature_ks_statistic":
-            gauge("modelmon_feature_ks_pvalue", "KS p-value, Benjamini-Hochberg "
-                  "adjusted across the version's features.",
-                  ["model", "version", "feature"]).add_metric([*mv, r["feature"]], p)
+            gauge("modelmon_feature_ks_pvalue").add_metric([*mv, r["feature"]], p)
         else:
-            gauge("modelmon_prediction_ks_pvalue", "KS p-value of the prediction.",
-                  ["model", "version"]).add_metric(mv, p)
+            gauge("modelmon_prediction_ks_pvalue").add_metric(mv, p)
 
 
 def _reliability_bins(r: dict[str, Any], mv: list[str], gauge: Gauge) -> None:
     for b in (r["detail"] or {}).get("bins", []):
         edge = f"{b['upper']:g}"
         if _finite(b.get("mean_confidence")):
-            gauge("modelmon_calibration_bin_confidence_ratio", "Mean confidence in a "
-                  "reliability bin.", ["model", "version", "bin"]).add_metric(
+            gauge("modelmon_calibration_bin_confidence_ratio").add_metric(
                 [*mv, edge], b["mean_confidence"])
         if _finite(b.get("observed_rate")):
-            gauge("modelmon_calibration_bin_observed_ratio", "Observed rate in a "
-                  "reliability bin.", ["model", "version", "bin"]).add_metric(
+            gauge("modelmon_calibration_bin_observed_ratio").add_metric(
                 [*mv, edge], b["observed_rate"])
 
 
 def _cohort_families(r: dict[str, Any], mv: list[str], gauge: Gauge) -> None:
     labels = [*mv, r["cohort_key"], r["cohort"]]
-    names = ["model", "version", "cohort_key", "cohort"]
     detail = r["detail"] or {}
     if _finite(r["value"]):
         if r["metric"] == "cohort_error_ratio":
-            gauge("modelmon_cohort_error_ratio", "Error rate per cohort.",
-                  names).add_metric(labels, r["value"])
+            gauge("modelmon_cohort_error_ratio").add_metric(labels, r["value"])
         else:
-            gauge("modelmon_cohort_mae", "MAE per cohort.", names).add_metric(
-                labels, r["value"])
+            gauge("modelmon_cohort_mae").add_metric(labels, r["value"])
             if _finite(detail.get("rmse")):
-                gauge("modelmon_cohort_rmse", "RMSE per cohort.", names).add_metric(
-                    labels, detail["rmse"])
-    gauge("modelmon_cohort_samples", "Labeled predictions in the cohort's window.",
-          names).add_metric(labels, r["n"])
-    gauge("modelmon_cohort_decidable", "1 when the cohort has the minimum n.",
-          names).add_metric(labels, 1.0 if detail.get("decidable") else 0.0)
+                gauge("modelmon_cohort_rmse").add_metric(labels, detail["rmse"])
+    gauge("modelmon_cohort_samples").add_metric(labels, r["n"])
+    gauge("modelmon_cohort_decidable").add_metric(labels, 1.0 if detail.get("decidable") else 0.0)
+
+
+def _counter(name: str) -> CounterMetricFamily:
+    f = QUALITY_FAMILIES[name]
+    return CounterMetricFamily(name, f.help, labels=list(f.labels))
 
 
 def _slo_families(slo: dict[str, tuple[int, int]]) -> dict[str, Metric]:
-    labeled = CounterMetricFamily("modelmon_labeled_predictions", "Labeled predictions "
-                                  "evaluated so far.", labels=["model"])
-    errors = CounterMetricFamily("modelmon_prediction_errors", "Wrong labeled predictions.",
-                                 labels=["model"])
+    labeled = _counter("modelmon_labeled_predictions_total")
+    errors = _counter("modelmon_prediction_errors_total")
     for model, (n, e) in slo.items():
         labeled.add_metric([model], n)
         errors.add_metric([model], e)
@@ -255,14 +251,11 @@ def _slo_families(slo: dict[str, tuple[int, int]]) -> dict[str, Metric]:
 
 def _job_families(snap: MetricsSnapshot, interval: float, gauge: Gauge) -> None:
     for job in JOBS:
-        gauge("modelmon_job_interval_seconds", "The job's configured interval.",
-              ["job_name"]).add_metric([job], interval)
+        gauge("modelmon_job_interval_seconds").add_metric([job], interval)
     for (job, model), ts in snap.job_last_success.items():
-        gauge("modelmon_job_last_success_timestamp_seconds", "Last successful run of a job "
-              "for a model.", ["job_name", "model"]).add_metric([job, model], ts)
+        gauge("modelmon_job_last_success_timestamp_seconds").add_metric([job, model], ts)
     for (job, model), failed in snap.job_last_failed.items():
-        gauge("modelmon_job_last_run_failed", "1 when the latest run failed.",
-              ["job_name", "model"]).add_metric([job, model], 1.0 if failed else 0.0)
+        gauge("modelmon_job_last_run_failed").add_metric([job, model], 1.0 if failed else 0.0)
 
 
 def _version_families(snap: MetricsSnapshot, limits: dict[str, int], gauge: Gauge) -> None:
@@ -270,17 +263,14 @@ def _version_families(snap: MetricsSnapshot, limits: dict[str, int], gauge: Gaug
     feature importance and the weight deltas to the predecessor."""
     for v in snap.versions:
         mv = [v["model"], v["version"]]
-        gauge("modelmon_model_version_registered_timestamp_seconds", "Registration time of "
-              "a version.", ["model", "version", "regularization"]).add_metric(
+        gauge("modelmon_model_version_registered_timestamp_seconds").add_metric(
             [*mv, v["regularization"]], v["registered_at"])
         if _finite(v.get("artifact_bytes")):
-            gauge("modelmon_model_version_artifact_bytes", "Artifact size from the version "
-                  "metadata.", ["model", "version"]).add_metric(mv, v["artifact_bytes"])
+            gauge("modelmon_model_version_artifact_bytes").add_metric(mv, v["artifact_bytes"])
         _training(mv, v.get("training") or {}, limits["cohorts"], gauge)
     versions_per_model = Tally(v["model"] for v in snap.versions)
     for model, n in sorted(versions_per_model.items()):
-        gauge("modelmon_model_versions", "Versions registered for a model.",
-              ["model"]).add_metric([model], n)
+        gauge("modelmon_model_versions").add_metric([model], n)
     _weights(snap.weights, limits["layers"], gauge)
     _feature_importance(snap.features, limits["features"], gauge)
     for d in snap.deltas:
@@ -289,25 +279,19 @@ def _version_families(snap: MetricsSnapshot, limits: dict[str, int], gauge: Gaug
 
 def _delta_families(d: dict[str, Any], gauge: Gauge) -> None:
     labels = [d["model"], d["version"], d["base_version"]]
-    names = ["model", "version", "base_version"]
     for z in (d.get("features") or {}).get("zeroed_top", []):
-        gauge("modelmon_version_zeroed_feature_importance_ratio", "Importance share in "
-              "base_version of a feature among its top 5 that version zeroed.",
-              [*names, "feature"]).add_metric([*labels, z["feature"]],
-                                              z["importance_base"])
+        gauge("modelmon_version_zeroed_feature_importance_ratio").add_metric(
+            [*labels, z["feature"]], z["importance_base"])
     o = d["overall"]
     if _finite(o.get("sparsity_change_pp")):
-        gauge("modelmon_version_sparsity_delta_ratio", "Overall sparsity minus the "
-              "predecessor's.", names).add_metric(labels, o["sparsity_change_pp"] / 100)
+        gauge("modelmon_version_sparsity_delta_ratio").add_metric(
+            labels, o["sparsity_change_pp"] / 100)
     for norm in ("l1", "l2"):
         if _finite(o.get(f"{norm}_relative_change")):
-            gauge(f"modelmon_version_{norm}_relative_change_ratio", f"Relative change of "
-                  f"the overall {norm.upper()} norm.", names).add_metric(
+            gauge(f"modelmon_version_{norm}_relative_change_ratio").add_metric(
                 labels, o[f"{norm}_relative_change"])
     for check, c in sorted((d.get("checks") or {}).items()):
-        gauge("modelmon_version_check_state", "Decision on the version's weight delta to "
-              "base_version under the model's policy: 0 ok or insufficient data, "
-              "1 warning, 2 critical.", [*names, "check"]).add_metric(
+        gauge("modelmon_version_check_state").add_metric(
             [*labels, check], DECISION[c["decision"]])
 
 
@@ -320,52 +304,28 @@ def _policy(policies: dict[str, tuple[float | None, bool, bool]],
     pages."""
     for model, (interval, page, unused) in sorted(policies.items()):
         if interval is not None:
-            gauge("modelmon_model_expected_interval_seconds", "Silence after which the "
-                  "model's missing predictions page (absent: a batch model).",
-                  ["model"]).add_metric([model], interval)
-        gauge("modelmon_model_paging", "1 when the model's critical findings page, 0 when "
-              "they only make tickets.", ["model"]).add_metric([model], 1.0 if page else 0.0)
-        gauge("modelmon_model_unused_feature_paging", "1 when critical drift of a feature the "
-              "serving version gives zero weight pages, 0 when it only makes a ticket.",
-              ["model"]).add_metric([model], 1.0 if unused else 0.0)
+            gauge("modelmon_model_expected_interval_seconds").add_metric([model], interval)
+        gauge("modelmon_model_paging").add_metric([model], 1.0 if page else 0.0)
+        gauge("modelmon_model_unused_feature_paging").add_metric([model], 1.0 if unused else 0.0)
     for model, open_ in sorted(maintenance.items()):
-        gauge("modelmon_model_maintenance", "1 while a maintenance window of the model is "
-              "open (its drift, calibration and cohort pages are suppressed).",
-              ["model"]).add_metric([model], 1.0 if open_ else 0.0)
-
-
-TRAINING_GAUGES = {  # metadata.training field (the metric is modelmon_model_version_<field>)
-    "train_loss": "Training loss registered with the version.",
-    "validation_loss": "Validation loss registered with the version.",
-    "penalty_loss": "Regularization term of the training loss.",
-    "validation_error": "Validation error (error rate or MAE by task) registered with the "
-                        "version.",
-    "validation_ece": "Validation ECE registered with the version.",
-    "train_rows": "Rows the version was trained on.",
-    "validation_rows": "Rows the version was validated on.",
-    "parameters": "Parameters of the version.",
-    "nonzero_parameters": "Parameters of the version that are not zero.",
-}
+        gauge("modelmon_model_maintenance").add_metric([model], 1.0 if open_ else 0.0)
 
 
 def _training(mv: list[str], t: dict[str, Any], max_cohorts: int, gauge: Any) -> None:
     """A version's registered training figures, its validation gap (validation loss minus
     training loss) and up to ``max_cohorts`` per-cohort validation errors."""
-    names = ["model", "version"]
-    for key, help_ in TRAINING_GAUGES.items():
+    for key in TRAINING_GAUGES:
         if _finite(t.get(key)):
-            gauge(f"modelmon_model_version_{key}", help_, names).add_metric(mv, t[key])
+            gauge(f"modelmon_model_version_{key}").add_metric(mv, t[key])
     if _finite(t.get("train_loss")) and _finite(t.get("validation_loss")):
-        gauge("modelmon_model_version_validation_gap", "Validation loss minus training loss "
-              "(overfitting shows as a larger gap).", names).add_metric(
+        gauge("modelmon_model_version_validation_gap").add_metric(
             mv, t["validation_loss"] - t["train_loss"])
     for cohort in sorted(t.get("cohort_validation_error") or {})[:max_cohorts]:
         value = t["cohort_validation_error"][cohort]
         key, _, name = cohort.partition("=")
         if _finite(value):
-            gauge("modelmon_model_version_cohort_validation_error", "Validation error of a "
-                  "cohort registered with the version.",
-                  [*names, "cohort_key", "cohort"]).add_metric([*mv, key, name], value)
+            gauge("modelmon_model_version_cohort_validation_error").add_metric(
+                [*mv, key, name], value)
 
 
 def _feature_importance(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
@@ -374,17 +334,14 @@ def _feature_importance(items: list[dict[str, Any]], limit: int, gauge: Any) -> 
     (so the shares still add up to 1)."""
     for f in items:
         mv = [f["model"], f["version"]]
-        gauge("modelmon_version_nonzero_features", "Input features with a non-zero weight.",
-              ["model", "version"]).add_metric(mv, f["nonzero"])
+        gauge("modelmon_version_nonzero_features").add_metric(mv, f["nonzero"])
         shares = sorted(((n, v) for n, v in f["importance"].items() if _finite(v)),
                         key=lambda nv: (-nv[1], nv[0]))
         keep = shares[:limit - 1] if len(shares) > limit else shares
         if len(keep) < len(shares):
             keep.append((OTHER, sum(v for _, v in shares[len(keep):])))
         for name, value in keep:
-            gauge("modelmon_feature_importance_ratio", "The feature's share of the L1 norm "
-                  "over all input features (0: unused by the version).",
-                  ["model", "version", "feature"]).add_metric([*mv, name], value)
+            gauge("modelmon_feature_importance_ratio").add_metric([*mv, name], value)
 
 
 def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
@@ -393,7 +350,6 @@ def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
     by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for w in items:
         by_version.setdefault((w["model"], w["version"]), []).append(w)
-    names = ["model", "version", "layer"]
     for (model, version), layers in by_version.items():
         overall = [w for w in layers if w["layer"] == OVERALL]
         rest = sorted((w for w in layers if w["layer"] != OVERALL),
@@ -410,12 +366,8 @@ def _weights(items: list[dict[str, Any]], limit: int, gauge: Any) -> None:
                 "l2": math.sqrt(sum(w["stats"]["l2"] ** 2 for w in folded))}))
         for layer, s in series:
             labels = [model, version, layer]
-            gauge("modelmon_weight_l1", "L1 norm of the weights.", names).add_metric(
-                labels, s["l1"])
-            gauge("modelmon_weight_l2", "L2 norm of the weights.", names).add_metric(
-                labels, s["l2"])
-            gauge("modelmon_weight_parameters", "Parameter count.", names).add_metric(
-                labels, s["count"])
+            gauge("modelmon_weight_l1").add_metric(labels, s["l1"])
+            gauge("modelmon_weight_l2").add_metric(labels, s["l2"])
+            gauge("modelmon_weight_parameters").add_metric(labels, s["count"])
             if _finite(s.get("sparsity")):
-                gauge("modelmon_weight_sparsity_ratio", "Share of weights with |w| <= eps.",
-                      names).add_metric(labels, s["sparsity"])
+                gauge("modelmon_weight_sparsity_ratio").add_metric(labels, s["sparsity"])
