@@ -18,17 +18,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from app.cli.errors import CliError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Answers that mean "not now": the request is sent again, after Retry-After when given.
 RETRYABLE = frozenset({429, 502, 503, 504})
-
-
-class CliError(Exception):
-    """An expected failure of a command: one line on stderr, a non-zero exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class HttpError(CliError):
