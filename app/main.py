@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     return app
 
 
-def _lifespan(service: Service):  # noqa: ANN202
+def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Partitions ahead (best effort: /readyz tells the truth), then the scheduler; on the way
     out the running window gets MODELMON_SHUTDOWN_TIMEOUT_SECONDS to finish."""
     settings, scheduler = service.settings, service.scheduler
