@@ -1,6 +1,6 @@
 # modelmon service image: `docker build -t modelmon .`
-# The package is installed like any other (the migrations ship inside it), with the exact
-# dependency versions of requirements.lock; no source tree is kept in the image.
+# The package is installed like any other (migrations/ ships inside it as app.migrations),
+# with the exact dependency versions of requirements.lock; no source tree is kept in the image.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,9 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the package needs (no .venv, .git or tests in the build).
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md LICENSE ./
+COPY requirements.lock pyproject.toml setup.py README.md LICENSE ./
 RUN pip install -r requirements.lock
 COPY app ./app
+COPY migrations ./migrations
 RUN pip install --no-deps . \
     && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /var/lib/modelmon --create-home modelmon

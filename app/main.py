@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -28,15 +29,10 @@ from app.api.schemas import (
     VersionCreate,
     VersionPatch,
 )
-from app.evaluation.profiles import ProfileCache
+from app.bootstrap import Service, bootstrap, start_logging
 from app.ingest.service import SchemaCache
-from app.jobs.scheduler import JobScheduler
-from app.observability.logs import configure_logging
-from app.observability.metrics import ServiceMetrics, build_registries
 from app.observability.quality import QualityCollector, quality_snapshot
 from app.settings import Settings, get_settings
-from app.storage.db import make_engine
-from app.storage.partitions import PartitionManager
 
 log = logging.getLogger("modelmon")
 
@@ -65,29 +61,40 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
                ) -> FastAPI:
     """The service. The scheduler runs inside it when ``settings.scheduler_enabled`` (tests
     pass ``run_scheduler=False`` and drive ticks themselves)."""
-    settings = settings or get_settings()
-    if run_scheduler is None:
-        run_scheduler = settings.scheduler_enabled
-    engine = make_engine(settings)
-    partitions = PartitionManager(engine)
-    profiles = ProfileCache()
-    schemas = SchemaCache()
+    service = bootstrap(settings, run_scheduler=run_scheduler)
+    settings, engine, registry = service.settings, service.engine, service.registry
 
-    registry, service_registry = build_registries()
-    service_metrics = ServiceMetrics(service_registry)
     registry.register(QualityCollector(
         lambda: quality_snapshot(engine, settings),
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))
-    scheduler = (JobScheduler(engine, settings, partitions, hooks=service_metrics,
-                              profiles=profiles)
-                 if run_scheduler else None)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="modelmon",
+        version=__version__,
+        description="Production model monitoring: ingest predictions and labels, register "
+        "model versions, and read drift, calibration, cohort and weight reports.",
+        lifespan=_lifespan(service),
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    _state(app, service)
+    _errors(app, service)
+    _routes(app, service)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Partitions ahead (best effort: /readyz tells the truth), then the scheduler; on the way
+    out the running window gets MODELMON_SHUTDOWN_TIMEOUT_SECONDS to finish."""
+    settings, scheduler = service.settings, service.scheduler
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         try:
-            partitions.ensure_ahead(settings.partition_days_ahead)
+            service.partitions.ensure_ahead(settings.partition_days_ahead)
         except Exception as exc:  # noqa: BLE001 - serve anyway; /readyz tells the truth
             log.warning("could not create partitions at start: %s", type(exc).__name__)
         if scheduler is not None:
@@ -95,32 +102,32 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         yield
         if scheduler is not None:
             scheduler.shutdown(settings.shutdown_timeout_seconds)
-        engine.dispose()
+        service.engine.dispose()
 
-    docs = settings.docs_enabled
-    app = FastAPI(
-        title="modelmon",
-        version=__version__,
-        description="Production model monitoring: ingest predictions and labels, register "
-        "model versions, and read drift, calibration, cohort and weight reports.",
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
-    app.state.auth = _authenticator(engine, settings)
+    return lifespan
+
+
+def _state(app: FastAPI, service: Service) -> None:
+    """What the routes and dependencies read from ``request.app.state``."""
+    settings = service.settings
+    app.state.auth = _authenticator(service.engine, settings)
     app.state.rate_limits = RateLimits(
         requests_per_second=settings.rate_limit_requests_per_second,
         records_per_second=settings.rate_limit_records_per_second,
         burst_seconds=settings.rate_limit_burst_seconds)
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.partitions = partitions
-    app.state.profiles = profiles
-    app.state.schemas = schemas
-    app.state.registry = registry
-    app.state.metrics = service_metrics
+    app.state.engine = service.engine
+    app.state.partitions = service.partitions
+    app.state.profiles = service.profiles
+    app.state.schemas = SchemaCache()
+    app.state.registry = service.registry
+    app.state.metrics = service.metrics
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads,
                                          settings.retry_after_seconds)
+
+
+def _errors(app: FastAPI, service: Service) -> None:
+    settings, service_metrics = service.settings, service.metrics
     errors.install(app, retry_after=settings.retry_after_seconds,
                    max_details=settings.max_error_details,
                    on_db_down=lambda: service_metrics.db_errors.labels("request").inc())
@@ -130,23 +137,24 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         return errors.error_response(errors.unavailable(settings.retry_after_seconds))
 
     app.add_exception_handler(psycopg.OperationalError, _psycopg_down)
+
+
+def _routes(app: FastAPI, service: Service) -> None:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(ingest.router)
     app.include_router(reports.router)
     app.include_router(metrics_api.router)
     app.add_middleware(RejectNulInUrl)
-    app.add_middleware(AuditTrail, engine=engine)
-    app.add_middleware(RequestObserver, histogram=service_metrics.http)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
+    app.add_middleware(AuditTrail, engine=service.engine)
+    app.add_middleware(RequestObserver, histogram=service.metrics.http)
 
 
 def create_served_app() -> FastAPI:
     """The factory each process of ``modelmon serve --workers N`` calls: logging as the
     settings say (a fresh process has none), then the service."""
     settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    start_logging(settings)
     return create_app(settings)
 
 

@@ -24,10 +24,11 @@ from tests.helpers import wait_ready
 def test_the_wheel_installs_migrates_and_serves_outside_the_repository(tmp_path: Path):
     source = tmp_path / "source"  # a copy: building writes next to the sources
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "app", source / "app",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("app", "migrations"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "--quiet", str(source), "-w", str(wheels)], check=True, cwd=tmp_path,

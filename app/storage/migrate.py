@@ -13,8 +13,9 @@ from sqlalchemy import Engine
 
 from app.storage import locks
 
-# Inside the package (app/migrations), so an installed wheel carries them; installed wheels
-# are unpacked, so the resource is a directory Alembic can read.
+# migrations/ at the top of the repository, shipped inside the package as app.migrations
+# (setup.py maps it), so an installed wheel carries them; installed wheels are unpacked, so
+# the resource is a directory Alembic can read.
 MIGRATIONS_DIR = Path(str(resources.files("app.migrations")))
 
 

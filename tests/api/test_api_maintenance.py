@@ -12,8 +12,8 @@ from sqlalchemy import select
 from app.settings import Settings
 from app.storage.tables import audit_log
 from tests.api.test_api_auth import bearer, operator_and_viewer
+from tests.api.test_metrics import scrape
 from tests.factories import binary_model, iso, regression_model, version
-from tests.test_metrics import scrape
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

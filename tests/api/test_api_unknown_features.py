@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 
+from tests.api.test_metrics import sample
 from tests.factories import binary_model, iso, prediction, register
 from tests.helpers import stored, stored_predictions
 from tests.jobs_data import drift_model, latest_window, post_all, reference_csv, traffic
-from tests.test_metrics import sample
 
 UNEXPECTED = "modelmon_ingest_unexpected_features_total"
 

@@ -139,7 +139,8 @@ def test_compose_runs_the_versions_the_tests_check(promtool: str, amtool: str) -
 def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"(?m)^FROM python:3\.11-slim$", text)
-    assert "COPY app ./app" in text  # the migrations ship inside the package
+    assert "COPY app ./app" in text
+    assert "COPY migrations ./migrations" in text  # shipped inside the package (setup.py)
     # the locked versions, then the package itself (not editable: no source tree kept)
     assert "pip install -r requirements.lock" in text and "pip install --no-deps ." in text
     assert 'ENTRYPOINT ["modelmon"]' in text

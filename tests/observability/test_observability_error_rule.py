@@ -22,8 +22,8 @@ from app.jobs import runner
 from app.monitoring.wrong import is_wrong
 from app.settings import Settings
 from app.storage.registry import ModelRow
+from tests.api.test_metrics import scrape
 from tests.jobs_data import drift_model, labels_for, latest_window, post_all, traffic
-from tests.test_metrics import scrape
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import demo
+from app.cli import demo
 from app.evaluation.checks import CHECKS
 from app.jobs import runner
 from app.main import create_app

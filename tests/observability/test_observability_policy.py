@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.api.test_metrics import scrape
 from tests.factories import binary_model, regression_model
-from tests.test_metrics import scrape
 
 
 @pytest.fixture

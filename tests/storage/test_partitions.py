@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from app.storage.partitions import partition_name
 from tests.factories import iso, prediction, register
-from tests.test_storage import _partitions
+from tests.storage.test_storage import _partitions
 
 
 @pytest.fixture

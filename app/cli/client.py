@@ -9,6 +9,7 @@ without a traceback.
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import os
 import random
@@ -18,17 +19,17 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from app.cli.errors import CliError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-# Answers that mean "not now": the request is sent again, after Retry-After when given.
-RETRYABLE = frozenset({429, 502, 503, 504})
-
-
-class CliError(Exception):
-    """An expected failure of a command: one line on stderr, a non-zero exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+# Answers worth sending again unchanged, after Retry-After when given: the service or a proxy
+# in front of it was overloaded, down or too slow (408: a body that arrived too slowly, as when
+# this process stalls); never a refusal (409, 422, ...). The client package retries the same
+# (modelmon_client._sender.RETRY_STATUSES); a test holds the two equal.
+RETRYABLE = frozenset({408, 429, 502, 503, 504})
+# What a broken or stale connection raises (urllib's URLError is an OSError), as in the client
+# package (modelmon_client._http.CONNECTION_ERRORS); retried like the statuses above.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
 
 
 class HttpError(CliError):
@@ -92,7 +93,7 @@ class ApiClient:
                     continue
                 raise HttpError(self._describe(method, path, err.code, body), err.code,
                                 body) from None
-            except (urllib.error.URLError, OSError) as err:
+            except CONNECTION_ERRORS as err:
                 if attempt < self.retries:
                     self._wait(attempt, None)
                     continue

@@ -23,7 +23,7 @@ def duration(text: str) -> timedelta:
 
 
 def _engine():  # noqa: ANN202
-    from app.api_client import CliError
+    from app.cli.errors import CliError
     from app.settings import get_settings
     from app.storage.db import make_engine, missing_sqlite_file
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from app.api_client import ApiClient, HttpError, add_connection_args
+from app.cli.client import ApiClient, HttpError, add_connection_args
 
 FEATURES = ["x0", "x1", "x2", "x3", "x4", "x5"]
 CHANNELS = ["web", "app", "store"]

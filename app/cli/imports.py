@@ -32,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.api_client import ApiClient, CliError, HttpError, add_connection_args
+from app.cli.client import ApiClient, HttpError, add_connection_args
+from app.cli.errors import CliError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".json": "jsonl"}
@@ -258,7 +259,21 @@ def send(api: ApiClient, path: str, records: list[dict[str, Any]], first_row: in
         raise
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Job:
+    """An import checked before its first row is sent: the file readable, its columns those
+    the model needs, the state file (if any) its own."""
+
+    path: Path
+    api: ApiClient
+    layout: Layout
+    source: Source
+    kind: str
+    state: State
+    ignored: list[str]
+
+
+def prepare(args: argparse.Namespace) -> Job:
     path = Path(args.file)
     if not path.exists():
         raise CliError(f"no file {path}")
@@ -284,10 +299,52 @@ def run(args: argparse.Namespace) -> int:
     kind = "labels" if args.labels else "predictions"
     state = State.load(Path(args.state) if args.state else None,
                        {"file": str(path.resolve()), "model": args.model, "kind": kind})
+    return Job(path, api, layout, source, kind, state, ignored)
+
+
+def run(args: argparse.Namespace) -> int:
+    job = prepare(args)
     totals = Totals()
-    err = sys.stderr
-    if ignored:
-        print(f"ignoring columns: {', '.join(ignored)}", file=err)
+    if job.ignored:
+        print(f"ignoring columns: {', '.join(job.ignored)}", file=sys.stderr)
+    progress = _progress_bar()
+    task = progress.add_task(f"{job.kind} -> {args.model}", total=job.source.total, counts="")
+    state, row = job.state, 0  # rows of the file read so far
+    try:
+        with progress:
+            for chunk in job.source.chunks:
+                start, row = row, row + len(chunk)
+                if start < state.rows_done:  # confirmed by the run this state file records
+                    done = min(row, state.rows_done) - start
+                    if row >= state.rows_done and \
+                            _id(chunk[done - 1].get("prediction_id")) != state.last_id:
+                        raise CliError(f"--state {state.path} does not match {job.path.name}: "
+                                       f"row {state.rows_done} is not the one it records; "
+                                       "delete it to start over (sending rows again is safe)")
+                    chunk, start = chunk[done:], start + done
+                    totals.skipped += done
+                    progress.update(task, completed=start)
+                    if not chunk:
+                        continue
+                records = [job.layout.record(r) for r in chunk]
+                try:
+                    send(job.api, f"/v1/{job.kind}", records, start + 1, totals)
+                except CliError as e:
+                    raise CliError(f"{e}; {_resume(state)}") from None
+                totals.read += len(chunk)
+                state.save(row, records[-1].get("prediction_id"))
+                progress.update(task, completed=row, counts=totals.describe(args.labels))
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted; {_resume(state)}", exit_code=130) from None
+    skipped = f", {totals.skipped} confirmed by an earlier run (--state)" if totals.skipped \
+        else ""
+    print(f"{job.path.name}: {totals.read} {job.kind} sent to {args.model}: "
+          f"{totals.describe(args.labels)}{skipped}")
+    return 0
+
+
+def _progress_bar() -> Any:
+    """Rows sent of the file's rows (when its format tells them), on stderr."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -298,43 +355,10 @@ def run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[counts]}"),
-                        console=Console(file=err), transient=False)
-    task = progress.add_task(f"{kind} -> {args.model}", total=source.total, counts="")
-    row = 0  # rows of the file read so far
-    try:
-        with progress:
-            for chunk in source.chunks:
-                start, row = row, row + len(chunk)
-                if start < state.rows_done:  # confirmed by the run this state file records
-                    done = min(row, state.rows_done) - start
-                    if row >= state.rows_done and \
-                            _id(chunk[done - 1].get("prediction_id")) != state.last_id:
-                        raise CliError(f"--state {state.path} does not match {path.name}: row "
-                                       f"{state.rows_done} is not the one it records; delete "
-                                       "it to start over (sending rows again is safe)")
-                    chunk, start = chunk[done:], start + done
-                    totals.skipped += done
-                    progress.update(task, completed=start)
-                    if not chunk:
-                        continue
-                records = [layout.record(r) for r in chunk]
-                try:
-                    send(api, f"/v1/{kind}", records, start + 1, totals)
-                except CliError as e:
-                    raise CliError(f"{e}; {_resume(state)}") from None
-                totals.read += len(chunk)
-                state.save(row, records[-1].get("prediction_id"))
-                progress.update(task, completed=row, counts=totals.describe(args.labels))
-    except KeyboardInterrupt:
-        raise CliError(f"interrupted; {_resume(state)}", exit_code=130) from None
-    skipped = f", {totals.skipped} confirmed by an earlier run (--state)" if totals.skipped \
-        else ""
-    print(f"{path.name}: {totals.read} {kind} sent to {args.model}: "
-          f"{totals.describe(args.labels)}{skipped}")
-    return 0
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[counts]}"),
+                    console=Console(file=sys.stderr), transient=False)
 
 
 def _resume(state: State) -> str:

@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 
 from app import cli
 from app.storage.tables import labels, prediction_keys, predictions
+from tests.cli.test_report_cli import modelmon
 from tests.conftest import ROOT, free_port
 from tests.factories import NOW, binary_model, iso, version
-from tests.test_report_cli import modelmon
 
 
 def one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from app.api_client import ApiClient, CliError, add_connection_args
+from app.cli.client import ApiClient, add_connection_args
+from app.cli.errors import CliError
 from app.errors import ApiError, DomainError
 from app.settings import get_settings
 

@@ -294,7 +294,7 @@ def test_a_coef_of_expanded_columns_is_stored_without_per_feature_figures(client
 
 
 def version_states(client) -> dict[str, float]:  # noqa: ANN001
-    from tests.test_metrics import scrape
+    from tests.api.test_metrics import scrape
     return {dict(k[1])["check"]: v for k, v in scrape(client).items()
             if k[0] == "modelmon_version_check_state"
             and dict(k[1])["version"] == "v2" and dict(k[1])["base_version"] == "v1"}

@@ -4,8 +4,8 @@ line on stderr (password hidden) with exit code 1, for the commands that open th
 from __future__ import annotations
 
 from app import __version__
+from tests.cli.test_report_cli import modelmon, one_line_error
 from tests.conftest import free_port
-from tests.test_report_cli import modelmon, one_line_error
 
 
 def test_version(tmp_path):

@@ -12,7 +12,7 @@ from app.storage.tables import (
     predictions,
     weight_stats,
 )
-from tests.test_report_cli import modelmon
+from tests.cli.test_report_cli import modelmon
 
 
 def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path):

@@ -1,0 +1,55 @@
+"""The ``modelmon`` command: one module of this package per subcommand, the HTTP client they
+share (client.py) and their one kind of expected failure (errors.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    from app import __version__
+    from app.cli import demo, imports, migrate, report, serve, tokens, worker
+
+    parser = argparse.ArgumentParser(prog="modelmon", description="Production model monitoring.")
+    parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve.add_parser(sub)
+    worker.add_parser(sub)
+    tokens.add_parsers(sub)
+    report.add_parser(sub)
+    demo.add_parser(sub)
+    imports.add_parser(sub)
+    migrate.add_parser(sub)
+    args = parser.parse_args(argv)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command; an expected failure is one line on stderr and a non-zero exit code."""
+    from app.cli.errors import CliError
+
+    prefix = f"modelmon {args.command}"
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"{prefix}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if "sqlalchemy" in sys.modules:
+            from sqlalchemy.exc import OperationalError
+
+            if isinstance(err, OperationalError):
+                from sqlalchemy.engine import make_url
+
+                url = make_url(get_settings().database_url).render_as_string(hide_password=True)
+                reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+                print(f"{prefix}: error: cannot use the database at {url} ({reason}); check "
+                      "MODELMON_DATABASE_URL", file=sys.stderr)
+                return 1
+        raise

@@ -1,0 +1,74 @@
+"""``modelmon serve``: migrate the database, then serve the API (and, unless turned off, the
+scheduled jobs) with uvicorn, in one process or N behind one port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from app.settings import get_settings
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.bootstrap import migrate, start_logging
+    from app.main import create_app
+
+    settings = get_settings()
+    start_logging(settings)
+    if not args.no_migrate:
+        print(f"database at revision {migrate(settings)}")
+    if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
+        os.environ["MODELMON_HOST"] = args.host
+        settings = settings.model_copy(update={"host": args.host})
+    # log_config=None: uvicorn keeps the logging configured above (JSON or text, one line per
+    # request from the app instead of uvicorn's access log).
+    options = {"host": settings.host, "port": args.port or settings.port,
+               "log_level": settings.log_level, "log_config": None, "access_log": False,
+               "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+               "limit_concurrency": settings.max_connections, "timeout_keep_alive": 5}
+    if args.workers > 1:
+        # N processes behind one port; their counters add up on /metrics (see
+        # app/observability/metrics.py)
+        _multiprocess_dir()
+        uvicorn.run("app.main:create_served_app", factory=True, workers=args.workers,
+                    **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
+    return 0
+
+
+def _multiprocess_dir() -> None:
+    """PROMETHEUS_MULTIPROC_DIR for the worker processes, emptied: files left by an earlier
+    run would be added to this one's counters."""
+    import tempfile
+    from pathlib import Path
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for f in Path(path).glob("*.db"):
+            f.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelmon-metrics-")
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return n
+
+
+def add_parser(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="migrate the database, then serve the API")
+    serve.add_argument("--host", help="bind address (MODELMON_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (MODELMON_PORT, default 8000)")
+    serve.add_argument("--workers", type=_positive, default=1,
+                       help="processes serving the port (default 1); each runs the scheduler "
+                       "too, which is safe: a window is computed once")
+    serve.add_argument("--no-migrate", action="store_true",
+                       help="do not migrate first (when a one-shot migrate step runs it)")
+    serve.set_defaults(func=run)

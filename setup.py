@@ -1,0 +1,11 @@
+"""Packaging that pyproject.toml cannot declare: the Alembic migrations live at the top of the
+repository (migrations/) yet ship inside the package as ``app.migrations``, so an installed
+wheel (and an editable install) migrates with no source tree and no ini file."""
+
+from setuptools import find_packages, setup
+
+setup(
+    packages=[*find_packages(include=["app", "app.*"]), "app.migrations",
+              "app.migrations.versions"],
+    package_dir={"app.migrations": "migrations"},
+)
