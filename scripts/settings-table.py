@@ -5,6 +5,9 @@
     scripts/settings-table.py --write    # replace the table in docs/operations.md
     scripts/settings-table.py --check    # exit 1 when docs/operations.md's table is stale
 
+--write and --check also cover docs/policy.md's table of policy knobs (each a setting's
+service-wide default a model's policy may override), rendered from the same fields.
+
 One row per ``Settings`` field: its environment variable, type and range, default and
 description, so the code is the one source of what a setting does and the docs cannot drift
 from it (tests/test_settings.py holds the two equal and refuses a field without a
@@ -24,12 +27,18 @@ sys.path.insert(0, str(ROOT))
 
 from pydantic.fields import FieldInfo  # noqa: E402
 
+from app.evaluation import policy  # noqa: E402
+from app.evaluation.checks.docs import replace_between  # noqa: E402
 from app.settings import MIB, Settings, variable  # noqa: E402
 
 DOC = ROOT / "docs" / "operations.md"
 BEGIN = ("<!-- settings-table: generated from app/settings.py by "
          "`scripts/settings-table.py --write`; do not edit by hand -->")
 END = "<!-- /settings-table -->"
+POLICY_DOC = ROOT / "docs" / "policy.md"
+POLICY_BEGIN = ("<!-- knobs-table: generated from app/settings.py and app/evaluation/policy.py "
+                "by `scripts/settings-table.py --write`; do not edit by hand -->")
+POLICY_END = "<!-- /knobs-table -->"
 
 
 class MissingDescription(ValueError):
@@ -108,12 +117,28 @@ def table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def replaced(doc: str, new_table: str) -> str:
+def knobs_table() -> str:
+    """docs/policy.md's table: every policy knob, its default and setting, its type and
+    range, where a feature or cohort key may override it, and what it does (the setting's
+    description)."""
+    rows = ["| knob | default (setting) | type | per feature / per cohort key | effect |",
+            "| --- | --- | --- | --- | --- |"]
+    for knob in (*policy.threshold_knobs(), *policy.MODEL_KNOBS):
+        name = policy.setting_of(knob)
+        info = Settings.model_fields[name]
+        value = info.default
+        shown = ("true" if value is True else "false" if value is False
+                 else f'"{value}"' if isinstance(value, str) else _number(value))
+        scope = ("feature" if knob in policy.PER_FEATURE_FIELDS
+                 else "cohort key" if knob in policy.PER_COHORT_KEY_FIELDS else "no")
+        rows.append(f"| `{knob}` | {shown} (`{variable(name)}`) | {_cell(type_of(info))} | "
+                    f"{scope} | {_cell(info.description or '')} |")
+    return "\n".join(rows) + "\n"
+
+
+def replaced(doc: str, new_table: str, begin: str = BEGIN, end: str = END) -> str:
     """``doc`` with the text between the markers replaced by ``new_table``."""
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"docs/operations.md has no settings table markers:\n{BEGIN}\n{END}")
-    return doc[:start] + BEGIN + "\n" + new_table + doc[end:]
+    return replace_between(doc, begin, end, new_table.removesuffix("\n"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,15 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         sys.stdout.write(new)
         return 0
-    doc = DOC.read_text(encoding="utf-8")
-    want = replaced(doc, new)
-    if args.check:
-        if want != doc:
-            print("docs/operations.md's settings table is stale: run "
-                  "scripts/settings-table.py --write", file=sys.stderr)
-            return 1
-        return 0
-    DOC.write_text(want, encoding="utf-8")
+    stale = []
+    for path, table_, begin, end in ((DOC, new, BEGIN, END),
+                                     (POLICY_DOC, knobs_table(), POLICY_BEGIN, POLICY_END)):
+        doc = path.read_text(encoding="utf-8")
+        want = replaced(doc, table_, begin, end)
+        if want != doc and args.write:
+            path.write_text(want, encoding="utf-8")
+        elif want != doc:
+            stale.append(path.relative_to(ROOT))
+    if stale:
+        print(f"stale generated tables in {', '.join(map(str, stale))}: run "
+              "scripts/settings-table.py --write", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -86,6 +86,15 @@ def test_docs_settings_table_is_the_generated_one():
                                                for n in Settings.model_fields]
 
 
+def test_docs_policy_knobs_table_is_the_generated_one():
+    """docs/policy.md's table of knobs is what the script makes of the settings and the
+    policy: a threshold setting added without running it fails here."""
+    script = _settings_table_script()
+    doc = (ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    assert script.replaced(doc, script.knobs_table(), script.POLICY_BEGIN,
+                           script.POLICY_END) == doc, "run scripts/settings-table.py --write"
+
+
 def test_a_new_setting_needs_a_description_and_a_row(monkeypatch):
     script = _settings_table_script()
     doc = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
