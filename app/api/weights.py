@@ -75,7 +75,7 @@ async def upload_weights(
                                    "out for a 1-D tensor")] = None,
 ) -> JSONResponse:
     def process(path: Path, ctype: str) -> dict[str, Any]:
-        return weights.upload_weights(engine=engine, settings=settings, model=model,
+        return weights.upload_weights(engine=engine, settings=settings, model_name=model,
                                       version=version, path=path, ctype=ctype,
                                       feature_tensor=feature_tensor, feature_axis=feature_axis)
 

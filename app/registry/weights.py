@@ -199,17 +199,17 @@ def _delta(conn: Connection, b: WeightSummary, c: WeightSummary, base_id: int,
             "features": None if fb is None or fc is None else feature_delta(fb, fc).to_dict()}
 
 
-def upload_weights(*, engine: Engine, settings: Settings, model: str, version: str,
+def upload_weights(*, engine: Engine, settings: Settings, model_name: str, version: str,
                    path: Path, ctype: str, feature_tensor: str | None,
                    feature_axis: int | None) -> dict[str, Any]:
     """Read an uploaded weight file (or summaries), find its per-feature weights, store both
     and the deltas to the neighbouring versions; what was stored."""
     eps = settings.weights_zero_eps
     summary = summary_from_upload(path, ctype, eps)
-    names = _feature_names(*require_version(engine=engine, model=model, version=version))
+    names = _feature_names(*require_version(engine=engine, model=model_name, version=version))
     per_feature, skipped = features_from_upload(path, ctype, summary, names, feature_tensor,
                                                 feature_axis, eps)
-    return store_weights(engine=engine, model_name=model, version=version, summary=summary,
+    return store_weights(engine=engine, model_name=model_name, version=version, summary=summary,
                          features=per_feature, features_reason=skipped)
 
 

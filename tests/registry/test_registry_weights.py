@@ -30,7 +30,7 @@ def fraud(engine, settings, definition):  # noqa: ANN201
 def upload(engine, settings, tmp_path, version, body, ctype="application/json"):  # noqa: ANN001, ANN201
     path = tmp_path / f"{version}.bin"
     path.write_bytes(body)
-    return weights.upload_weights(engine=engine, settings=settings, model="fraud",
+    return weights.upload_weights(engine=engine, settings=settings, model_name="fraud",
                                   version=version, path=path, ctype=ctype,
                                   feature_tensor=None, feature_axis=None)
 
@@ -80,11 +80,12 @@ def test_a_feature_tensor_that_does_not_fit_is_invalid(engine, settings, tmp_pat
     path = tmp_path / "w.npz"
     np.savez(path, coef=np.ones((1, 3), dtype=np.float32))
     with pytest.raises(Invalid) as err:
-        weights.upload_weights(engine=engine, settings=settings, model="fraud", version="v1",
+        weights.upload_weights(engine=engine, settings=settings, model_name="fraud",
+                               version="v1",
                                path=path, ctype="application/octet-stream",
                                feature_tensor="coef", feature_axis=-1)
     assert [p.field for p in err.value.details] == ["feature_axis"]
-    skipped = weights.upload_weights(engine=engine, settings=settings, model="fraud",
+    skipped = weights.upload_weights(engine=engine, settings=settings, model_name="fraud",
                                      version="v1", path=path, ctype="application/octet-stream",
                                      feature_tensor=None, feature_axis=None)
     assert skipped["features"] is None and "coef" in skipped["features_skipped"]
