@@ -25,8 +25,7 @@ from app.api.schemas import (
     policy_overrides,
 )
 from app.evaluation import policy as model_policy
-from app.registry import maintenance, versions
-from app.registry import models as registry
+from app.registry import maintenance, models, versions
 from app.registry.maintenance import Window
 from app.registry.models import Deleted, RegisteredModel
 from app.registry.versions import RegisteredVersion
@@ -67,7 +66,7 @@ async def create_model(request: Request, engine: EngineDep, settings: SettingsDe
     spec = await read_model(request, settings, ModelCreate)
     check_models(request, [spec.name])
     model, created = await run_in_threadpool(
-        registry.create_model, engine=engine, settings=settings,
+        models.create_model, engine=engine, settings=settings,
         definition=spec.model_dump(mode="json", exclude={"policy"}),
         policy=None if spec.policy is None else policy_overrides(spec.policy))
     return JSONResponse(_model_read(model, settings), status_code=201 if created else 200)
@@ -77,14 +76,14 @@ async def create_model(request: Request, engine: EngineDep, settings: SettingsDe
 def list_models(request: Request, engine: EngineDep, settings: SettingsDep
                 ) -> list[dict[str, Any]]:
     principal = getattr(request.state, "principal", None)
-    return [_model_read(m, settings) for m in registry.list_models(engine=engine)
+    return [_model_read(m, settings) for m in models.list_models(engine=engine)
             if principal is None or principal.may_touch(m.row.name)]
 
 
 @router.get("/{model}", response_model=ModelRead, responses=ERRORS,
             summary="Get a model, with its policy (overrides and effective values)")
 def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
-    return _model_read(registry.get_model(engine=engine, name=model), settings)
+    return _model_read(models.get_model(engine=engine, name=model), settings)
 
 
 @router.patch(
@@ -104,7 +103,7 @@ async def patch_model(model: str, request: Request, engine: EngineDep,
     spec = await read_model(request, settings, ModelPatch)
     check_models(request, [model])
     patched = await run_in_threadpool(
-        registry.patch_model, engine=engine, settings=settings, name=model,
+        models.patch_model, engine=engine, settings=settings, name=model,
         policy=None if spec.policy is None else policy_overrides(spec.policy),
         cohort_keys=spec.cohort_keys)
     return _model_read(patched, settings)
@@ -173,7 +172,7 @@ def delete_model(model: str, request: Request, engine: EngineDep,
     """Refused (409) while predictions, labels, summaries or results are stored, unless
     ``force``; versions, references, weights and maintenance windows always go with it."""
     check_models(request, [model])
-    return _deleted(request, registry.delete_model(engine=engine, name=model, force=force))
+    return _deleted(request, models.delete_model(engine=engine, name=model, force=force))
 
 
 @router.delete("/{model}/versions/{version}", response_model=DeletedRead, responses=ERRORS,
