@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
-from app.api import errors, health, ingest, models, reports
+from app.api import errors, health, ingest, models, references, reports, weights
 from app.api import metrics as metrics_api
 from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
@@ -143,7 +143,9 @@ def _routes(app: FastAPI, service: Service) -> None:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(ingest.router)
+    app.include_router(references.router)
     app.include_router(reports.router)
+    app.include_router(weights.router)
     app.include_router(metrics_api.router)
     app.add_middleware(RejectNulInUrl)
     app.add_middleware(AuditTrail, engine=service.engine)

@@ -15,7 +15,7 @@ an error rate of about 0.20 in every cohort; a 10,000-row reference profile buil
 Traffic is generated per 5-minute bucket (n/12 rows each, so every 1-hour window has exactly
 n rows), folded into bucket summaries by the service's own ``drift_summaries`` and
 ``outcome_summary``, and windows of 12 buckets at 5-minute steps are merged by addition and
-decided by ``app.evaluation.compute`` (``drift``, ``calibration``, ``cohorts``) with the
+decided by the checks of ``app.evaluation.checks`` (``drift``, ``calibration``, ``cohorts``) with the
 default settings: the decisions the jobs store and the alert rules page on.
 
 Stationary: ``--windows`` overlapping windows per n (``--full``: 8,640, 30 days), every

@@ -309,7 +309,8 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
     from app.ingest.validation import ModelSchema
     from app.ingest.writer import write_labels, write_predictions
     from app.settings import Settings
-    from app.storage import migrate, registry, results
+    from app.storage import migrate, registry
+    from app.storage import profiles as profile_store
     from app.storage import summaries as summary_store
     from app.storage.db import make_engine
     from app.storage.partitions import PartitionManager
@@ -326,8 +327,8 @@ def fill(url: str, n: int, window_end: datetime) -> dict[str, Any]:
     profile = build_profile(model, cols, ("numeric", ref_scores), N_REFERENCE, n_bins=10,
                             sample_size=10_000)
     with engine.begin() as conn:
-        results.put_profile(conn=conn, model_id=model.id, version_id=version.id,
-                            source="upload", n_rows=N_REFERENCE, profile=profile)
+        profile_store.put_profile(conn=conn, model_id=model.id, version_id=version.id,
+                                  source="upload", n_rows=N_REFERENCE, profile=profile)
 
     start = window_end - timedelta(seconds=WINDOW)
     PartitionManager(engine).ensure_days({start.date(), (window_end - timedelta(

@@ -1,22 +1,30 @@
-"""Dependencies shared by the routers: the engine, settings and body parsing."""
+"""Dependencies shared by the routers: the engine, settings, body and upload reading, the
+report snapshot and the error responses each route documents."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from app.api.body import read_json
+from app.api.body import content_type, read_json, upload_file
 from app.api.errors import validation_problems
+from app.api.schemas import ErrorBody
 from app.errors import ApiError, Problem
 from app.evaluation.profiles import ProfileCache
+from app.evaluation.windows import repeatable_read
 from app.jsonvalues import find_unstorable
+from app.registry.versions import require_version
 from app.settings import Settings
 from app.storage.partitions import PartitionManager
 
-M = TypeVar("M", bound=BaseModel)
+RequestSchema = TypeVar("RequestSchema", bound=BaseModel)
 
 
 def get_engine(request: Request) -> Engine:
@@ -45,7 +53,8 @@ async def read_batch(request: Request, settings: Settings) -> Any:
     return await read_json(request, settings.max_body_bytes)
 
 
-async def read_model(request: Request, settings: Settings, model: type[M]) -> M:
+async def read_model(request: Request, settings: Settings,
+                     model: type[RequestSchema]) -> RequestSchema:
     """Parse a small JSON body into ``model``: non-finite numbers and unstorable strings are
     422 with their path before pydantic sees them, and pydantic's errors never echo input."""
     body = await read_json(request, settings.max_body_bytes)
@@ -73,3 +82,30 @@ def body_doc(schema: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route's error statuses, each the one error shape."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def in_snapshot(engine: Engine, fn: Callable[[Connection], Any]) -> Awaitable[Any]:
+    """``fn`` in a worker thread, in one transaction on one snapshot: a window's summaries
+    and any rows summarised again are read together."""
+    def go() -> Any:
+        with repeatable_read(engine.connect()) as conn, conn.begin():
+            return fn(conn)
+    return run_in_threadpool(go)
+
+
+async def receive_upload(request: Request, engine: Engine, model: str, version: str,
+                         limit: int, accepted: tuple[str, ...], hint: str,
+                         process: Callable[[Path, str], dict[str, Any]]) -> JSONResponse:
+    """404 for an unknown model or version before reading anything, then the body streamed
+    to a temporary file and processed in a worker thread; 201 with what was stored."""
+    ctype = content_type(request)
+    await run_in_threadpool(require_version, engine=engine, model=model, version=version)
+    async with upload_file(request, limit, accepted, hint,
+                           request.app.state.upload_slots) as path:
+        body = await run_in_threadpool(process, path, ctype)
+    return JSONResponse(body, status_code=201)

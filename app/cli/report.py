@@ -119,7 +119,7 @@ def _from_database(args: argparse.Namespace) -> dict[str, Any]:
 
     from app.evaluation import reports
     from app.evaluation.profiles import ProfileCache
-    from app.ingest import weights
+    from app.registry import weights
     from app.storage import migrate
     from app.storage.db import make_engine, missing_sqlite_file
 

@@ -26,7 +26,7 @@ from app.evaluation.summaries import (
     profile_key,
 )
 from app.monitoring import fit_categorical_bins, fit_numeric_bins, sorted_sample
-from app.storage import results
+from app.storage import profiles as profile_store
 from app.storage.registry import ModelRow
 
 
@@ -100,14 +100,14 @@ class ProfileCache:
         return out
 
     def get(self, conn: Connection, version_ids: Iterable[int]) -> dict[int, CompiledProfile]:
-        stamps = results.profile_stamps(conn=conn, version_ids=set(version_ids))
+        stamps = profile_store.profile_stamps(conn=conn, version_ids=set(version_ids))
         out: dict[int, CompiledProfile] = {}
         for vid, created_at in stamps.items():
             key = profile_key(vid, created_at.isoformat())
             with self._lock:
                 cp = self._compiled.get(vid)
             if cp is None or cp.key != key:
-                stored = results.get_profile(conn=conn, version_id=vid)
+                stored = profile_store.get_profile(conn=conn, version_id=vid)
                 if stored is None:
                     continue
                 cp = CompiledProfile.compile(

@@ -14,7 +14,8 @@ from app.evaluation.summaries import CompiledProfile, ModelShape
 from app.evaluation.windows import rows_from_db
 from app.settings import Settings
 from app.storage import observations as obs
-from app.storage import registry, results
+from app.storage import profiles as profile_store
+from app.storage import registry
 from app.storage.registry import ModelRow
 
 
@@ -37,7 +38,7 @@ def reference_for(*, conn: Connection, model: ModelRow, version_id: int, setting
     (bounded: at most ``baseline_max_predictions`` rows) and stored once complete; until
     then it is provisional and its key matches no stored summary, so windows compared with
     it are summarised from their rows, of which there are fewer than that bound."""
-    stored = results.get_profile(conn=conn, version_id=version_id)
+    stored = profile_store.get_profile(conn=conn, version_id=version_id)
     if stored is not None:
         info = {"source": stored["source"], "n_rows": stored["n_rows"],
                 "created_at": stored["created_at"].isoformat()}
@@ -67,7 +68,8 @@ def reference_for(*, conn: Connection, model: ModelRow, version_id: int, setting
                     f"{settings.baseline_seconds / 3600:g} h or "
                     f"{settings.baseline_max_predictions} predictions"}
     if complete and store_baseline:
-        results.put_profile(conn=conn, model_id=model.id, version_id=version_id,
-                            source="baseline", n_rows=rows.n, profile=profile, replace=False)
+        profile_store.put_profile(conn=conn, model_id=model.id, version_id=version_id,
+                                  source="baseline", n_rows=rows.n, profile=profile,
+                                  replace=False)
         return Reference(profiles.get(conn, [version_id]).get(version_id), info)
     return Reference(CompiledProfile.compile(profile, "provisional"), info)

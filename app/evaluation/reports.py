@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from app.errors import ApiError, Problem, not_found
+from app.errors import Invalid, Problem, not_found
 from app.evaluation import policy as model_policy
 from app.evaluation import windows
 from app.evaluation.catalogue import METRICS
@@ -50,8 +50,8 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
     if start is None:
         start = end - length
     if start >= end:
-        raise ApiError(422, "invalid_window", "start must be before end",
-                       [Problem("start is not before end", field="start")])
+        raise Invalid("invalid_window", "start must be before end",
+                      [Problem("start is not before end", field="start")])
     return start, end
 
 
@@ -147,8 +147,8 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
     s = as_utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
     e = as_utc(end) or datetime.now(UTC) + timedelta(days=1)
     if s >= e:
-        raise ApiError(422, "invalid_window", "start must be before end",
-                       [Problem("start is not before end", field="start")])
+        raise Invalid("invalid_window", "start must be before end",
+                      [Problem("start is not before end", field="start")])
     names = {v.id: v.version for v in registry.list_versions(conn=conn, model_id=model.id)}
     version_id = None if version is None else registry.require_version(
         conn=conn, model=model, version=version).id
@@ -187,6 +187,6 @@ def _cursor_key(cursor: str) -> tuple[datetime, str, int, int]:
             raise ValueError
         return ts, subject, version_id, row_id
     except (ValueError, TypeError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out",
-                       [Problem("not a next_cursor from a previous page", field="cursor")]
-                       ) from None
+        raise Invalid("invalid_cursor", "cursor is not one this service gave out",
+                      [Problem("not a next_cursor from a previous page", field="cursor")]
+                      ) from None

@@ -30,6 +30,7 @@ from app.storage.tables import (
     version_deltas,
     weight_stats,
 )
+from app.storage.weights import feature_weights_of
 
 
 @dataclass(frozen=True)
@@ -281,12 +282,6 @@ def set_training(*, conn: Connection, version: VersionRow, training: dict[str, A
     row = get_version(conn=conn, model_id=version.model_id, version=version.version)
     assert row is not None
     return row
-
-
-def feature_weights_of(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
-    """The version's stored per-feature weights (FeatureWeights.to_dict()), None without."""
-    return conn.execute(select(feature_weights.c.stats)
-                        .where(feature_weights.c.version_id == version_id)).scalar()
 
 
 def feature_importance(*, conn: Connection, version_id: int) -> dict[str, float | None] | None:

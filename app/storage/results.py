@@ -1,4 +1,4 @@
-"""Reference profiles, stored metric results and job runs."""
+"""Stored metric results and job runs."""
 
 from __future__ import annotations
 
@@ -6,42 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, literal, select, tuple_
+from sqlalchemy import Connection, and_, func, insert, literal, select, tuple_
 
 from app.storage.db import as_utc
-from app.storage.tables import job_runs, metric_results, reference_profiles
-
-
-def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
-    row = conn.execute(select(reference_profiles)
-                       .where(reference_profiles.c.version_id == version_id)).first()
-    if row is None:
-        return None
-    return {"source": row.source, "n_rows": row.n_rows, "profile": row.profile,
-            "created_at": as_utc(row.created_at)}
-
-
-def profile_stamps(*, conn: Connection, version_ids: set[int]) -> dict[int, datetime]:
-    """When each version's stored profile was stored (versions without one are absent)."""
-    if not version_ids:
-        return {}
-    r = reference_profiles
-    q = select(r.c.version_id, r.c.created_at).where(r.c.version_id.in_(sorted(version_ids)))
-    return {vid: as_utc(ts) for vid, ts in conn.execute(q)}
-
-
-def put_profile(*, conn: Connection, model_id: int, version_id: int, source: str, n_rows: int,
-                profile: dict[str, Any], replace: bool = True) -> None:
-    """Store a version's reference profile; an upload replaces whatever was there, a
-    baseline (``replace=False``) never replaces anything."""
-    if replace:
-        conn.execute(delete(reference_profiles)
-                     .where(reference_profiles.c.version_id == version_id))
-    elif get_profile(conn=conn, version_id=version_id) is not None:
-        return
-    conn.execute(insert(reference_profiles).values(
-        version_id=version_id, model_id=model_id, source=source, n_rows=n_rows,
-        profile=profile, created_at=datetime.now(UTC)))
+from app.storage.tables import job_runs, metric_results
 
 
 def success_exists(*, conn: Connection, job: str, model_id: int | None,

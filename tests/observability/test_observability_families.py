@@ -84,7 +84,7 @@ def test_a_stored_metric_declared_with_a_gauge_is_a_family_by_itself(monkeypatch
 # ------------------------------------------------------------------------- a real scrape
 
 class _Api:
-    """The demo's API client (app/api_client.py), over the test client."""
+    """The demo's API client (app/cli/client.py), over the test client."""
 
     def __init__(self, client: TestClient) -> None:
         self.client = client

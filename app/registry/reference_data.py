@@ -1,4 +1,5 @@
-"""Reference data sets: JSON records, CSV or Parquet, read into one column per feature.
+"""A version's reference data set: JSON records, CSV or Parquet, read into one column per
+feature, profiled and stored (what its windows' drift is measured against).
 
 Columns are matched by name: each feature of the model's schema, and the prediction as
 ``score`` (binary), ``value`` (regression) or ``predicted_label`` (multiclass: the top class).
@@ -16,9 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from sqlalchemy import Engine
 
-from app.errors import ApiError, Problem
+from app.errors import Invalid, Malformed, Problem
+from app.evaluation.profiles import build_profile
+from app.evaluation.references import profile_options
 from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
+from app.registry.versions import require_version
+from app.settings import Settings
+from app.storage import profiles, registry
 from app.storage.registry import ModelRow
 
 JSON_TYPES = ("application/json", "")
@@ -39,9 +46,9 @@ class ReferenceColumns:
     missing: list[str] = field(default_factory=list)
 
 
-def _bad(problems: list[Problem]) -> ApiError:
-    return ApiError(422, "validation_error",
-                    "the reference data set is invalid; nothing was stored", problems)
+def _bad(problems: list[Problem]) -> Invalid:
+    return Invalid("validation_error",
+                   "the reference data set is invalid; nothing was stored", problems)
 
 
 def _read_table(path: Path, ctype: str) -> pa.Table:
@@ -52,15 +59,15 @@ def _read_table(path: Path, ctype: str) -> pa.Table:
             magic = f.read(4)
         if ctype in PARQUET_TYPES:
             if magic != b"PAR1":
-                raise ApiError(400, "invalid_parquet", "the body is not a Parquet file",
-                               [Problem("missing PAR1 magic bytes", field="body")])
+                raise Malformed("invalid_parquet", "the body is not a Parquet file",
+                                [Problem("missing PAR1 magic bytes", field="body")])
             return pq.read_table(path)
-    except ApiError:
+    except Malformed:
         raise
     except (pa.ArrowException, OSError) as exc:
         kind = "CSV" if ctype in CSV_TYPES else "Parquet"
-        raise ApiError(400, f"invalid_{kind.lower()}", f"the body is not valid {kind}",
-                       [Problem(str(exc).splitlines()[0][:300], field="body")]) from None
+        raise Malformed(f"invalid_{kind.lower()}", f"the body is not valid {kind}",
+                        [Problem(str(exc).splitlines()[0][:300], field="body")]) from None
     raise AssertionError(ctype)
 
 
@@ -137,7 +144,7 @@ def read_reference(path: Path, ctype: str, model: ModelRow) -> ReferenceColumns:
         try:
             out.features[name] = (_numeric(name, columns[name]) if kind == "numeric"
                                   else _categorical(name, columns[name]))
-        except ApiError as err:
+        except Invalid as err:
             problems += err.details
     if pred_col in columns:
         try:
@@ -153,7 +160,7 @@ def read_reference(path: Path, ctype: str, model: ModelRow) -> ReferenceColumns:
                 if pred_col == "score" and np.any((values < 0) | (values > 1)):
                     raise _bad([Problem("score must lie within [0, 1]", field=pred_col)])
                 out.prediction = ("numeric", values)
-        except ApiError as err:
+        except Invalid as err:
             problems += err.details
     if problems:
         raise _bad(problems)
@@ -163,18 +170,10 @@ def read_reference(path: Path, ctype: str, model: ModelRow) -> ReferenceColumns:
     return out
 
 
-
-
-def store_reference(*, engine: Any, settings: Any, model_name: str, version: str, path: Path,
-                    ctype: str) -> dict[str, Any]:
+def store_reference(*, engine: Engine, settings: Settings, model_name: str, version: str,
+                    path: Path, ctype: str) -> dict[str, Any]:
     """Read, profile and store a version's reference; returns what was stored."""
-    from app.evaluation.profiles import build_profile
-    from app.evaluation.references import profile_options
-    from app.storage import registry, results
-
-    with engine.connect() as conn:
-        model = registry.require_model(conn=conn, name=model_name)
-        v = registry.require_version(conn=conn, model=model, version=version)
+    model, v = require_version(engine=engine, model=model_name, version=version)
     model = registry.for_version(model, v.features)  # the version's own features, if any
     cols = read_reference(path, ctype, model)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
@@ -186,8 +185,8 @@ def store_reference(*, engine: Any, settings: Any, model_name: str, version: str
         raise _bad([Problem("holds a value with characters that cannot be stored (NUL or a "
                             "lone surrogate)", field=c) for c in columns])
     with engine.begin() as conn:
-        results.put_profile(conn=conn, model_id=model.id, version_id=v.id, source="upload",
-                            n_rows=cols.n_rows, profile=profile)
+        profiles.put_profile(conn=conn, model_id=model.id, version_id=v.id, source="upload",
+                             n_rows=cols.n_rows, profile=profile)
     return {
         "model": model.name, "version": version, "n_rows": cols.n_rows,
         "features": {name: {"n_valid": c["n_valid"], "n_missing": c["n_missing"],

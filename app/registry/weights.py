@@ -4,13 +4,12 @@ tensor, and the version is compared with its neighbours by registration order.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine
 
-from app.errors import ApiError, Problem
+from app.errors import Invalid, Problem
 from app.evaluation import policy as model_policy
 from app.evaluation.checks.versions import version_checks
 from app.jsonvalues import find_unstorable, parse_json, text_problem
@@ -26,12 +25,11 @@ from app.monitoring import (
     weight_delta,
     weight_summary,
 )
+from app.registry.versions import require_version
 from app.settings import Settings
 from app.storage import registry
-from app.storage.tables import feature_weights as feature_weights_table
-from app.storage.tables import version_deltas, weight_stats
+from app.storage import weights as store
 
-OVERALL = "__all__"
 MAX_TENSOR_NAME = 512
 FILE_TYPES = ("application/octet-stream", "application/zip", "application/x-npz",
               "application/vnd.safetensors", "application/x-safetensors")
@@ -45,50 +43,57 @@ AUTO_FEATURE_AXES = (("coef", -1), ("layer0/kernel", 0))
 
 
 def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
+    """The statistics of an uploaded file or of the summaries sent as JSON; Invalid (nothing
+    stored) for an unreadable file, invalid summaries or tensor names that cannot be
+    stored."""
     if ctype in JSON_TYPES:
-        body = parse_json(path.read_bytes())
-        bad = find_unstorable(body)
-        if bad:
-            raise ApiError(422, "validation_error", "the summaries hold values that cannot be "
-                           "stored", [Problem(p, field=f) for f, p in bad])
-        tensors = body.get("tensors") if isinstance(body, dict) else None
-        if not isinstance(tensors, list) or not tensors:
-            raise ApiError(422, "validation_error", "send {\"tensors\": [{name, shape, count, "
-                           "zeros, l1, l2, max_abs, mean, std}, ...]}",
-                           [Problem("required non-empty array", field="tensors")])
-        problems, items = [], []
-        for i, t in enumerate(tensors):
-            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
-                problems.append(Problem("each tensor needs a non-empty string name",
-                                        field="name", index=i))
-                continue
-            try:
-                items.append(TensorStats.from_dict(t))
-            except ValueError as exc:
-                problems.append(Problem(str(exc)[:300], field=t["name"][:200], index=i))
-        if problems:
-            raise ApiError(422, "validation_error", "invalid tensor summaries; nothing was "
-                           "stored", problems)
-        try:
-            summary = weight_summary(items)
-        except ValueError as exc:
-            raise ApiError(422, "validation_error", str(exc),
-                           [Problem(str(exc), field="tensors")]) from None
+        summary = _summary_from_json(path.read_bytes())
     else:
         try:
             summary = summarise_weight_file(path, eps, fmt=_file_format(path))
         except WeightFileError as exc:
-            raise ApiError(422, "invalid_weights", "the file is not a readable .npz or "
-                           ".safetensors weight file; nothing was stored",
-                           [Problem(str(exc)[:300], field="body")]) from None
+            raise Invalid("invalid_weights", "the file is not a readable .npz or "
+                          ".safetensors weight file; nothing was stored",
+                          [Problem(str(exc)[:300], field="body")]) from None
     bad = [Problem("name too long", field=t.name[:200]) for t in summary.tensors
            if len(t.name) > MAX_TENSOR_NAME]
     bad += [Problem(f"tensor name {p}", field=repr(t.name)[:200]) for t in summary.tensors
             if (p := text_problem(t.name))]
     if bad:
-        raise ApiError(422, "validation_error", "tensor names must be storable text of at most "
-                       f"{MAX_TENSOR_NAME} characters; nothing was stored", bad)
+        raise Invalid("validation_error", "tensor names must be storable text of at most "
+                      f"{MAX_TENSOR_NAME} characters; nothing was stored", bad)
     return summary
+
+
+def _summary_from_json(raw: bytes) -> WeightSummary:
+    body = parse_json(raw)
+    bad = find_unstorable(body)
+    if bad:
+        raise Invalid("validation_error", "the summaries hold values that cannot be "
+                      "stored", [Problem(p, field=f) for f, p in bad])
+    tensors = body.get("tensors") if isinstance(body, dict) else None
+    if not isinstance(tensors, list) or not tensors:
+        raise Invalid("validation_error", "send {\"tensors\": [{name, shape, count, "
+                      "zeros, l1, l2, max_abs, mean, std}, ...]}",
+                      [Problem("required non-empty array", field="tensors")])
+    problems, items = [], []
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
+            problems.append(Problem("each tensor needs a non-empty string name",
+                                    field="name", index=i))
+            continue
+        try:
+            items.append(TensorStats.from_dict(t))
+        except ValueError as exc:
+            problems.append(Problem(str(exc)[:300], field=t["name"][:200], index=i))
+    if problems:
+        raise Invalid("validation_error", "invalid tensor summaries; nothing was "
+                      "stored", problems)
+    try:
+        return weight_summary(items)
+    except ValueError as exc:
+        raise Invalid("validation_error", str(exc),
+                      [Problem(str(exc), field="tensors")]) from None
 
 
 def _file_format(path: Path) -> str:
@@ -97,25 +102,22 @@ def _file_format(path: Path) -> str:
     return "npz" if magic.startswith(b"PK") else "safetensors"
 
 
-def model_features(*, engine: Engine, model_name: str, version: str) -> list[str]:
+def _feature_names(model: registry.ModelRow, version: registry.VersionRow) -> list[str]:
     """The version's features (its own list, else the model's), in registration order: the
     order a weight tensor's feature axis follows."""
-    with engine.connect() as conn:
-        m = registry.require_model(conn=conn, name=model_name)
-        v = registry.require_version(conn=conn, model=m, version=version)
-        return [f["name"] for f in registry.for_version(m, v.features).features]
+    return [f["name"] for f in registry.for_version(model, version.features).features]
 
 
-def _feature_problem(message: str, field: str) -> ApiError:
-    return ApiError(422, "validation_error", f"{message}; nothing was stored",
-                    [Problem(message[:300], field=field)])
+def _feature_problem(message: str, field: str) -> Invalid:
+    return Invalid("validation_error", f"{message}; nothing was stored",
+                   [Problem(message[:300], field=field)])
 
 
 def features_from_upload(path: Path, ctype: str, summary: WeightSummary, features: list[str],
                          tensor: str | None, axis: int | None, eps: float
                          ) -> tuple[FeatureWeights | None, str | None]:
     """(per-feature weights, why there are none) of the tensor named by
-    ``feature_tensor``/``feature_axis`` (a 422 when it does not fit the model's features), or
+    ``feature_tensor``/``feature_axis`` (Invalid when it does not fit the model's features), or
     of a tensor the scikit-learn helper names (AUTO_FEATURE_AXES). A recognised tensor that
     does not have one entry per feature (a Pipeline whose encoder expanded a categorical
     feature into several columns) is left out with the reason, never refused: the upload
@@ -162,7 +164,7 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
 
 
 def load_features(*, conn: Connection, version_id: int) -> FeatureWeights | None:
-    stats = registry.feature_weights_of(conn=conn, version_id=version_id)
+    stats = store.feature_weights_of(conn=conn, version_id=version_id)
     return None if stats is None else FeatureWeights.from_dict(stats)
 
 
@@ -171,13 +173,8 @@ def _stats(d: dict[str, Any]) -> TensorStats:
 
 
 def load_summary(*, conn: Connection, version_id: int) -> WeightSummary | None:
-    rows = conn.execute(select(weight_stats.c.tensor, weight_stats.c.stats)
-                        .where(weight_stats.c.version_id == version_id)
-                        .order_by(weight_stats.c.tensor)).all()
-    tensors = [_stats(r.stats) for r in rows if r.tensor != OVERALL]
-    if not rows:
-        return None
-    return weight_summary(tensors)
+    tensors = store.tensor_stats(conn=conn, version_id=version_id)
+    return None if tensors is None else weight_summary([_stats(d) for d in tensors])
 
 
 def _store_delta(conn: Connection, model_id: int, base: registry.VersionRow,
@@ -187,11 +184,8 @@ def _store_delta(conn: Connection, model_id: int, base: registry.VersionRow,
     if b is None or c is None:
         return None
     delta = _delta(conn, b, c, base.id, cand.id)
-    conn.execute(delete(version_deltas).where(version_deltas.c.base_version_id == base.id,
-                                              version_deltas.c.candidate_version_id == cand.id))
-    conn.execute(insert(version_deltas).values(
-        base_version_id=base.id, candidate_version_id=cand.id, model_id=model_id, delta=delta,
-        computed_at=datetime.now(UTC)))
+    store.put_delta(conn=conn, model_id=model_id, base_version_id=base.id,
+                    candidate_version_id=cand.id, delta=delta)
     return delta
 
 
@@ -205,13 +199,18 @@ def _delta(conn: Connection, b: WeightSummary, c: WeightSummary, base_id: int,
             "features": None if fb is None or fc is None else feature_delta(fb, fc).to_dict()}
 
 
-def _with_weights(conn: Connection, versions: list[registry.VersionRow]) -> set[int]:
-    ids = [v.id for v in versions]
-    if not ids:
-        return set()
-    rows = conn.execute(select(weight_stats.c.version_id).distinct()
-                        .where(weight_stats.c.version_id.in_(ids)))
-    return {r[0] for r in rows}
+def upload_weights(*, engine: Engine, settings: Settings, model_name: str, version: str,
+                   path: Path, ctype: str, feature_tensor: str | None,
+                   feature_axis: int | None) -> dict[str, Any]:
+    """Read an uploaded weight file (or summaries), find its per-feature weights, store both
+    and the deltas to the neighbouring versions; what was stored."""
+    eps = settings.weights_zero_eps
+    summary = summary_from_upload(path, ctype, eps)
+    names = _feature_names(*require_version(engine=engine, model=model_name, version=version))
+    per_feature, skipped = features_from_upload(path, ctype, summary, names, feature_tensor,
+                                                feature_axis, eps)
+    return store_weights(engine=engine, model_name=model_name, version=version, summary=summary,
+                         features=per_feature, features_reason=skipped)
 
 
 def store_weights(*, engine: Engine, model_name: str, version: str,
@@ -221,21 +220,15 @@ def store_weights(*, engine: Engine, model_name: str, version: str,
     earlier version with weights (its predecessor) and the next later version's delta to it."""
     with engine.begin() as conn:
         model, v = model_version(conn, model_name, version)
-        now = datetime.now(UTC)
-        conn.execute(delete(weight_stats).where(weight_stats.c.version_id == v.id))
-        rows = [{"version_id": v.id, "tensor": t.name, "model_id": model.id,
-                 "stats": t.to_dict(), "created_at": now} for t in summary.tensors]
-        rows.append({"version_id": v.id, "tensor": OVERALL, "model_id": model.id,
-                     "stats": summary.overall.to_dict(), "created_at": now})
-        conn.execute(insert(weight_stats), rows)
-        conn.execute(delete(feature_weights_table)
-                     .where(feature_weights_table.c.version_id == v.id))
-        if features is not None:
-            conn.execute(insert(feature_weights_table).values(
-                version_id=v.id, model_id=model.id, tensor=features.tensor, axis=features.axis,
-                nonzero=features.nonzero, stats=features.to_dict(), created_at=now))
+        store.replace_weights(
+            conn=conn, model_id=model.id, version_id=v.id,
+            tensors=[(t.name, t.to_dict()) for t in summary.tensors],
+            overall=summary.overall.to_dict(),
+            features=None if features is None else {
+                "tensor": features.tensor, "axis": features.axis,
+                "nonzero": features.nonzero, "stats": features.to_dict()})
         versions = registry.list_versions(conn=conn, model_id=model.id)
-        have = _with_weights(conn, versions)
+        have = store.with_weights(conn=conn, version_ids=[x.id for x in versions])
         pos = [x.id for x in versions].index(v.id)
         before = [x for x in versions[:pos] if x.id in have]
         after = [x for x in versions[pos + 1:] if x.id in have]
@@ -278,9 +271,9 @@ def compare(*, conn: Connection, settings: Settings, model_name: str, base: str,
     for field_name, v in (("base", b), ("candidate", c)):
         s = load_summary(conn=conn, version_id=v.id)
         if s is None:
-            raise ApiError(422, "no_weights", f"no weights uploaded for version {v.version!r}; "
-                           "upload them with POST .../versions/{version}/weights",
-                           [Problem("no weights", field=field_name)])
+            raise Invalid("no_weights", f"no weights uploaded for version {v.version!r}; "
+                          "upload them with POST .../versions/{version}/weights",
+                          [Problem("no weights", field=field_name)])
         sums[field_name] = s
     delta = _delta(conn, sums["base"], sums["candidate"], b.id, c.id)
 
