@@ -15,8 +15,8 @@ an error rate of about 0.20 in every cohort; a 10,000-row reference profile buil
 Traffic is generated per 5-minute bucket (n/12 rows each, so every 1-hour window has exactly
 n rows), folded into bucket summaries by the service's own ``drift_summaries`` and
 ``outcome_summary``, and windows of 12 buckets at 5-minute steps are merged by addition and
-decided by the checks of ``app.evaluation.checks`` (``drift``, ``calibration``, ``cohorts``) with the
-default settings: the decisions the jobs store and the alert rules page on.
+decided by the checks of ``app.evaluation.checks`` (``drift``, ``calibration``,
+``cohorts``) with the default settings: the decisions the jobs store and the alert rules page on.
 
 Stationary: ``--windows`` overlapping windows per n (``--full``: 8,640, 30 days), every
 decision counted; a window is flagged when any decision is warning or critical, paged when
@@ -164,19 +164,19 @@ def _shift(feature: str, sds: float) -> Callable[[np.random.Generator, Rows, np.
     return f
 
 
-def _variance(feature: str, factor: float):  # noqa: ANN202
+def _variance(feature: str, factor: float):
     def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
         rows.features[feature] = rows.features[feature] * math.sqrt(factor)
     return f
 
 
-def _binary_rate(feature: str, rate: float):  # noqa: ANN202
+def _binary_rate(feature: str, rate: float):
     def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
         rows.features[feature] = (rng.uniform(size=rows.n) < rate).astype(np.float64)
     return f
 
 
-def _cohort_error(cohort: str, target: float):  # noqa: ANN202
+def _cohort_error(cohort: str, target: float):
     # Labels flipped with probability f raise an error rate e to e + f (1 - 2e).
     def f(rng: np.random.Generator, rows: Rows, p: np.ndarray) -> None:
         inside = rows.cohorts["segment"] == cohort

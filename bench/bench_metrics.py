@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 
-from app.observability.quality import build_families  # noqa: E402
+from app.observability.quality import build_families
 
 LIMITS = {"features": 50, "cohorts": 20, "layers": 100}
 
@@ -56,7 +56,7 @@ class Fixed(Collector):
     def __init__(self, fams: list) -> None:
         self.fams = fams
 
-    def collect(self):  # noqa: ANN201
+    def collect(self):
         return iter(self.fams)
 
 

@@ -107,7 +107,7 @@ def settings(db_url: str, request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings):  # noqa: ANN201
+def app(settings: Settings):
     application = create_app(settings)
     yield application
     clean(application.state.engine)
@@ -115,13 +115,13 @@ def app(settings: Settings):  # noqa: ANN201
 
 
 @pytest.fixture
-def client(app) -> Iterator[TestClient]:  # noqa: ANN001
+def client(app) -> Iterator[TestClient]:
     with TestClient(app) as c:
         yield c
 
 
 @pytest.fixture
-def engine(app) -> Engine:  # noqa: ANN001
+def engine(app) -> Engine:
     return app.state.engine
 
 
@@ -134,7 +134,7 @@ def free_port() -> int:
 class LiveServer:
     """The app served by uvicorn on a real socket, in a thread of this process."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
@@ -156,7 +156,7 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(app) -> Iterator[LiveServer]:  # noqa: ANN001
+def live_server(app) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
 

@@ -79,7 +79,7 @@ def label(i: int = 0, model: str = "fraud", value: Any = "fraud", **over: Any) -
     return rec
 
 
-def register(client, model: dict[str, Any] | None = None,  # noqa: ANN001
+def register(client, model: dict[str, Any] | None = None,
              versions: tuple[str, ...] = ("v1",)) -> dict[str, Any]:
     model = model or binary_model()
     r = client.post("/v1/models", json=model)

@@ -81,7 +81,7 @@ def labels_for(records: list[dict], y: np.ndarray, model: str = "credit") -> lis
             for i, r in enumerate(records)]
 
 
-def post_all(client, path: str, records: list[dict], batch: int = 1000) -> None:  # noqa: ANN001
+def post_all(client, path: str, records: list[dict], batch: int = 1000) -> None:
     for i in range(0, len(records), batch):
         r = client.post(path, json={"records": records[i:i + batch]})
         assert r.status_code == 200, r.text

@@ -82,7 +82,7 @@ def clock_at(instant: datetime) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):  # noqa: ANN001, ANN201
+def served(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("readme")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}

@@ -172,11 +172,11 @@ async def upload_file(request: Request, limit: int, accepted: tuple[str, ...], h
                 except ApiError:
                     await _drain(request)
                     raise
-                tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")  # noqa: SIM115
+                tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")
             await run_in_threadpool(tmp.write, chunk)
         if tmp is None:  # an empty body: nothing to hold open while waiting
             slots.take()
-            tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")  # noqa: SIM115
+            tmp = tempfile.NamedTemporaryFile(prefix="modelmon-upload-")
         tmp.flush()
         yield Path(tmp.name)
     finally:

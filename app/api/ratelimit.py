@@ -31,7 +31,7 @@ class _Storage(MemoryStorage):
         super().__init__()
         self._expired_at = time.monotonic()
 
-    def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - the library's hook
+    def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
         if now - self._expired_at >= self.EXPIRE_EVERY:
             self._expired_at = now

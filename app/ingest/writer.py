@@ -227,7 +227,7 @@ def _copy_direct(cur: psycopg.Cursor, rows: Sequence[PredictionRow],
         raise IntegrityError(statement, None, exc) from exc
 
 
-def _insert_ignoring_conflicts(conn: Connection, table: Table):  # noqa: ANN201
+def _insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING the primary key, on either store."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     return insert(table).on_conflict_do_nothing().returning(table.c.model_id,

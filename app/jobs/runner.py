@@ -83,7 +83,7 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
     except IntegrityError:
         outcome = "skipped"  # another process stored this window first
         return outcome
-    except Exception as exc:  # noqa: BLE001 - a job never takes the service down
+    except Exception as exc:
         log.exception("job %s for model %s, window ending %s failed", job, model.name, end)
         try:
             with engine.begin() as conn:
@@ -155,7 +155,7 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
         models = [m for m, _ in registry.list_models(conn=conn)]
     try:
         maintain_summaries(engine, settings, now, profiles, models)
-    except Exception:  # noqa: BLE001 - the jobs still run on what is there
+    except Exception:
         log.exception("summary upkeep failed")
     for model in models:
         for job in jobs:

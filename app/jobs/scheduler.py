@@ -42,7 +42,7 @@ def _sqlite_owner_lock(engine: Engine) -> IO[Any] | None | bool:
     db = make_url(str(engine.url)).database
     if not db or db == ":memory:":
         return True
-    f = open(Path(db).with_name(Path(db).name + ".scheduler.lock"), "a+")  # noqa: SIM115
+    f = open(Path(db).with_name(Path(db).name + ".scheduler.lock"), "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -82,7 +82,7 @@ class JobScheduler:
             try:
                 counts = runner.tick(self.engine, self.settings, on_done=on_done,
                                      profiles=self.profiles, stopping=self._stopping.is_set)
-            except Exception:  # noqa: BLE001 - the next tick retries
+            except Exception:
                 outcome = "failure"
                 log.exception("scheduler tick failed", extra={"event": "tick",
                                                               "outcome": outcome})
@@ -104,7 +104,7 @@ class JobScheduler:
             try:
                 run_retention(self.engine, self.settings, self.partitions)
                 self.partitions.ensure_ahead(self.settings.partition_days_ahead)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("retention failed")
 
     def start(self) -> bool:

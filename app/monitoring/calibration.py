@@ -164,7 +164,8 @@ def _labels_vector(labels: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, ~np.isnan(y)
 
 
-def _empty(kind: str, status: str, reason: str, n: int, n_dropped: int, n_bins: int):
+def _empty(kind: str, status: str, reason: str, n: int, n_dropped: int,
+           n_bins: int) -> CalibrationResult:
     return CalibrationResult(
         status=status, reason=reason, kind=kind, n=n, n_dropped=n_dropped, n_bins=n_bins,
     )

@@ -17,7 +17,7 @@ log = logging.getLogger("modelmon.metrics")
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # a scrape every 15 s is not worth a log line
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from app.settings import Settings
@@ -79,7 +80,7 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     failing half-way (pysqlite's deferred BEGIN lets two writers both read, then one loses)."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -89,5 +90,5 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")

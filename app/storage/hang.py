@@ -82,7 +82,7 @@ class _Watcher:
             time.sleep(POLL_SECONDS)
             try:
                 self._check()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one failure
+            except Exception:
                 log.exception("database hang watcher failed; it goes on")
 
     def _check(self) -> None:
@@ -162,7 +162,7 @@ class GuardedConnection(psycopg.Connection):
 
     _mm_database: _Database | None = None
 
-    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         db = self._mm_database
         if db is None:
             return super().wait(gen, *args, **kwargs)

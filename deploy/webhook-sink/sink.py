@@ -52,7 +52,7 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             path = self.path.rstrip("/")
             if path == "/healthz":
                 self._answer(200, {"status": "ok"})
@@ -63,14 +63,14 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer(404, {"error": f"no such path {self.path}"})
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             if self.path.rstrip("/") == "/received":
                 store.clear()
                 self._answer(200, {"status": "cleared"})
             else:
                 self._answer(404, {"error": f"no such path {self.path}"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             receiver = self.path.strip("/")
             length = int(self.headers.get("Content-Length") or 0)
             if not receiver or "/" in receiver:
@@ -92,7 +92,7 @@ def make_handler(store: Store) -> type[BaseHTTPRequestHandler]:
                   flush=True)
             self._answer(200, {"status": "stored"})
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # one line per notification is printed above; requests are not logged
 
     return Handler

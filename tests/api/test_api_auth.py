@@ -30,7 +30,7 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, auth="on", token_cache_seconds=0)
 
 
-def make_token(engine, *scopes: str, models: list[str] | None = None,  # noqa: ANN001
+def make_token(engine, *scopes: str, models: list[str] | None = None,
                expires_at: datetime | None = None, name: str = "t") -> str:
     with engine.begin() as conn:
         return tokens.create(conn=conn, name=name, scopes=list(scopes), models=models,
@@ -41,7 +41,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-def operator_and_viewer(client, engine, model: dict) -> tuple[str, str]:  # noqa: ANN001
+def operator_and_viewer(client, engine, model: dict) -> tuple[str, str]:
     """An admin token ("operator") that has registered ``model``, and a read token
     ("viewer")."""
     admin = make_token(engine, "admin", name="operator")
@@ -51,7 +51,7 @@ def operator_and_viewer(client, engine, model: dict) -> tuple[str, str]:  # noqa
 
 
 @pytest.fixture
-def world(client, engine):  # noqa: ANN001, ANN201
+def world(client, engine):
     admin = make_token(engine, "admin", name="pipeline")
     assert client.post("/v1/models", json=MODEL, headers=bearer(admin)).status_code == 201
     assert client.post("/v1/models", json={**MODEL, "name": "other"},
@@ -67,7 +67,7 @@ def record(model: str = "m", pid: str = "p1") -> dict:
             "prediction": {"value": 2.0}}
 
 
-def routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def routes(app) -> list[tuple[str, str]]:
     """Every operation of the OpenAPI spec, path parameters filled in."""
     return [(method.upper(), path.replace("{model}", "m").replace("{version}", "v1"))
             for path, ops in app.openapi()["paths"].items() for method in ops]

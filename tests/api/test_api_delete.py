@@ -23,7 +23,7 @@ WEIGHTS = {"tensors": [{"name": "w", "shape": [4], "count": 4, "zeros": 1, "l1":
                         "l2": 1.2, "max_abs": 0.9, "mean": 0.1, "std": 0.4}]}
 
 
-def rows(engine, model_id: int, version_id: int | None = None,  # noqa: ANN001
+def rows(engine, model_id: int, version_id: int | None = None,
          version: str = "") -> dict[str, int]:
     """Rows per table of a model (or of one version: by its id, or for the tables keyed by
     prediction id, by the ids seeded() gives its predictions)."""
@@ -46,7 +46,7 @@ def rows(engine, model_id: int, version_id: int | None = None,  # noqa: ANN001
     return out
 
 
-def ids(engine, model: str) -> tuple[int, dict[str, int]]:  # noqa: ANN001
+def ids(engine, model: str) -> tuple[int, dict[str, int]]:
     with engine.connect() as conn:
         m = conn.execute(select(t.models.c.id).where(t.models.c.name == model)).scalar_one()
         vs = dict(conn.execute(select(t.model_versions.c.version, t.model_versions.c.id)
@@ -54,7 +54,7 @@ def ids(engine, model: str) -> tuple[int, dict[str, int]]:  # noqa: ANN001
     return m, vs
 
 
-def seeded(client, engine, settings, name: str) -> None:  # noqa: ANN001
+def seeded(client, engine, settings, name: str) -> None:
     """A model with two versions, each with a reference, weights, labeled predictions,
     summaries and drift results, a maintenance window and a weight delta."""
     rng = np.random.default_rng(1)
@@ -178,7 +178,7 @@ class TestWithTokens:
     def settings(self, db_url: str) -> Settings:
         return Settings(database_url=db_url, auth="on", token_cache_seconds=0)
 
-    def test_deletes_need_admin_and_are_audited(self, client, engine):  # noqa: ANN001
+    def test_deletes_need_admin_and_are_audited(self, client, engine):
         admin, read = operator_and_viewer(client, engine, drift_model("credit"))
         assert client.post("/v1/models/credit/versions", json={"version": "v1"},
                            headers=bearer(admin)).status_code == 201

@@ -20,7 +20,7 @@ WINDOW = {"start": iso(NOW - timedelta(hours=1)), "end": iso(NOW + timedelta(min
 SLOW_ID = "slow-\\u0000-"
 
 
-def takes_fast_path(engine, settings, body: bytes) -> bool:  # noqa: ANN001
+def takes_fast_path(engine, settings, body: bytes) -> bool:
     try:
         decode.decode_predictions(body, lambda wanted: service.SchemaCache().get(engine, wanted),
                                   service._limits(settings), settings.max_batch_records)
@@ -45,7 +45,7 @@ def records(model: str, as_int: bool, prefix: str) -> list[dict[str, Any]]:
     return out
 
 
-def post(client, body: dict[str, Any]) -> bytes:  # noqa: ANN001
+def post(client, body: dict[str, Any]) -> bytes:
     raw = json.dumps(body).encode()
     r = client.post("/v1/predictions", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text

@@ -23,7 +23,7 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, metrics_cache_seconds=0)
 
 
-def maintenance_gauge(client, model: str = "fraud") -> float | None:  # noqa: ANN001
+def maintenance_gauge(client, model: str = "fraud") -> float | None:
     return scrape(client).get(("modelmon_model_maintenance", (("model", model),)))
 
 

@@ -21,7 +21,7 @@ def test_urllib_reads_the_413(db_url, declare_length):
     assert len(body) > 11 * 1024 * 1024
     try:
         with LiveServer(app) as server:
-            def chunks():  # noqa: ANN202 - without a length: chunked transfer
+            def chunks():
                 for i in range(0, len(body), 1 << 16):
                     yield body[i:i + (1 << 16)]
             req = urllib.request.Request(

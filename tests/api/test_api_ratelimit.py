@@ -19,7 +19,7 @@ MODEL = {"name": "m", "task": "regression", "features": [{"name": "x", "type": "
 
 
 @pytest.fixture
-def limited(db_url):  # noqa: ANN001, ANN201
+def limited(db_url):
     app = create_app(Settings(database_url=db_url, auth="on", token_cache_seconds=0,
                               rate_limit_requests_per_second=0.5,
                               rate_limit_records_per_second=1, rate_limit_burst_seconds=10),
@@ -30,7 +30,7 @@ def limited(db_url):  # noqa: ANN001, ANN201
     app.state.engine.dispose()
 
 
-def token(app, *scopes: str) -> dict[str, str]:  # noqa: ANN001
+def token(app, *scopes: str) -> dict[str, str]:
     with app.state.engine.begin() as conn:
         return {"authorization": "Bearer " + tokens.create(
             conn=conn, name="t", scopes=list(scopes), models=None, expires_at=None)[1]}

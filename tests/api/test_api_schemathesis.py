@@ -21,7 +21,7 @@ from tests.conftest import clean
 _state: dict = {}
 
 
-def _app():  # noqa: ANN202
+def _app():
     """One app for the module, on the session's Postgres, with a model and a version."""
     if "app" not in _state:
         from tests.conftest import create_pg_database
@@ -42,7 +42,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _teardown():  # noqa: ANN202
+def _teardown():
     yield
     from tests.conftest import drop_pg_database
 
@@ -55,7 +55,7 @@ def _teardown():  # noqa: ANN202
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-def test_no_input_makes_a_server_error(case):  # noqa: ANN001
+def test_no_input_makes_a_server_error(case):
     case.headers = {**(case.headers or {}), "authorization": f"Bearer {_state['token']}"}
     case.call_and_validate(
         checks=[not_a_server_error, status_code_conformance, response_schema_conformance])

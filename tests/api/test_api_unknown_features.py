@@ -16,7 +16,7 @@ from tests.jobs_data import drift_model, latest_window, post_all, reference_csv,
 UNEXPECTED = "modelmon_ingest_unexpected_features_total"
 
 
-def _features(row) -> dict:  # noqa: ANN001
+def _features(row) -> dict:
     f = row.features
     return json.loads(f) if isinstance(f, str) else f
 

@@ -29,7 +29,7 @@ def test_content_length_over_limit_is_413_before_reading(client):
 
 
 def test_streamed_body_without_length_is_cut_off(client):
-    def chunks():  # noqa: ANN202 - chunked transfer encoding, no content-length
+    def chunks():
         for _ in range(100):
             yield b" " * 4096
 

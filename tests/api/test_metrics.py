@@ -16,11 +16,11 @@ from tests.factories import label, prediction, register
 from tests.jobs_data import drift_model, latest_window, post_all, reference_csv, traffic
 
 
-def sample(app, name: str, labels: dict[str, str] | None = None) -> float | None:  # noqa: ANN001
+def sample(app, name: str, labels: dict[str, str] | None = None) -> float | None:
     return app.state.registry.get_sample_value(name, labels or {})
 
 
-def scrape(client) -> dict[tuple[str, tuple], float]:  # noqa: ANN001
+def scrape(client) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics")
     assert r.status_code == 200, r.text
     out = {}

@@ -20,7 +20,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> dict:  # noqa: ANN001
+def spec(tmp_path_factory) -> dict:
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path_factory.mktemp('o')}/x.db"))
     with TestClient(app) as c:
         body = c.get("/openapi.json").json()
@@ -46,7 +46,7 @@ def test_every_request_body_has_a_schema_and_example(spec):
     # nested references of the body schemas resolve too
     refs = []
 
-    def walk(node):  # noqa: ANN001, ANN202
+    def walk(node):
         if isinstance(node, dict):
             if "$ref" in node:
                 refs.append(node["$ref"].rsplit("/", 1)[-1])

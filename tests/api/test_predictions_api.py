@@ -22,7 +22,7 @@ from tests.factories import (
 from tests.helpers import stored, stored_predictions
 
 
-def post_raw(client, raw: bytes):  # noqa: ANN001, ANN201
+def post_raw(client, raw: bytes):
     return client.post("/v1/predictions", content=raw,
                        headers={"content-type": "application/json"})
 
@@ -274,7 +274,7 @@ def test_non_finite_numbers_are_422_and_never_echoed(client, engine, token, wher
 def test_multiclass_probability_checks(client, engine):
     register(client, multiclass_model())
 
-    def rec(i, probs):  # noqa: ANN001, ANN202
+    def rec(i, probs):
         return prediction(i, model="species", features={}, cohorts={},
                           prediction={"probabilities": probs})
 

@@ -31,7 +31,7 @@ def weights_v2(v1: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "new/head": np.full((2, 2), 0.5, dtype=np.float16)}
 
 
-def register(client, versions) -> None:  # noqa: ANN001
+def register(client, versions) -> None:
     client.post("/v1/models", json=binary_model())
     for name, lam in versions:
         r = client.post("/v1/models/fraud/versions", json={
@@ -145,7 +145,7 @@ def test_tensor_names_that_cannot_be_stored_are_422(client, engine):
 FEATURES = [f"f{i}" for i in range(6)] + ["country", "channel"]
 
 
-def register_wide(client, versions) -> None:  # noqa: ANN001
+def register_wide(client, versions) -> None:
     """A model of 8 features (6 numeric, 2 categorical)."""
     r = client.post("/v1/models", json=binary_model(
         "wide", features=[{"name": n, "type": "numeric"} for n in FEATURES[:6]]
@@ -155,7 +155,7 @@ def register_wide(client, versions) -> None:  # noqa: ANN001
         assert client.post("/v1/models/wide/versions", json={"version": name}).status_code == 201
 
 
-def fitted_coef(C: float, l1: bool) -> np.ndarray:  # noqa: N803
+def fitted_coef(C: float, l1: bool) -> np.ndarray:
     """coef_ of a logistic regression fitted on 8 columns of which f0, f1, f2 and channel carry
     the signal; the L1 fit drops the weak ones."""
     from sklearn.linear_model import LogisticRegression
@@ -293,7 +293,7 @@ def test_a_coef_of_expanded_columns_is_stored_without_per_feature_figures(client
     assert r.status_code == 422 and "the model declares 8 features" in r.text
 
 
-def version_states(client) -> dict[str, float]:  # noqa: ANN001
+def version_states(client) -> dict[str, float]:
     from tests.api.test_metrics import scrape
     return {dict(k[1])["check"]: v for k, v in scrape(client).items()
             if k[0] == "modelmon_version_check_state"

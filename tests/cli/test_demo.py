@@ -30,7 +30,7 @@ def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path)
     n_predictions = int(sent.split()[2].replace(",", ""))
     n_labels = int(sent.split()[-2].replace(",", ""))
     with engine.connect() as conn:
-        def rows(table) -> int:  # noqa: ANN001
+        def rows(table) -> int:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
         assert rows(predictions) == n_predictions > 0

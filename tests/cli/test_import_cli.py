@@ -64,13 +64,13 @@ def write(path: Path, data: list[dict]) -> Path:
     return path
 
 
-def count(engine, table, prefix: str = "") -> int:  # noqa: ANN001
+def count(engine, table, prefix: str = "") -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(
             table.c.prediction_id.startswith(prefix))).scalar_one())
 
 
-def register(client) -> None:  # noqa: ANN001
+def register(client) -> None:
     assert client.post("/v1/models", json=binary_model()).status_code == 201
     for v in ("v1", "v2"):
         assert client.post("/v1/models/fraud/versions", json=version(v)).status_code == 201

@@ -19,7 +19,7 @@ from tests.factories import iso
 from tests.jobs_data import SHIFTED, drift_model, latest_window, post_all, reference_csv, traffic
 
 
-def seed_credit(client) -> tuple[str, str]:  # noqa: ANN001
+def seed_credit(client) -> tuple[str, str]:
     """The drift model with a reference, two versions with weights and shifted traffic;
     returns the window."""
     rng = np.random.default_rng(21)

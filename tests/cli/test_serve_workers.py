@@ -18,7 +18,7 @@ from tests.helpers import wait_ready
 
 
 @pytest.fixture
-def workers_db():  # noqa: ANN201
+def workers_db():
     url = create_pg_database("modelmon_workers")
     yield url
     drop_pg_database(url)
@@ -74,7 +74,7 @@ def test_two_worker_processes_share_one_port_and_one_metrics_view(workers_db, tm
         proc.wait(timeout=30)
 
 
-def time_now():  # noqa: ANN201
+def time_now():
     from datetime import UTC, datetime
     return datetime.now(UTC)
 

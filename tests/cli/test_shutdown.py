@@ -26,7 +26,7 @@ TIMEOUT = 2  # MODELMON_SHUTDOWN_TIMEOUT_SECONDS
 
 
 @pytest.fixture
-def db() -> str:  # noqa: PT004
+def db() -> str:
     url = create_pg_database("modelmon_shutdown")
     yield url
     drop_pg_database(url)

@@ -73,7 +73,7 @@ class Served:
                             headers=headers, timeout=30)
             assert r.status_code in (200, 201), r.text
 
-    def _count(self, table, model: str) -> int:  # noqa: ANN001
+    def _count(self, table, model: str) -> int:
         from app.storage.tables import models
 
         engine = make_engine(Settings(database_url=self.database_url))

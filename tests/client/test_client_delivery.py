@@ -30,7 +30,7 @@ def logger(monitor: Monitor, start: int, stop: int, ids: list[str]) -> threading
     return t
 
 
-def assert_exactly_once(server, model: str, ids: list[str], monitor: Monitor) -> None:  # noqa: ANN001
+def assert_exactly_once(server, model: str, ids: list[str], monitor: Monitor) -> None:
     assert monitor.flush(timeout=300), monitor.stats
     stats = monitor.stats
     assert (stats.queued, stats.sent, stats.dropped, stats.refused) == (len(ids), len(ids), 0, 0)

@@ -86,7 +86,7 @@ def _demo(url: str, model: str, *extra: str, log: Path) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, sink: str, monitoring_tools: dict):  # noqa: ANN201
+def stack(tmp_path: Path, sink: str, monitoring_tools: dict):
     db = create_pg_database("modelmon_e2e")
     procs: list[subprocess.Popen] = []
     try:

@@ -70,7 +70,7 @@ def settings(db_url: str) -> Settings:
                     job_catchup_windows=1)
 
 
-def register_and_send(client, name: str, pol: dict | None, records: list[dict],  # noqa: ANN001
+def register_and_send(client, name: str, pol: dict | None, records: list[dict],
                       reference: bytes | None = None) -> list[dict]:
     """The drift model under ``name`` with ``pol``, version v1 (with ``reference``), and the
     same ``records`` sent as its own; returns them."""

@@ -31,7 +31,7 @@ def midnight_window() -> tuple[datetime, datetime]:
     return today - timedelta(minutes=30), today + timedelta(minutes=30)
 
 
-def setup_traffic(client, rng, n=1500, shifted=SHIFTED):  # noqa: ANN001, ANN201
+def setup_traffic(client, rng, n=1500, shifted=SHIFTED):
     assert client.post("/v1/models", json=drift_model()).status_code == 201
     assert client.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201
     start, end = midnight_window()
@@ -43,7 +43,7 @@ def setup_traffic(client, rng, n=1500, shifted=SHIFTED):  # noqa: ANN001, ANN201
     return start, end, records, scores, y
 
 
-def report(client, kind: str, start, end, **params):  # noqa: ANN001, ANN201
+def report(client, kind: str, start, end, **params):
     r = client.get(f"/v1/models/credit/reports/{kind}",
                    params={"start": iso(start), "end": iso(end), **params})
     assert r.status_code == 200, r.text

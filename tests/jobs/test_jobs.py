@@ -32,7 +32,7 @@ def settings(db_url: str) -> Settings:
                     job_catchup_windows=1)
 
 
-def register_drift_model(client, versions=("v1",), reference: bytes | None = None):  # noqa: ANN001, ANN201
+def register_drift_model(client, versions=("v1",), reference: bytes | None = None):
     assert client.post("/v1/models", json=drift_model()).status_code == 201
     for v in versions:
         assert client.post("/v1/models/credit/versions", json={"version": v}).status_code == 201
@@ -45,7 +45,7 @@ def register_drift_model(client, versions=("v1",), reference: bytes | None = Non
             assert body["ignored_columns"] == ["row_id"]
 
 
-def shifted_v1_steady_v2(client, rng):  # noqa: ANN001, ANN201
+def shifted_v1_steady_v2(client, rng):
     """3000 predictions of v1 with the SHIFTED features moved and 3000 steady ones of v2 in
     the latest window; (start, end, the drift report over it)."""
     start, end = latest_window()

@@ -22,7 +22,7 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, job_catchup_windows=1)
 
 
-def _times(start, end, n, rng):  # noqa: ANN001, ANN202
+def _times(start, end, n, rng):
     span = (end - start).total_seconds() - 1
     return [iso(start + timedelta(seconds=float(s))) for s in np.sort(rng.uniform(0, span, n))]
 

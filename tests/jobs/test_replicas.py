@@ -35,13 +35,13 @@ def _dsn(url: str) -> str:
 
 
 @pytest.fixture
-def replica_db():  # noqa: ANN201
+def replica_db():
     url = create_pg_database("modelmon_replicas")
     yield url
     drop_pg_database(url)
 
 
-def _spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:  # noqa: ANN001
+def _spawn(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 

@@ -11,14 +11,14 @@ from app.storage import profiles
 
 
 @pytest.fixture
-def fraud(engine, settings, definition):  # noqa: ANN201
+def fraud(engine, settings, definition):
     models.create_model(engine=engine, settings=settings, definition=definition, policy=None)
     return versions.create_version(engine=engine, model="fraud", version="v1",
                                    created_at=None, metadata={}, features=None,
                                    maintenance_seconds=None)[0]
 
 
-def store(engine, settings, tmp_path, body, ctype, version="v1"):  # noqa: ANN001, ANN201
+def store(engine, settings, tmp_path, body, ctype, version="v1"):
     path = tmp_path / "reference"
     path.write_bytes(body)
     return reference_data.store_reference(engine=engine, settings=settings,

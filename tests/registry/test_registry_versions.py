@@ -14,12 +14,12 @@ from tests.registry.conftest import store_prediction
 
 
 @pytest.fixture
-def fraud(engine, settings, definition):  # noqa: ANN201
+def fraud(engine, settings, definition):
     return models.create_model(engine=engine, settings=settings, definition=definition,
                                policy=None)[0]
 
 
-def register(engine, name="v1", **over):  # noqa: ANN001, ANN201
+def register(engine, name="v1", **over):
     args = {"created_at": None, "metadata": {"hyperparameters": {"lr": 0.1}},
             "features": None, "maintenance_seconds": None, **over}
     return versions.create_version(engine=engine, model="fraud", version=name, **args)

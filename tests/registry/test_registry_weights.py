@@ -20,14 +20,14 @@ def tensors(scale: float) -> bytes:
 
 
 @pytest.fixture
-def fraud(engine, settings, definition):  # noqa: ANN201
+def fraud(engine, settings, definition):
     models.create_model(engine=engine, settings=settings, definition=definition, policy=None)
     for name in ("v1", "v2", "v3"):
         versions.create_version(engine=engine, model="fraud", version=name, created_at=None,
                                 metadata={}, features=None, maintenance_seconds=None)
 
 
-def upload(engine, settings, tmp_path, version, body, ctype="application/json"):  # noqa: ANN001, ANN201
+def upload(engine, settings, tmp_path, version, body, ctype="application/json"):
     path = tmp_path / f"{version}.bin"
     path.write_bytes(body)
     return weights.upload_weights(engine=engine, settings=settings, model_name="fraud",

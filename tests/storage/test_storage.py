@@ -22,7 +22,7 @@ TABLES = {"models", "model_versions", "prediction_keys", "predictions", "labels"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request, tmp_path):  # noqa: ANN001, ANN201
+def fresh_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/fresh.db"
         return
@@ -31,7 +31,7 @@ def fresh_url(request, tmp_path):  # noqa: ANN001, ANN201
     drop_pg_database(url)
 
 
-def _tables(engine) -> set[str]:  # noqa: ANN001
+def _tables(engine) -> set[str]:
     return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
@@ -85,7 +85,7 @@ def test_readyz_reports_an_unmigrated_database(tmp_path):
     app.state.engine.dispose()
 
 
-def _partitions(engine) -> set[str]:  # noqa: ANN001
+def _partitions(engine) -> set[str]:
     with engine.connect() as conn:
         return {r[0] for r in conn.execute(text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -151,7 +151,7 @@ def test_prediction_documents_move_between_jsonb_and_json_unchanged(pg_url):
         drop_pg_database(url)
 
 
-def _model_and_version(conn, now: datetime) -> None:  # noqa: ANN001
+def _model_and_version(conn, now: datetime) -> None:
     """Model 1 ("m") and its version 1 ("v1"), in plain SQL: valid at every revision."""
     conn.execute(text(
         "INSERT INTO models (id, name, task, features, cohort_keys, created_at) VALUES "
