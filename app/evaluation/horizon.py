@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from typing import Any
 
 Report = Any  # a check's report: a dict, or None when the check does not apply
-Subjects = dict[Hashable, dict[str, Any]]
+Subject = dict[str, Any]
+Subjects = dict[Hashable, Subject]
+# what to keep of a subject: the subject itself, a marked copy, or None to leave it out
+Pick = Callable[[Hashable, Subject], Subject | None]
 
 
 @dataclass(frozen=True)
 class Horizon:
-    """How a check's report is seen as subjects: ``subjects`` lists them by key,
-    ``keep`` rebuilds the report with only the given keys, and ``undecided`` is the gate of a
+    """How a check's report is seen as subjects: ``subjects`` lists them by key, ``keep``
+    rebuilds the report with what ``pick`` keeps of each, and ``undecided`` is the gate of a
     subject the window was too small for."""
 
     subjects: Callable[[Report], Subjects]
-    keep: Callable[[Report, set[Hashable]], Report]
+    keep: Callable[[Report, Pick], Report]
     undecided: str
 
     def too_small(self, report: Report) -> bool:
@@ -33,13 +36,19 @@ class Horizon:
     def split(self, short: Report, long: Report, horizon_seconds: float
               ) -> tuple[Report, Report]:
         """(the short window's report without the subjects the long one decides, the long
-        one's report with only those, each marked with ``horizon_seconds``)."""
+        one's report with only those, each marked with ``horizon_seconds``); neither input
+        is changed."""
         s, lg = self.subjects(short), self.subjects(long)
         moved = {k for k, v in s.items() if v.get("gate") == self.undecided
                  and k in lg and lg[k].get("gate") != self.undecided}
-        for k in moved:
-            lg[k]["horizon_seconds"] = horizon_seconds
-        return self.keep(short, set(s) - moved), self.keep(long, moved)
+        return (self.keep(short, lambda k, v: None if k in moved else v),
+                self.keep(long, lambda k, v: {**v, "horizon_seconds": horizon_seconds}
+                          if k in moved else None))
+
+
+def _kept(items: list[Subject], key: Callable[[Subject], Hashable], pick: Pick
+          ) -> list[Subject]:
+    return [kept for item in items if (kept := pick(key(item), item)) is not None]
 
 
 def _drift_subjects(r: Report) -> Subjects:
@@ -51,20 +60,21 @@ def _drift_subjects(r: Report) -> Subjects:
 
 DRIFT = Horizon(
     _drift_subjects,
-    lambda r, keep: {**r, "features": [f for f in r["features"]
-                                       if ("feature", f["feature"]) in keep],
-                     "prediction": r["prediction"] if ("prediction",) in keep else None},
+    lambda r, pick: {**r, "features": _kept(r["features"], lambda f: ("feature", f["feature"]),
+                                            pick),
+                     "prediction": None if r["prediction"] is None
+                     else pick(("prediction",), r["prediction"])},
     "min_support")
 
 CALIBRATION = Horizon(
     lambda r: {(): r} if r is not None else {},
-    lambda r, keep: r if () in keep else None,
+    lambda r, pick: None if r is None else pick((), r),
     "min_support")
 
 COHORTS = Horizon(
     lambda r: {(key, c["cohort"]): c for key, d in r.items() for c in d["cohorts"]},
-    lambda r, keep: {key: {**d, "cohorts": [c for c in d["cohorts"]
-                                            if (key, c["cohort"]) in keep]}
+    lambda r, pick: {key: {**d, "cohorts": _kept(d["cohorts"], lambda c, k=key: (k, c["cohort"]),
+                                                 pick)}
                      for key, d in r.items()},
     "min_n")
 
@@ -80,8 +90,8 @@ def _gap_subjects(r: Report) -> Subjects:
 
 GAP = Horizon(
     _gap_subjects,
-    lambda r, keep: None if r is None else {
-        "overall": r["overall"] if ("overall",) in keep else None,
-        "cohorts": [c for c in r["cohorts"]
-                    if ("cohort", c["cohort_key"], c["cohort"]) in keep]},
+    lambda r, pick: None if r is None else {
+        "overall": None if r["overall"] is None else pick(("overall",), r["overall"]),
+        "cohorts": _kept(r["cohorts"], lambda c: ("cohort", c["cohort_key"], c["cohort"]),
+                         pick)},
     "min_n")
