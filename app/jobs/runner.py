@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from app.evaluation import evaluate, windows
+from app.evaluation.checks import JOBS
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.windows import aligned_end
 from app.settings import Settings
@@ -29,7 +30,7 @@ from app.storage.registry import ModelRow
 
 log = logging.getLogger("modelmon.jobs")
 
-WINDOW_JOBS = ("drift", "calibration", "cohorts", "labels")
+WINDOW_JOBS = JOBS
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 

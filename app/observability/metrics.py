@@ -30,6 +30,7 @@ from prometheus_client import (
 )
 
 from app import __version__
+from app.evaluation.checks import JOBS
 from app.observability.families import SERVICE_FAMILIES, Source
 
 log = logging.getLogger("modelmon.metrics")
@@ -37,7 +38,6 @@ log = logging.getLogger("modelmon.metrics")
 disable_created_metrics()
 UNKNOWN = "__unknown__"
 UNDECLARED = "__undeclared__"
-JOBS = ("drift", "calibration", "cohorts", "labels")
 # the standard process series that, summed over N processes, take the lowest value instead
 LIVE_MODES = {"process_max_fds": "livemin", "process_start_time_seconds": "livemin"}
 KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}

@@ -19,9 +19,9 @@ from sqlalchemy import Engine
 
 from app.evaluation import policy as model_policy
 from app.evaluation.catalogue import METRICS
+from app.evaluation.checks import JOBS
 from app.evaluation.checks.versions import version_checks_by_model
 from app.observability.families import QUALITY_FAMILIES, TRAINING_GAUGES
-from app.observability.metrics import JOBS
 from app.settings import Settings
 from app.storage.snapshot import MetricsSnapshot, load_snapshot
 

@@ -34,3 +34,10 @@ def test_history_refuses_a_name_outside_the_catalogue(client):
     r = client.get("/v1/models/m/history", params={"metric": "feature_psy"})
     assert r.status_code == 404
     assert all(name in r.json()["message"] for name in METRICS)
+
+
+def test_every_job_a_check_is_stored_by_has_its_evaluation():
+    from app.evaluation.checks import JOBS
+    from app.evaluation.evaluate import PARTS
+
+    assert tuple(PARTS) == JOBS == ("drift", "calibration", "cohorts", "labels")

@@ -17,6 +17,8 @@ BY_JOB: dict[str, tuple[Check, ...]] = {}
 for _c in CHECKS:
     if _c.job is not None:
         BY_JOB[_c.job] = (*BY_JOB.get(_c.job, ()), _c)
+# The window jobs, in the order a tick runs them: the jobs the checks are stored by.
+JOBS: tuple[str, ...] = tuple(BY_JOB)
 
 
 def stored_metrics() -> dict[str, StoredMetric]:
