@@ -1,7 +1,8 @@
 """One job's window for one model, evaluated: what each version needs is loaded in one
 storage visit (``Loader``), the checks decide on it with pure functions (``PARTS``), the
-shortest horizon that decides each subject is chosen by one rule (horizon.py), and
-results.py maps the reports to rows. The jobs (app/jobs/runner.py) only run this."""
+shortest horizon that decides each subject is chosen by one rule (horizon.py), each check
+turns its report into typed findings, and results.py stores those as rows. The jobs
+(app/jobs/runner.py) only run this."""
 
 from __future__ import annotations
 
