@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from app.evaluation import horizon, windows
 from app.evaluation import results as result_rows
-from app.evaluation.checks import calibration, cohorts, drift, gap, labels
+from app.evaluation.checks import LABEL_JOBS, calibration, cohorts, drift, gap, labels
 from app.evaluation.checks.declare import Finding
 from app.evaluation.policy import EffectivePolicy, effective
 from app.evaluation.profiles import ProfileCache
@@ -26,8 +26,6 @@ from app.storage import summaries as store
 from app.storage.registry import ModelRow
 
 Row = dict[str, Any]
-# Jobs that need ground truth: they evaluate the window that ended `label_lag_seconds` ago.
-LABEL_JOBS = ("calibration", "cohorts", "labels")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ for _c in CHECKS:
         BY_JOB[_c.job] = (*BY_JOB.get(_c.job, ()), _c)
 # The window jobs, in the order a tick runs them: the jobs the checks are stored by.
 JOBS: tuple[str, ...] = tuple(BY_JOB)
+# The jobs decided on ground truth: they evaluate the window that ended the model's
+# `label_lag_seconds` ago, so that delayed labels have arrived.
+LABEL_JOBS: frozenset[str] = frozenset(c.job for c in CHECKS if c.labels and c.job)
 
 
 def stored_metrics() -> dict[str, StoredMetric]:

@@ -23,7 +23,7 @@ CALIBRATION = Check(
      Stores("calibration_mce", None, "Maximum calibration error.",
             "modelmon_calibration_mce_ratio", decides=False),
      Stores("calibration_brier", None, "Brier score.", "modelmon_calibration_brier_score",
-            decides=False)))
+            decides=False)), labels=True)
 CHECKS = (CALIBRATION,)
 
 

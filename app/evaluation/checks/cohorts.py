@@ -23,7 +23,8 @@ COHORT_ERROR = Check(
     "Bonferroni across the key's cohorts (warning; critical also needs the ratio)",
     ("alpha_warning", "alpha_critical", "cohort_ratio_critical", "cohort_min_n"),
     (Stores("cohort_error_ratio", "cohort", "Error rate per cohort.", subject_state=True),
-     Stores("cohort_mae", "cohort", "Mean absolute error per cohort.", subject_state=True)))
+     Stores("cohort_mae", "cohort", "Mean absolute error per cohort.", subject_state=True)),
+    labels=True)
 CHECKS = (COHORT_ERROR,)
 
 

@@ -42,13 +42,15 @@ class Check:
     """A check, declared once. ``name`` is its `check` label on /metrics; ``job`` the job
     that stores it (None: decided when read, as the version checks are); ``knobs`` the
     policy knobs its decision reads (each MODELMON_THRESHOLD_<KNOB> by default), stated
-    with every decision."""
+    with every decision; ``labels``: it is decided on ground truth, so its job evaluates the
+    window that ended the model's `label_lag_seconds` ago."""
 
     name: str
     job: str | None
     summary: str
     knobs: tuple[str, ...]
     stores: tuple[Stores, ...] = ()
+    labels: bool = False
 
     def metrics(self) -> dict[str, StoredMetric]:
         return {s.name: StoredMetric(self.job or "", s.subject, s.description, s.gauge,

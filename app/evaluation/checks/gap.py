@@ -24,7 +24,7 @@ GENERALIZATION_GAP = Check(
      Stores("generalization_gap", None, "Production error of the window minus the "
             "validation error registered with the version.", "modelmon_generalization_gap"),
      Stores("cohort_generalization_gap", "cohort", "Production error minus the registered "
-            "validation error, per cohort.")))
+            "validation error, per cohort.")), labels=True)
 CHECKS = (GENERALIZATION_GAP,)
 
 

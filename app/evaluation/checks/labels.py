@@ -17,7 +17,7 @@ LABEL_COVERAGE = Check(
      Stores("label_delay_p50_seconds", None, "Median prediction-to-label delay (KLL sketch).",
             "modelmon_label_delay_p50_seconds", decides=False),
      Stores("label_delay_p90_seconds", None, "90th percentile prediction-to-label delay "
-            "(KLL sketch).", "modelmon_label_delay_p90_seconds", decides=False)))
+            "(KLL sketch).", "modelmon_label_delay_p90_seconds", decides=False)), labels=True)
 CHECKS = (LABEL_COVERAGE,)
 
 
