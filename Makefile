@@ -34,7 +34,6 @@ bench: install
 docs: install
 	$(BIN)/python scripts/settings-table.py --write
 	$(BIN)/python scripts/docs-tables.py --write
-	$(BIN)/python scripts/prometheus-docs.py --write
 
 # Resolve the lock files again from pyproject.toml, keeping the versions they pin where the
 # ranges still allow them; `make lock PIP_COMPILE_FLAGS=--upgrade` moves to the newest releases.

@@ -1,6 +1,6 @@
 """docs/prometheus.md's tables, rendered from the catalogue of families (families.py) between
 marker comments, so the page cannot list a family /metrics does not export or miss one it does
-(`python scripts/prometheus-docs.py --write` rewrites them; a test holds them equal)."""
+(`python scripts/docs-tables.py --write` rewrites them; a test holds them equal)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from app.evaluation.checks.docs import replace_between
 from app.observability.families import QUALITY_FAMILIES, SERVICE_FAMILIES, Family, Source
 
 GENERATED = ("generated from app/observability/families.py by "
-             "`python scripts/prometheus-docs.py --write`; edit the catalogue, not this table")
+             "`python scripts/docs-tables.py --write`; edit the catalogue, not this table")
 # (begin marker, end marker, the families of the table) per table of the page
 TABLES = {
     "service": (f"<!-- service families: {GENERATED} -->", "<!-- end of service families -->",

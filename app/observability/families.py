@@ -2,7 +2,7 @@
 source, written once. The service metrics and the standard process series of N processes
 (observability/metrics.py) and the model-quality families (observability/quality.py) are made
 from these entries; docs/prometheus.md's tables are rendered from them
-(observability/docs.py, `python scripts/prometheus-docs.py --write`), and tests hold the docs
+(observability/docs.py, `python scripts/docs-tables.py --write`), and tests hold the docs
 and a real scrape equal to them.
 
 Not to be confused with app/evaluation/catalogue.py, the catalogue of *stored* metrics (what

@@ -33,7 +33,7 @@ def test_the_docs_tables_are_the_ones_the_catalogue_renders():
     assert all(begin in text and end in text for begin, end, _ in TABLES.values())
     assert render(text) == text, (
         "docs/prometheus.md's tables differ from app/observability/families.py: run "
-        "`python scripts/prometheus-docs.py --write`")
+        "`python scripts/docs-tables.py --write`")
 
 
 def _documented() -> dict[str, tuple[str, tuple[str, ...]]]:
