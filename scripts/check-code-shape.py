@@ -6,7 +6,7 @@ over 500 lines in app/ (migrations excepted: a revision is a record, not a desig
     scripts/check-code-shape.py PATH...    # other files or directories (the tests use this)
 
 Prints every offender as ``path:line: what (N lines, limit L)`` and exits 1 when there is
-any that the allowlist below does not excuse. A function's length runs from its ``def``
+any. A function's length runs from its ``def``
 line to its last line (decorators and the blank lines after it excluded), so a docstring
 counts: what a reader scrolls through is what is measured. Nested functions and methods are
 measured on their own too; a long function does not excuse its parts.
@@ -30,11 +30,6 @@ MAX_MODULE_LINES = 500
 # Directories never checked, wherever they sit below a checked directory.
 SKIPPED_DIRS = frozenset({"migrations", "__pycache__"})
 
-# Today's offenders, each excused by its key: "path" for a module, "path::qualified.name" for
-# a function. A new offender fails the check; remove an entry when its code is split.
-ALLOWLIST: dict[str, str] = {
-}
-
 
 @dataclass(frozen=True)
 class Offender:
@@ -43,10 +38,6 @@ class Offender:
     what: str  # "module" or "function <qualified name>"
     lines: int
     limit: int
-
-    @property
-    def key(self) -> str:
-        return self.path if self.what == "module" else f"{self.path}::{self.what.split()[1]}"
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.what} ({self.lines} lines, limit {self.limit})"
@@ -101,34 +92,19 @@ def python_files(paths: Iterable[Path]) -> list[Path]:
     return sorted(files)
 
 
-def check(paths: Iterable[Path], allowlist: dict[str, str] | None = None
-          ) -> tuple[list[Offender], list[Offender], list[str]]:
-    """(new offenders, allowlisted offenders, allowlist keys that no longer offend)."""
-    allow = ALLOWLIST if allowlist is None else allowlist
-    found = [o for f in python_files(paths) for o in check_file(f)]
-    new = [o for o in found if o.key not in allow]
-    excused = [o for o in found if o.key in allow]
-    stale = sorted(set(allow) - {o.key for o in excused})
-    return new, excused, stale
+def check(paths: Iterable[Path]) -> list[Offender]:
+    """Every function and module over its limit below ``paths``."""
+    return [o for f in python_files(paths) for o in check_file(f)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, default=[ROOT / "app"],
                         help="files or directories to check (default: app/)")
-    parser.add_argument("--no-allowlist", action="store_true",
-                        help="report today's allowlisted offenders as offenders too")
     args = parser.parse_args(argv)
-    new, excused, stale = check(args.paths, {} if args.no_allowlist else None)
+    new = check(args.paths)
     for o in new:
         print(o)
-    for o in excused:
-        print(f"{o}  [allowlisted: {ALLOWLIST[o.key]}]", file=sys.stderr)
-    if args.paths == [ROOT / "app"]:
-        # Only meaningful over the whole of app/: elsewhere most entries are simply not looked at.
-        for key in stale:
-            print(f"{key}: allowlisted but within the limits now; remove it from ALLOWLIST",
-                  file=sys.stderr)
     if new:
         print(f"{len(new)} over the limits ({MAX_FUNCTION_LINES} lines a function, "
               f"{MAX_MODULE_LINES} a module): split them", file=sys.stderr)
