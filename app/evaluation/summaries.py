@@ -34,7 +34,13 @@ from app.monitoring import (
     binning_from_dict,
     multiclass_sums,
 )
-from app.monitoring.binning import CategoricalBinning, NumericBinning, categorical_codes
+from app.monitoring.binning import (
+    CategoricalBinning,
+    Coded,
+    NumericBinning,
+    categorical_codes,
+    sorted_sample,
+)
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.wrong import wrong
 
@@ -151,17 +157,18 @@ def label_numbers(shape: ModelShape, label_class: list[str | None],
                     dtype=np.float64)
 
 
-def prediction_values(shape: ModelShape, rows: Rows) -> tuple[str, np.ndarray]:
+def prediction_values(shape: ModelShape, rows: Rows) -> tuple[str, np.ndarray | Coded]:
     """(kind, values) of the prediction column drift is measured on: the score (binary), the
     value (regression) or the top class (multiclass; ties to the first class)."""
     if shape.task == "binary_classification":
         return "numeric", rows.score if rows.score is not None else np.empty(0)
     if shape.task == "regression":
         return "numeric", rows.value if rows.value is not None else np.empty(0)
-    classes = np.array(shape.classes, dtype=object)
     if rows.probabilities is None or rows.probabilities.shape[0] == 0:
         return "categorical", np.empty(0, dtype=object)
-    return "categorical", classes[np.argmax(rows.probabilities, axis=1)]
+    keys = tuple(sorted(set(shape.classes)))
+    rank = np.array([keys.index(c) for c in shape.classes], dtype=np.int64)
+    return "categorical", Coded(keys, rank[np.argmax(rows.probabilities, axis=1)])
 
 
 # --------------------------------------------------------------------------- drift
@@ -249,37 +256,67 @@ class DriftSummary:
         return self.counts[start:start + length]
 
 
+def group_order(group: np.ndarray, n_groups: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """(an order that puts the rows group by group, keeping their order within a group, or
+    None when they already are; where each group starts and ends in it). Rows in time order
+    (a log, a lake file) need no sort; a few groups are gathered in a pass each."""
+    if group.size < 2 or bool((group[1:] >= group[:-1]).all()):
+        order = None
+        ordered = group
+    elif n_groups <= 64:
+        order = np.concatenate([np.flatnonzero(group == g) for g in range(n_groups)])
+        ordered = group[order]
+    else:
+        order = np.argsort(group, kind="stable")
+        ordered = group[order]
+    return order, np.searchsorted(ordered, np.arange(n_groups + 1))
+
+
+def _column_values(shape: ModelShape, layout: ColumnLayout, rows: Rows) -> Any:
+    values = (prediction_values(shape, rows)[1] if layout.is_prediction
+              else rows.features.get(layout.name))
+    if values is None or values.shape[0] != rows.n:
+        values = (np.full(rows.n, np.nan) if layout.kind == "numeric"
+                  else np.full(rows.n, None, dtype=object))
+    return values
+
+
+def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(non-zero slots, counts) of ``rows`` on the profile's layout, column by column with
+    the statistics' own counting: a numeric column is sorted once for its PSI bins and its
+    KS slots (app/monitoring)."""
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for layout in cp.columns:
+        values = _column_values(shape, layout, rows)
+        if layout.kind == "numeric":
+            values = sorted_sample(values)
+        dense = layout.binning.counts(values)
+        nz = np.flatnonzero(dense)
+        keys.append(nz + layout.psi_offset)
+        counts.append(dense[nz])
+        if layout.ks is not None:
+            slots, n = layout.ks.slot_counts(values.values)
+            keys.append(slots + layout.ks_offset)
+            counts.append(n)
+    if not keys:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(keys), np.concatenate(counts)
+
+
 def drift_counts(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
                  n_groups: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Per group of rows (``group[i]`` in [0, n_groups)): (rows, non-zero slot indices,
-    their counts) on the profile's layout. Sparse, so that a small batch costs what its rows
-    cost, not what the layout holds."""
-    parts: list[np.ndarray] = []
-    for layout in cp.columns:
-        if layout.is_prediction:
-            values = prediction_values(shape, rows)[1]
-        else:
-            values = rows.features.get(layout.name)
-        if values is None or values.shape[0] != rows.n:
-            values = (np.full(rows.n, np.nan) if layout.kind == "numeric"
-                      else np.full(rows.n, None, dtype=object))
-        parts.append(group * cp.size + layout.psi_offset + layout.bin_index(values))
-        if layout.ks is not None:
-            x = np.asarray(values, dtype=np.float64)
-            finite = np.isfinite(x)
-            # In sorted order: searchsorted starts each key from the last one's place, 2-3
-            # times faster than on unsorted keys; only the counts matter.
-            order = np.argsort(x[finite])
-            parts.append(group[finite][order] * cp.size + layout.ks_offset
-                         + layout.ks.slots(x[finite][order]))
-    flat = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-    starts = np.flatnonzero(np.diff(flat, prepend=-1))
-    slots = flat[starts]
-    counts = np.diff(np.append(starts, flat.shape[0]))
-    bounds = np.searchsorted(slots, np.arange(n_groups + 1) * cp.size)
-    sizes = np.bincount(group, minlength=n_groups)
-    return [(int(sizes[g]), slots[bounds[g]:bounds[g + 1]] - g * cp.size,
-             counts[bounds[g]:bounds[g + 1]]) for g in range(n_groups)]
+    """Per group of rows (``group[i]`` in [0, n_groups)): (rows, non-zero slot indices in
+    ascending order, their counts) on the profile's layout. Sparse, so that a small batch
+    costs what its rows cost, not what the layout holds."""
+    if n_groups == 1:
+        return [(rows.n, *_counts(shape, cp, rows))]
+    order, bounds = group_order(group, n_groups)
+    ordered = rows if order is None else rows.take(order)
+    return [(int(bounds[g + 1] - bounds[g]),
+             *_counts(shape, cp, ordered.take(slice(bounds[g], bounds[g + 1]))))
+            for g in range(n_groups)]
 
 
 def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
@@ -415,7 +452,7 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
 
 def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups: int, *,
                       count_predictions: bool) -> list[OutcomeSummary]:
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-    return [outcome_summary(shape, rows.take(order[bounds[g]:bounds[g + 1]]),
+    order, bounds = group_order(group, n_groups)
+    ordered = rows if order is None else rows.take(order)
+    return [outcome_summary(shape, ordered.take(slice(bounds[g], bounds[g + 1])),
                             count_predictions=count_predictions) for g in range(n_groups)]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine
 
+from app.evaluation.fold import merged_payload
 from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
 from app.evaluation.summaries import (
     CompiledProfile,
@@ -178,17 +179,8 @@ def compact(engine: Engine, before: datetime, max_cohort_values: int) -> int:
             if not taken:
                 continue
             n = sum(t[1] for t in taken)
-            if kind == OUTCOME:
-                total = OutcomeSummary()
-                for _, _, payload in taken:
-                    total.add(unpack_outcome(payload))
-                total.cap_cohorts(max_cohort_values)
-                payload = pack_outcome(total)
-            else:
-                drift = unpack_drift(taken[0][2], key)
-                for _, _, p in taken[1:]:
-                    drift.add(unpack_drift(p, key))
-                payload = pack_drift(drift)
+            payload = merged_payload(kind, key, (t[2] for t in taken),
+                                     max_cohort_values if kind == OUTCOME else None)
             store.append(conn=conn, model_id=model_id, rows=[
                 SummaryRow(version_id, bucket, kind, key, n, payload)])
             done += 1

@@ -10,73 +10,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
-from app.evaluation.packing import pack_drift_counts, pack_outcome
+from app.evaluation.fold import summary_rows
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
     Rows,
-    bucket_starts,
-    drift_counts,
     label_numbers,
-    outcome_summaries,
     rows_from_records,
 )
 from app.ingest.rows import CompletedPair, Parsed, PredictionRow, StoredLabel
-from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
+from app.storage.summaries import SummaryRow
 
 
 def _loads(v: Any) -> Any:
     return orjson.loads(v) if isinstance(v, (str, bytes)) else v
-
-
-def _groups(rows: Rows, bucket_seconds: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
-    starts = bucket_starts(rows.ts, bucket_seconds)
-    versions = rows.version_id
-    if versions.shape[0] and (versions == versions[0]).all() and (starts == starts[0]).all():
-        # The usual batch: one version, one bucket (no sort needed).
-        return np.zeros(versions.shape[0], dtype=np.int64), [(int(versions[0]),
-                                                               float(starts[0]))]
-    keys, group = np.unique(np.stack([rows.version_id.astype(np.float64), starts]), axis=1,
-                            return_inverse=True)
-    return group.reshape(-1), [(int(v), float(b)) for v, b in keys.T]
-
-
-def _when(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def _summary_rows(shape: ModelShape, rows: Rows, bucket_seconds: float, *,
-                  count_predictions: bool,
-                  profiles: dict[int, CompiledProfile]) -> list[SummaryRow]:
-    group, keys = _groups(rows, bucket_seconds)
-    out: list[SummaryRow] = []
-    outcomes = outcome_summaries(shape, rows, group, len(keys),
-                                 count_predictions=count_predictions)
-    for (vid, start), o in zip(keys, outcomes, strict=True):
-        out.append(SummaryRow(vid, _when(start), OUTCOME, "", o.n, pack_outcome(o)))
-    if not count_predictions:
-        return out
-    for vid in {v for v, _ in keys}:
-        cp = profiles.get(vid)
-        if cp is None:
-            continue  # no profile yet: drift is summarised once one exists
-        mine = [g for g, (v, _) in enumerate(keys) if v == vid]
-        if len(mine) == len(keys):  # every row is this version's
-            mine_rows, local = rows, group
-        else:
-            at = np.flatnonzero(np.isin(group, mine))
-            mine_rows, local = rows.take(at), np.searchsorted(mine, group[at])
-        for g, (n, idx, val) in zip(mine, drift_counts(shape, cp, mine_rows, local,
-                                                       len(mine)), strict=True):
-            out.append(SummaryRow(vid, _when(keys[g][1]), DRIFT, cp.key, n,
-                                  pack_drift_counts(n, cp.size, idx, val)))
-    return out
 
 
 @dataclass
@@ -134,7 +86,7 @@ def for_predictions(shapes: dict[int, ModelShape], rows: list[PredictionRow],
                 delay[at] = np.array([w.ts.timestamp() for w in stored]) - cols.ts[at]
                 cols = replace(cols, label=label, label_delay=delay)
         if cols.n:
-            out[model_id] = _summary_rows(shapes[model_id], cols, bucket_seconds,
+            out[model_id] = summary_rows(shapes[model_id], cols, bucket_seconds,
                                           count_predictions=True, profiles=profiles)
     return out
 
@@ -153,6 +105,6 @@ def for_pairs(shapes: dict[int, ModelShape], pairs: list[CompletedPair],
             [p.value for p in ps], [_loads(p.probabilities) for p in ps],
             [p.label_class for p in ps], [p.label_value for p in ps],
             [p.label_ts.timestamp() for p in ps])
-        out[model_id] = _summary_rows(shapes[model_id], rows, bucket_seconds,
+        out[model_id] = summary_rows(shapes[model_id], rows, bucket_seconds,
                                       count_predictions=False, profiles={})
     return out

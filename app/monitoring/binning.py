@@ -174,7 +174,7 @@ def fit_numeric_bins(
     return NumericBinning(edges=tuple(float(e) for e in q), requested_bins=n_bins)
 
 
-def _category_key(value: Any) -> str:
+def category_key(value: Any) -> str:
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, (np.generic,)):
@@ -203,6 +203,32 @@ def _string_codes(x: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray] | N
     return keys, np.bincount(row_code[row_code >= 0], minlength=len(keys)), row_code
 
 
+@dataclass(frozen=True, eq=False)
+class Coded:
+    """A categorical column already grouped (as a columnar reader's dictionary encoding
+    gives it): the distinct keys (string forms, ascending, no repeats) and per row the index
+    of its key, or -1 for missing. ``categorical_codes`` takes it as it is, so such a column
+    is never turned back into Python objects; indexing it selects rows, like an array."""
+
+    keys: tuple[str, ...]
+    row_code: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.row_code.shape
+
+    def __len__(self) -> int:
+        return int(self.row_code.shape[0])
+
+    def __getitem__(self, index: Any) -> Coded:
+        return Coded(self.keys, self.row_code[index])
+
+    def values(self) -> np.ndarray:
+        """The column as an object array of its keys (None where missing)."""
+        lookup = np.array([*self.keys, None], dtype=object)
+        return lookup[self.row_code]
+
+
 def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Group a categorical column without a Python loop over rows.
 
@@ -210,6 +236,10 @@ def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
     index into keys or -1 for missing). Values are identified by their string form, so the
     stored binning stays JSON-safe; None and NaN are missing.
     """
+    if isinstance(values, Coded):
+        present = values.row_code[values.row_code >= 0]
+        return (list(values.keys), np.bincount(present, minlength=len(values.keys)),
+                values.row_code)
     x = np.asarray(values)
     x = x.reshape(-1)
     if x.dtype.kind == "O":
@@ -226,7 +256,7 @@ def categorical_codes(values: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
         uniq, inv = np.unique(present, return_inverse=True)
     except TypeError:  # mixed types that do not order against each other
         uniq, inv = np.unique(present.astype(str), return_inverse=True)
-    keys = [_category_key(u) for u in uniq]
+    keys = [category_key(u) for u in uniq]
     row_code = np.full(x.shape[0], -1, dtype=np.int64)
     row_code[~missing] = inv.reshape(-1)
     return keys, np.bincount(inv.reshape(-1), minlength=len(keys)), row_code

@@ -301,6 +301,27 @@ class KsPoints:
         at = self.points[np.minimum(j, self.points.shape[0] - 1)] == values
         return 2 * j + at
 
+    def slot_counts(self, sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, counts) of the non-zero slots of finite values given in ascending order.
+        Few values: each value's slot, then runs; many: the points located among the values
+        (J log n instead of n log J), then the gaps between them."""
+        x = sorted_values
+        p = self.points
+        if x.shape[0] * 4 < p.shape[0] or p.shape[0] == 0:
+            s = self.slots(x)
+            if s.size == 0:
+                return s.astype(np.int64), np.zeros(0, dtype=np.int64)
+            starts = np.flatnonzero(np.diff(s, prepend=s[0] - 1))
+            return s[starts].astype(np.int64), np.diff(np.append(starts, s.size))
+        left = np.searchsorted(x, p, side="left")
+        right = np.searchsorted(x, p, side="right")
+        dense = np.empty(self.n_slots, dtype=np.int64)
+        dense[1::2] = right - left
+        dense[0:-1:2] = left - np.concatenate(([0], right[:-1]))
+        dense[-1] = x.shape[0] - right[-1]
+        nz = np.flatnonzero(dense)
+        return nz, dense[nz]
+
     def synthetic(self, slot_counts: np.ndarray) -> np.ndarray:
         """A sorted sample with the given slot counts: the same ranks against the reference
         points as any sample with these counts, so every rank statistic is equal."""
