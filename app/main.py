@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
-from app.api import errors, health, ingest, models, references, reports, weights
+from app.api import errors, health, ingest, models, references, reports, summaries, weights
 from app.api import metrics as metrics_api
 from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
@@ -39,7 +39,7 @@ log = logging.getLogger("modelmon")
 # Routes that read their own body (to enforce limits and name every bad field) document it
 # through these schemas.
 _BODY_SCHEMAS = (ModelCreate, ModelPatch, VersionCreate, VersionPatch, PredictionBatch,
-                 LabelBatch, MaintenanceCreate)
+                 LabelBatch, MaintenanceCreate, summaries.SummaryUpload)
 
 
 def _authenticator(engine: Any, settings: Settings) -> Authenticator:
@@ -146,6 +146,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     app.include_router(references.router)
     app.include_router(reports.router)
     app.include_router(weights.router)
+    app.include_router(summaries.router)
     app.include_router(metrics_api.router)
     app.add_middleware(RejectNulInUrl)
     app.add_middleware(AuditTrail, engine=service.engine)

@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # References.
     reference_max_bytes: int = Field(default=512 * MIB, ge=1024, description=(
         "Bytes of one reference data set upload (413 past it)."))
+    summary_max_payload_bytes: int = Field(default=32 * MIB, ge=1024, description=(
+        "Bytes one imported summary (POST /v1/summaries) may inflate to; past it the upload "
+        "is refused (422) before the memory is spent. A dense drift summary takes 8 bytes a "
+        "slot: about 8 MB for 50 numeric features with a 10,000-value KS sample."))
     reference_sample_size: int = Field(default=10_000, ge=100, description=(
         "Values per numeric feature kept of a reference for KS (evenly spaced order "
         "statistics): KS D against the sample is within 1/this of D against the whole "

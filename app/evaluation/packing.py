@@ -1,10 +1,15 @@
-"""Summaries as bytes: the packed form every bucket summary is stored (and, later, sent) in.
+"""Summaries as bytes: the packed form every bucket summary is stored, and sent, in.
 
-A payload is a format byte, a JSON header naming the arrays, then the raw arrays,
-zlib-compressed ("Z"); "R", the uncompressed form earlier releases wrote for the rows of an
-open bucket, is still read. Drift counts are stored sparse (gaps between non-zero slots and
-their values, each in the smallest unsigned type) or dense, whichever is smaller. A summary
-produced by any path decodes and merges identically.
+A payload is a format byte, then (zlib-compressed for "Z") a little-endian uint32 header
+length, a JSON header ``{"v": FORMAT, "meta": {...}, "arrays": [[name, dtype, shape], ...]}``
+and the raw arrays in that order. "R", the uncompressed form earlier releases wrote for the
+rows of an open bucket, is still read, as is a header without "v" (format 1). Drift counts
+are stored sparse (gaps between non-zero slots and their values, each in the smallest
+unsigned type) or dense, whichever is smaller. A summary produced by any path decodes and
+merges identically. docs/summaries.md documents the format field by field.
+
+``unpack`` trusts its input (the service's own rows); ``unpack_untrusted`` reads a payload
+sent by a client within bounds, refusing anything else with ``PayloadError``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,21 @@ from app.evaluation.summaries import DriftSummary, OutcomeSummary
 from app.monitoring import CalibrationSums, CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
 
+FORMAT = 1  # the version of the packed form this release writes and the newest it reads
+# The array types a payload may hold (all little-endian or byte-sized, none an object).
+DTYPES = frozenset({"|u1", "<u2", "<u4", "<u8", "<i4", "<i8", "<f8"})
+
+
+class PayloadError(ValueError):
+    """A payload that is not a well-formed summary of this format."""
+
 
 def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """A small self-describing container: a format byte, a JSON header, the raw arrays,
     zlib-compressed ("Z"). ``unpack`` also reads "R", the uncompressed form earlier releases
     wrote for the rows of an open bucket."""
-    header = {"meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
-                                       for k, a in arrays.items()]}
+    header = {"v": FORMAT, "meta": meta, "arrays": [[k, a.dtype.str, list(a.shape)]
+                                                    for k, a in arrays.items()]}
     h = json.dumps(header, separators=(",", ":")).encode()
     body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
     raw = struct.pack("<I", len(h)) + h + body
@@ -48,6 +61,71 @@ def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
         pos += count * dt.itemsize
     return header["meta"], arrays
+
+
+def _inflate(data: bytes, max_bytes: int) -> bytes:
+    if data[:1] == b"R":
+        raw = data[1:]
+    elif data[:1] == b"Z":
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(data[1:], max_bytes + 1)
+        except zlib.error:
+            raise PayloadError("the payload's compressed data is corrupt") from None
+        if len(raw) > max_bytes:
+            raise PayloadError(f"the payload inflates past {max_bytes} bytes")
+        if not d.eof or d.unused_data:
+            raise PayloadError("the payload's compressed data is truncated or has trailing "
+                               "bytes")
+    else:
+        raise PayloadError("not a summary payload (its first byte must be 'Z' or 'R')")
+    if len(raw) > max_bytes:
+        raise PayloadError(f"the payload is larger than {max_bytes} bytes")
+    return raw
+
+
+def _header(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, np.dtype, tuple[int, ...]]],
+                                 int]:
+    if len(raw) < 4:
+        raise PayloadError("the payload is too short to hold a header")
+    (hlen,) = struct.unpack_from("<I", raw)
+    try:
+        header = json.loads(raw[4:4 + hlen])
+        version = header.get("v", 1)
+        meta, specs = header["meta"], header["arrays"]
+        if not isinstance(meta, dict) or not isinstance(specs, list):
+            raise TypeError
+        out = []
+        for name, dtype, shape in specs:
+            if not isinstance(name, str) or dtype not in DTYPES or not isinstance(shape, list) \
+                    or not all(type(d) is int and d >= 0 for d in shape):
+                raise TypeError
+            out.append((name, np.dtype(dtype), tuple(shape)))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise PayloadError("the payload's header is not a summary header") from None
+    if version != FORMAT:
+        raise PayloadError(f"the payload is of format {version!r}; this service reads "
+                           f"format {FORMAT}")
+    return meta, out, 4 + hlen
+
+
+def unpack_untrusted(data: bytes, max_bytes: int
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``unpack`` of a payload a client sent: at most ``max_bytes`` once inflated (checked
+    while inflating, before the memory is spent), known array types only, and arrays that
+    exactly fill the payload."""
+    raw = _inflate(data, max_bytes)
+    meta, specs, pos = _header(raw)
+    arrays: dict[str, np.ndarray] = {}
+    for name, dt, shape in specs:
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count * dt.itemsize > len(raw) - pos or name in arrays:
+            raise PayloadError(f"array {name!r} does not fit the payload")
+        arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
+        pos += count * dt.itemsize
+    if pos != len(raw):
+        raise PayloadError("the payload holds bytes after its last array")
+    return meta, arrays
 
 
 def _smallest_uint(x: np.ndarray) -> np.ndarray:
@@ -92,7 +170,10 @@ def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> by
 
 
 def unpack_drift(data: bytes, key: str) -> DriftSummary:
-    meta, arrays = unpack(data)
+    return drift_of(*unpack(data), key)
+
+
+def drift_of(meta: dict[str, Any], arrays: dict[str, np.ndarray], key: str) -> DriftSummary:
     return DriftSummary(key, int(meta["n"]), _dense(arrays, int(meta["size"])))
 
 
@@ -118,7 +199,10 @@ def pack_outcome(s: OutcomeSummary) -> bytes:
 
 
 def unpack_outcome(data: bytes) -> OutcomeSummary:
-    meta, a = unpack(data)
+    return outcome_of(*unpack(data))
+
+
+def outcome_of(meta: dict[str, Any], a: dict[str, np.ndarray]) -> OutcomeSummary:
     out = OutcomeSummary(n=int(meta["n"]), labeled=int(meta["labeled"]))
     if "cal_idx" in a:
         idx = a["cal_idx"]

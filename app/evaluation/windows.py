@@ -107,7 +107,7 @@ def stale_buckets(covered: list[tuple[datetime, str, str, int]], key: str) -> li
 def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | None) -> None:
     """Add the rows into ``window``; note buckets whose drift does not cover them."""
     window.stale = [] if cp is None else stale_buckets(
-        [(r.bucket_start, r.kind, r.profile_key, r.n) for r in rows], cp.key)
+        [(r.bucket_start, r.kind, r.profile_key, r.n) for r in rows if not r.origin], cp.key)
     stale = set(window.stale)
     buckets = set()
     if cp is not None:
@@ -117,7 +117,8 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
             window.outcome.add(unpack_outcome(r.payload))
             if r.n:
                 buckets.add(r.bucket_start)
-        elif cp is not None and r.profile_key == cp.key and r.bucket_start not in stale:
+        elif cp is not None and r.profile_key == cp.key and (
+                r.origin or r.bucket_start not in stale):  # an import is never rebuilt
             window.drift.add(unpack_drift(r.payload, cp.key))
     window.buckets = len(buckets)
 
@@ -172,17 +173,18 @@ def compact(engine: Engine, before: datetime, max_cohort_values: int) -> int:
     done = 0
     with engine.connect() as c:
         groups = store.fragmented(conn=c, before=before)
-    for model_id, version_id, bucket, kind, key in groups:
+    for model_id, version_id, bucket, kind, key, origin in groups:
         with engine.begin() as conn:
             taken = store.take(conn=conn, model_id=model_id, version_id=version_id,
-                               bucket_start=bucket, kind=kind, profile_key=key)
+                               bucket_start=bucket, kind=kind, profile_key=key,
+                               origin=origin)
             if not taken:
                 continue
             n = sum(t[1] for t in taken)
             payload = merged_payload(kind, key, (t[2] for t in taken),
                                      max_cohort_values if kind == OUTCOME else None)
             store.append(conn=conn, model_id=model_id, rows=[
-                SummaryRow(version_id, bucket, kind, key, n, payload)])
+                SummaryRow(version_id, bucket, kind, key, n, payload, origin)])
             done += 1
     return done
 

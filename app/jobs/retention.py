@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, text
 
-from app.storage import locks, pending, summaries
+from app.storage import imports, locks, pending, summaries
 from app.storage.partitions import PartitionManager
 from app.storage.tables import (
     job_runs,
@@ -58,6 +58,7 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
             pending.recount(conn)  # labels or keys went: count the waiting ones again
         # Summaries go with the rows they summarise.
         out["summaries_deleted"] = summaries.delete_before(conn=conn, cutoff=label_cutoff)
+        imports.delete_before(conn=conn, cutoff=label_cutoff)  # their ledger goes with them
         results_cutoff = (now or datetime.now(UTC)) - timedelta(
             days=settings.results_retention_days)
         out["results_deleted"] = conn.execute(

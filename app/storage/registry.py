@@ -27,6 +27,7 @@ from app.storage.tables import (
     reference_profiles,
     slo_counters,
     summary_backfill,
+    summary_imports,
     version_deltas,
     weight_stats,
 )
@@ -344,8 +345,8 @@ def delete_version(*, conn: Connection, model: ModelRow, version: VersionRow
                 prediction_keys.c.prediction_id.in_(ids)),
         _delete(conn, predictions, predictions.c.model_id == m, predictions.c.version_id == v),
         *(_delete(conn, t, t.c.model_id == m, t.c.version_id == v)
-          for t in (bucket_summaries, metric_results, summary_backfill, reference_profiles,
-                    weight_stats, feature_weights)),
+          for t in (bucket_summaries, summary_imports, metric_results, summary_backfill,
+                    reference_profiles, weight_stats, feature_weights)),
         _delete(conn, version_deltas, (version_deltas.c.base_version_id == v)
                 | (version_deltas.c.candidate_version_id == v)),
         _delete(conn, model_versions, model_versions.c.id == v),
@@ -357,8 +358,8 @@ def delete_model(*, conn: Connection, model: ModelRow) -> dict[str, int]:
     """Remove a model, its versions and everything stored for it (job runs and maintenance
     windows included; the audit log keeps what was done). Rows removed per table."""
     m = model.id
-    tables = (labels, prediction_keys, predictions, bucket_summaries, metric_results,
-              summary_backfill, reference_profiles, weight_stats, feature_weights,
+    tables = (labels, prediction_keys, predictions, bucket_summaries, summary_imports,
+              metric_results, summary_backfill, reference_profiles, weight_stats, feature_weights,
               version_deltas, job_runs, slo_counters, pending_labels, maintenance_windows,
               model_versions)
     counts = dict(_delete(conn, t, t.c.model_id == m) for t in tables)

@@ -12,6 +12,7 @@ from app.storage.db import as_utc
 from app.storage.tables import bucket_summaries, summary_backfill
 
 OUTCOME, DRIFT = "outcome", "drift"
+IMPORTED = "import"  # the origin of a summary a client sent (POST /v1/summaries)
 RAW_MARK = b"R"  # first byte of an uncompressed payload, as earlier releases wrote batch rows
 
 
@@ -22,6 +23,7 @@ class SummaryRow(NamedTuple):
     profile_key: str
     n: int
     payload: bytes
+    origin: str = ""  # "" built by the service from stored rows, or IMPORTED
 
 
 _APPEND = insert(bucket_summaries)  # built once: its cache key is computed once
@@ -34,7 +36,7 @@ def append(*, conn: Connection, model_id: int, rows: Sequence[SummaryRow]) -> No
     conn.execute(_APPEND, [
         {"model_id": model_id, "version_id": r.version_id, "bucket_start": r.bucket_start,
          "kind": r.kind, "profile_key": r.profile_key, "n": r.n, "payload": r.payload,
-         "created_at": now} for r in rows])
+         "created_at": now, "origin": r.origin} for r in rows])
 
 
 def window_rows(*, conn: Connection, model_id: int, version_id: int, start: datetime,
@@ -42,21 +44,22 @@ def window_rows(*, conn: Connection, model_id: int, version_id: int, start: date
     """Every summary row of the version's buckets starting in [start, end), in one read."""
     b = bucket_summaries
     q = (select(b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key, b.c.n,
-                b.c.payload)
+                b.c.payload, b.c.origin)
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
     return [SummaryRow(r.version_id, as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n),
-                       bytes(r.payload)) for r in conn.execute(q)]
+                       bytes(r.payload), r.origin) for r in conn.execute(q)]
 
 
 def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetime,
              end: datetime) -> list[tuple[datetime, str, str, int]]:
     """(bucket_start, kind, profile_key, predictions covered) of the version's buckets
-    starting in [start, end), without reading the payloads."""
+    starting in [start, end) by the service's own summaries (those it can rebuild from
+    stored rows), without reading the payloads."""
     b = bucket_summaries
     q = (select(b.c.bucket_start, b.c.kind, b.c.profile_key, func.sum(b.c.n).label("n"))
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
-                b.c.bucket_start >= start, b.c.bucket_start < end)
+                b.c.bucket_start >= start, b.c.bucket_start < end, b.c.origin == "")
          .group_by(b.c.bucket_start, b.c.kind, b.c.profile_key))
     return [(as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n))
             for r in conn.execute(q)]
@@ -73,10 +76,11 @@ def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
 
 
 def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
-    """(model_id, version_id, bucket_start, kind, profile_key) of closed buckets held in
-    more than one row, or in one row stored uncompressed (as a batch wrote it)."""
+    """(model_id, version_id, bucket_start, kind, profile_key, origin) of closed buckets
+    held in more than one row, or in one row stored uncompressed (as a batch wrote it)."""
     b = bucket_summaries
-    key = (b.c.model_id, b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key)
+    key = (b.c.model_id, b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key,
+           b.c.origin)
     raw = func.max(case((func.substr(b.c.payload, 1, 1) == RAW_MARK, 1), else_=0))
     q = (select(*key).where(b.c.bucket_start < before).group_by(*key)
          .having(or_(func.count() > 1, raw == 1)))
@@ -84,11 +88,13 @@ def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
 
 
 def take(*, conn: Connection, model_id: int, version_id: int, bucket_start: datetime,
-         kind: str, profile_key: str | None = None) -> list[tuple[str, int, bytes]]:
-    """Delete a bucket's rows of one kind (and profile, if given), returning them."""
+         kind: str, profile_key: str | None = None, origin: str = ""
+         ) -> list[tuple[str, int, bytes]]:
+    """Delete a bucket's rows of one kind and origin (and profile, if given), returning
+    them."""
     b = bucket_summaries
     conds = [b.c.model_id == model_id, b.c.version_id == version_id,
-             b.c.bucket_start == bucket_start, b.c.kind == kind]
+             b.c.bucket_start == bucket_start, b.c.kind == kind, b.c.origin == origin]
     if profile_key is not None:
         conds.append(b.c.profile_key == profile_key)
     res = conn.execute(delete(b).where(and_(*conds))

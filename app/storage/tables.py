@@ -274,8 +274,30 @@ bucket_summaries = Table(
     Column("n", BigInteger, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # "" for summaries the service built from stored rows; IMPORTED for summaries a client
+    # sent, which no stored row stands behind: never merged with the service's own, never
+    # rebuilt from rows
+    Column("origin", String(8), nullable=False, server_default=""),
     Index("ix_bucket_summaries_lookup", "model_id", "version_id", "bucket_start"),
     Index("ix_bucket_summaries_bucket_start", "bucket_start"),
+)
+
+# Summaries a client sent (POST /v1/summaries): one row per summary accepted, keyed so that
+# a retried, duplicated or reordered upload is stored once. ``n`` and ``profile_key`` say how
+# much of a bucket's summaries came from outside (no stored predictions stand behind them).
+summary_imports = Table(
+    "summary_imports",
+    metadata,
+    Column("source", String(128), primary_key=True),
+    Column("model_id", IdType, primary_key=True),
+    Column("version_id", IdType, primary_key=True),
+    Column("bucket_start", DateTime(timezone=True), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("sequence", BigInteger, primary_key=True),
+    Column("profile_key", String(32), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_summary_imports_bucket", "model_id", "version_id", "bucket_start"),
 )
 
 # Versions whose predictions were stored before summaries existed: rows received before

@@ -1,0 +1,130 @@
+"""Summaries sent by a client, checked before anything adds them up.
+
+A summary built elsewhere (a model server, a lake backfill, a Spark job) is read within
+bounds (app/evaluation/packing.py ``unpack_untrusted``), then held to what a summary of this
+model can be: the profile's layout, counts that are whole and non-negative, every column
+counting each prediction exactly once, pairs that add up to the labeled count, finite sums.
+Whatever passes merges exactly like a summary the service built itself; whatever does not is
+refused with the reason, and nothing of the upload is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.evaluation.packing import PayloadError, drift_of, outcome_of, unpack_untrusted
+from app.evaluation.summaries import CompiledProfile, DriftSummary, ModelShape, OutcomeSummary
+from app.monitoring.calibration import N_FINE_SLOTS
+
+
+def _whole(meta: dict[str, Any], key: str) -> int:
+    v = meta.get(key)
+    if type(v) is not int or v < 0:
+        raise PayloadError(f"meta.{key} must be a whole number >= 0")
+    return v
+
+
+def checked_drift(data: bytes, cp: CompiledProfile, n: int, max_bytes: int) -> DriftSummary:
+    """A drift summary on ``cp`` counting ``n`` predictions, or PayloadError."""
+    meta, arrays = unpack_untrusted(data, max_bytes)
+    if _whole(meta, "n") != n:
+        raise PayloadError(f"the payload counts {meta['n']} predictions, the summary says {n}")
+    if _whole(meta, "size") != cp.size:
+        raise PayloadError(f"the payload has {meta['size']} slots; the profile's layout has "
+                           f"{cp.size}: it was built against another profile")
+    if set(arrays) not in ({"dense"}, {"gap", "val"}):
+        raise PayloadError("drift counts must be 'dense' or 'gap' and 'val'")
+    if "gap" in arrays:
+        gap = arrays["gap"]
+        if gap.ndim != 1 or gap.shape != arrays["val"].shape or (
+                gap.size and int(np.cumsum(gap, dtype=np.uint64)[-1]) >= cp.size) or (
+                gap.size > 1 and not (gap[1:] > 0).all()):
+            raise PayloadError("sparse drift counts must name distinct slots inside the layout")
+    elif arrays["dense"].shape != (cp.size,):
+        raise PayloadError("dense drift counts must have one count per slot")
+    d = drift_of(meta, arrays, cp.key)
+    if (d.counts < 0).any():  # a uint64 count past int64 wraps negative
+        raise PayloadError("drift counts must be >= 0")
+    for col in cp.columns:
+        psi = d.slice(col.psi_offset, col.psi_slots)
+        if int(psi.sum()) != n:
+            raise PayloadError(f"column {col.name!r}: its bins count {int(psi.sum())} "
+                               f"predictions, not {n}")
+        if col.ks is not None and int(d.slice(col.ks_offset, col.ks.n_slots).sum()) \
+                != n - int(psi[-1]):
+            raise PayloadError(f"column {col.name!r}: its KS slots do not count its "
+                               "non-missing values")
+    return d
+
+
+def _check_cohorts(out: OutcomeSummary, shape: ModelShape) -> None:
+    for key, c in out.cohorts.items():
+        if key not in shape.cohort_keys:
+            raise PayloadError(f"cohort key {key!r} is not one of the model's")
+        if not (c.n.shape == c.first.shape == c.second.shape == (len(c.cohorts),)):
+            raise PayloadError(f"cohort key {key!r}: its arrays differ in length")
+        names = [x for x in c.cohorts if x is not None]
+        if len(set(c.cohorts)) != len(c.cohorts) or not all(isinstance(x, str) for x in names):
+            raise PayloadError(f"cohort key {key!r}: its values must be distinct strings")
+        if (c.n < 0).any() or int(c.n.sum()) != out.labeled:
+            raise PayloadError(f"cohort key {key!r}: its counts must add up to the "
+                               "labeled pairs")
+        if not (np.isfinite(c.first).all() and np.isfinite(c.second).all()):
+            raise PayloadError(f"cohort key {key!r}: its sums must be finite")
+
+
+def _check_calibration(out: OutcomeSummary, shape: ModelShape) -> None:
+    c = out.calibration
+    if shape.task == "regression":
+        if c is not None:
+            raise PayloadError("a regression model's summary has no calibration sums")
+        return
+    if c is None:
+        if out.labeled:
+            raise PayloadError("labeled pairs of a classifier need calibration sums")
+        return
+    n_classes = 2 if shape.task == "binary_classification" else len(shape.classes)
+    if c.label_counts.shape != (n_classes,) or (c.label_counts < 0).any() \
+            or int(c.label_counts.sum()) != out.labeled:
+        raise PayloadError(f"label counts must be {n_classes} counts adding up to the "
+                           "labeled pairs")
+    if (c.count < 0).any() or int(c.count.sum()) != out.labeled:
+        raise PayloadError("calibration counts must add up to the labeled pairs")
+    if not (np.isfinite(c.confidence).all() and np.isfinite(c.outcome).all()
+            and np.isfinite(c.brier)):
+        raise PayloadError("calibration sums must be finite")
+
+
+def checked_outcome(data: bytes, shape: ModelShape, n: int, max_bytes: int
+                    ) -> OutcomeSummary:
+    """An outcome summary of this model counting ``n`` predictions, or PayloadError."""
+    meta, arrays = unpack_untrusted(data, max_bytes)
+    if _whole(meta, "n") != n:
+        raise PayloadError(f"the payload counts {meta['n']} predictions, the summary says {n}")
+    labeled = _whole(meta, "labeled")
+    for key in ("errors", "squares"):
+        if type(meta.get(key)) not in (int, float):
+            raise PayloadError(f"meta.{key} must be a number")
+    if "cal_idx" in arrays:
+        idx = arrays["cal_idx"]
+        if idx.ndim != 1 or any(arrays.get(k, np.empty(0)).shape != idx.shape
+                                for k in ("cal_count", "cal_conf", "cal_outcome")) or (
+                idx.size and (int(idx.min()) < 0 or int(idx.max()) >= N_FINE_SLOTS)):
+            raise PayloadError("calibration arrays must name slots inside the fine grid")
+    try:
+        out = outcome_of(meta, arrays)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+        raise PayloadError(f"the outcome summary cannot be read ({type(exc).__name__})"
+                           ) from None
+    errors = float(meta["errors"])
+    if not np.isfinite([errors, out.squares]).all():
+        raise PayloadError("meta.errors and meta.squares must be finite numbers")
+    if shape.task != "regression" and not 0 <= errors <= labeled:
+        raise PayloadError("meta.errors must count wrong predictions among the labeled pairs")
+    _check_calibration(out, shape)
+    _check_cohorts(out, shape)
+    if out.delays is not None and out.delays.n > labeled:
+        raise PayloadError("the label-delay sketch holds more delays than labeled pairs")
+    return out
