@@ -20,6 +20,7 @@ An Arrow batch has the model's columns (docs/summaries.md):
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 
 from app.errors import Invalid, Problem
 from app.evaluation.packing import (
+    FORMAT,
     pack_drift,
     pack_drift_counts,
     pack_outcome,
@@ -307,3 +309,25 @@ def arrow_from_records(shape: ModelShape, records: list[dict[str, Any]]) -> pa.T
     else:
         types[prediction_column(shape)] = pa.float64()
     return pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()})
+
+
+# --------------------------------------------------------------------------- producers
+
+
+def from_profile_document(doc: dict[str, Any]) -> tuple[ModelShape, CompiledProfile]:
+    """The model's shape and the compiled profile from GET .../versions/{v}/profile: what a
+    producer elsewhere folds with."""
+    shape = ModelShape(doc["task"], tuple((f["name"], f["type"]) for f in doc["features"]),
+                       tuple(doc["cohort_keys"]), tuple(doc["classes"]))
+    return shape, CompiledProfile.compile(doc["profile"], doc["profile_key"])
+
+
+def upload_body(doc: dict[str, Any], rows: Iterable[SummaryRow], *, source: str,
+                sequence: int) -> dict[str, Any]:
+    """The POST /v1/summaries body of ``rows`` (folded on ``doc``'s profile)."""
+    return {"format": FORMAT, "source": source, "sequence": sequence, "model": doc["model"],
+            "version": doc["version"], "profile": doc["profile_key"],
+            "bucket_seconds": doc["bucket_seconds"],
+            "summaries": [{"bucket_start": r.bucket_start.isoformat().replace("+00:00", "Z"),
+                           "kind": r.kind, "n": r.n,
+                           "payload": base64.b64encode(r.payload).decode()} for r in rows]}

@@ -12,10 +12,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from app.evaluation.fold import arrow_from_records, fold
+from app.evaluation.fold import arrow_from_records, fold, from_profile_document, upload_body
 from app.evaluation.packing import pack
-from app.evaluation.summaries import CompiledProfile, ModelShape
-from app.storage.registry import ModelRow
 from tests.factories import NOW, binary_model, iso, register
 
 BUCKET = 300
@@ -80,19 +78,12 @@ def folded(client, name: str, recs: list[dict]) -> tuple[dict, list]:
     """The records folded as a producer elsewhere would: the version's profile fetched from
     the service, the kernel run on an Arrow batch."""
     doc = client.get(f"/v1/models/{name}/versions/v1/profile").json()
-    model = ModelRow(0, doc["model"], doc["task"], doc["features"], doc["cohort_keys"],
-                     doc["classes"], NOW)
-    shape = ModelShape.of(model)
-    cp = CompiledProfile.compile(doc["profile"], doc["profile_key"])
+    shape, cp = from_profile_document(doc)
     return doc, fold(shape, arrow_from_records(shape, recs), 0, {0: cp}, doc["bucket_seconds"])
 
 
 def upload(doc: dict, rows: list, *, source: str = "edge-1", sequence: int = 1) -> dict:
-    return {"source": source, "sequence": sequence, "model": doc["model"],
-            "version": doc["version"], "profile": doc["profile_key"],
-            "bucket_seconds": doc["bucket_seconds"],
-            "summaries": [{"bucket_start": iso(r.bucket_start), "kind": r.kind, "n": r.n,
-                           "payload": base64.b64encode(r.payload).decode()} for r in rows]}
+    return upload_body(doc, rows, source=source, sequence=sequence)
 
 
 def reports(client, name: str) -> dict:
