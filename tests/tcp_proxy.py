@@ -10,6 +10,7 @@ import threading
 
 class TcpProxy:
     def __init__(self, upstream: tuple[str, int], port: int) -> None:
+        self.sent: list[bytes] = []  # every byte clients sent upstream, in order per chunk
         self.upstream = upstream
         self.port = port
         self._listener: socket.socket | None = None
@@ -70,14 +71,17 @@ class TcpProxy:
         server.settimeout(None)
         with self._lock:
             self._conns += [client, server]
-        for a, b in ((client, server), (server, client)):
-            threading.Thread(target=self._pipe, args=(a, b, self._flowing),
+        for a, b, seen in ((client, server, self.sent), (server, client, None)):
+            threading.Thread(target=self._pipe, args=(a, b, self._flowing, seen),
                              daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event,
+              seen: list[bytes] | None = None) -> None:
         try:
             while data := src.recv(65536):
+                if seen is not None:
+                    seen.append(data)
                 flowing.wait()
                 dst.sendall(data)
         except OSError:

@@ -291,10 +291,13 @@ def arrow_from_records(shape: ModelShape, records: list[dict[str, Any]]) -> pa.T
     cols: dict[str, list[Any]] = defaultdict(list)
     for r in records:
         cols[TIMESTAMP].append(r["timestamp"])
-        for name, _ in shape.features:
-            cols[name].append((r.get("features") or {}).get(name))
+        features, cohorts = r.get("features") or {}, r.get("cohorts") or {}
+        for name, kind in shape.features:
+            v = features.get(name)
+            cols[name].append(v if kind == "numeric" or v is None else category_key(v))
         for key in shape.cohort_keys:
-            cols[key].append((r.get("cohorts") or {}).get(key))
+            v = cohorts.get(key)
+            cols[key].append(None if v is None else category_key(v))
         p = r.get("prediction") or {}
         cols[prediction_column(shape)].append(p.get(prediction_column(shape)))
         cols[LABEL].append(r.get("label"))
@@ -314,12 +317,23 @@ def arrow_from_records(shape: ModelShape, records: list[dict[str, Any]]) -> pa.T
 # --------------------------------------------------------------------------- producers
 
 
-def from_profile_document(doc: dict[str, Any]) -> tuple[ModelShape, CompiledProfile]:
-    """The model's shape and the compiled profile from GET .../versions/{v}/profile: what a
-    producer elsewhere folds with."""
+def from_profile_document(doc: dict[str, Any]) -> tuple[ModelShape, CompiledProfile | None]:
+    """The model's shape and the compiled profile (None while the version has no reference)
+    from GET .../versions/{v}/profile: what a producer elsewhere folds with."""
     shape = ModelShape(doc["task"], tuple((f["name"], f["type"]) for f in doc["features"]),
                        tuple(doc["cohort_keys"]), tuple(doc["classes"]))
+    if doc.get("profile") is None:
+        return shape, None
     return shape, CompiledProfile.compile(doc["profile"], doc["profile_key"])
+
+
+def fold_pairs(shape: ModelShape, table: pa.Table | pa.RecordBatch,
+               version_id: int | np.ndarray, bucket_seconds: float) -> list[SummaryRow]:
+    """Labels that arrived after their predictions were folded: the batch holds each pair
+    (the prediction's time, prediction and cohorts, the label and its time); only the pairs'
+    sums are added, in the predictions' buckets."""
+    return summary_rows(shape, rows_from_arrow(shape, table, version_id), bucket_seconds,
+                        count_predictions=False, profiles={})
 
 
 def upload_body(doc: dict[str, Any], rows: Iterable[SummaryRow], *, source: str,

@@ -6,5 +6,7 @@ from modelmon_client._sender import Refused, Stats
 from modelmon_client._version import __version__
 from modelmon_client.aio import AsyncMonitor
 from modelmon_client.monitor import Monitor
+from modelmon_client.summarizing import SummarizingMonitor
 
-__all__ = ["AsyncMonitor", "ModelmonError", "Monitor", "Refused", "Stats", "__version__"]
+__all__ = ["AsyncMonitor", "ModelmonError", "Monitor", "Refused", "Stats",
+           "SummarizingMonitor", "__version__"]
