@@ -67,17 +67,19 @@ def _array(table: pa.Table | pa.RecordBatch, name: str) -> pa.Array | None:
     if name not in table.column_names:
         return None
     col = table.column(name)
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
 
 
 def _floats(arr: pa.Array | None, n: int, name: str) -> np.ndarray:
     if arr is None:
         return np.full(n, np.nan)
     try:
-        x = pc.cast(arr, pa.float64())
+        x = arr if arr.type == pa.float64() else pc.cast(arr, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise _bad(name, f"column {name!r} must be numeric, not {arr.type}") from None
-    return x.fill_null(np.nan).to_numpy(zero_copy_only=False)
+    return x.to_numpy(zero_copy_only=False)  # nulls become NaN
 
 
 def coded(arr: pa.Array | None, n: int) -> Coded:
