@@ -24,11 +24,7 @@ from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
     CompiledProfile,
-    ModelShape,
     OutcomeSummary,
-    Rows,
-    drift_summaries,
-    outcome_summary,
     prediction_values,
 )
 from app.evaluation.windows import MergedWindow
@@ -219,28 +215,7 @@ def task_cases(task: str, seed: int) -> dict[str, Case]:
 
 
 def new_category_cases() -> dict[str, Case]:
-    m = ModelRow(id=2, name="c", task="binary_classification",
-                 features=[{"name": "country", "type": "categorical"}], cohort_keys=[],
-                 classes=["0", "1"], created_at=T0)
-    shape = ModelShape.of(m)
-    rng = np.random.default_rng(7)
-    known = np.array(["DE", "FR", "US"], dtype=object)
-
-    def draw(n: int, new_share: float) -> Rows:
-        r = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
-        c = known[rng.integers(0, 3, size=n)]
-        r.features["country"] = np.where(rng.uniform(size=n) < new_share, "BR", c)
-        r.score = rng.uniform(size=n)
-        return r
-
-    ref = draw(5000, 0.0)
-    cp = CompiledProfile.compile(build_profile(m, ref.features, prediction_values(shape, ref),
-                                               ref.n), "c")
-
-    def window(r: Rows) -> MergedWindow:
-        return MergedWindow(1, T0, T1, outcome_summary(shape, r, count_predictions=True),
-                            drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
-
+    m, cp, draw, window = compute.countries(7)
     th = compute.TH
     return {"new_category_same": _drift(drift.drift(window(draw(3000, 0.0)), cp, th)),
             "new_category_new": _drift(drift.drift(window(draw(3000, 0.05)), cp, th)),

@@ -192,12 +192,14 @@ def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
     assert s["out_of_range_rate"] == 1.0 and s["out_of_range_decision"] == "insufficient_data"
 
 
-def test_new_categories_are_a_data_quality_warning():
+def countries(seed: int):
+    """A model of one categorical feature whose reference saw three countries: its compiled
+    profile, draws of n rows with a share of a new one, and their merged window."""
     model = ModelRow(id=2, name="c", task="binary_classification",
                      features=[{"name": "country", "type": "categorical"}], cohort_keys=[],
                      classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
     shape = ModelShape.of(model)
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     known = np.array(["DE", "FR", "US"], dtype=object)
 
     def draw(n: int, new_share: float) -> Rows:
@@ -211,11 +213,20 @@ def test_new_categories_are_a_data_quality_warning():
     cp = CompiledProfile.compile(build_profile(model, ref.features,
                                                prediction_values(shape, ref), ref.n), "c")
 
+    def window_of(r: Rows) -> MergedWindow:
+        return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC),
+                            datetime(2026, 1, 1, 1, tzinfo=UTC),
+                            outcome_summary(shape, r, count_predictions=True),
+                            drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
+
+    return model, cp, draw, window_of
+
+
+def test_new_categories_are_a_data_quality_warning():
+    _, cp, draw, window_of = countries(7)
+
     def decide(r: Rows) -> dict:
-        w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
-                         outcome_summary(shape, r, count_predictions=True),
-                         drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
-        return drift(w, cp, TH).features[0].to_dict()
+        return drift(window_of(r), cp, TH).features[0].to_dict()
 
     same, new = decide(draw(3000, 0.0)), decide(draw(3000, 0.05))
     assert same["new_category_rate"] == 0.0 and same["new_category_decision"] == "ok"

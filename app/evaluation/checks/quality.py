@@ -2,7 +2,8 @@
 the reference's range, categories the reference never had. Each is a ``ColumnCheck``: the
 drift job evaluates every declared one on each column it applies to, in the same pass and
 with the same Bonferroni correction across the m columns, and stores one row per feature.
-A new per-column check is one more declaration in ``COLUMN_CHECKS``.
+A new per-column check is one more declaration in ``COLUMN_CHECKS`` and the frozen
+``QualityResult`` it decides (its figures in the column's report, its stored detail).
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class ColumnCheck:
     check: Check
     applies: Callable[[ColumnLayout], bool]
     evaluate: Callable[[ColumnWindow, Thresholds, int], QualityResult]
+    result: type[QualityResult]
     method: str
 
     @property
@@ -217,7 +219,7 @@ MISSING = ColumnCheck(
                                                        "missing_rise"),
           (Stores("feature_missing_ratio", "feature", "Share of missing values.",
                   "modelmon_feature_missing_ratio", subject_state=True),)),
-    applies=lambda col: True, evaluate=_missing, method="share of nulls")
+    applies=lambda col: True, evaluate=_missing, result=Missing, method="share of nulls")
 
 OUT_OF_RANGE = ColumnCheck(
     Check("out_of_range", "drift", "numeric values outside the reference's [min, max] "
@@ -226,7 +228,7 @@ OUT_OF_RANGE = ColumnCheck(
           (Stores("feature_out_of_range_ratio", "feature", "Share of a numeric feature's "
                   "values outside the reference's observed [min, max].",
                   "modelmon_feature_out_of_range_ratio", subject_state=True),)),
-    applies=_has_range, evaluate=_out_of_range,
+    applies=_has_range, evaluate=_out_of_range, result=OutOfRange,
     method="share outside the reference's [min, max]; binomial test against the "
            "Beta(2, n_ref - 1) quantile of the mass outside it")
 
@@ -236,12 +238,11 @@ NEW_CATEGORY = ColumnCheck(
           (Stores("feature_new_category_ratio", "feature", "Share of a categorical "
                   "feature's values in no reference category.",
                   "modelmon_feature_new_category_ratio", subject_state=True),)),
-    applies=_is_categorical, evaluate=_new_category,
+    applies=_is_categorical, evaluate=_new_category, result=NewCategory,
     method="share in no reference category; Fisher exact test against the reference's share")
 
 # Evaluated in this order on every column they apply to; a value never seen in the reference
 # is a ticket, never a page: a change large enough to page shows as drift too.
 COLUMN_CHECKS: tuple[ColumnCheck, ...] = (MISSING, OUT_OF_RANGE, NEW_CATEGORY)
 # The check that decided each kind of result, for its stored row.
-CHECK_OF: dict[str, ColumnCheck] = {Missing.key: MISSING, OutOfRange.key: OUT_OF_RANGE,
-                                    NewCategory.key: NEW_CATEGORY}
+CHECK_OF: dict[str, ColumnCheck] = {c.result.key: c for c in COLUMN_CHECKS}
