@@ -24,7 +24,11 @@ from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
     CompiledProfile,
+    ModelShape,
     OutcomeSummary,
+    Rows,
+    drift_summaries,
+    outcome_summary,
     prediction_values,
 )
 from app.evaluation.windows import MergedWindow
@@ -217,7 +221,17 @@ def task_cases(task: str, seed: int) -> dict[str, Case]:
 def new_category_cases() -> dict[str, Case]:
     m, cp, draw, window = compute.countries(7)
     th = compute.TH
-    return {"new_category_same": _drift(drift.drift(window(draw(3000, 0.0)), cp, th)),
+    flag_model, flag_cp = compute._binary_model()
+    flag_shape = ModelShape.of(flag_model)
+    flags = Rows(version_id=np.ones(200, np.int64), ts=np.zeros(200))
+    flags.features["flag"] = np.zeros(200)  # an empty 5% bin: decided on the evidence
+    flags.score = np.linspace(0.01, 0.99, 200)
+    flag_window = MergedWindow(1, T0, T1, outcome_summary(flag_shape, flags,
+                                                          count_predictions=True),
+                               drift_summaries(flag_shape, flag_cp, flags,
+                                               np.zeros(200, np.int64), 1)[0])
+    return {"drift_psi_evidence": _drift(drift.drift(flag_window, flag_cp, th)),
+            "new_category_same": _drift(drift.drift(window(draw(3000, 0.0)), cp, th)),
             "new_category_new": _drift(drift.drift(window(draw(3000, 0.05)), cp, th)),
             "new_category_small": _drift(drift.drift(window(draw(40, 0.5)), cp, th)),
             "cohorts_no_keys": _case(cohorts.cohorts(m, window(draw(100, 0.0)), th),
