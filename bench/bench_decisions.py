@@ -249,19 +249,18 @@ class Sim:
         out: dict[str, str] = {}
         if not labels_only:
             r = drift(w, self.cp, self.th)
-            for f in r["features"]:
-                out[f["feature"]] = f["decision"]
+            for f in r.features:
+                out[f.feature] = f.decision
                 # data quality (tickets): missing values, values outside the reference's range,
                 # categories it never had
-                for dq in ("missing", "out_of_range", "new_category"):
-                    if f.get(f"{dq}_decision") is not None:
-                        out[f"quality:{f['feature']}:{dq}"] = f[f"{dq}_decision"]
-            if r["prediction"] is not None:
-                out["prediction"] = r["prediction"]["decision"]
-        out["calibration"] = calibration(self.model, w, self.th)["decision"]
-        for key, c in cohorts(self.model, w, self.th).items():
-            for row in c["cohorts"]:
-                out[f"{key}={row['cohort']}"] = row["decision"]
+                for q in f.quality:
+                    out[f"quality:{f.feature}:{q.key}"] = q.decision
+            if r.prediction is not None:
+                out["prediction"] = r.prediction.decision
+        out["calibration"] = calibration(self.model, w, self.th).decision
+        for k in cohorts(self.model, w, self.th).keys:
+            for row in k.cohorts:
+                out[f"{k.key}={row.cohort}"] = row.decision
         return out
 
 

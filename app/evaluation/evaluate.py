@@ -96,29 +96,30 @@ class Loader:
 
 @dataclass(frozen=True)
 class Part:
-    """One report a job makes per version: decided purely from the inputs, turned into the
-    check's findings, and (``horizon``) moved subject by subject to the longer horizon when
-    the job window is too small to decide it."""
+    """One report a job makes per version: decided purely from the inputs (a check's typed,
+    frozen result, or None where it does not apply), turned into the check's findings, and
+    (``horizon``) moved subject by subject to the longer horizon when the job window is too
+    small to decide it."""
 
     decide: Callable[[Inputs], Any]
     findings: Callable[[Inputs, Any], list[Finding]]
     horizon: horizon.Horizon | None = None
 
 
-def _drift(x: Inputs) -> Any:
+def _drift(x: Inputs) -> drift.DriftReport:
     assert x.reference is not None and x.reference.profile is not None
     th = x.policy.thresholds
     return drift.drift(x.window, x.reference.profile, th, x.policy.features, x.importance)
 
 
-def _drift_findings(x: Inputs, report: Any) -> list[Finding]:
+def _drift_findings(x: Inputs, report: drift.DriftReport) -> list[Finding]:
     assert x.reference is not None
     return drift.findings(report, x.reference.info)
 
 
-def _cohorts(x: Inputs) -> Any:
+def _cohorts(x: Inputs) -> cohorts.CohortsReport:
     if not x.model.cohort_keys:
-        return {}
+        return cohorts.CohortsReport()
     return cohorts.cohorts(x.model, x.window, x.policy.thresholds, x.policy.cohort_keys)
 
 

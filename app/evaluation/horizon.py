@@ -10,11 +10,11 @@ silent, when that horizon can decide it. Its rows then carry the longer window's
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-Report = Any  # a check's report: a dict, or None when the check does not apply
-Subject = dict[str, Any]
+Report = Any  # a check's typed report, or None when the check does not apply
+Subject = Any  # a frozen result with a ``gate`` and a ``horizon_seconds``
 Subjects = dict[Hashable, Subject]
 # what to keep of a subject: the subject itself, a marked copy, or None to leave it out
 Pick = Callable[[Hashable, Subject], Subject | None]
@@ -31,39 +31,38 @@ class Horizon:
     undecided: str
 
     def too_small(self, report: Report) -> bool:
-        return any(s.get("gate") == self.undecided for s in self.subjects(report).values())
+        return any(s.gate == self.undecided for s in self.subjects(report).values())
 
     def split(self, short: Report, long: Report, horizon_seconds: float
               ) -> tuple[Report, Report]:
         """(the short window's report without the subjects the long one decides, the long
         one's report with only those, each marked with ``horizon_seconds``); neither input
-        is changed."""
+        is changed (they are frozen)."""
         s, lg = self.subjects(short), self.subjects(long)
-        moved = {k for k, v in s.items() if v.get("gate") == self.undecided
-                 and k in lg and lg[k].get("gate") != self.undecided}
+        moved = {k for k, v in s.items() if v.gate == self.undecided
+                 and k in lg and lg[k].gate != self.undecided}
         return (self.keep(short, lambda k, v: None if k in moved else v),
-                self.keep(long, lambda k, v: {**v, "horizon_seconds": horizon_seconds}
+                self.keep(long, lambda k, v: replace(v, horizon_seconds=horizon_seconds)
                           if k in moved else None))
 
 
-def _kept(items: list[Subject], key: Callable[[Subject], Hashable], pick: Pick
-          ) -> list[Subject]:
-    return [kept for item in items if (kept := pick(key(item), item)) is not None]
+def _kept(items: tuple[Subject, ...], key: Callable[[Subject], Hashable], pick: Pick
+          ) -> tuple[Subject, ...]:
+    return tuple(kept for item in items if (kept := pick(key(item), item)) is not None)
 
 
 def _drift_subjects(r: Report) -> Subjects:
-    out: Subjects = {("feature", f["feature"]): f for f in r["features"]}
-    if r["prediction"] is not None:
-        out[("prediction",)] = r["prediction"]
+    out: Subjects = {("feature", f.feature): f for f in r.features}
+    if r.prediction is not None:
+        out[("prediction",)] = r.prediction
     return out
 
 
 DRIFT = Horizon(
     _drift_subjects,
-    lambda r, pick: {**r, "features": _kept(r["features"], lambda f: ("feature", f["feature"]),
-                                            pick),
-                     "prediction": None if r["prediction"] is None
-                     else pick(("prediction",), r["prediction"])},
+    lambda r, pick: replace(
+        r, features=_kept(r.features, lambda f: ("feature", f.feature), pick),
+        prediction=None if r.prediction is None else pick(("prediction",), r.prediction)),
     "min_support")
 
 CALIBRATION = Horizon(
@@ -72,26 +71,25 @@ CALIBRATION = Horizon(
     "min_support")
 
 COHORTS = Horizon(
-    lambda r: {(key, c["cohort"]): c for key, d in r.items() for c in d["cohorts"]},
-    lambda r, pick: {key: {**d, "cohorts": _kept(d["cohorts"], lambda c, k=key: (k, c["cohort"]),
-                                                 pick)}
-                     for key, d in r.items()},
+    lambda r: {(d.key, c.cohort): c for d in r.keys for c in d.cohorts},
+    lambda r, pick: replace(r, keys=tuple(
+        replace(d, cohorts=_kept(d.cohorts, lambda c, k=d.key: (k, c.cohort), pick))
+        for d in r.keys)),
     "min_n")
 
 
 def _gap_subjects(r: Report) -> Subjects:
     if r is None:
         return {}
-    out: Subjects = {("cohort", c["cohort_key"], c["cohort"]): c for c in r["cohorts"]}
-    if r["overall"] is not None:
-        out[("overall",)] = r["overall"]
+    out: Subjects = {("cohort", c.cohort_key, c.cohort): c for c in r.cohorts}
+    if r.overall is not None:
+        out[("overall",)] = r.overall
     return out
 
 
 GAP = Horizon(
     _gap_subjects,
-    lambda r, pick: None if r is None else {
-        "overall": None if r["overall"] is None else pick(("overall",), r["overall"]),
-        "cohorts": _kept(r["cohorts"], lambda c: ("cohort", c["cohort_key"], c["cohort"]),
-                         pick)},
+    lambda r, pick: None if r is None else replace(
+        r, overall=None if r.overall is None else pick(("overall",), r.overall),
+        cohorts=_kept(r.cohorts, lambda c: ("cohort", c.cohort_key, c.cohort), pick)),
     "min_n")

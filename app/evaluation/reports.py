@@ -1,4 +1,5 @@
-"""On-demand reports over any window, computed with the same code the jobs store."""
+"""On-demand reports over any window, computed with the same code the jobs store; the
+checks' typed results become the reports' JSON here (``to_dict()``), at the edge."""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
             entry.update(features=[], prediction=None)
         else:
             entry.update(drift(w, ref.profile, pol.thresholds, pol.features,
-                                       registry.feature_importance(conn=conn, version_id=vid)))
+                               registry.feature_importance(conn=conn, version_id=vid)
+                               ).to_dict())
         out.append(entry)
     return _envelope(sc, out, pol)
 
@@ -116,7 +118,7 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
-                    **calibration(sc.model, w, pol.thresholds, bins)})
+                    **calibration(sc.model, w, pol.thresholds, bins).to_dict()})
     return _envelope(sc, out, pol)
 
 
@@ -126,10 +128,10 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid)
+        gap = generalization_gap(sc.model, w, pol.thresholds, training.get(vid, {}))
         out.append({"version": name, "n": w.n, "cohort_keys": cohorts(
-            sc.model, w, pol.thresholds, pol.cohort_keys),
-                    "generalization_gap": generalization_gap(
-                        sc.model, w, pol.thresholds, training.get(vid, {}))})
+            sc.model, w, pol.thresholds, pol.cohort_keys).to_dict(),
+                    "generalization_gap": None if gap is None else gap.to_dict()})
     return _envelope(sc, out, pol)
 
 

@@ -290,9 +290,10 @@ def _delta_families(d: dict[str, Any], gauge: Gauge) -> None:
         if _finite(o.get(f"{norm}_relative_change")):
             gauge(f"modelmon_version_{norm}_relative_change_ratio").add_metric(
                 labels, o[f"{norm}_relative_change"])
-    for check, c in sorted((d.get("checks") or {}).items()):
+    checks = d.get("checks")
+    for check, c in sorted(({} if checks is None else checks.by_name()).items()):
         gauge("modelmon_version_check_state").add_metric(
-            [*labels, check], DECISION[c["decision"]])
+            [*labels, check], DECISION[c.decision])
 
 
 def _policy(policies: dict[str, tuple[float | None, bool, bool]],

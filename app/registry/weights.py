@@ -288,4 +288,4 @@ def compare(*, conn: Connection, settings: Settings, model_name: str, base: str,
     checks = version_checks(delta["overall"],
                             model_policy.effective(settings, model.policy).thresholds)
     return {"model": model.name, "base": side(b, sums["base"]),
-            "candidate": side(c, sums["candidate"]), **delta, "checks": checks}
+            "candidate": side(c, sums["candidate"]), **delta, "checks": checks.to_dict()}

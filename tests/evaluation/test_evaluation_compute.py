@@ -73,69 +73,70 @@ def test_below_the_minimum_support_drift_is_insufficient_and_says_why(profile):
     assert 300 < need < 500
     small = drift(window(profile, rows(np.random.default_rng(1), need - 1, shift=3.0)),
                           profile, TH)
-    x0 = small["features"][0]
-    assert x0["psi"] > 1 and x0["decision"] == "insufficient_data"
-    assert x0["gate"] == "min_support" and str(need) in x0["decision_reason"]
+    x0 = small.features[0]
+    assert x0.psi > 1 and x0.decision == "insufficient_data"
+    assert x0.gate == "min_support" and str(need) in x0.decision_reason
     big = drift(window(profile, rows(np.random.default_rng(1), need, shift=3.0)),
                         profile, TH)
-    assert big["features"][0]["decision"] == "critical"
+    assert big.features[0].decision == "critical"
 
 
 def test_psi_lines_are_the_noise_quantile_at_low_n_and_the_thresholds_at_high_n(profile):
     lo = drift(window(profile, rows(np.random.default_rng(2), 1000)), profile, TH)
     hi = drift(window(profile, rows(np.random.default_rng(2), 50_000)), profile, TH)
-    lines_lo = lo["features"][1]["psi_gate"]["lines"]
-    lines_hi = hi["features"][1]["psi_gate"]["lines"]
-    assert lines_lo["warning_gate"] == "noise_quantile" and lines_lo["warning"] > 0.03
-    assert lines_hi["warning_gate"] == "threshold" and lines_hi["warning"] == TH.psi_warning
-    assert lines_hi["critical"] == TH.psi_critical
-    assert {f["decision"] for f in lo["features"] + hi["features"]} == {"ok"}
+    lines_lo = lo.features[1].psi_gate.lines
+    lines_hi = hi.features[1].psi_gate.lines
+    assert lines_lo.warning_gate == "noise_quantile" and lines_lo.warning > 0.03
+    assert lines_hi.warning_gate == "threshold" and lines_hi.warning == TH.psi_warning
+    assert lines_hi.critical == TH.psi_critical
+    assert {f.decision for f in lo.features + hi.features} == {"ok"}
 
 
 def test_a_half_sd_shift_pages_and_a_quarter_sd_shift_tickets_at_ten_thousand(profile):
     half = drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.5)),
-                         profile, TH)["features"][0]
+                         profile, TH).features[0]
     quarter = drift(window(profile, rows(np.random.default_rng(3), 10_000, shift=0.25)),
-                            profile, TH)["features"][0]
-    assert half["decision"] == "critical" and half["gate"] == "threshold"
-    assert quarter["decision"] == "warning"
+                            profile, TH).features[0]
+    assert half.decision == "critical" and half.gate == "threshold"
+    assert quarter.decision == "warning"
 
 
 def test_an_all_missing_column_is_a_data_quality_decision_not_drift(profile):
     report = drift(window(profile, rows(np.random.default_rng(4), 1000, missing=True)),
                            profile, TH)
-    x1 = report["features"][1]
-    assert x1["psi"] > 10  # the missing bin against a reference without missing values
-    assert x1["decision"] == "insufficient_data" and x1["gate"] == "all_missing"
-    assert x1["missing_decision"] == "critical"
-    assert report["features"][0]["missing_decision"] == "ok"
+    x1 = report.features[1]
+    assert x1.psi > 10  # the missing bin against a reference without missing values
+    assert x1.decision == "insufficient_data" and x1.gate == "all_missing"
+    assert x1.quality[0].decision == "critical" and x1.to_dict()["missing_decision"] == "critical"
+    assert report.features[0].quality[0].decision == "ok"
 
 
 def test_calibration_gate(profile):
     small = calibration(MODEL, window(profile, rows(np.random.default_rng(5), 200)), TH)
-    assert small["ece"] > 0 and small["decision"] == "insufficient_data"
-    assert small["gate"] == "min_support" and small["min_support"] > 200
+    assert small.result.ece > 0 and small.decision == "insufficient_data"
+    assert small.gate == "min_support" and small.min_support > 200
     calibrated = calibration(
         MODEL, window(profile, rows(np.random.default_rng(5), 5000)), TH)
-    assert calibrated["decision"] == "ok"
-    assert calibrated["noise_quantile"]["warning"] < TH.ece_warning
+    assert calibrated.decision == "ok"
+    assert calibrated.noise_quantile["warning"] < TH.ece_warning
     sharp = calibration(
         MODEL, window(profile, rows(np.random.default_rng(5), 5000, sharpen=True)), TH)
-    assert sharp["decision"] in ("warning", "critical") and sharp["gate"] == "threshold"
+    assert sharp.decision in ("warning", "critical") and sharp.gate == "threshold"
 
 
 def test_a_cohort_is_tested_against_the_rest(profile):
     steady = cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 5000)), TH)
-    assert {c["decision"] for c in steady["seg"]["cohorts"]} == {"ok"}
+    assert {c.decision for c in steady.keys[0].cohorts} == {"ok"}
     worse = cohorts(
         MODEL, window(profile, rows(np.random.default_rng(6), 5000, seg_error=0.35)), TH)
-    a = next(c for c in worse["seg"]["cohorts"] if c["cohort"] == "a")
-    assert a["gate"] == "fisher_exact" and a["cohorts_tested"] == 2
-    assert a["rest_error_rate"] == pytest.approx(0.2, abs=0.03)
-    assert a["pvalue_adjusted"] == pytest.approx(2 * a["pvalue"])
-    assert a["decision"] == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2
+    a = next(c for c in worse.keys[0].cohorts if c.cohort == "a")
+    assert a.gate == "fisher_exact" and a.cohorts_tested == 2
+    assert a.rest == pytest.approx(0.2, abs=0.03)
+    assert a.to_dict()["rest_error_rate"] == a.rest
+    assert a.pvalue_adjusted == pytest.approx(2 * a.pvalue)
+    assert a.decision == "critical"  # p < 1e-4 and 0.35 >= 1.5 x 0.2
     few = cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 120)), TH)
-    assert {c["decision"] for c in few["seg"]["cohorts"]} == {"insufficient_data"}
+    assert {c.decision for c in few.keys[0].cohorts} == {"insufficient_data"}
 
 
 def test_a_regression_cohort_is_tested_on_its_absolute_errors():
@@ -157,21 +158,22 @@ def test_a_regression_cohort_is_tested_on_its_absolute_errors():
                             datetime(2026, 1, 1, 1, tzinfo=UTC),
                             outcome_summary(shape, r, count_predictions=True))
 
-    steady = cohorts(model, window_of(5000, 1.0, 7), TH)["seg"]["cohorts"]
-    assert {c["decision"] for c in steady} == {"ok"}
-    worse = cohorts(model, window_of(5000, 2.0, 7), TH)["seg"]["cohorts"]
-    a = next(c for c in worse if c["cohort"] == "a")
-    assert a["gate"] == "welch_test" and a["decision"] == "critical"
-    assert a["mae"] >= TH.cohort_ratio_critical * a["rest_mae"]
-    b = next(c for c in worse if c["cohort"] == "b")
-    assert b["decision"] == "ok" and b["pvalue"] > 0.5  # one-sided: better than the rest
+    steady = cohorts(model, window_of(5000, 1.0, 7), TH).keys[0].cohorts
+    assert {c.decision for c in steady} == {"ok"}
+    worse = cohorts(model, window_of(5000, 2.0, 7), TH).keys[0].cohorts
+    a = next(c for c in worse if c.cohort == "a")
+    assert a.gate == "welch_test" and a.decision == "critical"
+    assert a.stat.mae >= TH.cohort_ratio_critical * a.rest
+    assert a.to_dict()["rest_mae"] == a.rest and "rest_error_rate" not in a.to_dict()
+    b = next(c for c in worse if c.cohort == "b")
+    assert b.decision == "ok" and b.pvalue > 0.5  # one-sided: better than the rest
 
 
 def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
     rng = np.random.default_rng(6)
     r = rows(rng, 2000)
     r.features["x2"] = np.where(rng.uniform(size=r.n) < 0.1, 50.0, r.features["x2"])
-    report = drift(window(profile, r), profile, TH)
+    report = drift(window(profile, r), profile, TH).to_dict()
     x0, _, x2 = report["features"][:3]
     assert x2["out_of_range_rate"] == pytest.approx(
         float(np.mean((r.features["x2"] < profile.columns[2].ks.points[0])
@@ -186,16 +188,18 @@ def test_values_outside_the_reference_range_are_a_data_quality_warning(profile):
     # the same shift in a window below the minimum n is not decided
     small = rows(rng, TH.min_n - 1)
     small.features["x2"] = small.features["x2"] + 100.0
-    s = drift(window(profile, small), profile, TH)["features"][2]
+    s = drift(window(profile, small), profile, TH).to_dict()["features"][2]
     assert s["out_of_range_rate"] == 1.0 and s["out_of_range_decision"] == "insufficient_data"
 
 
-def test_new_categories_are_a_data_quality_warning():
+def countries(seed: int):
+    """A model of one categorical feature whose reference saw three countries: its compiled
+    profile, draws of n rows with a share of a new one, and their merged window."""
     model = ModelRow(id=2, name="c", task="binary_classification",
                      features=[{"name": "country", "type": "categorical"}], cohort_keys=[],
                      classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
     shape = ModelShape.of(model)
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     known = np.array(["DE", "FR", "US"], dtype=object)
 
     def draw(n: int, new_share: float) -> Rows:
@@ -209,11 +213,20 @@ def test_new_categories_are_a_data_quality_warning():
     cp = CompiledProfile.compile(build_profile(model, ref.features,
                                                prediction_values(shape, ref), ref.n), "c")
 
+    def window_of(r: Rows) -> MergedWindow:
+        return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC),
+                            datetime(2026, 1, 1, 1, tzinfo=UTC),
+                            outcome_summary(shape, r, count_predictions=True),
+                            drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
+
+    return model, cp, draw, window_of
+
+
+def test_new_categories_are_a_data_quality_warning():
+    _, cp, draw, window_of = countries(7)
+
     def decide(r: Rows) -> dict:
-        w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
-                         outcome_summary(shape, r, count_predictions=True),
-                         drift_summaries(shape, cp, r, np.zeros(r.n, np.int64), 1)[0])
-        return drift(w, cp, TH)["features"][0]
+        return drift(window_of(r), cp, TH).features[0].to_dict()
 
     same, new = decide(draw(3000, 0.0)), decide(draw(3000, 0.05))
     assert same["new_category_rate"] == 0.0 and same["new_category_decision"] == "ok"
@@ -266,15 +279,15 @@ def test_gap_is_decided_on_the_wilson_lower_bound(validation, decision):
     # 150 errors in 1000 labeled predictions: 100 of 600 in a, 50 of 400 in b
     w = _sums_window({"a": (600, 100.0, 0.0), "b": (400, 50.0, 0.0)})
     r = generalization_gap(MODEL, w, TH, {"validation_error": validation})
-    g = r["overall"]
+    g = r.overall
     low, high = _wilson_by_hand(150, 1000)
-    assert (g["ci_low"], g["ci_high"]) == pytest.approx((low, high), rel=1e-12)
-    assert g["ci_low"] == pytest.approx(0.12921007251308828, rel=1e-12)  # scipy binomtest
-    assert g["production_error"] == 0.15 and g["n"] == 1000
-    assert g["gap"] == pytest.approx(0.15 - validation)
-    assert g["lines"] == pytest.approx({"warning": validation + 0.02,
-                                        "critical": validation + 0.05})
-    assert g["decision"] == decision and r["cohorts"] == []
+    assert (g.ci_low, g.ci_high) == pytest.approx((low, high), rel=1e-12)
+    assert g.ci_low == pytest.approx(0.12921007251308828, rel=1e-12)  # scipy binomtest
+    assert g.production_error == 0.15 and g.n == 1000
+    assert g.gap == pytest.approx(0.15 - validation)
+    assert g.lines == pytest.approx({"warning": validation + 0.02,
+                                     "critical": validation + 0.05})
+    assert g.decision == decision and r.cohorts == ()
 
 
 def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
@@ -282,8 +295,8 @@ def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     th = Thresholds(gap_warning=0.0, gap_critical=0.01)
     r = generalization_gap(MODEL, w, th, {
         "cohort_validation_error": {"seg=a": 0.07, "seg=b": 0.05, "seg=c": 0.1, "seg=": 0.2}})
-    assert r["overall"] is None
-    by = {c["cohort"]: c for c in r["cohorts"]}
+    assert r.overall is None
+    by = {c.cohort: c.to_dict() for c in r.cohorts}
     low, _ = _wilson_by_hand(40, 400)
     assert by["a"]["ci_low"] == pytest.approx(low, rel=1e-12)  # 0.0743
     assert by["a"]["decision"] == "warning"   # 0.0743 > 0.07, not > 0.08
@@ -300,9 +313,9 @@ def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
 
     g = generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
                                    {"validation_error": 0.1})
-    assert g["cohorts"] == [] and g["overall"]["n"] == 990
-    assert g["overall"]["production_error"] == pytest.approx(120 / 990)
-    assert g["overall"]["ci_low"] == pytest.approx(_wilson_by_hand(120, 990)[0], rel=1e-12)
+    assert g.cohorts == () and g.overall.n == 990
+    assert g.overall.production_error == pytest.approx(120 / 990)
+    assert g.overall.ci_low == pytest.approx(_wilson_by_hand(120, 990)[0], rel=1e-12)
 
 
 def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
@@ -311,14 +324,14 @@ def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
                      classes=None, created_at=datetime(2026, 1, 1, tzinfo=UTC))
     abs_err = np.r_[np.full(200, 0.3), np.full(200, 0.7)]
     w = _sums_window({"a": (400, float(abs_err.sum()), float((abs_err ** 2).sum()))})
-    g = generalization_gap(model, w, TH, {"validation_error": 0.44})["overall"]
+    g = generalization_gap(model, w, TH, {"validation_error": 0.44}).overall
     half = 1.959963984540054 * abs_err.std(ddof=1) / np.sqrt(400)
-    assert g["production_error"] == pytest.approx(0.5)
-    assert (g["ci_low"], g["ci_high"]) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
-    assert g["decision"] == "warning"  # 0.4804 > 0.46, not > 0.49
-    assert "normal" in g["method"]
-    assert generalization_gap(model, w, TH, {"validation_error": 0.42})["overall"][
-        "decision"] == "critical"
+    assert g.production_error == pytest.approx(0.5)
+    assert (g.ci_low, g.ci_high) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
+    assert g.decision == "warning"  # 0.4804 > 0.46, not > 0.49
+    assert "normal" in g.method
+    assert generalization_gap(model, w, TH, {"validation_error": 0.42}).overall.decision \
+        == "critical"
 
 
 def _binary_model() -> tuple[ModelRow, CompiledProfile]:
@@ -348,11 +361,11 @@ def test_psi_needs_the_chi_square_evidence_where_a_bin_is_thin(ones, decision, g
     w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
                      outcome_summary(shape, r, count_predictions=True),
                      drift_summaries(shape, cp, r, np.zeros(200, np.int64), 1)[0])
-    f = drift(w, cp, TH)["features"][0]
-    table = np.array([f["reference_counts"], f["current_counts"]])
+    f = drift(w, cp, TH).features[0]
+    table = np.array([f.reference_counts, f.current_counts])
     assert table.sum(axis=1).tolist() == [10_000, 200] and table[:, -1].tolist() == [0, 0]
     expected_p = stats.chi2_contingency(table[:, :-1], correction=False).pvalue  # no missing
-    assert f["psi_pvalue"] == pytest.approx(expected_p, rel=1e-9)
-    assert f["decision"] == decision and f["gate"] == gate
+    assert f.psi_pvalue == pytest.approx(expected_p, rel=1e-9)
+    assert f.decision == decision and f.gate == gate
     if ones == 0:  # PSI alone would have paged
-        assert f["psi"] > f["psi_gate"]["lines"]["critical"] > 0.1
+        assert f.psi > f.psi_gate.lines.critical > 0.1

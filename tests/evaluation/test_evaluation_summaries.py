@@ -173,7 +173,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     assert w.n == n and w.drift.n == n and w.outcome.labeled == int(labeled.sum())
 
     # drift: bin counts, PSI, KS D and p against scipy on the raw values
-    report = drift(w, cp, TH)
+    report = drift(w, cp, TH).to_dict()  # the JSON a report serves
     by_name = {f["feature"]: f for f in report["features"]}
     for col in cp.columns:
         if col.is_prediction:
@@ -202,7 +202,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     # calibration at several bin counts
     y = d["label"][labeled]
     for bins in (10, 7, 100):
-        got = calibration(m, w, TH, bins)
+        got = calibration(m, w, TH, bins).to_dict()
         if task == "regression":
             assert got["status"] == "not_applicable"
             break
@@ -219,7 +219,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
     preds = {"binary_classification": d.get("score"), "regression": d.get("value"),
              "multiclass_classification": d.get("probs")}[task]
     kind = TASK[task]
-    got = cohorts(m, w, TH)["region"]
+    got = cohorts(m, w, TH).to_dict()["region"]
     ref = cohort_error(d["region"], preds, np.where(labeled, d["label"], np.nan), task=kind,
                        min_n=TH.cohort_min_n).to_dict()
     assert got["n"] == ref["n"] and got["n_dropped"] == ref["n_dropped"]
@@ -233,7 +233,7 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
                 assert a[k] == v, k
 
     # labels: coverage exact, delays within the sketch's rank error
-    got = label_stats(w, TH)
+    got = label_stats(w, TH).to_dict()
     assert got["label_coverage"] == labeled.sum() / n
     lab_delays = np.sort(delays[labeled])
     for q, key in ((0.5, "label_delay_p50_seconds"), (0.9, "label_delay_p90_seconds")):
@@ -254,10 +254,10 @@ def test_categories_unseen_in_the_reference_share_one_bin():
     assert cat.binning == fit_categorical_bins(["a", "b", "c"])
     d = data(rng, 500, m.task)
     w = merged_window(rng, m, cp, d, np.zeros(500, bool), np.zeros(500))
-    got = {f["feature"]: f for f in drift(w, cp, TH)["features"]}["cat"]
-    assert got["bins"][-2:] == ["(unseen)", "missing"]
-    assert got["current_counts"][-2] == int(np.sum(d["cat"] == "new"))
-    assert got["current_counts"][-1] == int(np.sum(np.equal(d["cat"], None)))
+    got = {f.feature: f for f in drift(w, cp, TH).features}["cat"]
+    assert got.bins[-2:] == ("(unseen)", "missing")
+    assert got.current_counts[-2] == int(np.sum(d["cat"] == "new"))
+    assert got.current_counts[-1] == int(np.sum(np.equal(d["cat"], None)))
 
 
 def test_a_summary_does_not_grow_with_the_rows_it_counts():
@@ -318,14 +318,14 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
     seen = ~np.isnan(label)
     w = MergedWindow(7, T0, T0, total, DriftSummary("k", 0, np.zeros(1, np.int64)))
     r = overall_error(m, w)
-    assert r["n"] == int(seen.sum())
+    assert r.n == int(seen.sum())
     if task == "regression":
         e = d["value"][seen] - d["label"][seen]
-        assert r["mae"] == pytest.approx(np.abs(e).mean(), rel=1e-12)
-        assert r["rmse"] == pytest.approx(np.sqrt((e * e).mean()), rel=1e-12)
+        assert r.mae == pytest.approx(np.abs(e).mean(), rel=1e-12)
+        assert r.rmse == pytest.approx(np.sqrt((e * e).mean()), rel=1e-12)
     else:
         wrong = wrong_rule(shape.task, d["score"][seen], d["label"][seen])
-        assert r["error_rate"] == wrong.sum() / seen.sum()
+        assert r.error_rate == wrong.sum() / seen.sum()
 
     # an earlier payload: no "errors" in its header
     keyed = ModelShape.of(model(task))

@@ -4,13 +4,14 @@ the larger of its line and its noise quantile at the window's labeled n."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.evaluation.checks.declare import Check, Finding, Stores, line
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, calibration_from_sums
-from app.monitoring.calibration import empty_calibration
+from app.monitoring.calibration import CalibrationResult, empty_calibration
 from app.monitoring.gates import ece_null_quantiles
 from app.storage.registry import ModelRow
 
@@ -27,68 +28,104 @@ CALIBRATION = Check(
 CHECKS = (CALIBRATION,)
 
 
-def _too_small(out: dict[str, Any], n: int, q_warn: float, th: Thresholds) -> None:
+@dataclass(frozen=True, slots=True)
+class CalibrationReport:
+    """The calibration of a window: the statistic (``result``; None for a regression, where
+    calibration does not apply), the label coverage, and the decision with its gate: the
+    noise quantiles and lines it used, or why it could not decide (``min_support``: about
+    how many labeled predictions would do). ``horizon_seconds`` when it was decided over the
+    longer horizon."""
+
+    result: CalibrationResult | None
+    n: int
+    label_coverage: float | None
+    decision: str
+    thresholds: dict[str, Any] | None = None
+    gate: str | None = None
+    noise_quantile: dict[str, float] | None = None
+    lines: dict[str, float] | None = None
+    min_support: int | None = None
+    decision_reason: str | None = None
+    horizon_seconds: float | None = None
+
+    def _decided(self) -> dict[str, Any]:
+        """The decision and what it rests on, in the order the report states them."""
+        if self.gate == "min_n":
+            return {"decision": self.decision, "gate": self.gate,
+                    "decision_reason": self.decision_reason}
+        out: dict[str, Any] = {"noise_quantile": self.noise_quantile}
+        if self.gate == "min_support":
+            return {**out, "decision": self.decision, "gate": self.gate,
+                    "min_support": self.min_support, "decision_reason": self.decision_reason}
+        return {**out, "lines": self.lines, "decision": self.decision, "gate": self.gate}
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.result is None:
+            out = {"status": "not_applicable", "reason": "calibration applies to "
+                   "classification", "n": self.n, "label_coverage": self.label_coverage,
+                   "decision": self.decision}
+        else:
+            out = {**self.result.to_dict(), "label_coverage": self.label_coverage,
+                   "thresholds": self.thresholds, **self._decided()}
+        if self.horizon_seconds is not None:
+            out["horizon_seconds"] = self.horizon_seconds
+        return out
+
+
+def _too_small(r: CalibrationReport, q_warn: float, th: Thresholds) -> CalibrationReport:
     # ECE's noise shrinks about as 1 / sqrt(n): where it would meet the warning line
     # (none, for a warning line so small that no count of predictions reaches it)
     ratio = q_warn / th.ece_warning
-    support = n * ratio * ratio
+    support = r.n * ratio * ratio
     need = math.ceil(support) if math.isfinite(support) else None
-    out.update(decision=INSUFFICIENT_DATA, gate="min_support", min_support=need,
-               decision_reason=(f"insufficient data: n={n}; a calibrated model's ECE reaches "
-                                f"{q_warn:.3f} by chance at this n (quantile "
-                                f"{1 - th.alpha_warning}), above the warning line "
-                                f"{th.ece_warning}; about {need} labeled predictions are "
-                                "needed (evaluate a longer window)"))
+    return replace(r, decision=INSUFFICIENT_DATA, gate="min_support", min_support=need,
+                   decision_reason=(f"insufficient data: n={r.n}; a calibrated model's ECE "
+                                    f"reaches {q_warn:.3f} by chance at this n (quantile "
+                                    f"{1 - th.alpha_warning}), above the warning line "
+                                    f"{th.ece_warning}; about {need} labeled predictions are "
+                                    "needed (evaluate a longer window)"))
 
 
 def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
-                n_bins: int | None = None) -> dict[str, Any]:
+                n_bins: int | None = None) -> CalibrationReport:
     bins = n_bins or th.calibration_bins
     o = window.outcome
     coverage = o.labeled / o.n if o.n else None
     if model.task == "regression":
-        return {"status": "not_applicable", "reason": "calibration applies to classification",
-                "n": o.labeled, "label_coverage": coverage, "decision": OK}
+        return CalibrationReport(None, o.labeled, coverage, OK)
     kind = "binary" if model.task == "binary_classification" else "multiclass"
     sums = o.calibration or empty_calibration(len(model.classes or ()))
     r = calibration_from_sums(kind, sums, bins, min_n=th.min_n)
-    out = r.to_dict()
-    out["label_coverage"] = coverage
-    out["thresholds"] = th.stated(CALIBRATION.knobs)
+    out = CalibrationReport(r, r.n, coverage, INSUFFICIENT_DATA,
+                            th.stated(CALIBRATION.knobs))
     if r.ece is None:
-        out.update(decision=INSUFFICIENT_DATA, gate="min_n", decision_reason=r.reason)
-        return out
+        return replace(out, gate="min_n", decision_reason=r.reason)
     q_warn, q_crit = ece_null_quantiles(
         [b.count for b in r.bins], [b.mean_confidence or 0.0 for b in r.bins],
         [1 - th.alpha_warning, 1 - th.alpha_critical]).tolist()
-    out["noise_quantile"] = {"warning": q_warn, "critical": q_crit}
+    out = replace(out, noise_quantile={"warning": q_warn, "critical": q_crit})
     if q_warn > th.ece_warning:
-        _too_small(out, r.n, q_warn, th)
-        return out
+        return _too_small(out, q_warn, th)
     warn, warn_gate = line(th.ece_warning, q_warn)
     crit, crit_gate = line(th.ece_critical, q_crit)
-    out["lines"] = {"warning": warn, "critical": crit}
-    if r.ece > crit:
-        out["decision"], out["gate"] = CRITICAL, crit_gate
-    elif r.ece > warn:
-        out["decision"], out["gate"] = WARNING, warn_gate
-    else:
-        out["decision"], out["gate"] = OK, warn_gate
-    return out
+    decision, gate = ((CRITICAL, crit_gate) if r.ece > crit else
+                      (WARNING, warn_gate) if r.ece > warn else (OK, warn_gate))
+    return replace(out, lines={"warning": warn, "critical": crit}, decision=decision,
+                   gate=gate)
 
 
-def findings(r: dict[str, Any]) -> list[Finding]:
+def findings(r: CalibrationReport) -> list[Finding]:
     """ECE (its decision, with the bins, gate and lines in its detail), MCE and Brier beside
     it; nothing for a regression."""
-    if r.get("status") == "not_applicable":
+    c = r.result
+    if c is None:
         return []
-    method = f"equal-width {r['n_bins']} bins, {r['kind']}"
-    detail = {"bins": r["bins"], "status": r["status"], "reason": r["reason"],
-              "gate": r.get("gate"), "noise_quantile": r.get("noise_quantile"),
-              "lines": r.get("lines"), "min_support": r.get("min_support"),
-              "decision_reason": r.get("decision_reason"),
-              "horizon_seconds": r.get("horizon_seconds"), "thresholds": r.get("thresholds")}
-    return [Finding(metric, "", r["n"], r[key], r["decision"], method,
+    method = f"equal-width {c.n_bins} bins, {c.kind}"
+    detail = {"bins": [b.to_dict() for b in c.bins], "status": c.status, "reason": c.reason,
+              "gate": r.gate, "noise_quantile": r.noise_quantile, "lines": r.lines,
+              "min_support": r.min_support, "decision_reason": r.decision_reason,
+              "horizon_seconds": r.horizon_seconds, "thresholds": r.thresholds}
+    return [Finding(metric, "", r.n, value, r.decision, method,
                     detail if metric == "calibration_ece" else None)
-            for metric, key in (("calibration_ece", "ece"), ("calibration_mce", "mce"),
-                                ("calibration_brier", "brier"))]
+            for metric, value in (("calibration_ece", c.ece), ("calibration_mce", c.mce),
+                                  ("calibration_brier", c.brier))]

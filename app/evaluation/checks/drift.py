@@ -6,16 +6,24 @@ same pass; every gate corrected for the m columns tested (the features and the p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
 from app.evaluation.checks.declare import Check, Finding, Stores, line
-from app.evaluation.checks.quality import COLUMN_CHECKS, ColumnWindow
+from app.evaluation.checks.quality import CHECK_OF, COLUMN_CHECKS, ColumnWindow, QualityResult
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.summaries import ColumnLayout, CompiledProfile, DriftSummary
 from app.evaluation.windows import MergedWindow
-from app.monitoring import INSUFFICIENT_DATA, PsiThresholds, correct_ks, ks_from_counts, psi
+from app.monitoring import (
+    INSUFFICIENT_DATA,
+    KsResult,
+    PsiThresholds,
+    correct_ks,
+    ks_from_counts,
+    psi,
+)
 from app.monitoring.gates import (
     bonferroni_adjust,
     ks_noise_quantile,
@@ -44,21 +52,155 @@ CHECKS = (FEATURE_DRIFT, PREDICTION_DRIFT, *(c.check for c in COLUMN_CHECKS))
 STATED = tuple(dict.fromkeys(k for c in CHECKS for k in c.knobs))
 
 
-def _psi_gate(col: ColumnLayout, total: int, th: Thresholds, m: int) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class PsiLines:
+    """The lines PSI must pass at the window's n, and the rule that set each."""
+
+    warning: float
+    warning_gate: str
+    critical: float
+    critical_gate: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"warning": self.warning, "warning_gate": self.warning_gate,
+                "critical": self.critical, "critical_gate": self.critical_gate}
+
+
+@dataclass(frozen=True, slots=True)
+class PsiGate:
+    """A column's PSI gate: the minimum support, the columns tested together, and the lines
+    (None for an empty window or reference)."""
+
+    min_support: int | None
+    columns_tested: int
+    lines: PsiLines | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"min_support": self.min_support,
+                               "columns_tested": self.columns_tested}
+        if self.lines is not None:
+            out["lines"] = self.lines.to_dict()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class KsLine:
+    """A numeric column's KS D line at the window's n, the rule that set it, and whether D
+    drifted (after the correction across features)."""
+
+    n_reference_sample: int
+    threshold: float
+    gate: str
+    drift: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_reference_sample": self.n_reference_sample, "ks_threshold": self.threshold,
+                "ks_gate": self.gate, "ks_drift": self.drift}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDrift:
+    """One column's drift against the reference: PSI with its gate, KS (numeric columns),
+    the data-quality checks (``quality``), and the decision with the gate that made it
+    (``decision`` None until decided); ``horizon_seconds`` when it was decided over the
+    longer horizon."""
+
+    feature: str
+    kind: str  # "type" in the report: numeric or categorical
+    psi: float | None
+    psi_band: str | None
+    missing_rate: float | None
+    reference_missing_rate: float | None
+    n_reference: int
+    n_current: int
+    bins: tuple[str, ...]
+    reference_counts: tuple[int, ...]
+    current_counts: tuple[int, ...]
+    status: str
+    reason: str
+    psi_gate: PsiGate
+    thresholds: dict[str, Any]
+    psi_pvalue: float | None
+    quality: tuple[QualityResult, ...] = ()
+    ks: KsLine | None = None
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    ks_pvalue_adjusted: float | None = None
+    gate: str | None = None
+    decision_reason: str | None = None
+    decision: str | None = None
+    horizon_seconds: float | None = None
+
+    def _after_decision(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "feature": self.feature, "type": self.kind, "psi": self.psi,
+            "psi_band": self.psi_band, "ks_statistic": self.ks_statistic,
+            "ks_pvalue": self.ks_pvalue, "ks_pvalue_adjusted": self.ks_pvalue_adjusted,
+            "missing_rate": self.missing_rate,
+            "reference_missing_rate": self.reference_missing_rate,
+            "n_reference": self.n_reference, "n_current": self.n_current,
+            "bins": list(self.bins), "reference_counts": list(self.reference_counts),
+            "current_counts": list(self.current_counts), "status": self.status,
+            "reason": self.reason, "psi_gate": self.psi_gate.to_dict(),
+            "thresholds": self.thresholds, "psi_pvalue": self.psi_pvalue}
+        for q in self.quality:
+            out.update(q.to_dict())
+        if self.ks is not None:
+            out.update(self.ks.to_dict())
+        out["gate"] = self.gate
+        if self.decision_reason is not None:
+            out["decision_reason"] = self.decision_reason
+        out["decision"] = self.decision
+        out.update(self._after_decision())
+        if self.horizon_seconds is not None:
+            out["horizon_seconds"] = self.horizon_seconds
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDrift(ColumnDrift):
+    """A feature's drift, with its importance share in the version's weights (None when
+    unknown)."""
+
+    importance: float | None = None
+
+    def _after_decision(self) -> dict[str, Any]:
+        return {"importance": self.importance}
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionDrift(ColumnDrift):
+    """The prediction's drift, decided as a feature's (never corrected across features)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """The drift of a window: per feature, and of the prediction (None without one)."""
+
+    n: int
+    features: tuple[FeatureDrift, ...]
+    prediction: PredictionDrift | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "features": [f.to_dict() for f in self.features],
+                "prediction": None if self.prediction is None else self.prediction.to_dict()}
+
+
+def _psi_gate(col: ColumnLayout, total: int, th: Thresholds, m: int) -> PsiGate:
     """Minimum support and the warning and critical lines of one column's PSI at n=total."""
     n_ref = int(sum(col.reference_counts))
     bins = sum(1 for c in col.reference_counts if c > 0)
     support = psi_min_support(th.psi_moderate, n_ref, bins, th.alpha_warning, m)
-    out: dict[str, Any] = {"min_support": support, "columns_tested": m}
     if total <= 0 or n_ref <= 0:
-        return out
+        return PsiGate(support, m)
     warn, warn_gate = line(th.psi_warning, psi_noise_quantile(
         total, n_ref, bins, th.alpha_warning, m))
     crit, crit_gate = line(th.psi_critical, psi_noise_quantile(
         total, n_ref, bins, th.alpha_critical, m))
-    out["lines"] = {"warning": warn, "warning_gate": warn_gate, "critical": crit,
-                    "critical_gate": crit_gate}
-    return out
+    return PsiGate(support, m, PsiLines(warn, warn_gate, crit, crit_gate))
 
 
 def _window(col: ColumnLayout, d: DriftSummary) -> ColumnWindow:
@@ -66,35 +208,33 @@ def _window(col: ColumnLayout, d: DriftSummary) -> ColumnWindow:
                         d.slice(col.ks_offset, col.ks.n_slots) if col.ks is not None else None)
 
 
-def _column(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int) -> dict[str, Any]:
+def _column(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int,
+            importance: float | None) -> tuple[ColumnDrift, KsResult | None]:
+    """A column measured and not yet decided, with its KS result (None for a categorical
+    column), which drift() corrects across the features before deciding."""
     cw = _window(col, d)
-    cur_counts, total = cw.counts, cw.total
+    cur_counts = cw.counts
     p = psi(col.reference_counts, cur_counts,
             thresholds=PsiThresholds(th.psi_moderate, th.psi_major), min_n=th.min_n)
-    n_ref_total = cw.n_reference_total
-    out: dict[str, Any] = {
-        "feature": col.name, "type": col.kind, "psi": p.value, "psi_band": p.band,
-        "ks_statistic": None, "ks_pvalue": None, "ks_pvalue_adjusted": None,
-        "missing_rate": float(cur_counts[-1] / total) if total else None,
-        "reference_missing_rate": col.n_reference_missing / n_ref_total if n_ref_total else None,
-        "n_reference": col.n_reference_valid, "n_current": cw.n_valid,
-        "bins": list(col.binning.labels()), "reference_counts": list(col.reference_counts),
-        "current_counts": cur_counts.tolist(), "status": p.status, "reason": p.reason,
-        "psi_gate": _psi_gate(col, total, th, m), "thresholds": th.stated(STATED),
-        "psi_pvalue": (psi_evidence(col.reference_counts, cur_counts)
-                       if p.value is not None else None),
-    }
-    for check in COLUMN_CHECKS:
-        if check.applies(col):
-            out.update(check.evaluate(cw, out, th, m))
-    if col.ks is not None:
-        out.update(_ks(cw, th, m))
-    return out
+    k, ks = _ks(cw, th, m) if col.ks is not None else (None, None)
+    common: dict[str, Any] = dict(
+        feature=col.name, kind=col.kind, psi=p.value, psi_band=p.band,
+        missing_rate=cw.missing_rate, reference_missing_rate=cw.reference_missing_rate,
+        n_reference=col.n_reference_valid, n_current=cw.n_valid,
+        bins=tuple(col.binning.labels()), reference_counts=tuple(col.reference_counts),
+        current_counts=tuple(cur_counts.tolist()), status=p.status, reason=p.reason,
+        psi_gate=_psi_gate(col, cw.total, th, m), thresholds=th.stated(STATED),
+        psi_pvalue=(psi_evidence(col.reference_counts, cur_counts)
+                    if p.value is not None else None),
+        quality=tuple(c.evaluate(cw, th, m) for c in COLUMN_CHECKS if c.applies(col)), ks=ks)
+    if col.is_prediction:
+        return PredictionDrift(**common), k
+    return FeatureDrift(**common, importance=importance), k
 
 
-def _ks(cw: ColumnWindow, th: Thresholds, m: int) -> dict[str, Any]:
+def _ks(cw: ColumnWindow, th: Thresholds, m: int) -> tuple[KsResult, KsLine]:
     """KS D against the reference's sample, its line the larger of the D floor and D's noise
-    quantile at the window's n (the `_ks` result is corrected across features later)."""
+    quantile at the window's n (the result is corrected across features later)."""
     col, n_valid = cw.col, cw.n_valid
     assert col.ks is not None and cw.ks_slots is not None
     n_sample = int(col.ks.sample.shape[0])
@@ -104,57 +244,62 @@ def _ks(cw: ColumnWindow, th: Thresholds, m: int) -> dict[str, Any]:
                                                          th.alpha_warning, m))
     k = ks_from_counts(col.ks, cw.ks_slots, n_cur_missing=int(cw.counts[-1]),
                        d_threshold=d_line, alpha=th.ks_alpha, min_n=th.min_n)
-    return {"_ks": k, "n_reference_sample": k.n_ref, "ks_threshold": d_line, "ks_gate": d_gate}
+    return k, KsLine(k.n_ref, d_line, d_gate, bool(k.drift))
 
 
-def _insufficient(row: dict[str, Any], th: Thresholds) -> str | None:
-    """The gate and reason when the column cannot be decided (set on the row), else None."""
-    gate = row["psi_gate"]
-    if row["status"] == INSUFFICIENT_DATA or row["psi"] is None:
-        row["gate"], row["decision_reason"] = "min_n", row["reason"]
-        return INSUFFICIENT_DATA
-    n = sum(row["current_counts"])
-    if row["missing_rate"] == 1.0 and (row["reference_missing_rate"] or 0.0) < 1.0:
-        row["gate"] = "all_missing"
-        row["decision_reason"] = ("every value is missing in this window: a data-quality "
-                                  "failure (see the missing rate), not drift")
-        return INSUFFICIENT_DATA
-    support = gate["min_support"]
+def _insufficient(c: ColumnDrift, th: Thresholds) -> tuple[str, str] | None:
+    """The gate and reason when the column cannot be decided, else None."""
+    if c.status == INSUFFICIENT_DATA or c.psi is None:
+        return "min_n", c.reason
+    n = sum(c.current_counts)
+    if c.missing_rate == 1.0 and (c.reference_missing_rate or 0.0) < 1.0:
+        return "all_missing", ("every value is missing in this window: a data-quality "
+                               "failure (see the missing rate), not drift")
+    support = c.psi_gate.min_support
     if support is None or n < support:
-        row["gate"] = "min_support"
-        row["decision_reason"] = (
+        return "min_support", (
             f"insufficient data: n={n}, below the minimum support "
             f"{'(none with this reference)' if support is None else support} at which a PSI "
             f"of {th.psi_moderate} stands out from sampling noise (alpha {th.alpha_warning} "
-            f"across {gate['columns_tested']} columns); evaluate a longer window")
-        return INSUFFICIENT_DATA
+            f"across {c.psi_gate.columns_tested} columns); evaluate a longer window")
     return None
 
 
-def _decide(row: dict[str, Any], th: Thresholds) -> str:
-    """Sets the row's gate (the rule that applied) and returns its decision."""
-    undecided = _insufficient(row, th)
-    if undecided is not None:
-        return undecided
-    lines, m = row["psi_gate"]["lines"], row["psi_gate"]["columns_tested"]
+def _decide(c: ColumnDrift, th: Thresholds) -> tuple[str, str]:
+    """The decision of a measured column and its gate (the rule that applied)."""
+    lines, m = c.psi_gate.lines, c.psi_gate.columns_tested
+    assert c.psi is not None and c.psi_pvalue is not None and lines is not None
     # evidence: the chi-square test PSI's noise model stands for, Bonferroni across columns
-    p = bonferroni_adjust(row["psi_pvalue"], m)
-    if row["psi"] > lines["critical"] and p < th.alpha_critical:
-        row["gate"] = lines["critical_gate"]
-        return CRITICAL
-    if row["psi"] > lines["warning"] and p < th.alpha_warning:
-        row["gate"] = lines["warning_gate"]
-        return WARNING
-    if row.get("ks_drift"):
-        row["gate"] = f"ks_{row['ks_gate']}"
-        return WARNING
-    row["gate"] = "psi_evidence" if row["psi"] > lines["warning"] else lines["warning_gate"]
-    return OK
+    p = bonferroni_adjust(c.psi_pvalue, m)
+    if c.psi > lines.critical and p < th.alpha_critical:
+        return CRITICAL, lines.critical_gate
+    if c.psi > lines.warning and p < th.alpha_warning:
+        return WARNING, lines.warning_gate
+    if c.ks is not None and c.ks.drift:
+        return WARNING, f"ks_{c.ks.gate}"
+    return OK, "psi_evidence" if c.psi > lines.warning else lines.warning_gate
+
+
+C = TypeVar("C", bound=ColumnDrift)
+
+
+def _decided(c: C, k: KsResult | None, th: Thresholds, adjusted: bool) -> C:
+    """The column with its (corrected) KS figures and its decision."""
+    if k is not None and c.ks is not None:
+        c = replace(c, ks_statistic=k.statistic, ks_pvalue=k.pvalue,
+                    ks_pvalue_adjusted=k.pvalue_adjusted if adjusted else None,
+                    ks=replace(c.ks, drift=bool(k.drift)))
+    undecided = _insufficient(c, th)
+    if undecided is not None:
+        gate, reason = undecided
+        return replace(c, gate=gate, decision_reason=reason, decision=INSUFFICIENT_DATA)
+    decision, gate = _decide(c, th)
+    return replace(c, gate=gate, decision=decision)
 
 
 def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
           features: Mapping[str, Thresholds] | None = None,
-          importance: dict[str, float | None] | None = None) -> dict[str, Any]:
+          importance: dict[str, float | None] | None = None) -> DriftReport:
     """Per feature PSI, KS (Benjamini-Hochberg across features), the column checks,
     decision; and the same for the prediction. ``features`` holds the thresholds of features
     whose policy overrides the model's; each column states the thresholds it applied. Each
@@ -165,45 +310,36 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
     m = len(cp.columns)
     of = features or {}
-    rows = [_column(col, d, of.get(col.name, th), m) for col in cp.columns
-            if not col.is_prediction]
-    corrected = correct_ks({r["feature"]: r["_ks"] for r in rows if "_ks" in r}, "bh")
-    for r in rows:
-        k = corrected.get(r["feature"], r.pop("_ks", None))
-        r.pop("_ks", None)
-        if k is not None:
-            r.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue,
-                     ks_pvalue_adjusted=k.pvalue_adjusted, ks_drift=bool(k.drift))
-        r["decision"] = _decide(r, of.get(r["feature"], th))
-        r["importance"] = None if importance is None else importance.get(r["feature"])
+    measured: list[tuple[Any, KsResult | None]] = [_column(col, d, of.get(col.name, th), m,
+                        None if importance is None else importance.get(col.name))
+                for col in cp.columns if not col.is_prediction]
+    corrected = correct_ks({c.feature: k for c, k in measured if k is not None}, "bh")
+    rows = tuple(_decided(c, corrected.get(c.feature, k), of.get(c.feature, th), True)
+                 for c, k in measured)
     pred = None
     prediction = next((col for col in cp.columns if col.is_prediction), None)
     if prediction is not None:
-        pred = _column(prediction, d, th, m)
-        k = pred.pop("_ks", None)
-        if k is not None:
-            pred.update(ks_statistic=k.statistic, ks_pvalue=k.pvalue, ks_drift=bool(k.drift))
-        pred["decision"] = _decide(pred, th)
-    return {"n": window.n, "features": rows, "prediction": pred}
+        c, k = _column(prediction, d, th, m, None)
+        pred = _decided(c, k, th, False)
+    return DriftReport(window.n, rows, pred)
 
 
-def _psi_detail(f: dict[str, Any]) -> dict[str, Any]:
+def _psi_detail(f: ColumnDrift) -> dict[str, Any]:
     """The band, the gate that decided and the lines it used, as the report states them."""
-    return {"band": f["psi_band"], "gate": f.get("gate"),
-            "decision_reason": f.get("decision_reason"),
-            "horizon_seconds": f.get("horizon_seconds"),
-            "min_support": f["psi_gate"].get("min_support"),
-            "lines": f["psi_gate"].get("lines"), "thresholds": f["thresholds"],
-            "reference_counts": f["reference_counts"], "current_counts": f["current_counts"],
-            "bins": f["bins"]}
+    lines = f.psi_gate.lines
+    return {"band": f.psi_band, "gate": f.gate, "decision_reason": f.decision_reason,
+            "horizon_seconds": f.horizon_seconds, "min_support": f.psi_gate.min_support,
+            "lines": None if lines is None else lines.to_dict(), "thresholds": f.thresholds,
+            "reference_counts": list(f.reference_counts),
+            "current_counts": list(f.current_counts), "bins": list(f.bins)}
 
 
-def _ks_detail(f: dict[str, Any]) -> dict[str, Any]:
-    return {"pvalue": f["ks_pvalue"], "threshold": f.get("ks_threshold"),
-            "gate": f.get("ks_gate"), "thresholds": f["thresholds"]}
+def _ks_detail(f: ColumnDrift) -> dict[str, Any]:
+    return {"pvalue": f.ks_pvalue, "threshold": None if f.ks is None else f.ks.threshold,
+            "gate": None if f.ks is None else f.ks.gate, "thresholds": f.thresholds}
 
 
-def findings(report: dict[str, Any], reference: dict[str, Any]) -> list[Finding]:
+def findings(report: DriftReport, reference: dict[str, Any]) -> list[Finding]:
     """What the drift job stores: per feature its PSI (with its decision), each column
     check's figure and decision, and for a numeric feature its KS D; the same PSI and KS for
     the prediction."""
@@ -212,21 +348,22 @@ def findings(report: dict[str, Any], reference: dict[str, Any]) -> list[Finding]
     ks_method = (f"ks_2samp two-sided, BH across features, ref={ref} sample, D line max(floor, "
                  "noise quantile)")
     out: list[Finding] = []
-    for f in report["features"]:
-        name, n = f["feature"], f["n_current"]
-        out.append(Finding("feature_psi", name, n, f["psi"], f["decision"], psi_method,
-                           {**_psi_detail(f), "importance": f.get("importance")}))
-        out += [Finding(c.metric, name, n, f[c.value], f[c.decision], c.method, c.detail(f))
-                for c in COLUMN_CHECKS if f.get(c.decision) is not None]
-        if f["type"] == "numeric":
-            out.append(Finding("feature_ks_statistic", name, n, f["ks_statistic"],
-                               f["decision"], ks_method,
-                               {**_ks_detail(f), "pvalue_adjusted": f["ks_pvalue_adjusted"]}))
-    p = report["prediction"]
+    for f in report.features:
+        name, n, decision = f.feature, f.n_current, f.decision or ""
+        out.append(Finding("feature_psi", name, n, f.psi, decision, psi_method,
+                           {**_psi_detail(f), "importance": f.importance}))
+        out += [Finding(CHECK_OF[q.key].metric, name, n, q.value, q.decision,
+                        CHECK_OF[q.key].method, {**q.detail(), "thresholds": f.thresholds})
+                for q in f.quality]
+        if f.kind == "numeric":
+            out.append(Finding("feature_ks_statistic", name, n, f.ks_statistic, decision,
+                               ks_method,
+                               {**_ks_detail(f), "pvalue_adjusted": f.ks_pvalue_adjusted}))
+    p = report.prediction
     if p is not None:
-        out.append(Finding("prediction_psi", "", p["n_current"], p["psi"], p["decision"],
+        out.append(Finding("prediction_psi", "", p.n_current, p.psi, p.decision or "",
                            psi_method, _psi_detail(p)))
-        if p["type"] == "numeric":
-            out.append(Finding("prediction_ks_statistic", "", p["n_current"],
-                               p["ks_statistic"], p["decision"], ks_method, _ks_detail(p)))
+        if p.kind == "numeric":
+            out.append(Finding("prediction_ks_statistic", "", p.n_current, p.ks_statistic,
+                               p.decision or "", ks_method, _ks_detail(p)))
     return out

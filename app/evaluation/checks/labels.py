@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.evaluation.checks.declare import Check, Finding, Stores
@@ -21,7 +22,24 @@ LABEL_COVERAGE = Check(
 CHECKS = (LABEL_COVERAGE,)
 
 
-def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class LabelsReport:
+    """The ground truth of a window: predictions, labeled predictions and their share
+    (decided), and the label delay's median and 90th percentile (None without labels)."""
+
+    n: int
+    labeled: int
+    label_coverage: float | None
+    label_delay_p50_seconds: float | None
+    label_delay_p90_seconds: float | None
+    decision: str
+    thresholds: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def label_stats(window: MergedWindow, th: Thresholds) -> LabelsReport:
     """Coverage is exact; delay quantiles come from a KLL sketch (exact up to 200 labels,
     within KLL_RANK_ERROR in rank above)."""
     o = window.outcome
@@ -33,21 +51,19 @@ def label_stats(window: MergedWindow, th: Thresholds) -> dict[str, Any]:
         return None if sketch is None or sketch.is_empty() else float(
             sketch.get_quantile(rank, True))
 
-    return {
-        "n": n, "labeled": labeled, "label_coverage": coverage,
-        "label_delay_p50_seconds": q(0.5), "label_delay_p90_seconds": q(0.9),
-        "decision": (INSUFFICIENT_DATA if n < th.min_n or coverage is None
-                     else WARNING if coverage < th.coverage_warning else OK),
-        "thresholds": th.stated(LABEL_COVERAGE.knobs),
-    }
+    return LabelsReport(
+        n, labeled, coverage, q(0.5), q(0.9),
+        INSUFFICIENT_DATA if n < th.min_n or coverage is None
+        else WARNING if coverage < th.coverage_warning else OK,
+        th.stated(LABEL_COVERAGE.knobs))
 
 
-def findings(r: dict[str, Any]) -> list[Finding]:
+def findings(r: LabelsReport) -> list[Finding]:
     return [
-        Finding("label_coverage", "", r["n"], r["label_coverage"], r["decision"],
-                "labeled / predictions in window", {"thresholds": r.get("thresholds")}),
-        Finding("label_delay_p50_seconds", "", r["labeled"], r["label_delay_p50_seconds"],
+        Finding("label_coverage", "", r.n, r.label_coverage, r.decision,
+                "labeled / predictions in window", {"thresholds": r.thresholds}),
+        Finding("label_delay_p50_seconds", "", r.labeled, r.label_delay_p50_seconds,
                 "ok", "median label - prediction time"),
-        Finding("label_delay_p90_seconds", "", r["labeled"], r["label_delay_p90_seconds"],
+        Finding("label_delay_p90_seconds", "", r.labeled, r.label_delay_p90_seconds,
                 "ok", "p90 label - prediction time"),
     ]

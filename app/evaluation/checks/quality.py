@@ -2,14 +2,15 @@
 the reference's range, categories the reference never had. Each is a ``ColumnCheck``: the
 drift job evaluates every declared one on each column it applies to, in the same pass and
 with the same Bonferroni correction across the m columns, and stores one row per feature.
-A new per-column check is one more declaration in ``COLUMN_CHECKS``.
+A new per-column check is one more declaration in ``COLUMN_CHECKS`` and the frozen
+``QualityResult`` it decides (its figures in the column's report, its stored detail).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,8 +25,6 @@ from app.monitoring.gates import (
     fisher_exact_test,
     out_of_range_null,
 )
-
-Report = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -49,20 +48,103 @@ class ColumnWindow:
     def n_reference_total(self) -> int:
         return self.col.n_reference_valid + self.col.n_reference_missing
 
+    @property
+    def missing_rate(self) -> float | None:
+        total = self.total
+        return float(self.counts[-1] / total) if total else None
+
+    @property
+    def reference_missing_rate(self) -> float | None:
+        n_ref_total = self.n_reference_total
+        return self.col.n_reference_missing / n_ref_total if n_ref_total else None
+
+
+@dataclass(frozen=True, slots=True)
+class QualityResult:
+    """What one per-column check decided: its figure (``value``, None when the window has no
+    value to count), its figures as the column's report states them and its decision (the
+    report's ``<key>_decision``), and what its stored row states beside them (``reference``
+    or ``null``)."""
+
+    key: ClassVar[str]
+    decision: str
+
+    @property
+    def value(self) -> float | None:
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, Any]:
+        return {}
+
+    def detail(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.figures(), f"{self.key}_decision": self.decision}
+
+
+@dataclass(frozen=True, slots=True)
+class Missing(QualityResult):
+    """The missing rate itself is the column's (``missing_rate`` in its report)."""
+
+    key: ClassVar[str] = "missing"
+    rate: float | None = None
+    reference_rate: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.rate
+
+    def detail(self) -> dict[str, Any]:
+        return {"reference": self.reference_rate}
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfRange(QualityResult):
+    key: ClassVar[str] = "out_of_range"
+    rate: float | None = None
+    null: float = 0.0
+
+    @property
+    def value(self) -> float | None:
+        return self.rate
+
+    def figures(self) -> dict[str, Any]:
+        return {"out_of_range_rate": self.rate, "out_of_range_null": self.null}
+
+    def detail(self) -> dict[str, Any]:
+        return {"null": self.null}
+
+
+@dataclass(frozen=True, slots=True)
+class NewCategory(QualityResult):
+    key: ClassVar[str] = "new_category"
+    rate: float | None = None
+    reference_rate: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.rate
+
+    def figures(self) -> dict[str, Any]:
+        return {"new_category_rate": self.rate,
+                "reference_new_category_rate": self.reference_rate}
+
+    def detail(self) -> dict[str, Any]:
+        return {"reference": self.reference_rate}
+
 
 @dataclass(frozen=True)
 class ColumnCheck:
-    """A per-column check: where it applies, what it adds to the column's report (its
-    figures and its decision, under ``value`` and ``decision``), and what its stored row
-    states (``method``, ``detail``)."""
+    """A per-column check: where it applies, what it decides on a column's window (a
+    ``QualityResult``: its figures and its decision), and the method its stored row
+    states."""
 
     check: Check
     applies: Callable[[ColumnLayout], bool]
-    evaluate: Callable[[ColumnWindow, Report, Thresholds, int], Report]
-    value: str
-    decision: str
+    evaluate: Callable[[ColumnWindow, Thresholds, int], QualityResult]
+    result: type[QualityResult]
     method: str
-    detail: Callable[[Mapping[str, Any]], dict[str, Any]]
 
     @property
     def metric(self) -> str:
@@ -80,37 +162,36 @@ def decide_share(k: int, n: int, base: float, rise: float, pvalue: Callable[[], 
     return WARNING if bonferroni_adjust(pvalue(), m) < th.alpha_warning else OK
 
 
-def _missing(cw: ColumnWindow, row: Report, th: Thresholds, m: int) -> Report:
+def _missing(cw: ColumnWindow, th: Thresholds, m: int) -> Missing:
     """Critical when every value of the window is missing (and the reference had values),
     warning when the missing rate rose by at least ``missing_rise`` and beyond noise
     (one-sided Fisher exact test, Bonferroni across the columns)."""
     total, n_ref_total = cw.total, cw.n_reference_total
-    rate, ref_rate = row["missing_rate"], row["reference_missing_rate"]
+    rate, ref_rate = cw.missing_rate, cw.reference_missing_rate
     if total < th.min_n or rate is None or ref_rate is None:
-        return {"missing_decision": INSUFFICIENT_DATA}
+        return Missing(INSUFFICIENT_DATA, rate, ref_rate)
     if rate == 1.0 and ref_rate < 1.0:
-        return {"missing_decision": CRITICAL}
+        return Missing(CRITICAL, rate, ref_rate)
     k, ref_k = round(rate * total), round(ref_rate * n_ref_total)
-    return {"missing_decision": decide_share(
+    return Missing(decide_share(
         k, total, ref_rate, th.missing_rise,
-        lambda: fisher_exact_test(k, total, ref_k, n_ref_total).pvalue, th, m)}
+        lambda: fisher_exact_test(k, total, ref_k, n_ref_total).pvalue, th, m), rate, ref_rate)
 
 
 def _has_range(col: ColumnLayout) -> bool:
     return not col.is_prediction and col.ks is not None and col.ks.points.shape[0] > 0
 
 
-def _out_of_range(cw: ColumnWindow, _row: Report, th: Thresholds, m: int) -> Report:
+def _out_of_range(cw: ColumnWindow, th: Thresholds, m: int) -> OutOfRange:
     """The share of the window's values outside the reference's observed [min, max] (the
     first and last KS slots, since the KS sample keeps the reference's extremes), against the
     noise of a range fitted on n_ref draws."""
     assert cw.ks_slots is not None
     k, n_valid = int(cw.ks_slots[0] + cw.ks_slots[-1]), cw.n_valid
     null = out_of_range_null(cw.col.n_reference_valid, th.alpha_warning, m)
-    return {"out_of_range_rate": k / n_valid if n_valid else None, "out_of_range_null": null,
-            "out_of_range_decision": decide_share(
-                k, n_valid, null, th.out_of_range_rise,
-                lambda: binomial_excess(k, n_valid, null), th, m)}
+    return OutOfRange(decide_share(k, n_valid, null, th.out_of_range_rise,
+                                   lambda: binomial_excess(k, n_valid, null), th, m),
+                      k / n_valid if n_valid else None, null)
 
 
 def _is_categorical(col: ColumnLayout) -> bool:
@@ -118,7 +199,7 @@ def _is_categorical(col: ColumnLayout) -> bool:
             and isinstance(col.binning, CategoricalBinning))
 
 
-def _new_category(cw: ColumnWindow, _row: Report, th: Thresholds, m: int) -> Report:
+def _new_category(cw: ColumnWindow, th: Thresholds, m: int) -> NewCategory:
     """The share in no reference category (the unseen bin, which also holds the reference's
     own folded rare categories) against the reference's share there."""
     assert isinstance(cw.col.binning, CategoricalBinning)
@@ -126,11 +207,10 @@ def _new_category(cw: ColumnWindow, _row: Report, th: Thresholds, m: int) -> Rep
     k, ref_k, n_valid = int(cw.counts[u]), int(cw.col.reference_counts[u]), cw.n_valid
     n_ref = cw.col.n_reference_valid
     base = ref_k / n_ref if n_ref else 0.0
-    return {"new_category_rate": k / n_valid if n_valid else None,
-            "reference_new_category_rate": base if n_ref else None,
-            "new_category_decision": decide_share(
-                k, n_valid, base, th.new_category_rise,
-                lambda: fisher_exact_test(k, n_valid, ref_k, n_ref).pvalue, th, m)}
+    return NewCategory(decide_share(k, n_valid, base, th.new_category_rise,
+                                    lambda: fisher_exact_test(k, n_valid, ref_k, n_ref).pvalue,
+                                    th, m),
+                       k / n_valid if n_valid else None, base if n_ref else None)
 
 
 MISSING = ColumnCheck(
@@ -139,10 +219,7 @@ MISSING = ColumnCheck(
                                                        "missing_rise"),
           (Stores("feature_missing_ratio", "feature", "Share of missing values.",
                   "modelmon_feature_missing_ratio", subject_state=True),)),
-    applies=lambda col: True, evaluate=_missing, value="missing_rate",
-    decision="missing_decision", method="share of nulls",
-    detail=lambda f: {"reference": f["reference_missing_rate"],
-                      "thresholds": f["thresholds"]})
+    applies=lambda col: True, evaluate=_missing, result=Missing, method="share of nulls")
 
 OUT_OF_RANGE = ColumnCheck(
     Check("out_of_range", "drift", "numeric values outside the reference's [min, max] "
@@ -151,11 +228,9 @@ OUT_OF_RANGE = ColumnCheck(
           (Stores("feature_out_of_range_ratio", "feature", "Share of a numeric feature's "
                   "values outside the reference's observed [min, max].",
                   "modelmon_feature_out_of_range_ratio", subject_state=True),)),
-    applies=_has_range, evaluate=_out_of_range, value="out_of_range_rate",
-    decision="out_of_range_decision",
+    applies=_has_range, evaluate=_out_of_range, result=OutOfRange,
     method="share outside the reference's [min, max]; binomial test against the "
-           "Beta(2, n_ref - 1) quantile of the mass outside it",
-    detail=lambda f: {"null": f["out_of_range_null"], "thresholds": f["thresholds"]})
+           "Beta(2, n_ref - 1) quantile of the mass outside it")
 
 NEW_CATEGORY = ColumnCheck(
     Check("new_category", "drift", "categorical values in no reference category beyond "
@@ -163,12 +238,11 @@ NEW_CATEGORY = ColumnCheck(
           (Stores("feature_new_category_ratio", "feature", "Share of a categorical "
                   "feature's values in no reference category.",
                   "modelmon_feature_new_category_ratio", subject_state=True),)),
-    applies=_is_categorical, evaluate=_new_category, value="new_category_rate",
-    decision="new_category_decision",
-    method="share in no reference category; Fisher exact test against the reference's share",
-    detail=lambda f: {"reference": f["reference_new_category_rate"],
-                      "thresholds": f["thresholds"]})
+    applies=_is_categorical, evaluate=_new_category, result=NewCategory,
+    method="share in no reference category; Fisher exact test against the reference's share")
 
 # Evaluated in this order on every column they apply to; a value never seen in the reference
 # is a ticket, never a page: a change large enough to page shows as drift too.
 COLUMN_CHECKS: tuple[ColumnCheck, ...] = (MISSING, OUT_OF_RANGE, NEW_CATEGORY)
+# The check that decided each kind of result, for its stored row.
+CHECK_OF: dict[str, ColumnCheck] = {c.result.key: c for c in COLUMN_CHECKS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from app.evaluation.checks.declare import Check
@@ -22,11 +23,55 @@ NORM_JUMP = Check(
 CHECKS = (SPARSITY_JUMP, NORM_JUMP)
 
 
+@dataclass(frozen=True, slots=True)
+class VersionCheck:
+    """One decision on a version's weight delta: the figure (None when missing or not
+    finite) and its lines."""
+
+    value: float | None
+    lines: dict[str, float]
+    decision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "lines": self.lines, "decision": self.decision}
+
+
+@dataclass(frozen=True, slots=True)
+class NormJump(VersionCheck):
+    """The norm jump, with the norm whose change it is (None when neither is known)."""
+
+    norm: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "norm": self.norm, "lines": self.lines,
+                "decision": self.decision}
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChecks:
+    """The decisions on a version's overall weight delta to its predecessor."""
+
+    sparsity_jump: VersionCheck
+    norm_jump: NormJump
+
+    def by_name(self) -> dict[str, VersionCheck]:
+        return {"sparsity_jump": self.sparsity_jump, "norm_jump": self.norm_jump}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: c.to_dict() for name, c in self.by_name().items()}
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
-def version_checks(overall: Mapping[str, Any], th: Thresholds) -> dict[str, dict[str, Any]]:
+def _decide(v: float | None, lines: dict[str, float]) -> str:
+    return (INSUFFICIENT_DATA if v is None
+            else CRITICAL if "critical" in lines and v > lines["critical"]
+            else WARNING if v > lines["warning"] else OK)
+
+
+def version_checks(overall: Mapping[str, Any], th: Thresholds) -> VersionChecks:
     """The decisions on a version's overall weight delta to its predecessor (the stored
     ``overall`` of a delta): ``sparsity_jump`` on the absolute sparsity change as a ratio,
     ``norm_jump`` on the larger absolute relative change of the L1 and L2 norms; a figure
@@ -36,16 +81,12 @@ def version_checks(overall: Mapping[str, Any], th: Thresholds) -> dict[str, dict
     norms = {n: abs(overall[f"{n}_relative_change"]) for n in ("l1", "l2")
              if _finite(overall.get(f"{n}_relative_change"))}
     norm = max(norms, key=norms.__getitem__) if norms else None
-    out = {"sparsity_jump": {"value": sparsity, "lines": {
-        "warning": th.sparsity_jump_warning, "critical": th.sparsity_jump_critical}},
-           "norm_jump": {"value": norms[norm] if norm else None, "norm": norm,
-                         "lines": {"warning": th.norm_jump_warning}}}
-    for check in out.values():
-        v, lines = check["value"], check["lines"]
-        check["decision"] = (INSUFFICIENT_DATA if v is None
-                             else CRITICAL if "critical" in lines and v > lines["critical"]
-                             else WARNING if v > lines["warning"] else OK)
-    return out
+    sparsity_lines = {"warning": th.sparsity_jump_warning,
+                      "critical": th.sparsity_jump_critical}
+    norm_value, norm_lines = (norms[norm] if norm else None), {"warning": th.norm_jump_warning}
+    return VersionChecks(
+        VersionCheck(sparsity, sparsity_lines, _decide(sparsity, sparsity_lines)),
+        NormJump(norm_value, norm_lines, _decide(norm_value, norm_lines), norm))
 
 
 def version_checks_by_model(settings: Settings,
