@@ -150,6 +150,19 @@ class Settings(BaseSettings):
     # References.
     reference_max_bytes: int = Field(default=512 * MIB, ge=1024, description=(
         "Bytes of one reference data set upload (413 past it)."))
+    max_clock_skew_seconds: float = Field(default=30.0, gt=0, description=(
+        "Seconds this machine's clock may differ from the database's before it is logged "
+        "(and ModelmonClockSkew fires). Windows and retention are decided on the database's "
+        "clock whatever the skew."))
+    summary_audit_interval_seconds: float = Field(default=3600.0, ge=0, description=(
+        "Seconds between two audits of the summaries (0: never): every stored prediction "
+        "and label of the last MODELMON_SUMMARY_AUDIT_LOOKBACK_SECONDS is compared, per "
+        "bucket, with what the summaries count, and a bucket that differs is summarised "
+        "again from its rows (rows written by an older release during a rolling upgrade, "
+        "restored from a backup or copied in by hand)."))
+    summary_audit_lookback_seconds: float = Field(default=86_400.0, gt=0, description=(
+        "Seconds of closed buckets each summary audit compares (one grouped scan of their "
+        "predictions)."))
     summary_max_payload_bytes: int = Field(default=32 * MIB, ge=1024, description=(
         "Bytes one imported summary (POST /v1/summaries) may inflate to; past it the upload "
         "is refused (422) before the memory is spent. A dense drift summary takes 8 bytes a "

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Installs promtool and amtool (Debian packages `prometheus` and `prometheus-alertmanager`)
-# and docker-compose (the Debian package, Compose v1, for its config check) when they are
-# missing, so that the rule, route and config checks in tests/deploy can run.
+# Installs promtool and amtool (Debian packages `prometheus` and `prometheus-alertmanager`),
+# docker-compose (the Debian package, Compose v1, for its config check) and faketime when they
+# are missing, so that the rule, route and config checks in tests/deploy can run.
 #
 # Idempotent: does nothing when both tools are on PATH. Runs `apt-get update` only when the
 # package lists do not know the packages. Must run as root; non-interactive.
@@ -19,9 +19,11 @@ command -v amtool >/dev/null 2>&1 || need="$need prometheus-alertmanager"
 # Compose v1 (Debian's docker-compose), for `docker-compose config`: tests/deploy validates
 # docker-compose.yml with it; no Docker engine is needed or installed.
 command -v docker-compose >/dev/null 2>&1 || need="$need docker-compose"
+# faketime (libfaketime), for the test of a replica whose clock runs ahead of the database's.
+command -v faketime >/dev/null 2>&1 || need="$need faketime"
 
 if [ -z "$need" ]; then
-    echo "promtool and amtool are installed: $(command -v promtool), $(command -v amtool); docker-compose: $(command -v docker-compose)"
+    echo "promtool and amtool are installed: $(command -v promtool), $(command -v amtool); docker-compose: $(command -v docker-compose); faketime: $(command -v faketime)"
     exit 0
 fi
 

@@ -215,6 +215,78 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
     return rows_read
 
 
+def _bucket_summary_rows(shape: ModelShape, cp: CompiledProfile | None, version_id: int,
+                         bucket: datetime, rows: Rows) -> list[SummaryRow]:
+    """A bucket's summaries built from its stored rows: the outcome, and drift on ``cp``."""
+    out = [SummaryRow(version_id, bucket, OUTCOME, "", rows.n, pack_outcome(
+        outcome_summary(shape, rows, count_predictions=True)))]
+    if cp is not None:
+        d = drift_summaries(shape, cp, rows, np.zeros(rows.n, np.int64), 1)[0]
+        out.append(SummaryRow(version_id, bucket, DRIFT, cp.key, d.n, pack_drift(d)))
+    return out
+
+
+def _summarised(rows: list[SummaryRow]) -> dict[tuple[int, datetime], tuple[int, int]]:
+    """(predictions, labeled pairs) the service's own outcome summaries count per (version,
+    bucket)."""
+    out: dict[tuple[int, datetime], tuple[int, int]] = {}
+    for r in rows:
+        if r.kind == OUTCOME and not r.origin:
+            o = unpack_outcome(r.payload)
+            n, k = out.get((r.version_id, r.bucket_start), (0, 0))
+            out[(r.version_id, r.bucket_start)] = (n + o.n, k + o.labeled)
+    return out
+
+
+@dataclass
+class Audit:
+    buckets: int = 0  # buckets whose stored rows were compared with their summaries
+    repaired: int = 0  # buckets summarised again from their rows
+    rows: int = 0  # predictions those buckets hold
+
+
+def audit(engine: Engine, model: Any, start: datetime, end: datetime, *,
+          bucket_seconds: float, profiles: Any) -> Audit:
+    """Every stored prediction and label of [start, end) is in the summaries: per bucket,
+    the predictions and labeled predictions stored against those the service's own summaries
+    count, and a bucket that differs summarised again from its rows (rows written by a
+    process that does not summarise: an older release during a rolling upgrade, a restore
+    from a backup, a copy by hand). One snapshot for the comparison and the rebuild, and the
+    model's upkeep lock, so ingest that commits meanwhile is neither lost nor counted twice.
+    ``profiles``: a ProfileCache (drift is rebuilt on each version's current profile)."""
+    out = Audit()
+    with repeatable_read(engine.connect()) as conn, conn.begin():
+        if not locks.try_hold(conn, locks.SUMMARY_UPKEEP, model.id):
+            return out  # another replica is at it
+        stored = obs.stored_by_bucket(conn=conn, model_id=model.id, start=start, end=end,
+                                      bucket_seconds=bucket_seconds)
+        summarised: dict[tuple[int, datetime], tuple[int, int]] = {}
+        for vid in sorted({v for v, _ in stored}):
+            summarised.update(_summarised(store.window_rows(
+                conn=conn, model_id=model.id, version_id=vid, start=start, end=end)))
+        out.buckets = len(stored)
+        for (vid, bucket), counts in sorted(stored.items()):
+            if summarised.get((vid, bucket), (0, 0)) == counts:
+                continue
+            shape = ModelShape.of(registry.version_model(conn=conn, model=model,
+                                                         version_id=vid))
+            for kind in (OUTCOME, DRIFT):
+                store.take(conn=conn, model_id=model.id, version_id=vid, bucket_start=bucket,
+                           kind=kind)
+            rows = rows_from_db(shape, obs.load_rows(
+                conn=conn, model_id=model.id, version_id=vid, start=bucket,
+                end=bucket + timedelta(seconds=bucket_seconds)))
+            cp = profiles.get(conn, [vid]).get(vid)
+            store.append(conn=conn, model_id=model.id,
+                         rows=_bucket_summary_rows(shape, cp, vid, bucket, rows))
+            log.warning("summaries of model %s version %s bucket %s did not count its stored "
+                        "rows (%s stored, %s summarised): summarised again", model.name, vid,
+                        bucket.isoformat(), counts, summarised.get((vid, bucket), (0, 0)))
+            out.repaired += 1
+            out.rows += rows.n
+    return out
+
+
 def backfill(engine: Engine, model: Any, version_id: int, received_before: datetime,
              cp: CompiledProfile | None, bucket_seconds: float) -> int | None:
     """Summarise a version's rows stored before summaries existed, in one transaction that
@@ -239,13 +311,8 @@ def backfill(engine: Engine, model: Any, version_id: int, received_before: datet
                                     received_before=received_before)
             if db_rows:
                 rows = rows_from_db(shape, db_rows)
-                out = [SummaryRow(version_id, bucket, OUTCOME, "", rows.n, pack_outcome(
-                    outcome_summary(shape, rows, count_predictions=True)))]
-                if cp is not None:
-                    d = drift_summaries(shape, cp, rows, np.zeros(rows.n, np.int64), 1)[0]
-                    out.append(SummaryRow(version_id, bucket, DRIFT, cp.key, d.n,
-                                          pack_drift(d)))
-                store.append(conn=conn, model_id=model.id, rows=out)
+                store.append(conn=conn, model_id=model.id, rows=_bucket_summary_rows(
+                    shape, cp, version_id, bucket, rows))
                 total += rows.n
             bucket += step
         store.finish_backfill(conn=conn, version_id=version_id)

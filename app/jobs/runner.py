@@ -109,11 +109,25 @@ def run_window(engine: Engine, job: str, model: ModelRow, start: datetime, end: 
                     "results": counts.get("results", 0) if outcome == "success" else 0})
 
 
+# (database, model id) -> when this process last audited the model's summaries
+_last_audit: dict[tuple[str, int], datetime] = {}
+
+
+def _audit_due(engine: Engine, model_id: int, now: datetime, interval: float) -> bool:
+    key = (engine.url.render_as_string(hide_password=True), model_id)
+    last = _last_audit.get(key)
+    if interval <= 0 or (last is not None and 0 <= (now - last).total_seconds() < interval):
+        return False
+    _last_audit[key] = now
+    return True
+
+
 def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
                        profiles: ProfileCache, models: list[ModelRow]) -> dict[str, int]:
     """Before the jobs: compact closed buckets, summarise rows stored before summaries
-    existed, and summarise again the drift of buckets the due drift windows need whose
-    summaries were built on another profile."""
+    existed, audit the summaries of the last closed buckets against their stored rows (when
+    due; a bucket that differs is summarised again), and summarise again the drift of buckets
+    the due drift windows need whose summaries were built on another profile."""
     bucket = settings.job_interval_seconds
     out = {"compacted": windows.compact(engine, before=aligned_end(now, bucket),
                                            max_cohort_values=settings.summary_max_cohort_values),
@@ -127,6 +141,15 @@ def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
                 cp = profiles.get(conn, [version_id]).get(version_id)
             out["backfilled_rows"] += windows.backfill(engine, by_id[model_id], version_id,
                                                        before, cp, bucket) or 0
+    out["audited_buckets"] = out["repaired_buckets"] = 0
+    for model in models:
+        if _audit_due(engine, model.id, now, settings.summary_audit_interval_seconds):
+            end = aligned_end(now, bucket)
+            a = windows.audit(engine, model, end - timedelta(
+                seconds=settings.summary_audit_lookback_seconds), end,
+                bucket_seconds=bucket, profiles=profiles)
+            out["audited_buckets"] += a.buckets
+            out["repaired_buckets"] += a.repaired
     for model in models:
         with engine.connect() as conn:
             todo = due(conn, "drift", model, settings, now)

@@ -26,6 +26,7 @@ from app.evaluation.windows import aligned_end
 from app.jobs import runner
 from app.jobs.retention import run_retention
 from app.settings import Settings
+from app.storage.db import clock
 from app.storage.partitions import PartitionManager
 
 log = logging.getLogger("modelmon.scheduler")
@@ -80,8 +81,9 @@ class JobScheduler:
             started = time.monotonic()
             outcome, counts = "success", {}
             try:
-                counts = runner.tick(self.engine, self.settings, on_done=on_done,
-                                     profiles=self.profiles, stopping=self._stopping.is_set)
+                counts = runner.tick(self.engine, self.settings, now=self._now(),
+                                     on_done=on_done, profiles=self.profiles,
+                                     stopping=self._stopping.is_set)
             except Exception:
                 outcome = "failure"
                 log.exception("scheduler tick failed", extra={"event": "tick",
@@ -97,12 +99,26 @@ class JobScheduler:
                              "windows": {k: n for k, n in counts.items() if k != "stopped"},
                              "stopped": bool(counts.get("stopped"))})
 
+    def _now(self) -> datetime:
+        """The database's time; how far this machine's clock is from it goes to /metrics
+        (modelmon_clock_skew_seconds) and, past MODELMON_MAX_CLOCK_SKEW_SECONDS, to the log."""
+        here = datetime.now(UTC)
+        now = clock(self.engine)
+        skew = (here - now).total_seconds()
+        if self.hooks is not None:
+            self.hooks.clock_seen(skew)
+        if abs(skew) > self.settings.max_clock_skew_seconds:
+            log.warning("this machine's clock is %+.1f s off the database's: windows and "
+                        "retention follow the database's", skew,
+                        extra={"event": "clock_skew", "skew_seconds": round(skew, 3)})
+        return now
+
     def retention(self) -> None:
         with self._busy:
             if self._stopping.is_set():
                 return
             try:
-                run_retention(self.engine, self.settings, self.partitions)
+                run_retention(self.engine, self.settings, self.partitions, now=self._now())
                 self.partitions.ensure_ahead(self.settings.partition_days_ahead)
             except Exception:
                 log.exception("retention failed")

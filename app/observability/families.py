@@ -119,6 +119,9 @@ SERVICE = (
        "one scheduler tick (buckets 10 ms .. 10 min)", buckets=JOB_BUCKETS),
     _service("modelmon_scheduler_last_tick_timestamp_seconds", "gauge", (), "End of the latest "
        "scheduler tick of this process."),
+    _service("modelmon_clock_skew_seconds", "gauge", (), "This machine's clock minus the "
+       "database's, at the latest scheduler tick (windows and retention follow the "
+       "database's)."),
 )
 
 _PROCESS = "under `serve --workers N` summed over the live processes"

@@ -97,6 +97,8 @@ class ServiceMetrics:
         self.tick_duration = made(r, "modelmon_scheduler_tick_duration_seconds")
         self.last_tick = made(r, "modelmon_scheduler_last_tick_timestamp_seconds",
                               multiprocess_mode="max")
+        self.clock_skew = made(r, "modelmon_clock_skew_seconds",
+                               multiprocess_mode="livemostrecent")
         for job in JOBS:  # known label sets exist from the start
             for outcome in ("success", "failure"):
                 self.job_runs.labels(job, outcome)
@@ -137,6 +139,9 @@ class ServiceMetrics:
         if outcome in ("success", "failure"):
             self.job_runs.labels(job, outcome).inc()
             self.job_duration.labels(job).observe(seconds)
+
+    def clock_seen(self, skew_seconds: float) -> None:
+        self.clock_skew.set(skew_seconds)
 
     def tick_done(self, outcome: str, seconds: float) -> None:
         self.ticks.labels(outcome).inc()

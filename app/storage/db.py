@@ -92,3 +92,17 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def clock(engine: Engine) -> datetime:
+    """The database's time (PostgreSQL's clock_timestamp(); SQLite has no clock of its own and
+    runs on this machine, so this machine's). Windows and retention are decided on it, so that
+    a replica whose clock is off can neither decide a window early nor delete what the others
+    accept."""
+    if not is_postgres(engine):
+        return datetime.now(UTC)
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        ts = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return as_utc(ts)

@@ -7,10 +7,10 @@ baseline profile from a version's first traffic, and for drill-down.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Integer, and_, cast, func, select
 
 from app.storage.db import as_utc
 from app.storage.tables import labels, predictions
@@ -69,3 +69,27 @@ def received_range(*, conn: Connection, model_id: int, version_id: int,
         p.c.model_id == model_id, p.c.version_id == version_id,
         p.c.received_at < received_before)).one()
     return None if lo is None else (as_utc(lo), as_utc(hi))
+
+
+def _bucket_index(conn: Connection, ts: Any, bucket_seconds: float) -> Any:
+    """The index of the bucket holding ``ts`` (floor of epoch seconds / bucket), exact on
+    both stores (SQLite keeps naive UTC text, read to the whole second: buckets are whole
+    seconds long)."""
+    if conn.dialect.name == "postgresql":
+        return func.floor(func.extract("epoch", ts) / bucket_seconds)
+    return cast(func.strftime("%s", ts), Integer).op("/")(int(bucket_seconds))  # integer /
+
+
+def stored_by_bucket(*, conn: Connection, model_id: int, start: datetime, end: datetime,
+                     bucket_seconds: float) -> dict[tuple[int, datetime], tuple[int, int]]:
+    """(predictions, labeled predictions) stored per (version, bucket start) for the
+    buckets in [start, end), in one grouped scan."""
+    p, lab = predictions, labels
+    index = _bucket_index(conn, p.c.ts, bucket_seconds).label("b")
+    q = (select(p.c.version_id, index, func.count(), func.count(lab.c.prediction_id))
+         .select_from(p.outerjoin(lab, and_(lab.c.model_id == p.c.model_id,
+                                            lab.c.prediction_id == p.c.prediction_id)))
+         .where(p.c.model_id == model_id, p.c.ts >= start, p.c.ts < end)
+         .group_by(p.c.version_id, index))
+    return {(int(v), datetime.fromtimestamp(int(b) * bucket_seconds, UTC)): (int(n), int(k))
+            for v, b, n, k in conn.execute(q)}

@@ -11,9 +11,11 @@ import pytest
 from scipy import stats
 from sqlalchemy import delete, func, insert, select, update
 
+from app.evaluation.profiles import ProfileCache
 from app.jobs import runner
 from app.monitoring import calibration_binary, fit_numeric_bins, psi
 from app.settings import Settings
+from app.storage import registry
 from app.storage.tables import bucket_summaries, summary_backfill
 from tests.factories import iso
 from tests.jobs_data import SHIFTED, drift_model, labels_for, post_all, reference_csv, traffic
@@ -188,3 +190,49 @@ def test_distinct_cohort_values_are_bounded_in_jobs_and_reports(db_url):
     finally:
         clean(app.state.engine)
         app.state.engine.dispose()
+
+
+def models(engine) -> list:
+    with engine.connect() as conn:
+        return [m for m, _ in registry.list_models(conn=conn)]
+
+
+def test_rows_no_summary_counts_are_found_by_the_audit_and_summarised_once(client, engine,
+                                                                           settings):
+    """As after a rolling upgrade (an older process stored rows and summarised nothing), a
+    restore from a backup or rows copied in by hand: some buckets' summaries are gone, and
+    the labels that came after their predictions are in no summary of another bucket. The
+    audit finds every bucket whose summaries do not count its stored rows and summarises it
+    again; a second audit changes nothing."""
+    rng = np.random.default_rng(12)
+    start, end, records, *_ = setup_traffic(client, rng, shifted=())
+    kinds = ("drift", "calibration", "cohorts")
+
+    def reports() -> dict:
+        out = {kind: report(client, kind, start, end) for kind in kinds}
+        for v in out["drift"]["versions"]:  # a baseline fitted for each report: its own time
+            v["reference"].pop("created_at", None)
+            v["reference"].pop("window_start", None)
+            v["reference"].pop("window_end", None)
+        return out
+
+    expected = reports()
+    b = bucket_summaries
+    with engine.begin() as conn:
+        buckets = sorted({r for (r,) in conn.execute(select(b.c.bucket_start).distinct())})
+        assert len(buckets) == 12
+        conn.execute(delete(b).where(b.c.bucket_start.in_(buckets[:3])))  # nothing summarised
+        pairs_only = conn.execute(delete(b).where(  # labels that came later: not summarised
+            b.c.bucket_start == buckets[5], b.c.kind == "outcome", b.c.n == 0)).rowcount
+    assert pairs_only >= 1
+    assert report(client, "calibration", start, end) != expected["calibration"]
+    runner._last_audit.clear()  # this process audited another test's database just now
+    out = runner.maintain_summaries(engine, settings, end + timedelta(seconds=1),
+                                    ProfileCache(), models(engine))
+    assert out["repaired_buckets"] == 4 and out["audited_buckets"] >= 12
+    assert reports() == expected
+    runner._last_audit.clear()
+    again = runner.maintain_summaries(engine, settings, end + timedelta(seconds=2),
+                                      ProfileCache(), models(engine))
+    assert again["repaired_buckets"] == 0
+    assert reports() == expected
