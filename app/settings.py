@@ -46,10 +46,12 @@ class Settings(BaseSettings):
         "Seconds any one statement may run: PostgreSQL `statement_timeout` and "
         "`lock_timeout`, the SQLite busy timeout, so a stuck lock cannot hang a request."))
     db_hang_seconds: float = Field(default=3.0, gt=0, description=(
-        "Seconds a statement may wait on PostgreSQL before the service checks, on a new "
-        "connection, that the database still answers; if it does not (a stopped process, a "
-        "proxy that stops forwarding), waiting requests get a 503 at once. Slow statements on "
-        "a live database are left alone."))
+        "Seconds a request may wait on a PostgreSQL that stopped answering (a stopped "
+        "process, a proxy that stops forwarding) before it is answered 503, whichever wait "
+        "it is in: the pooled connection's check, a statement, the commit. A wait past a "
+        "third of it makes the service ask the database, on a new connection, to answer "
+        "within another third; if it does not, waits past two thirds are cut and new "
+        "connections get the last third. Slow statements on a live database are left alone."))
     db_pool_size: int = Field(default=10, ge=1, description=(
         "Connections per process kept in the pool, plus as many overflow connections: "
         "bounds what one process asks of the database."))
