@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     # References.
     reference_max_bytes: int = Field(default=512 * MIB, ge=1024, description=(
         "Bytes of one reference data set upload (413 past it)."))
+    reference_max_rows: int = Field(default=1_000_000, ge=100, description=(
+        "Rows of one reference data set (413 past it), counted before its columns are "
+        "converted: on a Parquet file's metadata, as a CSV streams in. Parquet columns are "
+        "also held to `MODELMON_REFERENCE_MAX_BYTES` once decompressed (from the metadata), "
+        "and a JSON reference, parsed whole into memory, to `MODELMON_MAX_BODY_BYTES`, after "
+        "gzip decompression too: send larger ones as CSV or Parquet."))
     reference_sample_size: int = Field(default=10_000, ge=100, description=(
         "Values per numeric feature kept of a reference for KS (evenly spaced order "
         "statistics): KS D against the sample is within 1/this of D against the whole "
@@ -170,6 +176,14 @@ class Settings(BaseSettings):
     weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024, description=(
         "Bytes of one weights file upload (413 past it); the file is read in chunks, so "
         "memory does not grow with it."))
+    weights_max_inflated_bytes: int = Field(default=8 * 1024 * MIB, ge=1024, description=(
+        "Bytes a weights file's tensors may hold once read: an .npz's members as their zip "
+        "headers declare them uncompressed, a .safetensors file's tensors as their dtypes and "
+        "shapes declare them. Checked on the headers before any tensor is read (413 naming "
+        "the largest tensor past it), so a small compressed file cannot make the service "
+        "decompress gigabytes; by default what `MODELMON_WEIGHTS_MAX_BYTES` allows "
+        "uncompressed. A file's metadata parsed into memory (a safetensors header, an .npz's "
+        "zip index) is held to `MODELMON_MAX_BODY_BYTES`, like any JSON body."))
     weights_zero_eps: float = Field(default=1e-8, ge=0, description=(
         "A weight counts as zero when |w| <= this: sparsity, zero counts and unused "
         "features (importance 0) of uploaded weights."))
