@@ -7,10 +7,10 @@ Other columns are ignored and listed in the response. Numeric columns must hold 
 (null, NaN and infinities count as missing); categorical columns hold strings or integers.
 
 What an upload becomes is bounded before it is spent (app/registry/limits.py): rows
-(MODELMON_REFERENCE_MAX_ROWS) counted on a Parquet file's metadata and as a CSV streams in;
-the bytes of the columns read (MODELMON_REFERENCE_MAX_BYTES), from a Parquet file's metadata
-and as a CSV streams in; a JSON document, parsed whole, held to the JSON body limit. Only the
-columns the model reads are read, and categorical ones are kept dictionary-encoded.
+(MODELMON_REFERENCE_MAX_ROWS) counted on a Parquet file's metadata and on a first pass that
+streams a CSV; the bytes of the columns read (MODELMON_REFERENCE_MAX_BYTES), from a Parquet
+file's metadata and on that pass; a JSON document, parsed whole, held to the JSON body limit.
+Only the columns the model reads are read, and categorical ones are kept dictionary-encoded.
 """
 
 from __future__ import annotations
@@ -90,14 +90,14 @@ def _too_many_rows(rows: int, settings: Settings) -> TooLarge:
 
 def _read_csv(path: Path, wanted: dict[str, str], settings: Settings
               ) -> tuple[dict[str, pa.ChunkedArray], int, list[str]]:
-    """The wanted columns, streamed: rows and bytes counted batch by batch, so a CSV that
-    would become more than the limits allow is refused before it is all read."""
+    """The wanted columns, once a first pass that streams them as text, a batch at a time,
+    has counted their rows and bytes within the limits; then read with types inferred over
+    the whole file."""
     names = pacsv.open_csv(path).schema.names  # the header, from the first block
     include = [n for n in names if n in wanted] or names[:1]
-    reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
-        include_columns=include))
-    batches, rows, nbytes = [], 0, 0
-    for batch in reader:
+    rows = nbytes = 0
+    for batch in pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=include, column_types=dict.fromkeys(include, pa.string()))):
         rows += batch.num_rows
         nbytes += batch.nbytes
         if rows > settings.reference_max_rows:
@@ -105,9 +105,8 @@ def _read_csv(path: Path, wanted: dict[str, str], settings: Settings
         if nbytes > settings.reference_max_bytes:
             raise too_large(f"the reference's columns hold {nbytes} bytes or more once read",
                             "reference_max_bytes", settings.reference_max_bytes, "body")
-        batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    return {n: table.column(n) for n in include if n in wanted}, rows, names
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=include))
+    return {n: table.column(n) for n in include if n in wanted}, table.num_rows, names
 
 
 def _read_parquet(path: Path, wanted: dict[str, str], settings: Settings

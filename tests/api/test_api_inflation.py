@@ -279,3 +279,13 @@ def test_the_server_s_peak_memory_stays_within_twice_idle_while_refusing_bombs(s
         assert r.status_code == 201, r.text
         peak = peak_rss(proc.pid)
     assert peak <= 2 * idle, f"peak {peak / MIB:.0f} MiB against {idle / MIB:.0f} MiB idle"
+
+
+def test_a_csv_reference_is_typed_over_all_its_rows_not_its_first_block(registered):
+    """The first pass that counts a CSV's rows reads it as text; the columns are then typed
+    over the whole file, so a float first seen past the first block is still a number."""
+    csv = b"amount,country\n" + b"1,DE\n" * 300_000 + b"1.5,FR\n" * 10
+    r = registered.post(REFERENCE, content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 201, r.text
+    assert r.json()["n_rows"] == 300_010
+    assert r.json()["features"]["amount"]["n_valid"] == 300_010
