@@ -206,10 +206,10 @@ def test_a_frozen_database_is_503_within_the_hang_bound(proxied, method, path, b
         app.state.engine.dispose()
 
 
-def _frozen_paths(engine, proxy: TcpProxy) -> Iterator[tuple[str, object]]:
+def _frozen_paths(engine, proxy: TcpProxy, fresh) -> Iterator[tuple[str, object]]:
     """(path, a call that waits on the frozen database there) for each way a transaction
     meets the database: the pooled connection's check, a statement, the commit, a new
-    connection."""
+    connection (of ``fresh``, an engine that has not yet seen the database frozen)."""
     from sqlalchemy import text
 
     with engine.connect() as conn:  # a connection into the pool
@@ -230,9 +230,8 @@ def _frozen_paths(engine, proxy: TcpProxy) -> Iterator[tuple[str, object]]:
     yield "commit", conn.commit
     conn.close()
     proxy.thaw()
-    engine.dispose()
     proxy.freeze()
-    yield "new connection", lambda: engine.connect().close()
+    yield "new connection", lambda: fresh.connect().close()
     proxy.thaw()
 
 
@@ -244,10 +243,10 @@ def test_every_wait_on_a_frozen_database_ends_within_the_hang_bound(proxied):
     from app.storage.db import make_engine
 
     proxy, url = proxied
-    engine = make_engine(Settings(database_url=url, db_connect_timeout_seconds=HANG,
-                                  db_hang_seconds=HANG))
+    settings = Settings(database_url=url, db_connect_timeout_seconds=HANG, db_hang_seconds=HANG)
+    engine, fresh = make_engine(settings), make_engine(settings)
     try:
-        for path, call in _frozen_paths(engine, proxy):
+        for path, call in _frozen_paths(engine, proxy, fresh):
             started = time.monotonic()
             with pytest.raises(OperationalError):
                 call()
@@ -256,3 +255,4 @@ def test_every_wait_on_a_frozen_database_ends_within_the_hang_bound(proxied):
     finally:
         proxy.thaw()
         engine.dispose()
+        fresh.dispose()
