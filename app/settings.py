@@ -46,10 +46,12 @@ class Settings(BaseSettings):
         "Seconds any one statement may run: PostgreSQL `statement_timeout` and "
         "`lock_timeout`, the SQLite busy timeout, so a stuck lock cannot hang a request."))
     db_hang_seconds: float = Field(default=3.0, gt=0, description=(
-        "Seconds a statement may wait on PostgreSQL before the service checks, on a new "
-        "connection, that the database still answers; if it does not (a stopped process, a "
-        "proxy that stops forwarding), waiting requests get a 503 at once. Slow statements on "
-        "a live database are left alone."))
+        "Seconds a request may wait on a PostgreSQL that stopped answering (a stopped "
+        "process, a proxy that stops forwarding) before it is answered 503, whichever wait "
+        "it is in: the pooled connection's check, a statement, the commit. A wait past a "
+        "third of it makes the service ask the database, on a new connection, to answer "
+        "within another third; if it does not, waits past two thirds are cut and new "
+        "connections get the last third. Slow statements on a live database are left alone."))
     db_pool_size: int = Field(default=10, ge=1, description=(
         "Connections per process kept in the pool, plus as many overflow connections: "
         "bounds what one process asks of the database."))
@@ -150,6 +152,12 @@ class Settings(BaseSettings):
     # References.
     reference_max_bytes: int = Field(default=512 * MIB, ge=1024, description=(
         "Bytes of one reference data set upload (413 past it)."))
+    reference_max_rows: int = Field(default=1_000_000, ge=100, description=(
+        "Rows of one reference data set (413 past it), counted before its columns are "
+        "converted: on a Parquet file's metadata, as a CSV streams in. Parquet columns are "
+        "also held to `MODELMON_REFERENCE_MAX_BYTES` once decompressed (from the metadata), "
+        "and a JSON reference, parsed whole into memory, to `MODELMON_MAX_BODY_BYTES`, after "
+        "gzip decompression too: send larger ones as CSV or Parquet."))
     max_clock_skew_seconds: float = Field(default=30.0, gt=0, description=(
         "Seconds this machine's clock may differ from the database's before it is logged "
         "(and ModelmonClockSkew fires). Windows and retention are decided on the database's "
@@ -185,6 +193,14 @@ class Settings(BaseSettings):
     weights_max_bytes: int = Field(default=8 * 1024 * MIB, ge=1024, description=(
         "Bytes of one weights file upload (413 past it); the file is read in chunks, so "
         "memory does not grow with it."))
+    weights_max_inflated_bytes: int = Field(default=8 * 1024 * MIB, ge=1024, description=(
+        "Bytes a weights file's tensors may hold once read: an .npz's members as their zip "
+        "headers declare them uncompressed, a .safetensors file's tensors as their dtypes and "
+        "shapes declare them. Checked on the headers before any tensor is read (413 naming "
+        "the largest tensor past it), so a small compressed file cannot make the service "
+        "decompress gigabytes; by default what `MODELMON_WEIGHTS_MAX_BYTES` allows "
+        "uncompressed. A file's metadata parsed into memory (a safetensors header, an .npz's "
+        "zip index) is held to `MODELMON_MAX_BODY_BYTES`, like any JSON body."))
     weights_zero_eps: float = Field(default=1e-8, ge=0, description=(
         "A weight counts as zero when |w| <= this: sparsity, zero counts and unused "
         "features (importance 0) of uploaded weights."))

@@ -17,13 +17,19 @@ from starlette.requests import Request
 
 from app.errors import ApiError, Problem
 from app.jsonvalues import parse_json
+from app.settings import variable
+
+# Bytes of decompressed body handed on at a time: the memory one gzip chunk can become,
+# however well it compresses (deflate inflates up to about 1,000 times).
+GZIP_PIECE_BYTES = 1024 * 1024
 
 
-def _too_large(limit: int, what: str) -> ApiError:
+def _too_large(limit: int, what: str, setting: str) -> ApiError:
     return ApiError(
         413, "payload_too_large",
-        f"request body exceeds {limit} bytes {what}; split the batch into smaller requests",
-        [Problem(f"limit is {limit} bytes {what}", field="body")],
+        f"request body exceeds {limit} bytes {what} ({variable(setting)}); split the batch "
+        "into smaller requests",
+        [Problem(f"limit is {variable(setting)}={limit} bytes {what}", field="body")],
     )
 
 
@@ -80,9 +86,13 @@ async def _drain(request: Request) -> None:
         return
 
 
-async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's (decompressed) bytes as they arrive; 413 as soon as the body or its
-    decompressed form passes ``limit``, checked on Content-Length before reading anything."""
+async def body_chunks(request: Request, setting: str) -> AsyncIterator[bytes]:
+    """The body's (decompressed) bytes as they arrive; 413 naming ``setting`` (the Settings
+    field of the limit) as soon as the body or its decompressed form passes it, checked on
+    Content-Length before reading anything. A gzip body is decompressed as it arrives, at
+    most GZIP_PIECE_BYTES at a time, and refused as soon as the running total passes the
+    limit, so a small body that inflates enormously costs one piece of memory."""
+    limit: int = getattr(request.app.state.settings, setting)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise ApiError(
@@ -99,7 +109,7 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
                            [Problem("not an integer", field="content-length")]) from None
         if declared_n > limit:
             await _drain(request)
-            raise _too_large(limit, "(content-length)")
+            raise _too_large(limit, "(content-length)", setting)
     gz = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
     received = 0
     out_size = 0
@@ -107,21 +117,21 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
         received += len(chunk)
         if received > limit:
             await _drain(request)
-            raise _too_large(limit, "(received)")
+            raise _too_large(limit, "(received)", setting)
         if gz is None:
             yield chunk
             continue
         data = chunk
         while data and not gz.eof:
             try:
-                piece = gz.decompress(data, limit - out_size + 1)
+                piece = gz.decompress(data, min(limit - out_size + 1, GZIP_PIECE_BYTES))
             except zlib.error:
                 raise ApiError(400, "invalid_gzip", "body is not valid gzip",
                                [Problem("corrupt gzip stream", field="body")]) from None
             out_size += len(piece)
             if out_size > limit:
                 await _drain(request)
-                raise _too_large(limit, "after gzip decompression")
+                raise _too_large(limit, "after gzip decompression", setting)
             yield piece
             data = gz.unconsumed_tail
     if gz is not None and not gz.eof:
@@ -129,10 +139,10 @@ async def body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
                        [Problem("gzip stream ended early", field="body")])
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """A JSON body, whole, within ``limit`` (also after gzip decompression)."""
+async def read_body(request: Request, setting: str = "max_body_bytes") -> bytes:
+    """A JSON body, whole, within the limit ``setting`` (also after gzip decompression)."""
     _check_type(request, JSON_TYPES, "application/json")
-    return b"".join([chunk async for chunk in body_chunks(request, limit)])
+    return b"".join([chunk async for chunk in body_chunks(request, setting)])
 
 
 class UploadSlots:
@@ -157,7 +167,7 @@ class UploadSlots:
 
 
 @asynccontextmanager
-async def upload_file(request: Request, limit: int, accepted: tuple[str, ...], hint: str,
+async def upload_file(request: Request, setting: str, accepted: tuple[str, ...], hint: str,
                       slots: UploadSlots) -> AsyncIterator[Path]:
     """A large upload streamed to a temporary file, without holding it in memory. The file
     (and an upload slot) is taken only once the body's first bytes have arrived, so clients
@@ -165,7 +175,7 @@ async def upload_file(request: Request, limit: int, accepted: tuple[str, ...], h
     _check_type(request, accepted, hint)
     tmp: Any = None
     try:
-        async for chunk in body_chunks(request, limit):
+        async for chunk in body_chunks(request, setting):
             if tmp is None:
                 try:
                     slots.take()
@@ -185,5 +195,5 @@ async def upload_file(request: Request, limit: int, accepted: tuple[str, ...], h
             slots.give_back()
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    return parse_json(await read_body(request, limit))
+async def read_json(request: Request, setting: str = "max_body_bytes") -> Any:
+    return parse_json(await read_body(request, setting))

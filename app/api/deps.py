@@ -50,14 +50,14 @@ ProfilesDep = Annotated[ProfileCache, Depends(get_profiles)]
 
 
 async def read_batch(request: Request, settings: Settings) -> Any:
-    return await read_json(request, settings.max_body_bytes)
+    return await read_json(request)
 
 
 async def read_model(request: Request, settings: Settings,
                      model: type[RequestSchema]) -> RequestSchema:
     """Parse a small JSON body into ``model``: non-finite numbers and unstorable strings are
     422 with their path before pydantic sees them, and pydantic's errors never echo input."""
-    body = await read_json(request, settings.max_body_bytes)
+    body = await read_json(request)
     bad = find_unstorable(body)
     if bad:
         raise ApiError(422, "validation_error", "the request holds values that cannot be stored",
@@ -99,13 +99,13 @@ def in_snapshot(engine: Engine, fn: Callable[[Connection], Any]) -> Awaitable[An
 
 
 async def receive_upload(request: Request, engine: Engine, model: str, version: str,
-                         limit: int, accepted: tuple[str, ...], hint: str,
+                         setting: str, accepted: tuple[str, ...], hint: str,
                          process: Callable[[Path, str], dict[str, Any]]) -> JSONResponse:
     """404 for an unknown model or version before reading anything, then the body streamed
     to a temporary file and processed in a worker thread; 201 with what was stored."""
     ctype = content_type(request)
     await run_in_threadpool(require_version, engine=engine, model=model, version=version)
-    async with upload_file(request, limit, accepted, hint,
+    async with upload_file(request, setting, accepted, hint,
                            request.app.state.upload_slots) as path:
         body = await run_in_threadpool(process, path, ctype)
     return JSONResponse(body, status_code=201)

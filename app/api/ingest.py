@@ -50,7 +50,7 @@ def _counted(count: Callable[[Outcome], None], metrics: ServiceMetrics,
 )
 async def post_predictions(request: Request, engine: EngineDep, partitions: PartitionsDep,
                            settings: SettingsDep, profiles: ProfilesDep) -> Response:
-    body = await read_body(request, settings.max_body_bytes)  # decoded in the worker thread
+    body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
     result: PredictionsStored = await run_in_threadpool(
         _counted, metrics.count_predictions, metrics,

@@ -43,6 +43,6 @@ async def upload_reference(model: str, version: str, request: Request, engine: E
                                               ctype=ctype)
 
     return await receive_upload(
-        request, engine, model, version, settings.reference_max_bytes,
+        request, engine, model, version, "reference_max_bytes",
         reference_data.ACCEPTED, "application/json, text/csv or application/vnd.apache.parquet",
         process)

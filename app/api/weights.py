@@ -79,7 +79,7 @@ async def upload_weights(
                                       version=version, path=path, ctype=ctype,
                                       feature_tensor=feature_tensor, feature_axis=feature_axis)
 
-    return await receive_upload(request, engine, model, version, settings.weights_max_bytes,
+    return await receive_upload(request, engine, model, version, "weights_max_bytes",
                                 weights.ACCEPTED, "application/octet-stream (.npz or "
                                 ".safetensors) or application/json summaries", process)
 

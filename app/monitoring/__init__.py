@@ -53,6 +53,8 @@ from app.monitoring.drift import (
 )
 from app.monitoring.weightfiles import (
     WeightFileError,
+    WeightFileTooLarge,
+    WeightLimits,
     file_feature_weights,
     read_weight_file,
     summarise_weight_file,
@@ -102,6 +104,8 @@ __all__ = [
     "TensorStats",
     "WeightDelta",
     "WeightFileError",
+    "WeightFileTooLarge",
+    "WeightLimits",
     "WeightSummary",
     "benjamini_hochberg",
     "binning_from_dict",

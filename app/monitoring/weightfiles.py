@@ -3,8 +3,14 @@ of app/monitoring/weights.py.
 
 Apart from the statistics because it is the one place in monitoring/ that knows file
 formats: safetensors' header and dtypes (bf16 and fp8 decoded by hand, numpy has neither),
-npz members. A safetensors tensor is read in chunks, so memory stays near one chunk; an npz
-member is read whole, one at a time, so memory stays near one tensor, never the whole file.
+npz members and their npy headers. Every tensor is read in chunks (an npz member is
+decompressed as it is read), so memory stays near one chunk whatever the tensor.
+
+What a file becomes is checked on its headers before any tensor data is read
+(``WeightLimits``): the bytes its tensors hold once decompressed (an npz's members as its zip
+headers declare them, a safetensors file's tensors as their dtypes and shapes declare them),
+and the bytes of the metadata parsed into memory (a safetensors header, an npz's zip index);
+past either, ``WeightFileTooLarge`` names the limit and the member.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,6 @@ from app.monitoring.weights import (
     chunked_stats,
     feature_weights,
     supported_dtype,
-    tensor_stats,
     unsupported_tensor,
     weight_summary,
 )
@@ -40,6 +48,49 @@ _MAX_HEADER = 100 * 2**20
 
 class WeightFileError(ValueError):
     """The file is not a readable .npz or .safetensors weight file."""
+
+
+@dataclass(frozen=True)
+class WeightLimits:
+    """What reading a file may take, checked on its headers before any tensor is read:
+    ``tensor_bytes``, the bytes of all its tensors once decompressed; ``index_bytes``, the
+    bytes of the metadata parsed into memory (a safetensors header, an npz's zip index).
+    None: no limit."""
+
+    tensor_bytes: int | None = None
+    index_bytes: int | None = None
+
+
+NO_LIMITS = WeightLimits()
+
+
+class WeightFileTooLarge(ValueError):
+    """The file would become more than a limit allows: ``limit`` is "tensor_bytes" or
+    "index_bytes" (the WeightLimits field), ``value`` its value, ``field`` the member (or
+    header) that passes it."""
+
+    def __init__(self, message: str, limit: str, value: int, field: str) -> None:
+        super().__init__(message)
+        self.limit, self.value, self.field = limit, value, field
+
+
+def _check_tensor_bytes(declared: list[tuple[str, int]], limits: WeightLimits) -> None:
+    """``declared``: (tensor, bytes it holds once read) for every tensor of a file."""
+    limit = limits.tensor_bytes
+    total = sum(n for _, n in declared)
+    if limit is not None and total > limit:
+        name, largest = max(declared, key=lambda d: d[1])
+        raise WeightFileTooLarge(
+            f"the file's tensors hold {total} bytes once decompressed, past the limit of "
+            f"{limit} (the largest, {name[:200]!r}, {largest} bytes)", "tensor_bytes", limit,
+            name[:200])
+
+
+def _check_index_bytes(n: int, what: str, limits: WeightLimits) -> None:
+    limit = limits.index_bytes
+    if limit is not None and n > limit:
+        raise WeightFileTooLarge(f"the {what} is {n} bytes, past the limit of {limit}",
+                                 "index_bytes", limit, what)
 
 
 # --- safetensors -------------------------------------------------------------------------
@@ -81,20 +132,35 @@ def _decode(raw: np.ndarray, st_dtype: str) -> np.ndarray:
     return raw.astype(np.float64)
 
 
-def _safetensors_header(f: Any, size: int) -> tuple[dict[str, Any], int]:
+def _safetensors_header(f: Any, size: int, limits: WeightLimits
+                        ) -> tuple[dict[str, Any], int]:
+    """The header and where the data starts; the header's length is held to the limits
+    before it is read, and its tensors' declared bytes after it is parsed."""
     head = f.read(8)
     if len(head) != 8:
         raise WeightFileError("file too short for a safetensors header")
     (length,) = struct.unpack("<Q", head)
     if length > min(size - 8, _MAX_HEADER):
         raise WeightFileError("safetensors header length out of range")
+    _check_index_bytes(length, "safetensors header", limits)
     try:
         header = json.loads(f.read(length))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightFileError(f"bad safetensors header: {exc}") from exc
     if not isinstance(header, dict):
         raise WeightFileError("bad safetensors header: not an object")
+    _check_tensor_bytes([(name, _declared_bytes(name, info)) for name, info in header.items()
+                         if name != "__metadata__"], limits)
     return header, 8 + length
+
+
+def _declared_bytes(name: str, info: Any) -> int:
+    """What a safetensors tensor holds, as its dtype and shape declare it (its offsets for a
+    dtype that is not read)."""
+    st_dtype, shape, begin, end = _entry(name, info)
+    if st_dtype in _SAFETENSORS_DTYPES:
+        return math.prod(shape) * _SAFETENSORS_DTYPES[st_dtype][1]
+    return max(end - begin, 0)
 
 
 def _entry(name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
@@ -108,10 +174,11 @@ def _entry(name: str, info: Any) -> tuple[str, tuple[int, ...], int, int]:
     return st_dtype, shape, begin, end
 
 
-def _read_safetensors(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
+def _read_safetensors(path: Path, eps: float, chunk_elems: int, limits: WeightLimits
+                      ) -> Iterator[TensorStats]:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        header, data_start = _safetensors_header(f, size)
+        header, data_start = _safetensors_header(f, size, limits)
         entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
         try:
             entries.sort(key=lambda kv: int(kv[1]["data_offsets"][0]))
@@ -145,37 +212,103 @@ def _chunks(f: Any, name: str, entry: tuple[str, tuple[int, ...], int, int], dat
         yield _decode(np.frombuffer(buf, dtype=np_dtype), st_dtype)
 
 
-def _read_npz(path: Path, eps: float, chunk_elems: int) -> Iterator[TensorStats]:
+# --- npz ---------------------------------------------------------------------------------
+
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+@contextmanager
+def _npz(path: Path, limits: WeightLimits) -> Iterator[zipfile.ZipFile]:
+    """The archive, once its zip index (read into memory by zipfile) and its members'
+    declared uncompressed sizes are within the limits."""
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)  # the end record: the index's size, before reading it
+        if end is None:
+            raise zipfile.BadZipFile("not a zip file")
+        _check_index_bytes(end[zipfile._ECD_SIZE], "zip index", limits)
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
         raise WeightFileError(f"cannot open {path.name}: {exc}") from exc
     with archive:
-        for name in archive.files:
-            try:
-                arr = archive[name]  # only this member is read into memory
-            except (OSError, ValueError, zipfile.BadZipFile) as exc:
-                raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
-            yield tensor_stats(arr, eps, name, chunk_elems=chunk_elems)
-            del arr
+        _check_tensor_bytes([(_member_name(i), i.file_size) for i in archive.infolist()],
+                            limits)
+        yield archive
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    return info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+
+
+def _npy_header(f: Any, name: str, size: int) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an npy member, its data checked to fit the member's
+    declared size before any of it is read."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"npy format version {version} is not supported")
+        shape, fortran, dtype = read(f)
+    except _ZIP_ERRORS as exc:
+        raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
+    if dtype.hasobject:
+        raise WeightFileError(f"cannot read {name!r}: object arrays are not weights")
+    if math.prod(shape) * dtype.itemsize > size:
+        raise WeightFileError(f"tensor {name!r}: its npy header declares {list(shape)} "
+                              f"{dtype}, more than the member holds")
+    return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+def _npy_chunks(f: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                chunk_elems: int) -> Iterator[np.ndarray]:
+    """An npy member's data as float64 chunks, in its stored order, decompressed as read."""
+    count = math.prod(shape)
+    for start in range(0, count, chunk_elems):
+        take = min(chunk_elems, count - start) * dtype.itemsize
+        try:
+            buf = f.read(take)
+        except _ZIP_ERRORS as exc:
+            raise WeightFileError(f"cannot read {name!r}: {exc}") from exc
+        if len(buf) != take:
+            raise WeightFileError(f"tensor {name!r}: member truncated")
+        yield np.frombuffer(buf, dtype=dtype).astype(np.float64)
+
+
+def _read_npz(path: Path, eps: float, chunk_elems: int, limits: WeightLimits
+              ) -> Iterator[TensorStats]:
+    with _npz(path, limits) as archive:
+        for info in archive.infolist():
+            name = _member_name(info)
+            if name == info.filename:  # not an array: listed, never read
+                yield unsupported_tensor(name, (), "bytes", 1)
+                continue
+            with archive.open(info) as f:
+                shape, _, dtype = _npy_header(f, name, info.file_size)
+                if not supported_dtype(dtype):
+                    yield unsupported_tensor(name, shape, str(dtype), math.prod(shape))
+                    continue
+                yield chunked_stats(_npy_chunks(f, name, shape, dtype, chunk_elems), eps,
+                                    name, shape, str(dtype))
 
 
 def read_weight_file(
     path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
-    fmt: str | None = None,
+    fmt: str | None = None, limits: WeightLimits = NO_LIMITS,
 ) -> Iterator[tuple[str, TensorStats]]:
     """Yield (name, stats) tensor by tensor from a .safetensors or .npz file.
 
     A generator: nothing is read until iterated, and each tensor's data is released before
     the next is read. Unknown dtypes yield a result with status 'unsupported_dtype'; a
-    malformed file raises WeightFileError.
+    malformed file raises WeightFileError, one past ``limits`` WeightFileTooLarge (before
+    any tensor is read).
     """
     p = Path(path)
     suffix = f".{fmt}" if fmt else p.suffix.lower()
     if suffix == ".safetensors":
-        reader = _read_safetensors(p, eps, chunk_elems)
+        reader = _read_safetensors(p, eps, chunk_elems, limits)
     elif suffix == ".npz":
-        reader = _read_npz(p, eps, chunk_elems)
+        reader = _read_npz(p, eps, chunk_elems, limits)
     else:
         raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
     for stats in reader:
@@ -184,38 +317,32 @@ def read_weight_file(
 
 def summarise_weight_file(
     path: str | os.PathLike[str], eps: float = ZERO_EPS, *, chunk_elems: int = CHUNK_ELEMS,
-    fmt: str | None = None,
+    fmt: str | None = None, limits: WeightLimits = NO_LIMITS,
 ) -> WeightSummary:
     """read_weight_file + weight_summary; ``fmt`` ("npz" or "safetensors") overrides the
     file's suffix, for uploads stored under a temporary name."""
-    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems, fmt=fmt))
+    return weight_summary(read_weight_file(path, eps, chunk_elems=chunk_elems, fmt=fmt,
+                                           limits=limits))
 
 
 def file_feature_weights(path: str | os.PathLike[str], tensor: str,
                          features: list[str] | tuple[str, ...], axis: int,
                          eps: float = ZERO_EPS, *, fmt: str | None = None,
-                         chunk_elems: int = CHUNK_ELEMS) -> FeatureWeights:
-    """feature_weights of one tensor of a .npz or .safetensors file; a safetensors tensor is
-    read in chunks, so memory stays near one chunk whatever its size. WeightFileError for a
-    missing or unreadable tensor, ValueError for a wrong axis or length."""
+                         chunk_elems: int = CHUNK_ELEMS,
+                         limits: WeightLimits = NO_LIMITS) -> FeatureWeights:
+    """feature_weights of one tensor of a .npz or .safetensors file, read in chunks, so memory
+    stays near one chunk whatever its size (a Fortran-ordered npy tensor is read whole).
+    WeightFileError for a missing or unreadable tensor, ValueError for a wrong axis or
+    length, WeightFileTooLarge past ``limits``."""
     p = Path(path)
     suffix = f".{fmt}" if fmt else p.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as archive:
-                if tensor not in archive.files:
-                    raise WeightFileError(f"no tensor {tensor!r} in the file")
-                values = archive[tensor]
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise WeightFileError(f"cannot read {tensor!r}: {exc}") from exc
-        if not supported_dtype(values.dtype):
-            raise WeightFileError(f"tensor {tensor!r}: dtype {values.dtype} is not supported")
-        return feature_weights(values, features, axis, eps, tensor, chunk_elems=chunk_elems)
+        return _npz_feature_weights(p, tensor, features, axis, eps, chunk_elems, limits)
     if suffix != ".safetensors":
         raise WeightFileError(f"unsupported weight file type {suffix!r} (.safetensors, .npz)")
     size = os.path.getsize(p)
     with open(p, "rb") as f:
-        header, data_start = _safetensors_header(f, size)
+        header, data_start = _safetensors_header(f, size, limits)
         if tensor == "__metadata__" or tensor not in header:
             raise WeightFileError(f"no tensor {tensor!r} in the file")
         entry = _entry(tensor, header[tensor])
@@ -224,3 +351,23 @@ def file_feature_weights(path: str | os.PathLike[str], tensor: str,
         return chunked_feature_weights(
             _chunks(f, tensor, entry, data_start, size, chunk_elems), entry[1], features,
             axis, eps, tensor)
+
+
+def _npz_feature_weights(path: Path, tensor: str, features: list[str] | tuple[str, ...],
+                         axis: int, eps: float, chunk_elems: int, limits: WeightLimits
+                         ) -> FeatureWeights:
+    with _npz(path, limits) as archive:
+        info = next((i for i in archive.infolist()
+                     if _member_name(i) == tensor and i.filename != tensor), None)
+        if info is None:
+            raise WeightFileError(f"no tensor {tensor!r} in the file")
+        with archive.open(info) as f:
+            shape, fortran, dtype = _npy_header(f, tensor, info.file_size)
+            if not supported_dtype(dtype):
+                raise WeightFileError(f"tensor {tensor!r}: dtype {dtype} is not supported")
+            chunks = _npy_chunks(f, tensor, shape, dtype, chunk_elems)
+            if fortran:
+                values = np.concatenate([np.empty(0), *chunks]).reshape(shape, order="F")
+                return feature_weights(values, features, axis, eps, tensor,
+                                       chunk_elems=chunk_elems)
+            return chunked_feature_weights(chunks, shape, features, axis, eps, tensor)

@@ -5,24 +5,33 @@ Columns are matched by name: each feature of the model's schema, and the predict
 ``score`` (binary), ``value`` (regression) or ``predicted_label`` (multiclass: the top class).
 Other columns are ignored and listed in the response. Numeric columns must hold numbers
 (null, NaN and infinities count as missing); categorical columns hold strings or integers.
+
+What an upload becomes is bounded before it is spent (app/registry/limits.py): rows
+(MODELMON_REFERENCE_MAX_ROWS) counted on a Parquet file's metadata and on a first pass that
+streams a CSV; the bytes of the columns read (MODELMON_REFERENCE_MAX_BYTES), from a Parquet
+file's metadata and on that pass; a JSON document, parsed whole, held to the JSON body limit.
+Only the columns the model reads are read, and categorical ones are kept dictionary-encoded.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
-from app.errors import Invalid, Malformed, Problem
+from app.errors import Invalid, Malformed, Problem, TooLarge
 from app.evaluation.profiles import build_profile
 from app.evaluation.references import profile_options
 from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
+from app.registry.limits import json_upload, too_large
 from app.registry.versions import require_version
 from app.settings import Settings
 from app.storage import profiles, registry
@@ -51,24 +60,101 @@ def _bad(problems: list[Problem]) -> Invalid:
                    "the reference data set is invalid; nothing was stored", problems)
 
 
-def _read_table(path: Path, ctype: str) -> pa.Table:
+def _read_table(path: Path, ctype: str, wanted: dict[str, str], settings: Settings
+                ) -> tuple[dict[str, pa.ChunkedArray], int, list[str]]:
+    """(the columns of ``wanted`` the file has, its rows, all its column names) of a CSV or
+    Parquet upload, within the limits."""
     try:
         if ctype in CSV_TYPES:
-            return pacsv.read_csv(path)
+            return _read_csv(path, wanted, settings)
         with open(path, "rb") as f:
             magic = f.read(4)
         if ctype in PARQUET_TYPES:
             if magic != b"PAR1":
                 raise Malformed("invalid_parquet", "the body is not a Parquet file",
                                 [Problem("missing PAR1 magic bytes", field="body")])
-            return pq.read_table(path)
-    except Malformed:
+            return _read_parquet(path, wanted, settings)
+    except (Malformed, Invalid, TooLarge):
         raise
     except (pa.ArrowException, OSError) as exc:
         kind = "CSV" if ctype in CSV_TYPES else "Parquet"
         raise Malformed(f"invalid_{kind.lower()}", f"the body is not valid {kind}",
                         [Problem(str(exc).splitlines()[0][:300], field="body")]) from None
     raise AssertionError(ctype)
+
+
+def _too_many_rows(rows: int, settings: Settings) -> TooLarge:
+    return too_large(f"the reference data set has {rows} rows or more",
+                     "reference_max_rows", settings.reference_max_rows, "body")
+
+
+def _read_csv(path: Path, wanted: dict[str, str], settings: Settings
+              ) -> tuple[dict[str, pa.ChunkedArray], int, list[str]]:
+    """The wanted columns, once a first pass that streams them as text, a batch at a time,
+    has counted their rows and bytes within the limits; then read with types inferred over
+    the whole file."""
+    names = pacsv.open_csv(path).schema.names  # the header, from the first block
+    include = [n for n in names if n in wanted] or names[:1]
+    rows = nbytes = 0
+    for batch in pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=include, column_types=dict.fromkeys(include, pa.string()))):
+        rows += batch.num_rows
+        nbytes += batch.nbytes
+        if rows > settings.reference_max_rows:
+            raise _too_many_rows(rows, settings)
+        if nbytes > settings.reference_max_bytes:
+            raise too_large(f"the reference's columns hold {nbytes} bytes or more once read",
+                            "reference_max_bytes", settings.reference_max_bytes, "body")
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=include))
+    return {n: table.column(n) for n in include if n in wanted}, table.num_rows, names
+
+
+def _read_parquet(path: Path, wanted: dict[str, str], settings: Settings
+                  ) -> tuple[dict[str, pa.ChunkedArray], int, list[str]]:
+    """The wanted columns, once the file's metadata (its size, rows, the columns' types and
+    decompressed sizes) says they are within the limits."""
+    with open(path, "rb") as f:
+        f.seek(-8, 2)
+        footer = struct.unpack("<I", f.read(4))[0]
+    if footer > settings.max_body_bytes:
+        raise too_large(f"the Parquet metadata is {footer} bytes", "max_body_bytes",
+                        settings.max_body_bytes, "metadata")
+    meta = pq.ParquetFile(path).metadata
+    if meta.num_rows > settings.reference_max_rows:
+        raise _too_many_rows(meta.num_rows, settings)
+    schema = meta.schema.to_arrow_schema()
+    include = [n for n in schema.names if n in wanted]
+    bad = [p for n in include if (p := _type_problem(n, wanted[n], schema.field(n).type))]
+    if bad:
+        raise _bad(bad)
+    sizes = dict.fromkeys(include, 0)
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            top = group.column(c).path_in_schema.split(".")[0]
+            if top in sizes:
+                sizes[top] += group.column(c).total_uncompressed_size
+    if sum(sizes.values()) > settings.reference_max_bytes:
+        largest = max(sizes, key=lambda n: sizes[n])
+        raise too_large(f"the reference's columns hold {sum(sizes.values())} bytes once "
+                        f"decompressed (the largest, {largest[:200]!r}, {sizes[largest]})",
+                        "reference_max_bytes", settings.reference_max_bytes, largest[:200])
+    strings = [n for n in include if wanted[n] == "categorical"
+               and (pa.types.is_string(schema.field(n).type)
+                    or pa.types.is_large_string(schema.field(n).type))]
+    table = pq.read_table(path, columns=include, read_dictionary=strings)
+    return {n: table.column(n) for n in include}, meta.num_rows, schema.names
+
+
+def _type_problem(name: str, kind: str, t: pa.DataType) -> Problem | None:
+    """What is wrong with an Arrow column type for a numeric or categorical column."""
+    if kind == "numeric":
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+                or pa.types.is_decimal(t)):
+            return Problem(f"numeric feature column holds {t}", field=name)
+    elif pa.types.is_floating(t) or pa.types.is_nested(t):
+        return Problem(f"categorical column holds {t}; send strings", field=name)
+    return None
 
 
 def _json_table(raw: bytes) -> dict[str, list[Any]]:
@@ -84,10 +170,9 @@ def _json_table(raw: bytes) -> dict[str, list[Any]]:
 
 def _numeric(name: str, values: Any) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
-        t = values.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
-                or pa.types.is_decimal(t)):
-            raise _bad([Problem(f"numeric feature column holds {t}", field=name)])
+        problem = _type_problem(name, "numeric", values.type)
+        if problem is not None:
+            raise _bad([problem])
         return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
     bad = [i for i, v in enumerate(values)
            if v is not None and v is not NON_FINITE
@@ -100,39 +185,74 @@ def _numeric(name: str, values: Any) -> np.ndarray:
     return out
 
 
+def _as_category(v: Any) -> str | None:
+    """A categorical value as stored; TypeError for one that is neither a string nor an
+    integer."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    raise TypeError(type(v).__name__)
+
+
+def _non_string(name: str, row: int) -> Invalid:
+    return _bad([Problem(f"categorical column holds a non-string at row {row}", field=name)])
+
+
 def _categorical(name: str, values: Any) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
-        t = values.type
-        if pa.types.is_floating(t) or pa.types.is_nested(t):
-            raise _bad([Problem(f"categorical column holds {t}; send strings", field=name)])
-        values = values.to_pylist()
-    out = []
+        problem = _type_problem(name, "categorical", values.type)
+        if problem is not None:
+            raise _bad([problem])
+        return _arrow_categories(name, values)
+    out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
-        if v is None:
-            out.append(None)
-        elif isinstance(v, str):
-            out.append(v)
-        elif isinstance(v, int) and not isinstance(v, bool):
-            out.append(str(v))
-        else:
-            raise _bad([Problem(f"categorical column holds a non-string at row {i}",
-                                field=name)])
-    return np.array(out, dtype=object)
+        try:
+            out[i] = _as_category(v)
+        except TypeError:
+            raise _non_string(name, i) from None
+    return out
 
 
-def read_reference(path: Path, ctype: str, model: ModelRow) -> ReferenceColumns:
-    if ctype in JSON_TYPES:
-        columns: dict[str, Any] = _json_table(path.read_bytes())
-        n_rows = len(next(iter(columns.values()), []))
-        names = list(columns)
-    else:
-        table = _read_table(path, ctype)
-        columns = {name: table.column(name) for name in table.column_names}
-        n_rows, names = table.num_rows, table.column_names
-    if n_rows == 0:
-        raise _bad([Problem("the reference data set has no rows", field="body")])
+def _arrow_categories(name: str, values: pa.ChunkedArray) -> np.ndarray:
+    """A categorical Arrow column as strings, through its dictionary: each distinct value is
+    converted once, and the rows share them."""
+    if not pa.types.is_dictionary(values.type):
+        values = values.dictionary_encode()
+    values = values.unify_dictionaries()
+    if values.num_chunks == 0:
+        return np.empty(0, dtype=object)
+    words = values.chunk(0).dictionary.to_pylist()
+    codes = np.concatenate([pc.fill_null(c.indices, len(words)).to_numpy(zero_copy_only=False)
+                            for c in values.chunks]).astype(np.int64)
+    lookup = np.empty(len(words) + 1, dtype=object)
+    for k, v in enumerate(words):
+        try:
+            lookup[k] = _as_category(v)
+        except TypeError:
+            raise _non_string(name, int(np.argmax(codes == k))) from None
+    lookup[len(words)] = None
+    return lookup[codes]
+
+
+def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
+                   ) -> ReferenceColumns:
     types = {f["name"]: f["type"] for f in model.features}
     pred_col = PREDICTION_COLUMN[model.task]
+    columns: dict[str, Any]
+    if ctype in JSON_TYPES:
+        columns = _json_table(json_upload(path, settings, "send larger references as CSV or "
+                                          "Parquet"))
+        n_rows = len(next(iter(columns.values()), []))
+        names = list(columns)
+        if n_rows > settings.reference_max_rows:
+            raise _too_many_rows(n_rows, settings)
+    else:
+        wanted = {**types, pred_col: ("categorical" if pred_col == "predicted_label"
+                                      else "numeric")}
+        columns, n_rows, names = _read_table(path, ctype, wanted, settings)
+    if n_rows == 0:
+        raise _bad([Problem("the reference data set has no rows", field="body")])
     known = set(types) | {pred_col, "label"}
     out = ReferenceColumns(n_rows=n_rows, features={}, prediction=None,
                            ignored=sorted(set(names) - known),
@@ -175,7 +295,7 @@ def store_reference(*, engine: Engine, settings: Settings, model_name: str, vers
     """Read, profile and store a version's reference; returns what was stored."""
     model, v = require_version(engine=engine, model=model_name, version=version)
     model = registry.for_version(model, v.features)  # the version's own features, if any
-    cols = read_reference(path, ctype, model)
+    cols = read_reference(path, ctype, model, settings)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
                             **profile_options(settings))
     bad = find_unstorable(profile)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from app.errors import Invalid, Problem
+from app.errors import Invalid, Problem, TooLarge
 from app.evaluation import policy as model_policy
 from app.evaluation.checks.versions import version_checks
 from app.jsonvalues import find_unstorable, parse_json, text_problem
@@ -18,6 +18,8 @@ from app.monitoring import (
     FeatureWeights,
     TensorStats,
     WeightFileError,
+    WeightFileTooLarge,
+    WeightLimits,
     WeightSummary,
     feature_delta,
     file_feature_weights,
@@ -25,6 +27,7 @@ from app.monitoring import (
     weight_delta,
     weight_summary,
 )
+from app.registry.limits import json_upload, too_large
 from app.registry.versions import require_version
 from app.settings import Settings
 from app.storage import registry
@@ -42,15 +45,32 @@ ACCEPTED = FILE_TYPES + JSON_TYPES
 AUTO_FEATURE_AXES = (("coef", -1), ("layer0/kernel", 0))
 
 
-def summary_from_upload(path: Path, ctype: str, eps: float) -> WeightSummary:
+# The setting behind each of WeightLimits' fields, as a 413 names it.
+LIMIT_SETTINGS = {"tensor_bytes": "weights_max_inflated_bytes", "index_bytes": "max_body_bytes"}
+
+
+def weight_limits(settings: Settings) -> WeightLimits:
+    return WeightLimits(tensor_bytes=settings.weights_max_inflated_bytes,
+                        index_bytes=settings.max_body_bytes)
+
+
+def _too_large(exc: WeightFileTooLarge) -> TooLarge:
+    return too_large(str(exc), LIMIT_SETTINGS[exc.limit], exc.value, exc.field)
+
+
+def summary_from_upload(path: Path, ctype: str, settings: Settings) -> WeightSummary:
     """The statistics of an uploaded file or of the summaries sent as JSON; Invalid (nothing
     stored) for an unreadable file, invalid summaries or tensor names that cannot be
-    stored."""
+    stored; TooLarge for a file that would become more than the limits allow."""
     if ctype in JSON_TYPES:
-        summary = _summary_from_json(path.read_bytes())
+        summary = _summary_from_json(json_upload(path, settings, "send the file instead"))
     else:
         try:
-            summary = summarise_weight_file(path, eps, fmt=_file_format(path))
+            summary = summarise_weight_file(path, settings.weights_zero_eps,
+                                            fmt=_file_format(path),
+                                            limits=weight_limits(settings))
+        except WeightFileTooLarge as exc:
+            raise _too_large(exc) from None
         except WeightFileError as exc:
             raise Invalid("invalid_weights", "the file is not a readable .npz or "
                           ".safetensors weight file; nothing was stored",
@@ -114,7 +134,7 @@ def _feature_problem(message: str, field: str) -> Invalid:
 
 
 def features_from_upload(path: Path, ctype: str, summary: WeightSummary, features: list[str],
-                         tensor: str | None, axis: int | None, eps: float
+                         tensor: str | None, axis: int | None, settings: Settings
                          ) -> tuple[FeatureWeights | None, str | None]:
     """(per-feature weights, why there are none) of the tensor named by
     ``feature_tensor``/``feature_axis`` (Invalid when it does not fit the model's features), or
@@ -154,8 +174,11 @@ def features_from_upload(path: Path, ctype: str, summary: WeightSummary, feature
                                    "which axis holds the features", "feature_axis")
         axis = 0
     try:
-        return file_feature_weights(path, tensor, features, axis, eps,
-                                    fmt=_file_format(path)), None
+        return file_feature_weights(path, tensor, features, axis, settings.weights_zero_eps,
+                                    fmt=_file_format(path),
+                                    limits=weight_limits(settings)), None
+    except WeightFileTooLarge as exc:
+        raise _too_large(exc) from None
     except WeightFileError as exc:
         raise _feature_problem(str(exc), "feature_tensor") from None
     except ValueError as exc:
@@ -204,11 +227,10 @@ def upload_weights(*, engine: Engine, settings: Settings, model_name: str, versi
                    feature_axis: int | None) -> dict[str, Any]:
     """Read an uploaded weight file (or summaries), find its per-feature weights, store both
     and the deltas to the neighbouring versions; what was stored."""
-    eps = settings.weights_zero_eps
-    summary = summary_from_upload(path, ctype, eps)
+    summary = summary_from_upload(path, ctype, settings)
     names = _feature_names(*require_version(engine=engine, model=model_name, version=version))
     per_feature, skipped = features_from_upload(path, ctype, summary, names, feature_tensor,
-                                                feature_axis, eps)
+                                                feature_axis, settings)
     return store_weights(engine=engine, model_name=model_name, version=version, summary=summary,
                          features=per_feature, features_reason=skipped)
 

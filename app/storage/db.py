@@ -70,8 +70,7 @@ def make_engine(settings: Settings) -> Engine:
         pool_timeout=settings.db_connect_timeout_seconds,
         pool_pre_ping=True,
     )
-    guard(engine, hang_seconds=settings.db_hang_seconds,
-          connect_timeout=settings.db_connect_timeout_seconds)
+    guard(engine, hang_seconds=settings.db_hang_seconds)
     return engine
 
 
