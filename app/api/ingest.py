@@ -78,5 +78,6 @@ async def post_labels(request: Request, engine: EngineDep,
     result: LabelsStored = await run_in_threadpool(
         _counted, metrics.count_labels, metrics,
         lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
-                                      authorize=lambda names: admit_batch(request, names)))
+                                      authorize=lambda names: admit_batch(request, names),
+                                      schema_cache=request.app.state.schemas))
     return {"matched": result.matched, "pending": result.pending, "duplicates": result.duplicates}

@@ -76,7 +76,8 @@ def _schemas_named(engine: Engine, names: set[str]) -> dict[str, v.ModelSchema]:
 
 
 def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
-               authorize: Callable[[list[Any]], None] | None
+               authorize: Callable[[list[Any]], None] | None,
+               schema_cache: SchemaCache | None = None
                ) -> tuple[list[Any], dict[str, v.ModelSchema], Any]:
     """Records, their models' schemas and what the validator made of them; a refused batch
     raises Refused. The caller's right to the batch's models is checked before anything else
@@ -84,7 +85,8 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
     records = v.records_of(body, settings.max_batch_records)
     if authorize is not None:
         authorize([r.get("model") if isinstance(r, dict) else None for r in records])
-    schemas = _schemas(engine, records)
+    schemas = (_schemas(engine, records) if schema_cache is None else schema_cache.get(
+        engine, {(name, None) for name in v.referenced_models(records)}))
     predictions = kind == "predictions"
     try:
         v.check_known(records, schemas, with_version=predictions)
@@ -282,9 +284,10 @@ def _store(conn: Any, batch: _Batch, profiles: ProfileCache, assume_new: bool,
 
 
 def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
-                  authorize: Callable[[list[str]], None] | None = None) -> LabelsStored:
+                  authorize: Callable[[list[str]], None] | None = None,
+                  schema_cache: SchemaCache | None = None) -> LabelsStored:
     records, schemas, (rows, repeats) = _validated(engine, settings, body, "labels",
-                                                   authorize)
+                                                   authorize, schema_cache)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     with engine.begin() as conn:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -298,13 +298,16 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
         return LabelResult(0, 0, repeats)
     locks.hold_pairing(conn, {r.model_id for r in rows}, labels=True)
     now = datetime.now(UTC)
-    inserted = [
-        (model_id, prediction_id)
-        for model_id, prediction_id in conn.execute(
+    if conn.dialect.name == "postgresql":  # one statement of seven arrays, not 7,000 params
+        found = conn.execute(text(_PG_INSERT_LABELS), {
+            "mids": [r.model_id for r in rows], "pids": [r.prediction_id for r in rows],
+            "classes": [r.label_class for r in rows], "values": [r.label_value for r in rows],
+            "us": [(r.ts - _EPOCH) // _US for r in rows], "received_at": now})
+    else:
+        found = conn.execute(
             _insert_ignoring_conflicts(conn, labels),
-            [{**r._asdict(), "received_at": now, "source": "labels"} for r in rows],
-        )
-    ]
+            [{**r._asdict(), "received_at": now, "source": "labels"} for r in rows])
+    inserted = [(model_id, prediction_id) for model_id, prediction_id in found]
     stored = set(inserted)
     new = [r for r in rows if (r.model_id, r.prediction_id) in stored]
     pairs = _pairs(conn, new)
@@ -337,6 +340,21 @@ def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
                                  lab.label_class, lab.label_value, lab.ts))
     return out
 
+
+# Label times travel as microseconds since the epoch: exact, and an integer array is dumped
+# several times faster than one of timezone-aware datetimes.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_PG_INSERT_LABELS = """
+INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at, source)
+SELECT k.model_id, k.prediction_id, k.label_class, k.label_value,
+       TIMESTAMPTZ 'epoch' + k.us * INTERVAL '1 microsecond', :received_at, 'labels'
+FROM unnest(CAST(:mids AS bigint[]), CAST(:pids AS text[]), CAST(:classes AS text[]),
+            CAST(:values AS double precision[]), CAST(:us AS bigint[]))
+     AS k(model_id, prediction_id, label_class, label_value, us)
+ON CONFLICT DO NOTHING
+RETURNING model_id, prediction_id
+"""
 
 _PG_PAIRED = """
 SELECT p.model_id, p.prediction_id, p.version_id, p.ts, p.cohorts, p.score, p.value,
