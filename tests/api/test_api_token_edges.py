@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -35,7 +34,7 @@ def queries(engine: Engine) -> Iterator[list[str]]:
     """The statements ``engine`` runs meanwhile."""
     seen: list[str] = []
 
-    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+    def count(conn, cursor, statement, *args) -> None:
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
