@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
-from app.api import errors, health, ingest, models, references, reports, summaries, weights
+from app.api import errors, health, ingest, models, references, reports, spec, summaries, weights
 from app.api import metrics as metrics_api
 from app.api.audit import AuditTrail
 from app.api.auth import Authenticator, is_loopback
 from app.api.body import UploadSlots
-from app.api.guards import RejectNulInUrl
+from app.api.guards import ForwardedClient, LoopbackHosts, RejectNulInUrl
 from app.api.metrics import RequestObserver
 from app.api.ratelimit import RateLimits
 from app.api.schemas import (
@@ -54,7 +54,8 @@ def _authenticator(engine: Any, settings: Settings) -> Authenticator:
             log.warning("AUTHENTICATION IS OFF (MODELMON_AUTH=off) while listening on %s: "
                         "ANYONE WHO CAN REACH THIS PORT CAN READ AND CHANGE EVERYTHING",
                         settings.host)
-    return Authenticator(engine, required=required, cache_seconds=settings.token_cache_seconds)
+    return Authenticator(engine, required=required, cache_seconds=settings.token_cache_seconds,
+                         outage_seconds=settings.token_outage_seconds)
 
 
 def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None
@@ -69,15 +70,14 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         {"features": settings.metrics_max_features, "cohorts": settings.metrics_max_cohorts,
          "layers": settings.metrics_max_layers},
         ttl=settings.metrics_cache_seconds, interval_seconds=settings.job_interval_seconds))
-    docs = settings.docs_enabled
     app = FastAPI(
         title="modelmon",
         version=__version__,
         description="Production model monitoring: ingest predictions and labels, register "
         "model versions, and read drift, calibration, cohort and weight reports.",
         lifespan=_lifespan(service),
-        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
+        # served by app/api/spec.py, behind a token where tokens are required
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     _state(app, service)
     _errors(app, service)
@@ -114,7 +114,8 @@ def _state(app: FastAPI, service: Service) -> None:
     app.state.rate_limits = RateLimits(
         requests_per_second=settings.rate_limit_requests_per_second,
         records_per_second=settings.rate_limit_records_per_second,
-        burst_seconds=settings.rate_limit_burst_seconds)
+        burst_seconds=settings.rate_limit_burst_seconds,
+        auth_failures_per_second=settings.rate_limit_auth_failures_per_second)
     app.state.settings = settings
     app.state.engine = service.engine
     app.state.partitions = service.partitions
@@ -140,6 +141,8 @@ def _errors(app: FastAPI, service: Service) -> None:
 
 
 def _routes(app: FastAPI, service: Service) -> None:
+    """The routers, then the guards in front of them, the outermost added last."""
+    settings = service.settings
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(ingest.router)
@@ -148,9 +151,16 @@ def _routes(app: FastAPI, service: Service) -> None:
     app.include_router(weights.router)
     app.include_router(summaries.router)
     app.include_router(metrics_api.router)
+    if settings.docs_enabled:
+        app.include_router(spec.router)
     app.add_middleware(RejectNulInUrl)
+    if not app.state.auth.required and is_loopback(settings.host):
+        app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)
     app.add_middleware(AuditTrail, engine=service.engine)
     app.add_middleware(RequestObserver, histogram=service.metrics.http)
+    if settings.trusted_proxies:
+        app.add_middleware(ForwardedClient, proxies=settings.trusted_proxies,
+                           header=settings.forwarded_header)
 
 
 def create_served_app() -> FastAPI:

@@ -7,10 +7,11 @@ be added without saying what it does.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -29,6 +30,11 @@ ORDERED: tuple[tuple[str, str], ...] = (
 def variable(field: str) -> str:
     """The environment variable of a settings field, as operators and error messages name it."""
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+def listed(value: str) -> list[str]:
+    """The items of a comma-separated setting, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -284,6 +290,11 @@ class Settings(BaseSettings):
         "(and warns loudly when listening beyond loopback). See docs/security.md."))
     token_cache_seconds: float = Field(default=5.0, ge=0, description=(
         "Seconds a verified token is remembered: a revocation takes effect within it."))
+    token_outage_seconds: float = Field(default=3600.0, ge=0, description=(
+        "Seconds a verified token stays usable while the database cannot be reached to check "
+        "it again, so Prometheus keeps scraping /metrics through an outage (every other route "
+        "needs the database anyway); a revocation made meanwhile takes effect once the "
+        "database answers. At most 10,000 tokens are kept per process; 0 turns it off."))
     rate_limit_requests_per_second: float = Field(default=200.0, ge=0, description=(
         "Requests per second per caller (token, or client address when tokens are not "
         "required) and process to any route but health, averaged over "
@@ -294,9 +305,33 @@ class Settings(BaseSettings):
     rate_limit_burst_seconds: int = Field(default=10, ge=1, le=3600, description=(
         "Seconds over which the rate limits are averaged: the burst a caller may send at "
         "once."))
+    rate_limit_auth_failures_per_second: float = Field(default=1.0, ge=0, description=(
+        "Refused authentications (no token, a malformed, unknown, revoked or expired one) per "
+        "second per client address and process, averaged over "
+        "`MODELMON_RATE_LIMIT_BURST_SECONDS`; past it the address gets 429 before any token "
+        "it sends is looked up in the database (a token verified within "
+        "`MODELMON_TOKEN_CACHE_SECONDS` still passes). 0 turns it off."))
+    trusted_proxies: str = Field(default="", description=(
+        "Comma-separated addresses or networks (`10.0.0.0/8, 127.0.0.1`) of the reverse "
+        "proxies in front of the service: only a request from one of them has its client "
+        "address (rate limits, logs) taken from `MODELMON_FORWARDED_HEADER`; from anyone "
+        "else that header is ignored. Empty (the default): no proxy is trusted."))
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for", description=(
+            "The header the trusted proxies set the client address in: `x-forwarded-for` or "
+            "`forwarded` (RFC 7239); the other one is ignored, since a proxy passes on "
+            "whatever a client put in the header it does not manage itself."))
+    allowed_hosts: str = Field(default="", description=(
+        "Comma-separated host names accepted in the `Host` header besides loopback ones "
+        "(`localhost`, `127.0.0.1`, `::1`) where tokens are not required and the service "
+        "listens on loopback; any other host is refused (421), so a web page cannot reach "
+        "the service through DNS rebinding."))
     docs_enabled: bool = Field(default=True, description=(
         "Serve the interactive docs (`/docs`, `/redoc`) and the OpenAPI spec "
         "(`/openapi.json`)."))
+    docs_public: bool = Field(default=False, description=(
+        "Serve the docs and the spec without a token where tokens are required; by default "
+        "they need a token with the `read` scope, like the routes they describe."))
 
     # /metrics.
     metrics_token: str | None = Field(default=None, description=(
@@ -344,6 +379,17 @@ class Settings(BaseSettings):
         "Port of `modelmon worker`'s own /metrics and /healthz; 0 turns them off. Workers "
         "sharing a host need a port each (`--metrics-port`); a port in use stops the worker "
         "at start."))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for item in listed(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{variable('trusted_proxies')}: {item[:100]!r} is not an IP "
+                                 "address or network (e.g. 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="after")
     def _windows_are_whole_buckets(self) -> Settings:

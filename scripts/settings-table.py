@@ -90,7 +90,7 @@ def default_of(name: str, info: FieldInfo) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"`{value}`"
+        return f"`{value}`" if value else "empty"
     shown = _number(value)
     if name.endswith("_bytes") and value % MIB == 0:
         mib = value // MIB

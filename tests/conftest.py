@@ -30,6 +30,9 @@ from app.storage.tables import metadata
 
 # Tests drive job ticks themselves; a test that wants the scheduler enables it explicitly.
 os.environ["MODELMON_SCHEDULER_ENABLED"] = "false"
+# Starlette's TestClient sends `Host: testserver`; on the loopback default the service answers
+# only loopback names and these (tests/api/test_api_guards.py checks the refusal).
+os.environ["MODELMON_ALLOWED_HOSTS"] = "testserver"
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # Every table of the schema, dependents first, so that no test sees another's rows.

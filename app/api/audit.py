@@ -1,6 +1,7 @@
 """The audit trail: every administrative request (registering, changing and deleting models
 and versions, uploading references and weights, opening and cancelling maintenance windows),
-whoever made it and how it ended, kept in `audit_log`."""
+whoever made it and how it ended, kept in `audit_log`. A refusal of a genuine token (a scope
+or model it lacks, its rate, revoked or expired) carries its id and name like a success."""
 
 from __future__ import annotations
 
@@ -55,7 +56,10 @@ class AuditTrail:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            principal: Any = scope.get("state", {}).get("principal")
+            # the caller's token, also when it was refused: a scope or model it lacks (403),
+            # its rate (429), or a genuine token revoked or expired (401)
+            state = scope.get("state", {})
+            principal: Any = state.get("principal") or state.get("refused")
             await run_in_threadpool(self._record, action, scope.get("path", ""), status[0],
                                     principal)
 

@@ -2,8 +2,16 @@
 
 Whether tokens are required is decided once, at start (``Authenticator.required``): always
 with MODELMON_AUTH=on, never with off, and with auto (the default) whenever the service
-listens beyond loopback. A verified token is remembered for MODELMON_TOKEN_CACHE_SECONDS, so
-a revocation takes effect within that time on every replica.
+listens beyond loopback.
+
+What checking a token costs: one verified within MODELMON_TOKEN_CACHE_SECONDS is known from
+memory (so a revocation takes effect within that time on every replica), and one refused
+within REFUSED_SECONDS (unknown, revoked, expired: by its SHA-256) is refused from memory.
+Any other is looked up in the database, but only for an address that has not used up its
+refused authentications (MODELMON_RATE_LIMIT_AUTH_FAILURES_PER_SECOND): past them the address
+gets 429 before any lookup, so bad tokens cannot make the service query its database at will.
+While the database cannot be reached, a token verified within MODELMON_TOKEN_OUTAGE_SECONDS
+stays usable, so Prometheus keeps scraping /metrics through an outage.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ import ipaddress
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,7 +31,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from app.auth import Principal, StoredToken, token_id_of
+from app.api.errors import DB_DOWN
+from app.auth import Principal, StoredToken, digest, token_id_of
 from app.errors import ApiError, Problem
 from app.storage import tokens
 
@@ -30,6 +41,11 @@ bearer = HTTPBearer(auto_error=False, scheme_name="token",
                     description="An API token (`modelmon tokens create`): "
                                 "`Authorization: Bearer mm_<id>_<secret>`.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+# How long a refused token is refused from memory. Every refusal is final (an unknown secret
+# cannot become valid, a revoked or expired token stays so), so this only bounds memory.
+REFUSED_SECONDS = 60.0
+# Tokens remembered per process, verified and refused ones each: the oldest go first.
+MAX_REMEMBERED = 10_000
 
 
 def is_loopback(host: str) -> bool:
@@ -41,12 +57,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def unauthorized(problem: str) -> ApiError:
-    return ApiError(401, "unauthorized",
-                    "send a valid API token: Authorization: Bearer mm_<id>_<secret> "
-                    "(create one with `modelmon tokens create`)",
-                    [Problem(problem, field="authorization")],
-                    headers={"WWW-Authenticate": 'Bearer realm="modelmon"'})
+@dataclass
+class TokenRefused(ApiError):
+    """A 401; ``who`` is the token's own identity when it is genuine but revoked or expired,
+    for the audit trail."""
+
+    who: Principal | None = None
+
+
+def unauthorized(problem: str, who: Principal | None = None) -> TokenRefused:
+    return TokenRefused(401, "unauthorized",
+                        "send a valid API token: Authorization: Bearer mm_<id>_<secret> "
+                        "(create one with `modelmon tokens create`)",
+                        [Problem(problem, field="authorization")],
+                        headers={"WWW-Authenticate": 'Bearer realm="modelmon"'}, who=who)
 
 
 def forbidden(problem: str, field: str, index: int | None = None) -> ApiError:
@@ -55,39 +79,89 @@ def forbidden(problem: str, field: str, index: int | None = None) -> ApiError:
                     [Problem(problem, field=field, index=index)])
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    at: float
+    problem: str
+    who: Principal | None
+
+
 class Authenticator:
-    def __init__(self, engine: Engine, *, required: bool, cache_seconds: float) -> None:
+    def __init__(self, engine: Engine, *, required: bool, cache_seconds: float,
+                 outage_seconds: float = 0.0) -> None:
         self.engine = engine
         self.required = required
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, StoredToken | None]] = {}
+        self.outage_seconds = outage_seconds
+        self._verified: OrderedDict[str, tuple[float, StoredToken]] = OrderedDict()
+        self._refused: OrderedDict[str, _Refusal] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _stored(self, token_id: str) -> StoredToken | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(token_id)
-        if hit is not None and now - hit[0] < self.cache_seconds:
-            return hit[1]
-        with self.engine.connect() as conn:
-            stored = tokens.get(conn=conn, token_id=token_id)
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[token_id] = (now, stored)
-        return stored
-
-    def verify(self, token: str) -> Principal:
+    def known(self, token: str) -> Principal | None:
+        """The caller, from memory alone: raises the refusal of a token refused lately (or
+        not shaped like a token); None when the database must be asked."""
         token_id = token_id_of(token)
         if token_id is None:
             raise unauthorized("not a modelmon token")
-        stored = self._stored(token_id)
+        now = time.monotonic()
+        key = digest(token)
+        with self._lock:
+            refusal = self._refused.get(key)
+            hit = self._verified.get(token_id)
+        if refusal is not None and now - refusal.at < REFUSED_SECONDS:
+            raise unauthorized(refusal.problem, refusal.who)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return self._admit(hit[1], token, key, now)
+        return None
+
+    def lookup(self, token: str) -> Principal:
+        """The caller, as the database says (run in a worker thread). A database that cannot
+        be reached raises its error, unless the token was verified within the outage time."""
+        token_id = token_id_of(token)
+        if token_id is None:
+            raise unauthorized("not a modelmon token")
+        now = time.monotonic()
+        try:
+            with self.engine.connect() as conn:
+                stored = tokens.get(conn=conn, token_id=token_id)
+        except DB_DOWN:
+            with self._lock:
+                hit = self._verified.get(token_id)
+            if hit is None or now - hit[0] >= self.outage_seconds or not hit[1].matches(token):
+                raise
+            log.warning("database unreachable: token %s accepted as verified %.0f s ago",
+                        token_id, now - hit[0], extra={"event": "token_outage_cache",
+                                                       "token_id": token_id})
+            return self._admit(hit[1], token, digest(token), now)
+        if stored is not None:
+            self._remember(self._verified, token_id, (now, stored))
+        return self._admit(stored, token, digest(token), now)
+
+    def _admit(self, stored: StoredToken | None, token: str, key: str,
+               now: float) -> Principal:
         if stored is None or not stored.matches(token):
-            raise unauthorized("unknown token")
+            raise self._refuse(key, _Refusal(now, "unknown token", None))
+        who = Principal(stored.id, stored.name, stored.scopes, stored.models)
         why = stored.usable(datetime.now(UTC))
         if why:
-            raise unauthorized(f"token {why}")
-        return Principal(stored.id, stored.name, stored.scopes, stored.models)
+            raise self._refuse(key, _Refusal(now, f"token {why}", who))
+        return who
+
+    def _refuse(self, key: str, refusal: _Refusal) -> TokenRefused:
+        self._remember(self._refused, key, refusal)
+        return unauthorized(refusal.problem, refusal.who)
+
+    def _remember(self, cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > MAX_REMEMBERED:
+                cache.popitem(last=False)
+
+
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's forwarded one: app/api/guards.py)."""
+    return request.client.host if request.client else "unknown"
 
 
 def caller_key(request: Request) -> str:
@@ -95,34 +169,48 @@ def caller_key(request: Request) -> str:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is not None:
         return f"token:{principal.token_id}"
-    return f"address:{request.client.host if request.client else 'unknown'}"
+    return f"address:{client_address(request)}"
 
 
 async def principal_of(request: Request, creds: HTTPAuthorizationCredentials | None,
                        scope: str) -> Principal | None:
-    """The caller, allowed ``scope`` and the path's model, within its request rate; None
+    """The caller, within its request rate, allowed ``scope`` and the path's model; None
     when tokens are not required."""
-    principal = await _authenticate(request, creds, scope)
-    request.app.state.rate_limits.request(caller_key(request))
-    return principal
-
-
-async def _authenticate(request: Request, creds: HTTPAuthorizationCredentials | None,
-                        scope: str) -> Principal | None:
     auth: Authenticator = request.app.state.auth
     if not auth.required:
+        request.app.state.rate_limits.request(caller_key(request))
         return None
-    if creds is None:
-        raise unauthorized("missing bearer token")
-    principal = await run_in_threadpool(auth.verify, creds.credentials)
+    principal = await identify(request, creds)
+    request.state.principal = principal  # from here on, every refusal is audited with it
+    request.app.state.rate_limits.request(caller_key(request))
     if not principal.may(scope):
         raise forbidden(f"needs the {scope} scope; this token has "
                         f"{', '.join(sorted(principal.scopes))}", "authorization")
     model = request.path_params.get("model")
     if model is not None and not principal.may_touch(model):
         raise forbidden("this token is not allowed this model", "model")
-    request.state.principal = principal
     return principal
+
+
+async def identify(request: Request, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """The token's principal, or 401; 429 instead for an address past its refused
+    authentications, before its token is looked up."""
+    auth: Authenticator = request.app.state.auth
+    limits = request.app.state.rate_limits
+    address = client_address(request)
+    try:
+        if creds is None:
+            raise unauthorized("missing bearer token")
+        principal = auth.known(creds.credentials)
+        if principal is None:
+            limits.before_lookup(address)
+            principal = await run_in_threadpool(auth.lookup, creds.credentials)
+        return principal
+    except TokenRefused as refusal:
+        if refusal.who is not None:
+            request.state.refused = refusal.who  # a genuine token: the audit names it
+        limits.refused(address)
+        raise
 
 
 def auth_responses() -> dict[int | str, dict[str, Any]]:

@@ -40,6 +40,10 @@ class SafeJSONResponse(JSONResponse):
                           separators=(",", ":")).encode("ascii")
 
 
+# Failures that mean the database could not be reached: a 503 with Retry-After.
+DB_DOWN: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError,
+                                        sa_exc.TimeoutError)
+
 # The one place a domain error's kind becomes an HTTP status.
 STATUS: dict[type[DomainError], int] = {
     Malformed: 400, NotFound: 404, Conflict: 409, TooLarge: 413, Invalid: 422, Unavailable: 503,
@@ -127,7 +131,7 @@ def install(app: FastAPI, *, retry_after: int, max_details: int,
             on_db_down()
         return error_response(unavailable(retry_after))
 
-    for exc_type in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+    for exc_type in DB_DOWN:
         app.add_exception_handler(exc_type, _db_down)
 
     @app.exception_handler(Exception)

@@ -13,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import Credentials, principal_of
+from app.api.auth import Credentials, caller_key, client_address, principal_of
+from app.auth import Principal
 from app.errors import ApiError, Problem
+from app.observability.exposition import ModelsOnly
 from app.observability.logs import REQUEST_ID, request_id_from
 
 log = logging.getLogger("modelmon.http")
@@ -32,20 +34,33 @@ router = APIRouter(tags=["metrics"])
 async def metrics(request: Request, creds: Credentials) -> Response:
     """Open unless a token is required: MODELMON_METRICS_TOKEN (a static token for the
     scraper), or, when API tokens are required, any token with the metrics, read or admin
-    scope (either is accepted when both apply)."""
+    scope (either is accepted when both apply). A token limited to some models sees only
+    their series of the families labelled by model."""
+    principal = await _scraper(request, creds)
+    registry: Any = request.app.state.registry
+    if principal is not None and principal.models is not None:
+        registry = ModelsOnly(registry, principal.models)
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _scraper(request: Request, creds: Credentials) -> Principal | None:
+    """Who scrapes: the API token's principal, or None for the static token or an open
+    /metrics; 401, 403 or 429 otherwise, refusals counted as on every route."""
     token = request.app.state.settings.metrics_token
     sent = request.headers.get("authorization", "")
     static_ok = bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
-    if request.app.state.auth.required:
-        if not static_ok:
-            await principal_of(request, creds, "metrics")
-    elif token and not static_ok:
+    if request.app.state.auth.required and not static_ok:
+        return await principal_of(request, creds, "metrics")
+    limits = request.app.state.rate_limits
+    if token and not static_ok:
+        limits.refused(client_address(request))
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token> "
                        "(MODELMON_METRICS_TOKEN)",
                        [Problem("missing or wrong bearer token", field="authorization")],
                        headers={"WWW-Authenticate": "Bearer"})
-    body = await run_in_threadpool(generate_latest, request.app.state.registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    limits.request(caller_key(request))
+    return None
 
 
 class RequestObserver:

@@ -1,4 +1,5 @@
-"""Rate limits per caller: requests, and records in ingest batches, each with a burst.
+"""Rate limits per caller: requests, and records in ingest batches, each with a burst; and
+refused authentications per client address, checked before any token is looked up.
 
 The caller is its token (when tokens are required) or its client address. Bookkeeping is the
 `limits` library's sliding window counter (O(1) per hit, whatever the cost of the hit; its
@@ -40,15 +41,23 @@ class _Storage(MemoryStorage):
 
 class RateLimits:
     def __init__(self, *, requests_per_second: float, records_per_second: float,
-                 burst_seconds: int) -> None:
+                 burst_seconds: int, auth_failures_per_second: float = 0.0) -> None:
         self._limiter = SlidingWindowCounterRateLimiter(_Storage())
         self.burst_seconds = burst_seconds
-        self._requests = (RateLimitItemPerSecond(
-            max(1, int(requests_per_second * burst_seconds)), burst_seconds)
-            if requests_per_second > 0 else None)
-        self._records = (RateLimitItemPerSecond(
-            max(1, int(records_per_second * burst_seconds)), burst_seconds)
-            if records_per_second > 0 else None)
+        self._requests = self._item(requests_per_second)
+        self._records = self._item(records_per_second)
+        self._failures = self._item(auth_failures_per_second)
+
+    def _item(self, per_second: float) -> RateLimitItemPerSecond | None:
+        """``per_second`` over the burst window (at least one); None (no limit) for 0."""
+        if per_second <= 0:
+            return None
+        return RateLimitItemPerSecond(max(1, int(per_second * self.burst_seconds)),
+                                      self.burst_seconds)
+
+    def _retry_after(self, item: RateLimitItemPerSecond, key: str) -> int:
+        stats = self._limiter.get_window_stats(item, key)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
     def _hit(self, item: RateLimitItemPerSecond | None, key: str, cost: int,
              what: str) -> None:
@@ -56,8 +65,7 @@ class RateLimits:
             return
         if self._limiter.hit(item, key, cost=cost):
             return
-        stats = self._limiter.get_window_stats(item, key)
-        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        retry = self._retry_after(item, key)
         if cost > item.amount:
             raise ApiError(413, "batch_over_rate_limit",
                            f"one batch of {cost} {what} exceeds the {item.amount} allowed per "
@@ -75,3 +83,28 @@ class RateLimits:
 
     def records(self, key: str, n: int) -> None:
         self._hit(self._records, key, n, "records")
+
+    def _failing(self, address: str) -> ApiError:
+        item = self._failures
+        assert item is not None
+        retry = self._retry_after(item, f"auth:{address}")
+        return ApiError(429, "rate_limited",
+                        f"too many refused authentications from this address: at most "
+                        f"{item.amount} per {self.burst_seconds} s; retry after {retry} s "
+                        "with a valid token", [Problem("authentication failures exceeded",
+                                                       field="authorization")],
+                        headers={"Retry-After": str(retry)})
+
+    def before_lookup(self, address: str) -> None:
+        """429 when ``address`` has used up its refused authentications: checked before a
+        token is looked up, so an address sending bad tokens costs no database query."""
+        if self._failures is not None and not self._limiter.test(self._failures,
+                                                                 f"auth:{address}"):
+            raise self._failing(address)
+
+    def refused(self, address: str) -> None:
+        """Count one refused authentication of ``address``; 429 instead of the refusal once
+        it is past its allowance."""
+        if self._failures is not None and not self._limiter.hit(self._failures,
+                                                                f"auth:{address}"):
+            raise self._failing(address)

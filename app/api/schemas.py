@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -279,9 +280,16 @@ class VersionPatch(Strict):
 MAX_MAINTENANCE_SECONDS = 31 * 86_400
 
 
+def _utc(ts: datetime) -> datetime:
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00: no store can hold it
+        raise ValueError("dates must be representable in UTC (years 1 to 9999)") from None
+
+
 class VersionCreate(Strict):
     version: Name
-    created_at: datetime | None = Field(
+    created_at: Annotated[datetime, AfterValidator(_utc)] | None = Field(
         default=None, description="when the version was trained; defaults to registration time"
     )
     metadata: VersionMetadata = Field(default_factory=VersionMetadata)
@@ -341,10 +349,7 @@ class MaintenanceCreate(Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> MaintenanceCreate:
-        try:
-            start, end = _utc(self.start), _utc(self.end)
-        except OverflowError:
-            raise ValueError("start and end must be representable in UTC") from None
+        start, end = _utc(self.start), _utc(self.end)
         if end <= start:
             raise ValueError("end must be after start")
         if (end - start).total_seconds() > MAX_MAINTENANCE_SECONDS:
@@ -352,10 +357,6 @@ class MaintenanceCreate(Strict):
                              "when it ends")
         self.start, self.end = start, end
         return self
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 class MaintenanceRead(BaseModel):

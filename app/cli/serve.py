@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,12 +23,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
-    # log_config=None: uvicorn keeps the logging configured above (JSON or text, one line per
-    # request from the app instead of uvicorn's access log).
-    options = {"host": settings.host, "port": args.port or settings.port,
-               "log_level": settings.log_level, "log_config": None, "access_log": False,
-               "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
-               "limit_concurrency": settings.max_connections, "timeout_keep_alive": 5}
+    options = uvicorn_options(settings, args.port)
     if args.workers > 1:
         # N processes behind one port; their counters add up on /metrics (see
         # app/observability/metrics.py)
@@ -38,6 +33,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(settings), **options)
     return 0
+
+
+def uvicorn_options(settings: Settings, port: int | None) -> dict[str, Any]:
+    """How uvicorn serves the app. log_config=None: uvicorn keeps the logging configured
+    already (JSON or text, one line per request from the app instead of uvicorn's access
+    log). proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any client
+    on 127.0.0.1 as its address; the app trusts only MODELMON_TRUSTED_PROXIES
+    (app/api/guards.py)."""
+    return {"host": settings.host, "port": port or settings.port,
+            "log_level": settings.log_level, "log_config": None, "access_log": False,
+            "timeout_graceful_shutdown": settings.shutdown_timeout_seconds,
+            "limit_concurrency": settings.max_connections, "timeout_keep_alive": 5,
+            "proxy_headers": False}
 
 
 def _multiprocess_dir() -> None:

@@ -27,6 +27,25 @@ from app.storage import registry, results
 from app.storage import summaries as store
 from app.storage.db import as_utc
 
+# The dates a report or history parameter may name: from the Unix epoch (nothing stored is
+# older) to before the year 3000, far from the calendar's end (9999-12-31), so a window's
+# arithmetic (its length, widening to whole buckets, a time zone's offset) stays within it.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+MAX_ID = 2**63 - 1
+
+
+def within_range(value: datetime, field: str) -> datetime:
+    """``value`` in UTC (a naive one is UTC); 422 naming ``field`` outside [EARLIEST,
+    LATEST)."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= aware < LATEST:
+        raise Invalid("date_out_of_range",
+                      f"{field} must lie from {EARLIEST.isoformat()} to before "
+                      f"{LATEST.isoformat()}",
+                      [Problem("date out of range", field=field)])
+    return aware.astimezone(UTC)
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -41,7 +60,8 @@ def window(settings: Settings, start: datetime | None, end: datetime | None,
            now: datetime | None = None, lag_seconds: float = 0.0) -> tuple[datetime, datetime]:
     """The requested window, defaulting to the latest one the jobs computed (not yet widened
     to whole buckets)."""
-    start, end = as_utc(start), as_utc(end)
+    start = None if start is None else within_range(start, "start")
+    end = None if end is None else within_range(end, "end")
     length = timedelta(seconds=settings.job_window_seconds)
     if end is None:
         end = aligned_end(now or datetime.now(UTC), settings.job_interval_seconds) \
@@ -146,8 +166,8 @@ def history_report(conn: Connection, settings: Settings, model_name: str, metric
                         + ", ".join(sorted(METRICS)), "metric")
     after = _cursor_key(cursor) if cursor is not None else None
     model = registry.require_model(conn=conn, name=model_name)
-    s = as_utc(start) or datetime(1970, 1, 1, tzinfo=UTC)
-    e = as_utc(end) or datetime.now(UTC) + timedelta(days=1)
+    s = EARLIEST if start is None else within_range(start, "start")
+    e = datetime.now(UTC) + timedelta(days=1) if end is None else within_range(end, "end")
     if s >= e:
         raise Invalid("invalid_window", "start must be before end",
                       [Problem("start is not before end", field="start")])
@@ -185,10 +205,11 @@ def _cursor_key(cursor: str) -> tuple[datetime, str, int, int]:
         end, subject, version_id, row_id = json.loads(raw)
         ts = datetime.fromisoformat(end)
         if (ts.tzinfo is None or not isinstance(subject, str)
-                or type(version_id) is not int or type(row_id) is not int):
+                or type(version_id) is not int or type(row_id) is not int
+                or not (0 <= version_id <= MAX_ID and 0 <= row_id <= MAX_ID)):
             raise ValueError
-        return ts, subject, version_id, row_id
-    except (ValueError, TypeError, UnicodeDecodeError):
+        return within_range(ts, "cursor"), subject, version_id, row_id
+    except (ValueError, TypeError, UnicodeDecodeError, Invalid):
         raise Invalid("invalid_cursor", "cursor is not one this service gave out",
                       [Problem("not a next_cursor from a previous page", field="cursor")]
                       ) from None

@@ -130,7 +130,10 @@ def _finite(value: int | float) -> float:
 
 def _timestamp(value: str, earliest: datetime, latest: datetime) -> datetime:
     ts = datetime.fromisoformat(value)  # the complete validator's parser, so the same formats
-    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # past the calendar in UTC: the complete validator names it
+        raise NotFast from None
     if ts > latest or ts < earliest:
         raise NotFast
     return ts

@@ -93,9 +93,11 @@ def parse_timestamp(value: Any, limits: Limits) -> tuple[datetime | None, str | 
         return None, f"must be an ISO 8601 string, got {_describe(value)}"
     try:
         ts = datetime.fromisoformat(value)
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     except ValueError:
         return None, "not an ISO 8601 timestamp (e.g. 2026-11-23T10:15:00Z)"
-    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00, past the calendar in UTC
+        return None, "outside the calendar once in UTC; check the sender's clock"
     if ts > limits.now + limits.max_future:
         return None, "more than the allowed skew in the future; check the sender's clock"
     if ts < limits.now - limits.max_past:

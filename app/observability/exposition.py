@@ -1,19 +1,39 @@
-"""/metrics of `modelmon worker`, which has no API: a small threaded HTTP server on its own
-port (MODELMON_WORKER_METRICS_HOST/PORT), with /healthz for a liveness probe."""
+"""What a scrape sees: the families a token limited to some models may read, and /metrics of
+`modelmon worker`, which has no API: a small threaded HTTP server on its own port
+(MODELMON_WORKER_METRICS_HOST/PORT), with /healthz for a liveness probe."""
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("modelmon.metrics")
+
+
+class ModelsOnly:
+    """``registry``'s families with only the series of ``models`` among those labelled by
+    model; a family without a `model` label (the service's own: HTTP, jobs, database, process)
+    is kept whole. What a token limited to some models may scrape."""
+
+    def __init__(self, registry: CollectorRegistry, models: Collection[str]) -> None:
+        self.registry = registry
+        self.models = models
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            kept = copy.copy(family)
+            kept.samples = [s for s in family.samples
+                            if "model" not in s.labels or s.labels["model"] in self.models]
+            yield kept
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -37,7 +37,7 @@ from app.settings import Settings
 from app.storage import profiles, registry
 from app.storage.registry import ModelRow
 
-JSON_TYPES = ("application/json", "")
+JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv", "application/csv")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet",
                  "application/octet-stream")

@@ -36,7 +36,7 @@ from app.storage import weights as store
 MAX_TENSOR_NAME = 512
 FILE_TYPES = ("application/octet-stream", "application/zip", "application/x-npz",
               "application/vnd.safetensors", "application/x-safetensors")
-JSON_TYPES = ("application/json", "")
+JSON_TYPES = ("application/json",)
 ACCEPTED = FILE_TYPES + JSON_TYPES
 # Tensors whose feature axis is known without configuration: the client's scikit-learn helper
 # uploads a linear model's coef_ as "coef" (features on the last axis, for (n_features,),

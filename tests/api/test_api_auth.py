@@ -27,7 +27,10 @@ MODEL = {"name": "m", "task": "regression", "features": [{"name": "x", "type": "
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, auth="on", token_cache_seconds=0)
+    # refused authentications are limited per address (tests/api/test_api_token_edges.py);
+    # these tests refuse many on purpose
+    return Settings(database_url=db_url, auth="on", token_cache_seconds=0,
+                    rate_limit_auth_failures_per_second=100)
 
 
 def make_token(engine, *scopes: str, models: list[str] | None = None,
@@ -77,8 +80,7 @@ def test_every_route_but_health_needs_a_token(app, client, world):
     checked = 0
     for method, path in routes(app):
         r = client.request(method, path, json={})
-        if path in ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json",
-                    "/docs/oauth2-redirect"):
+        if path in ("/healthz", "/readyz"):
             assert r.status_code != 401, path
             continue
         assert r.status_code == 401, (method, path, r.status_code)
@@ -180,16 +182,28 @@ def test_admin_actions_are_audited(client, engine, world):
     assert (last.action, last.token_id, last.status) == ("version.register", None, 401)
 
 
-def test_openapi_declares_the_scheme_and_docs_can_be_turned_off(settings, client):
-    spec = client.get("/openapi.json").json()
+DOCS = ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect")
+
+
+def test_docs_need_a_read_token_can_be_public_or_turned_off(settings, client, engine):
+    read, ingest = make_token(engine, "read"), make_token(engine, "ingest")
+    for path in DOCS:
+        r = client.get(path)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", path
+        assert client.get(path, headers=bearer(ingest)).status_code == 403, path
+        assert client.get(path, headers=bearer(read)).status_code == 200, path
+    spec = client.get("/openapi.json", headers=bearer(read)).json()
     assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
     assert {"token": []} in spec["paths"]["/v1/predictions"]["post"]["security"]
-    app = create_app(settings.model_copy(update={"docs_enabled": False}), run_scheduler=False)
-    with TestClient(app) as c:
-        assert c.get("/docs").status_code == 404
-        assert c.get("/openapi.json").status_code == 404
-        assert c.get("/healthz").status_code == 200
-    app.state.engine.dispose()
+    assert not any(path in spec["paths"] for path in DOCS)
+    assert "/openapi.json" in client.get("/docs", headers=bearer(read)).text
+    for changed, status in (({"docs_public": True}, 200), ({"docs_enabled": False}, 404)):
+        app = create_app(settings.model_copy(update=changed), run_scheduler=False)
+        with TestClient(app) as c:
+            assert [c.get(path).status_code for path in DOCS] == [status] * len(DOCS)
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/v1/models").status_code == 401
+        app.state.engine.dispose()
 
 
 @pytest.mark.parametrize(("host", "mode", "required"), [

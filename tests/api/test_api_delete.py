@@ -191,5 +191,5 @@ class TestWithTokens:
             got = [(r.action, r.token_name, r.status) for r in conn.execute(
                 select(t.audit_log).where(t.audit_log.c.action.like("%.delete"))
                 .order_by(t.audit_log.c.id))]
-        assert got == [("version.delete", None, 403), ("model.delete", None, 403),
+        assert got == [("version.delete", "viewer", 403), ("model.delete", "viewer", 403),
                        ("version.delete", "operator", 200), ("model.delete", "operator", 200)]

@@ -179,7 +179,7 @@ class TestWithTokens:
         with engine.connect() as conn:
             rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).all()
         assert [(r.action, r.token_name, r.status) for r in rows] == [
-            ("model.register", "operator", 201), ("maintenance.open", None, 403),
-            ("maintenance.open", "operator", 201), ("maintenance.cancel", None, 403),
+            ("model.register", "operator", 201), ("maintenance.open", "viewer", 403),
+            ("maintenance.open", "operator", 201), ("maintenance.cancel", "viewer", 403),
             ("maintenance.cancel", "operator", 200)]
         assert rows[-1].target == f"/v1/models/fraud/maintenance/{wid}"

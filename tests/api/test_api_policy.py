@@ -171,7 +171,7 @@ class TestWithTokens:
         with engine.connect() as conn:
             rows = conn.execute(select(audit_log).order_by(audit_log.c.id)).all()
         assert [(r.action, r.token_name, r.status) for r in rows] == [
-            ("model.register", "operator", 201), ("model.update", None, 403),
+            ("model.register", "operator", 201), ("model.update", "viewer", 403),
             ("model.update", "operator", 200)]
 
 

@@ -22,7 +22,7 @@ def test_a_stalled_body_is_408_and_others_are_served(db_url):
             stalled = []
             for _ in range(5):
                 s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-                s.sendall(b"POST /v1/predictions HTTP/1.1\r\nHost: x\r\n"
+                s.sendall(b"POST /v1/predictions HTTP/1.1\r\nHost: localhost\r\n"
                           b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
                           b'{"records": [')
                 stalled.append(s)
@@ -60,7 +60,7 @@ def _upload_files() -> int:
 
 def _start_upload(port: int, body: bytes) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/models/m/versions/v1/reference HTTP/1.1\r\nHost: x\r\n"
+    s.sendall(b"POST /v1/models/m/versions/v1/reference HTTP/1.1\r\nHost: localhost\r\n"
               b"Content-Type: text/csv\r\nContent-Length: 1000000\r\n\r\n" + body)
     return s
 

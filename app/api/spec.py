@@ -1,0 +1,57 @@
+"""The OpenAPI spec (/openapi.json) and its viewers (/docs, /redoc), with MODELMON_DOCS_ENABLED.
+Where tokens are required they need one with the `read` scope, like the routes they describe,
+unless MODELMON_DOCS_PUBLIC; a browser cannot send a bearer token when it loads a page, so an
+interactive viewer behind tokens is for a local copy of the spec or a public one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from app.api.auth import Credentials, caller_key, principal_of
+
+SPEC, DOCS, REDIRECT, REDOC = "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"
+
+
+async def reader(request: Request, creds: Credentials) -> None:
+    """A `read` token where tokens are required, unless the docs are public; within the
+    caller's request rate either way."""
+    if request.app.state.settings.docs_public:
+        request.app.state.rate_limits.request(caller_key(request))
+        return
+    await principal_of(request, creds, "read")
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(reader)])
+
+
+def _root(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+@router.get(SPEC)
+async def spec(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get(DOCS)
+async def swagger(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url=_root(request) + SPEC,
+                               title=f"{request.app.title} - Swagger UI",
+                               oauth2_redirect_url=_root(request) + REDIRECT)
+
+
+@router.get(REDIRECT)
+async def swagger_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@router.get(REDOC)
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url=_root(request) + SPEC,
+                          title=f"{request.app.title} - ReDoc")
