@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.auth import admit_batch, auth_responses, scoped
 from app.api.body import read_body
-from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc, read_batch
+from app.api.deps import EngineDep, PartitionsDep, ProfilesDep, SettingsDep, body_doc
 from app.api.schemas import ErrorBody, LabelBatch, LabelResult, PredictionBatch, PredictionResult
 from app.ingest import service
 from app.ingest.outcome import LabelsStored, PredictionsStored, Refused
@@ -73,7 +73,7 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
 )
 async def post_labels(request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, int]:
-    body = await read_batch(request, settings)
+    body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
     result: LabelsStored = await run_in_threadpool(
         _counted, metrics.count_labels, metrics,

@@ -30,7 +30,7 @@ from msgspec import Meta, Struct
 from msgspec.structs import astuple
 
 from app.evaluation.summaries import ModelShape, Rows, label_numbers
-from app.ingest.rows import PredictionRow
+from app.ingest.rows import LabelRow, PredictionRow
 from app.ingest.schema import Limits, ModelSchema
 from app.ingest.summarize import ModelColumns
 from app.ingest.validation import MAX_ID_LEN, MAX_LATENCY_MS, MAX_STRING_LEN
@@ -354,3 +354,61 @@ def _columns(dec: ModelDecoders, schema: ModelSchema, records: list[Any],
                               [r.gt_value for r in rows])
     out.label_delay = np.where(np.isnan(out.label), np.nan, 0.0)
     return out
+
+
+# --------------------------------------------------------------------------- labels
+
+
+class _Label(Struct, forbid_unknown_fields=True, gc=False):
+    model: str
+    prediction_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
+    label: str | int | float
+    timestamp: str
+
+
+_labels = msgspec.json.Decoder(msgspec.defstruct(
+    "LabelBatch", [("records", list[_Label])], forbid_unknown_fields=True, gc=False))
+
+
+@dataclass
+class DecodedLabels:
+    names: list[str]
+    ids: list[str]  # each record's prediction_id
+    schemas: dict[str, ModelSchema]
+    rows: list[LabelRow]
+    repeats: int  # records repeating an earlier one of the batch (model, prediction_id)
+
+
+def decode_labels(body: bytes,
+                  schemas_of: Callable[[set[tuple[str, str | None]]], dict[str, ModelSchema]],
+                  limits: Limits, max_records: int) -> DecodedLabels:
+    """A valid label batch, decoded in one typed pass; NotFast when anything needs the
+    complete validator's judgement (which then names every problem)."""
+    if _UNSTORABLE.search(body):
+        raise NotFast
+    try:
+        records = _labels.decode(body).records
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        raise NotFast from None
+    if not records or len(records) > max_records:
+        raise NotFast
+    names = [r.model for r in records]
+    schemas = schemas_of({(n, None) for n in set(names)})
+    if not set(names) <= schemas.keys():
+        raise NotFast
+    earliest, latest = limits.now - limits.max_past, limits.now + limits.max_future
+    rows: list[LabelRow] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for r in records:
+            schema = schemas[r.model]
+            ts = _timestamp(r.timestamp, earliest, latest)
+            gt_class, gt_value = _ground_truth(r.label, schema.classes)
+            key = (schema.row.id, r.prediction_id)
+            if key not in seen:
+                seen.add(key)
+                rows.append(LabelRow(schema.row.id, r.prediction_id, gt_class, gt_value, ts))
+    except ValueError:  # a timestamp the parser refuses: the validator names it
+        raise NotFast from None
+    return DecodedLabels(names, [r.prediction_id for r in records], schemas, rows,
+                         len(records) - len(rows))

@@ -283,11 +283,36 @@ def _store(conn: Any, batch: _Batch, profiles: ProfileCache, assume_new: bool,
     return outcome
 
 
-def ingest_labels(*, engine: Engine, settings: Settings, body: Any,
-                  authorize: Callable[[list[str]], None] | None = None,
-                  schema_cache: SchemaCache | None = None) -> LabelsStored:
+def _labels_decoded(engine: Engine, settings: Settings, body: bytes | Any,
+                    authorize: Callable[[list[str]], None] | None,
+                    schema_cache: SchemaCache | None
+                    ) -> tuple[list[Any], dict[str, v.ModelSchema], list[Any], int]:
+    """(records, schemas, rows, repeats): by the typed fast path, or by the complete
+    validator where it steps aside (or ``body`` is parsed JSON already). ``records`` are
+    what the refusal and outcome counts read: the batch's model names as records."""
+    if isinstance(body, (bytes, bytearray)):
+        cache = schema_cache or SchemaCache()
+        try:
+            fast = decode.decode_labels(bytes(body), lambda wanted: cache.get(engine, wanted),
+                                        _limits(settings), settings.max_batch_records)
+        except decode.NotFast:
+            body = parse_json(body)
+        else:
+            if authorize is not None:
+                authorize(fast.names)
+            return ([{"model": n, "prediction_id": i}
+                     for n, i in zip(fast.names, fast.ids, strict=True)],
+                    fast.schemas, fast.rows, fast.repeats)
     records, schemas, (rows, repeats) = _validated(engine, settings, body, "labels",
                                                    authorize, schema_cache)
+    return records, schemas, rows, repeats
+
+
+def ingest_labels(*, engine: Engine, settings: Settings, body: bytes | Any,
+                  authorize: Callable[[list[str]], None] | None = None,
+                  schema_cache: SchemaCache | None = None) -> LabelsStored:
+    records, schemas, rows, repeats = _labels_decoded(engine, settings, body, authorize,
+                                                      schema_cache)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     with engine.begin() as conn:
