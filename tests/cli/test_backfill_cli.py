@@ -218,11 +218,14 @@ class Gate:
         self.app, self.free, self.held = app, 10**9, 0
         self.released = threading.Event()
         self.uploads = 0
+        self.before = None  # a coroutine run before an upload reaches the app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/v1/summaries":
             return await self.app(scope, receive, send)
         self.uploads += 1
+        if self.before is not None:
+            await self.before()
         if self.uploads <= self.free:
             return await self.app(scope, receive, send)
 
@@ -293,6 +296,9 @@ def test_a_backfill_killed_mid_way_and_run_again_counts_everything_once(app, cli
         assert again.returncode == 0, again.stderr
         assert "1 files confirmed by an earlier run (--state)" in again.stdout
         assert ", 0 already stored" not in again.stdout  # the unanswered uploads came again
+        # not a terminal: the progress is plain lines, the last one when it is done
+        last = again.stderr.strip().splitlines()[-1]
+        assert last.startswith("backfill lake: 7/7 files, ") and " rows/s, ETA " in last
         assert totals(engine, "lake") == clean
         assert comparable(reports(client, "lake")) == comparable(reports(client, "clean"))
 
@@ -304,3 +310,85 @@ def test_a_backfill_killed_mid_way_and_run_again_counts_everything_once(app, cli
         assert without_state.returncode == 0, without_state.stderr
         assert "0 summaries stored" in without_state.stdout
         assert totals(engine, "lake") == clean
+
+
+def test_a_profile_changed_mid_run_is_fetched_again_and_named(app, client, engine, tmp_path,
+                                                              capsys):
+    """A new reference for v1 lands after the first file's upload: the second upload is
+    refused as stale (409), the profile fetched again, the user told, and the rest summarised
+    on the new one; every prediction still counts once."""
+    preds, labels = log("binary", 1200, seed=2)
+    data, mapping = write_lake(tmp_path, "binary", preds, labels)
+    setup(client, "binary", "lake")
+    old = client.get("/v1/models/lake/versions/v1/profile").json()["profile_key"]
+    gate = Gate(app)
+
+    async def hook():
+        if gate.uploads == 2:  # before the second upload is read
+            r = await asyncio.to_thread(client.post, "/v1/models/lake/versions/v1/reference",
+                                        json={"records": [reference("binary", i + 99)
+                                                          for i in range(500)]})
+            assert r.status_code == 201, r.text
+
+    gate.before = hook
+    with LiveServer(gate) as server:
+        assert cli.main(backfill_args(server.url, "lake", data, mapping, "--workers",
+                                      "1")) == 0
+    out = capsys.readouterr()
+    new = client.get("/v1/models/lake/versions/v1/profile").json()["profile_key"]
+    assert new != old
+    assert (f"note: the reference profile of version v1 changed during the backfill ({old} "
+            f"-> {new}): the buckets already sent on the old one stay") in out.err
+    assert "1200 predictions counted" in out.out
+    assert totals(engine, "lake")[1][2] == 1200
+    with engine.connect() as conn:
+        keys = dict(conn.execute(select(bucket_summaries.c.profile_key, func.sum(
+            bucket_summaries.c.n)).where(bucket_summaries.c.kind == "drift").group_by(
+            bucket_summaries.c.profile_key)).all())
+    first = sorted(p for p in (Path(data) / "version=v1").rglob("*.parquet"))[0]
+    assert keys.pop(old) == pq.read_table(first).num_rows  # the first file, on the old one
+    assert keys.pop(new) == 800 - pq.read_table(first).num_rows  # v1's other files
+    assert len(keys) == 1 and sum(keys.values()) == 400  # v2, on its own profile
+
+
+def test_backfill_errors_are_one_line_on_stderr(client, live_server, tmp_path, capsys):
+    preds, labels = log("binary", 300)
+    data, mapping = write_lake(tmp_path, "binary", preds, labels)
+    setup(client, "binary", "lake")
+    assert client.post("/v1/models", json=binary_model("solo")).status_code == 201
+    assert client.post("/v1/models/solo/versions", json=version("v1")).status_code == 201
+    start, end = window()
+
+    def error(*more, model="lake", dataset=data, region="cohorts.region=geo", at=start):
+        args = ["backfill", dataset, "--model", model, "--url", live_server.url, "--labels",
+                str(Path(data).parent / "labels"), "--mapping", mapping, "--start", iso(at),
+                "--end", iso(end), *(["--map", region] if region else []), *more]
+        return _error(capsys, args)
+
+    assert "nowhere: no such file" in error(dataset=str(tmp_path / "nowhere"))
+    assert "unknown mapping key x (known: timestamp" in error("--map", "x=y")
+    line = error(region=None)
+    assert "no column for cohorts.region (column 'region')" in line
+    assert "--map key=column" in line
+    assert "no column for id (the prediction id the labels are joined by)" in error(
+        "--map", "id=")
+    assert "bucket boundaries" in error(at=start + timedelta(seconds=30))
+    assert "not both" in error("--version", "v1", "--map", "version=version")
+    assert "names versions v2 that 'solo' does not have" in error(model="solo")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"key": {"source": "other"}, "done": {}}))
+    assert "belongs to another backfill" in error("--state", str(state))
+    assert "--label-lag" in error("--label-lag", "soon")  # argparse: exit 2
+
+
+def _error(capsys, args: list[str]) -> str:
+    """The command fails with one line on stderr, no traceback; that line."""
+    try:
+        code = cli.main(args)
+    except SystemExit as exit_:  # argparse refuses the invocation itself
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (1, 2), (code, err)
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("modelmon backfill: error: "), err
+    return err[-1]
