@@ -268,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
     from app.cli.lake_run import Progress, Runner
 
     plan = prepare(args)
-    todo = [u for u in plan.units if not plan.state.skips(u, plan.docs)]
-    skipped = len(plan.units) - len(todo)
+    todo = [u for u in plan.units if u.rows and not plan.state.skips(u, plan.docs)]
+    skipped = len([u for u in plan.units if u.rows]) - len(todo)
     progress = Progress(f"backfill {plan.model['name']}", sum(u.rows for u in todo),
                         len(todo))
     runner = Runner(plan, progress)

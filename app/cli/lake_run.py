@@ -93,14 +93,15 @@ class Runner:
 
     def upload(self, version: str, rows: list[SummaryRow], seq: int, name: str) -> bool:
         doc = self.plan.docs[version]
-        try:
-            for chunk in chunks(rows):
-                self.send(upload_body(doc, chunk, source=self.plan.source, sequence=seq))
-        except HttpError as err:
-            if err.status != 409 or err.body.get("code") != "stale_profile":
-                raise CliError(f"{name}: {err}") from None
-            self.refetch(version, name)
-            return False
+        for chunk in chunks(rows):
+            body = upload_body(doc, chunk, source=self.plan.source, sequence=seq)
+            try:
+                self.send(body)
+            except HttpError as err:
+                if err.status != 409 or err.body.get("code") != "stale_profile":
+                    raise CliError(f"{name}: version {version}: {refused(err, body)}") from None
+                self.refetch(version, name)
+                return False
         return True
 
     def send(self, body: dict[str, Any]) -> None:
@@ -141,10 +142,24 @@ class Runner:
             "old one stay as they are; the files still to send are summarised on the new one")
 
     def resume(self) -> str:
-        done, total = len(self.plan.state.done), len(self.plan.units)
+        done, total = len(self.plan.state.done), len([u for u in self.plan.units if u.rows])
         kept = (f"{done} of {total} files are acknowledged" + (
             f" (recorded in {self.plan.state.path})" if self.plan.state.path else ""))
         return f"{kept}; run the same command again to go on (nothing is counted twice)"
+
+
+def refused(err: HttpError, body: dict[str, Any]) -> str:
+    """The service's refusal, with the buckets it names (not the request's indexes)."""
+    summaries = body["summaries"]
+    named = [d for d in err.body.get("details") or [] if isinstance(d, dict)
+             and isinstance(d.get("index"), int) and 0 <= d["index"] < len(summaries)]
+    if not named:
+        return str(err)
+    shown = "; ".join(f"{summaries[d['index']]['kind']} of the bucket at "
+                      f"{summaries[d['index']]['bucket_start']}: {d.get('problem')}"
+                      for d in named[:3])
+    more = f" (and {len(named) - 3} more)" if len(named) > 3 else ""
+    return f"{err.status} {err.body.get('message')} [{shown}{more}]"
 
 
 def chunks(rows: list[SummaryRow]) -> list[list[SummaryRow]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -360,9 +361,10 @@ def test_backfill_errors_are_one_line_on_stderr(client, live_server, tmp_path, c
     start, end = window()
 
     def error(*more, model="lake", dataset=data, region="cohorts.region=geo", at=start):
+        span = ["--start", iso(at), "--end", iso(end)] if at else []
         args = ["backfill", dataset, "--model", model, "--url", live_server.url, "--labels",
-                str(Path(data).parent / "labels"), "--mapping", mapping, "--start", iso(at),
-                "--end", iso(end), *(["--map", region] if region else []), *more]
+                str(Path(data).parent / "labels"), "--mapping", mapping, *span,
+                *(["--map", region] if region else []), *more]
         return _error(capsys, args)
 
     assert "nowhere: no such file" in error(dataset=str(tmp_path / "nowhere"))
@@ -379,6 +381,14 @@ def test_backfill_errors_are_one_line_on_stderr(client, live_server, tmp_path, c
     state.write_text(json.dumps({"key": {"source": "other"}, "done": {}}))
     assert "belongs to another backfill" in error("--state", str(state))
     assert "--label-lag" in error("--label-lag", "soon")  # argparse: exit 2
+    # 40 days old: past the service's retention; the refusal names the buckets
+    for r in preds:
+        r["timestamp"] -= timedelta(days=40)
+    old, _ = write_lake(tmp_path / "old", "binary", preds, labels)
+    line = error(dataset=old, at=None)
+    assert re.search(r"error: version=(v\d)/quarter=\d/[^ ]+\.parquet: version \1: 422 ", line)
+    assert "outcome of the bucket at " in line and "outside the accepted time range" in line
+    assert "files are acknowledged; run the same command again" in line
 
 
 def _error(capsys, args: list[str]) -> str:
