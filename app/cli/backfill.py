@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.cli import lake
-from app.cli.client import ApiClient, HttpError, add_connection_args
+from app.cli import lake, statefile
+from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
 from app.cli.errors import CliError
 
 DEFAULT_BUCKET_SECONDS = 300.0  # the service's default MODELMON_JOB_INTERVAL_SECONDS
@@ -231,18 +231,14 @@ class State:
     @classmethod
     def load(cls, path: Path | None, key: dict[str, Any]) -> State:
         state = cls(path, key)
-        if path is None or not path.exists():
-            return state
-        try:
-            saved = json.loads(path.read_text())
-            done = dict(saved["done"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise CliError(f"--state {path} is not a state file of modelmon backfill") from None
-        if saved.get("key") != key:
-            raise CliError(f"--state {path} belongs to another backfill ({saved.get('key')}); "
-                           "give another path, or delete it to start over (summaries sent "
-                           "again are never counted twice)")
-        state.done = done
+        saved = statefile.load(path, key, "backfill", " (summaries sent again are never "
+                               "counted twice)")
+        if saved is not None:
+            try:
+                state.done = {str(k): dict(v) for k, v in saved["done"].items()}
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise CliError(f"--state {path} is not a state file of modelmon backfill"
+                               ) from None
         return state
 
     def skips(self, unit: Surveyed, docs: dict[str, dict[str, Any]]) -> bool:
@@ -254,11 +250,7 @@ class State:
 
     def save(self, name: str, profiles: dict[str, str | None]) -> None:
         self.done[name] = profiles
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "done": self.done}))
-        os.replace(tmp, self.path)
+        statefile.save(self.path, {"key": self.key, "done": self.done})
 
 
 # --------------------------------------------------------------------------- the command
@@ -295,13 +287,6 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def _workers(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= 256:
-        raise argparse.ArgumentTypeError("must be between 1 and 256")
-    return n
-
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "backfill", help="summarise a Parquet dataset of predictions and send the summaries",
@@ -325,7 +310,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--mapping", metavar="FILE", help="the same keys in a JSON or YAML file")
     p.add_argument("--start", help="first time summarised (ISO 8601, on a bucket boundary)")
     p.add_argument("--end", help="end of the range, excluded (ISO 8601, on a bucket boundary)")
-    p.add_argument("--workers", type=_workers, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=int_between(1, 256), default=os.cpu_count() or 1,
                    help="processes folding files (default: the machine's cores)")
     p.add_argument("--source", help="the producer id of the uploads (default: derived from "
                    "the datasets and the mapping, the same on every run)")
