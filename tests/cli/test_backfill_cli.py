@@ -159,9 +159,10 @@ def all_reports(client, name: str) -> dict:
 
 def backfill_args(url: str, name: str, data: str, mapping: str, *more: str) -> list[str]:
     start, end = window()
-    return ["backfill", data, "--model", name, "--url", url, "--labels",
-            str(Path(data).parent / "labels"), "--mapping", mapping, "--map",
-            "cohorts.region=geo", "--start", iso(start), "--end", iso(end), *more]
+    labels = Path(data.removeprefix("file://")).parent / "labels"
+    return ["backfill", data, "--model", name, "--url", url, "--labels", str(labels),
+            "--mapping", mapping, "--map", "cohorts.region=geo", "--start", iso(start),
+            "--end", iso(end), *more]
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
@@ -180,8 +181,9 @@ def test_a_backfill_reports_what_raw_ingest_reports(client, live_server, tmp_pat
     raw, lake = all_reports(client, "raw"), all_reports(client, "lake")
     assert sum(v["n"] for v in lake["drift"]["versions"]) == 1500
     assert lake == raw
-    # the same command again: every summary is recognised, nothing counts twice
-    assert cli.main(backfill_args(live_server.url, "lake", data, mapping,
+    # the same dataset again (as a file:// URL this time): every summary is recognised as
+    # sent by the same source, nothing counts twice
+    assert cli.main(backfill_args(live_server.url, "lake", f"file://{data}", mapping,
                                   "--workers", "1")) == 0
     assert "0 summaries stored" in capsys.readouterr().out
     assert all_reports(client, "lake") == raw
@@ -402,3 +404,23 @@ def _error(capsys, args: list[str]) -> str:
     assert "Traceback" not in "\n".join(err)
     assert err[-1].startswith("modelmon backfill: error: "), err
     return err[-1]
+
+
+def test_on_a_terminal_the_progress_is_a_bar_with_rows_per_second(monkeypatch):
+    import io
+
+    from app.cli.lake_run import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    monkeypatch.setenv("COLUMNS", "200")
+    with Progress("backfill lake", 1000, 2) as progress:
+        progress.advance(400, "3 summaries stored, 0 already stored")
+        progress.note("note: something to say")
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "backfill lake" in shown and "400/1000" in shown and "rows" in shown
+    assert "/s" in shown and "3 summaries stored" in shown and "note: something to say" in shown
