@@ -11,7 +11,7 @@ from app.settings import get_settings
 
 def main(argv: list[str] | None = None) -> int:
     from app import __version__
-    from app.cli import demo, imports, migrate, report, serve, tokens, worker
+    from app.cli import backfill, demo, imports, migrate, report, serve, tokens, worker
 
     parser = argparse.ArgumentParser(prog="modelmon", description="Production model monitoring.")
     parser.add_argument("--version", action="version", version=f"modelmon {__version__}")
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_parser(sub)
     demo.add_parser(sub)
     imports.add_parser(sub)
+    backfill.add_parser(sub)
     migrate.add_parser(sub)
     args = parser.parse_args(argv)
     return _run(args)

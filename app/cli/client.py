@@ -8,6 +8,7 @@ without a traceback.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import http.client
 import json
@@ -46,6 +47,18 @@ def add_connection_args(parser: Any) -> None:
                         help=f"the modelmon API (MODELMON_URL, default {DEFAULT_URL})")
     parser.add_argument("--token", default=None,
                         help="API token, sent as a bearer token (MODELMON_TOKEN)")
+
+
+def int_between(low: int, high: int) -> Any:
+    """An argparse type: an integer from ``low`` to ``high``, or a usage error saying so."""
+
+    def parse(text: str) -> int:
+        n = int(text)
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return n
+
+    return parse
 
 
 class ApiClient:

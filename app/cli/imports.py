@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -32,7 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.cli.client import ApiClient, HttpError, add_connection_args
+from app.cli import statefile
+from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
 from app.cli.errors import CliError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
@@ -199,26 +199,19 @@ class State:
     @classmethod
     def load(cls, path: Path | None, key: dict[str, Any]) -> State:
         state = cls(path, key)
-        if path is None or not path.exists():
-            return state
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise CliError(f"--state {path} is not a state file of modelmon import") from None
-        if saved.get("key") != key:
-            raise CliError(f"--state {path} belongs to another import ({saved.get('key')}); "
-                           "give another path, or delete it to start over")
-        state.rows_done, state.last_id = int(saved["rows_done"]), saved.get("last_id")
+        saved = statefile.load(path, key, "import")
+        if saved is not None:
+            try:
+                state.rows_done, state.last_id = int(saved["rows_done"]), saved.get("last_id")
+            except (KeyError, TypeError, ValueError):
+                raise CliError(f"--state {path} is not a state file of modelmon import"
+                               ) from None
         return state
 
     def save(self, rows_done: int, last_id: Any) -> None:
         self.rows_done, self.last_id = rows_done, last_id
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "rows_done": rows_done,
-                                   "last_id": last_id}))
-        os.replace(tmp, self.path)
+        statefile.save(self.path, {"key": self.key, "rows_done": rows_done,
+                                   "last_id": last_id})
 
 
 @dataclass
@@ -366,13 +359,6 @@ def _resume(state: State) -> str:
     return (f"{stored}; run the same command again to go on (a record is never stored twice)")
 
 
-def _positive(text: str) -> int:
-    n = int(text)
-    if not 1 <= n <= 10_000:
-        raise argparse.ArgumentTypeError("must be between 1 and 10000")
-    return n
-
-
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "import", help="backfill predictions or labels from Parquet, CSV or JSON lines",
@@ -385,7 +371,8 @@ def add_parser(sub: Any) -> None:
                    help="the file holds ground-truth labels (prediction_id, label, timestamp)")
     p.add_argument("--format", choices=["parquet", "csv", "jsonl"],
                    help="default: from the file name")
-    p.add_argument("--batch-size", type=_positive, default=1000, help="records per request")
+    p.add_argument("--batch-size", type=int_between(1, 10_000), default=1000,
+                   help="records per request")
     p.add_argument("--state", help="a file recording the rows confirmed stored, so that a "
                    "re-run skips them instead of sending them again")
     p.add_argument("--retries", type=int, default=8,
