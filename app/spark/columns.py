@@ -89,10 +89,10 @@ def _check_types(df: DataFrame, names: dict[str, str], shape: ModelShape, what: 
 
 def _probabilities(col: Column, t: T.DataType, classes: tuple[str, ...]) -> Column:
     """The multiclass prediction as the kernel's struct of one double per class."""
-    if isinstance(t, T.ArrayType):
-        fields = [col.getItem(i) for i in range(len(classes))]
-    elif isinstance(t, T.MapType):
-        fields = [col.getItem(c) for c in classes]
+    if isinstance(t, T.ArrayType):  # a short array: the classes past its end are null
+        fields = [F.get(col, i) for i in range(len(classes))]
+    elif isinstance(t, T.MapType):  # a class absent: null
+        fields = [F.try_element_at(col, F.lit(c)) for c in classes]
     else:
         have = {f.name for f in t.fields}
         fields = [col.getField(c) if c in have else F.lit(None) for c in classes]

@@ -2,8 +2,8 @@
 one Arrow table of the same predictions: a lake of Parquet files with its own column names,
 predictions logged twice, labels inline and late (some twice, some for an inline-labeled
 prediction, some for predictions the lake does not have), missing values, unseen categories,
-cohorts; binary, multiclass and regression; in any partitioning, with the same upload
-sequence."""
+cohorts; binary, multiclass and regression. Uploaded, they report what the same predictions
+POSTed raw report, and a re-run job (its partitions cut otherwise) counts nothing twice."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from app.cli.client import HttpError
 from app.evaluation.fold import fold, from_profile_document, merge
-from app.spark.job import derived_sequence, fold_dataframe
+from app.spark.job import derived_sequence, fold_dataframe, summarize
 from app.storage.summaries import DRIFT, OUTCOME
+from tests.api.test_summaries_api import comparable, post_raw, reports, setup_model, traffic
 from tests.evaluation.test_evaluation_fold import arrow_table, contents
 from tests.evaluation.test_evaluation_summaries import BUCKET, CLASSES, data, model
 from tests.spark.conftest import profile_document
@@ -104,28 +106,70 @@ def test_spark_folds_the_lake_into_the_summaries_of_one_arrow_table(spark, tmp_p
     assert sum(r.n for r in folded if r.kind == OUTCOME) == 3000
 
 
-def test_the_partitioning_changes_neither_the_summaries_nor_the_upload_sequence(spark,
-                                                                                tmp_path):
+def records_frames(spark, recs: list[dict]):
+    """The records of tests/api/test_summaries_api.py as a lake holds them: predictions with
+    their inline labels, and the later labels in a table of their own."""
+    inline = [r if r.get("label_timestamp") == r["timestamp"] else {} for r in recs]
+    predictions = pa.table({
+        "prediction_id": [r["prediction_id"] for r in recs],
+        "ts": pa.array([r["timestamp"] for r in recs], pa.timestamp("us", "UTC")),
+        "amount": [r["features"]["amount"] for r in recs],
+        "country": [r["features"]["country"] for r in recs],
+        "region": [r["cohorts"]["region"] for r in recs],
+        "score": [r["prediction"]["score"] for r in recs],
+        "label": [r.get("label") for r in inline]})
+    later = [r for r in recs if "label" in r and r["label_timestamp"] != r["timestamp"]]
+    labels = pa.table({"prediction_id": [r["prediction_id"] for r in later],
+                       "label": [r["label"] for r in later],
+                       "timestamp": pa.array([r["label_timestamp"] for r in later],
+                                             pa.timestamp("us", "UTC"))})
+    return spark.createDataFrame(predictions), spark.createDataFrame(labels)
+
+
+def test_a_spark_job_reports_what_raw_ingest_reports_and_a_rerun_adds_nothing(
+        spark, client, live_server):
+    recs = traffic(1200)
+    setup_model(client, "raw")
+    setup_model(client, "lake")
+    post_raw(client, "raw", recs)
+    predictions, labels = records_frames(spark, recs)
+    job = {"url": live_server.url, "model": "lake", "version": "v1",
+           "source": "spark:lake-daily", "columns": {"timestamp": "ts"}}
+    first = summarize(predictions, labels, **job)
+    assert (first.accepted, first.duplicates, first.predictions) == (24, 0, 1200)
+    raw = reports(client, "raw")
+    assert comparable(reports(client, "lake")) == comparable(raw)
+    # the job run again (a retry), its partitions cut otherwise: nothing counts twice
+    again = summarize(predictions.repartition(4), labels, **job)
+    assert (again.accepted, again.duplicates, again.predictions) == (0, 24, 0)
+    assert again.sequences == first.sequences and contents(again.rows) == contents(first.rows)
+    assert comparable(reports(client, "lake")) == comparable(raw)
+    with pytest.raises(HttpError) as refused:
+        summarize(predictions, labels, **{**job, "version": "v9"})
+    assert refused.value.status == 404
+
+
+def test_the_upload_sequence_follows_what_the_summaries_count():
+    """The same counts give the same sequence, whatever order the float sums were added in;
+    another label is another upload of the outcome (drift counts no label)."""
     rng = np.random.default_rng(29)
-    doc, expected, preds, labels = lake(rng, "binary_classification", 2000)
-    predictions = parquet(spark, tmp_path, "predictions", preds, 2)
-    late = parquet(spark, tmp_path, "labels", labels, 1)
-    runs = [fold_dataframe(doc, p, late, columns=COLUMNS, label_columns=LABEL_COLUMNS)
-            for p in (predictions, predictions.repartition(5))]
-    assert contents(runs[0]) == contents(runs[1])
-    for kind in (OUTCOME, DRIFT):
-        first, second = ([r for r in rows if r.kind == kind] for rows in runs)
-        assert derived_sequence(doc, kind, first) == derived_sequence(doc, kind, second)
-    # another label for one prediction is another upload: a new sequence for the outcome,
-    # the same for drift (it counts no label)
+    doc, expected, _, _ = lake(rng, "binary_classification", 2000)
     shape, cp = from_profile_document(doc)
+    whole = merge(fold(shape, expected, 0, {0: cp}, BUCKET))
+    parts = [r for at in np.array_split(rng.permutation(2000), 4)
+             for r in fold(shape, expected.take(pa.array(np.sort(at))), 0, {0: cp}, BUCKET)]
     flipped = expected["label"].to_pylist()
     i = next(i for i, v in enumerate(flipped) if v is not None)
     flipped[i] = "good" if flipped[i] == "bad" else "bad"
     changed = merge(fold(shape, expected.set_column(
         expected.schema.get_field_index("label"), "label", pa.array(flipped)), 0, {0: cp},
         BUCKET))
+
+    def sequence(rows: list, kind: str) -> int:
+        return derived_sequence(doc, kind, [r for r in rows if r.kind == kind])
+
     for kind, same in ((OUTCOME, False), (DRIFT, True)):
-        mine = [r for r in changed if r.kind == kind]
-        ours = [r for r in runs[0] if r.kind == kind]
-        assert (derived_sequence(doc, kind, mine) == derived_sequence(doc, kind, ours)) is same
+        assert sequence(merge(parts), kind) == sequence(whole, kind)
+        assert (sequence(changed, kind) == sequence(whole, kind)) is same
+    assert sequence(whole, DRIFT) != derived_sequence({**doc, "profile_key": "newer"}, DRIFT,
+                                                      [r for r in whole if r.kind == DRIFT])
