@@ -8,11 +8,11 @@ summaries up per bucket and kind in Spark (``applyInArrow``: the driver receives
 bucket and kind, however many partitions there were), merges them on the driver with
 ``fold.merge`` (exact), and uploads them through POST /v1/summaries.
 
-Exactly once: each upload carries a sequence derived from what it counts (the integer
-contents of its summaries, and for drift the profile they were built on), so a retried or
-re-run job over the same data sends the same (source, bucket, kind, sequence) and the service
-stores it once. A ``sequence`` given by the caller (a run id: the partition's date) is used
-instead: then each bucket and kind is stored once per source and sequence, whatever the data.
+Exactly once: every run of a job sends the same sequence (``sequence_of``: the model, the
+version, the kind, and for drift the profile), so a retried or re-run job sends the same
+(source, bucket, kind, sequence) and the service stores each bucket's summaries once, the
+first upload's. Runs that carry other predictions for buckets already sent (files that landed
+later, processed on their own) are told apart by a ``run`` number, or use another source.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from pyspark.sql import DataFrame
 
 from app.cli.client import ApiClient
 from app.evaluation.fold import fold, from_profile_document, merge, upload_body
-from app.evaluation.packing import unpack_drift, unpack_outcome
 from app.evaluation.summaries import CompiledProfile, ModelShape
 from app.spark.columns import kernel_frame
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
@@ -141,25 +140,13 @@ def fold_dataframe(doc: dict[str, Any], predictions: DataFrame,
 # --------------------------------------------------------------------------- upload
 
 
-def _contents(row: SummaryRow) -> list[Any]:
-    """What a summary counts, in integers (float sums added in another order may differ in
-    their last bits from run to run; the counts never do)."""
-    if row.kind == DRIFT:
-        return [row.n, unpack_drift(row.payload, row.profile_key).counts.tolist()]
-    o = unpack_outcome(row.payload)
-    c = o.calibration
-    return [o.n, o.labeled,
-            None if c is None else [c.count.tolist(), c.label_counts.tolist()],
-            sorted([k, list(s.cohorts), s.n.tolist()] for k, s in o.cohorts.items()),
-            None if o.delays is None else o.delays.n]
-
-
-def derived_sequence(doc: dict[str, Any], kind: str, rows: list[SummaryRow]) -> int:
-    """The sequence of an upload of ``rows`` (one kind): the same for the same counts, so a
-    retried job counts once."""
-    counted = [[r.bucket_start.isoformat(), _contents(r)] for r in rows]
+def sequence_of(doc: dict[str, Any], kind: str, run: int | None = None) -> int:
+    """The sequence of a job's uploads of ``kind``: the same for every run of the job over the
+    version, whatever its data and partitioning, so each bucket and kind is stored once per
+    source (the first upload wins); another for each ``run`` number the caller gives; and for
+    drift another for each profile (a run after a new reference stores drift built on it)."""
     key = [doc["model"], doc["version"], doc["bucket_seconds"], kind,
-           doc["profile_key"] if kind == DRIFT else None, counted]
+           doc["profile_key"] if kind == DRIFT else None, run]
     digest = hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: the API's range
 
@@ -190,16 +177,15 @@ class Summarized:
 
 
 def upload(client: ApiClient, doc: dict[str, Any], rows: list[SummaryRow], *, source: str,
-           sequence: int | None = None) -> Summarized:
-    """``rows`` sent through POST /v1/summaries: each kind with its own sequence (outcome
-    summaries do not depend on the profile, so a run on a newer profile counts them once),
+           run: int | None = None) -> Summarized:
+    """``rows`` sent through POST /v1/summaries, each kind with its sequence (``sequence_of``),
     in requests within the service's body limit."""
     out = Summarized(rows)
     for kind in (OUTCOME, DRIFT):
         mine = [r for r in rows if r.kind == kind]
         if not mine:
             continue
-        seq = derived_sequence(doc, kind, mine) if sequence is None else sequence
+        seq = sequence_of(doc, kind, run)
         out.sequences[kind] = seq
         for chunk in _chunks(mine):
             answer = client.post("/v1/summaries",
@@ -213,7 +199,7 @@ def upload(client: ApiClient, doc: dict[str, Any], rows: list[SummaryRow], *, so
 def summarize(predictions: DataFrame, labels: DataFrame | None = None, *, model: str,
               version: str, source: str, url: str | None = None, token: str | None = None,
               columns: Mapping[str, str] | None = None,
-              label_columns: Mapping[str, str] | None = None, sequence: int | None = None,
+              label_columns: Mapping[str, str] | None = None, run: int | None = None,
               dedupe: bool = True, retries: int = 5) -> Summarized:
     """Fold one version's predictions (and their late labels) in Spark and upload the
     summaries to the service at ``url`` (MODELMON_URL) with ``token`` (MODELMON_TOKEN; read
@@ -223,4 +209,4 @@ def summarize(predictions: DataFrame, labels: DataFrame | None = None, *, model:
                      "/profile")
     rows = fold_dataframe(doc, predictions, labels, columns=columns,
                           label_columns=label_columns, dedupe=dedupe)
-    return upload(client, doc, rows, source=source, sequence=sequence)
+    return upload(client, doc, rows, source=source, run=run)

@@ -3,7 +3,8 @@ one Arrow table of the same predictions: a lake of Parquet files with its own co
 predictions logged twice, labels inline and late (some twice, some for an inline-labeled
 prediction, some for predictions the lake does not have), missing values, unseen categories,
 cohorts; binary, multiclass and regression. Uploaded, they report what the same predictions
-POSTed raw report, and a re-run job (its partitions cut otherwise) counts nothing twice."""
+POSTed raw report, and a re-run job (its partitions cut otherwise, its data changed) counts
+nothing twice."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from app.cli.client import HttpError
 from app.evaluation.fold import fold, from_profile_document, merge
-from app.spark.job import derived_sequence, fold_dataframe, summarize
+from app.spark.job import fold_dataframe, sequence_of, summarize
 from app.storage.summaries import DRIFT, OUTCOME
 from tests.api.test_summaries_api import comparable, post_raw, reports, setup_model, traffic
 from tests.evaluation.test_evaluation_fold import arrow_table, contents
@@ -139,37 +140,27 @@ def test_a_spark_job_reports_what_raw_ingest_reports_and_a_rerun_adds_nothing(
     assert (first.accepted, first.duplicates, first.predictions) == (24, 0, 1200)
     raw = reports(client, "raw")
     assert comparable(reports(client, "lake")) == comparable(raw)
-    # the job run again (a retry), its partitions cut otherwise: nothing counts twice
-    again = summarize(predictions.repartition(4), labels, **job)
-    assert (again.accepted, again.duplicates, again.predictions) == (0, 24, 0)
-    assert again.sequences == first.sequences and contents(again.rows) == contents(first.rows)
+    # the job run again (a retry), its partitions cut otherwise, and once more after its
+    # data changed (the late labels gone): each bucket's summaries were stored once
+    for predictions_again, labels_again in ((predictions.repartition(4), labels),
+                                            (predictions, None)):
+        again = summarize(predictions_again, labels_again, **job)
+        assert (again.accepted, again.duplicates, again.predictions) == (0, 24, 0)
+        assert again.sequences == first.sequences
     assert comparable(reports(client, "lake")) == comparable(raw)
     with pytest.raises(HttpError) as refused:
         summarize(predictions, labels, **{**job, "version": "v9"})
     assert refused.value.status == 404
 
 
-def test_the_upload_sequence_follows_what_the_summaries_count():
-    """The same counts give the same sequence, whatever order the float sums were added in;
-    another label is another upload of the outcome (drift counts no label)."""
-    rng = np.random.default_rng(29)
-    doc, expected, _, _ = lake(rng, "binary_classification", 2000)
-    shape, cp = from_profile_document(doc)
-    whole = merge(fold(shape, expected, 0, {0: cp}, BUCKET))
-    parts = [r for at in np.array_split(rng.permutation(2000), 4)
-             for r in fold(shape, expected.take(pa.array(np.sort(at))), 0, {0: cp}, BUCKET)]
-    flipped = expected["label"].to_pylist()
-    i = next(i for i, v in enumerate(flipped) if v is not None)
-    flipped[i] = "good" if flipped[i] == "bad" else "bad"
-    changed = merge(fold(shape, expected.set_column(
-        expected.schema.get_field_index("label"), "label", pa.array(flipped)), 0, {0: cp},
-        BUCKET))
-
-    def sequence(rows: list, kind: str) -> int:
-        return derived_sequence(doc, kind, [r for r in rows if r.kind == kind])
-
-    for kind, same in ((OUTCOME, False), (DRIFT, True)):
-        assert sequence(merge(parts), kind) == sequence(whole, kind)
-        assert (sequence(changed, kind) == sequence(whole, kind)) is same
-    assert sequence(whole, DRIFT) != derived_sequence({**doc, "profile_key": "newer"}, DRIFT,
-                                                      [r for r in whole if r.kind == DRIFT])
+def test_every_run_of_a_job_sends_one_sequence_per_kind_drift_s_per_profile():
+    doc = {"model": "fraud", "version": "v3", "bucket_seconds": 300.0, "profile_key": "p1"}
+    first = {kind: sequence_of(doc, kind) for kind in (OUTCOME, DRIFT)}
+    assert first[OUTCOME] != first[DRIFT]
+    assert all(0 <= s < 2**63 for s in first.values())
+    newer = {**doc, "profile_key": "p2"}
+    assert sequence_of(newer, OUTCOME) == first[OUTCOME]
+    assert sequence_of(newer, DRIFT) != first[DRIFT]
+    assert {sequence_of(doc, kind, run=7) for kind in first}.isdisjoint(first.values())
+    for other in ({"model": "loans"}, {"version": "v4"}, {"bucket_seconds": 60.0}):
+        assert {sequence_of({**doc, **other}, k) for k in first}.isdisjoint(first.values())
