@@ -164,3 +164,17 @@ def test_every_run_of_a_job_sends_one_sequence_per_kind_drift_s_per_profile():
     assert {sequence_of(doc, kind, run=7) for kind in first}.isdisjoint(first.values())
     for other in ({"model": "loans"}, {"version": "v4"}, {"bucket_seconds": 60.0}):
         assert {sequence_of({**doc, **other}, k) for k in first}.isdisjoint(first.values())
+
+
+def test_a_prediction_without_time_fails_the_job_naming_the_column(spark):
+    from pyspark.errors import PythonException
+
+    rng = np.random.default_rng(31)
+    doc, expected, _, _ = lake(rng, "regression", 200)
+    ts = expected["timestamp"].to_pylist()
+    ts[17] = None
+    predictions = spark.createDataFrame(expected.set_column(
+        expected.schema.get_field_index("timestamp"), "timestamp",
+        pa.array(ts, pa.timestamp("us", "UTC"))))
+    with pytest.raises(PythonException, match="column 'timestamp' has null"):
+        fold_dataframe(doc, predictions, dedupe=False)
