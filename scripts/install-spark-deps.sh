@@ -22,18 +22,10 @@ if [ -n "$have" ] && [ "$have" -ge 17 ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: installing a Java runtime (openjdk-17-jre-headless) needs root (apt-get); run this script as root" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: apt-get not found; install a Java 17 runtime and put java on PATH" >&2
-    exit 1
-fi
+. "$(dirname "$0")/apt-lib.sh"
+require_apt "a Java runtime (openjdk-17-jre-headless)" \
+    "install a Java 17 runtime and put java on PATH"
 
-has_candidate() {
-    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
-}
 pick() {
     for pkg in openjdk-17-jre-headless openjdk-21-jre-headless; do
         if has_candidate "$pkg"; then
