@@ -96,10 +96,13 @@ class FoldPartition:
                                         doc["bucket_seconds"]))
             pending.clear()
 
+        held = 0
         for batch in batches:
             pending.append(batch)
-            if sum(b.num_rows for b in pending) >= self.fold_rows:
+            held += batch.num_rows
+            if held >= self.fold_rows:
                 flush()
+                held = 0
         if pending:
             flush()
         if rows:
@@ -131,10 +134,15 @@ def fold_dataframe(doc: dict[str, Any], predictions: DataFrame,
     shape, _ = from_profile_document(doc)
     frame = kernel_frame(predictions, labels, shape, columns=columns,
                          label_columns=label_columns, dedupe=dedupe)
-    partial = frame.mapInArrow(FoldPartition(_shared(predictions, doc), fold_rows), SCHEMA)
+    shared = _shared(predictions, doc)
+    partial = frame.mapInArrow(FoldPartition(shared, fold_rows), SCHEMA)
     merged = partial.groupBy("version", "bucket_start", "kind", "profile_key").applyInArrow(
         merge_group, SCHEMA)
-    return merge(from_arrow(merged.toArrow()))
+    try:
+        return merge(from_arrow(merged.toArrow()))
+    finally:
+        if isinstance(shared, Broadcast):
+            shared.destroy()
 
 
 # --------------------------------------------------------------------------- upload
