@@ -27,14 +27,8 @@ if [ -z "$need" ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "error: installing$need needs root (apt-get); run this script as root" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: apt-get not found; install promtool and amtool from prometheus.io/download" >&2
-    exit 1
-fi
+. "$(dirname "$0")/apt-lib.sh"
+require_apt "${need# }" "install promtool and amtool from prometheus.io/download"
 
 # Daemon process ids running before the install (empty when none).
 pids_of() {
@@ -43,9 +37,6 @@ pids_of() {
 before_prometheus=$(pids_of prometheus)
 before_alertmanager=$(pids_of prometheus-alertmanager)
 
-has_candidate() {
-    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
-}
 for pkg in $need; do
     if ! has_candidate "$pkg"; then
         echo "package lists do not know $pkg: running apt-get update"

@@ -23,6 +23,8 @@ ALLOWED = {
     "ingest": {"evaluation", "monitoring", "storage"},
     "registry": {"evaluation", "monitoring", "storage"},
     "api": {"registry", "ingest", "evaluation", "observability", "storage", "monitoring"},
+    # a producer beside the service: folds with the kernel, sends with the command line's client
+    "spark": {"cli", "evaluation", "storage"},
 }
 IMPORT = re.compile(r"^\s*(?:from|import) app\.([a-z_]+)")
 
@@ -38,6 +40,14 @@ def _ups(room: str) -> list[str]:
 @pytest.mark.parametrize("room", sorted(ALLOWED))
 def test_a_room_imports_only_from_the_rooms_below_it(room):
     assert _ups(room) == []
+
+
+def test_the_spark_adapter_takes_only_the_http_client_from_the_command_line():
+    taken = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted((APP / "spark").rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if (m := IMPORT.match(line)) and m.group(1) == "cli"]
+    assert taken and all("from app.cli.client import" in t for t in taken), taken
 
 
 def test_every_room_is_drawn():

@@ -164,7 +164,9 @@ def rows_from_arrow(shape: ModelShape, table: pa.Table | pa.RecordBatch,
         out.probabilities = _probabilities(shape, prediction, n)
     out.label = _labels(shape, _array(table, LABEL), n)
     label_ts = _epoch(_array(table, LABEL_TIMESTAMP), LABEL_TIMESTAMP)
-    delay = np.zeros(n) if label_ts is None else label_ts - ts
+    # a label without its own time (no column, or null) came with its prediction: delay 0
+    delay = (np.zeros(n) if label_ts is None
+             else np.where(np.isnan(label_ts), 0.0, label_ts - ts))
     out.label_delay = np.where(np.isnan(out.label), np.nan, delay)
     return out
 

@@ -140,3 +140,18 @@ def test_a_batch_without_usable_timestamps_is_refused_naming_the_column():
         rows_from_arrow(shape, pa.table({"timestamp": pa.array([None, 1.0])}), 1)
     with pytest.raises(Invalid, match="'x' must be numeric"):
         rows_from_arrow(shape, pa.table({"timestamp": [1.0], "x": [[1]]}), 1)
+
+
+def test_a_label_without_its_own_time_came_with_its_prediction():
+    """A null label_timestamp means what an absent column means: delay 0, counted in the
+    label-delay sketch like the service's inline labels."""
+    shape = ModelShape("binary_classification", (("x", "numeric"),), (), ("a", "b"))
+    ts = pa.array([T0] * 3, pa.timestamp("us", "UTC"))
+    base = {"timestamp": ts, "x": [1.0, 2.0, 3.0], "score": [0.1, 0.2, 0.3],
+            "label": ["a", "b", None]}
+    absent = fold(shape, pa.table(base), 1, {}, BUCKET)
+    null = fold(shape, pa.table({**base, "label_timestamp": pa.array(
+        [None, T0, None], pa.timestamp("us", "UTC"))}), 1, {}, BUCKET)
+    delays = [unpack_outcome(rows[0].payload).delays for rows in (absent, null)]
+    assert [(d.n, d.get_min_value(), d.get_max_value()) for d in delays] == [(2, 0.0, 0.0)] * 2
+    assert contents(null) == contents(absent)

@@ -1,0 +1,20 @@
+# Shared by the install scripts (sourced: `. "$(dirname "$0")/apt-lib.sh"`): the checks before
+# an `apt-get install`, and the package-list lookup.
+
+# require_apt WHAT HINT: exit 1 with a message unless this runs as root on a machine with
+# apt-get; WHAT names what would be installed, HINT what to do without apt-get.
+require_apt() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: installing $1 needs root (apt-get); run this script as root" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: apt-get not found; $2" >&2
+        exit 1
+    fi
+}
+
+# has_candidate PACKAGE: the package lists know an installable version of PACKAGE.
+has_candidate() {
+    apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
+}
