@@ -7,6 +7,9 @@ compared on the same bodies (msgspec fast path, pydantic-core strict, orjson + v
     .venv/bin/python bench/bench_ingest.py [--batches 40] [--clients 1 2 4] [--workers 1 2]
         [--rounds 3]
 
+After each API run, a label for each of its predictions (a minute later) goes through
+POST /v1/labels in the same batches and clients: labels/s beside predictions/s, same run.
+
 Each API run is followed at once by the two baselines on its own rows, and the ratio is taken
 per round: the machines here are shared, and load that changes between a run and its baseline
 would otherwise be read as a speed difference.
@@ -103,16 +106,27 @@ def start_server(url: str, port: int, workers: int = 1) -> subprocess.Popen:
     raise SystemExit("server did not start")
 
 
-def api_run(port: int, bodies: list[bytes], clients: int) -> float:
-    """Seconds to post every body, split over ``clients`` concurrent connections."""
+def label_bodies(records: list[dict]) -> list[bytes]:
+    """A label for every record, a minute after its prediction, in the records' batches."""
+    labels = [{"model": "bench", "prediction_id": r["prediction_id"],
+               "label": "1" if r["prediction"]["score"] > 0.5 else "0",
+               "timestamp": (datetime.fromisoformat(r["timestamp"])
+                             + timedelta(minutes=1)).isoformat()} for r in records]
+    return [json.dumps({"records": labels[i:i + BATCH]}).encode()
+            for i in range(0, len(labels), BATCH)]
+
+
+def api_run(port: int, bodies: list[bytes], clients: int, path: str = "/v1/predictions",
+            counted: str = "accepted") -> float:
+    """Seconds to post every body to ``path``, split over ``clients`` concurrent
+    connections; each answer must count the whole batch under ``counted``."""
     errors: list[str] = []
 
     def worker(chunk: list[bytes]) -> None:
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
             for body in chunk:
-                r = c.post("/v1/predictions", content=body,
-                           headers={"content-type": "application/json"})
-                if r.status_code != 200 or r.json()["accepted"] != BATCH:
+                r = c.post(path, content=body, headers={"content-type": "application/json"})
+                if r.status_code != 200 or r.json()[counted] != BATCH:
                     errors.append(r.text[:200])
 
     threads = [threading.Thread(target=worker, args=(bodies[i::clients],)) for i in range(clients)]
@@ -294,6 +308,7 @@ def main() -> None:
           f"a bare idempotent COPY of its rows (ratios per round, so that load which changes "
           f"during the run does not skew them); {load()}")
     ratios: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
+    labels: dict[tuple[int, int], list[tuple[float, float]]] = {}
     run = 0
     try:
         for workers in args.workers:
@@ -328,6 +343,12 @@ def main() -> None:
                               f"rows/s; bare COPY {bare:9,.0f}; bare idempotent COPY "
                               f"{idem:9,.0f}; API / idempotent COPY {api / idem:.2f}   "
                               f"{load()}")
+                        lab = total / api_run(port, label_bodies(records[BATCH * workers:]),
+                                              clients, "/v1/labels", "matched")
+                        labels.setdefault((workers, clients), []).append((lab, api))
+                        print(f"labels, {workers} process(es), {clients} client(s): "
+                              f"{lab:9,.0f} labels/s, each paired with its stored prediction; "
+                              f"labels / predictions {lab / api:.2f}   {load()}")
                 best = max(float(np.median([a for a, _, _ in rs]))
                            for (w, _), rs in ratios.items() if w == workers)
                 target = 0.5 * best / BATCH  # requests per second
@@ -358,6 +379,12 @@ def main() -> None:
                   f"API / idempotent COPY {float(np.median(per_round)):.2f} "
                   f"({min(per_round):.2f}-{max(per_round):.2f}), API / bare COPY "
                   f"{float(np.median([a / b for a, b, _ in rs])):.2f}")
+        for (workers, clients), ls in labels.items():
+            per_round = [lab / api for lab, api in ls]
+            print(f"  labels, {workers} process(es), {clients} client(s): "
+                  f"{float(np.median([lab for lab, _ in ls])):9,.0f} labels/s; labels / "
+                  f"predictions {float(np.median(per_round)):.2f} "
+                  f"({min(per_round):.2f}-{max(per_round):.2f})")
     finally:
         with psycopg.connect(dsn(admin_url()), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
