@@ -380,6 +380,22 @@ class Settings(BaseSettings):
         "sharing a host need a port each (`--metrics-port`); a port in use stops the worker "
         "at start."))
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        """``postgres://`` (what many hosts hand out) is PostgreSQL through psycopg, as is
+        ``postgresql://``; anything but PostgreSQL and SQLite is refused here, by name."""
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError("must be a URL such as postgresql+psycopg://user:pass@host/db or "
+                             "sqlite:///./modelmon.db")
+        if scheme in ("postgres", "postgresql", "postgres+psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        if scheme.split("+")[0] not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database {scheme.split('+')[0][:40]!r}: use "
+                             "postgresql+psycopg://... or sqlite:///...")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str) -> str:

@@ -42,6 +42,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        from pydantic import ValidationError
+
+        if isinstance(err, ValidationError) and err.title == "Settings":
+            for e in err.errors(include_url=False, include_input=False):
+                name = "MODELMON_" + "_".join(str(p) for p in e["loc"]).upper()
+                print(f"{prefix}: error: {name if e['loc'] else 'settings'}: "
+                      f"{e['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+            return 2
         if "sqlalchemy" in sys.modules:
             from sqlalchemy.exc import OperationalError
 

@@ -7,6 +7,7 @@ nothing here touches the database: the caller loads the schemas of the batch's m
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -111,7 +112,9 @@ def _class_label(value: Any, classes: frozenset[str]) -> tuple[str | None, str |
     if not isinstance(value, str):
         return None, f"must be a class name (string), got {_describe(value)}"
     if value not in classes:
-        return None, "not one of the model's classes"
+        names = sorted(classes)
+        listed = ", ".join(repr(c) for c in names[:20]) + (", ..." if len(names) > 20 else "")
+        return None, f"not one of the model's classes ({listed})"
     return value, None
 
 
@@ -330,8 +333,11 @@ def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i:
             if record_unknown:
                 _unexpected(name, v, where, i, problems, unexpected)
             else:
+                close = difflib.get_close_matches(name, list(types), n=1, cutoff=0.75)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
                 problems.append(Problem("not a feature of this model's schema (or of this "
-                                        "version's own feature list)", field=where, index=i))
+                                        f"version's own feature list){hint}", field=where,
+                                        index=i))
             continue
         if v is None:
             continue  # stored like an absent feature
@@ -379,8 +385,10 @@ def _validate_prediction(
     task = schema.row.task
     required, allowed = PAYLOAD_FIELDS[task]
     if not isinstance(raw, dict):
-        problems.append(Problem(f"required object, got {_describe(raw)}", field="prediction",
-                                index=i))
+        shape = {"binary_classification": '{"score": 0.93}', "regression": '{"value": 12.5}',
+                 "multiclass_classification": '{"probabilities": {"<class>": 0.7, ...}}'}[task]
+        problems.append(Problem(f"required object, got {_describe(raw)}; for a {task} model "
+                                f"send e.g. {shape}", field="prediction", index=i))
         return None, None, None, None
     _check_unknown(raw, allowed, i, "prediction.", problems)
     score = value = None
