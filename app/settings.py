@@ -174,9 +174,10 @@ class Settings(BaseSettings):
         "bucket, with what the summaries count, and a bucket that differs is summarised "
         "again from its rows (rows written by an older release during a rolling upgrade, "
         "restored from a backup or copied in by hand)."))
-    summary_audit_lookback_seconds: float = Field(default=86_400.0, gt=0, description=(
+    summary_audit_lookback_seconds: float = Field(default=21_600.0, gt=0, description=(
         "Seconds of closed buckets each summary audit compares (one grouped scan of their "
-        "predictions)."))
+        "predictions and labels: at 1M predictions an hour, 6M rows by default). Raise it for "
+        "one run after restoring older rows."))
     summary_max_payload_bytes: int = Field(default=32 * MIB, ge=1024, description=(
         "Bytes one imported summary (POST /v1/summaries) may inflate to; past it the upload "
         "is refused (422) before the memory is spent. A dense drift summary takes 8 bytes a "
