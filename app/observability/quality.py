@@ -34,7 +34,8 @@ def quality_snapshot(engine: Engine, settings: Settings) -> MetricsSnapshot:
     """The snapshot the collector reads, with each model's alerting policy and the decisions
     on its versions' weight deltas made under it now (evaluation/policy.py)."""
     snap = load_snapshot(engine, max_result_age_seconds=settings.metrics_max_result_age_seconds,
-                         max_versions=settings.metrics_max_versions, jobs=JOBS)
+                         max_versions=settings.metrics_max_versions, jobs=JOBS,
+                         max_cohorts=settings.metrics_max_cohorts)
     version_checks_by_model(settings, snap.policies, snap.deltas)
     return replace(snap, model_policy=model_policy.paging_by_model(settings, snap.policies))
 
@@ -87,7 +88,8 @@ def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, An
     by_subject: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_subject.setdefault(r[key], []).append(r)
-    if len(by_subject) <= limit:
+    # the snapshot may hold only the worst rows of many (``subjects_total``: how many there were)
+    if max([len(by_subject), *(r.get("subjects_total", 0) for r in rows)]) <= limit:
         return rows
     worst = sorted(by_subject, key=lambda s: -max((x["value"] for x in by_subject[s]
                                                    if _finite(x["value"])), default=-1.0))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, case, func, literal, or_, select
 
 from app.storage.tables import (
     feature_weights,
@@ -54,8 +54,12 @@ class MetricsSnapshot:
 
 
 def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
-                  max_versions: int, jobs: Iterable[str]) -> MetricsSnapshot:
-    """The snapshot, ``model_policy`` left to the caller."""
+                  max_versions: int, jobs: Iterable[str],
+                  max_cohorts: int | None = None) -> MetricsSnapshot:
+    """The snapshot, ``model_policy`` left to the caller. With ``max_cohorts``, per version,
+    metric and cohort key only that many cohort rows are read, the worst first (what /metrics
+    exports: the rest is folded into one series), each with the key's number of cohorts
+    (``subjects_total``), so the read does not grow with the cohorts stored."""
     now = datetime.now(UTC)
     since = now - timedelta(seconds=max_result_age_seconds)
     with engine.connect() as conn:
@@ -71,7 +75,7 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
             recent.setdefault(v.model_id, []).append(v)
         exported = {v.id for vs in recent.values() for v in vs[-max_versions:]}
         versions = {v.id: (model_names[v.model_id], v.version) for v in vrows}
-        result_rows = _latest_results(conn, jobs, since)
+        result_rows = _latest_results(conn, jobs, since, max_cohorts)
         last_ok, last_runs = _job_state(conn, jobs)
         facts = _facts(conn, exported, versions)
     return MetricsSnapshot(
@@ -79,7 +83,8 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
         maintenance={name: mid in in_maintenance for mid, name in model_names.items()},
         results=[{"model": versions[r.version_id][0], "version": versions[r.version_id][1],
                   "metric": r.metric, "subject": r.subject, "n": r.n, "value": r.value,
-                  "decision": r.decision, "detail": r.detail}
+                  "decision": r.decision, "detail": r.detail,
+                  **({"subjects_total": r.total} if r.total is not None else {})}
                  for r in result_rows if r.version_id in versions],
         job_last_success={(job, model_names[mid]): _ts(ts) for job, mid, ts in last_ok
                           if mid in model_names and ts is not None},
@@ -92,9 +97,21 @@ def load_snapshot(engine: Engine, *, max_result_age_seconds: float,
         weights=facts["weights"], deltas=facts["deltas"], features=facts["features"])
 
 
-def _latest_results(conn: Connection, jobs: Iterable[str], since: datetime) -> list[Any]:
+COHORT_METRICS = ("cohort_error_ratio", "cohort_mae")  # subject "key=value"
+
+
+def _cohort_key(conn: Connection, subject: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.split_part(subject, "=", 1)
+    return func.substr(subject, 1, func.instr(subject, "=") - 1)
+
+
+def _latest_results(conn: Connection, jobs: Iterable[str], since: datetime,
+                    max_cohorts: int | None = None) -> list[Any]:
     """Per (job, version): its latest window within the age limit, then that window's rows;
-    both by index (revision 0009), so older windows are never read."""
+    both by index (revision 0009), so older windows are never read. With ``max_cohorts``,
+    a cohort key's rows are ranked in the database and only the worst ``max_cohorts`` come
+    back (NULL and NaN last, as the fold orders them), with the key's count."""
     m, v = metric_results, model_versions
     result_rows: list[Any] = []
     for job in jobs:
@@ -104,12 +121,26 @@ def _latest_results(conn: Connection, jobs: Iterable[str], since: datetime) -> l
               .order_by(m.c.window_end.desc()).limit(1)
               .correlate(v).scalar_subquery())
         latest = select(v.c.model_id, v.c.id.label("vid"), we.label("we")).subquery()
+        of_window = and_(m.c.job == job, m.c.model_id == latest.c.model_id,
+                         m.c.version_id == latest.c.vid, m.c.window_end == latest.c.we)
+        cols = (m.c.version_id, m.c.metric, m.c.subject, m.c.n, m.c.value, m.c.decision,
+                m.c.detail)
+        if max_cohorts is None:
+            result_rows += conn.execute(select(*cols, literal(None).label("total"))
+                                        .join(latest, of_window)).all()
+            continue
+        result_rows += conn.execute(select(*cols, literal(None).label("total"))
+                                    .join(latest, of_window)
+                                    .where(m.c.metric.not_in(COHORT_METRICS))).all()
+        group = (m.c.version_id, m.c.metric, _cohort_key(conn, m.c.subject))
+        last = case((or_(m.c.value.is_(None), m.c.value == float("nan")), 1), else_=0)
+        ranked = (select(*cols, func.count().over(partition_by=group).label("total"),
+                         func.row_number().over(partition_by=group, order_by=(
+                             last, m.c.value.desc(), m.c.subject)).label("rank"))
+                  .join(latest, of_window).where(m.c.metric.in_(COHORT_METRICS)).subquery())
         result_rows += conn.execute(
-            select(m.c.version_id, m.c.metric, m.c.subject, m.c.n, m.c.value,
-                   m.c.decision, m.c.detail)
-            .join(latest, and_(m.c.job == job, m.c.model_id == latest.c.model_id,
-                               m.c.version_id == latest.c.vid,
-                               m.c.window_end == latest.c.we))).all()
+            select(*(ranked.c[c.name] for c in cols), ranked.c.total)
+            .where(ranked.c.rank <= max_cohorts)).all()
     return result_rows
 
 

@@ -331,3 +331,48 @@ def test_feature_importance_nonzero_features_and_zeroed_top_features(client):
     # f6 was zeroed too, but it was not among v1's top 5
     assert zeroed == {key("modelmon_version_zeroed_feature_importance_ratio", version="v2",
                           base_version="v1", feature="f1"): pytest.approx(7 / 36)}
+
+
+def test_many_stored_cohorts_are_read_as_the_exported_worst_and_fold_alike(client, engine):
+    """3,000 cohorts of one key in the latest window (more than the service writes itself):
+    the snapshot reads only the worst few per key and version, and /metrics exports exactly
+    what folding every row exported (the worst cohorts, the rest as __other__ with the worst
+    folded value and its decision), NULL values last."""
+    from datetime import UTC, datetime, timedelta
+
+    from prometheus_client.core import GaugeMetricFamily  # noqa: F401
+    from sqlalchemy import insert
+
+    from app.observability.metrics import JOBS
+    from app.observability.quality import build_families
+    from app.storage.snapshot import load_snapshot
+    from app.storage.tables import metric_results
+
+    register(client)
+    end = datetime.now(UTC).replace(microsecond=0)
+    rows = [{"job": "cohorts", "model_id": 1, "version_id": 1, "metric": "cohort_error_ratio",
+             "subject": f"{key}=c{i:05d}", "window_start": end - timedelta(hours=1),
+             "window_end": end, "n": 100 + i,
+             "value": None if i % 97 == 0 else ((i * 7919) % 3001) / 3001,
+             "decision": ("critical" if i % 11 == 0 else "ok"), "method": "fisher",
+             "detail": None, "computed_at": end}
+            for key, count in (("region", 3000), ("tier", 5)) for i in range(count)]
+    with engine.begin() as conn:
+        conn.execute(insert(metric_results), rows)
+    limits = {"features": 50, "cohorts": 20, "layers": 100}
+
+    def exported(max_cohorts):
+        snap = load_snapshot(engine, max_result_age_seconds=3600, max_versions=3, jobs=JOBS,
+                             max_cohorts=max_cohorts)
+        fams = build_families(snap, limits, 300.0)
+        return snap, sorted((f.name, tuple(sorted(s.labels.items())), s.value)
+                            for f in fams for s in f.samples
+                            if f.name.startswith("modelmon_cohort"))
+
+    all_rows, everything = exported(None)
+    few_rows, bounded = exported(20)
+    assert len(all_rows.results) == 3005 and len(few_rows.results) == 25
+    assert bounded == everything
+    regions = {dict(labels)["cohort"] for _, labels, _ in bounded
+               if dict(labels)["cohort_key"] == "region"}
+    assert len(regions) == 20 and "__other__" in regions
