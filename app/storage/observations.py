@@ -7,10 +7,11 @@ baseline profile from a version's first traffic, and for drill-down.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, cast, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from app.storage.db import as_utc
 from app.storage.tables import labels, predictions
@@ -71,25 +72,32 @@ def received_range(*, conn: Connection, model_id: int, version_id: int,
     return None if lo is None else (as_utc(lo), as_utc(hi))
 
 
-def _bucket_index(conn: Connection, ts: Any, bucket_seconds: float) -> Any:
-    """The index of the bucket holding ``ts`` (floor of epoch seconds / bucket), exact on
-    both stores (SQLite keeps naive UTC text, read to the whole second: buckets are whole
-    seconds long)."""
-    if conn.dialect.name == "postgresql":
-        return func.floor(func.extract("epoch", ts) / bucket_seconds)
-    return cast(func.strftime("%s", ts), Integer).op("/")(int(bucket_seconds))  # integer /
-
-
 def stored_by_bucket(*, conn: Connection, model_id: int, start: datetime, end: datetime,
                      bucket_seconds: float) -> dict[tuple[int, datetime], tuple[int, int]]:
     """(predictions, labeled predictions) stored per (version, bucket start) for the
     buckets in [start, end), in one grouped scan."""
     p, lab = predictions, labels
-    index = _bucket_index(conn, p.c.ts, bucket_seconds).label("b")
+    join = p.outerjoin(lab, and_(lab.c.model_id == p.c.model_id,
+                                 lab.c.prediction_id == p.c.prediction_id))
+    of_range = (p.c.model_id == model_id, p.c.ts >= start, p.c.ts < end)
+    out: dict[tuple[int, datetime], tuple[int, int]] = {}
+    if conn.dialect.name != "postgresql":  # the embedded store: its rows, grouped here
+        for vid, ts, labeled in conn.execute(select(
+                p.c.version_id, p.c.ts, lab.c.prediction_id.is_not(None))
+                .select_from(join).where(*of_range)):
+            key = (int(vid), _bucket_of(as_utc(ts), bucket_seconds))
+            n, k = out.get(key, (0, 0))
+            out[key] = (n + 1, k + int(bool(labeled)))
+        return out
+    index = func.floor(func.extract("epoch", p.c.ts) / bucket_seconds).label("b")
     q = (select(p.c.version_id, index, func.count(), func.count(lab.c.prediction_id))
-         .select_from(p.outerjoin(lab, and_(lab.c.model_id == p.c.model_id,
-                                            lab.c.prediction_id == p.c.prediction_id)))
-         .where(p.c.model_id == model_id, p.c.ts >= start, p.c.ts < end)
-         .group_by(p.c.version_id, index))
+         .select_from(join).where(*of_range).group_by(p.c.version_id, index))
     return {(int(v), datetime.fromtimestamp(int(b) * bucket_seconds, UTC)): (int(n), int(k))
             for v, b, n, k in conn.execute(q)}
+
+
+def _bucket_of(ts: datetime, bucket_seconds: float) -> datetime:
+    """The start of the bucket holding ``ts``, as app/evaluation/summaries.bucket_starts
+    computes it."""
+    return datetime.fromtimestamp(math.floor(ts.timestamp() / bucket_seconds) * bucket_seconds,
+                                  UTC)
