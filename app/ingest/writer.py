@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import Connection, Table, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -335,6 +336,9 @@ def _pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:
             found += conn.execute(q).all()
     out: list[CompletedPair] = []
     for m, pid, vid, ts, cohorts, score, value, probs in found:
+        if isinstance(cohorts, str):  # PostgreSQL sends the documents as text: orjson reads
+            cohorts = orjson.loads(cohorts)  # them several times faster than json.loads
+            probs = None if probs is None else orjson.loads(probs)
         lab = label_of[(m, pid)]
         out.append(CompletedPair(m, pid, vid, as_utc(ts), cohorts or {}, score, value, probs,
                                  lab.label_class, lab.label_value, lab.ts))
@@ -357,8 +361,8 @@ RETURNING model_id, prediction_id
 """
 
 _PG_PAIRED = """
-SELECT p.model_id, p.prediction_id, p.version_id, p.ts, p.cohorts, p.score, p.value,
-       p.probabilities
+SELECT p.model_id, p.prediction_id, p.version_id, p.ts, CAST(p.cohorts AS text),
+       p.score, p.value, CAST(p.probabilities AS text)
 FROM unnest(CAST(:mids AS bigint[]), CAST(:pids AS text[])) AS k(model_id, prediction_id)
 JOIN prediction_keys pk ON pk.model_id = k.model_id AND pk.prediction_id = k.prediction_id
 JOIN predictions p ON p.model_id = pk.model_id AND p.ts = pk.ts
