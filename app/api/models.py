@@ -136,6 +136,12 @@ def list_versions(model: str, engine: EngineDep) -> list[dict[str, Any]]:
     return [_version_read(v) for v in versions.list_versions(engine=engine, model=model)]
 
 
+@router.get("/{model}/versions/{version}", response_model=VersionRead, responses=ERRORS,
+            summary="One version of a model")
+def get_version(model: str, version: str, engine: EngineDep) -> dict[str, Any]:
+    return _version_read(versions.get_version(engine=engine, model=model, version=version))
+
+
 @router.patch(
     "/{model}/versions/{version}",
     response_model=VersionRead,

@@ -86,6 +86,14 @@ def list_versions(*, engine: Engine, model: str) -> list[RegisteredVersion]:
                 for r in store.list_versions(conn=conn, model_id=m.id)]
 
 
+def get_version(*, engine: Engine, model: str, version: str) -> RegisteredVersion:
+    """One version (NotFound naming the model or the version)."""
+    with engine.connect() as conn:
+        m = store.require_model(conn=conn, name=model)
+        return RegisteredVersion(m.name, store.require_version(conn=conn, model=m,
+                                                               version=version))
+
+
 def set_training(*, engine: Engine, model: str, version: str, training: dict[str, Any]
                  ) -> RegisteredVersion:
     """Replace the version's training metadata; Conflict (``version_in_use``) once a

@@ -60,3 +60,14 @@ def test_a_bad_setting_is_one_line_naming_its_variable(tmp_path):
     out = run(MODELMON_JOB_INTERVAL_SECONDS="-1")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "MODELMON_JOB_INTERVAL_SECONDS" in out.stderr
+
+
+def test_one_version_can_be_read(client):
+    register(client, versions=("v1", "v2"))
+    r = client.get("/v1/models/fraud/versions/v2")
+    assert r.status_code == 200, r.text
+    listed = client.get("/v1/models/fraud/versions").json()
+    assert r.json() == listed[1] and r.json()["version"] == "v2"
+    missing = client.get("/v1/models/fraud/versions/v9")
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_version"
+    assert client.get("/v1/models/ghost/versions/v1").json()["code"] == "unknown_model"
