@@ -144,11 +144,12 @@ def _routes(app: FastAPI, service: Service) -> None:
     """The routers, then the guards in front of them, the outermost added last."""
     settings = service.settings
     app.include_router(health.router)
+    # weights first: its GET .../versions/compare is matched before GET .../versions/{version}
+    app.include_router(weights.router)
     app.include_router(models.router)
     app.include_router(ingest.router)
     app.include_router(references.router)
     app.include_router(reports.router)
-    app.include_router(weights.router)
     app.include_router(summaries.router)
     app.include_router(metrics_api.router)
     if settings.docs_enabled:
