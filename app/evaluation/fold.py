@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from app.errors import Invalid, Problem
 from app.evaluation.packing import (
     FORMAT,
+    add_drift,
     pack_drift,
     pack_drift_counts,
     pack_outcome,
@@ -261,11 +262,10 @@ def merged_payload(kind: str, profile_key: str, payloads: Iterable[bytes],
         return pack_outcome(total)
     drift = None
     for p in payloads:
-        d = unpack_drift(p, profile_key)
         if drift is None:
-            drift = d
+            drift = unpack_drift(p, profile_key)
         else:
-            drift.add(d)
+            drift.n += add_drift(drift.counts, p)
     if drift is None:
         raise ValueError("nothing to merge")
     return pack_drift(drift)

@@ -15,6 +15,7 @@ sent by a client within bounds, refusing anything else with ``PayloadError``.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from typing import Any
@@ -57,7 +58,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     pos = 4 + hlen
     for name, dtype, shape in header["arrays"]:
         dt = np.dtype(dtype)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # 1 for a scalar's empty shape
         arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
         pos += count * dt.itemsize
     return header["meta"], arrays
@@ -118,7 +119,7 @@ def unpack_untrusted(data: bytes, max_bytes: int
     meta, specs, pos = _header(raw)
     arrays: dict[str, np.ndarray] = {}
     for name, dt, shape in specs:
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)
         if count * dt.itemsize > len(raw) - pos or name in arrays:
             raise PayloadError(f"array {name!r} does not fit the payload")
         arrays[name] = np.frombuffer(raw, dtype=dt, count=count, offset=pos).reshape(shape)
@@ -171,6 +172,20 @@ def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> by
 
 def unpack_drift(data: bytes, key: str) -> DriftSummary:
     return drift_of(*unpack(data), key)
+
+
+def add_drift(total: np.ndarray, data: bytes) -> int:
+    """Add a packed drift summary's counts into ``total`` (the layout's dense counts) where
+    they are, without making a dense copy of each (a batch's summary holds a few thousand
+    non-zero slots of hundreds of thousands); returns the predictions it counts."""
+    meta, arrays = unpack(data)
+    if int(meta["size"]) != total.shape[0]:
+        raise ValueError("drift summaries of different layouts do not add up")
+    if "dense" in arrays:
+        np.add(total, arrays["dense"], out=total, casting="unsafe")
+    else:
+        total[np.cumsum(arrays["gap"], dtype=np.int64)] += arrays["val"].astype(np.int64)
+    return int(meta["n"])
 
 
 def drift_of(meta: dict[str, Any], arrays: dict[str, np.ndarray], key: str) -> DriftSummary:

@@ -24,7 +24,12 @@ import numpy as np
 from sqlalchemy import Connection, Engine
 
 from app.evaluation.fold import merged_payload
-from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
+from app.evaluation.packing import (
+    add_drift,
+    pack_drift,
+    pack_outcome,
+    unpack_outcome,
+)
 from app.evaluation.summaries import (
     CompiledProfile,
     DriftSummary,
@@ -119,7 +124,7 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
                 buckets.add(r.bucket_start)
         elif cp is not None and r.profile_key == cp.key and (
                 r.origin or r.bucket_start not in stale):  # an import is never rebuilt
-            window.drift.add(unpack_drift(r.payload, cp.key))
+            window.drift.n += add_drift(window.drift.counts, r.payload)
     window.buckets = len(buckets)
 
 
