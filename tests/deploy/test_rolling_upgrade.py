@@ -413,8 +413,11 @@ def test_rolling_upgrade_under_ingest_reports_every_stored_row_once(
         feeder.stop.set()
         feeder.join(timeout=90)
         assert not feeder.is_alive() and feeder.failure is None, feeder.failure
-        # the previous release's readiness fails on a schema newer than its own
+        # the previous release's readiness fails on a schema newer than its own, and so does
+        # its migration (docs/operations.md: upgrading from a release before this one)
         assert old_ready.status_code == 503 and old_ready.json()["expected"] == PREVIOUS_HEAD
+        again = old.run("migrate")
+        assert again.returncode != 0 and "Can't locate revision" in again.stderr
         assert feeder.acknowledged_by(old_url) >= 20 and feeder.acknowledged_by(new_url) >= 20
 
         # every acknowledged record stored once, nothing else stored
