@@ -1,7 +1,8 @@
 """A rolling upgrade under ingest, on PostgreSQL: the previous release (built from git) migrates
 a throwaway database and serves; a client posts predictions and labels spread over the last
 hours; the new release migrates the database while the old one keeps serving, then serves on
-another port, ingest switches to it and the old one is stopped (SIGTERM). Rows are then copied
+another port, both take ingest a while (a balancer going round them), the old one is stopped
+(SIGTERM) while still sent requests, and ingest goes on on the new one. Rows are then copied
 in with plain SQL, as a restore would, into closed buckets. After the new release's summary
 upkeep, the reports count every stored prediction and labeled prediction of every bucket once,
 and every acknowledged record is stored exactly once.
@@ -139,12 +140,15 @@ def _record(pid: str, ts: datetime, rng: random.Random, label: bool = False) -> 
 class Feeder(threading.Thread):
     """Posts prediction batches spread over [start, end), labels for some earlier ones, a
     label before its prediction now and then, and re-sends a batch now and then (a client's
-    retry); retries a batch refused or lost until it is acknowledged. Keeps what each server
-    acknowledged."""
+    retry); retries a batch refused or lost until it is acknowledged. Requests go round the
+    servers in ``urls`` (a balancer), which the test changes as it goes. Keeps what each
+    server acknowledged."""
 
-    def __init__(self, url: str, start: datetime, end: datetime) -> None:
+    def __init__(self, start: datetime, end: datetime) -> None:
         super().__init__(daemon=True)
-        self.url, self.start_ts, self.end_ts = url, start, end
+        self.urls: list[str] = []
+        self.turn = 0
+        self.start_ts, self.end_ts = start, end
         self.stop = threading.Event()
         self.rng = random.Random(28)
         self.acked: set[str] = set()
@@ -162,7 +166,9 @@ class Feeder(threading.Thread):
         attempts = 0
         with httpx2.Client(timeout=10) as client:
             while True:
-                url = self.url
+                urls = self.urls
+                url = urls[self.turn % len(urls)]
+                self.turn += 1
                 attempts += 1
                 try:
                     r = client.post(f"{url}{path}", json={"records": records})
@@ -186,12 +192,15 @@ class Feeder(threading.Thread):
         n = 40
         ids = [f"p-{self.seq + i}" for i in range(n)]
         self.seq += n
-        early = self.rng.sample(ids, 2)  # their labels come first and wait
+        # every fourth batch, two labels come first and wait for their predictions (such a
+        # batch takes the staging path; the others are copied straight in)
+        early = self.rng.sample(ids, 2) if self.seq % (4 * n) == n else []
         labels = [{"model": MODEL, "prediction_id": pid, "label": "good",
                    "timestamp": iso(datetime.now(UTC))} for pid in early]
-        out = self._post("/v1/labels", labels)
-        assert out["pending"] + out["duplicates"] == len(early), out
-        self.labeled.update(early)
+        if early:
+            out = self._post("/v1/labels", labels)
+            assert out["pending"] + out["duplicates"] == len(early), out
+            self.labeled.update(early)
         records = [_record(pid, self._timestamp(), self.rng, label=(i % 10 == 0))
                    for i, pid in enumerate(ids)]
         out = self._post("/v1/predictions", records)
@@ -389,12 +398,12 @@ def test_rolling_upgrade_under_ingest_reports_every_stored_row_once(
     old = Release("previous", db, previous_release, tmp_path)
     new = Release("new", db, None, tmp_path)
     end = aligned_end(datetime.now(UTC), BUCKET)  # the open bucket's start: all closed
-    feeder = Feeder("", end - timedelta(hours=HOURS), end)
+    feeder = Feeder(end - timedelta(hours=HOURS), end)
     try:
         old_url, old_proc = old.serve()  # migrates to the previous head, then serves
         assert _revision(db) == PREVIOUS_HEAD
         _register(old_url)
-        feeder.url = old_url
+        feeder.urls = [old_url]
         feeder.start()
         feeder.wait_acks(old_url, 10)
         migrated = new.run("migrate")
@@ -403,12 +412,14 @@ def test_rolling_upgrade_under_ingest_reports_every_stored_row_once(
         feeder.wait_acks(old_url, 10)  # the previous release stores on the new schema
         old_ready = httpx2.get(f"{old_url}/readyz", timeout=10)
         new_url, _ = new.serve("--no-migrate")
-        # the old one stopped while the client still sends to it (a balancer that notices
-        # late): a batch in flight is answered (uvicorn drains), one refused is sent again
-        # until the client turns to the new one
+        feeder.urls = [old_url, new_url]  # both serve a while, as in a rollout
+        feeder.wait_acks(new_url, 10)
+        feeder.wait_acks(old_url, 10)
+        # the old one stopped while the balancer still sends to it: a request in flight is
+        # answered (uvicorn drains), one refused is sent again, to the next server
         old_proc.send_signal(signal.SIGTERM)
         assert old_proc.wait(timeout=60) in (0, -signal.SIGTERM)  # drained, then the signal
-        feeder.url = new_url
+        feeder.urls = [new_url]
         feeder.wait_acks(new_url, 20)
         feeder.stop.set()
         feeder.join(timeout=90)
@@ -418,7 +429,7 @@ def test_rolling_upgrade_under_ingest_reports_every_stored_row_once(
         assert old_ready.status_code == 503 and old_ready.json()["expected"] == PREVIOUS_HEAD
         again = old.run("migrate")
         assert again.returncode != 0 and "Can't locate revision" in again.stderr
-        assert feeder.acknowledged_by(old_url) >= 20 and feeder.acknowledged_by(new_url) >= 20
+        assert feeder.acknowledged_by(old_url) >= 30 and feeder.acknowledged_by(new_url) >= 30
 
         # every acknowledged record stored once, nothing else stored
         ids = _sql(db, "SELECT p.prediction_id FROM predictions p JOIN models m ON "
