@@ -18,7 +18,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database is reachable and migrated to head",
+@router.get("/readyz", summary="The database is reachable and migrated to this release's "
+            "head or past it",
             responses={
                 200: {"content": {"application/json": {"example": {
                     "status": "ok", "database": "reachable", "migration": "0004"}}}},
@@ -36,10 +37,13 @@ def readyz(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
             {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
             status_code=503, headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    if current != head:
+    if current != head and not migrate.newer_than_release(current):
         return JSONResponse(
             {"status": "unavailable", "database": "reachable", "migration": current,
              "expected": head, "hint": "run `modelmon migrate`"},
             status_code=503, headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    return JSONResponse({"status": "ok", "database": "reachable", "migration": current})
+    body = {"status": "ok", "database": "reachable", "migration": current}
+    if current != head:  # a newer release migrated it: this one serves on it until replaced
+        body["release_migration"] = head
+    return JSONResponse(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 
 from app.storage import locks
@@ -17,6 +19,8 @@ from app.storage import locks
 # (setup.py maps it), so an installed wheel carries them; installed wheels are unpacked, so
 # the resource is a directory Alembic can read.
 MIGRATIONS_DIR = Path(str(resources.files("app.migrations")))
+
+log = logging.getLogger("modelmon.migrate")
 
 
 def _config() -> Config:
@@ -37,8 +41,31 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def newer_than_release(revision: str | None) -> bool:
+    """Whether ``revision`` is one this release's migrations do not know: a newer release
+    migrated the database (a rolling upgrade in progress, or a rollback)."""
+    if revision is None:
+        return False
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is None
+    except CommandError:
+        return True
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    _run(engine, command.upgrade, revision)
+    """The schema to ``revision``. A database a newer release migrated is left as it is,
+    with a warning: its migrations only add (docs/operations.md, Rolling upgrades), so this
+    release serves on it, and a replica of it restarting during a rolling upgrade or a
+    rollback starts instead of failing on a revision it cannot locate."""
+    def ahead_or_upgrade(cfg: Config, target: str) -> None:
+        current = MigrationContext.configure(cfg.attributes["connection"]).get_current_revision()
+        if newer_than_release(current):
+            log.warning("database at revision %s, newer than this release's %s (a newer "
+                        "release migrated it): left as it is", current, head_revision())
+            return
+        command.upgrade(cfg, target)
+
+    _run(engine, ahead_or_upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -85,6 +85,39 @@ def test_readyz_reports_an_unmigrated_database(tmp_path):
     app.state.engine.dispose()
 
 
+def test_a_database_a_newer_release_migrated_is_served_and_left_as_it_is(fresh_url, caplog):
+    """A rolling upgrade or a rollback: a replica of this release starting on a database a
+    newer release migrated neither fails nor changes it, and is ready; one behind is not."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    engine = make_engine(Settings(database_url=fresh_url))
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9001'"))
+        assert migrate.newer_than_release("9001") and not migrate.newer_than_release(
+            migrate.head_revision()) and not migrate.newer_than_release(None)
+        with caplog.at_level("WARNING", logger="modelmon.migrate"):
+            migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == "9001"
+        assert "newer than this release's" in caplog.text
+        app = create_app(Settings(database_url=fresh_url))
+        with TestClient(app) as c:
+            r = c.get("/readyz")
+            assert r.status_code == 200, r.text
+            assert r.json() == {"status": "ok", "database": "reachable", "migration": "9001",
+                                "release_migration": migrate.head_revision()}
+            with engine.begin() as conn:  # behind this release: not ready
+                conn.execute(text("UPDATE alembic_version SET version_num = '0013'"))
+            r = c.get("/readyz")
+            assert r.status_code == 503 and r.json()["expected"] == migrate.head_revision()
+        app.state.engine.dispose()
+    finally:
+        engine.dispose()
+
+
 def _partitions(engine) -> set[str]:
     with engine.connect() as conn:
         return {r[0] for r in conn.execute(text(
