@@ -156,13 +156,20 @@ def rows_from_arrow(shape: ModelShape, table: pa.Table | pa.RecordBatch,
         out.features[name] = (_floats(arr, n, name) if kind == "numeric" else coded(arr, n))
     for key in shape.cohort_keys:
         out.cohorts[key] = coded(_array(table, key), n)
-    prediction = _array(table, PREDICTION_COLUMN[shape.task])
+    column = PREDICTION_COLUMN[shape.task]
+    prediction = _array(table, column)
     if shape.task == "binary_classification":
-        out.score = _floats(prediction, n, "score")
+        out.score = _floats(prediction, n, column)
+        usable = np.isfinite(out.score) & (out.score >= 0) & (out.score <= 1)
     elif shape.task == "regression":
-        out.value = _floats(prediction, n, "value")
+        out.value = _floats(prediction, n, column)
+        usable = np.isfinite(out.value)
     else:
         out.probabilities = _probabilities(shape, prediction, n)
+        usable = np.isfinite(out.probabilities).all(axis=1)
+    if not usable.all():  # what ingest refuses too: every prediction has a usable one
+        raise _bad(column, f"column {column!r} has {int((~usable).sum())} missing or unusable "
+                   "values (scores within [0, 1], finite values)")
     out.label = _labels(shape, _array(table, LABEL), n)
     label_ts = _epoch(_array(table, LABEL_TIMESTAMP), LABEL_TIMESTAMP)
     # a label without its own time (no column, or null) came with its prediction: delay 0

@@ -155,3 +155,13 @@ def test_a_label_without_its_own_time_came_with_its_prediction():
     delays = [unpack_outcome(rows[0].payload).delays for rows in (absent, null)]
     assert [(d.n, d.get_min_value(), d.get_max_value()) for d in delays] == [(2, 0.0, 0.0)] * 2
     assert contents(null) == contents(absent)
+
+
+@pytest.mark.parametrize("task, column, bad", [
+    ("binary_classification", "score", [0.5, None]), ("binary_classification", "score", [1.5, 0.1]),
+    ("regression", "value", [float("nan"), 1.0])])
+def test_a_batch_with_unusable_predictions_is_refused_naming_the_column(task, column, bad):
+    shape = ModelShape.of(model(task))
+    table = pa.table({"timestamp": [1.0, 2.0], column: pa.array(bad, pa.float64())})
+    with pytest.raises(Invalid, match=f"'{column}' has 1 missing or unusable"):
+        rows_from_arrow(shape, table, 1)
