@@ -7,7 +7,9 @@ only those are sent (POST /v1/summaries). No feature value, no prediction id and
 prediction leaves the process: a summary holds counts per bin and slot of the version's
 reference profile, and sums over labeled pairs per calibration slot and cohort.
 
-- ``log`` appends to a buffer (never waits on the network). A background thread folds the
+- ``log`` appends to a buffer (never waits on the network; past ``max_buffer`` records not
+  yet folded, as while the model's profile cannot be fetched, a record is dropped and counted
+  in ``stats.dropped``). A background thread folds the
   buffer every ``flush_interval`` seconds on the version's profile (fetched from the service,
   and fetched again when the service says a new reference replaced it), writes the upload to
   the spool directory, sends it, and removes it once the service acknowledged it.
@@ -54,7 +56,7 @@ class SummaryStats:
     labels_unpaired: int = 0
     profile_refetches: int = 0
     failed_attempts: int = 0
-    dropped: int = 0  # predictions that could not be summarised (logged with the reason)
+    dropped: int = 0  # predictions not summarised: unusable (logged), or past max_buffer
 
 
 def _epoch(ts: Any) -> datetime:
@@ -73,7 +75,8 @@ class SummarizingMonitor:
                  token: str | None = None, source: str | None = None,
                  spool_dir: str | os.PathLike[str] | None = None,
                  flush_interval: float = 10.0, label_horizon: float = 86_400.0,
-                 max_recent: int = 1_000_000, timeout: float = 30.0,
+                 max_recent: int = 1_000_000, max_buffer: int = 1_000_000,
+                 timeout: float = 30.0,
                  backoff_max: float = 30.0) -> None:
         from app.evaluation import fold  # the service's kernel: the same code, not a copy
 
@@ -87,7 +90,7 @@ class SummarizingMonitor:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.flush_interval, self.label_horizon = flush_interval, label_horizon
         self._timeout, self._backoff_max = timeout, backoff_max
-        self._max_recent = max_recent
+        self._max_recent, self._max_buffer = max_recent, max_buffer
         self.stats = SummaryStats()
         self._lock = threading.Lock()
         self._records: list[dict[str, Any]] = []
@@ -121,6 +124,9 @@ class SummarizingMonitor:
         if label is not None:  # shaped with the model's task in the background thread
             rec["label"], rec["label_timestamp"] = label, ts
         with self._lock:
+            if len(self._records) >= self._max_buffer:  # nothing can be folded (the model
+                self.stats.dropped += 1  # is unknown to the service, or never reached)
+                return pid
             self._records.append(rec)
             self._recent[pid] = (ts, rec["prediction"], rec["cohorts"])
             while len(self._recent) > self._max_recent:
