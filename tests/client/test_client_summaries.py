@@ -158,3 +158,18 @@ def test_killed_and_restarted_on_its_spool_the_client_counts_everything_once(
     assert out.split()[-1] == "600" and third.returncode == 0
     proxy.stop()
     assert comparable(reports(client, "edge")) == comparable(reports(client, "raw"))
+
+
+def test_what_cannot_be_folded_yet_is_bounded(tmp_path):
+    """Nothing can be folded while the service cannot be reached for the model's profile:
+    past ``max_buffer`` records a prediction is dropped and counted, never held without
+    bound; the monitor never blocks its caller."""
+    mon = SummarizingMonitor(f"http://127.0.0.1:{free_port()}", model="m", version="v1",
+                             spool_dir=tmp_path, flush_interval=0.1, max_buffer=10)
+    try:
+        for i in range(15):
+            mon.log(features={"x": float(i)}, prediction=0.5)
+        assert mon.stats.logged == 10 and mon.stats.dropped == 5
+        assert not mon.flush(0.5)
+    finally:
+        mon.close(0.2)  # unsent: it stays spooled (nothing was folded here)
