@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ def drop_pg_database(url: str) -> None:
     name = make_url(url).database
     with psycopg.connect(_psycopg_dsn(_admin_url()), autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def own_pg_database(prefix: str) -> Iterator[str]:
+    """A database of its own for a served process, dropped afterwards."""
+    url = create_pg_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from app.cli.serve import uvicorn_options
 from app.main import create_app
 from app.settings import Settings
 from app.storage.tables import predictions
-from tests.conftest import ROOT, LiveServer, clean, create_pg_database, drop_pg_database, free_port
+from tests.conftest import ROOT, LiveServer, clean, free_port, own_pg_database
 from tests.factories import binary_model, prediction, version
 from tests.helpers import wait_ready
 
@@ -187,9 +187,8 @@ IDLE = 10_000
 
 @pytest.fixture
 def idle_db():
-    url = create_pg_database("modelmon_idle")
-    yield url
-    drop_pg_database(url)
+    with own_pg_database("modelmon_idle") as url:
+        yield url
 
 
 def _raise_open_files(needed: int) -> int:
