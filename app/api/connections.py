@@ -25,7 +25,6 @@ import asyncio
 import functools
 import json
 import logging
-import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -47,22 +46,27 @@ REPORT_EVERY_SECONDS = 10.0
 
 class Tally:
     """What the connections of one server share: those with no request in progress, oldest
-    first (a dict keeps insertion order), and what was shed or refused since the last log."""
+    first (a dict keeps insertion order), and what was shed or refused, logged as one line
+    REPORT_EVERY_SECONDS after the first of them."""
 
     def __init__(self) -> None:
         self.idle: dict[GuardedHttp, None] = {}
         self.shed = 0
         self.refused = 0
-        self.reported = time.monotonic()
+        self.pending: asyncio.TimerHandle | None = None
+
+    def count(self, loop: asyncio.AbstractEventLoop, shed: int = 0, refused: int = 0) -> None:
+        self.shed += shed
+        self.refused += refused
+        if self.pending is None:
+            self.pending = loop.call_later(REPORT_EVERY_SECONDS, self.report)
 
     def report(self) -> None:
-        now = time.monotonic()
-        if now - self.reported >= REPORT_EVERY_SECONDS and (self.shed or self.refused):
-            log.warning("past MODELMON_MAX_CONNECTIONS in the last %.0f s: %d idle "
-                        "connection(s) closed, %d request(s) answered 503",
-                        now - self.reported, self.shed, self.refused)
-            self.shed = self.refused = 0
-            self.reported = now
+        self.pending = None
+        log.warning("past MODELMON_MAX_CONNECTIONS in the last %.0f s: %d idle connection(s) "
+                    "closed, %d request(s) answered 503 overloaded", REPORT_EVERY_SECONDS,
+                    self.shed, self.refused)
+        self.shed = self.refused = 0
 
 
 def raw_response(err: ApiError) -> bytes:
@@ -139,16 +143,17 @@ class GuardedHttp(HttpToolsProtocol):
         """Past the cap, close the oldest connections with no request in progress (never
         this new one). They leave the count at once: their close completes later."""
         excess = len(self.connections) - self.max_connections
-        for conn in list(self.tally.idle):
-            if excess <= 0:
+        shed = 0
+        while excess > shed:
+            oldest = next((c for c in self.tally.idle if c is not self), None)
+            if oldest is None:  # every other connection is busy: this one is served
                 break
-            if conn is not self:
-                self.tally.idle.pop(conn, None)
-                self.connections.discard(conn)
-                conn.transport.close()
-                self.tally.shed += 1
-                excess -= 1
-        self.tally.report()
+            del self.tally.idle[oldest]
+            self.connections.discard(oldest)
+            oldest.transport.close()
+            shed += 1
+        if shed:
+            self.tally.count(self.loop, shed=shed)
 
     def _header_late(self) -> None:
         self.header_timer = None
@@ -195,8 +200,7 @@ class GuardedHttp(HttpToolsProtocol):
         if (len(self.tasks) >= self.max_connections
                 and cycle.scope.get("path") not in LIVENESS):
             app = _overloaded(self.retry_after)
-            self.tally.refused += 1
-            self.tally.report()
+            self.tally.count(self.loop, refused=1)
         super()._start_asgi_task(cycle, app)
 
 
