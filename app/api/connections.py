@@ -157,9 +157,13 @@ class GuardedHttp(HttpToolsProtocol):
 
     def _header_late(self) -> None:
         self.header_timer = None
-        if not self.transport.is_closing():
-            self.transport.write(raw_response(_slow_header(self.header_timeout)))
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a pipelined header late: close after this answer
+            return
+        self.transport.write(raw_response(_slow_header(self.header_timeout)))
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.reading_header:
