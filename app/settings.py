@@ -73,8 +73,20 @@ class Settings(BaseSettings):
         "connection closed, so slow or stalled clients cannot hold connections and worker "
         "slots."))
     max_connections: int = Field(default=1000, ge=10, description=(
-        "Connections one process serves at once (uvicorn's `limit_concurrency`); past it, "
-        "503."))
+        "Connections one process keeps open at once. Past it, each new connection closes the "
+        "oldest one with no request in progress (idle, or still sending its headers), so "
+        "idle clients cannot crowd out new work; requests in progress past it are answered "
+        "503 with `Retry-After`, except `/healthz`. `modelmon serve` raises the process's "
+        "open-file limit towards its hard limit to fit it, and lowers it to what fits "
+        "(docs/operations.md, Connections)."))
+    idle_timeout_seconds: float = Field(default=5.0, gt=0, description=(
+        "Seconds a connection may stay open sending nothing, fresh or between keep-alive "
+        "requests, before it is closed. Behind a load balancer that keeps connections to the "
+        "service, set it above the balancer's own idle timeout."))
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description=(
+        "Seconds a request's header may take from its first byte to its end, however slowly "
+        "it trickles (a byte now and then keeps a connection from being idle, not from this); "
+        "past it, 408 and the connection closed."))
     max_concurrent_uploads: int = Field(default=4, ge=1, description=(
         "Uploads (references, weights) one process writes to temporary files at once; past "
         "it, 429 with `Retry-After`. A slot is taken only once an upload's body starts "

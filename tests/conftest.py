@@ -13,7 +13,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -66,6 +68,16 @@ def drop_pg_database(url: str) -> None:
     name = make_url(url).database
     with psycopg.connect(_psycopg_dsn(_admin_url()), autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def own_pg_database(prefix: str) -> Iterator[str]:
+    """A database of its own for a served process, dropped afterwards."""
+    url = create_pg_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -137,11 +149,11 @@ def free_port() -> int:
 class LiveServer:
     """The app served by uvicorn on a real socket, in a thread of this process."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **options: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+                                                    log_level="warning", **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

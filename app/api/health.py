@@ -14,7 +14,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", summary="The process is alive",
             responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """On the event loop, never in the thread pool: requests waiting there (on a busy or
+    frozen database) cannot delay the answer, nor can any load (app/api/connections.py)."""
     return {"status": "ok"}
 
 

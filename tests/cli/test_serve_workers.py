@@ -12,16 +12,15 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.conftest import ROOT, create_pg_database, drop_pg_database, free_port
+from tests.conftest import ROOT, free_port, own_pg_database
 from tests.factories import iso
 from tests.helpers import wait_ready
 
 
 @pytest.fixture
 def workers_db():
-    url = create_pg_database("modelmon_workers")
-    yield url
-    drop_pg_database(url)
+    with own_pg_database("modelmon_workers") as url:
+        yield url
 
 
 def accepted(text: str) -> float:
