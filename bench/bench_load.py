@@ -1,0 +1,205 @@
+"""Ingest under load with the scheduler on and off: does the service's own work slow ingest?
+
+    .venv/bin/python bench/bench_load.py [--fill 1200000] [--rate 120] [--records 100]
+                                         [--seconds 300] [--interval 60]
+
+On a throwaway PostgreSQL database (MODELMON_TEST_DATABASE_URL or postgres@127.0.0.1:5432):
+the bench_jobs model and reference, and ``--fill`` predictions (half labeled) over the hour
+that ends at the latest ``--interval`` boundary, stored through the ingest path's own steps
+(bench/bench_jobs.py ``fill``) in ``--interval``-second buckets. Then, twice, one
+`modelmon serve` (one process, jobs every ``--interval`` seconds over the last hour) takes an
+open loop of ``--rate`` requests a second of ``--records`` predictions each, timestamped now,
+for ``--seconds``: first with its scheduler on (the default), then a fresh process with it off.
+
+Per run: requests sent and answered, the achieved rate, latency from when each request was
+due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process,
+read from /proc) and the scheduler ticks it logged. The load average is printed around each
+run. Prints figures and a ``RESULTS`` line; asserts nothing. The machines here are shared:
+compare on against off within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_jobs as bj  # noqa: E402
+import httpx2  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bodies(n: int, records: int, seed: int) -> list[bytes]:
+    """``n`` request bodies of ``records`` predictions of the bench_jobs model, timestamped
+    when built (the open loop sends each within its second)."""
+    out = []
+    for b in range(n):
+        d = bj.generate(records, 10_000 + seed * 100_000 + b, current=True)
+        names = bj.category_names(d["cats"])
+        now = datetime.now(UTC).isoformat()
+        recs = []
+        for i in range(records):
+            features = {f: (None if np.isnan(d["x"][i, j]) else float(d["x"][i, j]))
+                        for j, f in enumerate(bj.NUMERIC)}
+            features.update({c: names[i, j] for j, c in enumerate(bj.CATEGORICAL)})
+            recs.append({"model": "bench", "version": "v1",
+                         "prediction_id": f"s{seed}-{b}-{i}", "timestamp": now,
+                         "features": features, "cohorts": {"region": bj.REGIONS[
+                             int(d["region"][i])]},
+                         "prediction": {"score": float(d["score"][i])}})
+        out.append(json.dumps({"records": recs}).encode())
+    return out
+
+
+def serve(url: str, port: int, interval: int, scheduler: bool, log_path: Path
+          ) -> subprocess.Popen:
+    env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
+           "MODELMON_SCHEDULER_ENABLED": "true" if scheduler else "false",
+           "MODELMON_JOB_INTERVAL_SECONDS": str(interval), "MODELMON_JOB_WINDOW_SECONDS": "3600"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx2.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
+              ) -> dict[str, Any]:
+    """Requests due every 1/rate s for ``seconds``, sent whatever the answers; bodies are
+    built a second ahead by a producer thread so building them costs the sender nothing."""
+    n = int(rate * seconds)
+    ready: list[bytes] = []
+    lock = threading.Condition()
+
+    def produce() -> None:
+        for start in range(0, n, int(rate)):
+            batch = bodies(min(int(rate), n - start), records, seed * 1000 + start)
+            with lock:
+                ready.extend(batch)
+                lock.notify_all()
+
+    threading.Thread(target=produce, daemon=True).start()
+    latencies: list[float] = []
+    errors: list[str] = []
+    local = threading.local()
+
+    def send(due: float, body: bytes) -> None:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
+                                        headers={"content-type": "application/json"})
+        try:
+            r = c.post("/v1/predictions", content=body)
+            if r.status_code != 200:
+                errors.append(f"{r.status_code} {r.text[:100]}")
+        except httpx2.HTTPError as exc:
+            errors.append(repr(exc)[:100])
+        latencies.append(time.perf_counter() - due)
+
+    with lock:
+        lock.wait_for(lambda: len(ready) >= min(n, int(rate)))
+    start = time.perf_counter() + 0.5
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        for i in range(n):
+            with lock:
+                lock.wait_for(lambda i=i: len(ready) > i)
+                body = ready[i]
+            due = start + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            pool.submit(send, due, body)
+    elapsed = time.perf_counter() - start
+    lat = np.sort(np.array(latencies))
+    return {"sent": n, "answered": len(latencies), "errors": len(errors),
+            "first_errors": errors[:3], "achieved_rate": len(latencies) / elapsed,
+            "p50_ms": float(np.quantile(lat, 0.5) * 1000),
+            "p99_ms": float(np.quantile(lat, 0.99) * 1000), "max_ms": float(lat[-1] * 1000)}
+
+
+def run(url: str, args: argparse.Namespace, scheduler: bool, seed: int) -> dict[str, Any]:
+    port = 19000 + (os.getpid() + seed) % 1000
+    log_path = Path(f"/tmp/modelmon-bench-load-{seed}.log")
+    proc = serve(url, port, args.interval, scheduler, log_path)
+    try:
+        before, load_before = cpu_of(proc.pid), load()
+        out = open_loop(port, args.rate, args.seconds, args.records, seed)
+        out["server_cpu_s"] = cpu_of(proc.pid) - before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    ticks = [line for line in log_path.read_text(errors="replace").splitlines()
+             if '"event": "tick"' in line or "tick:" in line]
+    out.update(scheduler=scheduler, ticks=len(ticks), load_before=load_before,
+               load_after=load())
+    print(f"scheduler {'on ' if scheduler else 'off'}: {out['answered']}/{out['sent']} "
+          f"requests, {out['achieved_rate']:.1f}/s achieved ({args.rate}/s due), p50 "
+          f"{out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms, "
+          f"server {out['server_cpu_s']:.1f} CPU-s ({out['server_cpu_s'] / args.seconds:.2f} "
+          f"of a core), {out['ticks']} ticks, {out['errors']} errors; load "
+          f"{out['load_before']} -> {out['load_after']}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fill", type=int, default=1_200_000)
+    ap.add_argument("--rate", type=float, default=120.0)
+    ap.add_argument("--records", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--interval", type=int, default=60)
+    args = ap.parse_args()
+    bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
+    url = bj.create_database()
+    try:
+        from app.evaluation.windows import aligned_end
+
+        end = aligned_end(datetime.now(UTC), args.interval)
+        t = time.perf_counter()
+        filled = bj.fill(url, args.fill, end)
+        print(f"filled {args.fill:,} predictions over the hour to {end.isoformat()} in "
+              f"{time.perf_counter() - t:.0f} s; load {load()}", flush=True)
+        on = run(url, args, True, 1)
+        off = run(url, args, False, 2)
+        print(f"on / off: achieved rate {on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "
+              f"{on['p99_ms'] / max(off['p99_ms'], 1e-9):.2f}x, server CPU "
+              f"{on['server_cpu_s'] / max(off['server_cpu_s'], 1e-9):.2f}x")
+        print("RESULTS " + json.dumps({"fill": {k: v for k, v in filled.items()
+                                                if isinstance(v, (int, float, str))},
+                                       "on": on, "off": off, "args": vars(args),
+                                       "id": uuid.uuid4().hex[:8]}))
+    finally:
+        bj.drop_database(url)
+
+
+if __name__ == "__main__":
+    main()
