@@ -154,6 +154,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     app.include_router(metrics_api.router)
     if settings.docs_enabled:
         app.include_router(spec.router)
+        app.mount(spec.ASSETS, spec.assets(), name="docs-assets")
     app.add_middleware(RejectNulInUrl)
     if not app.state.auth.required and is_loopback(settings.host):
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)

@@ -5,6 +5,9 @@ interactive viewer behind tokens is for a local copy of the spec or a public one
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import fastapi_offline
 from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -12,6 +15,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from app.api.auth import Credentials, caller_key, principal_of
 
@@ -39,11 +43,25 @@ async def spec(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+# The viewers' scripts and styles, served by the service itself (a page that loads them from a
+# CDN is blank where the internet is not reachable): the files fastapi-offline ships.
+ASSETS = "/docs/assets"
+ASSET_DIR = Path(fastapi_offline.__file__).parent / "static"
+
+
+def assets() -> StaticFiles:
+    return StaticFiles(directory=ASSET_DIR)
+
+
 @router.get(DOCS)
 async def swagger(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url=_root(request) + SPEC,
+    root = _root(request)
+    return get_swagger_ui_html(openapi_url=root + SPEC,
                                title=f"{request.app.title} - Swagger UI",
-                               oauth2_redirect_url=_root(request) + REDIRECT)
+                               oauth2_redirect_url=root + REDIRECT,
+                               swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+                               swagger_favicon_url=f"{root}{ASSETS}/favicon.png")
 
 
 @router.get(REDIRECT)
@@ -53,5 +71,8 @@ async def swagger_redirect() -> HTMLResponse:
 
 @router.get(REDOC)
 async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(openapi_url=_root(request) + SPEC,
-                          title=f"{request.app.title} - ReDoc")
+    root = _root(request)
+    return get_redoc_html(openapi_url=root + SPEC, title=f"{request.app.title} - ReDoc",
+                          redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
+                          redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
+                          with_google_fonts=False)
