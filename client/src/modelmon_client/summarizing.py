@@ -107,7 +107,7 @@ class SummarizingMonitor:
         self._thread = threading.Thread(target=self._run, name="modelmon-summaries",
                                         daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        atexit.register(self.close, 5.0)  # at exit: what is not sent by then stays spooled
 
     # -- the caller's side: never waits on the network ----------------------------------
 
