@@ -182,3 +182,35 @@ def test_async_monitor_logs_from_coroutines_and_awaits_flush(sqlite_server):
     ids, flushed = asyncio.run(main())
     assert flushed
     assert sorted(sqlite_server.prediction_ids("aio")) == sorted(ids)
+
+
+def test_register_sklearn_measures_and_sends_the_training_figures(sqlite_server):
+    """``validation=(X_val, y_val)``: the version's validation error (overall and per cohort)
+    and parameters are measured and registered, so the service's gap has its baseline; the
+    figures can be set again until the first prediction, then 409."""
+    x, y = training_data(600)
+    model = LogisticRegression(C=0.1, l1_ratio=1.0, solver="saga", max_iter=2000).fit(
+        x.head(400), y[:400])
+    x_val, y_val = x.tail(200), y[400:]
+    region = np.where(np.arange(200) % 3 == 0, "eu", "us")
+    with Monitor(sqlite_server.url, model="gap", version="v1") as monitor:
+        monitor.register_sklearn(model, cohort_keys=["region"], validation=(x_val, y_val),
+                                 validation_cohorts={"region": region},
+                                 training={"train_loss": 0.31})
+        stored = httpx2.get(f"{sqlite_server.url}/v1/models/gap/versions/v1").json()
+        training = stored["metadata"]["training"]
+        wrong = model.predict(x_val) != y_val
+        assert training["validation_error"] == pytest.approx(wrong.mean(), rel=1e-12)
+        assert training["cohort_validation_error"] == pytest.approx(
+            {"region=eu": wrong[region == "eu"].mean(), "region=us": wrong[region == "us"].mean()})
+        assert training["validation_rows"] == 200 and training["train_loss"] == 0.31
+        assert training["parameters"] == 3
+        assert training["nonzero_parameters"] == int(np.count_nonzero(model.coef_)) + 1
+        assert monitor.set_training({"validation_error": 0.2})["metadata"]["training"] == {
+            "validation_error": 0.2}
+        monitor.log(features={"amount": 1.0, "age": 30.0}, prediction=[0.4, 0.6],
+                    cohorts={"region": "eu"})
+        assert monitor.flush(timeout=60)
+        with pytest.raises(ModelmonError) as refused:
+            monitor.set_training({"validation_error": 0.1})
+        assert refused.value.status == 409 and refused.value.code == "version_in_use"

@@ -203,6 +203,15 @@ class Monitor:
             body["maintenance_seconds"] = maintenance_seconds
         return self._call("POST", _http.model_path(self.model, "versions"), json_body=body)
 
+    def set_training(self, training: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace this version's training figures (``train_loss``, ``validation_loss``,
+        ``penalty_loss``, ``validation_error``, ``validation_ece``, ``cohort_validation_error``
+        as ``{"key=value": error}``, ``train_rows``, ``validation_rows``, ``parameters``,
+        ``nonzero_parameters``): the service's generalization gap compares production with
+        them. Refused (409 ``version_in_use``) once a prediction of the version is stored."""
+        return self._call("PATCH", _http.model_path(self.model, "versions", self.version),
+                          json_body={"training": dict(training)})
+
     def upload_weights(self, weights: Mapping[str, Any] | bytes | str | os.PathLike[str], *,
                        feature_tensor: str | None = None, feature_axis: int | None = None
                        ) -> dict[str, Any]:

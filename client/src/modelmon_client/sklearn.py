@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -122,18 +122,52 @@ def model_definition(estimator: Any, feature_names: Sequence[str] | None = None
     return "regression", names, None
 
 
+def training_figures(estimator: Any, task: str, validation: tuple[Any, Any],
+                     cohorts: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """What the service's generalization gap compares production with, measured on a
+    validation set ``(X_val, y_val)``: the error rate (classification) or mean absolute error
+    (regression), overall and per ``cohorts`` value (``{key: one value per row}``), the rows,
+    and the parameters (non-zero ones too) of a linear model."""
+    import numpy as np
+
+    x, y = validation
+    y = np.asarray(y)
+    predicted = np.asarray(estimator.predict(x))
+    if task == "regression":
+        err = np.abs(predicted.astype(float) - y.astype(float))
+    else:
+        err = (predicted.astype(str) != y.astype(str)).astype(float)
+    out: dict[str, Any] = {"validation_error": float(err.mean()),
+                           "validation_rows": int(y.shape[0])}
+    for key, values in (cohorts or {}).items():
+        values = np.asarray(values, dtype=object)
+        out.setdefault("cohort_validation_error", {}).update({
+            f"{key}={v}": float(err[values == v].mean()) for v in sorted(set(values.tolist()))
+            if v is not None})
+    tensors = weight_tensors(estimator)
+    if tensors:
+        out["parameters"] = int(sum(np.asarray(t).size for t in tensors.values()))
+        out["nonzero_parameters"] = int(sum(np.count_nonzero(t) for t in tensors.values()))
+    return out
+
+
 def register_sklearn(monitor: Monitor, estimator: Any, *,
                      feature_names: Sequence[str] | None = None,
                      categorical: Iterable[str] = (), cohort_keys: Sequence[str] = (),
                      hyperparameters_extra: dict[str, Any] | None = None,
-                     weights: bool = True, created_at: datetime | str | None = None
-                     ) -> dict[str, Any]:
+                     weights: bool = True, created_at: datetime | str | None = None,
+                     validation: tuple[Any, Any] | None = None,
+                     validation_cohorts: Mapping[str, Sequence[Any]] | None = None,
+                     training: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Register ``monitor``'s model and version from a fitted estimator (or Pipeline):
     features from ``feature_names_in_`` (or ``feature_names``, or ``x0..xN``; numeric unless
     named in ``categorical``), task and classes from ``classes_``, regularization from
     ``penalty``/``C``/``alpha``/``l1_ratio``, the pickled size as ``artifact_bytes``, then the
-    coefficients as weights. Needs a token with the ``admin`` scope. Returns the service's
-    answers."""
+    coefficients as weights. With ``validation=(X_val, y_val)`` (and ``validation_cohorts``,
+    ``{cohort key: one value per validation row}``) the version's training figures are
+    measured there and sent (``training_figures``; ``training`` adds or overrides figures),
+    so the service's generalization gap has its baseline. Needs a token with the ``admin``
+    scope. Returns the service's answers."""
     task, names, classes = model_definition(estimator, feature_names)
     model = monitor.register_model(task=task, features=names, categorical=categorical,
                                    cohort_keys=cohort_keys, classes=classes)
@@ -144,6 +178,11 @@ def register_sklearn(monitor: Monitor, estimator: Any, *,
     reg = regularization(estimator)
     if reg is not None:
         metadata["regularization"] = reg
+    figures = ({} if validation is None else
+               training_figures(estimator, task, validation, validation_cohorts))
+    figures.update(training or {})
+    if figures:
+        metadata["training"] = figures
     version = monitor.register_version(metadata=metadata, created_at=created_at)
     tensors = weight_tensors(estimator) if weights else {}
     uploaded = monitor.upload_weights(tensors) if tensors else None
