@@ -163,11 +163,13 @@ class Decoded:
 
 
 def _cached(cache: dict[Any, Any], key: Any, build: Callable[[], Any]) -> Any:
+    """The cached object, built once: when two threads build it at once, the first stored is
+    the one both use (``setdefault`` is atomic), never one each."""
     hit = cache.get(key)
     if hit is None:
         if len(cache) > 1000:
             cache.clear()
-        hit = cache[key] = build()
+        hit = cache.setdefault(key, build())
     return hit
 
 
@@ -197,7 +199,9 @@ def decode_predictions(
         models = sorted(set(names))
         decoders = [_cached(cache, schemas[m].key, lambda m=m: ModelDecoders(schemas[m]))
                     for m in models]
-        batch = _cached(cache, tuple(d.schema.key for d in decoders),
+        # keyed by the decoders themselves: a batch decoder always makes the record types
+        # these decoders look records up by
+        batch = _cached(cache, tuple(d.record for d in decoders),
                         lambda: _batch_decoder(decoders))
         cache[_LAST] = (batch, decoders)
         records = batch.decode(body).records
