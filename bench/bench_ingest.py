@@ -95,6 +95,11 @@ def start_server(url: str, port: int, workers: int = 1) -> subprocess.Popen:
            "MODELMON_SCHEDULER_ENABLED": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
                              "--workers", str(workers)], cwd=ROOT, env=env)
+    return wait_ready(proc, port)
+
+
+def wait_ready(proc: subprocess.Popen, port: int) -> subprocess.Popen:
+    """``proc`` once its /readyz answers 200 (killed, and the run ended, after 60 s)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

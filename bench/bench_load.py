@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench_jobs as bj  # noqa: E402
 import httpx2  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_ingest import wait_ready  # noqa: E402
 
 
 def load() -> str:
@@ -81,15 +82,7 @@ def serve(url: str, port: int, interval: int, scheduler: bool, log_path: Path
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx2.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start")
+    return wait_ready(proc, port)
 
 
 def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
