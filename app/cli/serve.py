@@ -12,10 +12,17 @@ from app.settings import Settings, get_settings
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.bootstrap import migrate, start_logging
+    from app.observability.logs import configure_logging
 
     settings = get_settings()
-    start_logging(settings)
+    configure_logging(settings.log_format, settings.log_level)
+    child = settings.scheduler_enabled and scheduler_in_child(settings)
+    if child or args.workers > 1:
+        # several processes behind one /metrics: their counters add up there (app/
+        # observability/metrics.py); set before anything imports prometheus_client
+        _multiprocess_dir()
+    from app.bootstrap import migrate
+
     if not args.no_migrate:
         print(f"database at revision {migrate(settings)}")
     if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
@@ -23,18 +30,13 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"host": args.host})
     options = uvicorn_options(settings, args.port, connections=fit_open_files(settings))
     jobs = None
-    if settings.scheduler_enabled and scheduler_in_child(settings):
+    if child:
         from app.cli.scheduler_child import SchedulerProcess
 
-        # the child's counters join the server's on /metrics (app/observability/metrics.py)
-        _multiprocess_dir()
         os.environ["MODELMON_SCHEDULER_ENABLED"] = "false"  # for the serving processes
         settings = settings.model_copy(update={"scheduler_enabled": False})
         jobs = SchedulerProcess(settings.scheduler_nice, settings.shutdown_timeout_seconds)
         jobs.start()
-    elif args.workers > 1:
-        # N processes behind one port; their counters add up on /metrics
-        _multiprocess_dir()
     if jobs is None:
         _serve(settings, options, args.workers, None)
         return 0
@@ -141,10 +143,16 @@ def fit_open_files(settings: Settings) -> int:
 
 
 def _multiprocess_dir() -> None:
-    """PROMETHEUS_MULTIPROC_DIR for the worker processes, emptied: files left by an earlier
-    run would be added to this one's counters."""
+    """PROMETHEUS_MULTIPROC_DIR for the serving and scheduler processes, emptied: files left
+    by an earlier run would be added to this one's counters. prometheus_client reads it once,
+    when imported: a process that imported it before would keep its counters to itself."""
+    import sys
     import tempfile
     from pathlib import Path
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is "
+                           "imported")
 
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:

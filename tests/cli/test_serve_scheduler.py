@@ -42,6 +42,14 @@ def ticks(url: str) -> float:
         r'^modelmon_scheduler_ticks_total\{outcome="success"\} (\S+)$', text, flags=re.M))
 
 
+def requests_counted(url: str) -> float:
+    """The serving process's own request histogram count on /metrics."""
+    text = httpx2.get(f"{url}/metrics").text
+    return sum(float(v) for v in re.findall(
+        r'^modelmon_http_request_duration_seconds_count\{[^}]*route="/healthz"[^}]*\} (\S+)$',
+        text, flags=re.M))
+
+
 def _serve(tmp_path: Path, process: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "MODELMON_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
@@ -67,8 +75,12 @@ def test_the_jobs_run_in_a_lower_priority_child_that_is_restarted_and_dies_with_
     try:
         (child,) = wait_for(lambda: _worker_children(proc.pid), "the scheduler process")
         assert nice_of(child) == min(nice_of(proc.pid) + 10, 19)
-        # the child's ticks are counted on the server's /metrics
+        # the child's ticks are counted on the server's /metrics, beside the server's own
         wait_for(lambda: ticks(url) >= 2, "ticks of the child on the server's /metrics", 60)
+        before = requests_counted(url)
+        for _ in range(3):
+            assert httpx2.get(f"{url}/healthz").status_code == 200
+        assert requests_counted(url) >= before + 3
         os.kill(child, signal.SIGKILL)
         restarted = wait_for(lambda: [c for c in _worker_children(proc.pid) if c != child],
                              "the scheduler process started again", 60)
@@ -92,6 +104,9 @@ def test_thread_mode_runs_the_jobs_inside_the_serving_process(tmp_path: Path) ->
     try:
         wait_for(lambda: ticks(url) >= 2, "ticks of the in-process scheduler", 60)
         assert _worker_children(proc.pid) == []
+        before = requests_counted(url)
+        assert httpx2.get(f"{url}/healthz").status_code == 200
+        assert requests_counted(url) >= before + 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
