@@ -404,9 +404,7 @@ class PredictionRecord(Strict):
     version: str
     prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     timestamp: datetime = Field(description="ISO 8601; without an offset it is taken as UTC")
-    features: dict[str, float | str | None] | None = Field(default=None, description=(
-        "the declared features' values ({} when all are missing); required, but absent from "
-        "the records of a summarized batch"))
+    features: dict[str, float | str | None] | None = None  # required unless "summarized"
     prediction: PredictionPayload
     cohorts: dict[str, str | None] = Field(default_factory=dict)
     label: str | int | float | None = Field(
@@ -418,9 +416,7 @@ class PredictionRecord(Strict):
 class PredictionBatch(Strict):
     records: list[PredictionRecord]
     summarized: bool = Field(default=False, description=(
-        "thin outcome rows: predictions summarised where they were made (POST /v1/summaries "
-        "counts them and their drift), sent for label pairing only; records carry no features "
-        "and no latency_ms (docs/summaries.md)"))
+        "thin rows, for label pairing only: no features, no latency_ms (docs/summaries.md)"))
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -226,10 +226,8 @@ class ValidatedPredictions(NamedTuple):
     parsed: list[Parsed]  # each row's parsed values, in the order of ``rows``
 
 
-def validate_predictions(
-    records: list[Any], schemas: dict[str, ModelSchema], limits: Limits,
-    summarized: bool = False,
-) -> ValidatedPredictions:
+def validate_predictions(records: list[Any], schemas: dict[str, ModelSchema], limits: Limits,
+                         summarized: bool = False) -> ValidatedPredictions:
     """The batch's rows, or Invalid listing every problem of every record; ``summarized``:
     a batch of thin rows (app/ingest/thin.py)."""
     problems: list[Problem] = []
