@@ -99,6 +99,27 @@ def test_the_summarizing_client_reports_what_raw_ingest_reports_and_sends_no_fea
                 assert needle not in zlib.decompress(raw[1:]) if raw[:1] == b"Z" else raw
 
 
+def test_thin_rows_the_service_refuses_are_set_aside_and_the_rest_is_sent(
+        client, live_server, tmp_path):
+    """A part of a spool file refused for good (here thin rows naming a cohort key the model
+    does not have) is kept aside with the reason; the summaries of the same fold are sent."""
+    setup_model(client, "edge")
+    recs = traffic(20, seed=12)
+    with SummarizingMonitor(f"http://127.0.0.1:{live_server.port}", model="edge",
+                            version="v1", spool_dir=tmp_path, flush_interval=0.2) as mon:
+        for r in recs:
+            mon.log(features=r["features"], cohorts={**r["cohorts"], "device": "ios"},
+                    prediction=r["prediction"]["score"], timestamp=r["timestamp"])
+        assert mon.flush(30)
+    refused = list(tmp_path.glob("*.refused"))
+    assert len(refused) == 1 and ".predictions." in refused[0].name
+    kept = json.loads(refused[0].read_text())
+    assert "cohorts.device" in kept["error"] and len(kept["body"]) == 20
+    assert not list(tmp_path.glob("*.json"))
+    assert mon.stats.uploads == 1 and mon.stats.thin_rows_sent == 0
+    assert reports(client, "edge")["drift"]["versions"][0]["n"] == 20
+
+
 LABELER = r"""
 import json, sys
 from datetime import datetime

@@ -67,7 +67,7 @@ class SummaryStats:
     dropped: int = 0  # predictions not summarised: unusable (logged), or past max_buffer
     thin_rows_sent: int = 0  # thin outcome rows acknowledged (stored, or stored already)
     labels_sent: int = 0  # labels acknowledged by the service (thin rows)
-    labels_dropped: int = 0  # labels not queued: past max_buffer (thin rows)
+    labels_dropped: int = 0  # labels not sent (thin rows): past max_buffer, or unusable
 
 
 def _epoch(ts: Any) -> datetime:
@@ -308,15 +308,22 @@ class SummarizingMonitor:
         if self.thin_rows:
             n = self._batch_records
             thin = [_thin_row(self.model, self.version, r) for r in records]
-            marks = [self._label_record(r) for r in labels]
+            marks = [m for m in map(self._label_record, labels) if m is not None]
             spooled["predictions"] = [thin[i:i + n] for i in range(0, len(thin), n)]
             spooled["labels"] = [marks[i:i + n] for i in range(0, len(marks), n)]
         _write(self.spool / f"{seq:020d}.json", spooled, durable=True)
 
-    def _label_record(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _label_record(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        """A label as POST /v1/labels reads it; None (dropped, counted) when it is no label
+        of the model's task."""
         assert self._doc is not None
-        return {"model": self.model, "prediction_id": r["prediction_id"],
-                "label": _label_value(r["label"], self._doc["task"]),
+        try:
+            label = _label_value(r["label"], self._doc["task"])
+        except (TypeError, ValueError) as exc:
+            log.warning("a label was dropped: %s", exc)
+            self.stats.labels_dropped += 1
+            return None
+        return {"model": self.model, "prediction_id": r["prediction_id"], "label": label,
                 "timestamp": r["label_timestamp"].isoformat()}
 
     def _send_spooled(self) -> bool:
