@@ -404,7 +404,7 @@ class PredictionRecord(Strict):
     version: str
     prediction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     timestamp: datetime = Field(description="ISO 8601; without an offset it is taken as UTC")
-    features: dict[str, float | str | None] = Field(default_factory=dict)
+    features: dict[str, float | str | None] | None = None  # required unless "summarized"
     prediction: PredictionPayload
     cohorts: dict[str, str | None] = Field(default_factory=dict)
     label: str | int | float | None = Field(
@@ -415,6 +415,8 @@ class PredictionRecord(Strict):
 
 class PredictionBatch(Strict):
     records: list[PredictionRecord]
+    summarized: bool = Field(default=False, description=(
+        "thin rows, for label pairing only: no features, no latency_ms (docs/summaries.md)"))
 
     model_config = ConfigDict(
         json_schema_extra={

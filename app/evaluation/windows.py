@@ -221,10 +221,17 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
 
 
 def _bucket_summary_rows(shape: ModelShape, cp: CompiledProfile | None, version_id: int,
-                         bucket: datetime, rows: Rows) -> list[SummaryRow]:
-    """A bucket's summaries built from its stored rows: the outcome, and drift on ``cp``."""
-    out = [SummaryRow(version_id, bucket, OUTCOME, "", rows.n, pack_outcome(
-        outcome_summary(shape, rows, count_predictions=True)))]
+                         bucket: datetime, rows: Rows, thin: Rows | None = None
+                         ) -> list[SummaryRow]:
+    """A bucket's summaries built from its stored rows: the outcome, and drift on ``cp``;
+    of its labeled ``thin`` rows (app/ingest/thin.py), the pairs only."""
+    out = [] if thin is None or not thin.n else [SummaryRow(
+        version_id, bucket, OUTCOME, "", 0, pack_outcome(
+            outcome_summary(shape, thin, count_predictions=False)))]
+    if not rows.n:
+        return out
+    out.append(SummaryRow(version_id, bucket, OUTCOME, "", rows.n, pack_outcome(
+        outcome_summary(shape, rows, count_predictions=True))))
     if cp is not None:
         d = drift_summaries(shape, cp, rows, np.zeros(rows.n, np.int64), 1)[0]
         out.append(SummaryRow(version_id, bucket, DRIFT, cp.key, d.n, pack_drift(d)))
@@ -278,12 +285,12 @@ def audit(engine: Engine, model: Any, start: datetime, end: datetime, *,
             for kind in (OUTCOME, DRIFT):
                 store.take(conn=conn, model_id=model.id, version_id=vid, bucket_start=bucket,
                            kind=kind)
-            rows = rows_from_db(shape, obs.load_rows(
+            rows, thin = (rows_from_db(shape, obs.load_rows(
                 conn=conn, model_id=model.id, version_id=vid, start=bucket,
-                end=bucket + timedelta(seconds=bucket_seconds)))
+                end=bucket + timedelta(seconds=bucket_seconds), thin=t)) for t in (False, True))
             cp = profiles.get(conn, [vid]).get(vid)
             store.append(conn=conn, model_id=model.id,
-                         rows=_bucket_summary_rows(shape, cp, vid, bucket, rows))
+                         rows=_bucket_summary_rows(shape, cp, vid, bucket, rows, thin))
             log.warning("summaries of model %s version %s bucket %s did not count its stored "
                         "rows (%s stored, %s summarised): summarised again", model.name, vid,
                         bucket.isoformat(), counts, summarised.get((vid, bucket), (0, 0)))

@@ -106,8 +106,10 @@ class ModelDecoders:
             ("prediction_id", Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]),
             ("timestamp", str),
             ("prediction", _PAYLOAD[schema.row.task]),
+            # Required: a record without it goes to the complete validator, which refuses
+            # it (a prediction summarised elsewhere is a thin row, app/ingest/thin.py).
+            ("features", features),
             ("version", str | None, None),
-            ("features", features, msgspec.field(default_factory=features)),
             ("cohorts", cohorts, msgspec.field(default_factory=cohorts)),
             ("label", str | int | float | None, None),
             ("latency_ms", Annotated[float, Meta(ge=0.0, le=MAX_LATENCY_MS)] | None, None),

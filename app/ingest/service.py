@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import DomainError, Invalid, Problem
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
-from app.ingest import decode, slo, summarize
+from app.ingest import decode, slo, summarize, thin
 from app.ingest import validation as v
 from app.ingest.outcome import (
     LabelsStored,
@@ -82,16 +82,20 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
     """Records, their models' schemas and what the validator made of them; a refused batch
     raises Refused. The caller's right to the batch's models is checked before anything else
     is said about them."""
-    records = v.records_of(body, settings.max_batch_records)
+    predictions = kind == "predictions"
+    records = v.records_of(body, settings.max_batch_records,
+                           frozenset({thin.MARK}) if predictions else frozenset())
+    summarized = predictions and thin.marked(body)
     if authorize is not None:
         authorize([r.get("model") if isinstance(r, dict) else None for r in records])
     schemas = (_schemas(engine, records) if schema_cache is None else schema_cache.get(
         engine, {(name, None) for name in v.referenced_models(records)}))
-    predictions = kind == "predictions"
     try:
         v.check_known(records, schemas, with_version=predictions)
-        validate = v.validate_predictions if predictions else v.validate_labels
-        return records, schemas, validate(records, schemas, _limits(settings))
+        if predictions:
+            return records, schemas, v.validate_predictions(records, schemas, _limits(settings),
+                                                            summarized)
+        return records, schemas, v.validate_labels(records, schemas, _limits(settings))
     except DomainError as exc:
         raise Refused(exc, rejected(records, kind, schemas, exc.details)) from None
 
@@ -185,6 +189,7 @@ class _Batch:
     by_id: dict[int, v.ModelSchema]
     columns: Callable[[], dict[int, ModelColumns]]  # built at first use, then kept
     undeclared: dict[tuple[int, str], int]  # per key, when the record carried any
+    summarized: bool = False  # thin rows (app/ingest/thin.py): stored for pairing only
 
     @functools.cached_property
     def shapes(self) -> dict[int, ModelShape]:
@@ -196,9 +201,13 @@ class _Batch:
                     bucket_seconds: float) -> tuple[dict[int, list[Any]], PredictionsStored]:
         """What the batch adds to its summaries, and its outcome: Python work that needs no
         database."""
-        return (summarize.for_predictions(self.shapes, self.rows, self.columns(), duplicates,
-                                          waiting, compiled, bucket_seconds),
-                predictions_stored(self.by_id, self.names, new_rows, self.undeclared))
+        summaries = summarize.for_predictions(self.shapes, self.rows, self.columns(), duplicates,
+                                              waiting, compiled, bucket_seconds,
+                                              thin=self.summarized)
+        stored = predictions_stored(self.by_id, self.names, new_rows, self.undeclared)
+        if self.summarized:  # counted by the producer's summaries, not here
+            stored = replace(stored, sent=[], undeclared=[], latencies=[])
+        return summaries, stored
 
 
 def _decoded(engine: Engine, settings: Settings, body: bytes | Any,
@@ -223,7 +232,8 @@ def _decoded(engine: Engine, settings: Settings, body: bytes | Any,
                       functools.cache(lambda: summarize.columns_of_rows(shapes, valid.rows,
                                                                         valid.parsed)),
                       {r.key: p.undeclared for r, p in zip(valid.rows, valid.parsed,
-                                                           strict=True) if p.undeclared})
+                                                           strict=True) if p.undeclared},
+                      thin.marked(parsed))
     if authorize is not None:  # the fast path accepted: the names are the batch's models
         authorize(batch.names)
     return _Batch(batch.names, batch.rows, {s.row.id: s for s in batch.schemas.values()},

@@ -65,11 +65,12 @@ def columns_of_rows(shapes: dict[int, ModelShape], rows: list[PredictionRow],
 def for_predictions(shapes: dict[int, ModelShape], rows: list[PredictionRow],
                     columns: dict[int, ModelColumns], duplicates: set[tuple[int, str]],
                     waiting: dict[tuple[int, str], StoredLabel],
-                    profiles: dict[int, CompiledProfile],
-                    bucket_seconds: float) -> dict[int, list[SummaryRow]]:
+                    profiles: dict[int, CompiledProfile], bucket_seconds: float, *,
+                    thin: bool = False) -> dict[int, list[SummaryRow]]:
     """Summary rows per model for the batch's rows that were stored, i.e. all but
     ``duplicates``; a label that was waiting for a prediction replaces its
-    inline one, as in the labels table."""
+    inline one, as in the labels table. ``thin``: rows summarised where they were made
+    (app/ingest/thin.py), of which only the pairs count here."""
     out: dict[int, list[SummaryRow]] = {}
     for model_id, mc in columns.items():
         cols, positions = mc.rows, mc.positions
@@ -85,9 +86,13 @@ def for_predictions(shapes: dict[int, ModelShape], rows: list[PredictionRow],
                                           [w.label_value for w in stored])
                 delay[at] = np.array([w.ts.timestamp() for w in stored]) - cols.ts[at]
                 cols = replace(cols, label=label, label_delay=delay)
+        if thin:  # only the pairs: the predictions and their drift are counted elsewhere
+            cols = cols.take(np.zeros(cols.n, dtype=bool) if cols.label is None
+                             else ~np.isnan(cols.label))
         if cols.n:
             out[model_id] = summary_rows(shapes[model_id], cols, bucket_seconds,
-                                          count_predictions=True, profiles=profiles)
+                                          count_predictions=not thin,
+                                          profiles={} if thin else profiles)
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from app.errors import Invalid, NotFound, Problem, TooLarge
 from app.ingest.rows import LabelRow, Parsed, PredictionRow
 from app.ingest.schema import Limits, ModelSchema
+from app.ingest.thin import THIN_FEATURES, record_problems
 from app.jsonvalues import NonFinite, text_problem
 
 MAX_ID_LEN = 200
@@ -135,14 +136,15 @@ def _check_unknown(record: dict[str, Any], allowed: frozenset[str], index: int, 
         out.append(Problem("unknown field", field=f"{prefix}{key}"[:MAX_STRING_LEN], index=index))
 
 
-def records_of(body: Any, max_records: int) -> list[Any]:
-    """The ``records`` list of a batch body; TooLarge past the per-batch limit, before
-    validation."""
+def records_of(body: Any, max_records: int, marks: frozenset[str] = frozenset()
+               ) -> list[Any]:
+    """The ``records`` list of a batch body (besides which it may hold ``marks``: MARK for
+    a prediction batch); TooLarge past the per-batch limit, before validation."""
     if not isinstance(body, dict):
         raise Invalid("validation_error", "the body must be an object {\"records\": [...]}",
                       [Problem(f"got {_describe(body)}", field="body")])
     problems = [Problem("unknown field", field=str(k)[:MAX_STRING_LEN])
-                for k in body.keys() - {"records"}]
+                for k in body.keys() - {"records", *marks}]
     records = body.get("records")
     if not isinstance(records, list):
         problems.append(Problem(f"must be an array, got {_describe(records)}", field="records"))
@@ -224,10 +226,10 @@ class ValidatedPredictions(NamedTuple):
     parsed: list[Parsed]  # each row's parsed values, in the order of ``rows``
 
 
-def validate_predictions(
-    records: list[Any], schemas: dict[str, ModelSchema], limits: Limits
-) -> ValidatedPredictions:
-    """The batch's rows, or Invalid listing every problem of every record."""
+def validate_predictions(records: list[Any], schemas: dict[str, ModelSchema], limits: Limits,
+                         summarized: bool = False) -> ValidatedPredictions:
+    """The batch's rows, or Invalid listing every problem of every record; ``summarized``:
+    a batch of thin rows (app/ingest/thin.py)."""
     problems: list[Problem] = []
     rows: list[PredictionRow] = []
     parsed: list[Parsed] = []
@@ -245,7 +247,8 @@ def validate_predictions(
         if version_id is None:
             problems.append(Problem("required string", field="version", index=i))
 
-        features, unexpected = _validate_features(
+        record_problems(rec, summarized, i, problems)
+        features, unexpected = ({}, {}) if summarized else _validate_features(
             rec.get("features", {}), schema.types_of(version_id),
             schema.records_unknown(limits), i, problems)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
@@ -274,8 +277,8 @@ def validate_predictions(
         score, value, probabilities, predicted = payload
         label_class, label_value = gt
         rows.append(PredictionRow(
-            schema.row.id, ts, pid, version_id, received_at,
-            _to_json({**features, **unexpected} if unexpected else features),
+            schema.row.id, ts, pid, version_id, received_at, THIN_FEATURES if summarized
+            else _to_json({**features, **unexpected} if unexpected else features),
             _to_json(cohorts), score, value,
             None if probabilities is None else _to_json(probabilities),
             predicted, latency, label_class, label_value))

@@ -245,7 +245,7 @@ def test_a_cached_decoder_sees_versions_registered_after_it_was_built():
     cache: dict = {}
     first = schemas()
     rec = {"model": "bin", "version": "v1", "prediction_id": "a",
-           "timestamp": NOW.isoformat(), "prediction": {"score": 0.5}}
+           "timestamp": NOW.isoformat(), "features": {}, "prediction": {"score": 0.5}}
     batch = decode.decode_predictions(encode({"records": [rec]}), lambda wanted: first,
                                       LIMITS, 10, cache)
     assert batch.rows[0][3] == 10
@@ -260,7 +260,7 @@ def test_the_last_batch_decoder_steps_aside_when_the_schema_changed():
     cache: dict = {}
     first = schemas()
     rec = {"model": "bin", "version": "v1", "prediction_id": "a",
-           "timestamp": NOW.isoformat(), "prediction": {"score": 0.5},
+           "timestamp": NOW.isoformat(), "features": {}, "prediction": {"score": 0.5},
            "cohorts": {"region": "eu"}}
     decode.decode_predictions(encode({"records": [rec]}), lambda wanted: first, LIMITS, 10,
                               cache)
