@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.evaluation import evaluate, windows
+from app.evaluation import evaluate, rollup, windows
 from app.evaluation.checks import JOBS
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.windows import aligned_end
@@ -124,14 +124,21 @@ def _audit_due(engine: Engine, model_id: int, now: datetime, interval: float) ->
 
 def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
                        profiles: ProfileCache, models: list[ModelRow]) -> dict[str, int]:
-    """Before the jobs: compact closed buckets, summarise rows stored before summaries
+    """Before the jobs: compact closed buckets, roll old ones up into hours and days (at
+    most MODELMON_SUMMARY_ROLLUP_BATCH spans a tick), summarise rows stored before summaries
     existed, audit the summaries of the last closed buckets against their stored rows (when
     due; a bucket that differs is summarised again), and summarise again the drift of buckets
     the due drift windows need whose summaries were built on another profile."""
     bucket = settings.job_interval_seconds
     out = {"compacted": windows.compact(engine, before=aligned_end(now, bucket),
                                            max_cohort_values=settings.summary_max_cohort_values),
-           "backfilled_rows": 0, "resummarised_rows": 0}
+           "backfilled_rows": 0, "resummarised_rows": 0, "rolled_up_rows": 0}
+    budget = settings.summary_rollup_batch
+    for model in models:
+        if budget > 0:
+            rolled = rollup.rollup(engine, model, settings, now, budget)
+            budget -= rolled.spans
+            out["rolled_up_rows"] += rolled.rows
     by_id = {m.id: m for m in models}
     with engine.connect() as conn:
         pending = store.pending_backfill(conn=conn)
