@@ -175,7 +175,8 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
          jobs: Iterable[str] = WINDOW_JOBS,
          on_done: Callable[[str, str, float], None] | None = None,
          profiles: ProfileCache | None = None,
-         stopping: Callable[[], bool] | None = None) -> dict[str, int]:
+         stopping: Callable[[], bool] | None = None,
+         on_upkeep: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
     """One scheduler tick: summary upkeep, then every due window of every job for every
     model. When ``stopping()`` turns true (the process is shutting down), no further window
     starts: the windows left are due again at the next start."""
@@ -185,7 +186,9 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
     with engine.connect() as conn:
         models = [m for m, _ in registry.list_models(conn=conn)]
     try:
-        maintain_summaries(engine, settings, now, profiles, models)
+        upkeep = maintain_summaries(engine, settings, now, profiles, models)
+        if on_upkeep is not None:
+            on_upkeep(upkeep)
     except Exception:
         log.exception("summary upkeep failed")
     for model in models:

@@ -12,17 +12,24 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
 from app.evaluation import rollup, windows
 from app.evaluation.profiles import ProfileCache
 from app.jobs import runner
+from app.jobs.scheduler import JobScheduler
+from app.observability.metrics import ServiceMetrics
 from app.settings import Settings
 from app.storage import registry
 from app.storage import summaries as store
 from app.storage.db import as_utc
+from app.storage.partitions import PartitionManager
 from app.storage.summaries import SummaryRow
 from app.storage.tables import bucket_summaries
+from tests.api.test_summaries_api import folded, setup_model, upload
+from tests.api.test_summaries_api import traffic as summary_traffic
+from tests.api.test_summaries_api import window as summary_window
 from tests.factories import iso
 from tests.jobs_data import drift_model, labels_for, post_all, reference_csv, traffic
 
@@ -208,6 +215,42 @@ def test_the_scheduler_rolls_up_a_bounded_batch_per_tick(client, engine, setting
     for _ in range(20):
         runner.maintain_summaries(engine, settings, datetime.now(UTC), ProfileCache(), models)
     assert {r[5] for name in ("credit", "twin") for r in rows_of(engine, name)} == {3600}
+
+
+def test_a_scheduler_tick_rolls_up_and_counts_the_rows_it_merged(client, engine, settings):
+    setup_twins(client, n=300)
+    registry_ = CollectorRegistry()
+    metrics = ServiceMetrics(registry_)
+    scheduler = JobScheduler(engine, settings, PartitionManager(engine), hooks=metrics)
+    scheduler.tick()
+    merged = registry_.get_sample_value("modelmon_summary_rollup_rows_total")
+    spans = [r for name in ("credit", "twin") for r in rows_of(engine, name)]
+    assert {r[5] for r in spans} == {3600} and merged > len(spans)
+
+
+def test_an_import_sent_again_after_its_hour_was_rolled_up_counts_once(client, engine,
+                                                                      settings):
+    """The ledger of imports (summary_imports) is kept per bucket when the summaries are
+    rolled up: a retried upload is recognised; new content for a rolled-up hour counts and
+    is merged into it by the next roll-up."""
+    setup_model(client, "imp")
+    doc, folds = folded(client, "imp", summary_traffic(600))
+    body = upload(doc, folds)
+    assert client.post("/v1/summaries", json=body).json()["accepted"] == len(folds)
+    span = summary_window()
+    expected = {k: report(client, "imp", k, *span) for k in KINDS}
+    imp, later = model(engine, "imp"), datetime.now(UTC) + 3 * DAY
+    rollup.rollup(engine, imp, settings, later, 10_000)
+    rolled = rows_of(engine, "imp")
+    assert {(r[4], r[5]) for r in rolled} == {("import", 3600)} and len(rolled) == 2
+    again = client.post("/v1/summaries", json=body)
+    assert again.json() == {"accepted": 0, "duplicates": len(folds), "predictions": 0}
+    assert {k: report(client, "imp", k, *span) for k in KINDS} == expected
+    more = client.post("/v1/summaries", json=upload(doc, folds, sequence=2))
+    assert more.json() == {"accepted": len(folds), "duplicates": 0, "predictions": 600}
+    rollup.rollup(engine, imp, settings, later, 10_000)
+    assert len(rows_of(engine, "imp")) == 2 and outcome_total(rows_of(engine, "imp")) == 1200
+    assert report(client, "imp", "calibration", *span)["versions"][0]["predictions"] == 1200
 
 
 def test_rollup_never_reaches_what_a_job_or_the_audit_reads():
