@@ -88,6 +88,7 @@ def report(client, name: str, kind: str, start, end) -> dict:
     body.pop("model")
     for v in body["versions"]:  # how many rows were read, not what they hold
         v.get("summaries", {}).pop("buckets", None)
+        v.get("summaries", {}).pop("resummarised_buckets", None)  # cells: hours or buckets
         v.get("reference", {}).pop("created_at", None)  # each twin's own upload time
     return body
 
@@ -169,6 +170,38 @@ def test_rolled_up_hours_and_days_report_what_their_buckets_reported(client, eng
     assert outcome_total(daily) == len(records) + len(late)
     assert_twins_agree(client, spans[1:])  # the window aligned to days (the other widens)
     assert rollup.rollup(engine, credit, settings, now + 4 * DAY, 10_000) == rollup.Rolled()
+
+
+def test_a_new_reference_rebuilds_a_rolled_up_hour_whole(client, engine, settings):
+    """Drift of a rolled-up hour (with a late bucket row inside it) on a reference uploaded
+    after the roll-up: summarised again from its stored rows, on the fly by a report and
+    stored by the scheduler's rebuild, as one span, so nothing counts twice."""
+    day, records, _ = setup_twins(client, n=600)
+    credit = model(engine, "credit")
+    rollup.rollup(engine, credit, settings, datetime.now(UTC), 10_000)
+    late = [{**r, "prediction_id": f"late-{i}"} for i, r in enumerate(records[:30])]
+    for name in ("credit", "twin"):
+        feed(client, name, late, [])
+    ref = reference_csv(np.random.default_rng(5), 800)
+    for name in ("credit", "twin"):
+        assert client.post(f"/v1/models/{name}/versions/v1/reference", content=ref,
+                           headers={"content-type": "text/csv"}).status_code == 201
+    span = (day - 2 * HOUR, day + 2 * HOUR)
+    on_the_fly = report(client, "credit", "drift", *span)
+    assert on_the_fly["versions"][0]["summaries"]["resummarised_rows"] == len(records) + 30
+    assert on_the_fly == report(client, "twin", "drift", *span)
+    vid = rows_of(engine, "credit")[0][0]
+    with engine.connect() as conn:
+        cp = ProfileCache().get(conn, [vid])[vid]
+    read = windows.resummarise(engine, credit, vid, *span, cp, 300)
+    assert read == len(records) + 30
+    drift_rows = [r for r in rows_of(engine, "credit") if r[2] == "drift"]
+    assert {r[5] for r in drift_rows} == {3600} and {r[3] for r in drift_rows} == {cp.key}
+    assert sum(r[6] for r in drift_rows) == len(records) + 30
+    stored = report(client, "credit", "drift", *span)
+    assert stored["versions"][0]["summaries"]["resummarised_rows"] == 0
+    on_the_fly["versions"][0]["summaries"]["resummarised_rows"] = 0
+    assert stored == on_the_fly
 
 
 def test_a_report_that_cuts_a_rolled_up_day_covers_the_whole_day_and_says_so(client, engine,
