@@ -8,6 +8,7 @@ a rolled-up day until all of it has expired."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -235,6 +236,19 @@ def test_a_roll_up_that_fails_midway_leaves_every_row_as_it_was(client, engine, 
     assert rows_of(engine, "credit") == before  # ...and nothing of it stayed
     rollup.rollup(engine, credit, settings, datetime.now(UTC), 10_000)
     assert outcome_total(rows_of(engine, "credit")) == len(records)
+    assert_twins_agree(client, [(day - 2 * HOUR, day + 2 * HOUR)])
+
+
+def test_two_replicas_rolling_up_at_once_count_every_row_once(client, engine, settings):
+    day, records, _ = setup_twins(client, n=600)
+    credit, now = model(engine, "credit"), datetime.now(UTC)
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: rollup.rollup(engine, credit, settings, now, 10_000),
+                             range(2)))
+    rows = rows_of(engine, "credit")
+    assert {r[5] for r in rows} == {3600} and len({r[:5] for r in rows}) == len(rows)
+    assert sum(d.spans for d in done) >= len(rows)
+    assert outcome_total(rows) == len(records)
     assert_twins_agree(client, [(day - 2 * HOUR, day + 2 * HOUR)])
 
 
