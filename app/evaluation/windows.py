@@ -169,12 +169,19 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
 
 def summarise_bucket_drift(conn: Connection, shape: ModelShape, cp: CompiledProfile,
                            model_id: int, version_id: int, bucket: datetime,
-                           bucket_seconds: float) -> DriftSummary:
-    """A bucket's drift summary from its stored rows."""
-    db_rows = obs.load_rows(conn=conn, model_id=model_id, version_id=version_id, start=bucket,
-                            end=bucket + timedelta(seconds=bucket_seconds))
-    rows = rows_from_db(shape, db_rows)
-    return drift_summaries(shape, cp, rows, np.zeros(rows.n, dtype=np.int64), 1)[0]
+                           bucket_seconds: float, span: int = 0) -> DriftSummary:
+    """The drift summary of a bucket, or of the ``span`` seconds of a rolled-up cell, from
+    its stored rows, read one bucket at a time (a day at 1,000 predictions/s is 86M rows)."""
+    step = timedelta(seconds=bucket_seconds)
+    total = DriftSummary(cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    at, end = bucket, bucket + timedelta(seconds=span or bucket_seconds)
+    while at < end:
+        rows = rows_from_db(shape, obs.load_rows(conn=conn, model_id=model_id,
+                                                 version_id=version_id, start=at,
+                                                 end=at + step))
+        total.add(drift_summaries(shape, cp, rows, np.zeros(rows.n, dtype=np.int64), 1)[0])
+        at += step
+    return total
 
 
 def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: datetime, *,
@@ -193,7 +200,7 @@ def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: d
                                                      version_id=version_id))
         for c in w.stale:
             d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, c[0],
-                                       c[1] or bucket_seconds)
+                                       bucket_seconds, c[1])
             w.drift.add(d)
             w.resummarised_buckets += 1
             w.resummarised_rows += d.n
@@ -250,7 +257,7 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
                             end=cell_end(c, bucket_seconds), kind=DRIFT, profile_key=None,
                             origin="", max_span=c[1])
             d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, c[0],
-                                       c[1] or bucket_seconds)
+                                       bucket_seconds, c[1])
             store.append(conn=conn, model_id=model.id, rows=[
                 SummaryRow(version_id, c[0], DRIFT, cp.key, d.n, pack_drift(d), "", c[1])])
             rows_read += d.n
