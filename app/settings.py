@@ -199,6 +199,21 @@ class Settings(BaseSettings):
         "Seconds of closed buckets each summary audit compares (one grouped scan of their "
         "predictions and labels: at 1M predictions an hour, 6M rows by default). Raise it for "
         "one run after restoring older rows."))
+    summary_rollup_hourly_after_seconds: float = Field(default=172_800.0, ge=0, description=(
+        "Seconds after which a bucket's summaries are merged into one row per hour (exact: "
+        "summaries add up); 0: never. Per model never less than what its jobs and the "
+        "summary audit read back (the longer of `MODELMON_JOB_WINDOW_SECONDS` and "
+        "`MODELMON_JOB_LONG_WINDOW_SECONDS`, the catch-up windows, its label lag and "
+        "`MODELMON_SUMMARY_AUDIT_LOOKBACK_SECONDS`: 31 h by default), so no job window "
+        "meets a rolled-up row; a report over older buckets is widened to whole hours "
+        "(docs/operations.md, Roll-ups)."))
+    summary_rollup_daily_after_seconds: float = Field(default=604_800.0, ge=0, description=(
+        "Seconds after which a bucket's summaries are merged into one row per UTC day; 0: "
+        "never. Not below `MODELMON_SUMMARY_ROLLUP_HOURLY_AFTER_SECONDS`; a report over "
+        "older buckets is widened to whole days."))
+    summary_rollup_batch: int = Field(default=1000, ge=1, description=(
+        "Hours or days of summaries rolled up per scheduler tick (one transaction each), "
+        "so a first roll-up of a long-filled store spreads over ticks."))
     summary_max_payload_bytes: int = Field(default=32 * MIB, ge=1024, description=(
         "Bytes one imported summary (POST /v1/summaries) may inflate to; past it the upload "
         "is refused (422) before the memory is spent. A dense drift summary takes 8 bytes a "
@@ -441,6 +456,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "MODELMON_JOB_LONG_WINDOW_SECONDS must be a whole multiple of "
                 "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
+        return self
+
+    @model_validator(mode="after")
+    def _rollups_keep_their_order(self) -> Settings:
+        hourly, daily = (self.summary_rollup_hourly_after_seconds,
+                         self.summary_rollup_daily_after_seconds)
+        if hourly and daily and daily < hourly:
+            raise ValueError(
+                "MODELMON_SUMMARY_ROLLUP_DAILY_AFTER_SECONDS must not be below "
+                "MODELMON_SUMMARY_ROLLUP_HOURLY_AFTER_SECONDS: days are made of older hours")
         return self
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 the summaries of a model-day weigh.
 
     .venv/bin/python bench/bench_lake.py [--rows 2000000] [--dir /tmp/modelmon-bench-lake]
-                                         [--keep]
+                                         [--keep] [--bucket-predictions 300000]
 
 Data: the same generator as bench/bench_jobs.py (f0..f19 numeric with 1% missing, c0/c1/c2
 categorical, 5 of c2's 50 values unseen in the reference, cohort key "region", binary score,
@@ -16,9 +16,12 @@ Measured in this process, CPU time (user + system) and wall, each the best of th
 - **fold**: ``app.evaluation.fold.fold`` of that table (the kernel every path uses), and
   ``fold.merge`` of its output (per-bucket rows added up), as rows/s per core;
 - **read + fold** per fragment, as a backfill worker runs them;
-- **bytes per model-day at 1,000 predictions/s**: one 5-minute bucket of 300,000 predictions
-  folded and packed (outcome + drift), times 288 buckets, and the same hour merged into one
-  hourly bucket (the arithmetic of a roll-up: exact addition), times 24.
+- **bytes per model-day at 1,000 predictions/s**: an hour of 5-minute buckets of 300,000
+  predictions (``--bucket-predictions``) folded and packed (outcome + drift), stored as a
+  whole day (the hour repeated 24 times, each bucket shifted to its place) in a throwaway
+  SQLite database by the service's own storage, then rolled up by the service's own roll-up
+  (app/evaluation/rollup.py): the bytes of the payloads stored at 5 minutes, after the
+  hourly roll-up and after the daily one.
 
 Prints the load average around every figure and last a ``RESULTS`` line (JSON). Machines here
 are shared and noisy: compare ratios within a run.
@@ -32,7 +35,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +127,7 @@ def columns(shape: Any) -> list[str]:
     return ["timestamp", *(f for f, _ in shape.features), "region", "score", "label"]
 
 
-def measure(path: Path, rows: int) -> dict[str, Any]:
+def measure(path: Path, rows: int, per_bucket: int) -> dict[str, Any]:
     from app.evaluation import fold
 
     shape, cp = model_and_profile()
@@ -159,31 +162,72 @@ def measure(path: Path, rows: int) -> dict[str, Any]:
                             "load": load()}
     print(f"read + fold per fragment: {rows / c:,.0f} rows/CPU-s "
           f"({c:.2f} CPU-s, {w:.2f} s wall), load {load()}", flush=True)
-    out["day_bytes"] = day_bytes(shape, cp)
+    out["day_bytes"] = day_bytes(shape, cp, per_bucket)
     return out
 
 
-def day_bytes(shape: Any, cp: Any) -> dict[str, Any]:
-    """Summary bytes of a model-day at 1,000 predictions/s: per 5-minute bucket, and per
-    hour once merged (a roll-up's exact addition)."""
+def rolled_day(hour: list[list[Any]]) -> dict[str, int]:
+    """Payload bytes of a day of buckets (``hour`` repeated 24 times, shifted into place)
+    stored in a throwaway SQLite database, as stored, after the service's hourly roll-up and
+    after its daily one."""
+    import tempfile
+    import types
+
+    from sqlalchemy import func, select
+
+    from app.evaluation import rollup
+    from app.settings import Settings
+    from app.storage import migrate
+    from app.storage import summaries as store
+    from app.storage.db import make_engine
+    from app.storage.tables import bucket_summaries as b
+
+    day0 = datetime.fromtimestamp(T0 - T0 % 86_400, UTC)
+    out: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(database_url=f"sqlite:///{tmp}/day.db", job_interval_seconds=BUCKET)
+        engine = make_engine(settings)
+        migrate.upgrade(engine)
+        for h in range(24):
+            with engine.begin() as conn:
+                store.append(conn=conn, model_id=1, rows=[r._replace(
+                    bucket_start=day0 + timedelta(hours=h, seconds=k * BUCKET))
+                    for k, rows in enumerate(hour) for r in rows])
+
+        def stored(key: str) -> None:
+            with engine.connect() as conn:
+                out[f"{key}_bytes"], out[f"{key}_rows"] = conn.execute(
+                    select(func.sum(func.length(b.c.payload)), func.count())).one()
+
+        stored("day_5min")
+        model = types.SimpleNamespace(id=1, name="bench", policy=None)
+        (_, hourly_age), (_, daily_age) = rollup.levels(settings, 0.0)
+        for key, age in (("day_hourly", hourly_age), ("day_daily", daily_age)):
+            rollup.rollup(engine, model, settings,
+                          day0 + timedelta(days=1, seconds=age, hours=1), 10**6)
+            stored(key)
+        engine.dispose()
+    return out
+
+
+def day_bytes(shape: Any, cp: Any, per_bucket: int) -> dict[str, Any]:
+    """Summary bytes of a model-day at 1,000 predictions/s (``per_bucket`` predictions a
+    5-minute bucket): per bucket as folded, and the day as stored before and after the
+    service's roll-ups."""
     from app.evaluation import fold
 
-    per_bucket = 300_000
     hour = [fold.fold(shape, table_of(per_bucket, 0, 900 + k, BUCKET).set_column(
         0, "timestamp", pa.array(np.full(per_bucket, int((T0 + k * BUCKET) * 1e6)),
                                  pa.timestamp("us", "UTC"))), 1, {1: cp}, BUCKET)
             for k in range(12)]
-    bucket_bytes = [sum(len(r.payload) for r in rows) for rows in hour]
-    hourly = fold.merge([r._replace(bucket_start=datetime.fromtimestamp(T0, UTC))
-                         for rows in hour for r in rows])
-    hour_bytes = sum(len(r.payload) for r in hourly)
-    mean_bucket = float(np.mean(bucket_bytes))
+    mean_bucket = float(np.mean([sum(len(r.payload) for r in rows) for rows in hour]))
     out = {"predictions_per_bucket": per_bucket, "bucket_bytes_mean": mean_bucket,
-           "day_bytes_5min": mean_bucket * 288, "hour_bytes": hour_bytes,
-           "day_bytes_hourly": hour_bytes * 24, "load": load()}
-    print(f"model-day at 1,000/s: {mean_bucket * 288 / 1e6:.1f} MB in 5-minute buckets "
-          f"({mean_bucket / 1e3:.0f} kB each), {hour_bytes * 24 / 1e6:.1f} MB merged hourly "
-          f"({hour_bytes / 1e3:.0f} kB an hour), load {load()}", flush=True)
+           **rolled_day(hour), "load": load()}
+    print(f"model-day at {per_bucket / BUCKET:,.0f}/s: {out['day_5min_bytes'] / 1e6:.1f} MB "
+          f"in {out['day_5min_rows']} rows of 5-minute buckets ({mean_bucket / 1e3:.0f} kB "
+          f"a bucket), {out['day_hourly_bytes'] / 1e6:.1f} MB in {out['day_hourly_rows']} "
+          f"rows rolled up hourly, {out['day_daily_bytes'] / 1e6:.2f} MB in "
+          f"{out['day_daily_rows']} rows rolled up daily, load {load()}", flush=True)
     return out
 
 
@@ -192,12 +236,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/modelmon-bench-lake"))
     ap.add_argument("--keep", action="store_true", help="keep the dataset for the next run")
+    ap.add_argument("--bucket-predictions", type=int, default=300_000,
+                    help="predictions a 5-minute bucket of the model-day (1,000/s: 300,000)")
     args = ap.parse_args()
     path = args.dir / f"rows={args.rows}"
     print(f"writing {args.rows:,} rows to {path} (once), load {load()}", flush=True)
     write_dataset(path, args.rows)
     try:
-        results = measure(path, args.rows)
+        results = measure(path, args.rows, args.bucket_predictions)
     finally:
         if not args.keep:
             shutil.rmtree(path, ignore_errors=True)

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 
 from app.errors import Invalid, Problem, not_found
 from app.evaluation import policy as model_policy
-from app.evaluation import windows
+from app.evaluation import rollup, windows
 from app.evaluation.catalogue import METRICS
 from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import cohorts
@@ -81,7 +81,8 @@ def scope(conn: Connection, settings: Settings, model_name: str, version: str | 
     model = registry.require_model(conn=conn, name=model_name)
     lag = model_policy.effective(settings, model.policy).label_lag_seconds
     asked = window(settings, start, end, lag_seconds=lag if needs_labels else 0.0)
-    s, e = whole_buckets(*asked, settings.job_interval_seconds)
+    s, e = rollup.covering(conn, model.id, *whole_buckets(*asked,
+                                                          settings.job_interval_seconds))
     if version is not None:
         chosen = [(registry.require_version(conn=conn, model=model, version=version).id,
                    version)]

@@ -9,6 +9,11 @@ its predictions under the current profile (a reference uploaded after traffic be
 baseline fixed later, rows ingested by a replica that had not seen the new profile yet) is
 summarised again from its stored rows: by the scheduler, which stores the result (each row
 read once per profile), or on the fly by a report, which does not.
+
+Old buckets are rolled up into hours and days (app/evaluation/rollup.py): a row then covers
+``span`` seconds. Coverage is judged per cell, the widest rolled-up span holding a bucket (or
+the bucket itself), since late rows of one job interval may sit inside a rolled-up span until
+the next roll-up merges them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +52,7 @@ from app.storage import summaries as store
 from app.storage.summaries import DRIFT, OUTCOME, SummaryRow
 
 log = logging.getLogger("modelmon.summaries")
+HOUR, DAY = 3600, 86_400  # the spans buckets are rolled up into (app/evaluation/rollup.py)
 
 
 def aligned_end(now: datetime, interval_seconds: float) -> datetime:
@@ -62,6 +69,34 @@ def whole_buckets(start: datetime, end: datetime,
     return datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
 
 
+Cell = tuple[datetime, int]  # (start, span in seconds; 0: one job interval)
+
+
+def floor_to(ts: datetime, seconds: float) -> datetime:
+    return datetime.fromtimestamp(math.floor(ts.timestamp() / seconds) * seconds, UTC)
+
+
+def cells_of(keys: Iterable[Cell]) -> dict[Cell, Cell]:
+    """Each (bucket_start, span) mapped to the widest rolled-up span among ``keys`` that
+    holds it, or to itself. Rolled-up spans are aligned hours and days: two of them are
+    nested or apart."""
+    keys = set(keys)
+    starts: dict[int, set[datetime]] = defaultdict(set)
+    for b, s in keys:
+        if s:
+            starts[s].add(b)
+    spans = sorted(starts, reverse=True)
+    out = {}
+    for b, s in keys:
+        out[(b, s)] = next(((floor_to(b, w), w) for w in spans
+                            if w >= s and floor_to(b, w) in starts[w]), (b, s))
+    return out
+
+
+def cell_end(cell: Cell, bucket_seconds: float) -> datetime:
+    return cell[0] + timedelta(seconds=cell[1] or bucket_seconds)
+
+
 @dataclass
 class MergedWindow:
     """The sums of one version's buckets in [start, end)."""
@@ -75,7 +110,7 @@ class MergedWindow:
     # buckets whose drift was summarised again from stored rows for this window
     resummarised_buckets: int = 0
     resummarised_rows: int = 0
-    stale: list[datetime] = field(default_factory=list)
+    stale: list[Cell] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -97,22 +132,26 @@ def rows_from_db(shape: ModelShape, db_rows: list[Any]) -> Rows:
         [r.label_value for r in db_rows], [epoch(r.label_ts) for r in db_rows])
 
 
-def stale_buckets(covered: list[tuple[datetime, str, str, int]], key: str) -> list[datetime]:
-    """Buckets whose drift rows on profile ``key`` do not cover all their predictions."""
-    counted: dict[datetime, int] = defaultdict(int)
-    on_key: dict[datetime, int] = defaultdict(int)
-    for bucket, kind, profile, n in covered:
+def stale_buckets(covered: list[tuple[datetime, int, str, str, int]], key: str
+                  ) -> list[Cell]:
+    """Cells (see cells_of) whose drift rows on profile ``key`` do not cover all their
+    predictions, from (bucket_start, span, kind, profile_key, n) of the service's rows."""
+    cell = cells_of((b, s) for b, s, *_ in covered)
+    counted: dict[Cell, int] = defaultdict(int)
+    on_key: dict[Cell, int] = defaultdict(int)
+    for bucket, span, kind, profile, n in covered:
         if kind == OUTCOME:
-            counted[bucket] += n
+            counted[cell[(bucket, span)]] += n
         elif profile == key:
-            on_key[bucket] += n
-    return sorted(b for b, n in counted.items() if n and on_key.get(b, 0) != n)
+            on_key[cell[(bucket, span)]] += n
+    return sorted(c for c, n in counted.items() if n and on_key.get(c, 0) != n)
 
 
 def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | None) -> None:
-    """Add the rows into ``window``; note buckets whose drift does not cover them."""
-    window.stale = [] if cp is None else stale_buckets(
-        [(r.bucket_start, r.kind, r.profile_key, r.n) for r in rows if not r.origin], cp.key)
+    """Add the rows into ``window``; note cells whose drift does not cover them."""
+    own = [(r.bucket_start, r.span, r.kind, r.profile_key, r.n) for r in rows if not r.origin]
+    window.stale = [] if cp is None else stale_buckets(own, cp.key)
+    cell = cells_of((b, s) for b, s, *_ in own)
     stale = set(window.stale)
     buckets = set()
     if cp is not None:
@@ -123,19 +162,26 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
             if r.n:
                 buckets.add(r.bucket_start)
         elif cp is not None and r.profile_key == cp.key and (
-                r.origin or r.bucket_start not in stale):  # an import is never rebuilt
+                r.origin or cell[(r.bucket_start, r.span)] not in stale):  # imports stay
             window.drift.n += add_drift(window.drift.counts, r.payload)
     window.buckets = len(buckets)
 
 
 def summarise_bucket_drift(conn: Connection, shape: ModelShape, cp: CompiledProfile,
                            model_id: int, version_id: int, bucket: datetime,
-                           bucket_seconds: float) -> DriftSummary:
-    """A bucket's drift summary from its stored rows."""
-    db_rows = obs.load_rows(conn=conn, model_id=model_id, version_id=version_id, start=bucket,
-                            end=bucket + timedelta(seconds=bucket_seconds))
-    rows = rows_from_db(shape, db_rows)
-    return drift_summaries(shape, cp, rows, np.zeros(rows.n, dtype=np.int64), 1)[0]
+                           bucket_seconds: float, span: int = 0) -> DriftSummary:
+    """The drift summary of a bucket, or of the ``span`` seconds of a rolled-up cell, from
+    its stored rows, read one bucket at a time (a day at 1,000 predictions/s is 86M rows)."""
+    step = timedelta(seconds=bucket_seconds)
+    total = DriftSummary(cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    at, end = bucket, bucket + timedelta(seconds=span or bucket_seconds)
+    while at < end:
+        rows = rows_from_db(shape, obs.load_rows(conn=conn, model_id=model_id,
+                                                 version_id=version_id, start=at,
+                                                 end=at + step))
+        total.add(drift_summaries(shape, cp, rows, np.zeros(rows.n, dtype=np.int64), 1)[0])
+        at += step
+    return total
 
 
 def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: datetime, *,
@@ -152,9 +198,9 @@ def merge(conn: Connection, model: Any, version_id: int, start: datetime, end: d
     if cp is not None and w.stale:
         shape = ModelShape.of(registry.version_model(conn=conn, model=model,
                                                      version_id=version_id))
-        for bucket in w.stale:
-            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, bucket,
-                                       bucket_seconds)
+        for c in w.stale:
+            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, c[0],
+                                       bucket_seconds, c[1])
             w.drift.add(d)
             w.resummarised_buckets += 1
             w.resummarised_rows += d.n
@@ -178,18 +224,18 @@ def compact(engine: Engine, before: datetime, max_cohort_values: int) -> int:
     done = 0
     with engine.connect() as c:
         groups = store.fragmented(conn=c, before=before)
-    for model_id, version_id, bucket, kind, key, origin in groups:
+    for model_id, version_id, bucket, kind, key, origin, span in groups:
         with engine.begin() as conn:
             taken = store.take(conn=conn, model_id=model_id, version_id=version_id,
                                bucket_start=bucket, kind=kind, profile_key=key,
-                               origin=origin)
+                               origin=origin, span=span)
             if not taken:
                 continue
             n = sum(t[1] for t in taken)
             payload = merged_payload(kind, key, (t[2] for t in taken),
                                      max_cohort_values if kind == OUTCOME else None)
             store.append(conn=conn, model_id=model_id, rows=[
-                SummaryRow(version_id, bucket, kind, key, n, payload, origin)])
+                SummaryRow(version_id, bucket, kind, key, n, payload, origin, span)])
             done += 1
     return done
 
@@ -206,13 +252,14 @@ def resummarise(engine: Engine, model: Any, version_id: int, start: datetime, en
         stale = stale_buckets(store.coverage(conn=conn, model_id=model.id,
                                              version_id=version_id, start=start, end=end),
                               cp.key)
-        for bucket in stale:
-            store.take(conn=conn, model_id=model.id, version_id=version_id,
-                       bucket_start=bucket, kind=DRIFT)
-            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, bucket,
-                                       bucket_seconds)
+        for c in stale:  # every drift row of the cell goes; one row on cp covers it
+            store.take_span(conn=conn, model_id=model.id, version_id=version_id, start=c[0],
+                            end=cell_end(c, bucket_seconds), kind=DRIFT, profile_key=None,
+                            origin="", max_span=c[1])
+            d = summarise_bucket_drift(conn, shape, cp, model.id, version_id, c[0],
+                                       bucket_seconds, c[1])
             store.append(conn=conn, model_id=model.id, rows=[
-                SummaryRow(version_id, bucket, DRIFT, cp.key, d.n, pack_drift(d))])
+                SummaryRow(version_id, c[0], DRIFT, cp.key, d.n, pack_drift(d), "", c[1])])
             rows_read += d.n
     if rows_read:
         log.info("drift summaries of model %s version %s rebuilt on profile %s: %d rows",
@@ -243,7 +290,7 @@ def _summarised(rows: list[SummaryRow]) -> dict[tuple[int, datetime], tuple[int,
     bucket)."""
     out: dict[tuple[int, datetime], tuple[int, int]] = {}
     for r in rows:
-        if r.kind == OUTCOME and not r.origin:
+        if r.kind == OUTCOME and not r.origin and not r.span:
             o = unpack_outcome(r.payload)
             n, k = out.get((r.version_id, r.bucket_start), (0, 0))
             out[(r.version_id, r.bucket_start)] = (n + o.n, k + o.labeled)
@@ -265,13 +312,19 @@ def audit(engine: Engine, model: Any, start: datetime, end: datetime, *,
     process that does not summarise: an older release during a rolling upgrade, a restore
     from a backup, a copy by hand). One snapshot for the comparison and the rebuild, and the
     model's upkeep lock, so ingest that commits meanwhile is neither lost nor counted twice.
-    ``profiles``: a ProfileCache (drift is rebuilt on each version's current profile)."""
+    Buckets inside a rolled-up hour or day are not compared (the roll-up only reaches
+    buckets older than the audit looks back, by default). ``profiles``: a ProfileCache
+    (drift is rebuilt on each version's current profile)."""
     out = Audit()
     with repeatable_read(engine.connect()) as conn, conn.begin():
         if not locks.try_hold(conn, locks.SUMMARY_UPKEEP, model.id):
             return out  # another replica is at it
         stored = obs.stored_by_bucket(conn=conn, model_id=model.id, start=start, end=end,
                                       bucket_seconds=bucket_seconds)
+        rolled = store.rolled_spans(conn=conn, model_id=model.id, start=start, end=end,
+                                    longest=DAY)
+        stored = {k: v for k, v in stored.items() if not any(
+            b <= k[1] < b + timedelta(seconds=s) for b, s in rolled)}
         summarised: dict[tuple[int, datetime], tuple[int, int]] = {}
         for vid in sorted({v for v, _ in stored}):
             summarised.update(_summarised(store.window_rows(

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.evaluation import evaluate, windows
+from app.evaluation import evaluate, rollup, windows
 from app.evaluation.checks import JOBS
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.windows import aligned_end
@@ -124,14 +124,21 @@ def _audit_due(engine: Engine, model_id: int, now: datetime, interval: float) ->
 
 def maintain_summaries(engine: Engine, settings: Settings, now: datetime,
                        profiles: ProfileCache, models: list[ModelRow]) -> dict[str, int]:
-    """Before the jobs: compact closed buckets, summarise rows stored before summaries
+    """Before the jobs: compact closed buckets, roll old ones up into hours and days (at
+    most MODELMON_SUMMARY_ROLLUP_BATCH spans a tick), summarise rows stored before summaries
     existed, audit the summaries of the last closed buckets against their stored rows (when
     due; a bucket that differs is summarised again), and summarise again the drift of buckets
     the due drift windows need whose summaries were built on another profile."""
     bucket = settings.job_interval_seconds
     out = {"compacted": windows.compact(engine, before=aligned_end(now, bucket),
                                            max_cohort_values=settings.summary_max_cohort_values),
-           "backfilled_rows": 0, "resummarised_rows": 0}
+           "backfilled_rows": 0, "resummarised_rows": 0, "rolled_up_rows": 0}
+    budget = settings.summary_rollup_batch
+    for model in models:
+        if budget > 0:
+            rolled = rollup.rollup(engine, model, settings, now, budget)
+            budget -= rolled.spans
+            out["rolled_up_rows"] += rolled.rows
     by_id = {m.id: m for m in models}
     with engine.connect() as conn:
         pending = store.pending_backfill(conn=conn)
@@ -168,7 +175,8 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
          jobs: Iterable[str] = WINDOW_JOBS,
          on_done: Callable[[str, str, float], None] | None = None,
          profiles: ProfileCache | None = None,
-         stopping: Callable[[], bool] | None = None) -> dict[str, int]:
+         stopping: Callable[[], bool] | None = None,
+         on_upkeep: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
     """One scheduler tick: summary upkeep, then every due window of every job for every
     model. When ``stopping()`` turns true (the process is shutting down), no further window
     starts: the windows left are due again at the next start."""
@@ -178,7 +186,9 @@ def tick(engine: Engine, settings: Settings, *, now: datetime | None = None,
     with engine.connect() as conn:
         models = [m for m, _ in registry.list_models(conn=conn)]
     try:
-        maintain_summaries(engine, settings, now, profiles, models)
+        upkeep = maintain_summaries(engine, settings, now, profiles, models)
+        if on_upkeep is not None:
+            on_upkeep(upkeep)
     except Exception:
         log.exception("summary upkeep failed")
     for model in models:

@@ -83,7 +83,8 @@ class JobScheduler:
             try:
                 counts = runner.tick(self.engine, self.settings, now=self._now(),
                                      on_done=on_done, profiles=self.profiles,
-                                     stopping=self._stopping.is_set)
+                                     stopping=self._stopping.is_set, on_upkeep=None
+                                     if self.hooks is None else self.hooks.summaries_kept)
             except Exception:
                 outcome = "failure"
                 log.exception("scheduler tick failed", extra={"event": "tick",

@@ -121,6 +121,10 @@ SERVICE = (
     _service("modelmon_scheduler_ticks_total", "counter", ("outcome",), "Scheduler ticks (summary "
        "upkeep and every due window), by outcome.", values={
            "outcome": ("success", "failure")}),
+    _service("modelmon_summary_rollup_rows_total", "counter", (), "Bucket summary rows this "
+       "process's scheduler merged into hourly and daily rows (roll-ups).", "bucket summary "
+       "rows this process's scheduler merged into hourly and daily rows (docs/operations.md, "
+       "Roll-ups)"),
     _service("modelmon_scheduler_tick_duration_seconds", "histogram", (), "One scheduler tick.",
        "one scheduler tick (buckets 10 ms .. 10 min)", buckets=JOB_BUCKETS),
     _service("modelmon_scheduler_last_tick_timestamp_seconds", "gauge", (), "End of the latest "

@@ -96,6 +96,7 @@ class ServiceMetrics:
         self.db_errors = made(r, "modelmon_database_errors_total")
         self.ticks = made(r, "modelmon_scheduler_ticks_total")
         self.tick_duration = made(r, "modelmon_scheduler_tick_duration_seconds")
+        self.rolled_up = made(r, "modelmon_summary_rollup_rows_total")
         self.last_tick = made(r, "modelmon_scheduler_last_tick_timestamp_seconds",
                               multiprocess_mode="max")
         self.clock_skew = made(r, "modelmon_clock_skew_seconds",
@@ -145,6 +146,10 @@ class ServiceMetrics:
 
     def clock_seen(self, skew_seconds: float) -> None:
         self.clock_skew.set(skew_seconds)
+
+    def summaries_kept(self, upkeep: dict[str, int]) -> None:
+        """What a tick's summary upkeep did (app/jobs/runner.py maintain_summaries)."""
+        self.rolled_up.inc(upkeep.get("rolled_up_rows", 0))
 
     def tick_done(self, outcome: str, seconds: float) -> None:
         self.ticks.labels(outcome).inc()

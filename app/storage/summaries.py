@@ -1,9 +1,10 @@
-"""Bucket summary rows: appended by ingest, read by window, compacted, retired."""
+"""Bucket summary rows: appended by ingest, read by window, compacted, rolled up into hours
+and days, retired."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
@@ -24,6 +25,7 @@ class SummaryRow(NamedTuple):
     n: int
     payload: bytes
     origin: str = ""  # "" built by the service from stored rows, or IMPORTED
+    span: int = 0  # seconds from bucket_start the row covers; 0: one job interval
 
 
 _APPEND = insert(bucket_summaries)  # built once: its cache key is computed once
@@ -36,7 +38,7 @@ def append(*, conn: Connection, model_id: int, rows: Sequence[SummaryRow]) -> No
     conn.execute(_APPEND, [
         {"model_id": model_id, "version_id": r.version_id, "bucket_start": r.bucket_start,
          "kind": r.kind, "profile_key": r.profile_key, "n": r.n, "payload": r.payload,
-         "created_at": now, "origin": r.origin} for r in rows])
+         "created_at": now, "origin": r.origin, "bucket_seconds": r.span} for r in rows])
 
 
 def window_rows(*, conn: Connection, model_id: int, version_id: int, start: datetime,
@@ -44,24 +46,26 @@ def window_rows(*, conn: Connection, model_id: int, version_id: int, start: date
     """Every summary row of the version's buckets starting in [start, end), in one read."""
     b = bucket_summaries
     q = (select(b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key, b.c.n,
-                b.c.payload, b.c.origin)
+                b.c.payload, b.c.origin, b.c.bucket_seconds)
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
     return [SummaryRow(r.version_id, as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n),
-                       bytes(r.payload), r.origin) for r in conn.execute(q)]
+                       bytes(r.payload), r.origin, int(r.bucket_seconds))
+            for r in conn.execute(q)]
 
 
 def coverage(*, conn: Connection, model_id: int, version_id: int, start: datetime,
-             end: datetime) -> list[tuple[datetime, str, str, int]]:
-    """(bucket_start, kind, profile_key, predictions covered) of the version's buckets
+             end: datetime) -> list[tuple[datetime, int, str, str, int]]:
+    """(bucket_start, span, kind, profile_key, predictions covered) of the version's buckets
     starting in [start, end) by the service's own summaries (those it can rebuild from
     stored rows), without reading the payloads."""
     b = bucket_summaries
-    q = (select(b.c.bucket_start, b.c.kind, b.c.profile_key, func.sum(b.c.n).label("n"))
+    q = (select(b.c.bucket_start, b.c.bucket_seconds, b.c.kind, b.c.profile_key,
+                func.sum(b.c.n).label("n"))
          .where(b.c.model_id == model_id, b.c.version_id == version_id,
                 b.c.bucket_start >= start, b.c.bucket_start < end, b.c.origin == "")
-         .group_by(b.c.bucket_start, b.c.kind, b.c.profile_key))
-    return [(as_utc(r.bucket_start), r.kind, r.profile_key, int(r.n))
+         .group_by(b.c.bucket_start, b.c.bucket_seconds, b.c.kind, b.c.profile_key))
+    return [(as_utc(r.bucket_start), int(r.bucket_seconds), r.kind, r.profile_key, int(r.n))
             for r in conn.execute(q)]
 
 
@@ -76,11 +80,12 @@ def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
 
 
 def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
-    """(model_id, version_id, bucket_start, kind, profile_key, origin) of closed buckets
-    held in more than one row, or in one row stored uncompressed (as a batch wrote it)."""
+    """(model_id, version_id, bucket_start, kind, profile_key, origin, span) of closed
+    buckets held in more than one row, or in one row stored uncompressed (as a batch wrote
+    it)."""
     b = bucket_summaries
     key = (b.c.model_id, b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key,
-           b.c.origin)
+           b.c.origin, b.c.bucket_seconds)
     raw = func.max(case((func.substr(b.c.payload, 1, 1) == RAW_MARK, 1), else_=0))
     q = (select(*key).where(b.c.bucket_start < before).group_by(*key)
          .having(or_(func.count() > 1, raw == 1)))
@@ -88,23 +93,90 @@ def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
 
 
 def take(*, conn: Connection, model_id: int, version_id: int, bucket_start: datetime,
-         kind: str, profile_key: str | None = None, origin: str = ""
-         ) -> list[tuple[str, int, bytes]]:
-    """Delete a bucket's rows of one kind and origin (and profile, if given), returning
+         kind: str, profile_key: str | None = None, origin: str = "",
+         span: int | None = 0) -> list[tuple[str, int, bytes]]:
+    """Delete a bucket's rows of one kind and origin (and profile, if given) covering
+    ``span`` seconds from ``bucket_start`` (0: one job interval; None: any), returning
     them."""
     b = bucket_summaries
     conds = [b.c.model_id == model_id, b.c.version_id == version_id,
              b.c.bucket_start == bucket_start, b.c.kind == kind, b.c.origin == origin]
     if profile_key is not None:
         conds.append(b.c.profile_key == profile_key)
+    if span is not None:
+        conds.append(b.c.bucket_seconds == span)
     res = conn.execute(delete(b).where(and_(*conds))
                        .returning(b.c.profile_key, b.c.n, b.c.payload))
     return [(r.profile_key, int(r.n), bytes(r.payload)) for r in res]
 
 
+def take_span(*, conn: Connection, model_id: int, version_id: int, start: datetime,
+              end: datetime, kind: str, profile_key: str | None, origin: str,
+              max_span: int) -> list[tuple[int, bytes]]:
+    """Delete the rows of one kind, profile (None: any) and origin starting in [start, end)
+    that cover at most ``max_span`` seconds, returning (n, payload) of each. A row deleted by
+    a concurrent transaction meanwhile is not returned (DELETE ... RETURNING), so a row is
+    merged into one result only."""
+    b = bucket_summaries
+    conds = [b.c.model_id == model_id, b.c.version_id == version_id,
+             b.c.bucket_start >= start, b.c.bucket_start < end, b.c.kind == kind,
+             b.c.origin == origin, b.c.bucket_seconds <= max_span]
+    if profile_key is not None:
+        conds.append(b.c.profile_key == profile_key)
+    res = conn.execute(delete(b).where(*conds).returning(b.c.n, b.c.payload))
+    return [(int(r.n), bytes(r.payload)) for r in res]
+
+
+def rollup_candidates(*, conn: Connection, model_id: int, before: datetime, span: int,
+                      limit: int) -> list[tuple[int, datetime, str, str, str]]:
+    """(version_id, bucket_start, kind, profile_key, origin) of the model's rows starting
+    before ``before`` that cover less than ``span`` seconds, oldest first, at most
+    ``limit``."""
+    b = bucket_summaries
+    key = (b.c.version_id, b.c.bucket_start, b.c.kind, b.c.profile_key, b.c.origin)
+    q = (select(*key).distinct()
+         .where(b.c.model_id == model_id, b.c.bucket_start < before,
+                b.c.bucket_seconds < span)
+         .order_by(b.c.bucket_start, b.c.version_id, b.c.kind, b.c.profile_key, b.c.origin)
+         .limit(limit))
+    return [(int(r.version_id), as_utc(r.bucket_start), r.kind, r.profile_key, r.origin)
+            for r in conn.execute(q)]
+
+
+def spanning(*, conn: Connection, model_id: int, at: datetime, span: int) -> bool:
+    """Whether a row of the model starting at ``at`` covers ``span`` seconds (a roll-up)."""
+    b = bucket_summaries
+    q = (select(b.c.id).where(b.c.model_id == model_id, b.c.bucket_start == at,
+                              b.c.bucket_seconds == span).limit(1))
+    return conn.execute(q).first() is not None
+
+
+def rolled_spans(*, conn: Connection, model_id: int, start: datetime, end: datetime,
+                 longest: int) -> list[tuple[datetime, int]]:
+    """(bucket_start, span) of the model's rolled-up rows (span > 0) that overlap
+    [start, end), given that none covers more than ``longest`` seconds."""
+    b = bucket_summaries
+    q = (select(b.c.bucket_start, b.c.bucket_seconds).distinct()
+         .where(b.c.model_id == model_id, b.c.bucket_seconds > 0,
+                b.c.bucket_start > start - timedelta(seconds=longest),
+                b.c.bucket_start < end))
+    return [(as_utc(r.bucket_start), int(r.bucket_seconds)) for r in conn.execute(q)
+            if as_utc(r.bucket_start) + timedelta(seconds=int(r.bucket_seconds)) > start]
+
+
 def delete_before(*, conn: Connection, cutoff: datetime) -> int:
-    return conn.execute(delete(bucket_summaries)
-                        .where(bucket_summaries.c.bucket_start < cutoff)).rowcount
+    """Rows of one job interval starting before ``cutoff``, and rolled-up rows once all
+    their span is before it (as a day's partition of predictions goes)."""
+    b = bucket_summaries
+    spans = [int(s) for s in conn.execute(select(b.c.bucket_seconds).distinct().where(
+        b.c.bucket_seconds > 0, b.c.bucket_start < cutoff)).scalars()]
+    gone = conn.execute(delete(b).where(b.c.bucket_seconds == 0,
+                                        b.c.bucket_start < cutoff)).rowcount
+    for s in spans:
+        gone += conn.execute(delete(b).where(
+            b.c.bucket_seconds == s,
+            b.c.bucket_start <= cutoff - timedelta(seconds=s))).rowcount
+    return gone
 
 
 def pending_backfill(*, conn: Connection) -> list[tuple[int, int, datetime]]:

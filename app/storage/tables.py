@@ -278,6 +278,10 @@ bucket_summaries = Table(
     # sent, which no stored row stands behind: never merged with the service's own, never
     # rebuilt from rows
     Column("origin", String(8), nullable=False, server_default=""),
+    # The span the row covers from bucket_start: 0 for one job interval (as every row is
+    # written), 3600 or 86400 for a row the roll-up merged into an hour or a day (revision
+    # 0015)
+    Column("bucket_seconds", Integer, nullable=False, server_default="0"),
     Index("ix_bucket_summaries_lookup", "model_id", "version_id", "bucket_start"),
     Index("ix_bucket_summaries_bucket_start", "bucket_start"),
 )

@@ -30,6 +30,7 @@ from app.storage.partitions import PartitionManager
 
 class Hooks:
     def job_done(self, job, outcome, seconds): pass
+    def summaries_kept(self, upkeep): pass
     def tick_done(self, outcome, seconds): print(json.dumps({"tick": outcome}), flush=True)
     def clock_seen(self, skew): print(json.dumps({"skew": skew}), flush=True)
 

@@ -258,3 +258,42 @@ def test_version_features_revision_round_trips_with_versions_in_place(fresh_url)
             assert conn.execute(text("SELECT features FROM model_versions")).scalar_one() is None
     finally:
         engine.dispose()
+
+
+def test_rollup_revision_round_trips_with_summaries_in_place(fresh_url):
+    """Revision 0015 adds bucket_summaries.bucket_seconds: a row stored before it reads back
+    as one job interval (0), as does a row written without the column (an older release
+    during a rolling upgrade); downgrading drops the column and the rolled-up rows (an older
+    release would read an hour as one bucket) and keeps the others."""
+    engine = make_engine(Settings(database_url=fresh_url))
+    now = datetime.now(UTC)
+    insert_row = text(
+        "INSERT INTO bucket_summaries (model_id, version_id, bucket_start, kind, "
+        "profile_key, n, payload, created_at) VALUES (1, 1, :b, 'outcome', '', 3, :p, :t)")
+    try:
+        migrate.upgrade(engine, "0014")
+        with engine.begin() as conn:
+            conn.execute(insert_row, {"b": now, "p": b"Zx", "t": now})
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT bucket_seconds FROM bucket_summaries")
+                                ).scalar_one() == 0
+            conn.execute(insert_row, {"b": now - timedelta(days=1), "p": b"Zy", "t": now})
+            conn.execute(text("INSERT INTO bucket_summaries (model_id, version_id, "
+                              "bucket_start, kind, profile_key, n, payload, created_at, "
+                              "bucket_seconds) VALUES (1, 1, :b, 'outcome', '', 9, :p, :t, "
+                              "3600)"), {"b": now - timedelta(days=3), "p": b"Zz", "t": now})
+            assert sorted(conn.execute(text("SELECT bucket_seconds FROM bucket_summaries"))
+                          .scalars()) == [0, 0, 3600]
+        migrate.downgrade(engine, "0014")
+        assert "bucket_seconds" not in {c["name"] for c in
+                                        inspect(engine).get_columns("bucket_summaries")}
+        with engine.connect() as conn:
+            assert sorted(conn.execute(text("SELECT n FROM bucket_summaries")).scalars()
+                          ) == [3, 3]
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert list(conn.execute(text("SELECT bucket_seconds FROM bucket_summaries"))
+                        .scalars()) == [0, 0]
+    finally:
+        engine.dispose()
