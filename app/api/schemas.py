@@ -24,10 +24,17 @@ from pydantic import (
 
 from app.evaluation import policy as model_policy
 from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
+from app.ingest.names import MAX_FEATURE_NAME, feature_name_problems
 from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+# A feature name is the client's column name (scikit-learn's `mean radius`): any printable
+# text up to the names' length limit. Checked by the request that declares the features, so
+# that one 422 names every refused name (feature_name_problems), not pydantic's index each.
+FeatureName = Annotated[str, WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": MAX_FEATURE_NAME,
+    "description": "any printable text (spaces allowed), 1-128 characters"})]
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
 
 
@@ -78,7 +85,7 @@ Policy = create_model(  # type: ignore[call-overload]
     "threshold, label lag, expected interval (null: a batch model) and whether critical "
     "findings page; per feature and per cohort key, the fields listed there.",
     **{k: _knob(k) for k in (*model_policy.threshold_knobs(), *model_policy.MODEL_KNOBS)},
-    features=(dict[Name, FeaturePolicy] | None, Field(default=None, max_length=2000)),
+    features=(dict[FeatureName, FeaturePolicy] | None, Field(default=None, max_length=2000)),
     cohort_keys=(dict[Name, CohortKeyPolicy] | None, Field(default=None, max_length=100)),
 )
 
@@ -95,8 +102,16 @@ def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
     return out
 
 
+def _check_feature_names(names: list[str]) -> None:
+    bad = feature_name_problems(names)
+    if bad:
+        raise ValueError(f"{len(bad)} feature name(s) refused: {'; '.join(bad)}. A feature "
+                         f"name is any printable text (spaces allowed) of 1 to "
+                         f"{MAX_FEATURE_NAME} characters")
+
+
 class FeatureSpec(Strict):
-    name: Name
+    name: FeatureName
     type: Literal["numeric", "categorical"]
 
 
@@ -134,6 +149,7 @@ class ModelCreate(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ModelCreate:
         names = [f.name for f in self.features]
+        _check_feature_names(names)
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
@@ -309,6 +325,7 @@ class VersionCreate(Strict):
     @model_validator(mode="after")
     def _unique_features(self) -> VersionCreate:
         names = [f.name for f in self.features or []]
+        _check_feature_names(names)
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
