@@ -24,17 +24,11 @@ from pydantic import (
 
 from app.evaluation import policy as model_policy
 from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
-from app.ingest.names import MAX_FEATURE_NAME, feature_name_problems
+from app.ingest.names import FeatureName, check_feature_names
 from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-# A feature name is the client's column name (scikit-learn's `mean radius`): any printable
-# text up to the names' length limit. Checked by the request that declares the features, so
-# that one 422 names every refused name (feature_name_problems), not pydantic's index each.
-FeatureName = Annotated[str, WithJsonSchema({
-    "type": "string", "minLength": 1, "maxLength": MAX_FEATURE_NAME,
-    "description": "any printable text (spaces allowed), 1-128 characters"})]
 Task = Literal["binary_classification", "multiclass_classification", "regression"]
 
 
@@ -102,14 +96,6 @@ def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
     return out
 
 
-def _check_feature_names(names: list[str]) -> None:
-    bad = feature_name_problems(names)
-    if bad:
-        raise ValueError(f"{len(bad)} feature name(s) refused: {'; '.join(bad)}. A feature "
-                         f"name is any printable text (spaces allowed) of 1 to "
-                         f"{MAX_FEATURE_NAME} characters")
-
-
 class FeatureSpec(Strict):
     name: FeatureName
     type: Literal["numeric", "categorical"]
@@ -148,8 +134,7 @@ class ModelCreate(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCreate:
-        names = [f.name for f in self.features]
-        _check_feature_names(names)
+        check_feature_names(names := [f.name for f in self.features])
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
@@ -324,8 +309,7 @@ class VersionCreate(Strict):
 
     @model_validator(mode="after")
     def _unique_features(self) -> VersionCreate:
-        names = [f.name for f in self.features or []]
-        _check_feature_names(names)
+        check_feature_names(names := [f.name for f in self.features or []])
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")

@@ -9,7 +9,16 @@ limits the characters further. Model and version names keep their narrower patte
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import WithJsonSchema
+
 MAX_FEATURE_NAME = 128
+# A feature name in a request: checked by the request that declares the features
+# (check_feature_names), so that one 422 names every refused name, not pydantic's index each.
+FeatureName = Annotated[str, WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": MAX_FEATURE_NAME,
+    "description": "any printable text (spaces allowed), 1-128 characters"})]
 
 
 def feature_name_problem(name: object) -> str | None:
@@ -28,3 +37,12 @@ def feature_name_problem(name: object) -> str | None:
 def feature_name_problems(names: list[object]) -> list[str]:
     """Every refused name with its reason, in the order given."""
     return [p for p in map(feature_name_problem, names) if p is not None]
+
+
+def check_feature_names(names: list[str]) -> None:
+    """ValueError (a request's 422) naming every refused name with its reason."""
+    bad = feature_name_problems(list(names))
+    if bad:
+        raise ValueError(f"{len(bad)} feature name(s) refused: {'; '.join(bad)}. A feature "
+                         f"name is any printable text (spaces allowed) of 1 to "
+                         f"{MAX_FEATURE_NAME} characters")

@@ -30,7 +30,9 @@ def test_the_breast_cancer_quickstart_registers_logs_and_reports_a_gap(sqlite_se
     assert features == list(X.columns) and "mean radius" in features
     stored = httpx2.get(f"{url}/versions/v1").json()["metadata"]
     assert stored["regularization"]["type"] == "l1"
-    assert stored["training"]["nonzero_parameters"] == int((model.coef_ != 0).sum()) + 1
+    assert stored["training"]["parameters"] == 31  # 30 coefficients and the intercept
+    assert stored["training"]["nonzero_parameters"] == int(
+        (model.coef_ != 0).sum() + (model.intercept_ != 0).sum())
     window = {"start": start.isoformat(), "end": (datetime.now(UTC) + timedelta(minutes=1))
               .isoformat()}
     report = httpx2.get(f"{url}/reports/cohorts", params=window).json()
