@@ -48,8 +48,8 @@ def render(kind: str, report: dict[str, Any]) -> str:
         return head + table(["tensor", "L1 rel", "L2 rel", "sparsity base", "sparsity cand",
                              "change (pp)"], rows) + extra
     parts = [f"{report['model']} window {report['window_start']} .. {report['window_end']}"]
-    if not report["versions"]:
-        parts.append("no traffic in this window")
+    if report.get("empty"):
+        parts.append(report.get("note") or "no traffic in this window")
     for v in report["versions"]:
         if kind == "drift":
             parts.append(f"\nversion {v['version']}: n={v['n']}, reference: "
