@@ -125,10 +125,13 @@ def _when_empty(conn: Connection, settings: Settings, sc: Scope,
                 f"from then, and the job tick at or after it (next: {next_tick.isoformat()}) "
                 "exports its metrics and alerts. To see it now, ask for a window holding it: "
                 f"?start={bucket.isoformat()}&end={closes}")
-    else:
+    elif latest < sc.start:
         note = (f"no traffic in this window; the latest prediction is at {latest.isoformat()}, "
                 "before it: nothing was sent since. Ask for an earlier window with start and "
                 "end")
+    else:
+        note = (f"the latest prediction, at {latest.isoformat()}, is in this window but not "
+                f"summarised yet; the job tick at {next_tick.isoformat()} summarises it")
     return {"latest_prediction": None if latest is None else latest.isoformat(),
             "next_tick": next_tick.isoformat(), "note": note}
 
