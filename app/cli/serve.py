@@ -4,9 +4,11 @@ scheduled jobs) with uvicorn, in one process or N behind one port."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
+from app.cli.console import add_json, json_logs
 from app.settings import Settings, get_settings
 
 
@@ -16,10 +18,12 @@ def run(args: argparse.Namespace) -> int:
     from app.bootstrap import migrate, start_logging
     from app.main import create_app
 
-    settings = get_settings()
+    settings = json_logs(get_settings(), args.json)
     start_logging(settings)
     if not args.no_migrate:
-        print(f"database at revision {migrate(settings)}")
+        revision = migrate(settings)
+        print(json.dumps({"revision": revision}) if args.json else
+              f"database at revision {revision}")
     if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
@@ -119,4 +123,6 @@ def add_parser(sub: Any) -> None:
                        "too, which is safe: a window is computed once")
     serve.add_argument("--no-migrate", action="store_true",
                        help="do not migrate first (when a one-shot migrate step runs it)")
+    add_json(serve, "log one JSON object a line, whatever stderr is (MODELMON_LOG_FORMAT="
+             "json)")
     serve.set_defaults(func=run)

@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from app.cli.console import add_json, json_logs
 from app.cli.errors import CliError
 from app.settings import get_settings
 
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from app.bootstrap import bootstrap, start_logging
     from app.observability.exposition import start_metrics_server
 
-    settings = get_settings()
+    settings = json_logs(get_settings(), args.json)
     start_logging(settings)
     log = logging.getLogger("modelmon.worker")
     host = args.metrics_host or settings.worker_metrics_host
@@ -71,4 +72,6 @@ def add_parser(sub: Any) -> None:
                         "(MODELMON_WORKER_METRICS_HOST, default 127.0.0.1)")
     worker.add_argument("--metrics-port", type=int, help="port of /metrics "
                         "(MODELMON_WORKER_METRICS_PORT, default 8001; 0 turns it off)")
+    add_json(worker, "log one JSON object a line, whatever stderr is (MODELMON_LOG_FORMAT="
+             "json)")
     worker.set_defaults(func=run)
