@@ -4,26 +4,34 @@ cohorts report then carries the generalization gap's decision."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx2
-from modelmon_client import Monitor
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+import pytest
+
+from tests.conftest import ROOT
+
+
+def readme_quickstart() -> str:
+    """The README's scikit-learn quickstart, the first python block of its client section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python client", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
 
 
 def test_the_breast_cancer_quickstart_registers_logs_and_reports_a_gap(sqlite_server):
     start = datetime.now(UTC) - timedelta(minutes=1)
-    # -- as the quickstart reads
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.3, random_state=0)
-    model = LogisticRegression(penalty="l1", solver="liblinear").fit(X_train, y_train)
-    with Monitor(sqlite_server.url, model="breast-cancer", version="v1") as monitor:
-        monitor.register_sklearn(model, validation=(X_val, y_val))
-        monitor.log_batch(X_val, predictions=model.predict_proba(X_val), labels=y_val)
-        assert monitor.flush(timeout=60)
-        assert (monitor.stats.sent, monitor.stats.refused) == (len(X_val), 0)
+    code = readme_quickstart()
+    assert 'Monitor("http://127.0.0.1:8000"' in code and 'penalty="l1"' in code
+    assert "validation=(X_val, y_val)" in code and "load_breast_cancer" in code
+    # -- as the README reads, against this test's server
+    ns: dict = {}
+    with pytest.warns(FutureWarning):  # scikit-learn 1.8 deprecated penalty=; it still works
+        exec(code.replace("http://127.0.0.1:8000", sqlite_server.url), ns)
+    X, X_val, y_val, model, monitor = (ns[k] for k in ("X", "X_val", "y_val", "model",
+                                                        "monitor"))
+    assert (monitor.stats.sent, monitor.stats.refused) == (len(X_val), 0)
     # --
     url = f"{sqlite_server.url}/v1/models/breast-cancer"
     features = [f["name"] for f in httpx2.get(url).json()["features"]]
