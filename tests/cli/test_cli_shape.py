@@ -129,3 +129,25 @@ def test_the_console_does_not_cut_lines_in_a_pipe():
     out = io.StringIO()
     console(out).print("x" * 300)
     assert out.getvalue() == "x" * 300 + "\n"
+
+
+def test_json_from_migrate_and_tokens(tmp_path):
+    import json
+
+    from tests.cli.test_report_cli import modelmon
+
+    env = {"MODELMON_DATABASE_URL": f"sqlite:///{tmp_path}/m.db"}
+    out = modelmon("migrate", "--json", cwd=tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["revision"]
+    out = modelmon("tokens", "create", "--scope", "read", "--name", "ci", "--json",
+                   cwd=tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert made["token"].startswith("mm_") and made["scopes"] == ["read"]
+    assert made["models"] is None and made["name"] == "ci"
+    out = modelmon("tokens", "revoke", made["id"], "--json", cwd=tmp_path, **env)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"id": made["id"], "revoked": True}
+    out = modelmon("audit", "--json", cwd=tmp_path, **env)
+    actions = [json.loads(ln)["action"] for ln in out.stdout.splitlines()]
+    assert actions == ["token.revoke", "token.create"]
