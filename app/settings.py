@@ -185,6 +185,11 @@ class Settings(BaseSettings):
         "also held to `MODELMON_REFERENCE_MAX_BYTES` once decompressed (from the metadata), "
         "and a JSON reference, parsed whole into memory, to `MODELMON_MAX_BODY_BYTES`, after "
         "gzip decompression too: send larger ones as CSV or Parquet."))
+    reference_min_rows: int = Field(default=100, ge=1, description=(
+        "Rows below which a reference data set is accepted with a warning in the upload's "
+        "answer (`warnings`) and the log: its bins (`MODELMON_REFERENCE_BINS`) hold too few "
+        "rows for PSI and KS to tell drift from noise. The default matches "
+        "`MODELMON_THRESHOLD_MIN_N`, the predictions a window needs to be decided."))
     max_clock_skew_seconds: float = Field(default=30.0, gt=0, description=(
         "Seconds this machine's clock may differ from the database's before it is logged "
         "(and ModelmonClockSkew fires). Windows and retention are decided on the database's "

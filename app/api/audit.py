@@ -30,9 +30,17 @@ ACTIONS = (
 )
 
 
-def action_of(method: str, path: str) -> str | None:
-    return next((name for verb, pattern, name in ACTIONS
+# An upload with ?replace=true (weights or a reference of a version with stored predictions)
+# is recorded as a replacement: `weights.replace`, `reference.replace`.
+_REPLACE = re.compile(r"(?:^|&)replace=(?:true|1|yes|on)(?:&|$)", re.IGNORECASE)
+
+
+def action_of(method: str, path: str, query: str = "") -> str | None:
+    name = next((name for verb, pattern, name in ACTIONS
                  if verb == method and pattern.match(path)), None)
+    if name in ("weights.upload", "reference.upload") and _REPLACE.search(query):
+        return name.replace(".upload", ".replace")
+    return name
 
 
 class AuditTrail:
@@ -41,7 +49,8 @@ class AuditTrail:
         self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        action = (action_of(scope.get("method", ""), scope.get("path", ""))
+        action = (action_of(scope.get("method", ""), scope.get("path", ""),
+                            scope.get("query_string", b"").decode("latin-1"))
                   if scope["type"] == "http" else None)
         if action is None:
             await self.app(scope, receive, send)

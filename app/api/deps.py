@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -47,6 +47,11 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PartitionsDep = Annotated[PartitionManager, Depends(get_partitions)]
 ProfilesDep = Annotated[ProfileCache, Depends(get_profiles)]
+# Weights and references of a version with stored predictions are fixed (docs/api.md).
+ReplaceQuery = Annotated[bool, Query(description=(
+    "replace what a version with stored predictions already has: without it, an upload "
+    "that differs from the stored one answers 409 version_in_use. A replacement is recorded "
+    "in the audit log as weights.replace / reference.replace"))]
 
 
 async def read_batch(request: Request, settings: Settings) -> Any:

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.api.auth import auth_responses, scoped
-from app.api.deps import EngineDep, SettingsDep, error_responses, receive_upload
+from app.api.deps import EngineDep, ReplaceQuery, SettingsDep, error_responses, receive_upload
 from app.registry import reference_data
 
 router = APIRouter(prefix="/v1/models", tags=["reports"],
                    responses=auth_responses(),
                    dependencies=[Depends(scoped({"GET": "read", "POST": "admin"}))])
 STORED: dict[str, Any] = {
-    "model": "fraud", "version": "v2", "n_rows": 5000,
+    "model": "fraud", "version": "v2", "n_rows": 5000, "warnings": [],
     "features": {"amount": {"n_valid": 4990, "n_missing": 10, "bins": 11}},
     "prediction": True, "ignored_columns": ["row_id"], "missing_columns": [],
 }
@@ -25,7 +25,7 @@ STORED: dict[str, Any] = {
 @router.post(
     "/{model}/versions/{version}/reference",
     status_code=201,
-    responses={**error_responses(400, 404, 413, 415, 422, 503),
+    responses={**error_responses(400, 404, 409, 413, 415, 422, 503),
                201: {"content": {"application/json": {"example": STORED}}}},
     summary="Upload a version's reference data set (JSON records, CSV or Parquet)",
     openapi_extra={"requestBody": {"required": True, "content": {
@@ -36,11 +36,11 @@ STORED: dict[str, Any] = {
     }}},
 )
 async def upload_reference(model: str, version: str, request: Request, engine: EngineDep,
-                           settings: SettingsDep) -> JSONResponse:
+                           settings: SettingsDep, replace: ReplaceQuery = False) -> JSONResponse:
     def process(path: Path, ctype: str) -> dict[str, Any]:
         return reference_data.store_reference(engine=engine, settings=settings,
                                               model_name=model, version=version, path=path,
-                                              ctype=ctype)
+                                              ctype=ctype, replace=replace)
 
     return await receive_upload(
         request, engine, model, version, "reference_max_bytes",

@@ -24,6 +24,7 @@ from pydantic import (
 
 from app.evaluation import policy as model_policy
 from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
+from app.ingest.names import FeatureName, check_feature_names
 from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -78,7 +79,7 @@ Policy = create_model(  # type: ignore[call-overload]
     "threshold, label lag, expected interval (null: a batch model) and whether critical "
     "findings page; per feature and per cohort key, the fields listed there.",
     **{k: _knob(k) for k in (*model_policy.threshold_knobs(), *model_policy.MODEL_KNOBS)},
-    features=(dict[Name, FeaturePolicy] | None, Field(default=None, max_length=2000)),
+    features=(dict[FeatureName, FeaturePolicy] | None, Field(default=None, max_length=2000)),
     cohort_keys=(dict[Name, CohortKeyPolicy] | None, Field(default=None, max_length=100)),
 )
 
@@ -96,7 +97,7 @@ def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
 
 
 class FeatureSpec(Strict):
-    name: Name
+    name: FeatureName
     type: Literal["numeric", "categorical"]
 
 
@@ -133,7 +134,7 @@ class ModelCreate(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCreate:
-        names = [f.name for f in self.features]
+        check_feature_names(names := [f.name for f in self.features])
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
@@ -308,7 +309,7 @@ class VersionCreate(Strict):
 
     @model_validator(mode="after")
     def _unique_features(self) -> VersionCreate:
-        names = [f.name for f in self.features or []]
+        check_feature_names(names := [f.name for f in self.features or []])
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")

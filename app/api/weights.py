@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.api.auth import auth_responses, scoped
-from app.api.deps import EngineDep, SettingsDep, error_responses, in_snapshot, receive_upload
+from app.api.deps import (
+    EngineDep,
+    ReplaceQuery,
+    SettingsDep,
+    error_responses,
+    in_snapshot,
+    receive_upload,
+)
 from app.registry import weights
 
 router = APIRouter(prefix="/v1/models", tags=["reports"],
@@ -53,7 +60,8 @@ COMPARED: dict[str, Any] = {
 @router.post(
     "/{model}/versions/{version}/weights",
     status_code=201,
-    responses={**ERRORS, 201: {"content": {"application/json": {"example": STORED}}}},
+    responses={**ERRORS, **error_responses(409),
+               201: {"content": {"application/json": {"example": STORED}}}},
     summary="Upload a version's weights (.npz or .safetensors) or per-tensor summaries",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -73,11 +81,13 @@ async def upload_weights(
     feature_axis: Annotated[int | None, Query(
         ge=-32, le=31, description="that axis (negative counts from the end); may be left "
                                    "out for a 1-D tensor")] = None,
+    replace: ReplaceQuery = False,
 ) -> JSONResponse:
     def process(path: Path, ctype: str) -> dict[str, Any]:
         return weights.upload_weights(engine=engine, settings=settings, model_name=model,
                                       version=version, path=path, ctype=ctype,
-                                      feature_tensor=feature_tensor, feature_axis=feature_axis)
+                                      feature_tensor=feature_tensor, feature_axis=feature_axis,
+                                      replace=replace)
 
     return await receive_upload(request, engine, model, version, "weights_max_bytes",
                                 weights.ACCEPTED, "application/octet-stream (.npz or "

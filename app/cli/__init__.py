@@ -24,8 +24,39 @@ def main(argv: list[str] | None = None) -> int:
     imports.add_parser(sub)
     backfill.add_parser(sub)
     migrate.add_parser(sub)
+    show_defaults(parser)
     args = parser.parse_args(argv)
     return _run(args)
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser under ``parser`` that runs a command (those without subcommands)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for a in subs for p in dict.fromkeys(a.choices.values())
+            for leaf in leaf_parsers(p)]
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """An option's help with its default, unless the help already says it (an unset value
+    that means something, "default: every version", is said in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.required or action.default in (None, False)
+                or action.default is argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help states each option's default."""
+    parser.formatter_class = DefaultsFormatter
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for p in dict.fromkeys(a.choices.values()):
+                show_defaults(p)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 
 from app.cli import lake, statefile
 from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
+from app.cli.console import add_json
 from app.cli.errors import CliError
 
 DEFAULT_BUCKET_SECONDS = 300.0  # the service's default MODELMON_JOB_INTERVAL_SECONDS
@@ -274,6 +275,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{err}; {runner.resume()}") from None
     t = runner.totals
     confirmed = f", {skipped} files confirmed by an earlier run (--state)" if skipped else ""
+    if args.json:
+        print(json.dumps({"dataset": str(plan.root), "model": plan.model["name"],
+                          "source": plan.source, "rows": t.rows, "files": t.units,
+                          "accepted": t.accepted, "duplicates": t.duplicates,
+                          "predictions": t.predictions, "files_confirmed_before": skipped}))
+        return 0
     print(f"{Path(plan.root).name}: {t.rows} predictions in {t.units} files summarised for "
           f"{plan.model['name']} (source {plan.source}): {t.accepted} summaries stored, "
           f"{t.duplicates} already stored, {t.predictions} predictions counted{confirmed}")
@@ -296,29 +303,37 @@ def add_parser(sub: Any) -> None:
         "--labels.")
     p.add_argument("dataset", help="a Parquet file or directory, or a URL (s3://, gs://, ...)")
     p.add_argument("--model", required=True, help="a registered model")
-    p.add_argument("--version", help="every row's version, when the data has no version column")
+    p.add_argument("--version", help="every row's version, when the data has no version "
+                   "column (default: the data's version column)")
     p.add_argument("--labels", metavar="DATASET", help="a Parquet dataset of late labels, "
                    "joined by prediction id (columns prediction_id, label, timestamp unless "
-                   "mapped as labels.id, labels.label, labels.timestamp)")
+                   "mapped as labels.id, labels.label, labels.timestamp; default: none, outcomes "
+                   "only from a label column of the predictions)")
     p.add_argument("--label-lag", type=_duration, metavar="DURATION", help="look for a file's "
                    "labels only from its first prediction to its last plus this (e.g. 30d): "
-                   "the labels dataset is then read by time range")
+                   "the labels dataset is then read by time range; default: the whole labels "
+                   "dataset for every file)")
     p.add_argument("--map", action="append", metavar="KEY=COLUMN", help="the column of a "
                    "key: id, timestamp, version, prediction, label, label_timestamp, "
                    "features.NAME, cohorts.KEY, labels.id, labels.label, labels.timestamp "
                    "(default: the column of the same name; KEY= when it is not in the data)")
-    p.add_argument("--mapping", metavar="FILE", help="the same keys in a JSON or YAML file")
-    p.add_argument("--start", help="first time summarised (ISO 8601, on a bucket boundary)")
-    p.add_argument("--end", help="end of the range, excluded (ISO 8601, on a bucket boundary)")
+    p.add_argument("--mapping", metavar="FILE",
+                   help="the same keys in a JSON or YAML file (default: none)")
+    p.add_argument("--start", help="first time summarised (ISO 8601, on a bucket boundary; "
+                   "default: the data's first)")
+    p.add_argument("--end", help="end of the range, excluded (ISO 8601, on a bucket "
+                   "boundary; default: after the data's last)")
     p.add_argument("--workers", type=int_between(1, 256), default=os.cpu_count() or 1,
                    help="processes folding files (default: the machine's cores)")
     p.add_argument("--source", help="the producer id of the uploads (default: derived from "
                    "the datasets and the mapping, the same on every run)")
     p.add_argument("--state", help="a file recording the files the service acknowledged, "
-                   "so that a re-run skips them instead of sending them again")
+                   "so that a re-run skips them instead of sending them again (default: no state "
+                   "file)")
     p.add_argument("--bucket-seconds", type=float, help="the service's bucket length, needed "
                    "only when no version has a reference profile (default 300)")
     p.add_argument("--retries", type=int, default=8,
                    help="attempts per upload on connection errors, 429 and 5xx (default 8)")
     add_connection_args(p)
+    add_json(p, "print the totals as one JSON object on stdout")
     p.set_defaults(func=run)

@@ -46,7 +46,8 @@ def add_connection_args(parser: Any) -> None:
     parser.add_argument("--url", default=None,
                         help=f"the modelmon API (MODELMON_URL, default {DEFAULT_URL})")
     parser.add_argument("--token", default=None,
-                        help="API token, sent as a bearer token (MODELMON_TOKEN)")
+                        help="API token, sent as a bearer token (MODELMON_TOKEN; default: "
+                        "none, for a service without tokens on loopback)")
 
 
 def int_between(low: int, high: int) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.cli.client import ApiClient, HttpError, add_connection_args
+from app.cli.console import add_json, console
 
 FEATURES = ["x0", "x1", "x2", "x3", "x4", "x5"]
 CHANNELS = ["web", "app", "store"]
@@ -184,11 +186,10 @@ def _clock(seconds: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     api = ApiClient(args.url, args.token, retries=3)
-    out = Console(highlight=False)
+    out = console(sys.stderr if args.json else sys.stdout)
     rng = np.random.default_rng(args.seed)
     plan = ("v1 and v2 both trained with a light L2 penalty (0.001)" if args.clean else
             "v1 trained with a light L2 penalty (0.001), v2 with an L1 penalty (0.01) that "
@@ -238,22 +239,54 @@ def run(args: argparse.Namespace) -> int:
         progress.update(task, completed=args.duration)
     out.print(f"demo: sent {n_predictions:,} predictions in {seq} batches and {n_labels:,} "
               "labels")
+    return _finish(args, out, api.url, {
+        "model": args.model, "url": api.url, "versions": list(versions),
+        "predictions": n_predictions, "labels": n_labels, "batches": seq,
+        "incident": not args.clean and incident_after < args.duration})
+
+
+def _finish(args: argparse.Namespace, out: Any, url: str, summary: dict[str, Any]) -> int:
+    steps = next_steps(args.model, url, args.clean)
+    if args.json:
+        print(json.dumps({**summary, "next": steps}))
+        return 0
+    out.print("demo: what to look at next (reports show the traffic once its 5-minute "
+              "bucket closes; ask for --start/--end to see it at once):")
+    for step in steps:
+        out.print(f"  {step}")
     return 0
+
+
+def next_steps(model: str, url: str, clean: bool) -> list[str]:
+    """Where the demo's story shows: the reports, the metrics and the runbooks."""
+    where = f"--model {model} --url {url}"
+    steps = [f"modelmon report drift {where}: PSI and KS per feature, with each feature's "
+             "importance and whether its decision pages or only tickets"
+             + ("" if clean else " (x4: critical, but v2 gives it no weight: a ticket)"),
+             f"modelmon report cohorts {where}: error per region and the generalization gap "
+             "against each version's validation error",
+             f"modelmon report calibration {where}: ECE and the reliability bins",
+             f"modelmon report compare {where} --base v1 --candidate v2: weights, sparsity "
+             "and the features v2 zeroed",
+             f"{url}/metrics: what Prometheus scrapes; dashboards/ for Grafana and "
+             "docs/runbooks.md for what each alert means and what to do"]
+    return steps
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="stream a demo scenario through the API")
     add_connection_args(p)
-    p.add_argument("--model", default="demo-fraud")
-    p.add_argument("--duration", type=float, default=180.0,
-                   help="seconds of traffic (default 180)")
+    p.add_argument("--model", default="demo-fraud", help="the demo model's name")
+    p.add_argument("--duration", type=float, default=180.0, help="seconds of traffic")
     p.add_argument("--speed", type=float, default=2.0, help="batches per second")
-    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=200, help="predictions per batch")
     p.add_argument("--incident-after", type=float, default=None,
                    help="seconds before the incident (default: half the duration)")
     p.add_argument("--clean", action="store_true",
                    help="no incident and no regularization jump: nothing should page")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="random seed of the traffic")
+    add_json(p, "print a JSON summary (what was sent, what to look at next) on stdout; the "
+             "progress goes to stderr")
     p.set_defaults(func=run)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from app.cli import statefile
 from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
+from app.cli.console import add_json
 from app.cli.errors import CliError
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
@@ -331,14 +332,17 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"interrupted; {_resume(state)}", exit_code=130) from None
     skipped = f", {totals.skipped} confirmed by an earlier run (--state)" if totals.skipped \
         else ""
-    print(f"{job.path.name}: {totals.read} {job.kind} sent to {args.model}: "
-          f"{totals.describe(args.labels)}{skipped}")
+    if args.json:
+        print(json.dumps({"file": str(job.path), "kind": job.kind, "model": args.model,
+                          "read": totals.read, "skipped": totals.skipped, **totals.counts}))
+    else:
+        print(f"{job.path.name}: {totals.read} {job.kind} sent to {args.model}: "
+              f"{totals.describe(args.labels)}{skipped}")
     return 0
 
 
 def _progress_bar() -> Any:
     """Rows sent of the file's rows (when its format tells them), on stderr."""
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -348,10 +352,12 @@ def _progress_bar() -> Any:
         TimeRemainingColumn,
     )
 
+    from app.cli.console import console
+
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("rows"), TimeElapsedColumn(), TimeRemainingColumn(),
                     TextColumn("{task.fields[counts]}"),
-                    console=Console(file=sys.stderr), transient=False)
+                    console=console(sys.stderr), transient=False)
 
 
 def _resume(state: State) -> str:
@@ -366,7 +372,8 @@ def add_parser(sub: Any) -> None:
         "batches. Re-running is safe and resumes: records are stored once per prediction_id.")
     p.add_argument("file", help="a .parquet, .csv or .jsonl file")
     p.add_argument("--model", required=True, help="a registered model")
-    p.add_argument("--version", help="the version of rows without a version column")
+    p.add_argument("--version", help="the version of rows without a version column "
+                   "(default: none: every row then needs its version column)")
     p.add_argument("--labels", action="store_true",
                    help="the file holds ground-truth labels (prediction_id, label, timestamp)")
     p.add_argument("--format", choices=["parquet", "csv", "jsonl"],
@@ -374,8 +381,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int_between(1, 10_000), default=1000,
                    help="records per request")
     p.add_argument("--state", help="a file recording the rows confirmed stored, so that a "
-                   "re-run skips them instead of sending them again")
+                   "re-run skips them instead of sending them again (default: no state file)")
     p.add_argument("--retries", type=int, default=8,
                    help="attempts per batch on connection errors, 429 and 5xx (default 8)")
     add_connection_args(p)
+    add_json(p, "print the totals as one JSON object on stdout")
     p.set_defaults(func=run)

@@ -27,62 +27,150 @@ def _fmt(v: Any) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_fmt(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in cells]
     return "\n".join(out)
+
+
+def _regularization(r: dict[str, Any] | None) -> str:
+    """``l1 lambda=0.01`` rather than a Python dict."""
+    if not r:
+        return "-"
+    return " ".join([str(r.get("type"))] + [f"{k}={_fmt(v)}" for k, v in r.items()
+                                             if k != "type" and v is not None])
+
+
+def _compare(report: dict[str, Any]) -> str:
+    base, cand = report["base"], report["candidate"]
+    head = table(["", "version", "regularization"], [
+        ("base", base["version"], _regularization(base.get("regularization"))),
+        ("candidate", cand["version"], _regularization(cand.get("regularization")))])
+    rows = [(t["name"], t.get("l1_relative_change"), t.get("l2_relative_change"),
+             t.get("sparsity_base"), t.get("sparsity_candidate"), t.get("sparsity_change_pp"))
+            for t in [report["overall"], *report["tensors"]]]
+    parts = [f"{report['model']}: {base['version']} -> {cand['version']}", head, "",
+             table(["tensor", "L1 rel", "L2 rel", "sparsity base", "sparsity cand",
+                    "change (pp)"], rows),
+             f"added: {', '.join(report['added']) or '-'}; removed: "
+             f"{', '.join(report['removed']) or '-'}; reshaped: "
+             f"{', '.join(report['reshaped']) or '-'}"]
+    checks = [(name, c.get("value"), _lines(c.get("lines")), c.get("decision"))
+              for name, c in (report.get("checks") or {}).items()]
+    if checks:
+        parts += ["", table(["check", "value", "lines", "decision"], checks)]
+    f = report.get("features") or {}
+    if f:
+        parts.append(f"\nfeatures with weight: {f.get('nonzero_base')} -> "
+                     f"{f.get('nonzero_candidate')}; zeroed: "
+                     f"{', '.join(f.get('zeroed') or []) or '-'}; revived: "
+                     f"{', '.join(f.get('revived') or []) or '-'}")
+        shifts = [(s["feature"], s["importance_base"], s["importance_candidate"], s["change"])
+                  for s in f.get("shifts") or []]
+        if shifts:
+            parts.append(table(["feature", "importance base", "importance cand", "change"],
+                               shifts))
+    return "\n".join(parts)
+
+
+def _lines(lines: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in (lines or {}).items()) or "-"
+
+
+def alert(decision: str | None, importance: float | None, policy: dict[str, Any]) -> str:
+    """What the alert rules make of a drift decision, and why (docs/runbooks.md): a critical
+    decision pages, unless the model's policy turns pages off, or the version gives the
+    feature no weight (importance 0) and the policy does not page unused features."""
+    effective = policy.get("effective", policy)
+    if decision == "warning":
+        return "ticket"
+    if decision != "critical":
+        return "-"
+    if effective.get("page") is False:
+        return "ticket (policy: page false)"
+    if importance == 0 and not effective.get("page_unused_features"):
+        return "ticket (importance 0: the version does not use it)"
+    return "page"
+
+
+def _drift(v: dict[str, Any], policy: dict[str, Any]) -> list[str]:
+    rows = [(f["feature"], f["psi"], f["psi_band"], f["ks_statistic"], f["ks_pvalue"],
+             f["missing_rate"], f.get("importance"), f["decision"],
+             alert(f["decision"], f.get("importance"), policy))
+            for f in v.get("features", [])]
+    if v.get("prediction"):
+        p = v["prediction"]
+        rows.append(("(prediction)", p["psi"], p["psi_band"], p["ks_statistic"],
+                     p["ks_pvalue"], p["missing_rate"], None, p["decision"],
+                     alert(p["decision"], None, policy)))
+    return [f"\nversion {v['version']}: n={v['n']}, reference: "
+            f"{v['reference'].get('source')}",
+            table(["feature", "PSI", "band", "KS D", "p", "missing", "importance", "decision",
+                   "alert"], rows)]
+
+
+def _gap(v: dict[str, Any]) -> list[str]:
+    gap = v.get("generalization_gap")
+    if not gap:
+        return [f"\nversion {v['version']}: generalization gap: - (no validation error "
+                "registered with the version: register it with training.validation_error)"]
+    rows = []
+    for g in [*([gap["overall"]] if gap.get("overall") else []), *gap.get("cohorts", [])]:
+        where = f"{g['cohort_key']}={g['cohort']}" if g.get("cohort_key") else "(overall)"
+        rows.append((where, g.get("n"), g.get("validation_error"), g.get("production_error"),
+                     g.get("ci_low"), g.get("ci_high"), g.get("gap"), _lines(g.get("lines")),
+                     g.get("decision")))
+    return [f"\nversion {v['version']}: generalization gap (production error against the "
+            "validation error registered with the version)",
+            table(["where", "n", "validation", "production", "ci low", "ci high", "gap",
+                   "lines", "decision"], rows)]
+
+
+def _cohorts(v: dict[str, Any]) -> list[str]:
+    parts = []
+    for key, r in v["cohort_keys"].items():
+        o = r.get("overall") or {}
+        parts.append(f"\nversion {v['version']}, cohort key {key}: overall n={o.get('n')}"
+                     f" error={_fmt(o.get('error_rate', o.get('mae')))}")
+        rows = [(c["cohort"], c["n"], c.get("error_rate", c.get("mae")),
+                 c.get("ci_low"), c.get("ci_high"),
+                 c.get("delta_error_rate", c.get("delta_mae")), c["decidable"],
+                 c["decision"]) for c in r["cohorts"]]
+        parts.append(table(["cohort", "n", "error", "ci low", "ci high", "delta",
+                            "decidable", "decision"], rows))
+    return parts + _gap(v)
+
+
+def _calibration(v: dict[str, Any]) -> list[str]:
+    parts = [f"\nversion {v['version']}: n={v.get('n')}, ECE={_fmt(v.get('ece'))}, "
+             f"MCE={_fmt(v.get('mce'))}, Brier={_fmt(v.get('brier'))}, "
+             f"label coverage={_fmt(v.get('label_coverage'))}, "
+             f"decision={v.get('decision')}"]
+    rows = [(f"{b['lower']:.2f}-{b['upper']:.2f}", b["count"], b["mean_confidence"],
+             b["observed_rate"]) for b in v.get("bins", [])]
+    if rows:
+        parts.append(table(["bin", "n", "confidence", "observed"], rows))
+    return parts
 
 
 def render(kind: str, report: dict[str, Any]) -> str:
     if kind == "compare":
-        head = (f"{report['model']}: {report['base']['version']} -> "
-                f"{report['candidate']['version']}\n"
-                f"regularization: {report['base']['regularization']} -> "
-                f"{report['candidate']['regularization']}\n")
-        rows = [(t["name"], t["l1_relative_change"], t["l2_relative_change"],
-                 t["sparsity_base"], t["sparsity_candidate"], t["sparsity_change_pp"])
-                for t in [report["overall"], *report["tensors"]]]
-        extra = (f"\nadded: {', '.join(report['added']) or '-'}; removed: "
-                 f"{', '.join(report['removed']) or '-'}; reshaped: "
-                 f"{', '.join(report['reshaped']) or '-'}")
-        return head + table(["tensor", "L1 rel", "L2 rel", "sparsity base", "sparsity cand",
-                             "change (pp)"], rows) + extra
+        return _compare(report)
     parts = [f"{report['model']} window {report['window_start']} .. {report['window_end']}"]
-    if not report["versions"]:
-        parts.append("no traffic in this window")
+    if report.get("empty"):
+        parts.append(report.get("note") or "no traffic in this window")
     for v in report["versions"]:
         if kind == "drift":
-            parts.append(f"\nversion {v['version']}: n={v['n']}, reference: "
-                         f"{v['reference'].get('source')}")
-            rows = [(f["feature"], f["psi"], f["psi_band"], f["ks_statistic"],
-                     f["ks_pvalue"], f["missing_rate"], f["decision"])
-                    for f in v.get("features", [])]
-            if v.get("prediction"):
-                p = v["prediction"]
-                rows.append(("(prediction)", p["psi"], p["psi_band"], p["ks_statistic"],
-                             p["ks_pvalue"], p["missing_rate"], p["decision"]))
-            parts.append(table(["feature", "PSI", "band", "KS D", "p", "missing", "decision"],
-                               rows))
+            parts += _drift(v, report.get("policy") or {})
         elif kind == "calibration":
-            parts.append(f"\nversion {v['version']}: n={v.get('n')}, ECE={_fmt(v.get('ece'))}, "
-                         f"MCE={_fmt(v.get('mce'))}, Brier={_fmt(v.get('brier'))}, "
-                         f"label coverage={_fmt(v.get('label_coverage'))}, "
-                         f"decision={v.get('decision')}")
-            rows = [(f"{b['lower']:.2f}-{b['upper']:.2f}", b["count"], b["mean_confidence"],
-                     b["observed_rate"]) for b in v.get("bins", [])]
-            if rows:
-                parts.append(table(["bin", "n", "confidence", "observed"], rows))
+            parts += _calibration(v)
         else:
-            for key, r in v["cohort_keys"].items():
-                o = r.get("overall") or {}
-                parts.append(f"\nversion {v['version']}, cohort key {key}: overall n={o.get('n')}"
-                             f" error={_fmt(o.get('error_rate', o.get('mae')))}")
-                rows = [(c["cohort"], c["n"], c.get("error_rate", c.get("mae")),
-                         c.get("ci_low"), c.get("ci_high"),
-                         c.get("delta_error_rate", c.get("delta_mae")), c["decidable"],
-                         c["decision"]) for c in r["cohorts"]]
-                parts.append(table(["cohort", "n", "error", "ci low", "ci high", "delta",
-                                    "decidable", "decision"], rows))
+            parts += _cohorts(v)
+    if kind == "drift" and report["versions"]:
+        parts.append("\nalert: what the alert rules make of a decision: a critical one pages, "
+                     "unless the feature has importance 0 in the version's weights (it cannot "
+                     "move the predictions: a ticket) or the model's policy turns pages off")
     return "\n".join(parts)
 
 
@@ -175,16 +263,19 @@ def add_parser(sub: Any) -> None:
                        description="Print a report of the modelmon API as a table (or JSON). "
                        "With --database-url it is computed from that database instead, with no "
                        "server.")
-    p.add_argument("kind", choices=["drift", "calibration", "cohorts", "compare"])
-    p.add_argument("--model", required=True)
+    p.add_argument("kind", choices=["drift", "calibration", "cohorts", "compare"],
+                   help="which report")
+    p.add_argument("--model", required=True, help="a registered model")
     p.add_argument("--version", help="one version (default: every version in the window)")
     p.add_argument("--start", help="window start, ISO 8601 (default: the latest window)")
-    p.add_argument("--end", help="window end, ISO 8601")
+    p.add_argument("--end", help="window end, ISO 8601 (default: the latest bucket "
+                   "boundary)")
     p.add_argument("--bins", type=int, help="calibration: confidence bins (default 10)")
-    p.add_argument("--base", help="compare: the earlier version")
-    p.add_argument("--candidate", help="compare: the later version")
+    p.add_argument("--base", help="compare: the earlier version (no default)")
+    p.add_argument("--candidate", help="compare: the later version (no default)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead")
     add_connection_args(p)
     p.add_argument("--database-url", help="compute the report from this database instead of "
-                   "asking the API (postgresql+psycopg://... or sqlite:///path)")
+                   "asking the API (postgresql+psycopg://... or sqlite:///path; default: ask the "
+                   "API)")
     p.set_defaults(func=run)

@@ -4,17 +4,19 @@ scheduled jobs) with uvicorn, in one process or N behind one port."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 from typing import Any
 
+from app.cli.console import add_json, json_logs
 from app.settings import Settings, get_settings
 
 
 def run(args: argparse.Namespace) -> int:
     from app.observability.logs import configure_logging
 
-    settings = get_settings()
+    settings = json_logs(get_settings(), args.json)
     configure_logging(settings.log_format, settings.log_level)
     child = settings.scheduler_enabled and scheduler_in_child(settings)
     if child or args.workers > 1:
@@ -24,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from app.bootstrap import migrate
 
     if not args.no_migrate:
-        print(f"database at revision {migrate(settings)}")
+        revision = migrate(settings)
+        print(json.dumps({"revision": revision}) if args.json else
+              f"database at revision {revision}")
     if args.host:  # the bind address decides whether tokens are required (MODELMON_AUTH)
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
@@ -179,4 +183,6 @@ def add_parser(sub: Any) -> None:
                        "too, which is safe: a window is computed once")
     serve.add_argument("--no-migrate", action="store_true",
                        help="do not migrate first (when a one-shot migrate step runs it)")
+    add_json(serve, "log one JSON object a line, whatever stderr is (MODELMON_LOG_FORMAT="
+             "json)")
     serve.set_defaults(func=run)

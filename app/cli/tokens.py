@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from app.auth import SCOPES
+from app.cli.console import add_json
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -46,6 +47,12 @@ def _create(args: argparse.Namespace) -> int:
         tokens.audit(conn=conn, token_id=None, token_name="cli", action="token.create",
                      target=stored.id, status=201)
     engine.dispose()
+    if args.json:
+        print(json.dumps({"token": token, "id": stored.id, "name": args.name,
+                          "scopes": sorted(stored.scopes),
+                          "models": sorted(stored.models) if stored.models else None,
+                          "expires_at": expires.isoformat() if expires else None}))
+        return 0
     print(token)
     print(f"token {stored.id} ({', '.join(sorted(stored.scopes))}"
           f"{'; models ' + ', '.join(sorted(stored.models)) if stored.models else ''}"
@@ -81,6 +88,8 @@ def _revoke(args: argparse.Namespace) -> int:
             tokens.audit(conn=conn, token_id=None, token_name="cli", action="token.revoke",
                          target=args.id, status=200)
     engine.dispose()
+    if args.json:
+        print(json.dumps({"id": args.id, "revoked": done}))
     if not done:
         print(f"no active token {args.id!r}", file=sys.stderr)
         return 1
@@ -111,15 +120,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--scope", action="append", choices=SCOPES, required=True,
                         help="ingest, read, admin or metrics (repeat for several)")
     create.add_argument("--model", action="append",
-                        help="limit the token to this model (repeat for several)")
-    create.add_argument("--expires", type=duration, help="lifetime, e.g. 90d, 12h")
+                        help="limit the token to this model (repeat for several; "
+                        "default: every model)")
+    create.add_argument("--expires", type=duration,
+                        help="lifetime, e.g. 90d, 12h (default: never expires)")
     create.add_argument("--name", default="", help="what the token is for")
+    add_json(create, "print the token and what it may do as one JSON object (the token is "
+             "shown once either way)")
     create.set_defaults(func=_create)
     lst = tsub.add_parser("list", help="list tokens (never their secrets)")
+    add_json(lst, "one JSON object a line (this command's only output format)")
     lst.set_defaults(func=_list)
     rev = tsub.add_parser("revoke", help="revoke a token by its id")
-    rev.add_argument("id")
+    rev.add_argument("id", help="the token's 12-hex-digit id (modelmon tokens list)")
+    add_json(rev, 'print {"id": ..., "revoked": true|false} on stdout')
     rev.set_defaults(func=_revoke)
     audit = sub.add_parser("audit", help="the latest administrative actions, newest first")
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--limit", type=int, default=100, help="entries at most")
+    add_json(audit, "one JSON object a line (this command's only output format)")
     audit.set_defaults(func=_audit)

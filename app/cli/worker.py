@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Any
 
+from app.cli.console import add_json, json_logs
 from app.cli.errors import CliError
 from app.settings import get_settings
 
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from app.bootstrap import bootstrap, start_logging
     from app.observability.exposition import start_metrics_server
 
-    settings = get_settings()
+    settings = json_logs(get_settings(), args.json)
     start_logging(settings)
     log = logging.getLogger("modelmon.worker")
     host = args.metrics_host or settings.worker_metrics_host
@@ -78,4 +79,6 @@ def add_parser(sub: Any) -> None:
     worker.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started it exits (how `modelmon "
                         "serve` runs its scheduler process)")
+    add_json(worker, "log one JSON object a line, whatever stderr is (MODELMON_LOG_FORMAT="
+             "json)")
     worker.set_defaults(func=run)

@@ -23,7 +23,7 @@ from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
 from app.evaluation.windows import aligned_end, whole_buckets
 from app.settings import Settings
-from app.storage import registry, results
+from app.storage import observations, registry, results
 from app.storage import summaries as store
 from app.storage.db import as_utc
 
@@ -93,15 +93,48 @@ def scope(conn: Connection, settings: Settings, model_name: str, version: str | 
     return Scope(model, chosen, s, e, asked)
 
 
-def _envelope(sc: Scope, versions: list[dict[str, Any]],
+def _envelope(conn: Connection, settings: Settings, sc: Scope, versions: list[dict[str, Any]],
               pol: model_policy.EffectivePolicy) -> dict[str, Any]:
     """The report, with the model's effective policy it applied (each row also states the
-    thresholds of its own decision)."""
+    thresholds of its own decision); an empty one says when data will appear."""
+    empty = all(v.get("n", 0) == 0 for v in versions)
     return {"model": sc.model.name, "task": sc.model.task, "window_start": sc.start.isoformat(),
             "window_end": sc.end.isoformat(),
             "requested_start": sc.requested[0].isoformat(),
             "requested_end": sc.requested[1].isoformat(), "versions": versions,
-            "empty": all(v.get("n", 0) == 0 for v in versions), "policy": pol.to_dict()}
+            "empty": empty, **(_when_empty(conn, settings, sc) if empty else {}),
+            "policy": pol.to_dict()}
+
+
+def _when_empty(conn: Connection, settings: Settings, sc: Scope,
+                now: datetime | None = None) -> dict[str, Any]:
+    """Beside an empty report: the model's latest stored prediction, when the jobs next
+    tick (the next bucket boundary; a tick fires just after it) and what to do meanwhile."""
+    interval = settings.job_interval_seconds
+    now = now or datetime.now(UTC)
+    next_tick = aligned_end(now, interval) + timedelta(seconds=interval)
+    latest = observations.latest_prediction(conn=conn, model_id=sc.model.id)
+    if latest is None:
+        note = ("no predictions are stored for this model yet: send some (POST "
+                "/v1/predictions). The default window ends at the latest bucket boundary "
+                f"(every {interval:g} s), so they appear once their bucket closes")
+    elif latest >= sc.end:
+        bucket = aligned_end(latest, interval)
+        closes = (bucket + timedelta(seconds=interval)).isoformat()
+        note = (f"no traffic in this window; the latest prediction, at {latest.isoformat()}, "
+                f"is in the bucket that closes at {closes}: the default window covers it "
+                f"from then, and the job tick at or after it (next: {next_tick.isoformat()}) "
+                "exports its metrics and alerts. To see it now, ask for a window holding it: "
+                f"?start={bucket.isoformat()}&end={closes}")
+    elif latest < sc.start:
+        note = (f"no traffic in this window; the latest prediction is at {latest.isoformat()}, "
+                "before it: nothing was sent since. Ask for an earlier window with start and "
+                "end")
+    else:
+        note = (f"the latest prediction, at {latest.isoformat()}, is in this window but not "
+                f"summarised yet; the job tick at {next_tick.isoformat()} summarises it")
+    return {"latest_prediction": None if latest is None else latest.isoformat(),
+            "next_tick": next_tick.isoformat(), "note": note}
 
 
 def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
@@ -129,7 +162,7 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
                                registry.feature_importance(conn=conn, version_id=vid)
                                ).to_dict())
         out.append(entry)
-    return _envelope(sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol)
 
 
 def calibration_report(conn: Connection, settings: Settings, sc: Scope,
@@ -140,7 +173,7 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
                     **calibration(sc.model, w, pol.thresholds, bins).to_dict()})
-    return _envelope(sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol)
 
 
 def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
@@ -153,7 +186,7 @@ def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str,
         out.append({"version": name, "n": w.n, "cohort_keys": cohorts(
             sc.model, w, pol.thresholds, pol.cohort_keys).to_dict(),
                     "generalization_gap": None if gap is None else gap.to_dict()})
-    return _envelope(sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol)
 
 
 def history_report(conn: Connection, settings: Settings, model_name: str, metric: str,

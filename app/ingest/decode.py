@@ -94,13 +94,18 @@ class ModelDecoders:
         self.numeric = [n for n, k in kinds.items() if k == "numeric"]
         self.categorical = [n for n, k in kinds.items() if k != "numeric"]
         # Absent and null are the same thing (omitted when stored, None when read back).
+        # Fields are f0, f1, ... renamed to the names on the wire: a feature name is any
+        # printable text (`mean radius`), not a Python identifier.
+        names = self.numeric + self.categorical
         features = msgspec.defstruct(
-            "Features", [(n, float | None, None) for n in self.numeric]
-            + [(n, ShortStr | None, None) for n in self.categorical],
+            "Features", [(f"f{j}", float | None, None) for j in range(len(self.numeric))]
+            + [(f"f{j}", ShortStr | None, None) for j in range(len(self.numeric), len(names))],
+            rename={f"f{j}": n for j, n in enumerate(names)},
             forbid_unknown_fields=True, omit_defaults=True, gc=False)
         self.cohort_keys = sorted(schema.cohort_keys)
-        cohorts = msgspec.defstruct("Cohorts", [(k, ShortStr | None, None)
-                                                for k in self.cohort_keys],
+        cohorts = msgspec.defstruct("Cohorts", [(f"c{j}", ShortStr | None, None)
+                                                for j in range(len(self.cohort_keys))],
+                                    rename={f"c{j}": k for j, k in enumerate(self.cohort_keys)},
                                     forbid_unknown_fields=True, omit_defaults=True, gc=False)
         self.record = msgspec.defstruct("Record", [
             ("prediction_id", Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]),

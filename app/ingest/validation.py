@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from app.errors import Invalid, NotFound, Problem, TooLarge
+from app.ingest.names import MAX_FEATURE_NAME, feature_name_problem
 from app.ingest.rows import LabelRow, Parsed, PredictionRow
 from app.ingest.schema import Limits, ModelSchema
 from app.ingest.thin import THIN_FEATURES, record_problems
@@ -287,20 +287,17 @@ def validate_predictions(records: list[Any], schemas: dict[str, ModelSchema], li
     return ValidatedPredictions(rows, repeats, parsed)
 
 
-# The names a feature may be declared under later (app/api/schemas.py's NAME_PATTERN): a
-# recorded undeclared feature must be one, so that declaring it is possible.
-_FEATURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-
-
 def _unexpected(name: str, v: Any, where: str, i: int, problems: list[Problem],
                 out: dict[str, Any]) -> None:
     """An undeclared feature under the ``record`` policy: kept when it is a name that could be
     declared and a scalar value a declared feature could hold."""
-    if not _FEATURE_NAME.fullmatch(name):
+    # A recorded undeclared feature must be a name it can be declared under later.
+    bad = feature_name_problem(name)
+    if bad is not None:
         problems.append(Problem(
-            "not a feature of this model's schema, and not a name a feature can be declared "
-            "under (letters, digits, _.:- ; at most 128), so it cannot be recorded",
-            field=where, index=i))
+            f"not a feature of this model's schema, and not a name a feature can be declared "
+            f"under ({bad}; any printable text of 1 to {MAX_FEATURE_NAME} characters), so it "
+            "cannot be recorded", field=where, index=i))
         return
     if v is None:
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -33,6 +34,9 @@ log = logging.getLogger("modelmon.scheduler")
 # Seconds after a boundary at which a tick fires: late-arriving records of the window that
 # just closed have a moment to land.
 TICK_OFFSET_SECONDS = 1.0
+# Seconds after start of one extra tick: the windows due are computed and exported at once,
+# not at the second boundary from now (up to two intervals, 10 minutes by default, later).
+FIRST_TICK_SECONDS = 10.0
 
 
 def _sqlite_owner_lock(engine: Engine) -> IO[Any] | None | bool:
@@ -134,6 +138,9 @@ class JobScheduler:
         self.scheduler.add_job(self.tick, IntervalTrigger(
             seconds=s.job_interval_seconds, start_date=self._first_run(s.job_interval_seconds)),
             id="windows", name="drift, calibration, cohorts, labels")
+        self.scheduler.add_job(self.tick, DateTrigger(
+            run_date=datetime.now(UTC) + timedelta(seconds=FIRST_TICK_SECONDS)),
+            id="first-tick", name="the windows due at start")
         self.scheduler.add_job(self.retention, IntervalTrigger(
             seconds=s.retention_interval_seconds,
             start_date=datetime.now(UTC) + timedelta(seconds=5)), id="retention")

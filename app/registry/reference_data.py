@@ -15,6 +15,7 @@ Only the columns the model reads are read, and categorical ones are kept diction
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from app.evaluation.profiles import build_profile
 from app.evaluation.references import profile_options
 from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
 from app.registry.limits import json_upload, too_large
-from app.registry.versions import require_version
+from app.registry.versions import guard_replacement, require_version
 from app.settings import Settings
 from app.storage import profiles, registry
 from app.storage.registry import ModelRow
@@ -42,6 +43,7 @@ CSV_TYPES = ("text/csv", "application/csv")
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet",
                  "application/octet-stream")
 ACCEPTED = JSON_TYPES + CSV_TYPES + PARQUET_TYPES
+log = logging.getLogger("modelmon.registry")
 PREDICTION_COLUMN = {"binary_classification": "score", "regression": "value",
                      "multiclass_classification": "predicted_label"}
 
@@ -168,9 +170,32 @@ def _json_table(raw: bytes) -> dict[str, list[Any]]:
     return {name: [r.get(name) for r in records] for name in names}
 
 
+def _first_non_number(values: pa.ChunkedArray) -> tuple[int, str] | None:
+    """The first row (0: the first after a CSV's header) of a text column whose value is not
+    a number, with that value."""
+    for i, v in enumerate(values.to_pylist()):
+        if v is None:
+            continue
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return i, str(v)
+    return None
+
+
 def _numeric(name: str, values: Any) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         problem = _type_problem(name, "numeric", values.type)
+        first = (_first_non_number(values) if problem is not None
+                 and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
+                 else None)
+        if first is not None:
+            row, value = first
+            problem = Problem(
+                f"numeric feature column holds {value[:50]!r} at row {row + 1} (the first row "
+                f"after the header is row 1; line {row + 2} of a CSV file without line breaks "
+                "in quoted values); send a number, or leave it empty for a missing value",
+                field=name)
         if problem is not None:
             raise _bad([problem])
         return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
@@ -178,8 +203,8 @@ def _numeric(name: str, values: Any) -> np.ndarray:
            if v is not None and v is not NON_FINITE
            and (isinstance(v, bool) or not isinstance(v, (int, float)))]
     if bad:
-        raise _bad([Problem(f"numeric feature column holds a non-number at row {bad[0]}",
-                            field=name)])
+        raise _bad([Problem(f"numeric feature column holds a non-number, {values[bad[0]]!r}, "
+                            f"at records[{bad[0]}]", field=name)])
     out = np.array([np.nan if v is None or v is NON_FINITE else float(v) for v in values],
                    dtype=np.float64)
     return out
@@ -235,6 +260,25 @@ def _arrow_categories(name: str, values: pa.ChunkedArray) -> np.ndarray:
     return lookup[codes]
 
 
+def _refuse(problems: list[Problem], features: list[str], names: list[str]) -> None:
+    """One 422 with every problem of the values and every feature without a column: such a
+    feature would profile as empty, and every production value of it would then look new."""
+    have = set(names)
+    missing = [f for f in features if f not in have]
+    problems = problems + [Problem("no column of this name in the reference data set",
+                                   field=m) for m in missing]
+    if not missing and problems:
+        raise _bad(problems)
+    if missing:
+        raise Invalid(
+            "validation_error",
+            f"the reference data set has no column for {len(missing)} of the model's "
+            f"{len(features)} features ({', '.join(repr(m) for m in missing)}); nothing was "
+            "stored. Add the columns (empty values are missing values), or register the "
+            "version with its own feature list (features) when it does not use them",
+            problems)
+
+
 def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
                    ) -> ReferenceColumns:
     types = {f["name"]: f["type"] for f in model.features}
@@ -255,8 +299,7 @@ def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
         raise _bad([Problem("the reference data set has no rows", field="body")])
     known = set(types) | {pred_col, "label"}
     out = ReferenceColumns(n_rows=n_rows, features={}, prediction=None,
-                           ignored=sorted(set(names) - known),
-                           missing=sorted(set(types) - set(names)))
+                           ignored=sorted(set(names) - known))
     problems: list[Problem] = []
     for name, kind in types.items():
         if name not in columns:
@@ -282,17 +325,31 @@ def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
                 out.prediction = ("numeric", values)
         except Invalid as err:
             problems += err.details
-    if problems:
-        raise _bad(problems)
+    _refuse(problems, list(types), names)
     if not out.features and out.prediction is None:
         raise _bad([Problem("no column matches a feature of the model or the prediction "
                             f"column {pred_col!r}", field="body")])
     return out
 
 
+def _warnings(n_rows: int, settings: Settings, where: str) -> list[str]:
+    """What the upload's answer warns about: a reference too small to measure drift against
+    (stored anyway: a small sample may be all there is, and it is the owner's call)."""
+    if n_rows >= settings.reference_min_rows:
+        return []
+    text = (f"the reference has {n_rows} rows, fewer than MODELMON_REFERENCE_MIN_ROWS "
+            f"({settings.reference_min_rows}): with {settings.reference_bins} bins per "
+            "feature, drift measured against it is mostly noise; upload a larger sample "
+            "(thousands of rows) when you have one")
+    log.warning("reference of %s: %s", where, text)
+    return [text]
+
+
 def store_reference(*, engine: Engine, settings: Settings, model_name: str, version: str,
-                    path: Path, ctype: str) -> dict[str, Any]:
-    """Read, profile and store a version's reference; returns what was stored."""
+                    path: Path, ctype: str, replace: bool = False) -> dict[str, Any]:
+    """Read, profile and store a version's reference; returns what was stored. A different
+    uploaded reference of a version with stored predictions needs ``replace``
+    (versions.guard_replacement); a baseline taken from traffic is replaced freely."""
     model, v = require_version(engine=engine, model=model_name, version=version)
     model = registry.for_version(model, v.features)  # the version's own features, if any
     cols = read_reference(path, ctype, model, settings)
@@ -305,10 +362,15 @@ def store_reference(*, engine: Engine, settings: Settings, model_name: str, vers
         raise _bad([Problem("holds a value with characters that cannot be stored (NUL or a "
                             "lone surrogate)", field=c) for c in columns])
     with engine.begin() as conn:
+        stored = profiles.get_profile(conn=conn, version_id=v.id)
+        guard_replacement(conn, model, v, "reference",
+                          stored["profile"] if stored and stored["source"] == "upload" else None,
+                          profile, replace)
         profiles.put_profile(conn=conn, model_id=model.id, version_id=v.id, source="upload",
                              n_rows=cols.n_rows, profile=profile)
     return {
         "model": model.name, "version": version, "n_rows": cols.n_rows,
+        "warnings": _warnings(cols.n_rows, settings, f"{model.name}/{version}"),
         "features": {name: {"n_valid": c["n_valid"], "n_missing": c["n_missing"],
                             "bins": len(c["counts"])}
                      for name, c in profile["features"].items()},

@@ -3,6 +3,7 @@ transactions."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,6 +110,29 @@ def set_training(*, engine: Engine, model: str, version: str, training: dict[str
                 [Problem("predictions are stored for this version", field="version")])
         return RegisteredVersion(m.name, store.set_training(conn=conn, version=v,
                                                             training=training))
+
+
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def guard_replacement(conn: Connection, model: ModelRow, v: VersionRow, what: str,
+                      stored: Any, new: Any, replace: bool) -> None:
+    """Conflict (``version_in_use``) when an upload would change the version's ``what``
+    (its weights or reference, as ``stored`` differs from ``new``) after its predictions are
+    stored, unless ``replace`` (``?replace=true``, audited as a replacement). A first upload
+    and one identical to what is stored are no change."""
+    if (replace or stored is None or _canonical(stored) == _canonical(new)
+            or not store.has_predictions(conn=conn, model_id=model.id, version_id=v.id)):
+        return
+    raise Conflict(
+        "version_in_use",
+        f"version {v.version!r} of {model.name!r} has stored predictions, and this {what} "
+        f"differs from the one they were monitored against; register a new version for a "
+        f"retrained model, or send ?replace=true to replace the {what} of this version "
+        "(recorded in the audit log as a replacement)",
+        [Problem(f"predictions are stored for this version and its {what} would change",
+                 field="replace")])
 
 
 def delete_version(*, engine: Engine, model: str, version: str, force: bool) -> Deleted:

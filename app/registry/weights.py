@@ -28,7 +28,7 @@ from app.monitoring import (
     weight_summary,
 )
 from app.registry.limits import json_upload, too_large
-from app.registry.versions import require_version
+from app.registry.versions import guard_replacement, require_version
 from app.settings import Settings
 from app.storage import registry
 from app.storage import weights as store
@@ -224,24 +224,30 @@ def _delta(conn: Connection, b: WeightSummary, c: WeightSummary, base_id: int,
 
 def upload_weights(*, engine: Engine, settings: Settings, model_name: str, version: str,
                    path: Path, ctype: str, feature_tensor: str | None,
-                   feature_axis: int | None) -> dict[str, Any]:
+                   feature_axis: int | None, replace: bool = False) -> dict[str, Any]:
     """Read an uploaded weight file (or summaries), find its per-feature weights, store both
-    and the deltas to the neighbouring versions; what was stored."""
+    and the deltas to the neighbouring versions; what was stored. Different weights of a
+    version with stored predictions need ``replace`` (versions.guard_replacement)."""
     summary = summary_from_upload(path, ctype, settings)
     names = _feature_names(*require_version(engine=engine, model=model_name, version=version))
     per_feature, skipped = features_from_upload(path, ctype, summary, names, feature_tensor,
                                                 feature_axis, settings)
     return store_weights(engine=engine, model_name=model_name, version=version, summary=summary,
-                         features=per_feature, features_reason=skipped)
+                         features=per_feature, features_reason=skipped, replace=replace)
 
 
 def store_weights(*, engine: Engine, model_name: str, version: str,
                   summary: WeightSummary, features: FeatureWeights | None = None,
-                  features_reason: str | None = None) -> dict[str, Any]:
+                  features_reason: str | None = None, replace: bool
+                  ) -> dict[str, Any]:
     """Replace the version's stats (and per-feature weights); store its delta to the nearest
     earlier version with weights (its predecessor) and the next later version's delta to it."""
     with engine.begin() as conn:
         model, v = model_version(conn, model_name, version)
+        stored = store.tensor_stats(conn=conn, version_id=v.id)
+        guard_replacement(conn, model, v, "weights",
+                          None if stored is None else {t["name"]: t for t in stored},
+                          {t.name: t.to_dict() for t in summary.tensors}, replace)
         store.replace_weights(
             conn=conn, model_id=model.id, version_id=v.id,
             tensors=[(t.name, t.to_dict()) for t in summary.tensors],

@@ -113,7 +113,7 @@ def kernel_predictions(df: DataFrame, shape: ModelShape, mapping: Mapping[str, s
     for key, name in names.items():
         if key == PREDICTION_ID and not with_id:
             continue
-        col = F.col(f"`{name}`")
+        col = F.col("`" + name.replace("`", "``") + "`")  # any printable name, quoted
         if key == "probabilities":
             col = _probabilities(col, types[name], shape.classes)
         cols.append(col.alias(key))

@@ -73,6 +73,13 @@ def load_rows(*, conn: Connection, model_id: int, version_id: int, start: dateti
     return list(conn.execute(q))
 
 
+def latest_prediction(*, conn: Connection, model_id: int) -> datetime | None:
+    """The timestamp of the model's latest stored prediction (None: none stored)."""
+    ts = conn.execute(select(func.max(predictions.c.ts))
+                      .where(predictions.c.model_id == model_id)).scalar()
+    return None if ts is None else as_utc(ts)
+
+
 def received_range(*, conn: Connection, model_id: int, version_id: int,
                    received_before: datetime) -> tuple[datetime, datetime] | None:
     """(earliest, latest) timestamp of the version's predictions received before a time."""

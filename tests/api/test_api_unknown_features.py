@@ -61,14 +61,14 @@ def test_record_still_refuses_what_it_could_not_store(app, client, engine):
     register(client, binary_model(policy={"unknown_features": "record"}))
     r = client.post("/v1/predictions", json={"records": [
         prediction(0, features={"zip": [1, 2]}),
-        prediction(1, features={"bad name": 1}),
+        prediction(1, features={"bad\tname": 1}),
         prediction(2, features={"flag": True}),
         prediction(3, features={"note": ""}),
         prediction(4, features={"amount": "lots", "zip": "10115"}),
         prediction(5, features={"zip": "10115"})]})
     assert r.status_code == 422, r.text
     assert sorted((d["index"], d["field"]) for d in r.json()["details"]) == [
-        (0, "features.zip"), (1, "features.bad name"), (2, "features.flag"),
+        (0, "features.zip"), (1, "features.bad\tname"), (2, "features.flag"),
         (3, "features.note"), (4, "features.amount")]
     assert "number or a string" in r.json()["details"][0]["problem"]
     assert stored(engine)["predictions"] == 0

@@ -3,6 +3,8 @@ shows its progress, and its traffic and labels are stored."""
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import func, select
 
 from app.storage.tables import (
@@ -25,7 +27,12 @@ def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path)
     assert "0:01 incident: x0 and x1 drift, scores become over-confident" in out.stdout
     assert "ends at 0:06" in out.stdout
     assert any(ln.startswith("demo: 0:0") and ln.endswith("incident injected") for ln in lines)
-    sent = lines[-1]
+    # it ends saying what to look at next
+    nxt = lines.index(next(ln for ln in lines if ln.startswith("demo: what to look at next")))
+    assert lines[nxt + 1].startswith("  modelmon report drift --model demo-fraud --url ")
+    assert any("report compare" in ln and "--base v1 --candidate v2" in ln
+               for ln in lines[nxt:])
+    sent = lines[nxt - 1]
     assert sent.startswith("demo: sent ") and sent.endswith(" labels")
     n_predictions = int(sent.split()[2].replace(",", ""))
     n_labels = int(sent.split()[-2].replace(",", ""))
@@ -41,7 +48,21 @@ def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path)
                                    .order_by(feature_weights.c.version_id)).scalars().all()
     zero = [[f["feature"] for f in s["features"] if f["zero"]] for s in per_feature]
     assert zero == [[], ["x4", "x5"]]
-    said = " ".join(out.stdout.split())  # the console wraps long lines
-    assert "v2 with an L1 penalty (0.01) that zeroes x4 and x5" in said
-    assert "x4 drifts too (v2 gives it no weight: a ticket for v2, not a page)" in said
+    # in a pipe, lines are whole: not cut or wrapped at 80 columns
+    assert any(len(ln) > 120 for ln in lines)
+    assert any(ln.startswith("demo: registering") and ln.endswith("a reference of 5,000 rows")
+               for ln in lines)
+    assert "v2 with an L1 penalty (0.01) that zeroes x4 and x5" in out.stdout
+    assert "x4 drifts too (v2 gives it no weight: a ticket for v2, not a page)" in out.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_json_is_one_summary_on_stdout(live_server, tmp_path):
+    out = modelmon("demo", "--url", live_server.url, "--duration", "2", "--speed", "4",
+                   "--batch-size", "20", "--clean", "--model", "quiet", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["model"] == "quiet" and summary["predictions"] > 0
+    assert summary["incident"] is False and summary["versions"] == ["v1", "v2"]
+    assert summary["next"][0].startswith("modelmon report drift --model quiet")
+    assert "demo: registering model 'quiet'" in out.stderr

@@ -410,9 +410,13 @@ def test_reference_as_parquet_and_json(client, tmp_path):
     assert r.json()["features"]["channel"]["n_missing"] == 100
     records = [{"f0": 1.0, "channel": "web", "score": 0.5}, {"f0": None, "score": 0.2}]
     r = client.post("/v1/models/credit/versions/v1/reference", json={"records": records})
+    assert r.status_code == 422, r.text  # f1..f19 have no column at all
+    assert [d["field"] for d in r.json()["details"]] == [f"f{i}" for i in range(1, 20)]
+    rest = {f"f{i}": 0.5 for i in range(1, 20)}
+    records = [{**rest, "f0": 1.0, "channel": "web", "score": 0.5}, {**rest, "score": 0.2}]
+    r = client.post("/v1/models/credit/versions/v1/reference", json={"records": records})
     assert r.status_code == 201, r.text
-    assert r.json()["n_rows"] == 2
-    assert "f1" in r.json()["missing_columns"]
+    assert r.json()["n_rows"] == 2 and r.json()["features"]["f0"]["n_missing"] == 1
     assert datetime.now(UTC)  # the later upload replaced the earlier one
 
 
@@ -450,7 +454,8 @@ def test_label_jobs_evaluate_a_lagged_window(client, engine, db_url, where):
 def test_reference_values_that_cannot_be_stored_are_422(client):
     register_drift_model(client)
     r = client.post("/v1/models/credit/versions/v1/reference",
-                    content=b"f0,channel\n1.0,we\x00b\n2.0,app\n",
+                    content=(",".join(f"f{i}" for i in range(20)) + ",channel\n"
+                             + "1.0," * 20 + "we\x00b\n" + "2.0," * 20 + "app\n").encode(),
                     headers={"content-type": "text/csv"})
     assert r.status_code == 422, r.text
     assert r.json()["details"][0]["field"] == "channel"

@@ -44,7 +44,8 @@ def test_unreadable_or_unfitting_references_store_nothing(engine, settings, tmp_
     with pytest.raises(Invalid) as err:
         store(engine, settings, tmp_path, b'{"records": [{"amount": "x", "score": 2}]}',
               "application/json")
-    assert [p.field for p in err.value.details] == ["amount", "score"]
+    # every problem at once: the values, then the feature without a column
+    assert [p.field for p in err.value.details] == ["amount", "score", "country"]
     with pytest.raises(NotFound):
         store(engine, settings, tmp_path, b'{"records": [{"amount": 1}]}', "application/json",
               version="v9")

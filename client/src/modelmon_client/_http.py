@@ -37,6 +37,8 @@ class ModelmonError(Exception):
         self.details = details or []
         where = "; ".join(f"{d.get('field', '')}: {d.get('problem', '')}"
                           for d in self.details[:5])
+        if len(self.details) > 5:  # every one is in .details
+            where += f"; and {len(self.details) - 5} more in .details"
         super().__init__(f"{status} {code}: {message}" + (f" ({where})" if where else ""))
 
 

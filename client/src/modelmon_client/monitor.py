@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import io
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -213,13 +214,14 @@ class Monitor:
                           json_body={"training": dict(training)})
 
     def upload_weights(self, weights: Mapping[str, Any] | bytes | str | os.PathLike[str], *,
-                       feature_tensor: str | None = None, feature_axis: int | None = None
-                       ) -> dict[str, Any]:
+                       feature_tensor: str | None = None, feature_axis: int | None = None,
+                       replace: bool = False) -> dict[str, Any]:
         """Upload this version's weights: ``{tensor name: array}`` (sent as .npz; needs
         numpy), the bytes of a .npz or .safetensors file, or its path. ``feature_tensor`` and
         ``feature_axis`` name the tensor axis indexed by the model's features, for the
         service's per-feature weights and importance (not needed for the tensors
-        register_sklearn uploads)."""
+        register_sklearn uploads). Once a prediction of the version is stored, different
+        weights are refused (409 ``version_in_use``) unless ``replace=True`` (audited)."""
         if isinstance(weights, Mapping):
             import numpy as np
 
@@ -233,20 +235,28 @@ class Monitor:
                 data = f.read()
         path = _http.model_path(self.model, "versions", self.version, "weights")
         query = {k: v for k, v in (("feature_tensor", feature_tensor),
-                                   ("feature_axis", feature_axis)) if v is not None}
+                                   ("feature_axis", feature_axis),
+                                   ("replace", "true" if replace else None)) if v is not None}
         if query:
             path += "?" + urlencode(query)
         return self._call("POST", path, body=data, content_type="application/octet-stream",
                           ok=(201,))
 
-    def upload_reference(self, data: Any, *, content_type: str = "text/csv") -> dict[str, Any]:
+    def upload_reference(self, data: Any, *, content_type: str = "text/csv",
+                         replace: bool = False) -> dict[str, Any]:
         """Upload this version's reference data: a pandas DataFrame (one column per feature
-        plus ``score``, ``value`` or ``predicted_label``), or CSV, JSON or Parquet bytes."""
+        plus ``score``, ``value`` or ``predicted_label``), or CSV, JSON or Parquet bytes.
+        The service's ``warnings`` (a reference too small, say) are issued as Python
+        warnings. Once a prediction of the version is stored, a different reference is
+        refused (409 ``version_in_use``) unless ``replace=True`` (audited)."""
         if hasattr(data, "to_csv"):
             data, content_type = data.to_csv(index=False).encode(), "text/csv"
-        return self._call("POST", _http.model_path(self.model, "versions", self.version,
-                                                   "reference"),
-                          body=data, content_type=content_type, ok=(201,))
+        path = _http.model_path(self.model, "versions", self.version, "reference")
+        answer = self._call("POST", path + ("?replace=true" if replace else ""), body=data,
+                            content_type=content_type, ok=(201,))
+        for text in answer.get("warnings") or ():
+            warnings.warn(f"modelmon: {text}", UserWarning, stacklevel=2)
+        return answer
 
     def register_sklearn(self, estimator: Any, **kwargs: Any) -> dict[str, Any]:
         """Register the model, this version and its weights from a fitted scikit-learn
