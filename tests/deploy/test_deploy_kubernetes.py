@@ -108,7 +108,7 @@ def test_prometheus_rule_is_the_rule_files(promtool: str, tmp_path: Path) -> Non
     render = render_rules_module()
     path = KUBERNETES_DIR / "prometheusrule.yaml"
     assert render.main(["--prometheus-rule", str(path), "--check"]) == 0, (
-        f"run {RENDER_SCRIPT.relative_to(KUBERNETES_DIR.parents[1])} --prometheus-rule {path}")
+        f"run {RENDER_SCRIPT.relative_to(KUBERNETES_DIR.parents[2])} --prometheus-rule {path}")
     (rule,) = BY_KIND["PrometheusRule"]
     shipped = [g for p in rule_files() for g in load_yaml(p)["groups"]]
     assert rule["spec"]["groups"] == shipped
