@@ -22,7 +22,9 @@ from deploy_support import (
 YAML_FILES = sorted(DEPLOY.rglob("*.yml")) + [COMPOSE]
 
 
-@pytest.mark.parametrize("script", [INSTALL_SCRIPT, KUBECTL_SCRIPT], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [INSTALL_SCRIPT, KUBECTL_SCRIPT,
+                                    ROOT / "scripts" / "install-openapi-linters.sh"],
+                         ids=lambda p: p.name)
 def test_install_script_is_valid_sh(script: Path) -> None:
     proc = run(["sh", "-n", str(script)])
     assert proc.returncode == 0, proc.stderr
