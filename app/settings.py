@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = Field(default=True, description=(
         "Run the scheduled jobs inside `modelmon serve`; turn off on API replicas when "
         "`modelmon worker` runs them (keeping both is safe: a window is computed once)."))
+    scheduler_process: Literal["child", "thread"] = Field(default="child", description=(
+        "How `modelmon serve` runs the scheduled jobs: `child`, in one process of their own "
+        "beside the serving process(es), at a lower CPU priority "
+        "(MODELMON_SCHEDULER_NICE), restarted if it dies, its metrics on the same /metrics; "
+        "`thread`, inside each serving process (a tick then competes with requests for the "
+        "interpreter). An in-memory SQLite database always uses `thread`."))
+    scheduler_nice: int = Field(default=10, ge=0, le=19, description=(
+        "How much lower the CPU priority of `modelmon serve`'s scheduler process is than the "
+        "serving process's (a nice increment): under load, requests get the cores first."))
     job_interval_seconds: float = Field(default=300.0, gt=0, description=(
         "Seconds between scheduler ticks, also the length of a summary bucket."))
     job_window_seconds: float = Field(default=3600.0, gt=0, description=(

@@ -2,20 +2,22 @@
 
     .venv/bin/python bench/bench_load.py [--fill 1200000] [--rate 120] [--records 100]
                                          [--seconds 300] [--interval 60]
+                                         [--modes child,thread,off]
 
 On a throwaway PostgreSQL database (MODELMON_TEST_DATABASE_URL or postgres@127.0.0.1:5432):
 the bench_jobs model and reference, and ``--fill`` predictions (half labeled) over the hour
 that ends at the latest ``--interval`` boundary, stored through the ingest path's own steps
-(bench/bench_jobs.py ``fill``) in ``--interval``-second buckets. Then, twice, one
+(bench/bench_jobs.py ``fill``) in ``--interval``-second buckets. Then one
 `modelmon serve` (one process, jobs every ``--interval`` seconds over the last hour) takes an
 open loop of ``--rate`` requests a second of ``--records`` predictions each, timestamped now,
-for ``--seconds``: first with its scheduler on (the default), then a fresh process with it off.
+for ``--seconds``: once per ``--modes`` entry, each a fresh process: its scheduler in its own
+process (``child``, the default), inside the server (``thread``), and off.
 
 Per run: requests sent and answered, the achieved rate, latency from when each request was
-due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process,
-read from /proc) and the scheduler ticks it logged. The load average is printed around each
-run. Prints figures and a ``RESULTS`` line; asserts nothing. The machines here are shared:
-compare on against off within one run.
+due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process and
+its scheduler process, read from /proc) and the scheduler ticks it logged. The load average
+is printed around each run. Prints figures and a ``RESULTS`` line; asserts nothing. The
+machines here are shared: compare the modes within one run.
 """
 
 from __future__ import annotations
@@ -48,25 +50,35 @@ def load() -> str:
 
 
 def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and of its live children (serve's scheduler process)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+TS, ID = "@TS@", "@ID@"  # placeholders each sent body gets its due time and request id in
 
 
 def bodies(n: int, records: int, seed: int) -> list[bytes]:
-    """``n`` request bodies of ``records`` predictions of the bench_jobs model, timestamped
-    when built (the open loop sends each within its second)."""
+    """``n`` distinct request bodies of ``records`` predictions of the bench_jobs model, with
+    placeholders for the timestamp and the request's id (see ``stamp``)."""
     out = []
     for b in range(n):
         d = bj.generate(records, 10_000 + seed * 100_000 + b, current=True)
         names = bj.category_names(d["cats"])
-        now = datetime.now(UTC).isoformat()
         recs = []
         for i in range(records):
             features = {f: (None if np.isnan(d["x"][i, j]) else float(d["x"][i, j]))
                         for j, f in enumerate(bj.NUMERIC)}
             features.update({c: names[i, j] for j, c in enumerate(bj.CATEGORICAL)})
             recs.append({"model": "bench", "version": "v1",
-                         "prediction_id": f"s{seed}-{b}-{i}", "timestamp": now,
+                         "prediction_id": f"{ID}-{i}", "timestamp": TS,
                          "features": features, "cohorts": {"region": bj.REGIONS[
                              int(d["region"][i])]},
                          "prediction": {"score": float(d["score"][i])}})
@@ -74,10 +86,22 @@ def bodies(n: int, records: int, seed: int) -> list[bytes]:
     return out
 
 
-def serve(url: str, port: int, interval: int, scheduler: bool, log_path: Path
+def stamp(template: bytes, request: str) -> bytes:
+    """A template body with its records timestamped now and their ids made unique to
+    ``request``: two byte replacements, so the load generator's cost per request is small
+    beside the server's (building 12,000 records a second in Python took most of a core)."""
+    now = datetime.now(UTC).isoformat().encode()
+    return template.replace(TS.encode(), now).replace(ID.encode(), request.encode())
+
+
+MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the scheduler off
+
+
+def serve(url: str, port: int, interval: int, mode: str, log_path: Path
           ) -> subprocess.Popen:
     env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
-           "MODELMON_SCHEDULER_ENABLED": "true" if scheduler else "false",
+           "MODELMON_SCHEDULER_ENABLED": "false" if mode == "off" else "true",
+           "MODELMON_SCHEDULER_PROCESS": "thread" if mode == "off" else mode,
            "MODELMON_JOB_INTERVAL_SECONDS": str(interval), "MODELMON_JOB_WINDOW_SECONDS": "3600"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
@@ -87,20 +111,11 @@ def serve(url: str, port: int, interval: int, scheduler: bool, log_path: Path
 
 def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
               ) -> dict[str, Any]:
-    """Requests due every 1/rate s for ``seconds``, sent whatever the answers; bodies are
-    built a second ahead by a producer thread so building them costs the sender nothing."""
+    """Requests due every 1/rate s for ``seconds``, sent whatever the answers. Bodies come from
+    a pool of distinct templates built before the clock starts, each stamped when sent."""
     n = int(rate * seconds)
-    ready: list[bytes] = []
-    lock = threading.Condition()
-
-    def produce() -> None:
-        for start in range(0, n, int(rate)):
-            batch = bodies(min(int(rate), n - start), records, seed * 1000 + start)
-            with lock:
-                ready.extend(batch)
-                lock.notify_all()
-
-    threading.Thread(target=produce, daemon=True).start()
+    pool_size = max(1, min(n, int(2 * rate)))
+    templates = bodies(pool_size, records, seed)
     latencies: list[float] = []
     errors: list[str] = []
     local = threading.local()
@@ -118,19 +133,14 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
             errors.append(repr(exc)[:100])
         latencies.append(time.perf_counter() - due)
 
-    with lock:
-        lock.wait_for(lambda: len(ready) >= min(n, int(rate)))
     start = time.perf_counter() + 0.5
     with ThreadPoolExecutor(max_workers=64) as pool:
         for i in range(n):
-            with lock:
-                lock.wait_for(lambda i=i: len(ready) > i)
-                body = ready[i]
             due = start + i / rate
             pause = due - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            pool.submit(send, due, body)
+            pool.submit(send, due, stamp(templates[i % pool_size], f"s{seed}-{i}"))
     elapsed = time.perf_counter() - start
     lat = np.sort(np.array(latencies))
     return {"sent": n, "answered": len(latencies), "errors": len(errors),
@@ -139,10 +149,10 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
             "p99_ms": float(np.quantile(lat, 0.99) * 1000), "max_ms": float(lat[-1] * 1000)}
 
 
-def run(url: str, args: argparse.Namespace, scheduler: bool, seed: int) -> dict[str, Any]:
+def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, Any]:
     port = 19000 + (os.getpid() + seed) % 1000
     log_path = Path(f"/tmp/modelmon-bench-load-{seed}.log")
-    proc = serve(url, port, args.interval, scheduler, log_path)
+    proc = serve(url, port, args.interval, mode, log_path)
     try:
         before, load_before = cpu_of(proc.pid), load()
         out = open_loop(port, args.rate, args.seconds, args.records, seed)
@@ -152,9 +162,9 @@ def run(url: str, args: argparse.Namespace, scheduler: bool, seed: int) -> dict[
         proc.wait(timeout=60)
     ticks = [line for line in log_path.read_text(errors="replace").splitlines()
              if '"event": "tick"' in line or "tick:" in line]
-    out.update(scheduler=scheduler, ticks=len(ticks), load_before=load_before,
+    out.update(scheduler=mode, ticks=len(ticks), load_before=load_before,
                load_after=load())
-    print(f"scheduler {'on ' if scheduler else 'off'}: {out['answered']}/{out['sent']} "
+    print(f"scheduler {mode:6}: {out['answered']}/{out['sent']} "
           f"requests, {out['achieved_rate']:.1f}/s achieved ({args.rate}/s due), p50 "
           f"{out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, max {out['max_ms']:.0f} ms, "
           f"server {out['server_cpu_s']:.1f} CPU-s ({out['server_cpu_s'] / args.seconds:.2f} "
@@ -170,6 +180,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--interval", type=int, default=60)
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="scheduler modes to run, in order (child: its own process, the "
+                    "default; thread: inside the server; off)")
     args = ap.parse_args()
     bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
     url = bj.create_database()
@@ -181,14 +194,19 @@ def main() -> None:
         filled = bj.fill(url, args.fill, end)
         print(f"filled {args.fill:,} predictions over the hour to {end.isoformat()} in "
               f"{time.perf_counter() - t:.0f} s; load {load()}", flush=True)
-        on = run(url, args, True, 1)
-        off = run(url, args, False, 2)
-        print(f"on / off: achieved rate {on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "
-              f"{on['p99_ms'] / max(off['p99_ms'], 1e-9):.2f}x, server CPU "
-              f"{on['server_cpu_s'] / max(off['server_cpu_s'], 1e-9):.2f}x")
+        runs = {mode: run(url, args, mode, seed)
+                for seed, mode in enumerate(args.modes.split(","), start=1)}
+        if "off" in runs:
+            off = runs["off"]
+            for mode, on in runs.items():
+                if mode != "off":
+                    print(f"{mode} / off: achieved rate "
+                          f"{on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "
+                          f"{on['p99_ms'] / max(off['p99_ms'], 1e-9):.2f}x, server CPU "
+                          f"{on['server_cpu_s'] / max(off['server_cpu_s'], 1e-9):.2f}x")
         print("RESULTS " + json.dumps({"fill": {k: v for k, v in filled.items()
                                                 if isinstance(v, (int, float, str))},
-                                       "on": on, "off": off, "args": vars(args),
+                                       **runs, "args": vars(args),
                                        "id": uuid.uuid4().hex[:8]}))
     finally:
         bj.drop_database(url)

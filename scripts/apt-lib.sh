@@ -1,10 +1,17 @@
 # Shared by the install scripts (sourced: `. "$(dirname "$0")/apt-lib.sh"`): the checks before
 # an `apt-get install`, and the package-list lookup.
 
+# effective_uid: the kernel's word (/proc/self/status), where `id -u` may answer otherwise (in
+# some containers it reports a mapped user while the process holds root).
+effective_uid() {
+    awk '/^Uid:/ { print $3; found = 1 } END { if (!found) exit 1 }' /proc/self/status \
+        2>/dev/null || id -u
+}
+
 # require_apt WHAT HINT: exit 1 with a message unless this runs as root on a machine with
 # apt-get; WHAT names what would be installed, HINT what to do without apt-get.
 require_apt() {
-    if [ "$(id -u)" -ne 0 ]; then
+    if [ "$(effective_uid)" -ne 0 ]; then
         echo "error: installing $1 needs root (apt-get); run this script as root" >&2
         exit 1
     fi

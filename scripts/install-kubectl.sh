@@ -35,8 +35,8 @@ if [ -x "$local_bin" ] && usable "$local_bin"; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    . "$(dirname "$0")/apt-lib.sh"
+. "$(dirname "$0")/apt-lib.sh"
+if [ "$(effective_uid)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     if has_candidate kubectl; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubectl
         found=$(command -v kubectl 2>/dev/null || true)

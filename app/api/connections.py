@@ -47,17 +47,29 @@ REPORT_EVERY_SECONDS = 10.0
 class Tally:
     """What the connections of one server share: those with no request in progress, oldest
     first (a dict keeps insertion order), and what was shed or refused, logged as one line
-    REPORT_EVERY_SECONDS after the first of them."""
+    REPORT_EVERY_SECONDS after the first of them and counted at once in
+    modelmon_http_shed_total (``counter``: the app's, when it has one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: Any = None) -> None:
         self.idle: dict[GuardedHttp, None] = {}
         self.shed = 0
         self.refused = 0
         self.pending: asyncio.TimerHandle | None = None
+        self.counter = counter
+
+    def closed(self, reason: str, n: int = 1) -> None:
+        """modelmon_http_shed_total{reason}: idle, overloaded, header_timeout,
+        header_too_large."""
+        if self.counter is not None:
+            self.counter.labels(reason).inc(n)
 
     def count(self, loop: asyncio.AbstractEventLoop, shed: int = 0, refused: int = 0) -> None:
         self.shed += shed
         self.refused += refused
+        if shed:
+            self.closed("idle", shed)
+        if refused:
+            self.closed("overloaded", refused)
         if self.pending is None:
             self.pending = loop.call_later(REPORT_EVERY_SECONDS, self.report)
 
@@ -115,7 +127,7 @@ class GuardedHttp(HttpToolsProtocol):
         self.header_timeout = header_timeout
         self.retry_after = retry_after
         if not hasattr(server_state, "modelmon_tally"):
-            server_state.modelmon_tally = Tally()
+            server_state.modelmon_tally = Tally(_shed_counter(self.app))
         self.tally: Tally = server_state.modelmon_tally
         self.header_timer: asyncio.TimerHandle | None = None
         self.reading_header = True  # between requests: what arrives is the next header
@@ -164,6 +176,7 @@ class GuardedHttp(HttpToolsProtocol):
             return
         self.transport.write(raw_response(_slow_header(self.header_timeout)))
         self.transport.close()
+        self.tally.closed("header_timeout")
 
     def data_received(self, data: bytes) -> None:
         if self.reading_header:
@@ -177,6 +190,7 @@ class GuardedHttp(HttpToolsProtocol):
                 and not self.transport.is_closing()):
             self.transport.write(raw_response(_large_header()))
             self.transport.close()
+            self.tally.closed("header_too_large")
 
     def on_headers_complete(self) -> None:
         self.reading_header = False
@@ -206,6 +220,17 @@ class GuardedHttp(HttpToolsProtocol):
             app = _overloaded(self.retry_after)
             self.tally.count(self.loop, refused=1)
         super()._start_asgi_task(cycle, app)
+
+
+def _shed_counter(app: Any) -> Any:
+    """The modelmon_http_shed_total counter of the app uvicorn serves (it may be wrapped in
+    uvicorn's middleware), or None for an app without modelmon's metrics."""
+    for _ in range(4):
+        metrics = getattr(getattr(app, "state", None), "metrics", None)
+        if metrics is not None:
+            return getattr(metrics, "shed", None)
+        app = getattr(app, "app", None)
+    return None
 
 
 def protocol(settings: Settings, max_connections: int) -> Any:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from typing import Any
 
 from app.settings import Settings, get_settings
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app.bootstrap import migrate, start_logging
-    from app.main import create_app
 
     settings = get_settings()
     start_logging(settings)
@@ -24,15 +22,69 @@ def run(args: argparse.Namespace) -> int:
         os.environ["MODELMON_HOST"] = args.host
         settings = settings.model_copy(update={"host": args.host})
     options = uvicorn_options(settings, args.port, connections=fit_open_files(settings))
-    if args.workers > 1:
-        # N processes behind one port; their counters add up on /metrics (see
-        # app/observability/metrics.py)
+    jobs = None
+    if settings.scheduler_enabled and scheduler_in_child(settings):
+        from app.cli.scheduler_child import SchedulerProcess
+
+        # the child's counters join the server's on /metrics (app/observability/metrics.py)
         _multiprocess_dir()
-        uvicorn.run("app.main:create_served_app", factory=True, workers=args.workers,
-                    **options)
-    else:
-        uvicorn.run(create_app(settings), **options)
-    return 0
+        os.environ["MODELMON_SCHEDULER_ENABLED"] = "false"  # for the serving processes
+        settings = settings.model_copy(update={"scheduler_enabled": False})
+        jobs = SchedulerProcess(settings.scheduler_nice, settings.shutdown_timeout_seconds)
+        jobs.start()
+    elif args.workers > 1:
+        # N processes behind one port; their counters add up on /metrics
+        _multiprocess_dir()
+    if jobs is None:
+        _serve(settings, options, args.workers, None)
+        return 0
+    # uvicorn raises the SIGTERM or SIGINT it shut down on again once it is done; with these
+    # handlers that ends nothing, so the scheduler process is waited for before exiting
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        _serve(settings, options, args.workers, jobs)
+    finally:
+        code = jobs.stop()
+    return 1 if code else 0  # 1: the scheduler abandoned a window at shutdown
+
+
+def scheduler_in_child(settings: Settings) -> bool:
+    """Whether `serve` runs the jobs in a process of their own (MODELMON_SCHEDULER_PROCESS);
+    never for an in-memory SQLite database, which another process cannot open."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    return settings.scheduler_process == "child" and not in_memory
+
+
+def _serve(settings: Settings, options: dict[str, Any], workers: int,
+           jobs: Any) -> None:
+    """uvicorn's own run (one server, or N behind one socket), with the scheduler process
+    told to stop as soon as the server begins to shut down, so the running window and the
+    in-flight requests drain together within MODELMON_SHUTDOWN_TIMEOUT_SECONDS."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from app.cli.scheduler_child import when_set
+    from app.main import create_app
+
+    if workers > 1:
+        config = uvicorn.Config("app.main:create_served_app", factory=True, workers=workers,
+                                **options)
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        if jobs is not None:
+            when_set(supervisor.should_exit.is_set, jobs.signal_stop)
+        supervisor.run()
+        return
+    config = uvicorn.Config(create_app(settings), **options)
+    server = uvicorn.Server(config)
+    if jobs is not None:
+        when_set(lambda: server.should_exit, jobs.signal_stop)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the server could not start
 
 
 def uvicorn_options(settings: Settings, port: int | None,

@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     scheduler = service.scheduler
     assert scheduler is not None
     stop = _stop_on_signals(log)
+    if args.exit_with_parent:
+        from app.cli.scheduler_child import exit_with_parent
+
+        exit_with_parent(stop)
     try:
         server = (start_metrics_server(service.registry, host, port, settings.metrics_token)
                   if port else None)
@@ -71,4 +75,7 @@ def add_parser(sub: Any) -> None:
                         "(MODELMON_WORKER_METRICS_HOST, default 127.0.0.1)")
     worker.add_argument("--metrics-port", type=int, help="port of /metrics "
                         "(MODELMON_WORKER_METRICS_PORT, default 8001; 0 turns it off)")
+    worker.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started it exits (how `modelmon "
+                        "serve` runs its scheduler process)")
     worker.set_defaults(func=run)

@@ -104,6 +104,12 @@ SERVICE = (
     _service("modelmon_http_request_duration_seconds", "histogram", ("route", "method", "code"),
        "Request handling time by route template.", buckets=HTTP_BUCKETS,
        notes={"route": "the template, e.g. `/v1/models/{model}`"}),
+    _service("modelmon_http_shed_total", "counter", ("reason",), "Connections closed and "
+       "requests refused so the service keeps answering, by reason.", "connections closed and "
+       "requests refused so the service keeps answering: `idle` (an idle connection closed "
+       "past MODELMON_MAX_CONNECTIONS), `overloaded` (503 past MODELMON_MAX_CONNECTIONS "
+       "requests in progress), `header_timeout` (408), `header_too_large` (431)", values={
+           "reason": ("idle", "overloaded", "header_timeout", "header_too_large")}),
     _service("modelmon_job_duration_seconds", "histogram", ("job_name",), "One job run for one "
        "model and window.", "one job run for one model and window (buckets 10 ms .. "
        "10 min)", buckets=JOB_BUCKETS),

@@ -90,6 +90,7 @@ class ServiceMetrics:
         self.unexpected_features = made(r, "modelmon_ingest_unexpected_features_total")
         self.latency = made(r, "modelmon_inference_latency_seconds")
         self.http = made(r, "modelmon_http_request_duration_seconds")
+        self.shed = made(r, "modelmon_http_shed_total")
         self.job_duration = made(r, "modelmon_job_duration_seconds")
         self.job_runs = made(r, "modelmon_job_runs_total")
         self.db_errors = made(r, "modelmon_database_errors_total")
@@ -106,6 +107,8 @@ class ServiceMetrics:
             self.ticks.labels(outcome)
         for op in ("request", "job"):
             self.db_errors.labels(op)
+        for reason in ("idle", "overloaded", "header_timeout", "header_too_large"):
+            self.shed.labels(reason)
 
     # ingest: what app/ingest returned, handed over by the HTTP layer ------------------
     def count_predictions(self, stored: PredictionsStoredLike) -> None:

@@ -47,6 +47,11 @@ def closed_by_server(s: socket.socket) -> bytes:
     return received
 
 
+def shed(app, reason: str) -> float:
+    """modelmon_http_shed_total{reason} as the app's /metrics counts it."""
+    return app.state.registry.get_sample_value("modelmon_http_shed_total", {"reason": reason})
+
+
 def still_open(s: socket.socket) -> bool:
     """Neither closed nor answered (looked at without reading)."""
     s.settimeout(0)
@@ -92,6 +97,7 @@ def test_past_the_cap_the_oldest_idle_connections_are_closed_and_busy_ones_kept(
         for s in idle[:5]:  # the five oldest idle ones make room, oldest first
             assert closed_by_server(s) == b""
         assert all(still_open(s) for s in idle[5:] + newer)
+        assert shed(app, "idle") == 5 and shed(app, "overloaded") == 0
         r = httpx2.get(f"{server.url}/healthz", timeout=GUARD)
         assert r.status_code == 200
         # the busy connection was never shed: its request ends as its body stalls
@@ -135,6 +141,7 @@ def test_a_header_that_trickles_is_408_after_the_header_timeout(app_and_settings
         answer = closed_by_server(s2).decode()
         assert answer.startswith("HTTP/1.1 408"), answer[:200]
         assert '"code":"request_timeout"' in answer and "MODELMON_HEADER_TIMEOUT_SECONDS" in answer
+        assert shed(app, "header_timeout") == 2
 
 
 def test_a_header_past_its_limit_is_431_and_memory_is_not_spent(app_and_settings):
@@ -157,6 +164,7 @@ def test_a_header_past_its_limit_is_431_and_memory_is_not_spent(app_and_settings
         answer = closed_by_server(s).decode()
         assert answer.startswith("HTTP/1.1 431"), answer[:200]
         assert '"code":"header_too_large"' in answer
+        assert shed(app, "header_too_large") == 2
 
 
 def test_past_the_cap_of_requests_in_progress_health_answers_and_the_rest_is_503(
@@ -176,6 +184,7 @@ def test_past_the_cap_of_requests_in_progress_health_answers_and_the_rest_is_503
         r = httpx2.post(f"{server.url}/v1/models", json=binary_model(), timeout=GUARD)
         assert r.status_code == 503, r.text
         assert r.json()["code"] == "overloaded" and r.headers["retry-after"] == "7"
+        assert shed(app, "overloaded") == 1
         for s in stalled:
             assert closed_by_server(s).startswith(b"HTTP/1.1 408")
         r = httpx2.post(f"{server.url}/v1/models", json=binary_model(), timeout=GUARD)
