@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         lifespan=_lifespan(service),
         # served by app/api/spec.py, behind a token where tokens are required
         docs_url=None, redoc_url=None, openapi_url=None,
+        # operationId = the route's function name (unique), what generated clients call
+        generate_unique_id_function=lambda route: route.name,
     )
     _state(app, service)
     _errors(app, service)
@@ -178,12 +180,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
-    spec = get_openapi(title=app.title, version=app.version, description=app.description,
-                       routes=app.routes)
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
     _, defs = models_json_schema(
         [(m, "validation") for m in _BODY_SCHEMAS],
         ref_template="#/components/schemas/{model}",
     )
-    spec.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-    app.openapi_schema = spec
-    return spec
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    app.openapi_schema = spec.describe(doc)
+    return doc

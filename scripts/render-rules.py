@@ -9,11 +9,11 @@ docs/runbooks.md in the project's repository. A deployment that keeps its runboo
     scripts/render-rules.py --runbook-base https://wiki.example.internal/modelmon/runbooks \\
         --out /etc/prometheus/rules
 
-and the Prometheus Operator's PrometheusRule (deploy/kubernetes/prometheusrule.yaml) is the
+and the Prometheus Operator's PrometheusRule (deploy/kubernetes/base/prometheusrule.yaml) is the
 same rule files wrapped in one manifest:
 
-    scripts/render-rules.py --prometheus-rule deploy/kubernetes/prometheusrule.yaml
-    scripts/render-rules.py --prometheus-rule deploy/kubernetes/prometheusrule.yaml --check
+    scripts/render-rules.py --prometheus-rule deploy/kubernetes/base/prometheusrule.yaml
+    scripts/render-rules.py --prometheus-rule deploy/kubernetes/base/prometheusrule.yaml --check
 
 A text transformation (standard library only, comments kept): the rule files stay the one
 source, and a rendered copy differs from them only in the runbook base.

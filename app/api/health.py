@@ -7,13 +7,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import EngineDep, SettingsDep
+from app.api.schemas import ErrorBody
 from app.storage import migrate
 
+# No token, ever: `security: []` says so in the spec (a generated client sends none).
 router = APIRouter(tags=["health"])
+PUBLIC: dict[str, object] = {"security": []}
+# What the guards in front of every route answer (app/api/guards.py): a NUL in the URL, or a
+# Host name the service does not answer to while it listens on loopback only.
+REFUSED: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "a NUL character in the URL"},
+    421: {"model": ErrorBody, "description": "a Host name not allowed (MODELMON_ALLOWED_HOSTS)"}}
 
 
-@router.get("/healthz", summary="The process is alive",
-            responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
+@router.get("/healthz", summary="The process is alive", openapi_extra=PUBLIC,
+            responses={**REFUSED,
+                       200: {"content": {"application/json": {"example": {"status": "ok"}}}}})
 async def healthz() -> dict[str, str]:
     """On the event loop, never in the thread pool: requests waiting there (on a busy or
     frozen database) cannot delay the answer, nor can any load (app/api/connections.py)."""
@@ -21,8 +30,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database is reachable and migrated to this release's "
-            "head or past it",
-            responses={
+            "head or past it", openapi_extra=PUBLIC,
+            responses={**REFUSED,
                 200: {"content": {"application/json": {"example": {
                     "status": "ok", "database": "reachable", "migration": "0004"}}}},
                 503: {"description": "not ready", "content": {"application/json": {"example": {

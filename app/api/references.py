@@ -29,9 +29,12 @@ STORED: dict[str, Any] = {
                201: {"content": {"application/json": {"example": STORED}}}},
     summary="Upload a version's reference data set (JSON records, CSV or Parquet)",
     openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"example": {"records": [{"amount": 12.5, "country": "DE",
-                                                      "score": 0.1}]}},
-        "text/csv": {"example": "amount,country,score\n12.5,DE,0.1\n"},
+        "application/json": {
+            "schema": {"type": "object", "required": ["records"], "properties": {"records": {
+                "type": "array", "items": {"type": "object", "additionalProperties": True}}}},
+            "example": {"records": [{"amount": 12.5, "country": "DE", "score": 0.1}]}},
+        "text/csv": {"schema": {"type": "string"},
+                     "example": "amount,country,score\n12.5,DE,0.1\n"},
         "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
     }}},
 )

@@ -17,6 +17,9 @@ router = APIRouter(prefix="/v1/models", tags=["reports"],
 ERRORS = error_responses(400, 404, 413, 415, 422, 503)
 EXAMPLE_WINDOW = {"window_start": "2026-11-23T09:00:00+00:00",
                   "window_end": "2026-11-23T10:00:00+00:00"}
+# a few of the effective policy's knobs (the report carries every one)
+EXAMPLE_POLICY = {"psi_warning": 0.015, "psi_critical": 0.15, "ece_warning": 0.05,
+                  "ece_critical": 0.1, "min_n": 100, "page": True, "features": {}}
 EXAMPLES: dict[str, Any] = {
     "drift": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW, "empty": False,
               "versions": [{"version": "v2", "n": 5120,
@@ -28,13 +31,15 @@ EXAMPLES: dict[str, Any] = {
                                           "n_reference": 5000, "n_current": 5120,
                                           "decision": "critical", "importance": 0.12}],
                             "prediction": {"feature": "prediction", "psi": 0.04,
-                                           "decision": "ok"}}]},
-    "calibration": {"model": "fraud", **EXAMPLE_WINDOW, "empty": False, "versions": [
+                                           "decision": "ok"}}], "policy": EXAMPLE_POLICY},
+    "calibration": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
+                    "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "predictions": 5120, "n": 3900, "ece": 0.031, "mce": 0.08,
          "brier": 0.061, "label_coverage": 0.76, "decision": "ok",
          "bins": [{"lower": 0.0, "upper": 0.1, "count": 2100, "mean_confidence": 0.03,
                    "observed_rate": 0.035}]}]},
-    "cohorts": {"model": "fraud", **EXAMPLE_WINDOW, "empty": False, "versions": [
+    "cohorts": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
+                "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "n": 5120, "cohort_keys": {"region": {
             "overall": {"n": 3900, "error_rate": 0.06},
             "cohorts": [{"cohort": "eu", "n": 2000, "error_rate": 0.21, "ci_low": 0.19,
@@ -59,8 +64,40 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
+# The reports' envelopes, typed for generated clients; what each version carries varies by
+# report and task (the examples and docs/reports.md), so its objects stay open.
+_TIME = {"type": "string", "format": "date-time"}
+_OPEN = {"type": "object", "additionalProperties": True}
+_NULLABLE = {k: {"type": [t, "null"]} for k, t in (
+    ("version", "string"), ("subject", "string"), ("n", "integer"), ("value", "number"),
+    ("decision", "string"), ("method", "string"))}
+REPORT_SCHEMA = {"type": "object", "additionalProperties": True,
+                 "required": ["model", "task", "window_start", "window_end", "versions",
+                              "empty", "policy"],
+                 "properties": {
+                     "model": {"type": "string"}, "task": {"type": "string"},
+                     "window_start": _TIME, "window_end": _TIME, "requested_start": _TIME,
+                     "requested_end": _TIME, "empty": {"type": "boolean"}, "policy": _OPEN,
+                     "versions": {"type": "array", "items": {
+                         **_OPEN, "required": ["version"],
+                         "properties": {"version": {"type": "string"},
+                                        "n": {"type": "integer"}}}}}}
+HISTORY_SCHEMA = {"type": "object", "additionalProperties": True,
+                  "required": ["model", "metric", "points"],
+                  "properties": {
+                      "model": {"type": "string"}, "metric": {"type": "string"},
+                      "next_cursor": {"type": ["string", "null"]},
+                      "points": {"type": "array", "items": {
+                          **_OPEN, "required": ["window_start", "window_end"],
+                          "properties": {"window_start": _TIME, "window_end": _TIME,
+                                         **_NULLABLE}}}}}
+
+
 def ok(name: str) -> dict[int | str, dict[str, Any]]:
-    return {**ERRORS, 200: {"content": {"application/json": {"example": EXAMPLES[name]}}}}
+    schema = HISTORY_SCHEMA if name == "history" else REPORT_SCHEMA
+    return {**ERRORS, 200: {"content": {"application/json": {
+        "schema": {**schema, "title": f"{name.capitalize()}Report"},
+        "example": EXAMPLES[name]}}}}
 
 
 Start = Annotated[datetime | None, Query(description="window start (ISO 8601); default: the "

@@ -52,7 +52,7 @@ class Strict(BaseModel):
 def _knob(name: str) -> tuple[Any, Any]:
     """A policy knob's type and range: its default setting's own, so a knob never takes a
     value the setting would refuse. Unset means the default; null only where the setting is
-    nullable."""
+    nullable (elsewhere the spec shows no `default: null`, which the type would refuse)."""
     sf = Settings.model_fields[model_policy.setting_of(name)]
     inner = [a for a in getattr(sf.annotation, "__args__", ()) if a is not type(None)]
     nullable = len(inner) == 1
@@ -60,7 +60,8 @@ def _knob(name: str) -> tuple[Any, Any]:
     if sf.metadata:
         typ = Annotated[typ, *sf.metadata]  # type: ignore[misc]
     return (typ | None if nullable else typ), Field(default=None, description=(
-        f"default MODELMON_{model_policy.setting_of(name).upper()}; docs/policy.md"))
+        f"default MODELMON_{model_policy.setting_of(name).upper()}; docs/policy.md"),
+        json_schema_extra=None if nullable else lambda s: s.pop("default", None))
 
 
 class StrictPolicy(BaseModel):

@@ -6,6 +6,7 @@ interactive viewer behind tokens is for a local copy of the spec or a public one
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, Depends, Request
@@ -32,6 +33,28 @@ async def reader(request: Request, creds: Credentials) -> None:
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(reader)])
+
+# Every tag the routes use, described once (a linter flags a tag nobody defines).
+TAGS = [
+    {"name": "health", "description": "Liveness and readiness probes; never need a token."},
+    {"name": "models", "description": "Register models and versions, their policies and "
+     "maintenance windows."},
+    {"name": "ingest", "description": "Send predictions, labels and per-window summaries."},
+    {"name": "reports", "description": "References, weights and the drift, calibration, "
+     "cohort and weight reports over any window."},
+    {"name": "metrics", "description": "The Prometheus exposition."},
+]
+
+
+def describe(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the generated spec lacks for linters and generated clients: the tags, a contact
+    and licence, and the server (the service serving this spec, so a relative URL)."""
+    spec["info"].setdefault("contact", {"name": "modelmon",
+                                        "url": "https://github.com/modelmon/modelmon"})
+    spec["info"].setdefault("license", {"name": "Apache-2.0", "identifier": "Apache-2.0"})
+    spec.setdefault("servers", [{"url": "/", "description": "this service"}])
+    spec["tags"] = TAGS
+    return spec
 
 
 def _root(request: Request) -> str:

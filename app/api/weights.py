@@ -65,7 +65,14 @@ COMPARED: dict[str, Any] = {
     summary="Upload a version's weights (.npz or .safetensors) or per-tensor summaries",
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {"example": {"tensors": [
+        "application/json": {"schema": {
+            "type": "object", "required": ["tensors"], "properties": {"tensors": {
+                "type": "array", "items": {"type": "object", "additionalProperties": True,
+                                           "required": ["name"], "properties": {
+                                               "name": {"type": "string"},
+                                               "shape": {"type": "array",
+                                                         "items": {"type": "integer"}}}}}}},
+            "example": {"tensors": [
             {"name": "dense/kernel", "shape": [4, 2], "count": 8, "zeros": 2, "l1": 3.5,
              "l2": 1.9, "max_abs": 1.1, "mean": 0.05, "std": 0.6}]}},
     }}},

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from deploy_support import WEBHOOK_SINK, ToolsMissing, ensure_monitoring_tools
+from deploy_support import WEBHOOK_SINK, ToolsMissing, ensure_kubectl, ensure_monitoring_tools
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,14 @@ def amtool(monitoring_tools: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def docker_compose(monitoring_tools: dict[str, str]) -> str:
     return monitoring_tools["docker-compose"]
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    try:
+        return ensure_kubectl()
+    except ToolsMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

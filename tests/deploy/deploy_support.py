@@ -36,7 +36,10 @@ CATALOGUE = ROOT / "docs" / "prometheus.md"
 COMPOSE = ROOT / "docker-compose.yml"
 INSTALL_SCRIPT = ROOT / "scripts" / "install-monitoring-tools.sh"
 RENDER_SCRIPT = ROOT / "scripts" / "render-rules.py"
-KUBERNETES_DIR = DEPLOY / "kubernetes"
+KUBERNETES_DIR = DEPLOY / "kubernetes" / "base"
+OVERLAYS_DIR = DEPLOY / "kubernetes" / "overlays"
+KUBECTL_SCRIPT = ROOT / "scripts" / "install-kubectl.sh"
+CRDS_DIR = Path(__file__).resolve().parent / "crds"
 WEBHOOK_SINK = DEPLOY / "webhook-sink" / "sink.py"
 
 # The webhook base URL alertmanager.yml ships with (the docker-compose service).
@@ -75,6 +78,20 @@ def ensure_monitoring_tools() -> dict[str, str]:
             f"docker-compose on PATH.\n"
             f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}")
     return found  # type: ignore[return-value]
+
+
+def ensure_kubectl() -> str:
+    """A kubectl with kustomize v4+: scripts/install-kubectl.sh finds or installs one and
+    prints its path last. Raises ToolsMissing (the tests fail, never skip) when it cannot."""
+    proc = subprocess.run(["sh", str(KUBECTL_SCRIPT)], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
+        raise ToolsMissing(
+            f"no kubectl after running {KUBECTL_SCRIPT.relative_to(ROOT)} (exit "
+            f"{proc.returncode}); put a kubectl with kustomize v4+ on PATH.\n"
+            f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-2000:]}")
+    return lines[-1]
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,8 @@
-"""deploy/kubernetes/: plain manifests for serve and worker, a ServiceMonitor and the
-PrometheusRule generated from the rule files. No cluster and no kubeconform here, so a schema
-test: the fields each kind requires, selectors that select, probes and ports that exist, and
-the PrometheusRule equal to the rule files (promtool checks its groups)."""
+"""deploy/kubernetes/base/: the kustomize base of the overlays, manifests for serve and worker,
+their PodDisruptionBudgets, a ServiceMonitor and the PrometheusRule generated from the rule
+files: selectors that select, probes and ports that exist, and the PrometheusRule equal to the
+rule files (promtool checks its groups). test_deploy_kubernetes_overlays.py renders every
+overlay with `kubectl kustomize` and validates the result against the API schemas."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ for _doc in DOCS:
     BY_KIND.setdefault(_doc["kind"], []).append(_doc)
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 API = {"Deployment": "apps/v1", "Service": "v1", "ServiceMonitor": "monitoring.coreos.com/v1",
-       "PrometheusRule": "monitoring.coreos.com/v1"}
+       "PrometheusRule": "monitoring.coreos.com/v1", "PodDisruptionBudget": "policy/v1"}
 
 
 def _deployment(name: str) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def test_prometheus_rule_is_the_rule_files(promtool: str, tmp_path: Path) -> Non
     render = render_rules_module()
     path = KUBERNETES_DIR / "prometheusrule.yaml"
     assert render.main(["--prometheus-rule", str(path), "--check"]) == 0, (
-        f"run {RENDER_SCRIPT.relative_to(KUBERNETES_DIR.parents[1])} --prometheus-rule {path}")
+        f"run {RENDER_SCRIPT.relative_to(KUBERNETES_DIR.parents[2])} --prometheus-rule {path}")
     (rule,) = BY_KIND["PrometheusRule"]
     shipped = [g for p in rule_files() for g in load_yaml(p)["groups"]]
     assert rule["spec"]["groups"] == shipped

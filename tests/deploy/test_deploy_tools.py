@@ -12,6 +12,7 @@ from deploy_support import (
     COMPOSE,
     DEPLOY,
     INSTALL_SCRIPT,
+    KUBECTL_SCRIPT,
     ROOT,
     WEBHOOK_SINK,
     load_yaml,
@@ -21,8 +22,11 @@ from deploy_support import (
 YAML_FILES = sorted(DEPLOY.rglob("*.yml")) + [COMPOSE]
 
 
-def test_install_script_is_valid_sh() -> None:
-    proc = run(["sh", "-n", str(INSTALL_SCRIPT)])
+@pytest.mark.parametrize("script", [INSTALL_SCRIPT, KUBECTL_SCRIPT,
+                                    ROOT / "scripts" / "install-openapi-linters.sh"],
+                         ids=lambda p: p.name)
+def test_install_script_is_valid_sh(script: Path) -> None:
+    proc = run(["sh", "-n", str(script)])
     assert proc.returncode == 0, proc.stderr
 
 
