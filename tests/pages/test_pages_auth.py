@@ -38,7 +38,7 @@ def test_without_a_token_a_page_sends_the_browser_to_the_login_form(client):
 
 def test_login_sets_an_httponly_strict_cookie_the_pages_read_and_the_api_does_not(
         client, engine):
-    admin = make_token(engine, "admin", name="admin")
+    admin = make_token(engine, "admin", "ingest", name="admin")
     seed_model(client, bearer(admin), n=50)
     client.headers.pop("authorization")
     read = make_token(engine, "read", name="viewer")

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -79,8 +79,8 @@ def visit_clean(chrome: webdriver.Chrome, host: str, shot) -> None:
 
 def test_every_page_loads_in_chromium_cleanly(app, engine, browser, tmp_path_factory):
     shots = tmp_path_factory.mktemp("screenshots")
-    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
-        seed_model(http, bearer(make_token(engine, "admin")))
+    with LiveServer(app) as server, httpx2.Client(base_url=server.url, timeout=60) as http:
+        seed_model(http, bearer(make_token(engine, "admin", "ingest")))
         read = make_token(engine, "read", name="viewer")
         host = urlsplit(server.url).netloc
         browser.get(f"{server.url}/ui/models/credit/versions/v1")
