@@ -10,7 +10,8 @@ features shifted, every prediction labeled, four cohorts), stored through the AP
 (TestClient) on an embedded SQLite file by default or on ``--database-url``. Then each page
 is fetched ``--repeat`` times after one warm-up: the server's whole answer (the three reports
 computed on one snapshot, the templates rendered), in process, so the time is the service's
-own. Prints, per page, the median and the slowest time, and the bytes of the HTML, with the
+own; and, for comparison, the three REST reports the version page shows, fetched one after
+the other (``rest_reports``: their time; the bytes are the last one's). Prints, per page, the median and the slowest time, and the bytes of the HTML, with the
 load average around the runs, and a ``RESULTS`` line; asserts nothing. The goal
 (issue 25): <= 300 ms and <= 300 kB for 50 features.
 """
@@ -39,6 +40,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from app.jobs.runner import aligned_end  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.storage import migrate  # noqa: E402
 
 INTERVAL, WINDOW = 300, 3600
 
@@ -68,7 +70,8 @@ def reference(rng: np.random.Generator, f: int, n: int = 5000) -> bytes:
 
 
 def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datetime, datetime]:
-    assert c.post("/v1/models", json=model(f)).status_code == 201
+    r = c.post("/v1/models", json=model(f))
+    assert r.status_code == 201, r.text
     assert c.post("/v1/models/bench/versions", json={"version": "v1"}).status_code == 201
     r = c.post("/v1/models/bench/versions/v1/reference", content=reference(rng, f),
                headers={"content-type": "text/csv"})
@@ -95,15 +98,18 @@ def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datet
     return start, end
 
 
-def measure(c: TestClient, path: str, params: dict, repeat: int) -> dict:
-    r = c.get(path, params=params)
-    assert r.status_code == 200, r.text[:300]
+def measure(c: TestClient, paths: list[str], params: dict, repeat: int) -> dict:
+    """The time of fetching ``paths`` one after the other, and the bytes of the last."""
+    for path in paths:
+        r = c.get(path, params=params)
+        assert r.status_code == 200, r.text[:300]
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        r = c.get(path, params=params)
+        for path in paths:
+            r = c.get(path, params=params)
+            assert r.status_code == 200
         times.append((time.perf_counter() - t0) * 1000)
-        assert r.status_code == 200
     return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
             "bytes": len(r.content)}
 
@@ -113,12 +119,17 @@ def run(f: int, n: int, repeat: int, url: str | None) -> dict:
         db = url or f"sqlite:///{tmp}/bench.db"
         app = create_app(Settings(database_url=db, job_interval_seconds=INTERVAL,
                                   job_window_seconds=WINDOW, scheduler_enabled=False))
-        with TestClient(app) as c:
+        migrate.upgrade(app.state.engine)
+        with TestClient(app, base_url="http://127.0.0.1") as c:
             start, end = seed(c, f, n, np.random.default_rng(f))
             params = {"start": start.isoformat(), "end": end.isoformat()}
+            rest = [f"/v1/models/bench/reports/{k}?version=v1"
+                    for k in ("drift", "calibration", "cohorts")]
             out = {"features": f, "rows": n,
-                   "version_page": measure(c, "/ui/models/bench/versions/v1", params, repeat),
-                   "models_page": measure(c, "/ui", params, repeat)}
+                   "version_page": measure(c, ["/ui/models/bench/versions/v1"], params,
+                                           repeat),
+                   "models_page": measure(c, ["/ui"], params, repeat),
+                   "rest_reports": measure(c, rest, params, repeat)}
         app.state.engine.dispose()
     return out
 
@@ -135,7 +146,7 @@ def main() -> None:
     for f in args.features:
         res = run(f, args.rows, args.repeat, args.database_url)
         results.append(res)
-        for page in ("version_page", "models_page"):
+        for page in ("version_page", "models_page", "rest_reports"):
             m = res[page]
             print(f"{f:>3} features, {page:<12}: median {m['median_ms']:>7.1f} ms, "
                   f"max {m['max_ms']:>7.1f} ms, {m['bytes'] / 1000:>6.1f} kB")
