@@ -11,9 +11,10 @@ features shifted, every prediction labeled, four cohorts), stored through the AP
 is fetched ``--repeat`` times after one warm-up: the server's whole answer (the three reports
 computed on one snapshot, the templates rendered), in process, so the time is the service's
 own; and, for comparison, the three REST reports the version page shows, fetched one after
-the other (``rest_reports``: their time; the bytes are the last one's). Prints, per page, the median and the slowest time, and the bytes of the HTML, with the
-load average around the runs, and a ``RESULTS`` line; asserts nothing. The goal
-(issue 25): <= 300 ms and <= 300 kB for 50 features.
+the other (``rest_reports``: their time; the bytes are the last one's). Prints, per page,
+the median and the slowest time and the bytes of the HTML, with the load average around the
+runs, and a ``RESULTS`` line; asserts nothing. The goal (issue 25): <= 300 ms and <= 300 kB
+for 50 features.
 """
 
 from __future__ import annotations

@@ -21,17 +21,8 @@ fi
 . "$(dirname "$0")/apt-lib.sh"
 require_apt "${need# }" "install Chromium and its chromedriver of the same version yourself"
 
-for pkg in $need; do
-    if ! has_candidate "$pkg"; then
-        echo "package lists do not know $pkg: running apt-get update"
-        apt-get update -q
-        break
-    fi
-done
-
 # shellcheck disable=SC2086 # $need is a space-separated list of package names
-apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need
+apt_install $need
 
 for tool in chromium chromedriver; do
     if ! command -v "$tool" >/dev/null 2>&1; then
