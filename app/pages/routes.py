@@ -17,6 +17,7 @@ from app.api.deps import EngineDep, ProfilesDep, SettingsDep, in_snapshot
 from app.api.reports import End, Start
 from app.errors import ApiError, Problem
 from app.evaluation import reports
+from app.evaluation.windows import whole_buckets
 from app.pages import access, views, windows
 from app.pages.access import COOKIE, PREFIX, LoginNeeded, Reader
 
@@ -64,8 +65,9 @@ async def models(request: Request, principal: Reader, engine: EngineDep,
     allowed = (lambda _name: True) if principal is None else principal.may_touch
     rows = await in_snapshot(engine, lambda c: views.models_view(
         c, settings, profiles, allowed, w))
-    shown = reports.window(settings, w.start, w.end)
-    nav = windows.links(settings, f"{PREFIX}", tuple(t.isoformat() for t in shown))
+    shown = whole_buckets(*reports.window(settings, w.start, w.end),
+                          settings.job_interval_seconds)  # as the drift report widens it
+    nav = windows.links(settings, PREFIX, tuple(t.isoformat() for t in shown))
     return page(request, "models.html", rows=rows, nav=nav, window=w,
                 query=_query(w))
 

@@ -108,6 +108,8 @@ def test_the_models_page_lists_each_version_with_the_reports_numbers(client):
     shown_equals(row["label_coverage"], rest(client, "calibration", params)["label_coverage"])
     assert parsed.decisions["version:v1"] == "critical"
     assert f'href="{PAGE}?start=' in r.text
+    report = client.get("/v1/models/credit/reports/drift", params=params).json()
+    assert f"window {report['window_start']} to {report['window_end']}:" in r.text
 
 
 def test_window_links_move_by_one_window(client):
