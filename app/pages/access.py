@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app.api.auth import Credentials, principal_of
+from app.api.auth import Credentials, TokenRefused, principal_of
 from app.auth import Principal
 from app.errors import ApiError, Problem
 
@@ -23,10 +23,12 @@ MAX_FORM_BYTES = 4096
 
 
 class LoginNeeded(Exception):
-    """No token at all on a page: the browser is sent to the login form."""
+    """No token on a page, or a login cookie whose token is refused now (revoked, expired):
+    the browser is sent to the login form (and the stale cookie cleared)."""
 
-    def __init__(self, back: str) -> None:
+    def __init__(self, back: str, stale: bool = False) -> None:
         self.back = back
+        self.stale = stale
 
 
 def login_url(back: str) -> str:
@@ -58,10 +60,15 @@ async def reader(request: Request, header: Credentials) -> Principal | None:
     """A page's caller, allowed the `read` scope and the path's model; with no token at all
     (where tokens are required) the browser is sent to the login form."""
     creds = credentials(request, header)
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if creds is None and request.app.state.auth.required:
-        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginNeeded(back)
-    return await principal_of(request, creds, "read")
+    try:
+        return await principal_of(request, creds, "read")
+    except TokenRefused:
+        if header is None:  # the cookie's token: log in again
+            raise LoginNeeded(back, stale=True) from None
+        raise
 
 
 Reader = Annotated[Principal | None, Depends(reader)]

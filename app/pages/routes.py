@@ -128,8 +128,11 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
 
     async def to_login(request: Request, exc: LoginNeeded) -> Response:
-        return RedirectResponse(access.login_url(exc.back), status_code=303,
-                                headers=headers())
+        out = RedirectResponse(access.login_url(exc.back), status_code=303, headers=headers())
+        if exc.stale:
+            out.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict",
+                              secure=access.secure_cookie(request))
+        return out
 
     app.add_exception_handler(LoginNeeded, to_login)
 
