@@ -32,6 +32,7 @@ from app.api.schemas import (
 from app.bootstrap import Service, bootstrap, start_logging
 from app.ingest.service import SchemaCache
 from app.observability.quality import QualityCollector, quality_snapshot
+from app.pages import routes as pages
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("modelmon")
@@ -157,6 +158,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     if settings.docs_enabled:
         app.include_router(spec.router)
         app.mount(spec.ASSETS, spec.assets(), name="docs-assets")
+    if settings.pages_enabled:
+        pages.install(app)
     app.add_middleware(RejectNulInUrl)
     if not app.state.auth.required and is_loopback(settings.host):
         app.add_middleware(LoopbackHosts, allowed=settings.allowed_hosts)

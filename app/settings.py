@@ -374,6 +374,20 @@ class Settings(BaseSettings):
     docs_public: bool = Field(default=False, description=(
         "Serve the docs and the spec without a token where tokens are required; by default "
         "they need a token with the `read` scope, like the routes they describe."))
+    pages_enabled: bool = Field(default=True, description=(
+        "Serve the report pages under `/ui` (server-rendered HTML, no script, no CDN); they "
+        "need a token with the `read` scope where tokens are required, presented as the "
+        "login form's HttpOnly cookie or an `Authorization` header (docs/security.md)."))
+    pages_cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto", description=(
+            "The `Secure` attribute of the pages' login cookie: `auto` sets it when the "
+            "request came over HTTPS (as the service or a trusted proxy sees it), `always` "
+            "and `never` as said."))
+    pages_runbook_base: str = Field(
+        default="https://github.com/modelmon/modelmon/blob/main/docs/runbooks.md",
+        max_length=2048, description=(
+            "URL of the runbooks page the pages link each check to (the anchor is the "
+            "alert's name in lower case), as `scripts/render-rules.py --runbook-base`."))
 
     # /metrics.
     metrics_token: str | None = Field(default=None, description=(

@@ -25,3 +25,17 @@ require_apt() {
 has_candidate() {
     apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'
 }
+
+# apt_install PACKAGE...: `apt-get install` them, non-interactive, keeping existing config
+# files; runs `apt-get update` first only when the package lists do not know one of them.
+apt_install() {
+    for pkg in "$@"; do
+        if ! has_candidate "$pkg"; then
+            echo "package lists do not know $pkg: running apt-get update"
+            apt-get update -q
+            break
+        fi
+    done
+    apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}

@@ -37,17 +37,8 @@ pids_of() {
 before_prometheus=$(pids_of prometheus)
 before_alertmanager=$(pids_of prometheus-alertmanager)
 
-for pkg in $need; do
-    if ! has_candidate "$pkg"; then
-        echo "package lists do not know $pkg: running apt-get update"
-        apt-get update -q
-        break
-    fi
-done
-
 # shellcheck disable=SC2086 # $need is a space-separated list of package names
-apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $need
+apt_install $need
 
 # Stop what the install started, and only that.
 stop_new() {

@@ -74,6 +74,9 @@ def test_the_wheel_installs_migrates_and_serves_outside_the_repository(tmp_path:
         assert re.search(r"demo: sent \d+ predictions", out.stdout)
         out = modelmon("report", "drift", "--model", "demo-fraud", "--url", url)
         assert out.returncode == 0 and "demo-fraud window" in out.stdout, out.stderr
+        # the pages' templates ship in the wheel
+        page = httpx2.get(f"{url}/ui/models/demo-fraud/versions/v1")
+        assert page.status_code == 200 and "demo-fraud v1" in page.text, page.text[:500]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)

@@ -64,3 +64,12 @@ def history(*, conn: Connection, model_id: int, metric: str, subject: str | None
                                              for v, c in zip(after, key, strict=True))))
     q = select(m).where(and_(*conds)).order_by(*key).limit(limit)
     return list(conn.execute(q))
+
+
+def last_run(*, conn: Connection, model_id: int) -> Any:
+    """The model's latest finished job run (job, status, window_end, finished_at), or None."""
+    j = job_runs
+    q = (select(j.c.job, j.c.status, j.c.window_end, j.c.finished_at)
+         .where(j.c.model_id == model_id, j.c.finished_at.is_not(None))
+         .order_by(j.c.finished_at.desc(), j.c.id.desc()).limit(1))
+    return conn.execute(q).first()

@@ -1,0 +1,1 @@
+"""The report pages under /ui: server-rendered HTML and SVG (docs/pages.md)."""

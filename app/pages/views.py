@@ -1,0 +1,228 @@
+"""What the pages show, read through the REST reports' own functions
+(app/evaluation/reports.py) on one snapshot, so a number on a page is the number of the JSON
+report for the same window; here they are only ordered, grouped and drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from app.evaluation import reports
+from app.evaluation.policy import CRITICAL, OK, WARNING
+from app.evaluation.profiles import ProfileCache
+from app.monitoring import INSUFFICIENT_DATA
+from app.monitoring.cohort import wilson_interval
+from app.pages import svg
+from app.settings import Settings
+from app.storage import registry, results
+
+# Worst first: what pages comes before what does not.
+RANK = {CRITICAL: 0, WARNING: 1, INSUFFICIENT_DATA: 2, OK: 3}
+# Each check's alert, whose runbook section the status strip links (docs/runbooks.md).
+ALERTS = {"feature drift": "ModelmonFeatureDriftHigh",
+          "prediction drift": "ModelmonPredictionDriftHigh",
+          "calibration": "ModelmonCalibrationErrorHigh",
+          "cohorts": "ModelmonCohortErrorRegression",
+          "generalization gap": "ModelmonGeneralizationGapHigh",
+          "label coverage": "ModelmonLabelCoverageLow"}
+
+
+def rank(decision: str | None) -> int:
+    return RANK.get(decision or "", 4)
+
+
+def worst(decisions: list[str | None]) -> str | None:
+    known = [d for d in decisions if d is not None]
+    return min(known, key=rank) if known else None
+
+
+@dataclass
+class Window:
+    """The window a page asks the reports for: the query's start and end as given (None
+    lets each report take its own default, as the REST report does)."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass
+class Reports:
+    drift: dict[str, Any]
+    calibration: dict[str, Any]
+    cohorts: dict[str, Any]
+
+
+def read_reports(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
+                 version: str | None, w: Window) -> Reports:
+    """The three reports exactly as GET /v1/models/{model}/reports/... computes them."""
+    drift = reports.drift_report(conn, settings, reports.scope(
+        conn, settings, model, version, w.start, w.end), profiles)
+    cal = reports.calibration_report(conn, settings, reports.scope(
+        conn, settings, model, version, w.start, w.end, needs_labels=True), None)
+    coh = reports.cohorts_report(conn, settings, reports.scope(
+        conn, settings, model, version, w.start, w.end, needs_labels=True))
+    return Reports(drift, cal, coh)
+
+
+def _entry(report: dict[str, Any], version: str) -> dict[str, Any] | None:
+    return next((v for v in report["versions"] if v["version"] == version), None)
+
+
+@dataclass
+class Check:
+    """One cell of the status strip."""
+
+    name: str
+    decision: str | None
+    n: int | None
+    window_start: str
+    window_end: str
+    detail: str = ""
+    runbook: str = ""
+
+
+@dataclass
+class VersionView:
+    model: str
+    version: str
+    task: str
+    reports: Reports
+    checks: list[Check] = field(default_factory=list)
+    features: list[dict[str, Any]] = field(default_factory=list)
+    prediction: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    reliability: Any = None
+    cohort_keys: list[dict[str, Any]] = field(default_factory=list)
+    gap: dict[str, Any] | None = None
+    label_coverage: float | None = None
+
+    @property
+    def worst(self) -> str | None:
+        return worst([c.decision for c in self.checks])
+
+
+def feature_rows(entry: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The drift table: worst decision first, then the larger PSI; each row with its
+    histogram from the stored bins."""
+    rows = [] if entry is None else list(entry["features"])
+    rows.sort(key=lambda f: (rank(f.get("decision")), -(f.get("psi") or 0.0), f["feature"]))
+    return [{**f, "histogram": svg.histogram(f["bins"], f["reference_counts"],
+                                             f["current_counts"])} for f in rows]
+
+
+def reliability_points(bins: list[dict[str, Any]]) -> list[svg.Point]:
+    """The reliability bins with a Wilson 95% interval on each observed rate."""
+    points = []
+    for b in bins:
+        if not b["count"] or b["mean_confidence"] is None or b["observed_rate"] is None:
+            continue
+        low, high = wilson_interval(round(b["observed_rate"] * b["count"]), b["count"])
+        points.append(svg.Point(b["mean_confidence"], b["observed_rate"], low, high,
+                                b["count"]))
+    return points
+
+
+def cohort_tables(entry: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Per cohort key, its cohorts worst first (then the larger error), each with its
+    interval drawn on the key's common scale; cohorts under the minimum n are greyed."""
+    tables = []
+    for key, rep in ({} if entry is None else entry["cohort_keys"]).items():
+        rows = sorted(rep["cohorts"], key=lambda c: (
+            rank(c.get("decision")), -(c.get("error_rate") or c.get("mae") or 0.0)))
+        metric = "mae" if rep.get("task") == "regression" else "error_rate"
+        scale = max([c.get("ci_high") or c.get(metric) or 0.0 for c in rows] + [0.0]) or 1.0
+        drawn = []
+        for c in rows:
+            value = c.get(metric)
+            rest = c.get(f"rest_{metric}")
+            pic = svg.interval(value, c.get("ci_low") or value, c.get("ci_high") or value,
+                               rest, scale, decision=c.get("decision") or "") \
+                if value is not None else ""
+            drawn.append({**c, "value": value, "rest": rest, "picture": pic,
+                          "greyed": c.get("gate") == "min_n"})
+        tables.append({"key": key, "metric": metric, "overall": rep.get("overall"),
+                       "status": rep.get("status"), "reason": rep.get("reason"),
+                       "min_n": rep.get("min_n"), "cohorts": drawn})
+    return tables
+
+
+def _runbook(settings: Settings, check: str) -> str:
+    return f"{settings.pages_runbook_base.rstrip('/')}#{ALERTS[check].lower()}"
+
+
+def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
+    """Each check's decision, n and window, from the reports."""
+    d, c, h = (_entry(r.drift, v.version), _entry(r.calibration, v.version),
+               _entry(r.cohorts, v.version))
+    dw, cw, hw = ((rep["window_start"], rep["window_end"]) for rep in
+                  (r.drift, r.calibration, r.cohorts))
+    feats = [] if d is None else d["features"]
+    pred = None if d is None else d.get("prediction")
+    keys = [] if h is None else list(h["cohort_keys"].values())
+    cohort_decisions = [x.get("decision") for k in keys for x in k["cohorts"]]
+    gap = None if h is None else h.get("generalization_gap")
+    checks = [
+        Check("feature drift", worst([f.get("decision") for f in feats]),
+              None if d is None else d["n"], *dw,
+              f"{sum(rank(f.get('decision')) <= 1 for f in feats)} of {len(feats)} features"),
+        Check("prediction drift", None if pred is None else pred.get("decision"),
+              None if d is None else d["n"], *dw),
+        Check("calibration", None if c is None else c.get("decision"),
+              None if c is None else c.get("n"), *cw),
+        Check("cohorts", worst(cohort_decisions), None if h is None else h["n"], *hw),
+        Check("generalization gap",
+              None if gap is None else gap["overall"].get("decision"),
+              None if gap is None else gap["overall"].get("n"), *hw),
+    ]
+    for check in checks:
+        check.runbook = _runbook(settings, check.name)
+    return checks
+
+
+def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
+                 version: str, w: Window) -> VersionView:
+    r = read_reports(conn, settings, profiles, model, version, w)
+    v = VersionView(model, version, r.drift["task"], r)
+    d, c, h = (_entry(r.drift, version), _entry(r.calibration, version),
+               _entry(r.cohorts, version))
+    v.checks = status_strip(settings, r, v)
+    v.features = feature_rows(d)
+    v.prediction = None if d is None else d.get("prediction")
+    v.calibration = c
+    v.label_coverage = None if c is None else c.get("label_coverage")
+    if c is not None and c.get("bins"):
+        v.reliability = svg.reliability(reliability_points(c["bins"]))
+    v.cohort_keys = cohort_tables(h)
+    v.gap = None if h is None else h.get("generalization_gap")
+    return v
+
+
+@dataclass
+class ModelRow:
+    """A line of the models page: one version, its worst decision in the window, traffic,
+    label coverage, and the model's last job run."""
+
+    model: str
+    version: str
+    worst: str | None
+    traffic: int
+    label_coverage: float | None
+    last_run: Any
+
+
+def models_view(conn: Connection, settings: Settings, profiles: ProfileCache,
+                allowed: Any, w: Window) -> list[ModelRow]:
+    rows = []
+    for model, _count in registry.list_models(conn=conn):
+        if not allowed(model.name):
+            continue
+        last = results.last_run(conn=conn, model_id=model.id)
+        for ver in registry.list_versions(conn=conn, model_id=model.id):
+            view = version_view(conn, settings, profiles, model.name, ver.version, w)
+            d = _entry(view.reports.drift, ver.version)
+            rows.append(ModelRow(model.name, ver.version, view.worst,
+                                 0 if d is None else d["n"], view.label_coverage, last))
+    return rows

@@ -1,0 +1,159 @@
+"""Render time and weight of the pages (/ui and a version's page) for models of 10 and 50
+features.
+
+    .venv/bin/python bench/bench_pages.py [--features 10 50] [--rows 5000] [--repeat 20]
+                                          [--database-url URL]
+
+Per feature count: a binary model with that many numeric features and one categorical one,
+a reference of 5,000 rows, ``--rows`` predictions in the latest window (a third of the
+features shifted, every prediction labeled, four cohorts), stored through the API in process
+(TestClient) on an embedded SQLite file by default or on ``--database-url``. Then each page
+is fetched ``--repeat`` times after one warm-up: the server's whole answer (the three reports
+computed on one snapshot, the templates rendered), in process, so the time is the service's
+own; and, for comparison, the three REST reports the version page shows, fetched one after
+the other (``rest_reports``: their time; the bytes are the last one's). Prints, per page,
+the median and the slowest time and the bytes of the HTML, with the load average around the
+runs, and a ``RESULTS`` line; asserts nothing. The goal (issue 25): <= 300 ms and <= 300 kB
+for 50 features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app.jobs.runner import aligned_end  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.storage import migrate  # noqa: E402
+
+INTERVAL, WINDOW = 300, 3600
+
+
+def model(f: int) -> dict:
+    feats = [{"name": f"f{i}", "type": "numeric"} for i in range(f)]
+    return {"name": "bench", "task": "binary_classification",
+            "features": [*feats, {"name": "channel", "type": "categorical"}],
+            "cohort_keys": ["region"], "classes": ["good", "bad"]}
+
+
+def rows(rng: np.random.Generator, n: int, f: int, shift: bool) -> tuple[np.ndarray, list]:
+    x = rng.normal(size=(n, f))
+    if shift:
+        x[:, : max(f // 3, 1)] += 0.5
+    return x, list(rng.choice(["web", "app", "store"], size=n))
+
+
+def reference(rng: np.random.Generator, f: int, n: int = 5000) -> bytes:
+    x, ch = rows(rng, n, f, False)
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow([*(f"f{i}" for i in range(f)), "channel", "score"])
+    for i in range(n):
+        w.writerow([*(f"{v:.5f}" for v in x[i]), ch[i], f"{rng.beta(2, 5):.5f}"])
+    return out.getvalue().encode()
+
+
+def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datetime, datetime]:
+    r = c.post("/v1/models", json=model(f))
+    assert r.status_code == 201, r.text
+    assert c.post("/v1/models/bench/versions", json={"version": "v1"}).status_code == 201
+    r = c.post("/v1/models/bench/versions/v1/reference", content=reference(rng, f),
+               headers={"content-type": "text/csv"})
+    assert r.status_code == 201, r.text
+    end = aligned_end(datetime.now(UTC), INTERVAL)
+    start = end - timedelta(seconds=WINDOW)
+    x, ch = rows(rng, n, f, True)
+    scores = rng.beta(2, 5, size=n)
+    y = rng.random(n) < scores
+    regions = rng.choice(["north", "south", "east", "west"], size=n)
+    for lo in range(0, n, 1000):
+        batch = range(lo, min(lo + 1000, n))
+        ts = [(start + timedelta(seconds=WINDOW * i / n)).isoformat() for i in batch]
+        preds = [{"model": "bench", "version": "v1", "prediction_id": f"p{i}", "timestamp": t,
+                  "features": {**{f"f{j}": float(x[i, j]) for j in range(f)},
+                               "channel": str(ch[i])},
+                  "prediction": {"score": float(scores[i])},
+                  "cohorts": {"region": str(regions[i])}} for i, t in zip(batch, ts, strict=True)]
+        assert c.post("/v1/predictions", json={"records": preds}).status_code == 200
+        labels = [{"model": "bench", "prediction_id": f"p{i}",
+                   "label": "bad" if y[i] else "good", "timestamp": t}
+                  for i, t in zip(batch, ts, strict=True)]
+        assert c.post("/v1/labels", json={"records": labels}).status_code == 200
+    return start, end
+
+
+def measure(c: TestClient, paths: list[str], params: dict, repeat: int) -> dict:
+    """The time of fetching ``paths`` one after the other, and the bytes of the last."""
+    for path in paths:
+        r = c.get(path, params=params)
+        assert r.status_code == 200, r.text[:300]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for path in paths:
+            r = c.get(path, params=params)
+            assert r.status_code == 200
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
+            "bytes": len(r.content)}
+
+
+def run(f: int, n: int, repeat: int, url: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = url or f"sqlite:///{tmp}/bench.db"
+        app = create_app(Settings(database_url=db, job_interval_seconds=INTERVAL,
+                                  job_window_seconds=WINDOW, scheduler_enabled=False))
+        migrate.upgrade(app.state.engine)
+        with TestClient(app, base_url="http://127.0.0.1") as c:
+            start, end = seed(c, f, n, np.random.default_rng(f))
+            params = {"start": start.isoformat(), "end": end.isoformat()}
+            rest = [f"/v1/models/bench/reports/{k}?version=v1"
+                    for k in ("drift", "calibration", "cohorts")]
+            out = {"features": f, "rows": n,
+                   "version_page": measure(c, ["/ui/models/bench/versions/v1"], params,
+                                           repeat),
+                   "models_page": measure(c, ["/ui"], params, repeat),
+                   "rest_reports": measure(c, rest, params, repeat)}
+        app.state.engine.dispose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    results = []
+    for f in args.features:
+        res = run(f, args.rows, args.repeat, args.database_url)
+        results.append(res)
+        for page in ("version_page", "models_page", "rest_reports"):
+            m = res[page]
+            print(f"{f:>3} features, {page:<12}: median {m['median_ms']:>7.1f} ms, "
+                  f"max {m['max_ms']:>7.1f} ms, {m['bytes'] / 1000:>6.1f} kB")
+    print(f"load average after: {os.getloadavg()}")
+    print("RESULTS " + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

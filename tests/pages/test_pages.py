@@ -1,0 +1,164 @@
+"""The pages under /ui over HTTP: each number a page shows equals the REST report's for the
+same window (read back from the page), the drifted features come first, the window links
+move by one window, and bad input is a 4xx naming the parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.pages.routes import CSP
+from tests.jobs_data import SHIFTED
+from tests.pages.pageparse import number, parse
+from tests.pages.pages_data import page_settings, seed_model, window_params
+
+PAGE = "/ui/models/credit/versions/v1"
+
+
+@pytest.fixture
+def settings(db_url: str):
+    return page_settings(db_url)
+
+
+def rest(client, kind: str, params: dict[str, str]) -> dict:
+    r = client.get(f"/v1/models/credit/reports/{kind}", params={**params, "version": "v1"})
+    assert r.status_code == 200, r.text
+    return r.json()["versions"][0]
+
+
+def shown_equals(shown: str, value: float | None) -> None:
+    """A page's number is the report's, printed to 4 significant digits (a share as a
+    percentage to one decimal)."""
+    got = number(shown)
+    if value is None:
+        assert got is None
+    elif shown.endswith("%"):
+        assert got == pytest.approx(value, abs=5e-4)
+    else:
+        assert got == pytest.approx(value, rel=5e-4, abs=1e-300)
+
+
+def test_the_version_page_shows_the_rest_reports_numbers(client):
+    params = window_params(*seed_model(client))
+    page = client.get(PAGE, params=params)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    fields = parse(page.text).fields
+    drift = rest(client, "drift", params)
+    assert len(drift["features"]) == 21
+    for f in drift["features"]:
+        row = fields[f"feature:{f['feature']}"]
+        for key in ("psi", "ks_statistic", "ks_pvalue", "importance", "missing_rate"):
+            shown_equals(row[key], f[key])
+        assert int(row["n_current"]) == f["n_current"] == 1500
+        assert int(row["n_reference"]) == f["n_reference"]
+        extra = "new_category_rate" if f["type"] == "categorical" else "out_of_range_rate"
+        shown_equals(row[extra], f[extra])
+    cal = rest(client, "calibration", params)
+    for key in ("ece", "mce", "brier", "n", "label_coverage"):
+        shown_equals(fields["id:calibration"][key], cal[key])
+    region = rest(client, "cohorts", params)["cohort_keys"]["region"]
+    assert len(region["cohorts"]) == 4
+    for c in region["cohorts"]:
+        row = fields[f"cohort:{c['cohort']}"]
+        for shown, key in (("value", "error_rate"), ("ci_low", "ci_low"),
+                           ("ci_high", "ci_high"), ("rest", "rest_error_rate"), ("n", "n")):
+            shown_equals(row[shown], c[key])
+    strip = fields["check:calibration"]
+    shown_equals(strip["n"], cal["n"])
+    shown_equals(strip["label_coverage"], cal["label_coverage"])
+    shown_equals(fields["check:feature drift"]["n"], drift["n"])
+
+
+def test_the_drifted_features_come_first_with_their_decisions(client):
+    params = window_params(*seed_model(client))
+    parsed = parse(client.get(PAGE, params=params).text)
+    drift = {f["feature"]: f for f in rest(client, "drift", params)["features"]}
+    order = parsed.order["feature"]
+    assert set(order[:3]) == set(SHIFTED)
+    assert {drift[f]["decision"] for f in SHIFTED} <= {"warning", "critical"}
+    for f in order:
+        assert parsed.decisions[f"feature:{f}"] == drift[f]["decision"]
+    ranks = [("critical", "warning", "insufficient_data", "ok").index(drift[f]["decision"])
+             for f in order]
+    assert ranks == sorted(ranks)
+    # the status strip carries the worst feature decision and its runbook link
+    worst = drift[order[0]]["decision"]
+    assert parsed.decisions["check:feature drift"] == worst
+    assert "runbooks.md#modelmonfeaturedrifthigh" in client.get(PAGE, params=params).text
+
+
+def test_the_cohorts_are_sorted_worst_first(client):
+    params = window_params(*seed_model(client))
+    parsed = parse(client.get(PAGE, params=params).text)
+    region = rest(client, "cohorts", params)["cohort_keys"]["region"]
+    by_name = {c["cohort"]: c for c in region["cohorts"]}
+    order = parsed.order["cohort"]
+    assert order[0] == "north"  # wrong half the time: the one that stands out
+    keys = [(("critical", "warning", "insufficient_data", "ok").index(by_name[c]["decision"]),
+             -by_name[c]["error_rate"]) for c in order]
+    assert keys == sorted(keys)
+
+
+def test_the_models_page_lists_each_version_with_the_reports_numbers(client):
+    params = window_params(*seed_model(client))
+    r = client.get("/ui", params=params)
+    assert r.status_code == 200
+    parsed = parse(r.text)
+    row = parsed.fields["version:v1"]
+    assert int(row["traffic"]) == rest(client, "drift", params)["n"] == 1500
+    shown_equals(row["label_coverage"], rest(client, "calibration", params)["label_coverage"])
+    assert parsed.decisions["version:v1"] == "critical"
+    assert f'href="{PAGE}?start=' in r.text
+    report = client.get("/v1/models/credit/reports/drift", params=params).json()
+    assert f"window {report['window_start']} to {report['window_end']}:" in r.text
+
+
+def test_window_links_move_by_one_window(client):
+    start, end = seed_model(client)
+    text = client.get(PAGE, params=window_params(start, end)).text
+    length = end - start
+    prev = (f"{PAGE}?start={(start - length).isoformat()}&amp;end={start.isoformat()}"
+            .replace("+", "%2B").replace(":", "%3A"))
+    assert prev in text
+    assert 'rel="next"' not in text  # the latest window has no next one yet
+    for preset in ("1h", "6h", "24h", "7d"):
+        r = client.get(PAGE, params={"preset": preset})
+        assert r.status_code == 200, (preset, r.text[:200])
+
+
+@pytest.mark.parametrize(("params", "status", "field"), [
+    ({"preset": "2w"}, 422, "preset"),
+    ({"start": "yesterday"}, 422, "start"),
+    ({"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, 422, "start"),
+    ({"start": "0001-01-01T00:00:00Z"}, 422, "start"),
+])
+def test_bad_window_input_is_a_4xx_naming_it(client, params, status, field):
+    seed_model(client, n=50)
+    r = client.get(PAGE, params=params)
+    assert r.status_code == status, r.text
+    assert field in str(r.json()["details"])
+
+
+def test_unknown_model_or_version_is_404(client):
+    seed_model(client, n=50)
+    assert client.get("/ui/models/nope/versions/v1").json()["code"] == "unknown_model"
+    assert client.get("/ui/models/credit/versions/v9").json()["code"] == "unknown_version"
+
+
+def test_pages_load_nothing_from_elsewhere(client):
+    seed_model(client, n=50)
+    for path in ("/ui", PAGE, "/ui/login"):
+        r = client.get(path)
+        assert r.headers["content-security-policy"] == CSP
+        assert "<script" not in r.text and " src=" not in r.text
+        assert "default-src 'none'" in CSP
+
+
+def test_an_earlier_window_links_the_next_one(client):
+    start, end = seed_model(client, n=50)
+    length = end - start
+    earlier = window_params(start - length, end - length)
+    text = client.get(PAGE, params=earlier).text
+    assert 'rel="next"' in text
+    nxt = f"?start={start.isoformat()}&amp;end={end.isoformat()}".replace(
+        "+", "%2B").replace(":", "%3A")
+    assert nxt in text
