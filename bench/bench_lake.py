@@ -326,12 +326,9 @@ def spark_session() -> Any:
     os.environ.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     from pyspark.sql import SparkSession
 
-    session = (SparkSession.builder.master("local[2]").appName("bench-lake")
-               .config("spark.ui.enabled", "false")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.driver.memory", "2g")
-               .getOrCreate())
+    loopback = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    session = SparkSession.builder.master("local[2]").appName("bench-lake").config(map={
+        **loopback, "spark.ui.enabled": "false", "spark.driver.memory": "2g"}).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
 
