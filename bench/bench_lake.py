@@ -3,6 +3,8 @@ the summaries of a model-day weigh.
 
     .venv/bin/python bench/bench_lake.py [--rows 2000000] [--dir /tmp/modelmon-bench-lake]
                                          [--keep] [--bucket-predictions 300000]
+                                         [--backfill] [--spark] [--skip-kernel]
+                                         [--workers 2] [--target-rows 100000000]
 
 Data: the same generator as bench/bench_jobs.py (f0..f19 numeric with 1% missing, c0/c1/c2
 categorical, 5 of c2's 50 values unseen in the reference, cohort key "region", binary score,
@@ -22,6 +24,21 @@ Measured in this process, CPU time (user + system) and wall, each the best of th
   SQLite database by the service's own storage, then rolled up by the service's own roll-up
   (app/evaluation/rollup.py): the bytes of the payloads stored at 5 minutes, after the
   hourly roll-up and after the daily one.
+
+Options, each on the same Parquet in the same run:
+
+- ``--backfill``: ``modelmon backfill`` of the dataset end to end (a `modelmon serve` on a
+  fresh SQLite file, the model registered with the reference, the CLI run as a subprocess
+  with ``--workers``): wall time, rows/s end to end and once folding (the CLI's last
+  progress line), and the extrapolation to ``--target-rows`` (100M; goal <= 10 minutes):
+  the start-up (wall minus the rows at the folding rate) plus the target rows at the folding
+  rate, and, more pessimistic, at the end-to-end rate. Every prediction must be counted
+  once by the service.
+- ``--spark``: the Spark adapter's fold (``app.spark.job.fold_dataframe``) in ``local[2]``
+  over the dataset, wall time of the best of two runs after a warm-up, as rows/s per core
+  (wall x 2 cores), against the single-node path per core (read + fold per fragment, rows per
+  CPU-s); goal: within 2x. Needs pyspark and a JDK (scripts/install-spark-deps.sh).
+- ``--skip-kernel``: leave out the in-process figures above (for a quick run of an option).
 
 Prints the load average around every figure and last a ``RESULTS`` line (JSON). Machines here
 are shared and noisy: compare ratios within a run.
@@ -74,25 +91,39 @@ def best_of(fn: Any, k: int = 3) -> tuple[Any, float, float]:
     return best
 
 
-def model_and_profile() -> tuple[Any, Any]:
+MODEL = {"name": "lake", "task": "binary_classification",
+         "features": [{"name": f, "type": "numeric"} for f in bj.NUMERIC]
+         + [{"name": c, "type": "categorical"} for c in bj.CATEGORICAL],
+         "cohort_keys": ["region"], "classes": ["good", "bad"]}
+
+
+def profile_document() -> dict[str, Any]:
+    """What GET .../versions/v1/profile would answer for the model with bench_jobs'
+    reference: what a producer (the Spark adapter) folds with."""
+    from app.evaluation.packing import FORMAT
     from app.evaluation.profiles import build_profile
-    from app.evaluation.summaries import CompiledProfile, ModelShape
     from app.storage.registry import ModelRow
 
-    feats = [{"name": f, "type": "numeric"} for f in bj.NUMERIC]
-    feats += [{"name": c, "type": "categorical"} for c in bj.CATEGORICAL]
-    model = ModelRow(1, "lake", "binary_classification", feats, ["region"], ["good", "bad"],
-                     datetime.now(UTC))
+    model = ModelRow(1, MODEL["name"], MODEL["task"], MODEL["features"], MODEL["cohort_keys"],
+                     MODEL["classes"], datetime.now(UTC))
     ref, score = bj.reference_columns()
     profile = build_profile(model, ref, ("numeric", score), bj.N_REFERENCE)
-    return ModelShape.of(model), CompiledProfile.compile(profile, "bench")
+    return {**MODEL, "model": MODEL["name"], "version": "v1", "format": FORMAT,
+            "bucket_seconds": BUCKET, "profile_key": "bench", "profile": profile}
 
 
-def table_of(n: int, offset: int, seed_key: int, span: float) -> pa.Table:
-    """n rows (the bench_jobs generator), timestamps spread evenly over ``span`` seconds."""
+def model_and_profile() -> tuple[Any, Any]:
+    from app.evaluation.fold import from_profile_document
+
+    return from_profile_document(profile_document())
+
+
+def table_of(n: int, offset: int, seed_key: int, span: float, t0: int = T0) -> pa.Table:
+    """n rows (the bench_jobs generator), timestamps spread evenly over ``span`` seconds
+    from ``t0``."""
     d = bj.generate(n, seed_key, current=True)
     names = bj.category_names(d["cats"])
-    ts = T0 + (offset + np.arange(n) + d["u"]) * (span / max(n, 1))
+    ts = t0 + (offset + np.arange(n) + d["u"]) * (span / max(n, 1))
     cols: dict[str, Any] = {
         "timestamp": pa.array((ts * 1e6).astype(np.int64), pa.timestamp("us", "UTC"))}
     for j, f in enumerate(bj.NUMERIC):
@@ -108,19 +139,31 @@ def table_of(n: int, offset: int, seed_key: int, span: float) -> pa.Table:
     return pa.table(cols)
 
 
-def write_dataset(path: Path, rows: int) -> None:
-    if (path / "_done").exists() and json.loads((path / "_done").read_text())["rows"] == rows:
-        return
+def recent_hour() -> int:
+    """The hour that began two hours ago: within the service's retention and its accepted
+    time range, so that the dataset can also be backfilled."""
+    return (int(time.time()) // 3600 - 2) * 3600
+
+
+def write_dataset(path: Path, rows: int) -> int:
+    """The dataset (kept from an earlier run while it is less than 20 days old); the epoch
+    second its hour starts at."""
+    if (path / "_done").exists():
+        done = json.loads((path / "_done").read_text())
+        if done["rows"] == rows and done.get("t0", 0) > time.time() - 20 * 86_400:
+            return int(done["t0"])
+    t0 = recent_hour()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     for k, start in enumerate(range(0, rows, CHUNK)):
         n = min(CHUNK, rows - start)
-        ds.write_dataset(table_of(n, start, 100 + k, 3600.0 * CHUNK / rows), path,
+        ds.write_dataset(table_of(n, start, 100 + k, 3600.0 * CHUNK / rows, t0), path,
                          format="parquet", partitioning=["hour"],
                          partitioning_flavor="hive", basename_template=f"part-{k}-{{i}}.parquet",
                          existing_data_behavior="overwrite_or_ignore",
                          max_rows_per_group=1_000_000)
-    (path / "_done").write_text(json.dumps({"rows": rows}))
+    (path / "_done").write_text(json.dumps({"rows": rows, "t0": t0}))
+    return t0
 
 
 def columns(shape: Any) -> list[str]:
@@ -150,6 +193,20 @@ def measure(path: Path, rows: int, per_bucket: int) -> dict[str, Any]:
     out["merge"] = {"cpu_s": c, "wall_s": w, "rows_in": len(folded), "rows_out": len(merged)}
     print(f"merge: {c:.3f} CPU-s for {len(folded)} rows", flush=True)
 
+    out["read_and_fold"] = read_and_fold(path, rows)
+    out["day_bytes"] = day_bytes(shape, cp, per_bucket)
+    return out
+
+
+def read_and_fold(path: Path, rows: int, k: int = 3) -> dict[str, Any]:
+    """The single-node path: each fragment read and folded in turn, as a backfill worker
+    does, in rows per CPU-s (best of ``k``)."""
+    from app.evaluation import fold
+
+    shape, cp = model_and_profile()
+    dataset = ds.dataset(path, format="parquet", partitioning="hive")
+    needed = columns(shape)
+
     def per_fragment() -> int:
         n = 0
         for frag in dataset.get_fragments():
@@ -157,13 +214,10 @@ def measure(path: Path, rows: int, per_bucket: int) -> dict[str, Any]:
             n += len(fold.fold(shape, t, 1, {1: cp}, BUCKET))
         return n
 
-    _, c, w = best_of(per_fragment)
-    out["read_and_fold"] = {"cpu_s": c, "wall_s": w, "rows_per_cpu_s": rows / c,
-                            "load": load()}
+    _, c, w = best_of(per_fragment, k)
     print(f"read + fold per fragment: {rows / c:,.0f} rows/CPU-s "
           f"({c:.2f} CPU-s, {w:.2f} s wall), load {load()}", flush=True)
-    out["day_bytes"] = day_bytes(shape, cp, per_bucket)
-    return out
+    return {"cpu_s": c, "wall_s": w, "rows_per_cpu_s": rows / c, "load": load()}
 
 
 def rolled_day(hour: list[list[Any]]) -> dict[str, int]:
@@ -231,6 +285,135 @@ def day_bytes(shape: Any, cp: Any, per_bucket: int) -> dict[str, Any]:
     return out
 
 
+def serve(database: Path) -> tuple[Any, str]:
+    """`modelmon serve` on a fresh SQLite file, with the model, its version v1 and the
+    reference registered; (the process, its URL)."""
+    import csv
+    import io
+    import socket
+
+    import httpx2
+    from bench_ingest import start_server
+
+    database.unlink(missing_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start_server(f"sqlite:///{database}", port)
+    url = f"http://127.0.0.1:{port}"
+    ref, score = bj.reference_columns()
+    text = io.StringIO()
+    out = csv.writer(text)
+    out.writerow([*ref, "score"])
+    for i in range(bj.N_REFERENCE):
+        out.writerow([*("" if v is None or v != v else v for v in (c[i] for c in ref.values())),
+                      score[i]])
+    with httpx2.Client(base_url=url, timeout=120) as client:
+        for path, body in (("/v1/models", MODEL), ("/v1/models/lake/versions", {"version": "v1"})):
+            r = client.post(path, json=body)
+            if r.status_code != 201:
+                proc.kill()
+                raise SystemExit(f"{path}: {r.status_code} {r.text[:300]}")
+        r = client.post("/v1/models/lake/versions/v1/reference", content=text.getvalue(),
+                        headers={"content-type": "text/csv"})
+        if r.status_code != 201:
+            proc.kill()
+            raise SystemExit(f"reference upload failed: {r.status_code} {r.text[:300]}")
+    return proc, url
+
+
+def backfill(path: Path, rows: int, folder: Path, workers: int, target: int) -> dict[str, Any]:
+    """`modelmon backfill` of the dataset into a fresh service, end to end (the CLI started,
+    files surveyed, folded in ``workers`` processes, uploaded, and the service's answers):
+    wall time, rows/s, and the wall time of ``target`` rows at that rate."""
+    import re
+    import subprocess
+
+    proc, url = serve(folder / "bench-lake.db")
+    try:
+        load_before = load()
+        w = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "app.cli", "backfill", str(path),
+                              "--model", "lake", "--version", "v1", "--url", url,
+                              "--workers", str(workers)], cwd=ROOT, capture_output=True,
+                             text=True)
+        w = time.perf_counter() - w
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    counted = re.search(r"(\d+) predictions counted", run.stdout)
+    # its last progress line: rows/s from the first file's fold on (after the start-up and
+    # the survey of the dataset)
+    steady = re.findall(r"([\d,]+) rows/s, ETA", run.stderr)
+    if run.returncode != 0 or counted is None or int(counted.group(1)) != rows or not steady:
+        raise SystemExit(f"the backfill failed or miscounted (exit {run.returncode}):\n"
+                         f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    rate, folding = rows / w, float(steady[-1].replace(",", ""))
+    fixed = max(w - rows / folding, 0.0)
+    minutes = (fixed + target / folding) / 60
+    out = {"rows": rows, "workers": workers, "wall_s": w, "rows_per_s": rate,
+           "folding_rows_per_s": folding, "fixed_s": fixed, "target_rows": target,
+           "target_wall_min": minutes, "target_wall_min_end_to_end_rate": target / rate / 60,
+           "load_before": load_before, "load": load()}
+    print(f"modelmon backfill: {rows:,} rows in {w:.1f} s wall = {rate:,.0f} rows/s end to "
+          f"end, {folding:,.0f} rows/s once folding ({workers} workers, {fixed:.1f} s "
+          f"start-up); {target:,} rows: {minutes:.1f} min (start-up + rows at the folding "
+          f"rate; {target / rate / 60:.1f} min at the end-to-end rate; goal <= 10), "
+          f"load {load()}", flush=True)
+    return out
+
+
+def spark_session() -> Any:
+    """A SparkSession in local[2] mode (pyspark; a JDK from scripts/install-spark-deps.sh),
+    its Python workers this interpreter."""
+    if shutil.which("java") is None:
+        raise SystemExit("--spark needs java: run scripts/install-spark-deps.sh as root")
+    os.environ.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    loopback = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    session = SparkSession.builder.master("local[2]").appName("bench-lake").config(map={
+        **loopback, "spark.ui.enabled": "false", "spark.driver.memory": "2g"}).getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def spark_against_single_node(path: Path, rows: int, single: dict[str, Any]) -> dict[str, Any]:
+    """The Spark adapter's fold of the dataset in local[2] (wall; after a warm-up run that
+    starts the Python workers, best of two), per core, against ``single`` (read_and_fold)."""
+    from app.spark.job import fold_dataframe
+    from app.storage.summaries import OUTCOME
+
+    doc = profile_document()
+    session = spark_session()
+    try:
+        frame = session.read.parquet(str(path))
+
+        def run() -> int:
+            folded = fold_dataframe(doc, frame, dedupe=False)
+            return sum(r.n for r in folded if r.kind == OUTCOME)
+
+        if run() != rows:
+            raise SystemExit("Spark counted another number of predictions")
+        walls = []
+        for _ in range(2):
+            w = time.perf_counter()
+            run()
+            walls.append(time.perf_counter() - w)
+    finally:
+        session.stop()
+    w = min(walls)
+    per_core = rows / w / 2
+    ratio = single["rows_per_cpu_s"] / per_core
+    out = {"wall_s": w, "rows_per_s": rows / w, "rows_per_core_s": per_core,
+           "single_node_rows_per_cpu_s": single["rows_per_cpu_s"],
+           "single_over_spark_per_core": ratio, "load": load()}
+    print(f"Spark local[2]: {rows / w:,.0f} rows/s = {per_core:,.0f} rows/s per core "
+          f"({w:.2f} s wall); single node {single['rows_per_cpu_s']:,.0f} rows/CPU-s: "
+          f"{ratio:.2f}x Spark's per core (goal <= 2), load {load()}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -238,12 +421,30 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the dataset for the next run")
     ap.add_argument("--bucket-predictions", type=int, default=300_000,
                     help="predictions a 5-minute bucket of the model-day (1,000/s: 300,000)")
+    ap.add_argument("--backfill", action="store_true",
+                    help="also time `modelmon backfill` of the dataset end to end")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="--workers of the backfill (default: the machine's cores)")
+    ap.add_argument("--target-rows", type=int, default=100_000_000,
+                    help="rows the backfill's rate is extrapolated to (default 100M)")
+    ap.add_argument("--spark", action="store_true",
+                    help="also time the Spark adapter in local[2] against the single node")
+    ap.add_argument("--skip-kernel", action="store_true",
+                    help="leave out the in-process read, fold, merge and bytes figures")
     args = ap.parse_args()
     path = args.dir / f"rows={args.rows}"
     print(f"writing {args.rows:,} rows to {path} (once), load {load()}", flush=True)
     write_dataset(path, args.rows)
+    results: dict[str, Any] = {"rows": args.rows}
     try:
-        results = measure(path, args.rows, args.bucket_predictions)
+        if not args.skip_kernel:
+            results = measure(path, args.rows, args.bucket_predictions)
+        if args.backfill:
+            results["backfill"] = backfill(path, args.rows, args.dir, args.workers,
+                                           args.target_rows)
+        if args.spark:
+            single = results.get("read_and_fold") or read_and_fold(path, args.rows, k=1)
+            results["spark"] = spark_against_single_node(path, args.rows, single)
     finally:
         if not args.keep:
             shutil.rmtree(path, ignore_errors=True)
