@@ -24,6 +24,7 @@ ENV_PREFIX = "MODELMON_"
 ORDERED: tuple[tuple[str, str], ...] = (
     ("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
     ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
+    ("oe_log_warning", "oe_log_critical"),
     ("sparsity_jump_warning", "sparsity_jump_critical"))
 
 
@@ -258,6 +259,15 @@ class Settings(BaseSettings):
     threshold_ece_critical: float = Field(default=0.1, ge=0, le=1, description=(
         "Calibration critical when ECE is above the larger of this and its null quantile; "
         "not below the warning line."))
+    threshold_oe_log_warning: float = Field(default=0.22, ge=0, description=(
+        "Calibration warning when the observed positives O (correct top labels, multiclass) "
+        "differ from the expected ones E (the sum of scores) by more than this on the log "
+        "scale, either way (ln(O / E) above it or below minus it: 0.22 is a factor of 1.25), with the "
+        "Poisson-binomial p-value of O below `MODELMON_THRESHOLD_ALPHA_WARNING` corrected "
+        "across the subjects tested: miscalibration at any base rate, where ECE stays small."))
+    threshold_oe_log_critical: float = Field(default=0.4, ge=0, description=(
+        "The same for a critical decision (0.4: a factor of 1.49), at "
+        "`MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below the warning line."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))

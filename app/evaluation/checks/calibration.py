@@ -1,5 +1,8 @@
 """Calibration of a classifier's scores against its labels: ECE (equal-width bins) against
-the larger of its line and its noise quantile at the window's labeled n."""
+the larger of its line and its noise quantile at the window's labeled n; and beside it the
+observed against the expected positives (O / E with a Poisson-binomial test), which sees a
+miscalibration at any base rate (ECE of a 2% model stays under about 0.02 whatever its
+scores do)."""
 
 from __future__ import annotations
 
@@ -11,21 +14,79 @@ from app.evaluation.checks.declare import Check, Finding, Stores, line
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, calibration_from_sums
-from app.monitoring.calibration import CalibrationResult, empty_calibration
+from app.monitoring.calibration import CalibrationResult, CalibrationSums, empty_calibration
+from app.monitoring.expected import ObservedExpected, observed_expected
 from app.monitoring.gates import ece_null_quantiles
 from app.storage.registry import ModelRow
 
 CALIBRATION = Check(
-    "calibration", "calibration", "ECE above the larger of its line and its noise quantile "
-    "(warning, critical)", ("alpha_warning", "alpha_critical", "ece_warning", "ece_critical",
-                            "min_n", "calibration_bins"),
+    "calibration", "calibration", "ECE above the larger of its line and its noise quantile; "
+    "observed / expected positives beyond a factor with a Poisson-binomial p-value below "
+    "alpha (warning, critical)", ("alpha_warning", "alpha_critical", "ece_warning",
+                                  "ece_critical", "min_n", "calibration_bins",
+                                  "oe_log_warning", "oe_log_critical"),
     (Stores("calibration_ece", None, "Expected calibration error.",
             "modelmon_calibration_ece_ratio"),
+     Stores("calibration_oe_ratio", None, "Observed over expected positives (correct top "
+            "labels, multiclass): 1 when calibrated.", "modelmon_calibration_oe_ratio"),
      Stores("calibration_mce", None, "Maximum calibration error.",
             "modelmon_calibration_mce_ratio", decides=False),
      Stores("calibration_brier", None, "Brier score.", "modelmon_calibration_brier_score",
             decides=False)), labels=True)
 CHECKS = (CALIBRATION,)
+
+
+OE_METHOD = "observed / expected positives, Poisson-binomial saddlepoint test"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedExpectedDecision:
+    """O / E of one subject (the window overall, or a cohort ``key=value``) and its
+    decision: the effect (|ln O/E| above its line) with the evidence (the
+    two-sided p-value below alpha over ``subjects`` tested); ``min_n`` when too small."""
+
+    stat: ObservedExpected | None
+    n: int
+    decision: str
+    gate: str
+    lines: dict[str, float]
+    subjects: int = 1
+    subject: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.stat
+        out: dict[str, Any] = {"n": self.n} if s is None else {
+            "n": s.n, "observed": s.observed, "expected": s.expected, "ratio": s.ratio,
+            "pvalue": s.pvalue, "subjects": self.subjects}
+        return {**out, "lines": self.lines, "gate": self.gate, "decision": self.decision}
+
+
+def oe_decision(sums: tuple[Any, Any, int], n: int, min_n: int, th: Thresholds,
+                subjects: int = 1, subject: str = "") -> ObservedExpectedDecision:
+    """O / E decided: ``sums`` is (group counts, group mean scores, observed positives)."""
+    lines = {"warning": th.oe_log_warning, "critical": th.oe_log_critical}
+    if n < max(min_n, 1):
+        return ObservedExpectedDecision(None, n, INSUFFICIENT_DATA, "min_n", lines,
+                                        subjects, subject)
+    s = observed_expected(*sums)
+    effect = (math.inf if s.observed else 0.0) if s.ratio is None else (
+        abs(math.log(s.ratio)) if s.ratio > 0 else math.inf)
+    m = max(subjects, 1)
+    decision = (CRITICAL if effect > th.oe_log_critical
+                and s.pvalue < th.alpha_critical / m else
+                WARNING if effect > th.oe_log_warning
+                and s.pvalue < th.alpha_warning / m else OK)
+    return ObservedExpectedDecision(s, n, decision, "poisson_binomial", lines, subjects,
+                                    subject)
+
+
+def slot_groups(sums: CalibrationSums) -> tuple[Any, Any, int]:
+    """(counts, mean scores, observed) of the non-empty fine calibration slots: each slot's
+    rows taken at their mean score (width at most 0.01; conservative, app/monitoring/
+    expected.py)."""
+    nz = sums.count > 0
+    count = sums.count[nz].astype(float)
+    return count, sums.confidence[nz] / count, int(round(float(sums.outcome.sum())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +108,7 @@ class CalibrationReport:
     min_support: int | None = None
     decision_reason: str | None = None
     horizon_seconds: float | None = None
+    observed_expected: ObservedExpectedDecision | None = None
 
     def _decided(self) -> dict[str, Any]:
         """The decision and what it rests on, in the order the report states them."""
@@ -67,6 +129,8 @@ class CalibrationReport:
         else:
             out = {**self.result.to_dict(), "label_coverage": self.label_coverage,
                    "thresholds": self.thresholds, **self._decided()}
+            if self.observed_expected is not None:
+                out["observed_expected"] = self.observed_expected.to_dict()
         if self.horizon_seconds is not None:
             out["horizon_seconds"] = self.horizon_seconds
         return out
@@ -100,6 +164,7 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
                             th.stated(CALIBRATION.knobs))
     if r.ece is None:
         return replace(out, gate="min_n", decision_reason=r.reason)
+    out = replace(out, observed_expected=oe_decision(slot_groups(sums), r.n, th.min_n, th))
     q_warn, q_crit = ece_null_quantiles(
         [b.count for b in r.bins], [b.mean_confidence or 0.0 for b in r.bins],
         [1 - th.alpha_warning, 1 - th.alpha_critical]).tolist()
@@ -125,7 +190,15 @@ def findings(r: CalibrationReport) -> list[Finding]:
               "gate": r.gate, "noise_quantile": r.noise_quantile, "lines": r.lines,
               "min_support": r.min_support, "decision_reason": r.decision_reason,
               "horizon_seconds": r.horizon_seconds, "thresholds": r.thresholds}
-    return [Finding(metric, "", r.n, value, r.decision, method,
-                    detail if metric == "calibration_ece" else None)
-            for metric, value in (("calibration_ece", c.ece), ("calibration_mce", c.mce),
-                                  ("calibration_brier", c.brier))]
+    out = [Finding(metric, "", r.n, value, r.decision, method,
+                   detail if metric == "calibration_ece" else None)
+           for metric, value in (("calibration_ece", c.ece), ("calibration_mce", c.mce),
+                                 ("calibration_brier", c.brier))]
+    oe = r.observed_expected
+    if oe is not None:
+        out.append(Finding("calibration_oe_ratio", oe.subject, oe.n,
+                           None if oe.stat is None else oe.stat.ratio, oe.decision,
+                           f"{OE_METHOD}, {c.kind}",
+                           {**oe.to_dict(), "horizon_seconds": r.horizon_seconds,
+                            "thresholds": r.thresholds}))
+    return out
