@@ -155,7 +155,7 @@ def merged_window(rng: np.random.Generator, m: ModelRow, cp: CompiledProfile, d:
     return w
 
 
-TH = Thresholds(min_n=30, cohort_min_n=20)
+TH = Thresholds(min_n=30, cohort_min_n=20, gap_min_n=20)
 
 
 @pytest.mark.parametrize("seed", range(6))
