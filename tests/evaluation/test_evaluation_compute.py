@@ -170,6 +170,43 @@ def test_observed_against_expected_lines_are_knobs():
                        ).observed_expected.decision == "critical"
 
 
+def test_observed_against_expected_per_cohort_names_the_miscalibrated_one():
+    """Three cohorts of a 2% model, one (c) with its scores doubled: c is flagged, the
+    others and the overall stay quiet, and the alpha is corrected across the four."""
+    from app.evaluation.summaries import ModelShape, Rows
+
+    rng = np.random.default_rng(7)
+    n = 30_000
+    p = rng.beta(0.5, 24.5, size=n)
+    seg = np.array(["a", "b", "c"], dtype=object)[rng.choice(3, size=n, p=[0.45, 0.45, 0.1])]
+    rows = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
+    rows.cohorts["seg"] = seg
+    rows.score = np.where(seg == "c", 2 * p, p)
+    rows.label = (rng.uniform(size=n) < p).astype(float)
+    o = outcome_summary(ModelShape.of(MODEL), rows, count_predictions=True)
+    w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                     o)
+    r = calibration(MODEL, w, TH)
+    by = {c.subject: c for c in r.cohorts_observed_expected}
+    assert set(by) == {"seg=a", "seg=b", "seg=c"}
+    assert by["seg=c"].decision == "critical" and by["seg=c"].stat.ratio < 0.67
+    assert by["seg=a"].decision == by["seg=b"].decision == "ok"
+    assert r.observed_expected.subjects == by["seg=a"].subjects == 4
+    # each cohort's test is the binomial at its mean score, the counts by hand
+    inside = seg == "c"
+    assert by["seg=c"].stat.expected == pytest.approx(rows.score[inside].sum(), rel=1e-12)
+    assert by["seg=c"].stat.observed == rows.label[inside].sum()
+    assert by["seg=c"].stat.p_lower == pytest.approx(stats.binom.cdf(
+        by["seg=c"].stat.observed, inside.sum(), rows.score[inside].mean()), rel=0.03)
+    stored = {(f.metric, f.subject): f for f in findings(r)}
+    assert stored[("cohort_calibration_oe_ratio", "seg=c")].decision == "critical"
+    # a cohort below cohort_min_n is not decided, and not counted among the subjects
+    small = calibration(MODEL, w, replace(TH, cohort_min_n=5000))
+    assert {c.subject: c.decision for c in small.cohorts_observed_expected} == {
+        "seg=a": "ok", "seg=b": "ok", "seg=c": "insufficient_data"}
+    assert small.observed_expected.subjects == 3
+
+
 def test_a_cohort_is_tested_against_the_rest(profile):
     steady = cohorts(MODEL, window(profile, rows(np.random.default_rng(6), 5000)), TH)
     assert {c.decision for c in steady.keys[0].cohorts} == {"ok"}

@@ -24,11 +24,14 @@ CALIBRATION = Check(
     "observed / expected positives beyond a factor with a Poisson-binomial p-value below "
     "alpha (warning, critical)", ("alpha_warning", "alpha_critical", "ece_warning",
                                   "ece_critical", "min_n", "calibration_bins",
-                                  "oe_log_warning", "oe_log_critical"),
+                                  "oe_log_warning", "oe_log_critical",
+                                  "cohort_min_n"),
     (Stores("calibration_ece", None, "Expected calibration error.",
             "modelmon_calibration_ece_ratio"),
      Stores("calibration_oe_ratio", None, "Observed over expected positives (correct top "
             "labels, multiclass): 1 when calibrated.", "modelmon_calibration_oe_ratio"),
+     Stores("cohort_calibration_oe_ratio", "cohort", "Observed over expected positives per "
+            "cohort."),
      Stores("calibration_mce", None, "Maximum calibration error.",
             "modelmon_calibration_mce_ratio", decides=False),
      Stores("calibration_brier", None, "Brier score.", "modelmon_calibration_brier_score",
@@ -43,7 +46,8 @@ OE_METHOD = "observed / expected positives, Poisson-binomial saddlepoint test"
 class ObservedExpectedDecision:
     """O / E of one subject (the window overall, or a cohort ``key=value``) and its
     decision: the effect (|ln O/E| above its line) with the evidence (the
-    two-sided p-value below alpha over ``subjects`` tested); ``min_n`` when too small."""
+    two-sided p-value below alpha over ``subjects`` tested); ``min_n`` when too small,
+    ``sums_unknown`` for a cohort whose summaries predate its sums of scores."""
 
     stat: ObservedExpected | None
     n: int
@@ -109,6 +113,7 @@ class CalibrationReport:
     decision_reason: str | None = None
     horizon_seconds: float | None = None
     observed_expected: ObservedExpectedDecision | None = None
+    cohorts_observed_expected: tuple[ObservedExpectedDecision, ...] = ()
 
     def _decided(self) -> dict[str, Any]:
         """The decision and what it rests on, in the order the report states them."""
@@ -131,6 +136,9 @@ class CalibrationReport:
                    "thresholds": self.thresholds, **self._decided()}
             if self.observed_expected is not None:
                 out["observed_expected"] = self.observed_expected.to_dict()
+            if self.cohorts_observed_expected:
+                out["cohorts_observed_expected"] = [
+                    {"cohort": c.subject, **c.to_dict()} for c in self.cohorts_observed_expected]
         if self.horizon_seconds is not None:
             out["horizon_seconds"] = self.horizon_seconds
         return out
@@ -150,6 +158,40 @@ def _too_small(r: CalibrationReport, q_warn: float, th: Thresholds) -> Calibrati
                                     "needed (evaluate a longer window)"))
 
 
+def _cohort_groups(window: MergedWindow) -> list[tuple[str, int, tuple[Any, Any, int] | None]]:
+    """(``key=value``, labeled n, (counts, mean score, observed) or None where the summaries
+    do not know the cohort's sums of scores) per cohort of every key: the cohort's rows at
+    its mean score, the binomial (Hoeffding's bound: conservative, app/monitoring/
+    expected.py)."""
+    out = []
+    for key, c in sorted(window.outcome.cohorts.items()):
+        for i, name in enumerate(c.cohorts):
+            n = int(c.n[i])
+            if n == 0:  # a value without labeled pairs in the window (the missing one)
+                continue
+            sums = None if c.scores is None or c.positives is None else (
+                [n], [float(c.scores[i]) / n], int(round(float(c.positives[i]))))
+            out.append((f"{key}={name or ''}", n, sums))
+    return out
+
+
+def _observed_expected(out: CalibrationReport, sums: CalibrationSums, window: MergedWindow,
+                       th: Thresholds) -> CalibrationReport:
+    """O / E overall and per cohort with at least ``cohort_min_n`` labeled predictions,
+    Bonferroni across them all (a cohort whose sums are not known is insufficient_data)."""
+    cohorts = _cohort_groups(window)
+    tested = [c for c in cohorts if c[2] is not None and c[1] >= max(th.cohort_min_n, 1)]
+    m = 1 + len(tested)
+    overall = oe_decision(slot_groups(sums), out.n, th.min_n, th, m)
+    unknown = {"warning": th.oe_log_warning, "critical": th.oe_log_critical}
+    per_cohort = tuple(
+        oe_decision(g, n, th.cohort_min_n, th, m, subject) if g is not None else
+        ObservedExpectedDecision(None, n, INSUFFICIENT_DATA, "sums_unknown", unknown, m,
+                                 subject)
+        for subject, n, g in cohorts)
+    return replace(out, observed_expected=overall, cohorts_observed_expected=per_cohort)
+
+
 def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
                 n_bins: int | None = None) -> CalibrationReport:
     bins = n_bins or th.calibration_bins
@@ -164,7 +206,7 @@ def calibration(model: ModelRow, window: MergedWindow, th: Thresholds,
                             th.stated(CALIBRATION.knobs))
     if r.ece is None:
         return replace(out, gate="min_n", decision_reason=r.reason)
-    out = replace(out, observed_expected=oe_decision(slot_groups(sums), r.n, th.min_n, th))
+    out = _observed_expected(out, sums, window, th)
     q_warn, q_crit = ece_null_quantiles(
         [b.count for b in r.bins], [b.mean_confidence or 0.0 for b in r.bins],
         [1 - th.alpha_warning, 1 - th.alpha_critical]).tolist()
@@ -194,9 +236,11 @@ def findings(r: CalibrationReport) -> list[Finding]:
                    detail if metric == "calibration_ece" else None)
            for metric, value in (("calibration_ece", c.ece), ("calibration_mce", c.mce),
                                  ("calibration_brier", c.brier))]
-    oe = r.observed_expected
-    if oe is not None:
-        out.append(Finding("calibration_oe_ratio", oe.subject, oe.n,
+    subjects = [("calibration_oe_ratio", r.observed_expected)] if r.observed_expected else []
+    subjects += [("cohort_calibration_oe_ratio", c) for c in r.cohorts_observed_expected]
+    for metric, oe in subjects:
+        assert oe is not None
+        out.append(Finding(metric, oe.subject, oe.n,
                            None if oe.stat is None else oe.stat.ratio, oe.decision,
                            f"{OE_METHOD}, {c.kind}",
                            {**oe.to_dict(), "horizon_seconds": r.horizon_seconds,
