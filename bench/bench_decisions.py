@@ -31,7 +31,7 @@ says after how many 5-minute steps it first flagged.
 
 Rare events (``--only rare``, issue 26): a binary model with a 2% base rate, calibrated
 ("stationary"), its scores doubled ("scores x2") or its true rate halved under unchanged
-scores ("true rate halved"); the share of windows the calibration check (the worse of ECE and
+scores ("true rate halved"); the share of windows the calibration check (the worst of ECE and
 observed / expected positives) flags, and ECE alone. Generalization gap (``--only gap``): 20
 cohorts of unequal traffic erring at exactly their true validation rate, the registered
 validation errors measured on 20,000 (or 2,000) rows, with the rows registered (Fisher's
@@ -276,10 +276,10 @@ class Sim:
 
 
 def calibration_decision(r: Any) -> str:
-    """The calibration check's state: the worse of its ECE and O / E decisions."""
-    oe = r.observed_expected
-    return r.decision if oe is None or SEVERITY[oe.decision] <= SEVERITY[r.decision] \
-        else oe.decision
+    """The calibration check's state: the worst of its ECE and O / E decisions (overall and
+    per cohort)."""
+    oe = [x for x in (r.observed_expected, *r.cohorts_observed_expected) if x is not None]
+    return max([r.decision, *(x.decision for x in oe)], key=lambda d: SEVERITY[d])
 
 
 def bucket_sizes(n: int, count: int) -> list[int]:
