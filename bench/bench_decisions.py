@@ -49,7 +49,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -375,23 +375,31 @@ def rare_bucket(rng: np.random.Generator, n: int, case: str) -> OutcomeSummary:
     return outcome_summary(ModelShape.of(RARE_MODEL), rows, count_predictions=True)
 
 
+def outcome_windows(bucket: Callable[[int], OutcomeSummary], n: int, windows: int
+                    ) -> Iterator[MergedWindow]:
+    """``windows`` overlapping 1-hour windows of n labeled predictions (12 buckets each, at
+    5-minute steps), their outcome summaries merged by addition."""
+    sizes = bucket_sizes(n, windows + BUCKETS - 1)
+    parts = [bucket(s) for s in sizes[:BUCKETS - 1]]
+    for i in range(windows):
+        parts.append(bucket(sizes[BUCKETS - 1 + i]))
+        o = OutcomeSummary()
+        for part in parts[-BUCKETS:]:
+            o.add(part)
+        parts = parts[-(BUCKETS - 1):]
+        yield MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
+                           end=datetime(2026, 1, 1, 1, tzinfo=UTC), outcome=o,
+                           buckets=BUCKETS)
+
+
 def rare(case: str, n: int, windows: int, seed: int) -> dict[str, Any]:
     """Windows of 12 buckets, every bucket of the case (changed from the first): the share
     flagged (warning or worse) and paged (critical) by the calibration check, and by ECE
     alone, ECE being what the check decided on before O / E."""
     rng = np.random.default_rng([seed, n, 100 + list(RARE_CASES).index(case)])
     th = Thresholds.from_settings(Settings())
-    sizes = bucket_sizes(n, windows + BUCKETS - 1)
-    parts = [rare_bucket(rng, s, case) for s in sizes[:BUCKETS - 1]]
     check, ece, ratios = [], [], []
-    for i in range(windows):
-        parts.append(rare_bucket(rng, sizes[BUCKETS - 1 + i], case))
-        o = OutcomeSummary()
-        for part in parts[-BUCKETS:]:
-            o.add(part)
-        parts = parts[-(BUCKETS - 1):]
-        w = MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
-                         end=datetime(2026, 1, 1, 1, tzinfo=UTC), outcome=o, buckets=BUCKETS)
+    for w in outcome_windows(lambda size: rare_bucket(rng, size, case), n, windows):
         r = calibration(RARE_MODEL, w, th)
         check.append(SEVERITY[calibration_decision(r)])
         ece.append(SEVERITY[r.decision])
@@ -452,17 +460,8 @@ def gap_stationary(n: int, windows: int, seed: int, validation_rows: int,
         training = {k: v for k, v in training.items() if not k.endswith("_rows")}
     th = Thresholds.from_settings(Settings())
     rng = np.random.default_rng([seed, n, 200 + rows_known])
-    sizes = bucket_sizes(n, windows + BUCKETS - 1)
-    parts = [gap_bucket(rng, s, shares, rates) for s in sizes[:BUCKETS - 1]]
     worst, decided = [], 0
-    for i in range(windows):
-        parts.append(gap_bucket(rng, sizes[BUCKETS - 1 + i], shares, rates))
-        o = OutcomeSummary()
-        for part in parts[-BUCKETS:]:
-            o.add(part)
-        parts = parts[-(BUCKETS - 1):]
-        w = MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
-                         end=datetime(2026, 1, 1, 1, tzinfo=UTC), outcome=o, buckets=BUCKETS)
+    for w in outcome_windows(lambda size: gap_bucket(rng, size, shares, rates), n, windows):
         r = generalization_gap(GAP_MODEL, w, th, training)
         subjects = [r.overall, *r.cohorts] if r.overall is not None else list(r.cohorts)
         worst.append(max(SEVERITY[g.decision] for g in subjects))
