@@ -84,13 +84,20 @@ def oe_decision(sums: tuple[Any, Any, int], n: int, min_n: int, th: Thresholds,
                                     subject)
 
 
+def _digits(x: Any) -> list[float]:
+    """Mean scores to 12 significant digits: sums added in another order (a window merged
+    from other buckets, an imported summary) differ in their last bits, and the tails'
+    saddlepoint must not turn that into a different p-value."""
+    return [float(f"{v:.12g}") for v in x]
+
+
 def slot_groups(sums: CalibrationSums) -> tuple[Any, Any, int]:
     """(counts, mean scores, observed) of the non-empty fine calibration slots: each slot's
     rows taken at their mean score (width at most 0.01; conservative, app/monitoring/
     expected.py)."""
     nz = sums.count > 0
     count = sums.count[nz].astype(float)
-    return count, sums.confidence[nz] / count, int(round(float(sums.outcome.sum())))
+    return count, _digits(sums.confidence[nz] / count), int(round(float(sums.outcome.sum())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +177,7 @@ def _cohort_groups(window: MergedWindow) -> list[tuple[str, int, tuple[Any, Any,
             if n == 0:  # a value without labeled pairs in the window (the missing one)
                 continue
             sums = None if c.scores is None or c.positives is None else (
-                [n], [float(c.scores[i]) / n], int(round(float(c.positives[i]))))
+                [n], _digits([float(c.scores[i]) / n]), int(round(float(c.positives[i]))))
             out.append((f"{key}={name or ''}", n, sums))
     return out
 
