@@ -24,6 +24,7 @@ ENV_PREFIX = "MODELMON_"
 ORDERED: tuple[tuple[str, str], ...] = (
     ("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
     ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
+    ("oe_log_warning", "oe_log_critical"),
     ("sparsity_jump_warning", "sparsity_jump_critical"))
 
 
@@ -287,6 +288,16 @@ class Settings(BaseSettings):
     threshold_ece_critical: float = Field(default=0.1, ge=0, le=1, description=(
         "Calibration critical when ECE is above the larger of this and its null quantile; "
         "not below the warning line."))
+    threshold_oe_log_warning: float = Field(default=0.22, ge=0, description=(
+        "Calibration warning when the observed positives O (correct top labels, multiclass) "
+        "differ from the expected ones E (the sum of scores) by more than this on the log "
+        "scale, either way (ln(O / E) above it or below minus it: 0.22 is a factor of "
+        "1.25), with the Poisson-binomial p-value of O below "
+        "`MODELMON_THRESHOLD_ALPHA_WARNING` corrected across the subjects tested: "
+        "miscalibration at any base rate, where ECE stays small."))
+    threshold_oe_log_critical: float = Field(default=0.4, ge=0, description=(
+        "The same for a critical decision (0.4: a factor of 1.49), at "
+        "`MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below the warning line."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))
@@ -309,11 +320,18 @@ class Settings(BaseSettings):
         "Equal-width confidence bins of the calibration job (a report's `bins` parameter "
         "still overrides it for that report)."))
     threshold_gap_warning: float = Field(default=0.02, ge=0, description=(
-        "Generalization-gap warning when the lower end of the production error's 95% "
-        "interval is above the version's registered validation error by more than this "
-        "(error rate, or MAE in the target's unit)."))
+        "Generalization-gap warning when the production error exceeds the version's "
+        "registered validation error + this band (error rate, or MAE in the target's unit) "
+        "by an exact one-sided test (Fisher's against the validation counts where "
+        "`validation_rows` is registered) with p below `MODELMON_THRESHOLD_ALPHA_WARNING` / m, "
+        "m the overall error and cohorts tested."))
     threshold_gap_critical: float = Field(default=0.05, ge=0, description=(
-        "Generalization-gap critical, the same test with this band."))
+        "Generalization-gap critical, the same test with this band at "
+        "`MODELMON_THRESHOLD_ALPHA_CRITICAL` / m."))
+    threshold_gap_min_n: int = Field(default=100, ge=1, description=(
+        "Labeled predictions the overall error or a cohort needs for its generalization gap "
+        "to be decided (and counted among the subjects the alpha is corrected across); "
+        "below it the figures are reported, never decided on."))
     threshold_sparsity_jump_warning: float = Field(default=0.1, ge=0, le=1, description=(
         "Version check warning when a version's overall weight sparsity moved more than "
         "this (absolute, as a ratio: 0.1 is ten points) from its predecessor's."))

@@ -4,6 +4,7 @@ they catch the changes that matter, at every traffic level.
     .venv/bin/python bench/bench_decisions.py [--windows 24] [--shift-windows 6]
                                               [--sizes 100,200,1000,10000,100000] [--full]
                                               [--seed 1] [--json] [--jobs 1]
+                                              [--only stationary|shifted|rare|gap]
 
 One binary classification model: 50 features of varied shapes (normal, heavy-tailed t3,
 uniform, lognormal, bimodal, few-valued, binary 5%, normal with 5% missing, t3 with 5% missing,
@@ -28,6 +29,15 @@ then ``--shift-windows`` fully changed windows; the decision on the changed subj
 feature, the calibration, the cohort) is counted on the fully changed windows, and the ramp
 says after how many 5-minute steps it first flagged.
 
+Rare events (``--only rare``, issue 26): a binary model with a 2% base rate, calibrated
+("stationary"), its scores doubled ("scores x2") or its true rate halved under unchanged
+scores ("true rate halved"); the share of windows the calibration check (the worst of ECE and
+observed / expected positives) flags, and ECE alone. Generalization gap (``--only gap``): 20
+cohorts of unequal traffic erring at exactly their true validation rate, the registered
+validation errors measured on 20,000 (or 2,000) rows, with the rows registered (Fisher's
+test) or errors only (binomial); the share of windows with any gap decision. Both run only
+when named, on ``--sizes`` (e.g. 300,1000,10000) and ``--windows``.
+
 Prints tables (and with --json one RESULTS line); asserts nothing.
 """
 
@@ -39,7 +49,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
 from app.evaluation.checks.drift import drift  # noqa: E402
+from app.evaluation.checks.gap import generalization_gap  # noqa: E402
 from app.evaluation.policy import Thresholds  # noqa: E402
 from app.evaluation.profiles import build_profile  # noqa: E402
 from app.evaluation.summaries import (  # noqa: E402
@@ -257,11 +268,18 @@ class Sim:
                     out[f"quality:{f.feature}:{q.key}"] = q.decision
             if r.prediction is not None:
                 out["prediction"] = r.prediction.decision
-        out["calibration"] = calibration(self.model, w, self.th).decision
+        out["calibration"] = calibration_decision(calibration(self.model, w, self.th))
         for k in cohorts(self.model, w, self.th).keys:
             for row in k.cohorts:
                 out[f"{k.key}={row.cohort}"] = row.decision
         return out
+
+
+def calibration_decision(r: Any) -> str:
+    """The calibration check's state: the worst of its ECE and O / E decisions (overall and
+    per cohort)."""
+    oe = [x for x in (r.observed_expected, *r.cohorts_observed_expected) if x is not None]
+    return max([r.decision, *(x.decision for x in oe)], key=lambda d: SEVERITY[d])
 
 
 def bucket_sizes(n: int, count: int) -> list[int]:
@@ -335,6 +353,162 @@ def shifted(sim: Sim, change: Change, n: int, windows: int, seed: int) -> dict[s
             "first_flag_step": first}
 
 
+# --------------------------------------------------------------------------- rare events
+
+RARE_MODEL = ModelRow(id=2, name="rare", task="binary_classification", features=[],
+                      cohort_keys=[], classes=["0", "1"],
+                      created_at=datetime(2026, 1, 1, tzinfo=UTC))
+RARE_CASES = {"stationary": (1.0, 1.0), "scores x2": (2.0, 1.0),
+              "true rate halved": (1.0, 0.5)}  # name -> (score factor, label-rate factor)
+
+
+def rare_bucket(rng: np.random.Generator, n: int, case: str) -> OutcomeSummary:
+    """n labeled predictions of a binary model with a 2% base rate: the true probability
+    p ~ Beta(0.5, 24.5), the label drawn from p times the case's rate factor, the score p
+    times its score factor (calibrated in "stationary")."""
+    scale, rate = RARE_CASES[case]
+    p = rng.beta(0.5, 24.5, size=n)
+    rows = Rows(version_id=np.ones(n, dtype=np.int64), ts=np.zeros(n))
+    rows.score = np.clip(p * scale, 0.0, 1.0)
+    rows.label = (rng.uniform(size=n) < p * rate).astype(np.float64)
+    rows.label_delay = np.full(n, 60.0)
+    return outcome_summary(ModelShape.of(RARE_MODEL), rows, count_predictions=True)
+
+
+def outcome_windows(bucket: Callable[[int], OutcomeSummary], n: int, windows: int
+                    ) -> Iterator[MergedWindow]:
+    """``windows`` overlapping 1-hour windows of n labeled predictions (12 buckets each, at
+    5-minute steps), their outcome summaries merged by addition."""
+    sizes = bucket_sizes(n, windows + BUCKETS - 1)
+    parts = [bucket(s) for s in sizes[:BUCKETS - 1]]
+    for i in range(windows):
+        parts.append(bucket(sizes[BUCKETS - 1 + i]))
+        o = OutcomeSummary()
+        for part in parts[-BUCKETS:]:
+            o.add(part)
+        parts = parts[-(BUCKETS - 1):]
+        yield MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
+                           end=datetime(2026, 1, 1, 1, tzinfo=UTC), outcome=o,
+                           buckets=BUCKETS)
+
+
+def rare(case: str, n: int, windows: int, seed: int) -> dict[str, Any]:
+    """Windows of 12 buckets, every bucket of the case (changed from the first): the share
+    flagged (warning or worse) and paged (critical) by the calibration check, and by ECE
+    alone, ECE being what the check decided on before O / E."""
+    rng = np.random.default_rng([seed, n, 100 + list(RARE_CASES).index(case)])
+    th = Thresholds.from_settings(Settings())
+    check, ece, ratios = [], [], []
+    for w in outcome_windows(lambda size: rare_bucket(rng, size, case), n, windows):
+        r = calibration(RARE_MODEL, w, th)
+        check.append(SEVERITY[calibration_decision(r)])
+        ece.append(SEVERITY[r.decision])
+        if r.observed_expected is not None and r.observed_expected.stat is not None:
+            ratios.append(r.observed_expected.stat.ratio or 0.0)
+    c, e = np.array(check), np.array(ece)
+    return {"case": case, "n": n, "windows": windows, "flagged": float(np.mean(c >= 1)),
+            "paged": float(np.mean(c >= 2)), "ece_flagged": float(np.mean(e >= 1)),
+            "oe_median": float(np.median(ratios)) if ratios else None}
+
+
+# --------------------------------------------------------------------------- gap
+
+GAP_COHORTS = 20
+GAP_MODEL = ModelRow(id=3, name="gap", task="binary_classification", features=[],
+                     cohort_keys=["cohort"], classes=["0", "1"],
+                     created_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def gap_world(seed: int, validation_rows: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """20 cohorts of unequal traffic (shares 1.3^-j) and error rates 0.05-0.30, and the
+    training block a pipeline registers: each cohort's validation error measured on its
+    share of ``validation_rows`` (so itself noisy), with those rows."""
+    rng = np.random.default_rng([seed, 7])
+    shares = 1.3 ** -np.arange(GAP_COHORTS)
+    shares /= shares.sum()
+    rates = rng.uniform(0.05, 0.30, size=GAP_COHORTS)
+    v_rows = np.maximum(np.round(shares * validation_rows).astype(int), 1)
+    v_err = rng.binomial(v_rows, rates) / v_rows
+    names = [f"cohort=c{j:02d}" for j in range(GAP_COHORTS)]
+    overall_v = float((v_err * v_rows).sum() / v_rows.sum())
+    training = {"validation_error": overall_v, "validation_rows": int(v_rows.sum()),
+                "cohort_validation_error": dict(zip(names, v_err.tolist(), strict=True)),
+                "cohort_validation_rows": dict(zip(names, v_rows.tolist(), strict=True))}
+    return shares, rates, training
+
+
+def gap_bucket(rng: np.random.Generator, n: int, shares: np.ndarray, rates: np.ndarray
+               ) -> OutcomeSummary:
+    """n labeled predictions, each cohort wrong at its own (validation's true) rate: the
+    score 0.9, the label 0 (a wrong prediction) with the cohort's error rate."""
+    c = rng.choice(GAP_COHORTS, size=n, p=shares)
+    rows = Rows(version_id=np.ones(n, dtype=np.int64), ts=np.zeros(n))
+    rows.cohorts["cohort"] = np.array([f"c{j:02d}" for j in c], dtype=object)
+    rows.score = np.full(n, 0.9)
+    rows.label = (rng.uniform(size=n) >= rates[c]).astype(np.float64)
+    rows.label_delay = np.full(n, 60.0)
+    return outcome_summary(ModelShape.of(GAP_MODEL), rows, count_predictions=True)
+
+
+def gap_stationary(n: int, windows: int, seed: int, validation_rows: int,
+                   rows_known: bool) -> dict[str, Any]:
+    """Windows whose every cohort errs at its true validation rate: the share with any gap
+    decision (overall or a cohort) warning or worse, and critical. ``rows_known``: the
+    validation rows are registered (Fisher's test), else only the errors (binomial)."""
+    shares, rates, training = gap_world(seed, validation_rows)
+    if not rows_known:
+        training = {k: v for k, v in training.items() if not k.endswith("_rows")}
+    th = Thresholds.from_settings(Settings())
+    rng = np.random.default_rng([seed, n, 200 + rows_known])
+    worst, decided = [], 0
+    for w in outcome_windows(lambda size: gap_bucket(rng, size, shares, rates), n, windows):
+        r = generalization_gap(GAP_MODEL, w, th, training)
+        subjects = [r.overall, *r.cohorts] if r.overall is not None else list(r.cohorts)
+        worst.append(max(SEVERITY[g.decision] for g in subjects))
+        decided += sum(g.decision != "insufficient_data" for g in subjects)
+    x = np.array(worst)
+    return {"n": n, "windows": windows, "validation_rows": validation_rows,
+            "rows_known": rows_known, "flagged": float(np.mean(x >= 1)),
+            "paged": float(np.mean(x >= 2)), "decided_per_window": decided / windows}
+
+
+def run_rare(sizes: list[int], windows: int, seed: int) -> list[dict[str, Any]]:
+    print(f"\nRare events (2% base rate): {windows} windows per case and n, every bucket "
+          "changed; calibration check flagged / paged (ECE alone flagged; median O / E)")
+    print("| case | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    out = []
+    for case in RARE_CASES:
+        cells = []
+        for n in sizes:
+            r = rare(case, n, windows, seed)
+            out.append(r)
+            oe = "-" if r["oe_median"] is None else f"{r['oe_median']:.2f}"
+            cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])} "
+                         f"(ECE {pct(r['ece_flagged'])}; O/E {oe})")
+        print(f"| {case} | " + " | ".join(cells) + " |", flush=True)
+    return out
+
+
+def run_gap(sizes: list[int], windows: int, seed: int) -> list[dict[str, Any]]:
+    print(f"\nGeneralization gap, 20 cohorts at their validation error: {windows} windows "
+          "per n; windows with any gap warning or worse / critical (subjects decided per "
+          "window)")
+    print("| validation | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    out = []
+    for v_rows, known in ((20_000, True), (20_000, False), (2_000, True)):
+        cells = []
+        for n in sizes:
+            r = gap_stationary(n, windows, seed, v_rows, known)
+            out.append(r)
+            cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])} "
+                         f"({r['decided_per_window']:.1f})")
+        label = f"{v_rows:,} rows, {'rows registered' if known else 'errors only'}"
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    return out
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%" if x < 0.995 or x == 1 else f"{100 * x:.2f}%"
 
@@ -349,7 +523,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=24, help="stationary windows per n")
     ap.add_argument("--shift-windows", type=int, default=6)
     ap.add_argument("--full", action="store_true", help="8,640 stationary windows (30 days)")
-    ap.add_argument("--only", choices=["stationary", "shifted"], default=None)
+    ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap"], default=None,
+                    help="one part only; rare and gap run only when named")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--changes", default="",
@@ -367,6 +542,10 @@ def main() -> None:
           f"{os.getloadavg()[2]:.2f}; {len(FEATURES)} features + the score, 10 cohorts, "
           f"reference {N_REFERENCE:,} rows, seed {args.seed}")
     results: dict[str, Any] = {"stationary": [], "shifted": []}
+    if args.only == "rare":
+        results["rare"] = run_rare(sizes, windows, args.seed)
+    if args.only == "gap":
+        results["gap"] = run_gap(sizes, windows, args.seed)
     if args.only in (None, "stationary"):
         print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
         print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")

@@ -244,7 +244,7 @@ class Training(Strict):
     training objective's terms (``penalty_loss`` is the regularization term of the training
     loss); ``validation_error`` is an error rate (classification) or MAE (regression), the same
     measure the service computes in production; ``cohort_validation_error`` maps
-    ``cohort_key=value`` to that error on the validation set's cohort."""
+    ``cohort_key=value`` to that error on the validation set's cohort (rows: the next)."""
 
     train_loss: FiniteFloat | None = None
     validation_loss: FiniteFloat | None = None
@@ -255,6 +255,8 @@ class Training(Strict):
         Field(default=None, max_length=MAX_COHORT_FIGURES))
     train_rows: int | None = Field(default=None, ge=0)
     validation_rows: int | None = Field(default=None, ge=0)
+    cohort_validation_rows: dict[CohortName, Annotated[int, Field(ge=0)]] | None = (
+        Field(default=None, max_length=MAX_COHORT_FIGURES))
     parameters: int | None = Field(default=None, ge=0, description="parameters in the model")
     nonzero_parameters: int | None = Field(default=None, ge=0)
 

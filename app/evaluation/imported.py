@@ -16,6 +16,7 @@ import numpy as np
 
 from app.evaluation.packing import PayloadError, drift_of, outcome_of, unpack_untrusted
 from app.evaluation.summaries import CompiledProfile, DriftSummary, ModelShape, OutcomeSummary
+from app.monitoring import CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
 
 
@@ -73,6 +74,27 @@ def _check_cohorts(out: OutcomeSummary, shape: ModelShape) -> None:
                                "labeled pairs")
         if not (np.isfinite(c.first).all() and np.isfinite(c.second).all()):
             raise PayloadError(f"cohort key {key!r}: its sums must be finite")
+        _check_cohort_scores(key, c, shape)
+
+
+def _check_cohort_scores(key: str, c: CohortSums, shape: ModelShape) -> None:
+    """A cohort's sum of scores and count of positives (optional): a classifier's only, of
+    the cohorts' length, each within [0, n]."""
+    if c.scores is None and c.positives is None:
+        return
+    if shape.task == "regression":
+        raise PayloadError(f"cohort key {key!r}: a regression model's cohorts have no "
+                           "sums of scores")
+    if c.scores is None or c.positives is None or not (
+            c.scores.shape == c.positives.shape == c.n.shape):
+        raise PayloadError(f"cohort key {key!r}: its sums of scores and positives must both "
+                           "be given, one per cohort")
+    if not (np.isfinite(c.scores).all() and np.isfinite(c.positives).all()):
+        raise PayloadError(f"cohort key {key!r}: its sums must be finite")
+    if (c.scores < 0).any() or (c.scores > c.n).any() or (c.positives < 0).any() \
+            or (c.positives > c.n).any() or (c.positives != np.round(c.positives)).any():
+        raise PayloadError(f"cohort key {key!r}: its sums of scores and positives must lie "
+                           "in [0, n] (positives whole)")
 
 
 def _check_calibration(out: OutcomeSummary, shape: ModelShape) -> None:

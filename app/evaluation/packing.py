@@ -27,7 +27,11 @@ from app.evaluation.summaries import DriftSummary, OutcomeSummary
 from app.monitoring import CalibrationSums, CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
 
-FORMAT = 1  # the version of the packed form this release writes and the newest it reads
+# The version of the packed form this release writes and the newest it reads. Arrays added
+# within a version are optional (each cohort key's c<i>_s and c<i>_o, its sum of scores and
+# count of positives): a reader without them ignores them, and a summary without them reads
+# as not knowing those sums, so releases on either side of the addition share payloads.
+FORMAT = 1
 # The array types a payload may hold (all little-endian or byte-sized, none an object).
 DTYPES = frozenset({"|u1", "<u2", "<u4", "<u8", "<i4", "<i8", "<f8"})
 
@@ -208,6 +212,9 @@ def pack_outcome(s: OutcomeSummary) -> bytes:
         arrays[f"c{i}_n"] = sums.n.astype(np.int64)
         arrays[f"c{i}_a"] = sums.first.astype(np.float64)
         arrays[f"c{i}_b"] = sums.second.astype(np.float64)
+        if sums.scores is not None and sums.positives is not None:
+            arrays[f"c{i}_s"] = sums.scores.astype(np.float64)
+            arrays[f"c{i}_o"] = sums.positives.astype(np.float64)
     if s.delays is not None:
         arrays["delays"] = np.frombuffer(s.delays.serialize(), dtype=np.uint8)
     return pack(meta, arrays)
@@ -228,8 +235,11 @@ def outcome_of(meta: dict[str, Any], a: dict[str, np.ndarray]) -> OutcomeSummary
         out.calibration = CalibrationSums(count, conf, outcome, float(meta["brier"]),
                                           a["label_counts"].astype(np.int64))
     for i, (key, names) in enumerate(meta["cohorts"].items()):
+        known = f"c{i}_s" in a and f"c{i}_o" in a  # kept since observed / expected
         out.cohorts[key] = CohortSums(tuple(names), a[f"c{i}_n"].astype(np.int64),
-                                      a[f"c{i}_a"].copy(), a[f"c{i}_b"].copy())
+                                      a[f"c{i}_a"].copy(), a[f"c{i}_b"].copy(),
+                                      a[f"c{i}_s"].copy() if known else None,
+                                      a[f"c{i}_o"].copy() if known else None)
     if "delays" in a:
         out.delays = kll_doubles_sketch.deserialize(a["delays"].tobytes())
     if "errors" in meta:

@@ -9,8 +9,9 @@ A bucket is one version's predictions whose timestamps fall in one clock-aligned
   (``app.monitoring.KsPoints``), which give KS D and p against that sample exactly.
 - ``OutcomeSummary`` (independent of the profile): the number of predictions, and over the
   labeled ones (pairs of a prediction and its ground truth) the calibration sums per fine
-  confidence slot, the per-class label counts, the per-cohort error sums and a KLL sketch of
-  the label delays.
+  confidence slot, the per-class label counts, the per-cohort error sums (and, for a
+  classifier, each cohort's sum of scores and count of positives) and a KLL sketch of the
+  label delays.
 
 Both add up element-wise, so a window of any length is the sum of its buckets, and the
 statistics in ``app.monitoring`` compute from the sums exactly what they compute from rows.
@@ -382,9 +383,19 @@ class OutcomeSummary:
             keep, fold = order[:max_values - 1], order[max_values - 1:]
             names = [c.cohorts[i] for i in keep] + [OTHER_COHORT]
             self.cohorts[key] = _add_cohorts(
-                CohortSums(tuple(names[:-1]), c.n[keep], c.first[keep], c.second[keep]),
+                CohortSums(tuple(names[:-1]), c.n[keep], c.first[keep], c.second[keep],
+                           _part(c.scores, keep), _part(c.positives, keep)),
                 CohortSums((OTHER_COHORT,), np.array([c.n[fold].sum()]),
-                           np.array([c.first[fold].sum()]), np.array([c.second[fold].sum()])))
+                           np.array([c.first[fold].sum()]), np.array([c.second[fold].sum()]),
+                           _folded(c.scores, fold), _folded(c.positives, fold)))
+
+
+def _part(x: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if x is None else x[idx]
+
+
+def _folded(x: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if x is None else np.array([x[idx].sum()])
 
 
 def _add_cohorts(a: CohortSums, b: CohortSums) -> CohortSums:
@@ -403,8 +414,12 @@ def _add_cohorts(a: CohortSums, b: CohortSums) -> CohortSums:
         np.add.at(out, idx, y)
         return out
 
+    known = a.scores is not None and b.scores is not None and a.positives is not None \
+        and b.positives is not None
     return CohortSums(tuple(names), grow(a.n, b.n), grow(a.first, b.first),
-                      grow(a.second, b.second))
+                      grow(a.second, b.second),
+                      grow(a.scores, b.scores) if known else None,  # type: ignore[arg-type]
+                      grow(a.positives, b.positives) if known else None)  # type: ignore[arg-type]
 
 
 def _errors(shape: ModelShape, rows: Rows) -> np.ndarray:
@@ -429,10 +444,14 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
     p = rows.take(paired)
     out.labeled = int(paired.size)
     y = p.label
+    score = outcome = None  # per row, for each cohort's observed against expected positives
     if shape.task == "binary_classification":
         out.calibration = CalibrationSums.of(p.score, y, (p.score - y) ** 2, y, 2)
+        score, outcome = p.score, y
     elif shape.task == "multiclass_classification":
         out.calibration = multiclass_sums(p.probabilities, y.astype(np.intp))
+        score = p.probabilities.max(axis=1)
+        outcome = (np.argmax(p.probabilities, axis=1) == y).astype(np.float64)
     err = _errors(shape, p)
     task = "regression" if shape.task == "regression" else "rate"
     if task == "regression":
@@ -442,7 +461,7 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
     for key in shape.cohort_keys:
         keys, _, code = categorical_codes(p.cohorts[key])
         names, group = cohort_groups(keys, code)
-        out.cohorts[key] = CohortSums.of(names, group, err, task)
+        out.cohorts[key] = CohortSums.of(names, group, err, task, score, outcome)
     delays = p.label_delay[~np.isnan(p.label_delay)] if p.label_delay is not None else None
     if delays is not None and delays.size:
         out.delays = kll_doubles_sketch(KLL_K)

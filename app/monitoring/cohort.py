@@ -214,10 +214,16 @@ class CohortSums:
     n: np.ndarray
     first: np.ndarray   # errors (rates) or sum of |residual| (regression)
     second: np.ndarray  # sum of squared residuals (regression), zeros for rates
+    # classifiers: the sum of scores (positive-class score, or top-label confidence) and the
+    # count of positives (or correct top labels), for observed against expected positives;
+    # None for a regression and for summaries written before they were kept
+    scores: np.ndarray | None = None
+    positives: np.ndarray | None = None
 
     @classmethod
     def of(cls, cohorts: list[str | None], group: np.ndarray, err: np.ndarray,
-           task: str) -> CohortSums:
+           task: str, score: np.ndarray | None = None,
+           outcome: np.ndarray | None = None) -> CohortSums:
         m = len(cohorts)
         if task == "regression":
             first = np.bincount(group, weights=np.abs(err), minlength=m)
@@ -225,7 +231,13 @@ class CohortSums:
         else:
             first = np.bincount(group, weights=err, minlength=m).round()
             second = np.zeros(m)
-        return cls(tuple(cohorts), np.bincount(group, minlength=m), first, second)
+        scores = positives = None
+        if score is not None and outcome is not None:
+            scores = np.bincount(group, weights=score, minlength=m)
+            positives = np.bincount(group, weights=outcome.astype(np.float64),
+                                    minlength=m).round()
+        return cls(tuple(cohorts), np.bincount(group, minlength=m), first, second, scores,
+                   positives)
 
 
 def cohort_from_sums(

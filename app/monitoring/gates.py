@@ -231,6 +231,21 @@ def binomial_excess(k: int, n: int, p0: float) -> float:
     return float(stats.binom.sf(k - 1, n, min(max(p0, 0.0), 1.0)))
 
 
+def mae_excess(n: int, sum_abs: float, sum_sq: float, line: float) -> float:
+    """One-sided p-value that a mean absolute error exceeds ``line``, from the count, sum and
+    sum of squares of the absolute errors: Student's t with n - 1 degrees of freedom on
+    (mean - line) / (s / sqrt(n)), s the sample standard deviation (ddof 1), as
+    scipy.stats.ttest_1samp(..., popmean=line, alternative="greater"). Fewer than two values
+    give 1; no spread gives 0 or 1 as the mean is above the line or not."""
+    if n < 2:
+        return 1.0
+    mean = sum_abs / n
+    var = max(sum_sq - n * mean * mean, 0.0) / (n - 1)
+    if var <= 0:
+        return 0.0 if mean > line else 1.0
+    return float(stats.t.sf((mean - line) / math.sqrt(var / n), n - 1))
+
+
 def bonferroni_adjust(p: float, m: int) -> float:
     return min(1.0, float(p) * max(int(m), 1))
 
@@ -244,6 +259,7 @@ __all__ = [
     "ece_null_quantiles",
     "fisher_exact_test",
     "ks_noise_quantile",
+    "mae_excess",
     "mae_vs_rest",
     "out_of_range_null",
     "psi_evidence",

@@ -158,7 +158,7 @@ def corrupt(summary: dict, payload: bytes) -> dict:
 
 @pytest.mark.parametrize("case", ["not_base64", "garbage", "zip_bomb", "wrong_n",
                                   "wrong_layout", "double_count", "object_dtype",
-                                  "unaligned", "foreign_cohort"])
+                                  "unaligned", "foreign_cohort", "cohort_positives"])
 def test_a_corrupt_or_mismatched_summary_is_422_naming_it_and_nothing_is_stored(client,
                                                                                 case):
     import zlib
@@ -199,6 +199,17 @@ def test_a_corrupt_or_mismatched_summary_is_422_naming_it_and_nothing_is_stored(
 
         o = unpack_outcome(base64.b64decode(s[outcome]["payload"]))
         o.cohorts["planet"] = o.cohorts.pop("region")
+        s[outcome] = corrupt(s[outcome], pack_outcome(o))
+        bad = outcome
+    elif case == "cohort_positives":  # more positives than the cohort has labeled pairs
+        from dataclasses import replace
+
+        from app.evaluation.packing import pack_outcome, unpack_outcome
+
+        o = unpack_outcome(base64.b64decode(s[outcome]["payload"]))
+        c = o.cohorts["region"]
+        assert c.positives is not None
+        o.cohorts["region"] = replace(c, positives=c.n + 1.0)
         s[outcome] = corrupt(s[outcome], pack_outcome(o))
         bad = outcome
     r = client.post("/v1/summaries", json=body)

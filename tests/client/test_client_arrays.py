@@ -204,6 +204,7 @@ def test_register_sklearn_measures_and_sends_the_training_figures(sqlite_server)
         assert training["cohort_validation_error"] == pytest.approx(
             {"region=eu": wrong[region == "eu"].mean(), "region=us": wrong[region == "us"].mean()})
         assert training["validation_rows"] == 200 and training["train_loss"] == 0.31
+        assert training["cohort_validation_rows"] == {"region=eu": 67, "region=us": 133}
         assert training["parameters"] == 3
         assert training["nonzero_parameters"] == int(np.count_nonzero(model.coef_)) + 1
         assert monitor.set_training({"validation_error": 0.2})["metadata"]["training"] == {

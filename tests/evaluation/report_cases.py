@@ -186,7 +186,7 @@ def _horizon_cases(m: ModelRow, th: Any, w: Callable[..., MergedWindow],
             m, MergedWindow(1, T0, T1, OutcomeSummary()), th, training),
             gap.generalization_gap(m, big, th, training), 86_400.0, gap.findings),
         "horizon_gap_partly": _split(horizon.GAP, gap.generalization_gap(
-            m, small, Thresholds(min_n=30, cohort_min_n=30), training),
+            m, small, Thresholds(min_n=30, cohort_min_n=30, gap_min_n=30), training),
             gap.generalization_gap(m, big, th, training), 7200.0, gap.findings),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from scipy import stats
 from scipy.special import expit
 
-from app.evaluation.checks.calibration import calibration
+from app.evaluation.checks.calibration import calibration, findings
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
@@ -122,6 +123,88 @@ def test_calibration_gate(profile):
     sharp = calibration(
         MODEL, window(profile, rows(np.random.default_rng(5), 5000, sharpen=True)), TH)
     assert sharp.decision in ("warning", "critical") and sharp.gate == "threshold"
+
+
+def _rare_window(n: int, seed: int, scores_x: float = 1.0, rate_x: float = 1.0
+                 ) -> MergedWindow:
+    """A binary model with a 2% base rate: labels drawn from the calibrated score times
+    ``rate_x``, the score reported times ``scores_x``."""
+    from app.evaluation.summaries import OutcomeSummary
+    from app.monitoring import CalibrationSums
+
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.5, 24.5, size=n)  # mean 0.02
+    y = (rng.uniform(size=n) < p * rate_x).astype(float)
+    score = np.clip(p * scores_x, 0.0, 1.0)
+    sums = CalibrationSums.of(score, y, (score - y) ** 2, y, 2)
+    return MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                        OutcomeSummary(n=n, labeled=n, calibration=sums))
+
+
+def test_observed_against_expected_sees_a_rare_event_model_ece_does_not():
+    doubled = calibration(MODEL, _rare_window(10_000, 1, scores_x=2.0), TH)
+    assert doubled.result.ece < TH.ece_warning and doubled.decision == "ok"  # ECE blind
+    oe = doubled.observed_expected
+    assert oe.stat.ratio == pytest.approx(0.5, abs=0.08)
+    assert oe.decision == "critical" and oe.stat.pvalue < 1e-12
+    halved = calibration(MODEL, _rare_window(10_000, 2, rate_x=0.5), TH).observed_expected
+    assert halved.decision == "critical" and halved.stat.ratio < 0.67
+    calibrated = calibration(MODEL, _rare_window(10_000, 3), TH).observed_expected
+    assert calibrated.decision == "ok" and calibrated.stat.pvalue > 1e-3
+    # the effect alone is not evidence: 2 positives where 4 are expected at 200 rows
+    small = calibration(MODEL, _rare_window(200, 4, scores_x=2.0), TH).observed_expected
+    assert small.decision == "ok" and small.stat.pvalue > 1e-3
+    # the stored finding beside ECE
+    rows = {f.metric: f for f in findings(doubled)}
+    assert rows["calibration_oe_ratio"].value == oe.stat.ratio
+    assert rows["calibration_oe_ratio"].decision == "critical"
+    assert rows["calibration_ece"].decision == "ok"
+
+
+def test_observed_against_expected_lines_are_knobs():
+    w = _rare_window(10_000, 1, scores_x=1.5)  # O / E 0.74 here: ln -0.30, p 1e-6
+    assert calibration(MODEL, w, TH).observed_expected.decision == "warning"
+    assert calibration(MODEL, w, replace(TH, oe_log_warning=0.35)
+                       ).observed_expected.decision == "ok"
+    assert calibration(MODEL, w, replace(TH, oe_log_critical=0.25)
+                       ).observed_expected.decision == "critical"
+
+
+def test_observed_against_expected_per_cohort_names_the_miscalibrated_one():
+    """Three cohorts of a 2% model, one (c) with its scores doubled: c is flagged, the
+    others and the overall stay quiet, and the alpha is corrected across the four."""
+    from app.evaluation.summaries import ModelShape, Rows
+
+    rng = np.random.default_rng(7)
+    n = 30_000
+    p = rng.beta(0.5, 24.5, size=n)
+    seg = np.array(["a", "b", "c"], dtype=object)[rng.choice(3, size=n, p=[0.45, 0.45, 0.1])]
+    rows = Rows(version_id=np.ones(n, np.int64), ts=np.zeros(n))
+    rows.cohorts["seg"] = seg
+    rows.score = np.where(seg == "c", 2 * p, p)
+    rows.label = (rng.uniform(size=n) < p).astype(float)
+    o = outcome_summary(ModelShape.of(MODEL), rows, count_predictions=True)
+    w = MergedWindow(1, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC),
+                     o)
+    r = calibration(MODEL, w, TH)
+    by = {c.subject: c for c in r.cohorts_observed_expected}
+    assert set(by) == {"seg=a", "seg=b", "seg=c"}
+    assert by["seg=c"].decision == "critical" and by["seg=c"].stat.ratio < 0.67
+    assert by["seg=a"].decision == by["seg=b"].decision == "ok"
+    assert r.observed_expected.subjects == by["seg=a"].subjects == 4
+    # each cohort's test is the binomial at its mean score, the counts by hand
+    inside = seg == "c"
+    assert by["seg=c"].stat.expected == pytest.approx(rows.score[inside].sum(), rel=1e-12)
+    assert by["seg=c"].stat.observed == rows.label[inside].sum()
+    assert by["seg=c"].stat.p_lower == pytest.approx(stats.binom.cdf(
+        by["seg=c"].stat.observed, inside.sum(), rows.score[inside].mean()), rel=0.03)
+    stored = {(f.metric, f.subject): f for f in findings(r)}
+    assert stored[("cohort_calibration_oe_ratio", "seg=c")].decision == "critical"
+    # a cohort below cohort_min_n is not decided, and not counted among the subjects
+    small = calibration(MODEL, w, replace(TH, cohort_min_n=5000))
+    assert {c.subject: c.decision for c in small.cohorts_observed_expected} == {
+        "seg=a": "ok", "seg=b": "ok", "seg=c": "insufficient_data"}
+    assert small.observed_expected.subjects == 3
 
 
 def test_a_cohort_is_tested_against_the_rest(profile):
@@ -271,54 +354,103 @@ def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
 
 
 @pytest.mark.parametrize("validation, decision", [
-    (0.10, "warning"),   # lower bound 0.1292 > 0.12, not > 0.15
-    (0.07, "critical"),  # lower bound 0.1292 > 0.12 = 0.07 + 0.05
-    (0.12, "ok"),        # the point estimate 0.15 is past 0.14, its interval is not
+    (0.09, "warning"),   # P(X >= 150 | 1000, 0.11) = 6.6e-5 < 1e-3; at 0.14: 0.19
+    (0.05, "critical"),  # P(X >= 150 | 1000, 0.10) = 4.5e-7 < 1e-4
+    (0.10, "ok"),        # the point estimate 0.15 is past 0.12; P(X >= 150 | 0.12) = 0.0026
 ])
-def test_gap_is_decided_on_the_wilson_lower_bound(validation, decision):
+def test_gap_is_an_exact_binomial_test_against_validation_and_band(validation, decision):
     # 150 errors in 1000 labeled predictions: 100 of 600 in a, 50 of 400 in b
     w = _sums_window({"a": (600, 100.0, 0.0), "b": (400, 50.0, 0.0)})
     r = generalization_gap(MODEL, w, TH, {"validation_error": validation})
     g = r.overall
     low, high = _wilson_by_hand(150, 1000)
-    assert (g.ci_low, g.ci_high) == pytest.approx((low, high), rel=1e-12)
-    assert g.ci_low == pytest.approx(0.12921007251308828, rel=1e-12)  # scipy binomtest
+    assert (g.ci_low, g.ci_high) == pytest.approx((low, high), rel=1e-12)  # reported
     assert g.production_error == 0.15 and g.n == 1000
     assert g.gap == pytest.approx(0.15 - validation)
     assert g.lines == pytest.approx({"warning": validation + 0.02,
                                      "critical": validation + 0.05})
+    assert g.pvalue == pytest.approx({
+        "warning": stats.binom.sf(149, 1000, validation + 0.02),
+        "critical": stats.binom.sf(149, 1000, validation + 0.05)}, rel=1e-9)
+    assert g.gate == "binomial_exact" and g.subjects == 1
     assert g.decision == decision and r.cohorts == ()
+
+
+@pytest.mark.parametrize("validation, decision", [
+    (0.09, "ok"),       # against 220 of 2000: p = 0.0012, the validation's own noise
+    (0.06, "warning"),  # against 160 of 2000: 4.8e-9; against 220 of 2000: 0.0012
+])
+def test_gap_is_fishers_exact_test_against_the_validation_counts(validation, decision):
+    w = _sums_window({"a": (600, 100.0, 0.0), "b": (400, 50.0, 0.0)})
+    g = generalization_gap(MODEL, w, TH, {"validation_error": validation,
+                                          "validation_rows": 2000}).overall
+    k_warn, k_crit = round((validation + 0.02) * 2000), round((validation + 0.05) * 2000)
+    assert g.pvalue["warning"] == pytest.approx(stats.fisher_exact(
+        [[150, 850], [k_warn, 2000 - k_warn]], alternative="greater").pvalue, rel=1e-12)
+    assert g.pvalue["critical"] == pytest.approx(stats.fisher_exact(
+        [[150, 850], [k_crit, 2000 - k_crit]], alternative="greater").pvalue, rel=1e-12)
+    assert g.gate == "fisher_exact" and g.validation_rows == 2000
+    assert g.decision == decision
 
 
 def test_gap_per_cohort_bands_from_the_thresholds_and_insufficient_data():
     w = _sums_window({"a": (400, 40.0, 0.0), "b": (90, 30.0, 0.0), None: (500, 50.0, 0.0)})
     th = Thresholds(gap_warning=0.0, gap_critical=0.01)
     r = generalization_gap(MODEL, w, th, {
-        "cohort_validation_error": {"seg=a": 0.07, "seg=b": 0.05, "seg=c": 0.1, "seg=": 0.2}})
+        "cohort_validation_error": {"seg=a": 0.05, "seg=b": 0.05, "seg=c": 0.1, "seg=": 0.2}})
     assert r.overall is None
     by = {c.cohort: c.to_dict() for c in r.cohorts}
     low, _ = _wilson_by_hand(40, 400)
-    assert by["a"]["ci_low"] == pytest.approx(low, rel=1e-12)  # 0.0743
-    assert by["a"]["decision"] == "warning"   # 0.0743 > 0.07, not > 0.08
+    assert by["a"]["ci_low"] == pytest.approx(low, rel=1e-12)
+    # two cohorts reach gap_min_n (a and the missing value): alpha / 2
+    assert by["a"]["subjects"] == 2
+    assert by["a"]["pvalue"]["warning"] == pytest.approx(stats.binom.sf(39, 400, 0.05))  # 3e-5
+    assert by["a"]["pvalue"]["critical"] == pytest.approx(stats.binom.sf(39, 400, 0.06))
+    assert by["a"]["decision"] == "warning"   # 0.0012 is not below 1e-4 / 2
     # below the minimum n: reported (a third wrong, far above 0.05), never decided
     assert by["b"]["decision"] == "insufficient_data" and by["b"]["n"] == 90
     assert by["b"]["gap"] == pytest.approx(30 / 90 - 0.05) and by["b"]["gate"] == "min_n"
     assert by["c"]["decision"] == "insufficient_data" and by["c"]["n"] == 0  # no traffic
     assert by["c"]["gap"] is None and by["c"]["ci_low"] is None
     assert by[""]["decision"] == "ok" and by[""]["n"] == 500  # the missing-value cohort
+    # the minimum n is a knob: at 95 rows b would be decided, and counted among the subjects
+    r = generalization_gap(MODEL, w, replace(th, gap_min_n=80), {
+        "cohort_validation_error": {"seg=a": 0.05, "seg=b": 0.05}})
+    assert [c.subjects for c in r.cohorts] == [2, 2] and r.cohorts[1].decision == "critical"
     # a version without a registered validation error
     assert generalization_gap(MODEL, w, th, {}) is None
     # a model without cohort keys: the overall gap from the window's overall error sums
-    from dataclasses import replace
-
     g = generalization_gap(replace(MODEL, cohort_keys=[]), w, th,
-                                   {"validation_error": 0.1})
+                           {"validation_error": 0.1})
     assert g.cohorts == () and g.overall.n == 990
     assert g.overall.production_error == pytest.approx(120 / 990)
     assert g.overall.ci_low == pytest.approx(_wilson_by_hand(120, 990)[0], rel=1e-12)
 
 
-def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
+def test_gap_of_cohorts_at_their_validation_error_stays_quiet():
+    """20 cohorts whose production error equals their validation error (measured on 1,000
+    rows each): across 200 windows of 300 to 10,000 labeled predictions, the corrected exact
+    tests flag (far) fewer than 1% of windows."""
+    rng = np.random.default_rng(26)
+    rates = rng.uniform(0.05, 0.3, size=20)
+    shares = rng.dirichlet(np.full(20, 2.0))
+    flagged = 0
+    for i in range(200):
+        n = (300, 1000, 10_000)[i % 3]
+        counts = rng.multinomial(n, shares)
+        errors = rng.binomial(counts, rates)
+        v_err = rng.binomial(1000, rates) / 1000  # the registered figures, themselves noisy
+        w = _sums_window({f"s{j}": (int(counts[j]), float(errors[j]), 0.0)
+                          for j in range(20)})
+        training = {"cohort_validation_error": {f"seg=s{j}": float(v_err[j])
+                                                for j in range(20)},
+                    "cohort_validation_rows": {f"seg=s{j}": 1000 for j in range(20)}}
+        r = generalization_gap(MODEL, w, TH, training)
+        flagged += any(c.decision in ("warning", "critical") for c in r.cohorts)
+    assert flagged <= 2
+
+
+def test_gap_of_a_regression_is_a_t_test_against_validation_and_band():
     model = ModelRow(id=2, name="r", task="regression",
                      features=[{"name": "x0", "type": "numeric"}], cohort_keys=["seg"],
                      classes=None, created_at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -328,10 +460,12 @@ def test_gap_of_a_regression_is_decided_on_the_mae_normal_interval():
     half = 1.959963984540054 * abs_err.std(ddof=1) / np.sqrt(400)
     assert g.production_error == pytest.approx(0.5)
     assert (g.ci_low, g.ci_high) == pytest.approx((0.5 - half, 0.5 + half), rel=1e-9)
-    assert g.decision == "warning"  # 0.4804 > 0.46, not > 0.49
-    assert "normal" in g.method
-    assert generalization_gap(model, w, TH, {"validation_error": 0.42}).overall.decision \
-        == "critical"
+    assert g.pvalue["warning"] == pytest.approx(
+        stats.ttest_1samp(abs_err, 0.46, alternative="greater").pvalue, rel=1e-9)
+    assert g.decision == "warning"  # p 3.9e-5 at 0.46; 0.16 at 0.49
+    assert g.gate == "t_test"
+    assert generalization_gap(model, w, TH, {"validation_error": 0.40}).overall.decision \
+        == "critical"  # p 4.4e-7 at 0.45
 
 
 def _binary_model() -> tuple[ModelRow, CompiledProfile]:

@@ -155,7 +155,7 @@ def merged_window(rng: np.random.Generator, m: ModelRow, cp: CompiledProfile, d:
     return w
 
 
-TH = Thresholds(min_n=30, cohort_min_n=20)
+TH = Thresholds(min_n=30, cohort_min_n=20, gap_min_n=20)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -338,3 +338,61 @@ def test_overall_error_sums_are_kept_without_cohort_keys_and_merge_exactly(task:
     old = unpack_outcome(pack(meta, {k: v for k, v in arrays.items() if not k[1:2].isdigit()}))
     assert old.errors is None and overall_error(m, MergedWindow(
         7, T0, T0, old, DriftSummary("k", 0, np.zeros(1, np.int64)))) is None
+
+
+@pytest.mark.parametrize("task", ["binary_classification", "multiclass_classification"])
+def test_each_cohort_keeps_its_sum_of_scores_and_positives_through_every_step(task: str):
+    """Per cohort, the sum of scores (top-label confidences) and the positives (correct top
+    labels) by hand; packed in parts, unpacked and merged, and capped, they add up to the
+    same. A payload written before they were kept reads as not knowing them, and a window
+    merged with one does not know them either."""
+    from app.evaluation.packing import pack, unpack
+
+    rng = np.random.default_rng(26)
+    m = model(task)
+    shape = ModelShape.of(m)
+    n = 800
+    d = data(rng, n, task)
+    label = np.where(rng.random(n) < 0.7, d["label"], np.nan)
+    seen = ~np.isnan(label)
+    if task == "binary_classification":
+        score, hit = d["score"], d["label"] == 1
+    else:
+        score, hit = d["probs"].max(axis=1), d["probs"].argmax(axis=1) == d["label"]
+    total = OutcomeSummary()
+    for part in np.array_split(np.arange(n), 3):
+        rows = rows_(shape, {k: v[part] for k, v in d.items()}, np.zeros(part.size),
+                     label[part])
+        total.add(unpack_outcome(pack_outcome(outcome_summary(shape, rows,
+                                                              count_predictions=True))))
+    c = total.cohorts["region"]
+    for i, name in enumerate(c.cohorts):
+        inside = seen & np.array([r == name for r in d["region"]])
+        assert c.scores[i] == pytest.approx(score[inside].sum(), rel=1e-12)
+        assert c.positives[i] == hit[inside].sum()
+    capped = OutcomeSummary()
+    capped.add(total)
+    capped.cap_cohorts(2)
+    k = capped.cohorts["region"]
+    assert k.cohorts[-1] == "(other)"
+    assert k.scores.sum() == pytest.approx(c.scores.sum(), rel=1e-12)
+    assert k.positives.sum() == c.positives.sum()
+    # an earlier payload: no c0_s / c0_o
+    meta, arrays = unpack(pack_outcome(total))
+    old = unpack_outcome(pack(meta, {a: v for a, v in arrays.items()
+                                     if a not in ("c0_s", "c0_o")}))
+    assert old.cohorts["region"].scores is None and old.cohorts["region"].positives is None
+    mixed = OutcomeSummary()
+    mixed.add(total)
+    mixed.add(old)
+    assert mixed.cohorts["region"].scores is None
+    assert mixed.cohorts["region"].n.sum() == 2 * c.n.sum()
+
+
+def test_a_regression_keeps_no_cohort_sums_of_scores():
+    m = model("regression")
+    shape = ModelShape.of(m)
+    d = data(np.random.default_rng(2), 200, m.task)
+    o = unpack_outcome(pack_outcome(outcome_summary(
+        shape, rows_(shape, d, np.zeros(200), d["label"]), count_predictions=True)))
+    assert o.cohorts["region"].scores is None and o.cohorts["region"].positives is None

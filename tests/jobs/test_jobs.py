@@ -303,8 +303,9 @@ def test_a_model_without_cohort_keys_gets_its_overall_error_and_gap(client, engi
                                                                     settings):
     """No cohort keys: the cohorts job still stores the window's error_ratio (the hand-counted
     share of wrong labeled predictions) and the generalization gap against the registered
-    validation error, decided on the Wilson lower bound; no cohort row."""
-    from scipy.stats import binomtest
+    validation error, decided by the exact binomial test against validation + band (the
+    Wilson interval reported beside it); no cohort row."""
+    from scipy.stats import binom, binomtest
 
     rng = np.random.default_rng(5)
     model = {**drift_model(), "cohort_keys": []}
@@ -333,7 +334,10 @@ def test_a_model_without_cohort_keys_gets_its_overall_error_and_gap(client, engi
     low = binomtest(k, 1200).proportion_ci(method="wilson").low
     assert gap.n == 1200 and gap.value == pytest.approx(k / 1200 - 0.15, rel=1e-12)
     assert gap.detail["ci_low"] == pytest.approx(low, rel=1e-9)
-    decision = ("critical" if low > 0.2 else "warning" if low > 0.17 else "ok")
+    p_warn, p_crit = binom.sf(k - 1, 1200, 0.17), binom.sf(k - 1, 1200, 0.20)
+    assert gap.detail["pvalue"] == pytest.approx({"warning": p_warn, "critical": p_crit},
+                                                 rel=1e-9)
+    decision = ("critical" if p_crit < 1e-4 else "warning" if p_warn < 1e-3 else "ok")
     assert gap.decision == decision
     # about a quarter wrong (the north quarter is a coin flip) against 0.15 in validation
     assert decision == "critical"

@@ -1,6 +1,9 @@
 """The generalization gap: a version's production error against the validation error its
-training registered, overall and per registered cohort, decided on the production error's
-95% interval so that a window worse by chance does not alert."""
+training registered, overall and per registered cohort, decided like every other check: an
+exact one-sided test of the production errors against validation + band (Fisher's exact
+test against the validation counts where the validation rows are registered), at alpha / m
+across the overall error and the cohorts tested, and only from ``gap_min_n`` labeled
+predictions. The production error's 95% interval is reported beside it."""
 
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ from app.evaluation.checks.declare import Check, Finding, Stores
 from app.evaluation.policy import CRITICAL, OK, WARNING, Thresholds
 from app.evaluation.windows import MergedWindow
 from app.monitoring import INSUFFICIENT_DATA, mean_interval, wilson_interval
+from app.monitoring.gates import binomial_excess, fisher_exact_test, mae_excess
 from app.storage.registry import ModelRow
 
 GENERALIZATION_GAP = Check(
-    "generalization_gap", "cohorts", "the production error's 95% interval above the "
-    "registered validation error by more than a line (warning, critical)",
-    ("gap_warning", "gap_critical"),
+    "generalization_gap", "cohorts", "the production error above the registered validation "
+    "error + band, exact one-sided test at alpha / m across the overall error and the "
+    "cohorts (warning, critical)",
+    ("alpha_warning", "alpha_critical", "gap_warning", "gap_critical", "gap_min_n"),
     (Stores("error_ratio", None, "Overall error rate of the window.", "modelmon_error_ratio",
             decides=False),
      Stores("error_mae", None, "Overall mean absolute error of the window (regression).",
@@ -51,11 +56,15 @@ class GapResult:
     cohort_key: str | None = None
     cohort: str | None = None
     horizon_seconds: float | None = None
+    validation_rows: int | None = None
+    pvalue: dict[str, float] | None = None
+    subjects: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {} if self.cohort_key is None else {
             "cohort_key": self.cohort_key, "cohort": self.cohort}
-        out.update(n=self.n, validation_error=self.validation_error, lines=self.lines,
+        out.update(n=self.n, validation_error=self.validation_error,
+                   validation_rows=self.validation_rows, lines=self.lines,
                    thresholds=self.thresholds, production_error=self.production_error,
                    ci_low=self.ci_low, ci_high=self.ci_high, gap=self.gap)
         if self.method is None:  # no labeled prediction: nothing was measured
@@ -63,6 +72,8 @@ class GapResult:
                        decision_reason=self.decision_reason)
         else:
             out.update(method=self.method, gate=self.gate, decision=self.decision)
+            if self.pvalue is not None:
+                out.update(pvalue=self.pvalue, subjects=self.subjects)
             if self.decision_reason is not None:
                 out["decision_reason"] = self.decision_reason
         if self.horizon_seconds is not None:
@@ -73,7 +84,8 @@ class GapResult:
         """What its stored row states beside the gap and the decision."""
         return {"production_error": self.production_error, "ci_low": self.ci_low,
                 "ci_high": self.ci_high, "validation_error": self.validation_error,
-                "lines": self.lines, "gate": self.gate,
+                "validation_rows": self.validation_rows, "pvalue": self.pvalue,
+                "subjects": self.subjects, "lines": self.lines, "gate": self.gate,
                 "decision_reason": self.decision_reason,
                 "horizon_seconds": self.horizon_seconds}
 
@@ -91,71 +103,117 @@ class GapReport:
                 "cohorts": [c.to_dict() for c in self.cohorts]}
 
 
-def _gap(task: str, n: int, errors: float, squares: float, validation: float, min_n: int,
-         th: Thresholds) -> GapResult:
-    """Production error of n labeled predictions against a validation error: decided on the
-    lower end of the production error's 95% interval (Wilson for a rate, normal for an
-    MAE), so a window worse by chance does not alert."""
-    lines = {"warning": validation + th.gap_warning, "critical": validation + th.gap_critical}
-    thresholds = {**th.stated(GENERALIZATION_GAP.knobs), "min_n": min_n}
-    if n == 0:
-        return GapResult(n, validation, lines, thresholds, INSUFFICIENT_DATA, "min_n",
-                         decision_reason="no labeled predictions in the window")
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    """What one subject's gap is decided on: its labeled n and error sums, the registered
+    validation error and, where registered, the rows it was measured on."""
+
+    n: int
+    errors: float
+    squares: float
+    validation: float
+    validation_rows: int | None = None
+    reason: str | None = None
+
+
+def _pvalue(task: str, s: _Subject, band: float) -> tuple[float, str, str]:
+    """(one-sided p-value of 'the production error exceeds validation + band', method,
+    gate). Rates: Fisher's exact test against the validation's errors shifted by the band
+    (round((v + band) x rows) of rows) where the rows are registered, since a validation
+    error measured on a few hundred rows is itself noisy; else the exact binomial test
+    against v + band. MAE: one-sided t test of the mean absolute error against v + band."""
+    line = s.validation + band
     if task == "regression":
-        production = errors / n
-        low, high = mean_interval(n, errors, squares)
-        method = "MAE, normal 95% interval"
+        p = mae_excess(s.n, s.errors, s.squares, line)
+        return p, "MAE, one-sided t test against validation + band", "t_test"
+    k = round(s.errors)
+    if s.validation_rows:
+        k_v = min(round(min(line, 1.0) * s.validation_rows), s.validation_rows)
+        p = fisher_exact_test(k, s.n, k_v, s.validation_rows).pvalue
+        return p, ("error rate, one-sided Fisher exact test against the validation "
+                   "counts + band"), "fisher_exact"
+    return (binomial_excess(k, s.n, min(line, 1.0)),
+            "error rate, one-sided exact binomial test against validation + band",
+            "binomial_exact")
+
+
+def _gap(task: str, s: _Subject, subjects: int, th: Thresholds) -> GapResult:
+    """The production error of n labeled predictions against validation + band: warning
+    when the exact one-sided p-value at the warning band is below alpha_warning / m,
+    critical at the critical band and alpha_critical / m, m the subjects (overall and
+    cohorts) with at least ``gap_min_n`` labeled predictions."""
+    v = s.validation
+    lines = {"warning": v + th.gap_warning, "critical": v + th.gap_critical}
+    thresholds = th.stated(GENERALIZATION_GAP.knobs)
+    if s.n == 0:
+        return GapResult(s.n, v, lines, thresholds, INSUFFICIENT_DATA, "min_n",
+                         decision_reason=s.reason or "no labeled predictions in the window",
+                         validation_rows=s.validation_rows)
+    if task == "regression":
+        production = s.errors / s.n
+        low, high = mean_interval(s.n, s.errors, s.squares)
     else:
-        k = round(errors)
-        production = k / n
-        low, high = wilson_interval(k, n)
-        method = "error rate, Wilson 95% interval"
-    out = GapResult(n, validation, lines, thresholds, OK, "interval_lower_bound",
-                    production, low, high, production - validation, method)
-    if n < min_n:  # the figures are reported, never decided on
-        return replace(out, decision=INSUFFICIENT_DATA, gate="min_n",
-                       decision_reason=f"insufficient data: {n} labeled predictions, below "
-                                       f"the minimum {min_n}")
-    return replace(out, decision=(CRITICAL if low > lines["critical"] else
-                                  WARNING if low > lines["warning"] else OK))
+        production = round(s.errors) / s.n
+        low, high = wilson_interval(round(s.errors), s.n)
+    out = GapResult(s.n, v, lines, thresholds, INSUFFICIENT_DATA, "min_n", production, low,
+                    high, production - v, validation_rows=s.validation_rows)
+    if s.n < th.gap_min_n:  # the figures are reported, never decided on
+        return replace(out, method=_pvalue(task, s, 0.0)[1], decision_reason=(
+            f"insufficient data: {s.n} labeled predictions, below the minimum "
+            f"{th.gap_min_n}"))
+    p_warn, method, gate = _pvalue(task, s, th.gap_warning)
+    p_crit = _pvalue(task, s, th.gap_critical)[0]
+    m = max(subjects, 1)
+    decision = (CRITICAL if p_crit < th.alpha_critical / m else
+                WARNING if p_warn < th.alpha_warning / m else OK)
+    return replace(out, method=f"{method}, Bonferroni across {m}", gate=gate,
+                   decision=decision, pvalue={"warning": p_warn, "critical": p_crit},
+                   subjects=m)
 
 
-def _overall(task: str, window: MergedWindow, validation: float,
-             th: Thresholds) -> GapResult:
+def _overall(window: MergedWindow, validation: float, rows: int | None) -> _Subject:
     o = window.outcome
     if o.errors is None or o.squares is None:
-        return replace(_gap(task, 0, 0.0, 0.0, validation, th.min_n, th),
-                       decision_reason="the window's overall error sums are not known "
-                                       "(summaries written before they were kept)")
-    return _gap(task, o.labeled, o.errors, o.squares, validation, th.min_n, th)
+        return _Subject(0, 0.0, 0.0, validation, rows,
+                        "the window's overall error sums are not known (summaries written "
+                        "before they were kept)")
+    return _Subject(o.labeled, o.errors, o.squares, validation, rows)
 
 
-def _cohort(task: str, window: MergedWindow, subject: str, validation: float,
-            th: Thresholds) -> GapResult:
+def _cohort(window: MergedWindow, subject: str, validation: float,
+            rows: int | None) -> _Subject:
     key, _, value = subject.partition("=")
     c = window.outcome.cohorts.get(key)
     i = None if c is None else next(
         (j for j, name in enumerate(c.cohorts) if (name or "") == value), None)
-    n, err, sq = (0, 0.0, 0.0) if c is None or i is None else (
-        int(c.n[i]), float(c.first[i]), float(c.second[i]))
-    return replace(_gap(task, n, err, sq, validation, th.cohort_min_n, th), cohort_key=key,
-                   cohort=value)
+    if c is None or i is None:
+        return _Subject(0, 0.0, 0.0, validation, rows)
+    return _Subject(int(c.n[i]), float(c.first[i]), float(c.second[i]), validation, rows)
 
 
 def generalization_gap(model: ModelRow, window: MergedWindow, th: Thresholds,
                        training: dict[str, Any]) -> GapReport | None:
     """The version's production error against the validation error registered in its
     training block: overall (from the window's overall error sums, cohort keys or not) and
-    per cohort with a registered ``cohort_validation_error``. None when the version
-    registered neither."""
+    per cohort with a registered ``cohort_validation_error``, each tested exactly against
+    validation + band with Bonferroni across the subjects large enough to decide. None when
+    the version registered neither."""
     overall = training.get("validation_error")
     per_cohort = training.get("cohort_validation_error") or {}
     if overall is None and not per_cohort:
         return None
     task = TASK[model.task]
-    return GapReport(None if overall is None else _overall(task, window, overall, th),
-                     tuple(_cohort(task, window, s, per_cohort[s], th)
-                           for s in sorted(per_cohort)))
+    rows = training.get("cohort_validation_rows") or {}
+    first = None if overall is None else _overall(window, overall,
+                                                  training.get("validation_rows"))
+    cohorts = [(subject, _cohort(window, subject, per_cohort[subject], rows.get(subject)))
+               for subject in sorted(per_cohort)]
+    m = sum(s.n >= th.gap_min_n for s in [*([first] if first else []),
+                                          *(c for _, c in cohorts)])
+    return GapReport(None if first is None else _gap(task, first, m, th),
+                     tuple(replace(_gap(task, c, m, th), cohort_key=subject.partition("=")[0],
+                                   cohort=subject.partition("=")[2])
+                           for subject, c in cohorts))
 
 
 def findings(r: GapReport | None) -> list[Finding]:

@@ -207,7 +207,8 @@ class Monitor:
     def set_training(self, training: Mapping[str, Any]) -> dict[str, Any]:
         """Replace this version's training figures (``train_loss``, ``validation_loss``,
         ``penalty_loss``, ``validation_error``, ``validation_ece``, ``cohort_validation_error``
-        as ``{"key=value": error}``, ``train_rows``, ``validation_rows``, ``parameters``,
+        as ``{"key=value": error}``, ``cohort_validation_rows`` as ``{"key=value": rows}``,
+        ``train_rows``, ``validation_rows``, ``parameters``,
         ``nonzero_parameters``): the service's generalization gap compares production with
         them. Refused (409 ``version_in_use``) once a prediction of the version is stored."""
         return self._call("PATCH", _http.model_path(self.model, "versions", self.version),

@@ -141,9 +141,11 @@ def training_figures(estimator: Any, task: str, validation: tuple[Any, Any],
                            "validation_rows": int(y.shape[0])}
     for key, values in (cohorts or {}).items():
         values = np.asarray(values, dtype=object)
+        present = [v for v in sorted(set(values.tolist())) if v is not None]
         out.setdefault("cohort_validation_error", {}).update({
-            f"{key}={v}": float(err[values == v].mean()) for v in sorted(set(values.tolist()))
-            if v is not None})
+            f"{key}={v}": float(err[values == v].mean()) for v in present})
+        out.setdefault("cohort_validation_rows", {}).update({
+            f"{key}={v}": int((values == v).sum()) for v in present})
     tensors = weight_tensors(estimator)
     if tensors:
         out["parameters"] = int(sum(np.asarray(t).size for t in tensors.values()))
