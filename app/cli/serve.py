@@ -1,5 +1,6 @@
-"""``modelmon serve``: migrate the database, then serve the API (and, unless turned off, the
-scheduled jobs) with uvicorn, in one process or N behind one port."""
+"""``modelmon serve``: migrate the database, then serve the API with uvicorn, in one process or
+N behind one port, and (unless turned off) the scheduled jobs in a process of their own
+(app/cli/scheduler_child.py) or inside the serving process(es)."""
 
 from __future__ import annotations
 
@@ -179,8 +180,9 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--host", help="bind address (MODELMON_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (MODELMON_PORT, default 8000)")
     serve.add_argument("--workers", type=_positive, default=1,
-                       help="processes serving the port (default 1); each runs the scheduler "
-                       "too, which is safe: a window is computed once")
+                       help="processes serving the port (default 1), beside one scheduler "
+                       "process (MODELMON_SCHEDULER_PROCESS=child, the default; with thread, "
+                       "each runs the scheduler, which is safe: a window is computed once)")
     serve.add_argument("--no-migrate", action="store_true",
                        help="do not migrate first (when a one-shot migrate step runs it)")
     add_json(serve, "log one JSON object a line, whatever stderr is (MODELMON_LOG_FORMAT="
