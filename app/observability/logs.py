@@ -101,5 +101,7 @@ def configure_logging(log_format: str, level: str) -> None:
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    # APScheduler logs every run at INFO; modelmon logs each tick and window itself.
-    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
+    # APScheduler logs every run at INFO; modelmon logs each tick and window itself. Alembic
+    # logs each of its plugins at INFO when first imported (by the migration at start).
+    for name in ("apscheduler", "alembic.runtime.plugins"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

@@ -328,7 +328,9 @@ def test_a_profile_changed_mid_run_is_fetched_again_and_named(app, client, engin
 
     async def hook():
         if gate.uploads == 2:  # before the second upload is read
+            # the version has predictions by then: a new reference is an explicit replace
             r = await asyncio.to_thread(client.post, "/v1/models/lake/versions/v1/reference",
+                                        params={"replace": "true"},
                                         json={"records": [reference("binary", i + 99)
                                                           for i in range(500)]})
             assert r.status_code == 201, r.text

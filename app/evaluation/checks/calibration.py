@@ -169,7 +169,7 @@ def _cohort_groups(window: MergedWindow) -> list[tuple[str, int, tuple[Any, Any,
     """(``key=value``, labeled n, (counts, mean score, observed) or None where the summaries
     do not know the cohort's sums of scores) per cohort of every key: the cohort's rows at
     its mean score, the binomial (Hoeffding's bound: conservative, app/monitoring/
-    expected.py)."""
+    expected.py), sorted by subject."""
     out = []
     for key, c in sorted(window.outcome.cohorts.items()):
         for i, name in enumerate(c.cohorts):
@@ -179,7 +179,8 @@ def _cohort_groups(window: MergedWindow) -> list[tuple[str, int, tuple[Any, Any,
             sums = None if c.scores is None or c.positives is None else (
                 [n], _digits([float(c.scores[i]) / n]), int(round(float(c.positives[i]))))
             out.append((f"{key}={name or ''}", n, sums))
-    return out
+    # by subject: summaries list a key's values in the order their path first met them
+    return sorted(out, key=lambda c: c[0])
 
 
 def _observed_expected(out: CalibrationReport, sums: CalibrationSums, window: MergedWindow,
