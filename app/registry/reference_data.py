@@ -183,6 +183,14 @@ def _first_non_number(values: pa.ChunkedArray) -> tuple[int, str] | None:
     return None
 
 
+def _shown(v: Any) -> str:
+    """A refused value as a message shows it: short, and never the repr of a nested list or
+    object (which may be nested past the interpreter's recursion limit)."""
+    if isinstance(v, (list, dict)):
+        return "an array" if isinstance(v, list) else "an object"
+    return repr(v)[:60]
+
+
 def _numeric(name: str, values: Any) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         problem = _type_problem(name, "numeric", values.type)
@@ -203,7 +211,7 @@ def _numeric(name: str, values: Any) -> np.ndarray:
            if v is not None and v is not NON_FINITE
            and (isinstance(v, bool) or not isinstance(v, (int, float)))]
     if bad:
-        raise _bad([Problem(f"numeric feature column holds a non-number, {values[bad[0]]!r}, "
+        raise _bad([Problem(f"numeric feature column holds a non-number, {_shown(values[bad[0]])}, "
                             f"at records[{bad[0]}]", field=name)])
     out = np.array([np.nan if v is None or v is NON_FINITE else float(v) for v in values],
                    dtype=np.float64)
