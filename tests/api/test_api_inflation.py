@@ -251,7 +251,8 @@ def test_the_server_s_peak_memory_stays_within_twice_idle_while_refusing_bombs(s
     with httpx2.Client(base_url=url, timeout=120) as c:
         register(c)
         # warm every path once with small uploads, so idle includes what they import
-        small = pa.table({"amount": np.arange(1000, dtype=np.float64)})
+        small = pa.table({"amount": np.arange(1000, dtype=np.float64),
+                          "country": ["de", "fr"] * 500})
         pq.write_table(small, tmp_path / "small.parquet")
         assert c.post(REFERENCE, content=(tmp_path / "small.parquet").read_bytes(), headers={
             "Content-Type": "application/vnd.apache.parquet"}).status_code == 201
