@@ -121,7 +121,7 @@ SERVICE = (
     _service("modelmon_scheduler_ticks_total", "counter", ("outcome",), "Scheduler ticks (summary "
        "upkeep and every due window), by outcome.", values={
            "outcome": ("success", "failure")}),
-    _service("modelmon_summary_rollup_rows_total", "counter", (), "Bucket summary rows this "
+    _service("modelmon_rollup_merged_rows_total", "counter", (), "Bucket summary rows this "
        "process's scheduler merged into hourly and daily rows (roll-ups).", "bucket summary "
        "rows this process's scheduler merged into hourly and daily rows (docs/operations.md, "
        "Roll-ups)"),

@@ -96,7 +96,7 @@ class ServiceMetrics:
         self.db_errors = made(r, "modelmon_database_errors_total")
         self.ticks = made(r, "modelmon_scheduler_ticks_total")
         self.tick_duration = made(r, "modelmon_scheduler_tick_duration_seconds")
-        self.rolled_up = made(r, "modelmon_summary_rollup_rows_total")
+        self.rolled_up = made(r, "modelmon_rollup_merged_rows_total")
         self.last_tick = made(r, "modelmon_scheduler_last_tick_timestamp_seconds",
                               multiprocess_mode="max")
         self.clock_skew = made(r, "modelmon_clock_skew_seconds",

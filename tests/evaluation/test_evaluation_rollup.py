@@ -270,7 +270,7 @@ def test_a_scheduler_tick_rolls_up_and_counts_the_rows_it_merged(client, engine,
     metrics = ServiceMetrics(registry_)
     scheduler = JobScheduler(engine, settings, PartitionManager(engine), hooks=metrics)
     scheduler.tick()
-    merged = registry_.get_sample_value("modelmon_summary_rollup_rows_total")
+    merged = registry_.get_sample_value("modelmon_rollup_merged_rows_total")
     spans = [r for name in ("credit", "twin") for r in rows_of(engine, name)]
     assert {r[5] for r in spans} == {3600} and merged > len(spans)
 
