@@ -184,8 +184,9 @@ def test_a_new_reference_rebuilds_a_rolled_up_hour_whole(client, engine, setting
     for name in ("credit", "twin"):
         feed(client, name, late, [])
     ref = reference_csv(np.random.default_rng(5), 800)
-    for name in ("credit", "twin"):
+    for name in ("credit", "twin"):  # the versions have predictions: an explicit replace
         assert client.post(f"/v1/models/{name}/versions/v1/reference", content=ref,
+                           params={"replace": "true"},
                            headers={"content-type": "text/csv"}).status_code == 201
     span = (day - 2 * HOUR, day + 2 * HOUR)
     on_the_fly = report(client, "credit", "drift", *span)

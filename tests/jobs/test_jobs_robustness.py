@@ -81,9 +81,11 @@ def test_a_failing_job_records_its_error_and_is_retried(client, engine, settings
     assert run.status == "failure" and "KeyError" in run.error
     assert client.get("/healthz").status_code == 200
     assert client.get("/v1/models").status_code == 200  # the API is unaffected
-    # fixed: the next tick computes the same window
-    client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 500),
-                headers={"content-type": "text/csv"})
+    # fixed (an explicit replace: the version has predictions): the next tick computes the
+    # same window
+    r = client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 500),
+                    params={"replace": "true"}, headers={"content-type": "text/csv"})
+    assert r.status_code == 201, r.text
     assert runner.tick(engine, settings, now=end, jobs=["drift"]) == {"success": 1}
 
 
