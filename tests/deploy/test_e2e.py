@@ -51,7 +51,7 @@ INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
 # calibration or cohort finding reaches: the same data makes tickets, never those pages.
 LOOSE_MODEL = "demo-loose"
 LOOSE_POLICY = {"psi_major": 50.0, "psi_critical": 50.0, "ece_critical": 1.0,
-                "cohort_ratio_critical": 1e6}
+                "oe_log_critical": 50.0, "cohort_ratio_critical": 1e6}
 QUALITY_ALERTS = ("ModelmonFeatureDriftHigh", "ModelmonPredictionDriftHigh",
                   "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression")
 
