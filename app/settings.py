@@ -7,35 +7,16 @@ be added without saying what it does.
 
 from __future__ import annotations
 
-import ipaddress
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app import settings_rules as rules
+from app.settings_rules import ENV_PREFIX, ORDERED, listed, variable  # noqa: F401
+
 MIB = 1024 * 1024
-ENV_PREFIX = "MODELMON_"
-
-# (lower, upper) pairs of policy thresholds that must keep their order: a warning line below
-# its critical one, the moderate PSI band below the major one, and the critical alpha (the
-# stronger evidence) below the warning one. Settings holds the service-wide defaults to it;
-# app/evaluation/policy.py holds every model's effective policy to it.
-ORDERED: tuple[tuple[str, str], ...] = (
-    ("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
-    ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
-    ("oe_log_warning", "oe_log_critical"),
-    ("sparsity_jump_warning", "sparsity_jump_critical"))
-
-
-def variable(field: str) -> str:
-    """The environment variable of a settings field, as operators and error messages name it."""
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-def listed(value: str) -> list[str]:
-    """The items of a comma-separated setting, blanks dropped."""
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -457,67 +438,18 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        """``postgres://`` (what many hosts hand out) is PostgreSQL through psycopg, as is
-        ``postgresql://``; anything but PostgreSQL and SQLite is refused here, by name."""
-        scheme, sep, rest = value.partition("://")
-        if not sep:
-            raise ValueError("must be a URL such as postgresql+psycopg://user:pass@host/db or "
-                             "sqlite:///./modelmon.db")
-        if scheme in ("postgres", "postgresql", "postgres+psycopg"):
-            return f"postgresql+psycopg://{rest}"
-        if scheme.split("+")[0] not in ("postgresql", "sqlite"):
-            raise ValueError(f"unsupported database {scheme.split('+')[0][:40]!r}: use "
-                             "postgresql+psycopg://... or sqlite:///...")
-        return value
+        return rules.known_database(value)
 
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_addresses(cls, value: str) -> str:
-        for item in listed(value):
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{variable('trusted_proxies')}: {item[:100]!r} is not an IP "
-                                 "address or network (e.g. 10.0.0.0/8)") from None
-        return value
+        return rules.proxies_are_addresses(value)
 
     @model_validator(mode="after")
-    def _windows_are_whole_buckets(self) -> Settings:
-        ratio = self.job_window_seconds / self.job_interval_seconds
-        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
-            raise ValueError(
-                "MODELMON_JOB_WINDOW_SECONDS must be a whole multiple of "
-                "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
-        longer = self.job_long_window_seconds / self.job_interval_seconds
-        if abs(longer - round(longer)) > 1e-9:
-            raise ValueError(
-                "MODELMON_JOB_LONG_WINDOW_SECONDS must be a whole multiple of "
-                "MODELMON_JOB_INTERVAL_SECONDS: windows are made of whole summary buckets")
-        return self
-
-    @model_validator(mode="after")
-    def _rollups_keep_their_order(self) -> Settings:
-        hourly, daily = (self.summary_rollup_hourly_after_seconds,
-                         self.summary_rollup_daily_after_seconds)
-        if hourly and daily and daily < hourly:
-            raise ValueError(
-                "MODELMON_SUMMARY_ROLLUP_DAILY_AFTER_SECONDS must not be below "
-                "MODELMON_SUMMARY_ROLLUP_HOURLY_AFTER_SECONDS: days are made of older hours")
-        return self
-
-    @model_validator(mode="after")
-    def _thresholds_keep_their_order(self) -> Settings:
-        """Refused at start rather than left to every model's policy check: a warning line
-        above its critical one would make every model's defaults contradict themselves."""
-        wrong = []
-        for low, high in ORDERED:
-            lo, hi = getattr(self, f"threshold_{low}"), getattr(self, f"threshold_{high}")
-            if lo > hi:
-                wrong.append(f"{variable(f'threshold_{low}')} ({lo:g}) must not exceed "
-                             f"{variable(f'threshold_{high}')} ({hi:g})")
-        if wrong:
-            raise ValueError("; ".join(wrong) + ": a decision's lines must keep their order "
-                             "(docs/policy.md); change one of each pair")
+    def _consistent(self) -> Settings:
+        rules.windows_are_whole_buckets(self)
+        rules.rollups_keep_their_order(self)
+        rules.thresholds_keep_their_order(self)
         return self
 
 

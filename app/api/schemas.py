@@ -460,20 +460,9 @@ class LabelRecord(Strict):
 class LabelBatch(Strict):
     records: list[LabelRecord]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "records": [
-                    {
-                        "model": "fraud",
-                        "prediction_id": "req-0001",
-                        "label": "fraud",
-                        "timestamp": "2026-11-24T08:00:00Z",
-                    }
-                ]
-            }
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"example": {"records": [
+        {"model": "fraud", "prediction_id": "req-0001", "label": "fraud",
+         "timestamp": "2026-11-24T08:00:00Z"}]}})
 
 
 class LabelResult(BaseModel):
