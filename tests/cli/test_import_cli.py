@@ -137,9 +137,12 @@ def test_an_interrupted_import_resumes_and_stores_nothing_twice(client, engine, 
     args = ["--url", live_server.url, "--model", "fraud", "--batch-size", "100",
             "--state", str(state)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # SIGINT as a terminal sends it, also where the test itself runs with SIGINT ignored
+    # (a background job of a non-interactive shell: the child would inherit that)
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "import", str(fifo),
                              "--format", "jsonl", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         with fifo.open("w") as pipe:
             pipe.write("".join(json.dumps(r) + "\n" for r in data[:1000]))
