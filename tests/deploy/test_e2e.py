@@ -33,6 +33,7 @@ from deploy_support import (
     get_json,
     query,
     recording_rule_names,
+    render_rules_module,
     start_alertmanager,
     start_prometheus,
     stop_process,
@@ -52,6 +53,7 @@ INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
 LOOSE_MODEL = "demo-loose"
 LOOSE_POLICY = {"psi_major": 50.0, "psi_critical": 50.0, "ece_critical": 1.0,
                 "oe_log_critical": 50.0, "cohort_ratio_critical": 1e6}
+PAGES_BASE = render_rules_module().DEFAULT_PAGES_BASE
 QUALITY_ALERTS = ("ModelmonFeatureDriftHigh", "ModelmonPredictionDriftHigh",
                   "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression")
 
@@ -155,6 +157,10 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     assert page["labels"]["severity"] == "critical"
     assert page["labels"]["model"] == INCIDENT_MODEL
     assert page["annotations"]["runbook_url"].endswith("#modelmonfeaturedrifthigh")
+    # the link to the feature's report page (the base scripts/render-rules.py renders)
+    assert page["annotations"]["page_url"] == (
+        f"{PAGES_BASE}/models/{INCIDENT_MODEL}/versions/{page['labels']['version']}"
+        f"/features/{page['labels']['feature']}")
     assert page["annotations"]["summary"] and INCIDENT_MODEL in page["annotations"][
         "description"]
     assert all(a["labels"]["severity"] == "critical" for a in _alerts(sink, "pager"))
@@ -181,6 +187,12 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
                             if a["labels"]["alertname"] == "ModelmonGeneralizationGapHigh"
                             and a["labels"]["version"] == "v2"], "the gap page", timeout=60)
     assert gap[0]["annotations"]["runbook_url"].endswith("#modelmongeneralizationgaphigh")
+    # its page_url is the version's report page, and the page is there on the served /ui
+    page_url = gap[0]["annotations"]["page_url"]
+    assert page_url == f"{PAGES_BASE}/models/{INCIDENT_MODEL}/versions/v2"
+    with urllib.request.urlopen(url + "/ui" + page_url.removeprefix(PAGES_BASE),
+                                timeout=30) as resp:
+        assert resp.status == 200 and b"v2" in resp.read()
 
     # 4. the model's policy, not the rules, decides whether that finding pages: ticket-only,
     # the critical alert stops while the warning (the ticket) stays; paging again, it returns
