@@ -153,7 +153,7 @@ def _all_exprs() -> list[tuple[str, str]]:
 
 def test_exprs_use_only_known_variables() -> None:
     for where, expr in _all_exprs():
-        for var in re.findall(r"\$\{?(\w+)", expr):
+        for var in re.findall(r"\$\{?([A-Za-z_]\w*)", expr):
             assert var in {"job", "instance", "model", "version", "feature",
                            "__rate_interval", "__range", "__interval"}, f"{where}: ${var}"
         assert "$datasource" not in expr
@@ -354,6 +354,15 @@ PAGE_LINK = re.compile(r"\$\{pages\}(/models/\$\{(__data\.fields|__field\.labels
                        r"/versions/\$\{\2\.version\}(/features/\$\{\2\.feature\})?)?")
 
 
+# The firing alerts' table computes each alert's page path as a label (`page`), as the rules
+# build page_url (the end-to-end test holds the two equal on real alerts).
+ALERT_PAGE_LINK = "${pages}${__data.fields.page}"
+ALERT_PAGE_EXPR = ('"page", "/", "model", "version", "feature"), "page", '
+                   '"/models/$1/versions/$2/features/$3", "page", "([^/]+)/([^/]+)/([^/]+)"), '
+                   '"page", "/models/$1/versions/$2", "page", "([^/]+)/([^/]+)/"), '
+                   '"page", "", "page", "[^/]*//")')
+
+
 def _links(panel: dict[str, Any]) -> list[dict[str, Any]]:
     return [link for _, c in _colour_configs(panel) for link in c.get("links") or []]
 
@@ -369,7 +378,7 @@ def test_links_to_the_pages(path: Path) -> None:
     page_urls = [u for u in urls if u.startswith("${pages}")]
     assert page_urls, path.name
     for url in page_urls:  # the shape of the alerts' page_url (tests/deploy/test_deploy_rules)
-        assert PAGE_LINK.fullmatch(url), url
+        assert PAGE_LINK.fullmatch(url) or url == ALERT_PAGE_LINK, url
     for url in urls:
         assert url.startswith(("${pages}", "/d/modelmon-")), url
 
@@ -379,6 +388,10 @@ def test_firing_alerts_link_the_debug_dashboard_and_the_page() -> None:
                   if "ALERTS" in _shown(p) and p["type"] == "table")
     urls = [link["url"] for link in _links(alerts)]
     assert any(u.startswith("/d/modelmon-debug/") and "var-model=${__data.fields.model}" in u
-               for u in urls), urls
-    assert any(PAGE_LINK.fullmatch(u) and "/features/" in u for u in urls), urls
-    assert any(PAGE_LINK.fullmatch(u) and "/features/" not in u for u in urls), urls
+               and "var-version=${__data.fields.version}" in u for u in urls), urls
+    assert ALERT_PAGE_LINK in urls
+    (target,) = alerts["targets"]
+    assert ALERT_PAGE_EXPR in target["expr"]
+    # nothing hides the column the link reads
+    for step in alerts.get("transformations", []):
+        assert "page" not in step["options"].get("excludeByName", {})

@@ -87,6 +87,28 @@ def _demo(url: str, model: str, *extra: str, log: Path) -> None:
     assert done.returncode == 0, log.read_text()[-3000:]
 
 
+def _table_pages_match(prom: str, sink: str) -> bool:
+    """True when the on-call dashboard's firing-alerts table gives a firing feature alert and
+    a firing version alert of the incident model the page path (label `page`) of the page_url
+    their notifications carried; an alert whose path differs fails at once."""
+    oncall = json.loads((DASHBOARDS_DIR / "oncall.json").read_text())
+    (expr,) = [e for _, e in dashboard_exprs(oncall) if "ALERTS" in e and "label_join(" in e]
+    def key(labels: dict[str, str]) -> tuple[str | None, ...]:
+        return tuple(labels.get(k) for k in ("alertname", "severity", "model", "version",
+                                             "feature", "cohort_key", "cohort"))
+    sent = {key(a["labels"]): a["annotations"]["page_url"]
+            for receiver in ("pager", "ticket") for a in _alerts(sink, receiver)}
+    kinds = set()
+    for row in query(prom, substitute(expr, {"model": INCIDENT_MODEL})):
+        labels = row["metric"]
+        if labels.get("alertstate") != "firing" or key(labels) not in sent:
+            continue
+        assert PAGES_BASE + labels.get("page", "") == sent[key(labels)], labels
+        kinds.add("feature" if "feature" in labels else "version" if "version" in labels
+                  else "model")
+    return {"feature", "version"} <= kinds
+
+
 @pytest.fixture
 def stack(tmp_path: Path, sink: str, monitoring_tools: dict):
     db = create_pg_database("modelmon_e2e")
@@ -193,6 +215,9 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     with urllib.request.urlopen(url + "/ui" + page_url.removeprefix(PAGES_BASE),
                                 timeout=30) as resp:
         assert resp.status == 200 and b"v2" in resp.read()
+
+    # the on-call table of firing alerts links each alert to the page its page_url names
+    wait_for(lambda: _table_pages_match(prom, sink), "the alerts table's pages", timeout=30)
 
     # 4. the model's policy, not the rules, decides whether that finding pages: ticket-only,
     # the critical alert stops while the warning (the ticket) stays; paging again, it returns
