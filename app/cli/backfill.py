@@ -29,12 +29,15 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.cli import lake, statefile
+from app.cli import statefile
 from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
 from app.cli.console import add_json
 from app.cli.errors import CliError
+
+if TYPE_CHECKING:  # imported where used: pyarrow, pandas and scipy would slow every command
+    from app.cli import lake
 
 DEFAULT_BUCKET_SECONDS = 300.0  # the service's default MODELMON_JOB_INTERVAL_SECONDS
 
@@ -74,6 +77,8 @@ class Surveyed:
 
 
 def prepare(args: argparse.Namespace) -> Plan:
+    from app.cli import lake
+
     api = ApiClient(args.url, args.token, retries=args.retries)
     model = api.get(f"/v1/models/{_q(args.model)}")
     versions = versions_of(api, model)
@@ -150,6 +155,7 @@ def survey(dataset: Any, root: str, mapping: dict[str, str | None], filt: Any,
     counts towards, and the profiles to fetch before the first fold."""
     import pyarrow.dataset as ds
 
+    from app.cli import lake
     from app.evaluation.fold import coded
 
     out = []
