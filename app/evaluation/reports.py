@@ -94,20 +94,22 @@ def scope(conn: Connection, settings: Settings, model_name: str, version: str | 
 
 
 def _envelope(conn: Connection, settings: Settings, sc: Scope, versions: list[dict[str, Any]],
-              pol: model_policy.EffectivePolicy) -> dict[str, Any]:
+              pol: model_policy.EffectivePolicy, labelled: bool = False) -> dict[str, Any]:
     """The report, with the model's effective policy it applied (each row also states the
-    thresholds of its own decision); an empty one says when data will appear."""
+    thresholds of its own decision); an empty one says when data will appear (``labelled``:
+    the report counts labelled predictions only)."""
     empty = all(v.get("n", 0) == 0 for v in versions)
     return {"model": sc.model.name, "task": sc.model.task, "window_start": sc.start.isoformat(),
             "window_end": sc.end.isoformat(),
             "requested_start": sc.requested[0].isoformat(),
             "requested_end": sc.requested[1].isoformat(), "versions": versions,
-            "empty": empty, **(_when_empty(conn, settings, sc) if empty else {}),
+            "empty": empty, **(_when_empty(conn, settings, sc, labelled=labelled)
+                                if empty else {}),
             "policy": pol.to_dict()}
 
 
 def _when_empty(conn: Connection, settings: Settings, sc: Scope,
-                now: datetime | None = None) -> dict[str, Any]:
+                now: datetime | None = None, labelled: bool = False) -> dict[str, Any]:
     """Beside an empty report: the model's latest stored prediction, when the jobs next
     tick (the next bucket boundary; a tick fires just after it) and what to do meanwhile."""
     interval = settings.job_interval_seconds
@@ -132,6 +134,11 @@ def _when_empty(conn: Connection, settings: Settings, sc: Scope,
         note = (f"no traffic in this window; the latest prediction is at {latest.isoformat()}, "
                 "before it: nothing was sent since. Ask for an earlier window with start and "
                 "end")
+    elif labelled:
+        note = (f"predictions are stored in this window (the latest at {latest.isoformat()}) "
+                "but none of them has a label yet, and this report counts labelled "
+                "predictions only: send their labels (POST /v1/labels, by prediction_id, or "
+                "inline as 'label'); the drift report's label coverage says how many came")
     else:
         note = (f"the latest prediction, at {latest.isoformat()}, is in this window but not "
                 f"summarised yet; the job tick at {next_tick.isoformat()} summarises it")
@@ -175,7 +182,7 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
         w = _merge(conn, settings, sc, vid)
         out.append({"version": name, "predictions": w.n,
                     **calibration(sc.model, w, pol.thresholds, bins).to_dict()})
-    return _envelope(conn, settings, sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol, labelled=True)
 
 
 def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:

@@ -73,6 +73,9 @@ def test_an_empty_report_says_what_the_latest_data_is_and_when_it_shows(client, 
         assert shown.json()["window_start"] == bucket.isoformat()
         if kind == "drift":  # the others count labelled predictions: none here
             assert shown.json()["versions"][0]["n"] == 1, shown.text
+        elif kind == "calibration":  # empty, and it says the labels are what is missing
+            assert shown.json()["empty"], shown.text
+            assert "none of them has a label yet" in shown.json()["note"], shown.text
     # a window before the prediction: nothing sent since is said as such
     r = client.get("/v1/models/fraud/reports/drift", params={
         "start": iso(now + timedelta(hours=1)), "end": iso(now + timedelta(hours=2))}).json()
