@@ -48,6 +48,7 @@ from app.monitoring.drift import (
     ks,
     ks_from_counts,
     ks_statistic,
+    ks_curves,
     ks_statistic_from_counts,
     psi,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "calibration_from_sums",
     "cohort_from_sums",
     "ks_from_counts",
+    "ks_curves",
     "ks_statistic_from_counts",
     "multiclass_sums",
     "INSUFFICIENT_DATA",
