@@ -21,6 +21,7 @@ from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
+from app.evaluation.summaries import CompiledProfile
 from app.evaluation.windows import aligned_end, whole_buckets
 from app.settings import Settings
 from app.storage import observations, registry, results
@@ -54,6 +55,15 @@ class Scope:
     start: datetime
     end: datetime
     requested: tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class DriftInputs:
+    """What a version's drift was computed from: its compiled profile (None without a
+    reference) and the merged window."""
+
+    profile: CompiledProfile | None
+    window: windows.MergedWindow
 
 
 def window(settings: Settings, start: datetime | None, end: datetime | None,
@@ -146,13 +156,23 @@ def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
 
 def drift_report(conn: Connection, settings: Settings, sc: Scope,
                  profiles: ProfileCache) -> dict[str, Any]:
+    return drift_report_with_windows(conn, settings, sc, profiles)[0]
+
+
+def drift_report_with_windows(conn: Connection, settings: Settings, sc: Scope,
+                              profiles: ProfileCache
+                              ) -> tuple[dict[str, Any], dict[str, DriftInputs]]:
+    """The drift report, and per version the profile and merged window it was computed
+    from (what a page draws beyond the report's numbers: the ECDFs behind KS D)."""
     pol = model_policy.effective(settings, sc.model.policy)
     out = []
+    inputs: dict[str, DriftInputs] = {}
     now = datetime.now(UTC)
     for vid, name in sc.versions:
         ref = reference_for(conn=conn, model=sc.model, version_id=vid, settings=settings,
                             now=now, profiles=profiles)
         w = _merge(conn, settings, sc, vid, ref.profile)
+        inputs[name] = DriftInputs(ref.profile, w)
         entry: dict[str, Any] = {"version": name, "n": w.n, "reference": ref.info,
                                  "summaries": w.summary_info()}
         if ref.profile is None:
@@ -162,7 +182,7 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
                                registry.feature_importance(conn=conn, version_id=vid)
                                ).to_dict())
         out.append(entry)
-    return _envelope(conn, settings, sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol), inputs
 
 
 def calibration_report(conn: Connection, settings: Settings, sc: Scope,

@@ -38,6 +38,7 @@ from app.monitoring.cohort import (
     wilson_interval,
 )
 from app.monitoring.drift import (
+    KsCurves,
     KsPoints,
     KsResult,
     PsiResult,
@@ -46,9 +47,9 @@ from app.monitoring.drift import (
     bonferroni,
     correct_ks,
     ks,
+    ks_curves,
     ks_from_counts,
     ks_statistic,
-    ks_curves,
     ks_statistic_from_counts,
     psi,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "calibration_from_sums",
     "cohort_from_sums",
     "ks_from_counts",
+    "KsCurves",
     "ks_curves",
     "ks_statistic_from_counts",
     "multiclass_sums",

@@ -19,6 +19,7 @@ from app.errors import ApiError, Problem
 from app.evaluation import reports
 from app.evaluation.windows import whole_buckets
 from app.pages import access, views, windows
+from app.pages import feature as features
 from app.pages.access import COOKIE, PREFIX, LoginNeeded, Reader
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -83,6 +84,19 @@ async def version(request: Request, model: str, version: str, principal: Reader,
     shown = (v.reports.drift["window_start"], v.reports.drift["window_end"])
     nav = windows.links(settings, request.url.path, shown)
     return page(request, "version.html", v=v, nav=nav, query=_query(w))
+
+
+@router.get("/models/{model}/versions/{version}/features/{feature}")
+async def feature(request: Request, model: str, version: str, feature: str,
+                  principal: Reader, engine: EngineDep, settings: SettingsDep,
+                  profiles: ProfilesDep, start: Start = None, end: End = None,
+                  preset: Preset = None) -> HTMLResponse:
+    w = windows.resolve(settings, start, end, preset)
+    v = await in_snapshot(engine, lambda c: features.feature_view(
+        c, settings, profiles, model, version, feature, w))
+    nav = windows.links(settings, request.url.path, (v.window_start, v.window_end))
+    return page(request, "feature.html", v=v, nav=nav, query=_query(w),
+                interval=settings.job_interval_seconds)
 
 
 def _query(w: views.Window) -> str:
