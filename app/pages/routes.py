@@ -20,6 +20,7 @@ from app.evaluation import reports
 from app.evaluation.windows import whole_buckets
 from app.pages import access, views, windows
 from app.pages import feature as features
+from app.pages import versions as version_weights
 from app.pages.access import COOKIE, PREFIX, LoginNeeded, Reader
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -84,6 +85,14 @@ async def version(request: Request, model: str, version: str, principal: Reader,
     shown = (v.reports.drift["window_start"], v.reports.drift["window_end"])
     nav = windows.links(settings, request.url.path, shown)
     return page(request, "version.html", v=v, nav=nav, query=_query(w))
+
+
+@router.get("/models/{model}/versions")
+async def versions(request: Request, model: str, principal: Reader, engine: EngineDep,
+                   settings: SettingsDep) -> HTMLResponse:
+    rows = await in_snapshot(engine, lambda c: version_weights.versions_view(
+        c, settings, model))
+    return page(request, "versions.html", model=model, rows=rows)
 
 
 @router.get("/models/{model}/versions/{version}/features/{feature}")
