@@ -8,9 +8,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import Connection
 
 from app.evaluation import reports
+from app.pages import charts
 from app.pages.charts import Point
 from app.settings import Settings
 
@@ -64,3 +66,24 @@ def version_starts(rows: list[dict[str, Any]]) -> dict[str, datetime]:
         return {}
     opening = min(first.values())
     return {v: t for v, t in first.items() if t > opening}
+
+
+def sparklines(conn: Connection, settings: Settings, model: str, version: str,
+               features: list[dict[str, Any]], end: datetime) -> None:
+    """Each drift row's PSI over the last SPARK_WINDOWS stored windows up to ``end`` (one
+    read for every feature), drawn with its warning line, in place under "spark"."""
+    rows = by_subject(read(conn, settings, model, "feature_psi", version=version,
+                           start=spark_start(settings, end), end=end))
+    for f in features:
+        values = [r["value"] for r in rows.get(f["feature"], [])][-SPARK_WINDOWS:]
+        f["spark_values"] = values
+        f["spark"] = charts.sparkline(values, f.get("thresholds", {}).get("psi_warning"))
+
+
+def ece_series(conn: Connection, settings: Settings, model: str, version: str,
+               end: datetime, lines: dict[str, float | None]
+               ) -> tuple[list[dict[str, Any]], Markup]:
+    """The version's stored ECE over the day before ``end``, and its chart."""
+    rows = read(conn, settings, model, "calibration_ece", version=version,
+                start=end - FEATURE_SPAN, end=end)
+    return rows, charts.series(points(rows), lines, {})

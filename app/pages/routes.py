@@ -18,7 +18,7 @@ from app.api.reports import End, Start
 from app.errors import ApiError, Problem
 from app.evaluation import reports
 from app.evaluation.windows import whole_buckets
-from app.pages import access, views, windows
+from app.pages import access, history, views, windows
 from app.pages import feature as features
 from app.pages import versions as version_weights
 from app.pages.access import COOKIE, PREFIX, LoginNeeded, Reader
@@ -84,7 +84,8 @@ async def version(request: Request, model: str, version: str, principal: Reader,
         c, settings, profiles, model, version, w))
     shown = (v.reports.drift["window_start"], v.reports.drift["window_end"])
     nav = windows.links(settings, request.url.path, shown)
-    return page(request, "version.html", v=v, nav=nav, query=_query(w))
+    return page(request, "version.html", v=v, nav=nav, query=_query(w),
+                spark_windows=history.SPARK_WINDOWS)
 
 
 @router.get("/models/{model}/versions")
