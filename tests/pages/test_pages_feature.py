@@ -5,8 +5,10 @@ a 4xx naming it."""
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
 
 from app.pages.routes import CSP
@@ -105,3 +107,56 @@ def test_bad_feature_page_input_is_a_4xx(client, engine, settings, path, params,
     assert r.status_code == status, r.text[:300]
     if code:
         assert r.json()["code"] == code
+
+
+def test_the_version_pages_history_is_the_stored_results(client, engine, settings):
+    start, end = seed_history(client, engine, settings)
+    params = window_params(start, end)
+    text = client.get(PAGE, params=params).text
+    spark = dict(re.findall(r'<tr data-feature="([^"]+)">.*?data-spark="([^"]*)"', text,
+                            flags=re.S))
+    last24 = {"start": (end - 24 * (end - start) / 12).isoformat(), "end": end.isoformat()}
+    assert len(spark) == 21
+    for feature in ("f3", "f0", "channel"):
+        stored = history(client, feature, last24)
+        assert len(stored) == 6
+        shown = spark[feature].split(" ")
+        assert len(shown) == len(stored)
+        for s, p in zip(shown, stored, strict=True):
+            shown_equals(s, p["value"])
+    cal = client.get("/v1/models/credit/reports/calibration", params=params).json()
+    r = client.get("/v1/models/credit/history", params={
+        "metric": "calibration_ece", "version": "v1",
+        "start": (end - (end - start) * 24).isoformat(), "end": cal["window_end"]})
+    ece = r.json()["points"]
+    assert len(ece) == 6
+    got = re.findall(r'<tr data-window="([^"]+)"><td>[^<]*</td><td class="n" '
+                     r'data-field="value">([^<]*)</td><td class="n" data-field="n">(\d+)<',
+                     text)
+    assert [w for w, _, _ in got] == [p["window_end"] for p in ece]
+    for (_, value, n), p in zip(got, ece, strict=True):
+        shown_equals(value, p["value"])
+        assert int(n) == p["n"]
+    assert 'id="ece-series"' in text
+
+
+def test_the_quadrant_places_each_feature_with_an_importance(client, engine, settings):
+    params = window_params(*seed_history(client, engine, settings, n=600))
+    text = client.get(PAGE, params=params).text
+    assert 'class="quadrant"' not in text and "no importance known" in text
+    coef = np.linspace(1.0, 0.0, 21).reshape(1, 21)  # channel (last) unused
+    buf = io.BytesIO()
+    np.savez(buf, coef=coef)
+    r = client.post("/v1/models/credit/versions/v1/weights", content=buf.getvalue(),
+                    headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    text = client.get(PAGE, params=params).text
+    drift = rest(client, "drift", params)["features"]
+    placed = re.findall(r'<circle [^>]*><title>([^:<]+): PSI ([^,]+), importance ([^,]+),',
+                        text[text.index('class="quadrant"'):])
+    assert {name for name, _, _ in placed} == {
+        f["feature"] for f in drift if f["importance"] is not None and f["psi"] is not None}
+    by_name = {f["feature"]: f for f in drift}
+    for name, psi, importance in placed:
+        shown_equals(psi, by_name[name]["psi"])
+        shown_equals(importance, by_name[name]["importance"])
