@@ -38,7 +38,6 @@ from app.monitoring.cohort import (
     wilson_interval,
 )
 from app.monitoring.drift import (
-    KsCurves,
     KsPoints,
     KsResult,
     PsiResult,
@@ -47,12 +46,12 @@ from app.monitoring.drift import (
     bonferroni,
     correct_ks,
     ks,
-    ks_curves,
     ks_from_counts,
     ks_statistic,
     ks_statistic_from_counts,
     psi,
 )
+from app.monitoring.ecdf import KsCurves, ks_curves
 from app.monitoring.weightfiles import (
     WeightFileError,
     WeightFileTooLarge,
