@@ -57,13 +57,14 @@ class Reports:
 
 def read_reports(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
                  version: str | None, w: Window) -> Reports:
-    """The three reports exactly as GET /v1/models/{model}/reports/... computes them."""
-    drift = reports.drift_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end), profiles)
-    cal = reports.calibration_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end, needs_labels=True), None)
-    coh = reports.cohorts_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end, needs_labels=True))
+    """The three reports exactly as GET /v1/models/{model}/reports/... computes them, each
+    version's window merged once where their windows agree (no label lag)."""
+    merged: reports.Merged = {}
+    drift, _ = reports.drift_report_with_windows(conn, settings, reports.scope(
+        conn, settings, model, version, w.start, w.end), profiles, merged)
+    labeled = reports.scope(conn, settings, model, version, w.start, w.end, needs_labels=True)
+    cal = reports.calibration_report(conn, settings, labeled, None, merged)
+    coh = reports.cohorts_report(conn, settings, labeled, merged)
     return Reports(drift, cal, coh)
 
 
