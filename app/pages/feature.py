@@ -52,8 +52,8 @@ def bin_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _drift(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
-           version: str, feature: str, w: Window) -> tuple[dict[str, Any], FeatureView,
-                                                            KsCurves | None]:
+           version: str, feature: str, w: Window) -> tuple[FeatureView, KsCurves | None]:
+    """The feature's row of the drift report, and the ECDFs behind its KS D."""
     sc = reports.scope(conn, settings, model, version, w.start, w.end)
     if not any(f["name"] == feature for f in sc.model.features):
         raise not_found("unknown_feature", f"model {model!r} has no feature "
@@ -67,12 +67,12 @@ def _drift(conn: Connection, settings: Settings, profiles: ProfileCache, model: 
                                                              feature)
     if row is None:
         v.reason = entry["reference"].get("reason") or "no reference for this version"
-    return report, v, curves
+    return v, curves
 
 
 def feature_view(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
                  version: str, feature: str, w: Window) -> FeatureView:
-    _, v, curves = _drift(conn, settings, profiles, model, version, feature, w)
+    v, curves = _drift(conn, settings, profiles, model, version, feature, w)
     if v.row is not None:
         v.bins = bin_rows(v.row)
         v.histogram = svg.histogram(v.row["bins"], v.row["reference_counts"],
