@@ -88,6 +88,11 @@ def test_the_versions_page_shows_the_compare_reports_numbers(client):
     assert "no weights uploaded" in r.text
 
 
+def test_the_models_page_links_each_models_versions_page(client):
+    seed_weights(client)
+    assert f'href="{PAGE}"' in client.get("/ui").text
+
+
 def test_an_unknown_model_is_404(client):
     r = client.get("/ui/models/nope/versions")
     assert r.status_code == 404 and r.json()["code"] == "unknown_model"
