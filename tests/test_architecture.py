@@ -23,8 +23,9 @@ ALLOWED = {
     "ingest": {"evaluation", "monitoring", "storage"},
     "registry": {"evaluation", "monitoring", "storage"},
     "api": {"registry", "ingest", "evaluation", "observability", "storage", "monitoring"},
-    # the pages: the API's auth and report snapshot, the reports' own functions, drawn
-    "pages": {"api", "evaluation", "monitoring", "storage"},
+    # the pages: the API's auth and report snapshot, the reports' own functions (and the
+    # registry's weight comparison), drawn
+    "pages": {"api", "evaluation", "monitoring", "registry", "storage"},
     # a producer beside the service: folds with the kernel, sends with the command line's client
     "spark": {"cli", "evaluation", "storage"},
 }

@@ -38,12 +38,13 @@ def reference_for(*, conn: Connection, model: ModelRow, version_id: int, setting
     (bounded: at most ``baseline_max_predictions`` rows) and stored once complete; until
     then it is provisional and its key matches no stored summary, so windows compared with
     it are summarised from their rows, of which there are fewer than that bound."""
-    stored = profile_store.get_profile(conn=conn, version_id=version_id)
+    stored = profile_store.profile_info(conn=conn, version_id=version_id)
     if stored is not None:
         info = {"source": stored["source"], "n_rows": stored["n_rows"],
                 "created_at": stored["created_at"].isoformat()}
         if stored["source"] == "baseline":
-            info.update(stored["profile"].get("baseline", {}))
+            full = profile_store.get_profile(conn=conn, version_id=version_id) or {}
+            info.update(full.get("profile", {}).get("baseline", {}))
         return Reference(profiles.get(conn, [version_id]).get(version_id), info)
     model = registry.version_model(conn=conn, model=model, version_id=version_id)
     t0 = obs.first_prediction_time(conn=conn, model_id=model.id, version_id=version_id)

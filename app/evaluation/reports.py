@@ -21,6 +21,7 @@ from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
+from app.evaluation.summaries import CompiledProfile
 from app.evaluation.windows import aligned_end, whole_buckets
 from app.settings import Settings
 from app.storage import observations, registry, results
@@ -54,6 +55,15 @@ class Scope:
     start: datetime
     end: datetime
     requested: tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class DriftInputs:
+    """What a version's drift was computed from: its compiled profile (None without a
+    reference) and the merged window."""
+
+    profile: CompiledProfile | None
+    window: windows.MergedWindow
 
 
 def window(settings: Settings, start: datetime | None, end: datetime | None,
@@ -146,22 +156,44 @@ def _when_empty(conn: Connection, settings: Settings, sc: Scope,
             "next_tick": next_tick.isoformat(), "note": note}
 
 
+# Merged windows kept for the other reports of one snapshot, by (version id, start, end): a
+# window's outcome sums do not depend on the profile, so calibration and cohorts can read the
+# window drift merged (a page shows the three reports of one window on one snapshot).
+Merged = dict[tuple[int, datetime, datetime], windows.MergedWindow]
+
+
 def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
-           cp: Any = None) -> windows.MergedWindow:
-    return windows.merge(conn, sc.model, vid, sc.start, sc.end,
-                         bucket_seconds=settings.job_interval_seconds, cp=cp,
-                         max_cohort_values=settings.summary_max_cohort_values)
+           cp: Any = None, merged: Merged | None = None) -> windows.MergedWindow:
+    key = (vid, sc.start, sc.end)
+    if merged is not None and cp is None and key in merged:
+        return merged[key]
+    w = windows.merge(conn, sc.model, vid, sc.start, sc.end,
+                      bucket_seconds=settings.job_interval_seconds, cp=cp,
+                      max_cohort_values=settings.summary_max_cohort_values)
+    if merged is not None:
+        merged[key] = w
+    return w
 
 
 def drift_report(conn: Connection, settings: Settings, sc: Scope,
                  profiles: ProfileCache) -> dict[str, Any]:
+    return drift_report_with_windows(conn, settings, sc, profiles)[0]
+
+
+def drift_report_with_windows(conn: Connection, settings: Settings, sc: Scope,
+                              profiles: ProfileCache, merged: Merged | None = None
+                              ) -> tuple[dict[str, Any], dict[str, DriftInputs]]:
+    """The drift report, and per version the profile and merged window it was computed
+    from (what a page draws beyond the report's numbers: the ECDFs behind KS D)."""
     pol = model_policy.effective(settings, sc.model.policy)
     out = []
+    inputs: dict[str, DriftInputs] = {}
     now = datetime.now(UTC)
     for vid, name in sc.versions:
         ref = reference_for(conn=conn, model=sc.model, version_id=vid, settings=settings,
                             now=now, profiles=profiles)
-        w = _merge(conn, settings, sc, vid, ref.profile)
+        w = _merge(conn, settings, sc, vid, ref.profile, merged)
+        inputs[name] = DriftInputs(ref.profile, w)
         entry: dict[str, Any] = {"version": name, "n": w.n, "reference": ref.info,
                                  "summaries": w.summary_info()}
         if ref.profile is None:
@@ -171,26 +203,27 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
                                registry.feature_importance(conn=conn, version_id=vid)
                                ).to_dict())
         out.append(entry)
-    return _envelope(conn, settings, sc, out, pol)
+    return _envelope(conn, settings, sc, out, pol), inputs
 
 
 def calibration_report(conn: Connection, settings: Settings, sc: Scope,
-                       bins: int | None) -> dict[str, Any]:
+                       bins: int | None, merged: Merged | None = None) -> dict[str, Any]:
     pol = model_policy.effective(settings, sc.model.policy)
     out = []
     for vid, name in sc.versions:
-        w = _merge(conn, settings, sc, vid)
+        w = _merge(conn, settings, sc, vid, merged=merged)
         out.append({"version": name, "predictions": w.n,
                     **calibration(sc.model, w, pol.thresholds, bins).to_dict()})
     return _envelope(conn, settings, sc, out, pol, labelled=True)
 
 
-def cohorts_report(conn: Connection, settings: Settings, sc: Scope) -> dict[str, Any]:
+def cohorts_report(conn: Connection, settings: Settings, sc: Scope,
+                   merged: Merged | None = None) -> dict[str, Any]:
     pol = model_policy.effective(settings, sc.model.policy)
     training = registry.training_blocks(conn=conn, model_id=sc.model.id)
     out = []
     for vid, name in sc.versions:
-        w = _merge(conn, settings, sc, vid)
+        w = _merge(conn, settings, sc, vid, merged=merged)
         gap = generalization_gap(sc.model, w, pol.thresholds, training.get(vid, {}))
         out.append({"version": name, "n": w.n, "cohort_keys": cohorts(
             sc.model, w, pol.thresholds, pol.cohort_keys).to_dict(),

@@ -51,6 +51,7 @@ from app.monitoring.drift import (
     ks_statistic_from_counts,
     psi,
 )
+from app.monitoring.ecdf import KsCurves, ks_curves
 from app.monitoring.weightfiles import (
     WeightFileError,
     WeightFileTooLarge,
@@ -81,6 +82,8 @@ __all__ = [
     "calibration_from_sums",
     "cohort_from_sums",
     "ks_from_counts",
+    "KsCurves",
+    "ks_curves",
     "ks_statistic_from_counts",
     "multiclass_sums",
     "INSUFFICIENT_DATA",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from app.monitoring._memo import Memo, digest, digest_of
 from app.monitoring._result import INSUFFICIENT_DATA, INVALID_INPUT, OK, JsonResult
 from app.monitoring.binning import (
     SortedSample,
@@ -27,6 +28,7 @@ KS_D_THRESHOLD = 0.1
 KS_ALPHA = 0.05
 # scipy.stats.ks_2samp(method="auto") is exact up to this sample size, asymptotic above.
 _SCIPY_MAX_AUTO_N = 10000
+KS_MEMO = Memo(4096)  # exact two-sample results by (sample, slot counts, knobs)
 
 
 @dataclass(frozen=True)
@@ -386,8 +388,12 @@ def ks_from_counts(
     if min(n1, n2) < max(int(min_n), 1):
         return _ks_insufficient(base, min_n)
     if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
-        r = ks(points.sample, points.synthetic(c), d_threshold=d_threshold, alpha=alpha,
-               min_n=min_n, exact_pvalue=exact_pvalue)
+        # scipy's exact p-value costs O(n1 n2) each time: the same sample and counts (one
+        # window shown on a page, in its REST report and by the job) are computed once
+        key = (digest_of(points, points.sample), digest(c), d_threshold, alpha, min_n, exact_pvalue)
+        r = KS_MEMO.get(key, lambda: ks(points.sample, points.synthetic(c),
+                                        d_threshold=d_threshold, alpha=alpha, min_n=min_n,
+                                        exact_pvalue=exact_pvalue))
         return dataclasses.replace(r, n_cur_missing=int(n_cur_missing))
     return _ks_large(ks_statistic_from_counts(points, c), base, exact_pvalue)
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from app.monitoring._memo import Memo, digest
 from app.monitoring._result import JsonResult
 
 ECE_NULL_DRAWS = 20_000
 ECE_NULL_SEED = 20_260_115
+ECE_NULL_MEMO = Memo(1024)  # seeded, so a function of its inputs: computed once per window
+
+
+@lru_cache(maxsize=4096)
+def _chi2_isf(p: float, df: int) -> float:
+    return float(stats.chi2.isf(p, df))
 
 
 def _family_alpha(alpha: float, m: int) -> float:
@@ -42,10 +50,11 @@ def psi_noise_quantile(n_cur: int, n_ref: int, n_bins: int, alpha: float, m: int
         raise ValueError("sample sizes must be positive")
     if n_bins <= 1:
         return 0.0
-    q = float(stats.chi2.isf(_family_alpha(alpha, m), n_bins - 1))
+    q = _chi2_isf(_family_alpha(alpha, m), n_bins - 1)
     return q * (1.0 / n_cur + 1.0 / n_ref)
 
 
+@lru_cache(maxsize=4096)
 def psi_min_support(threshold: float, n_ref: int, n_bins: int, alpha: float,
                     m: int = 1) -> int | None:
     """The smallest window n at which ``threshold`` is at or above the PSI noise quantile:
@@ -53,7 +62,7 @@ def psi_min_support(threshold: float, n_ref: int, n_bins: int, alpha: float,
     infinite window would not do (the reference alone is too small for the threshold)."""
     if n_bins <= 1:
         return 1
-    q = float(stats.chi2.isf(_family_alpha(alpha, m), n_bins - 1))
+    q = _chi2_isf(_family_alpha(alpha, m), n_bins - 1)
     room = threshold / q - 1.0 / n_ref
     if room <= 0:
         return None
@@ -91,6 +100,7 @@ def psi_evidence(ref_counts: Any, cur_counts: Any) -> float:
     return float(stats.chi2.sf(x2, ref.shape[0] - 1))
 
 
+@lru_cache(maxsize=4096)
 def ks_noise_quantile(n_cur: int, n_ref: int, alpha: float, m: int = 1) -> float:
     """The D that two samples of one continuous distribution exceed with probability
     alpha/m: scipy's asymptotic two-sample distribution, kstwo(round(n n_ref / (n + n_ref))),
@@ -118,12 +128,18 @@ def ece_null_quantiles(counts: Any, mean_confidence: Any, qs: Any, *,
     p = np.clip(np.asarray(mean_confidence, dtype=np.float64).reshape(-1), 0.0, 1.0)
     keep = c > 0
     c, p = c[keep], p[keep]
-    n = int(c.sum())
     q = np.asarray(qs, dtype=np.float64)
+    key = (digest(c), digest(p), digest(q), int(draws), int(seed))
+    return ECE_NULL_MEMO.get(key, lambda: _ece_null(c, p, q, int(draws), seed)).copy()
+
+
+def _ece_null(c: np.ndarray, p: np.ndarray, q: np.ndarray, draws: int,
+              seed: int) -> np.ndarray:
+    n = int(c.sum())
     if n == 0:
         return np.zeros_like(q)
     rng = np.random.default_rng(seed)
-    s = rng.binomial(c, p, size=(int(draws), c.shape[0]))
+    s = rng.binomial(c, p, size=(draws, c.shape[0]))
     ece = np.abs(s - c * p).sum(axis=1) / n
     return np.quantile(ece, q, method="higher")
 
@@ -207,6 +223,7 @@ def mae_vs_rest(counts: Any, sum_abs: Any, sum_sq: Any, tested: Any
             for i in range(n.shape[0])]
 
 
+@lru_cache(maxsize=4096)
 def out_of_range_null(n_ref: int, alpha: float, m: int = 1) -> float:
     """The 1 - alpha/m quantile of the probability mass outside a reference's observed range
     [min, max] when nothing changed.

@@ -18,7 +18,9 @@ from app.api.reports import End, Start
 from app.errors import ApiError, Problem
 from app.evaluation import reports
 from app.evaluation.windows import whole_buckets
-from app.pages import access, views, windows
+from app.pages import access, history, views, windows
+from app.pages import feature as features
+from app.pages import versions as version_weights
 from app.pages.access import COOKIE, PREFIX, LoginNeeded, Reader
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -82,7 +84,29 @@ async def version(request: Request, model: str, version: str, principal: Reader,
         c, settings, profiles, model, version, w))
     shown = (v.reports.drift["window_start"], v.reports.drift["window_end"])
     nav = windows.links(settings, request.url.path, shown)
-    return page(request, "version.html", v=v, nav=nav, query=_query(w))
+    return page(request, "version.html", v=v, nav=nav, query=_query(w),
+                spark_windows=history.SPARK_WINDOWS)
+
+
+@router.get("/models/{model}/versions")
+async def versions(request: Request, model: str, principal: Reader, engine: EngineDep,
+                   settings: SettingsDep) -> HTMLResponse:
+    rows = await in_snapshot(engine, lambda c: version_weights.versions_view(
+        c, settings, model))
+    return page(request, "versions.html", model=model, rows=rows)
+
+
+@router.get("/models/{model}/versions/{version}/features/{feature}")
+async def feature(request: Request, model: str, version: str, feature: str,
+                  principal: Reader, engine: EngineDep, settings: SettingsDep,
+                  profiles: ProfilesDep, start: Start = None, end: End = None,
+                  preset: Preset = None) -> HTMLResponse:
+    w = windows.resolve(settings, start, end, preset)
+    v = await in_snapshot(engine, lambda c: features.feature_view(
+        c, settings, profiles, model, version, feature, w))
+    nav = windows.links(settings, request.url.path, (v.window_start, v.window_end))
+    return page(request, "feature.html", v=v, nav=nav, query=_query(w),
+                interval=settings.job_interval_seconds)
 
 
 def _query(w: views.Window) -> str:

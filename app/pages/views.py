@@ -15,7 +15,7 @@ from app.evaluation.policy import CRITICAL, OK, WARNING
 from app.evaluation.profiles import ProfileCache
 from app.monitoring import INSUFFICIENT_DATA
 from app.monitoring.cohort import wilson_interval
-from app.pages import svg
+from app.pages import charts, history, svg
 from app.settings import Settings
 from app.storage import registry, results
 
@@ -57,13 +57,14 @@ class Reports:
 
 def read_reports(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
                  version: str | None, w: Window) -> Reports:
-    """The three reports exactly as GET /v1/models/{model}/reports/... computes them."""
-    drift = reports.drift_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end), profiles)
-    cal = reports.calibration_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end, needs_labels=True), None)
-    coh = reports.cohorts_report(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end, needs_labels=True))
+    """The three reports exactly as GET /v1/models/{model}/reports/... computes them, each
+    version's window merged once where their windows agree (no label lag)."""
+    merged: reports.Merged = {}
+    drift, _ = reports.drift_report_with_windows(conn, settings, reports.scope(
+        conn, settings, model, version, w.start, w.end), profiles, merged)
+    labeled = reports.scope(conn, settings, model, version, w.start, w.end, needs_labels=True)
+    cal = reports.calibration_report(conn, settings, labeled, None, merged)
+    coh = reports.cohorts_report(conn, settings, labeled, merged)
     return Reports(drift, cal, coh)
 
 
@@ -98,6 +99,9 @@ class VersionView:
     cohort_keys: list[dict[str, Any]] = field(default_factory=list)
     gap: dict[str, Any] | None = None
     label_coverage: float | None = None
+    ece_history: list[dict[str, Any]] = field(default_factory=list)
+    ece_chart: Any = None
+    quadrant: Any = None
 
     @property
     def worst(self) -> str | None:
@@ -183,7 +187,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
 
 
 def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
-                 version: str, w: Window) -> VersionView:
+                 version: str, w: Window, with_history: bool = True) -> VersionView:
     r = read_reports(conn, settings, profiles, model, version, w)
     v = VersionView(model, version, r.drift["task"], r)
     d, c, h = (_entry(r.drift, version), _entry(r.calibration, version),
@@ -197,7 +201,25 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
         v.reliability = svg.reliability(reliability_points(c["bins"]))
     v.cohort_keys = cohort_tables(h)
     v.gap = None if h is None else h.get("generalization_gap")
+    if with_history:
+        over_time(conn, settings, v)
     return v
+
+
+def over_time(conn: Connection, settings: Settings, v: VersionView) -> None:
+    """From the stored results: each drift row's sparkline, ECE over time; and the drift
+    against importance quadrant from the drift table."""
+    r = v.reports
+    end = datetime.fromisoformat(r.drift["window_end"])
+    history.sparklines(conn, settings, v.model, v.version, v.features, end)
+    pol = r.calibration["policy"]
+    v.ece_history, v.ece_chart = history.ece_series(
+        conn, settings, v.model, v.version, datetime.fromisoformat(r.calibration["window_end"]),
+        {"warning": pol.get("ece_warning"), "critical": pol.get("ece_critical")})
+    dots = [charts.Dot(f["feature"], f["importance"], f["psi"], f.get("decision"))
+            for f in v.features if f.get("importance") is not None and f.get("psi") is not None]
+    if dots:
+        v.quadrant = charts.quadrant(dots, r.drift["policy"]["psi_warning"], 1 / len(dots))
 
 
 @dataclass
@@ -221,7 +243,8 @@ def models_view(conn: Connection, settings: Settings, profiles: ProfileCache,
             continue
         last = results.last_run(conn=conn, model_id=model.id)
         for ver in registry.list_versions(conn=conn, model_id=model.id):
-            view = version_view(conn, settings, profiles, model.name, ver.version, w)
+            view = version_view(conn, settings, profiles, model.name, ver.version, w,
+                                with_history=False)
             d = _entry(view.reports.drift, ver.version)
             rows.append(ModelRow(model.name, ver.version, view.worst,
                                  0 if d is None else d["n"], view.label_coverage, last))

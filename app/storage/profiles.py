@@ -21,6 +21,17 @@ def get_profile(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
             "created_at": as_utc(row.created_at)}
 
 
+def profile_info(*, conn: Connection, version_id: int) -> dict[str, Any] | None:
+    """A stored profile's source, rows and time, without reading the profile itself (it
+    holds the reference's sample: the larger part of a profile to read and decode)."""
+    r = reference_profiles
+    row = conn.execute(select(r.c.source, r.c.n_rows, r.c.created_at)
+                       .where(r.c.version_id == version_id)).first()
+    if row is None:
+        return None
+    return {"source": row.source, "n_rows": row.n_rows, "created_at": as_utc(row.created_at)}
+
+
 def profile_stamps(*, conn: Connection, version_ids: set[int]) -> dict[int, datetime]:
     """When each version's stored profile was stored (versions without one are absent)."""
     if not version_ids:

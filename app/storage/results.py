@@ -48,9 +48,10 @@ def history(*, conn: Connection, model_id: int, metric: str, subject: str | None
             version_id: int | None, start: datetime, end: datetime,
             limit: int = 10_000, after: tuple[datetime, str, int, int] | None = None
             ) -> list[Any]:
-    """Stored results in (window_end, subject, version_id, id) order, at most ``limit``,
-    starting after the row whose key is ``after`` (keyset pagination: a page costs what it
-    returns, and rows written meanwhile neither repeat nor shift the next page)."""
+    """Stored results without their detail in (window_end, subject, version_id, id) order,
+    at most ``limit``, starting after the row whose key is ``after`` (keyset pagination: a
+    page costs what it returns, and rows written meanwhile neither repeat nor shift the next
+    page)."""
     m = metric_results
     conds = [m.c.model_id == model_id, m.c.metric == metric, m.c.window_end > start,
              m.c.window_end <= end]
@@ -62,7 +63,10 @@ def history(*, conn: Connection, model_id: int, metric: str, subject: str | None
     if after is not None:
         conds.append(tuple_(*key) > tuple_(*(literal(v, c.type)
                                              for v, c in zip(after, key, strict=True))))
-    q = select(m).where(and_(*conds)).order_by(*key).limit(limit)
+    # every column but the detail (a drift row's bins and counts: the larger part to read
+    # and decode, and nothing the history gives)
+    q = (select(*(c for c in m.c if c.name != "detail")).where(and_(*conds))
+         .order_by(*key).limit(limit))
     return list(conn.execute(q))
 
 

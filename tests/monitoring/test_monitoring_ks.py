@@ -194,3 +194,38 @@ def test_ks_from_counts_reports_missing_and_too_few():
     r = ks_from_counts(points, np.zeros(points.n_slots, np.int64), n_cur_missing=7)
     assert r.status == INSUFFICIENT_DATA and r.n_cur == 0 and r.n_cur_missing == 7
     assert_json_safe(r)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3, -0.5])
+def test_ks_curves_attain_scipys_d_where_the_raw_ecdfs_differ_by_it(shift):
+    from app.monitoring import ks_curves
+    rng = np.random.default_rng(11)
+    ref = np.round(rng.normal(size=700), 2)  # ties on both sides
+    cur = np.round(rng.normal(shift, 1.2, size=400), 2)
+    points = KsPoints.of(ref)
+    slots, counts = points.slot_counts(np.sort(cur))
+    dense = np.zeros(points.n_slots, dtype=np.int64)
+    dense[slots] = counts
+    c = ks_curves(points, dense)
+    assert c.statistic == ks_statistic_from_counts(points, dense)
+    scipy = stats.ks_2samp(ref, cur)
+    assert c.statistic == pytest.approx(scipy.statistic, rel=1e-12)
+    if c.side == "at":
+        assert c.at == scipy.statistic_location
+    else:  # attained on the step just left of the point, where scipy names a current value
+        assert c.points[c.index - 1] <= scipy.statistic_location < c.at
+    assert c.points.tolist() == np.unique(ref).tolist()
+    # both curves are the raw samples' ECDFs at the points
+    assert c.reference.tolist() == [np.mean(ref <= x) for x in c.points]
+    assert np.allclose(c.current, [np.mean(cur <= x) for x in c.points], rtol=0, atol=1e-15)
+    side = "right" if c.side == "at" else "left"  # at the point, or just below it
+    f_ref = np.searchsorted(np.sort(ref), c.at, side=side) / ref.size
+    f_cur = np.searchsorted(np.sort(cur), c.at, side=side) / cur.size
+    assert (c.reference_at, c.current_at) == pytest.approx((f_ref, f_cur), abs=1e-15)
+    assert abs(f_ref - f_cur) == pytest.approx(c.statistic, abs=1e-12)
+
+
+def test_ks_curves_need_both_samples():
+    from app.monitoring import ks_curves
+    points = KsPoints.of(np.array([1.0, 2.0, 3.0]))
+    assert ks_curves(points, np.zeros(points.n_slots, dtype=np.int64)) is None

@@ -18,9 +18,11 @@ from app.evaluation.summaries import ColumnLayout, CompiledProfile, DriftSummary
 from app.evaluation.windows import MergedWindow
 from app.monitoring import (
     INSUFFICIENT_DATA,
+    KsCurves,
     KsResult,
     PsiThresholds,
     correct_ks,
+    ks_curves,
     ks_from_counts,
     psi,
 )
@@ -322,6 +324,19 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
         c, k = _column(prediction, d, th, m, None)
         pred = _decided(c, k, th, False)
     return DriftReport(window.n, rows, pred)
+
+
+def column_curves(window: MergedWindow, cp: CompiledProfile, name: str) -> KsCurves | None:
+    """The ECDFs behind a numeric column's KS D in ``window`` (None for a categorical or
+    unknown column, or without values on either side)."""
+    col = next((c for c in cp.columns if c.name == name and not c.is_prediction), None)
+    if col is None or col.ks is None:
+        return None
+    d = window.drift if window.drift is not None else DriftSummary(
+        cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    cw = _window(col, d)
+    assert cw.ks_slots is not None
+    return ks_curves(col.ks, cw.ks_slots)
 
 
 def _psi_detail(f: ColumnDrift) -> dict[str, Any]:
