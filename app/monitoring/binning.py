@@ -114,7 +114,8 @@ class NumericBinning(JsonResult):
         return out
 
     def labels(self) -> tuple[str, ...]:
-        bounds = ["-inf", *(repr(float(e)) for e in self.edges), "+inf"]
+        # + 0.0: an edge of -0.0 reads as 0.0 (which zero a quantile lands on varies by machine)
+        bounds = ["-inf", *(repr(float(e) + 0.0) for e in self.edges), "+inf"]
         labels = [f"({bounds[i]}, {bounds[i + 1]}]" for i in range(len(bounds) - 1)]
         labels[-1] = labels[-1][:-1] + ")"
         return (*labels, "missing")
