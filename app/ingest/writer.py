@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Connection, Table, select, text, tuple_
+from sqlalchemy import Connection, Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -298,11 +298,10 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
     ``rows`` hold one label per (model, prediction_id)."""
     if not rows:
         return LabelResult(0, 0, repeats)
-    locks.hold_pairing(conn, {r.model_id for r in rows}, labels=True)
     now = datetime.now(UTC)
     if conn.dialect.name == "postgresql":
         new, pairs = _pg_write_labels(conn, rows, now)
-    else:
+    else:  # SQLite serialises writers: no pairing lock
         stored = set(map(tuple, conn.execute(
             _insert_ignoring_conflicts(conn, labels),
             [{**r._asdict(), "received_at": now, "source": "labels"} for r in rows])))
@@ -314,13 +313,21 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
 
 def _pg_write_labels(conn: Connection, rows: Sequence[LabelRow],
                      now: datetime) -> tuple[list[LabelRow], list[CompletedPair]]:
-    """(the labels stored, the pairs they complete), in the order of ``rows``: one statement
-    inserts the labels and joins each new one to its stored prediction. The batch travels as
-    one JSON document (orjson writes it in well under a millisecond; psycopg's array dumpers
-    took tens of milliseconds for the same rows)."""
+    """(the labels stored, the pairs they complete), in the order of ``rows``: the pairing
+    locks (exclusive), then one statement that inserts the labels and joins each new one to
+    its stored prediction, in one round trip (a second would lengthen the time the lock is
+    held by the wait for it). The batch travels as one JSON document written into the
+    statement (orjson writes it in well under a millisecond; psycopg's array dumpers took
+    tens of milliseconds for the same rows)."""
     doc = orjson.dumps(rows, default=tuple, option=orjson.OPT_NAIVE_UTC).decode()
-    found = {(m, pid): rest for m, pid, *rest in conn.execute(
-        text(_PG_INSERT_AND_PAIR), {"rows": doc, "received_at": now}).all()}
+    statement = (locks.pairing_sql({r.model_id for r in rows}, labels=True)
+                 + _PG_INSERT_AND_PAIR.replace(":received_at", f"'{now.isoformat()}'")
+                 .replace(":rows", _dollar_quoted(doc)))
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(statement)  # no parameters: several statements in one message
+        while cur.nextset():  # the labels' are the last statement's rows
+            pass
+        found = {(m, pid): rest for m, pid, *rest in cur.fetchall()}
     new: list[LabelRow] = []
     pairs: list[CompletedPair] = []
     for r in rows:
@@ -337,6 +344,16 @@ def _pg_write_labels(conn: Connection, rows: Sequence[LabelRow],
                                 r.label_class, r.label_value, r.ts)
             pairs.append(out)
     return new, pairs
+
+
+def _dollar_quoted(doc: str) -> str:
+    """A JSON document as a dollar-quoted literal, under a tag it does not contain: taken as
+    it is, whatever quotes and backslashes it holds (and, ending in a bracket, it cannot end
+    in part of the tag)."""
+    n = 0
+    while f"$m{n}$" in doc:
+        n += 1
+    return f"$m{n}${doc}$m{n}$"
 
 
 def _generic_pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedPair]:

@@ -187,3 +187,19 @@ def test_labels_and_predictions_in_flight_together_pair_each_once(live_server, c
     assert sum(o.labeled for o in outcomes) == n
     assert sum(o.errors for o in outcomes) == wrong
     assert sum(o.n for o in outcomes) == n  # every prediction counted once too
+
+
+def test_labels_pair_whatever_characters_their_ids_hold(client, engine):
+    """Ids with quotes, backslashes, percent signs, dollar-quote tags and non-ASCII text are
+    stored and paired as they were sent."""
+    ids = ["a'b", 'q"\\x', "$m0$", "$m0$$m1$", "%s 100%", "$$", "ü€😀", "tab\tnew\nline"]
+    register(client)
+    r = client.post("/v1/predictions", json={"records": [
+        prediction(i, prediction_id=pid) for i, pid in enumerate(ids[:-1])]})
+    assert r.json() == {"accepted": len(ids) - 1, "duplicates": 0}, r.text
+    r = client.post("/v1/labels", json={"records": [
+        label(i, prediction_id=pid, value=["fraud", "legit"][i % 2])
+        for i, pid in enumerate(ids)]})
+    assert r.json() == {"matched": len(ids) - 1, "pending": 1, "duplicates": 0}, r.text
+    assert sorted((row.prediction_id, row.label_class) for row in stored_labels(engine)) == \
+        sorted((pid, ["fraud", "legit"][i % 2]) for i, pid in enumerate(ids))
