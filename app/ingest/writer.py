@@ -386,7 +386,10 @@ def _generic_pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedP
 # elements each ->> would parse again. The labels' RETURNING
 # rows are joined to their predictions in the same statement (LEFT: a label without its
 # stored prediction waits); the pairing lock, taken before, keeps predictions committed
-# meanwhile out of both.
+# meanwhile out of both. Each label looks up its key, then its prediction by the whole primary
+# key (its partition found from the key's time), each a subquery run per label (OFFSET 0
+# keeps it one): planned as joins, PostgreSQL hashed the batch against a scan of every stored
+# key, or looked predictions up without their time, through every partition's index.
 _PG_INSERT_AND_PAIR = """
 WITH new AS (
     INSERT INTO labels (model_id, prediction_id, label_class, label_value, ts, received_at,
@@ -397,10 +400,19 @@ WITH new AS (
     ON CONFLICT DO NOTHING
     RETURNING model_id, prediction_id
 )
-SELECT n.model_id, n.prediction_id, p.version_id, p.ts, CAST(p.cohorts AS text),
-       p.score, p.value, CAST(p.probabilities AS text)
+SELECT n.model_id, n.prediction_id, p.version_id, p.ts, p.cohorts, p.score, p.value,
+       p.probabilities
 FROM new n
-LEFT JOIN prediction_keys pk ON pk.model_id = n.model_id AND pk.prediction_id = n.prediction_id
-LEFT JOIN predictions p ON p.model_id = pk.model_id AND p.ts = pk.ts
-                       AND p.prediction_id = pk.prediction_id
+LEFT JOIN LATERAL (
+    SELECT pk.ts FROM prediction_keys pk
+    WHERE pk.model_id = n.model_id AND pk.prediction_id = n.prediction_id
+    OFFSET 0
+) k ON true
+LEFT JOIN LATERAL (
+    SELECT p.version_id, p.ts, CAST(p.cohorts AS text) AS cohorts, p.score, p.value,
+           CAST(p.probabilities AS text) AS probabilities
+    FROM predictions p
+    WHERE p.model_id = n.model_id AND p.ts = k.ts AND p.prediction_id = n.prediction_id
+    OFFSET 0
+) p ON true
 """
