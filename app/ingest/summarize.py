@@ -104,12 +104,15 @@ def for_pairs(shapes: dict[int, ModelShape], pairs: list[CompletedPair],
         by_model[p.model_id].append(p)
     out: dict[int, list[SummaryRow]] = {}
     for model_id, ps in by_model.items():
+        # A pair adds to the outcome summary only, which reads no feature: the shape without
+        # them spares building a column of missing values per feature.
+        shape = replace(shapes[model_id], features=())
         rows = rows_from_records(
-            shapes[model_id], [p.version_id for p in ps], [p.ts.timestamp() for p in ps],
+            shape, [p.version_id for p in ps], [p.ts.timestamp() for p in ps],
             [{} for _ in ps], [p.cohorts for p in ps], [p.score for p in ps],
             [p.value for p in ps], [_loads(p.probabilities) for p in ps],
             [p.label_class for p in ps], [p.label_value for p in ps],
             [p.label_ts.timestamp() for p in ps])
-        out[model_id] = summary_rows(shapes[model_id], rows, bucket_seconds,
-                                      count_predictions=False, profiles={})
+        out[model_id] = summary_rows(shape, rows, bucket_seconds, count_predictions=False,
+                                      profiles={})
     return out

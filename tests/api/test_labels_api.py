@@ -138,3 +138,68 @@ def test_labels_waiting_for_predictions_are_capped_per_model(client, engine, set
     run_retention(engine, settings, client.app.state.partitions,
                   now=datetime.now(UTC) + timedelta(days=settings.retention_days + 2))
     assert counted() == {}
+
+
+def test_labels_and_predictions_in_flight_together_pair_each_once(live_server, client, engine):
+    """Prediction batches, label batches for the same ids (grouped otherwise, each sent twice
+    as a retry would) all at once: every label is stored once, and each pair is counted once
+    in the SLO counters and the bucket summaries, whichever of the two came first."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx2
+    from sqlalchemy import select
+
+    from app.evaluation.packing import unpack_outcome
+    from app.storage.summaries import OUTCOME
+    from app.storage.tables import bucket_summaries, pending_labels, slo_counters
+
+    register(client)
+    n = 400
+    value = {i: "fraud" if i % 3 == 0 else "legit" for i in range(n)}  # score 0.25: legit
+    sends = [("/v1/predictions", [prediction(i) for i in range(k, k + 50)])
+             for k in range(0, n, 50)]
+    sends += [("/v1/labels", [label(i, value=value[i]) for i in range(k, n, 8)][::-1])
+              for k in range(8)] * 2
+    random.Random(7).shuffle(sends)
+
+    def send(job: tuple[str, list]) -> tuple[str, dict]:
+        with httpx2.Client(base_url=live_server.url, timeout=60) as c:
+            r = c.post(job[0], json={"records": job[1]})
+            assert r.status_code == 200, r.text
+            return job[0], r.json()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = [a for path, a in pool.map(send, sends) if path == "/v1/labels"]
+    assert sum(a["matched"] + a["pending"] for a in answers) == n
+    assert sum(a["duplicates"] for a in answers) == n
+    assert stored(engine)["labels"] == n
+    with engine.connect() as conn:
+        labeled, errors = conn.execute(select(slo_counters.c.labeled,
+                                              slo_counters.c.errors)).one()
+        waiting = conn.execute(select(pending_labels.c.n)).scalars().all()
+        outcomes = [unpack_outcome(p) for p in conn.execute(
+            select(bucket_summaries.c.payload)
+            .where(bucket_summaries.c.kind == OUTCOME)).scalars()]
+    wrong = sum(1 for v in value.values() if v == "fraud")
+    assert (labeled, errors) == (n, wrong)
+    assert set(waiting) <= {0}
+    assert sum(o.labeled for o in outcomes) == n
+    assert sum(o.errors for o in outcomes) == wrong
+    assert sum(o.n for o in outcomes) == n  # every prediction counted once too
+
+
+def test_labels_pair_whatever_characters_their_ids_hold(client, engine):
+    """Ids with quotes, backslashes, percent signs, dollar-quote tags and non-ASCII text are
+    stored and paired as they were sent."""
+    ids = ["a'b", 'q"\\x', "$m0$", "$m0$$m1$", "%s 100%", "$$", "ü€😀", "tab\tnew\nline"]
+    register(client)
+    r = client.post("/v1/predictions", json={"records": [
+        prediction(i, prediction_id=pid) for i, pid in enumerate(ids[:-1])]})
+    assert r.json() == {"accepted": len(ids) - 1, "duplicates": 0}, r.text
+    r = client.post("/v1/labels", json={"records": [
+        label(i, prediction_id=pid, value=["fraud", "legit"][i % 2])
+        for i, pid in enumerate(ids)]})
+    assert r.json() == {"matched": len(ids) - 1, "pending": 1, "duplicates": 0}, r.text
+    assert sorted((row.prediction_id, row.label_class) for row in stored_labels(engine)) == \
+        sorted((pid, ["fraud", "legit"][i % 2]) for i, pid in enumerate(ids))
