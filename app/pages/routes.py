@@ -49,8 +49,11 @@ TEMPLATES.filters["pct"] = lambda v: "–" if v is None else f"{v:.1%}"
 
 
 def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    # "log out" only where there is a login to end: the cookie (not a proxy's header, not
+    # the loopback default without tokens)
     html = TEMPLATES.get_template(name).render(root=request.scope.get("root_path", ""),
-                                               prefix=PREFIX, **context)
+                                               prefix=PREFIX,
+                                               logged_in=COOKIE in request.cookies, **context)
     return HTMLResponse(html, headers=headers())
 
 

@@ -51,6 +51,7 @@ def test_login_sets_an_httponly_strict_cookie_the_pages_read_and_the_api_does_no
     assert "secure" not in cookie.lower()  # plain http here (auto)
     with TestClient(client.app, cookies={"modelmon_ui_token": read}) as browser:
         assert browser.get(PAGE).status_code == 200
+        assert "log out" in browser.get(PAGE).text
         assert browser.get("/ui").status_code == 200
         # the REST API takes the header only: the cookie is no credential there
         assert browser.get("/v1/models").status_code == 401
@@ -60,7 +61,9 @@ def test_login_sets_an_httponly_strict_cookie_the_pages_read_and_the_api_does_no
 
 def test_a_proxy_may_send_the_authorization_header_instead(client, engine):
     read = make_token(engine, "read")
-    assert client.get("/ui", headers=bearer(read)).status_code == 200
+    r = client.get("/ui", headers=bearer(read))
+    assert r.status_code == 200
+    assert "log out" not in r.text  # no login to end: the proxy holds the token
 
 
 @pytest.mark.parametrize("which", ["unknown", "ingest", "other model"])
