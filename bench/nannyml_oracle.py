@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,9 @@ def ensure_venv(venv: Path) -> Path:
         return python
     print(f"building {venv} with nannyml==0.13.* (first use; a few minutes)", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "nannyml==0.13.*"], check=True)
+    # nannyml 0.13.1 imports statsmodels without declaring it
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "nannyml==0.13.*", "statsmodels"],
+                   check=True)
     return python
 
 
@@ -168,7 +171,8 @@ def main() -> int:
         src, dst, child = Path(tmp, "in.json"), Path(tmp, "out.json"), Path(tmp, "child.py")
         src.write_text(json.dumps(data))
         child.write_text(CHILD)
-        subprocess.run([str(python), str(child), str(src), str(dst)], check=True)
+        env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}  # no telemetry upload
+        subprocess.run([str(python), str(child), str(src), str(dst)], check=True, env=env)
         theirs = json.loads(dst.read_text())
     print(f"NannyML {theirs['version']}, seed {args.seed}, reference {args.reference} rows, "
           f"{args.chunks} analysis chunks of {CHUNK}")

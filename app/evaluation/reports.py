@@ -19,6 +19,7 @@ from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
+from app.evaluation.checks.performance import performance
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
 from app.evaluation.windows import aligned_end, whole_buckets
@@ -161,6 +162,28 @@ def drift_report(conn: Connection, settings: Settings, sc: Scope,
             entry.update(drift(w, ref.profile, pol.thresholds, pol.features,
                                registry.feature_importance(conn=conn, version_id=vid)
                                ).to_dict())
+        out.append(entry)
+    return _envelope(conn, settings, sc, out, pol)
+
+
+def performance_report(conn: Connection, settings: Settings, sc: Scope,
+                       profiles: ProfileCache) -> dict[str, Any]:
+    """The performance estimated from the scores alone (CBPE), per version, against its
+    reference's realized values; the realized accuracy beside it where labels came."""
+    pol = model_policy.effective(settings, sc.model.policy)
+    out = []
+    now = datetime.now(UTC)
+    for vid, name in sc.versions:
+        ref = reference_for(conn=conn, model=sc.model, version_id=vid, settings=settings,
+                            now=now, profiles=profiles)
+        w = _merge(conn, settings, sc, vid, ref.profile)
+        entry: dict[str, Any] = {"version": name, "predictions": w.n, "reference": ref.info}
+        if ref.profile is None:
+            entry.update(status="not_applicable", decision="ok", n=w.n,
+                         reason="the version has no reference")
+        else:
+            entry.update(performance(sc.model, w, ref.profile, pol.thresholds).to_dict())
+            entry["reference_realized"] = ref.profile.cbpe_realized
         out.append(entry)
     return _envelope(conn, settings, sc, out, pol)
 
