@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cbpe_shift  # noqa: E402  (bench/cbpe_shift.py)
+
 from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
 from app.evaluation.checks.drift import drift  # noqa: E402
