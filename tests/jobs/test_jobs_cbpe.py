@@ -18,6 +18,7 @@ from app.settings import Settings
 from app.storage.tables import metric_results
 from tests.factories import iso
 from tests.jobs_data import latest_window, post_all
+from tests.pages.pageparse import number, parse
 
 CLASSES = ["a", "b", "c"]
 
@@ -93,6 +94,11 @@ def test_binary_estimate_stored_before_labels(client, engine, settings):
     assert v["decision"] == "warning" and v["realized"]["labeled"] == 0
     got = {m["metric"]: m for m in v["metrics"]}
     assert got["precision"]["estimate"] == pytest.approx(want.precision.value, abs=1e-9)
+    page = parse(client.get("/ui/models/churn/versions/v1", params=params).text)
+    shown = page.fields["id:performance-precision"]
+    assert number(shown["estimate"]) == pytest.approx(want.precision.value, abs=1e-3)
+    assert number(shown["reference"]) == pytest.approx(section["realized"]["precision"],
+                                                       abs=1e-3)
 
 
 def test_multiclass_reference_with_probabilities(client, engine, settings):
