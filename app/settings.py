@@ -279,6 +279,16 @@ class Settings(BaseSettings):
     threshold_oe_log_critical: float = Field(default=0.4, ge=0, description=(
         "The same for a critical decision (0.4: a factor of 1.49), at "
         "`MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below the warning line."))
+    threshold_cbpe_drop_warning: float = Field(default=0.05, gt=0, le=1, description=(
+        "Performance-estimation warning (a ticket) when a metric estimated from the scores "
+        "alone (CBPE: accuracy, precision, recall or F1) falls this far below the "
+        "reference's realized value, with the one-sided p-value of the drop (the estimate's "
+        "Poisson-binomial variance) below `MODELMON_THRESHOLD_ALPHA_WARNING` corrected "
+        "across the metrics tested."))
+    threshold_cbpe_drop_critical: float = Field(default=1.0, gt=0, le=1, description=(
+        "The same for a critical decision (a page), at `MODELMON_THRESHOLD_ALPHA_CRITICAL`. "
+        "1 (the default) never pages: no metric in [0, 1] drops further; a policy that "
+        "wants a page sets it lower, not below the warning line."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))

@@ -4,7 +4,7 @@ they catch the changes that matter, at every traffic level.
     .venv/bin/python bench/bench_decisions.py [--windows 24] [--shift-windows 6]
                                               [--sizes 100,200,1000,10000,100000] [--full]
                                               [--seed 1] [--json] [--jobs 1]
-                                              [--only stationary|shifted|rare|gap]
+                                              [--only stationary|shifted|rare|gap|cbpe]
 
 One binary classification model: 50 features of varied shapes (normal, heavy-tailed t3,
 uniform, lognormal, bimodal, few-valued, binary 5%, normal with 5% missing, t3 with 5% missing,
@@ -36,7 +36,9 @@ observed / expected positives) flags, and ECE alone. Generalization gap (``--onl
 cohorts of unequal traffic erring at exactly their true validation rate, the registered
 validation errors measured on 20,000 (or 2,000) rows, with the rows registered (Fisher's
 test) or errors only (binomial); the share of windows with any gap decision. Both run only
-when named, on ``--sizes`` (e.g. 300,1000,10000) and ``--windows``.
+when named, on ``--sizes`` (e.g. 300,1000,10000) and ``--windows``. Performance estimated
+before labels (``--only cbpe``): bench/cbpe_shift.py, a covariate shift that lowers precision,
+the CBPE estimate against the realized value and the window its decision fires in.
 
 Prints tables (and with --json one RESULTS line); asserts nothing.
 """
@@ -61,6 +63,8 @@ from scipy.special import expit, logit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import cbpe_shift  # noqa: E402  (bench/cbpe_shift.py)
 
 from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
@@ -523,8 +527,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=24, help="stationary windows per n")
     ap.add_argument("--shift-windows", type=int, default=6)
     ap.add_argument("--full", action="store_true", help="8,640 stationary windows (30 days)")
-    ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap"], default=None,
-                    help="one part only; rare and gap run only when named")
+    ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap", "cbpe"],
+                    default=None, help="one part only; rare, gap and cbpe run only when named")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--changes", default="",
@@ -546,6 +550,10 @@ def main() -> None:
         results["rare"] = run_rare(sizes, windows, args.seed)
     if args.only == "gap":
         results["gap"] = run_gap(sizes, windows, args.seed)
+    if args.only == "cbpe":
+        results["cbpe"] = [cbpe_shift.summary(cbpe_shift.run(n, windows, args.seed))
+                           for n in sizes]
+        cbpe_shift.print_table(results["cbpe"])
     if args.only in (None, "stationary"):
         print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
         print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")

@@ -32,6 +32,17 @@ EXAMPLES: dict[str, Any] = {
                                           "decision": "critical", "importance": 0.12}],
                             "prediction": {"feature": "prediction", "psi": 0.04,
                                            "decision": "ok"}}], "policy": EXAMPLE_POLICY},
+    "performance": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
+                    "empty": False, "policy": EXAMPLE_POLICY, "versions": [
+        {"version": "v2", "predictions": 5120, "status": "ok", "n": 5120,
+         "decision": "warning", "metrics": [
+             {"metric": "precision", "estimate": 0.58, "std": 0.011, "lower": 0.558,
+              "upper": 0.602, "reference": 0.71, "drop": 0.13, "pvalue": 1e-30,
+              "subjects": 4, "decision": "warning"}],
+         "roc_auc": 0.81, "roc_auc_bound": 0.0006,
+         "realized": {"labeled": 0, "accuracy": None},
+         "reference_realized": {"accuracy": 0.8, "precision": 0.71, "recall": 0.6,
+                                "f1": 0.65}}]},
     "calibration": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
                     "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "predictions": 5120, "n": 3900, "ece": 0.031, "mce": 0.08,
@@ -119,6 +130,16 @@ async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: 
     compared with its own first traffic, and the answer says so. An empty window says when its
     data will show."""
     return await in_snapshot(engine, lambda c: reports.drift_report(
+        c, settings, reports.scope(c, settings, model, version, start, end), profiles))
+
+
+@router.get("/{model}/reports/performance", responses=ok("performance"),
+            summary="Accuracy, precision, recall, F1 and ROC AUC estimated from the scores "
+                    "alone (CBPE), before labels, against the reference's realized values")
+async def performance(model: str, engine: EngineDep, settings: SettingsDep,
+                      profiles: ProfilesDep, version: Version = None, start: Start = None,
+                      end: End = None) -> dict[str, Any]:
+    return await in_snapshot(engine, lambda c: reports.performance_report(
         c, settings, reports.scope(c, settings, model, version, start, end), profiles))
 
 

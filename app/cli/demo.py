@@ -146,7 +146,9 @@ def setup(api: ApiClient, model: str, clean: bool, rng: np.random.Generator
               ctype="application/octet-stream")
         scores = sigmoid(design(train_set) @ w + b)
         records = [{**{f: float(train_set["x"][i, j]) for j, f in enumerate(FEATURES)},
-                    "channel": str(train_set["channel"][i]), "score": float(scores[i])}
+                    "channel": str(train_set["channel"][i]), "score": float(scores[i]),
+                    # labeled: the scores are calibrated on it for the performance estimate
+                    "label": "fraud" if train_set["y"][i] else "legit"}
                    for i in range(len(scores))]
         _post(api, f"/v1/models/{model}/versions/{name}/reference", {"records": records})
     return versions

@@ -31,9 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.errors import Invalid, Problem
+from app.evaluation import cbpe
 from app.evaluation.packing import (
     FORMAT,
-    add_drift,
+    add_drift_into,
     pack_drift,
     pack_drift_counts,
     pack_outcome,
@@ -240,10 +241,12 @@ def summary_rows(shape: ModelShape, rows: Rows, bucket_seconds: float, *,
         else:
             at = np.flatnonzero(np.isin(group, mine))
             mine_rows, local = rows.take(at), np.searchsorted(mine, group[at])
-        for g, (n, idx, val) in zip(mine, drift_counts(shape, cp, mine_rows, local,
-                                                       len(mine)), strict=True):
+        sums = cbpe.sums_of_groups(shape.task, cp.cbpe, mine_rows.score,
+                                   mine_rows.probabilities, local, len(mine))
+        for g, (n, idx, val), s in zip(mine, drift_counts(shape, cp, mine_rows, local,
+                                                          len(mine)), sums, strict=True):
             out.append(SummaryRow(vid, _when(keys[g][1]), DRIFT, cp.key, n,
-                                  pack_drift_counts(n, cp.size, idx, val)))
+                                  pack_drift_counts(n, cp.size, idx, val, s)))
     return out
 
 
@@ -272,7 +275,7 @@ def merged_payload(kind: str, profile_key: str, payloads: Iterable[bytes],
         if drift is None:
             drift = unpack_drift(p, profile_key)
         else:
-            drift.n += add_drift(drift.counts, p)
+            add_drift_into(drift, p)
     if drift is None:
         raise ValueError("nothing to merge")
     return pack_drift(drift)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from app.evaluation import cbpe
 from app.evaluation.packing import PayloadError, drift_of, outcome_of, unpack_untrusted
 from app.evaluation.summaries import CompiledProfile, DriftSummary, ModelShape, OutcomeSummary
 from app.monitoring import CohortSums
@@ -35,8 +36,10 @@ def checked_drift(data: bytes, cp: CompiledProfile, n: int, max_bytes: int) -> D
     if _whole(meta, "size") != cp.size:
         raise PayloadError(f"the payload has {meta['size']} slots; the profile's layout has "
                            f"{cp.size}: it was built against another profile")
-    if set(arrays) not in ({"dense"}, {"gap", "val"}):
+    extra = {k for k in arrays if k.startswith("cbpe_")}
+    if set(arrays) - extra not in ({"dense"}, {"gap", "val"}):
         raise PayloadError("drift counts must be 'dense' or 'gap' and 'val'")
+    _check_cbpe(arrays, extra, cp, n)
     if "gap" in arrays:
         gap = arrays["gap"]
         if gap.ndim != 1 or gap.shape != arrays["val"].shape or (
@@ -58,6 +61,30 @@ def checked_drift(data: bytes, cp: CompiledProfile, n: int, max_bytes: int) -> D
             raise PayloadError(f"column {col.name!r}: its KS slots do not count its "
                                "non-missing values")
     return d
+
+
+def _check_cbpe(arrays: dict[str, np.ndarray], names: set[str], cp: CompiledProfile,
+                n: int) -> None:
+    """The optional CBPE sums: all five arrays or none, on the profile's classes, finite,
+    non-negative, and counting the payload's predictions."""
+    if not names:
+        return
+    if names != {"cbpe_m", "cbpe_v", "cbpe_i", "cbpe_r", "cbpe_e"} or cp.cbpe is None:
+        raise PayloadError("CBPE sums need cbpe_m, cbpe_v, cbpe_i, cbpe_r and cbpe_e, on a "
+                           "profile with calibration maps")
+    try:
+        s = cbpe.from_arrays(arrays)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
+    assert s is not None
+    k = 2 if len(cp.cbpe) == 1 else len(cp.cbpe)
+    parts = (s.matrix, s.variance, s.rows, s.expected)
+    if s.matrix.shape != (k, k) or s.rows.shape[0] != (1 if k == 2 else k):
+        raise PayloadError(f"the CBPE sums must be of the profile's {k} classes")
+    if not all(np.isfinite(x).all() and (x >= 0).all() for x in parts):
+        raise PayloadError("the CBPE sums must be finite and >= 0")
+    if round(float(s.matrix.sum())) != n or round(float(s.rows[0].sum())) != n:
+        raise PayloadError(f"the CBPE sums must count the payload's {n} predictions")
 
 
 def _check_cohorts(out: OutcomeSummary, shape: ModelShape) -> None:

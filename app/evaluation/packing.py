@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from datasketches import kll_doubles_sketch
 
+from app.evaluation import cbpe
 from app.evaluation.summaries import DriftSummary, OutcomeSummary
 from app.monitoring import CalibrationSums, CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
@@ -162,38 +163,43 @@ def _dense(arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
 def pack_drift(s: DriftSummary) -> bytes:
     nz = np.flatnonzero(s.counts)
     size = int(s.counts.shape[0])
-    return pack({"n": s.n, "size": size}, _counts_arrays(size, nz, s.counts[nz]))
+    return pack({"n": s.n, "size": size},
+                {**_counts_arrays(size, nz, s.counts[nz]), **cbpe.arrays(s.cbpe)})
 
 
-def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray) -> bytes:
+def pack_drift_counts(n: int, size: int, idx: np.ndarray, val: np.ndarray,
+                      cbpe_sums: cbpe.CbpeSums | None = None) -> bytes:
     """``pack_drift`` of counts held as (non-zero index, count). Compressed here although
     the row lives only until its bucket is compacted: a 1,000-row batch's counts are tens of
     kilobytes, which the database would otherwise compress and chunk out of line itself, at
     more cost to the ingest transaction than zlib's fastest level costs here (measured:
     BENCHMARKS.md, ingest)."""
-    return pack({"n": n, "size": size}, _counts_arrays(size, idx, val))
+    return pack({"n": n, "size": size},
+                {**_counts_arrays(size, idx, val), **cbpe.arrays(cbpe_sums)})
 
 
 def unpack_drift(data: bytes, key: str) -> DriftSummary:
     return drift_of(*unpack(data), key)
 
 
-def add_drift(total: np.ndarray, data: bytes) -> int:
-    """Add a packed drift summary's counts into ``total`` (the layout's dense counts) where
-    they are, without making a dense copy of each (a batch's summary holds a few thousand
-    non-zero slots of hundreds of thousands); returns the predictions it counts."""
+def add_drift_into(total: DriftSummary, data: bytes) -> None:
+    """``add_drift`` of a packed drift summary into ``total``, its CBPE sums with it (unknown
+    once a part does not hold them)."""
     meta, arrays = unpack(data)
-    if int(meta["size"]) != total.shape[0]:
+    counts = total.counts
+    if int(meta["size"]) != counts.shape[0]:
         raise ValueError("drift summaries of different layouts do not add up")
-    if "dense" in arrays:
-        np.add(total, arrays["dense"], out=total, casting="unsafe")
+    if "dense" in arrays:  # added where they are, without a dense copy of each
+        np.add(counts, arrays["dense"], out=counts, casting="unsafe")
     else:
-        total[np.cumsum(arrays["gap"], dtype=np.int64)] += arrays["val"].astype(np.int64)
-    return int(meta["n"])
+        counts[np.cumsum(arrays["gap"], dtype=np.int64)] += arrays["val"].astype(np.int64)
+    total.n += int(meta["n"])
+    total.cbpe = cbpe.added(total.cbpe, cbpe.from_arrays(arrays))
 
 
 def drift_of(meta: dict[str, Any], arrays: dict[str, np.ndarray], key: str) -> DriftSummary:
-    return DriftSummary(key, int(meta["n"]), _dense(arrays, int(meta["size"])))
+    return DriftSummary(key, int(meta["n"]), _dense(arrays, int(meta["size"])),
+                        cbpe.from_arrays(arrays))
 
 
 def pack_outcome(s: OutcomeSummary) -> bytes:

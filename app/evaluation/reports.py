@@ -19,6 +19,7 @@ from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
+from app.evaluation.checks.performance import performance
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
 from app.evaluation.summaries import CompiledProfile
@@ -204,6 +205,29 @@ def drift_report_with_windows(conn: Connection, settings: Settings, sc: Scope,
                                ).to_dict())
         out.append(entry)
     return _envelope(conn, settings, sc, out, pol), inputs
+
+
+def performance_report(conn: Connection, settings: Settings, sc: Scope,
+                       profiles: ProfileCache, merged: Merged | None = None
+                       ) -> dict[str, Any]:
+    """The performance estimated from the scores alone (CBPE), per version, against its
+    reference's realized values; the realized accuracy beside it where labels came."""
+    pol = model_policy.effective(settings, sc.model.policy)
+    out = []
+    now = datetime.now(UTC)
+    for vid, name in sc.versions:
+        ref = reference_for(conn=conn, model=sc.model, version_id=vid, settings=settings,
+                            now=now, profiles=profiles)
+        w = _merge(conn, settings, sc, vid, ref.profile, merged)
+        entry: dict[str, Any] = {"version": name, "predictions": w.n, "reference": ref.info}
+        if ref.profile is None:
+            entry.update(status="not_applicable", decision="ok", n=w.n,
+                         reason="the version has no reference")
+        else:
+            entry.update(performance(sc.model, w, ref.profile, pol.thresholds).to_dict())
+            entry["reference_realized"] = ref.profile.cbpe_realized
+        out.append(entry)
+    return _envelope(conn, settings, sc, out, pol)
 
 
 def calibration_report(conn: Connection, settings: Settings, sc: Scope,

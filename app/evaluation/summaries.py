@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from datasketches import kll_doubles_sketch
 
+from app.evaluation import cbpe
 from app.monitoring import (
     CalibrationSums,
     CohortSums,
@@ -42,6 +43,7 @@ from app.monitoring.binning import (
     categorical_codes,
     sorted_sample,
 )
+from app.monitoring.cbpe import CbpeSums, IsotonicMap
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.wrong import wrong
 
@@ -213,6 +215,10 @@ class CompiledProfile:
     key: str
     columns: tuple[ColumnLayout, ...]  # the features in profile order, then the prediction
     size: int
+    # CBPE: the reference's calibration map per scored class (app/evaluation/cbpe.py), and
+    # its realized metrics; None when the reference had no labels
+    cbpe: tuple[IsotonicMap, ...] | None = None
+    cbpe_realized: dict[str, float | None] | None = None
 
     @classmethod
     def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
@@ -236,7 +242,9 @@ class CompiledProfile:
                 n_reference_valid=int(col["n_valid"]), n_reference_missing=int(col["n_missing"]),
                 psi_offset=psi_offset, ks=ks, ks_offset=ks_offset,
                 is_prediction=is_prediction))
-        return cls(key=key, columns=tuple(columns), size=offset)
+        section = profile.get("cbpe")
+        return cls(key=key, columns=tuple(columns), size=offset, cbpe=cbpe.maps_of(section),
+                   cbpe_realized=None if not section else dict(section["realized"]))
 
 
 @dataclass
@@ -246,12 +254,19 @@ class DriftSummary:
     profile_key: str
     n: int
     counts: np.ndarray
+    cbpe: CbpeSums | None = None  # None: no CBPE maps, or sums not known (older payloads)
 
     def add(self, other: DriftSummary) -> None:
         if other.profile_key != self.profile_key or other.counts.shape != self.counts.shape:
             raise ValueError("drift summaries of different profiles do not add up")
+        self.cbpe = cbpe.added(self.cbpe, other.cbpe)
         self.n += other.n
         self.counts += other.counts
+
+    @classmethod
+    def empty(cls, cp: CompiledProfile) -> DriftSummary:
+        """Zero counts on ``cp``'s layout (and zero CBPE sums where it has maps)."""
+        return cls(cp.key, 0, np.zeros(cp.size, dtype=np.int64), cbpe.empty(cp.cbpe))
 
     def slice(self, start: int, length: int) -> np.ndarray:
         return self.counts[start:start + length]
@@ -324,10 +339,13 @@ def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: n
                     n_groups: int) -> list[DriftSummary]:
     """One drift summary per group of rows."""
     out = []
-    for n, idx, val in drift_counts(shape, cp, rows, group, n_groups):
+    sums = cbpe.sums_of_groups(shape.task, cp.cbpe, rows.score, rows.probabilities, group,
+                               n_groups)
+    for (n, idx, val), s in zip(drift_counts(shape, cp, rows, group, n_groups), sums,
+                                strict=True):
         counts = np.zeros(cp.size, dtype=np.int64)
         counts[idx] = val
-        out.append(DriftSummary(cp.key, n, counts))
+        out.append(DriftSummary(cp.key, n, counts, s))
     return out
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine
 
 from app.evaluation.fold import merged_payload
 from app.evaluation.packing import (
-    add_drift,
+    add_drift_into,
     pack_drift,
     pack_outcome,
     unpack_outcome,
@@ -155,7 +155,7 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
     stale = set(window.stale)
     buckets = set()
     if cp is not None:
-        window.drift = DriftSummary(cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+        window.drift = DriftSummary.empty(cp)
     for r in rows:
         if r.kind == OUTCOME:
             window.outcome.add(unpack_outcome(r.payload))
@@ -163,7 +163,7 @@ def _read(rows: list[SummaryRow], window: MergedWindow, cp: CompiledProfile | No
                 buckets.add(r.bucket_start)
         elif cp is not None and r.profile_key == cp.key and (
                 r.origin or cell[(r.bucket_start, r.span)] not in stale):  # imports stay
-            window.drift.n += add_drift(window.drift.counts, r.payload)
+            add_drift_into(window.drift, r.payload)
     window.buckets = len(buckets)
 
 
@@ -173,7 +173,7 @@ def summarise_bucket_drift(conn: Connection, shape: ModelShape, cp: CompiledProf
     """The drift summary of a bucket, or of the ``span`` seconds of a rolled-up cell, from
     its stored rows, read one bucket at a time (a day at 1,000 predictions/s is 86M rows)."""
     step = timedelta(seconds=bucket_seconds)
-    total = DriftSummary(cp.key, 0, np.zeros(cp.size, dtype=np.int64))
+    total = DriftSummary.empty(cp)
     at, end = bucket, bucket + timedelta(seconds=span or bucket_seconds)
     while at < end:
         rows = rows_from_db(shape, obs.load_rows(conn=conn, model_id=model_id,

@@ -25,6 +25,7 @@ RANK = {CRITICAL: 0, WARNING: 1, INSUFFICIENT_DATA: 2, OK: 3}
 ALERTS = {"feature drift": "ModelmonFeatureDriftHigh",
           "prediction drift": "ModelmonPredictionDriftHigh",
           "calibration": "ModelmonCalibrationErrorHigh",
+          "performance estimate": "ModelmonEstimatedPerformanceDrop",
           "cohorts": "ModelmonCohortErrorRegression",
           "generalization gap": "ModelmonGeneralizationGapHigh",
           "label coverage": "ModelmonLabelCoverageLow"}
@@ -53,19 +54,21 @@ class Reports:
     drift: dict[str, Any]
     calibration: dict[str, Any]
     cohorts: dict[str, Any]
+    performance: dict[str, Any] | None = None
 
 
 def read_reports(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
                  version: str | None, w: Window) -> Reports:
-    """The three reports exactly as GET /v1/models/{model}/reports/... computes them, each
+    """The reports exactly as GET /v1/models/{model}/reports/... computes them, each
     version's window merged once where their windows agree (no label lag)."""
     merged: reports.Merged = {}
-    drift, _ = reports.drift_report_with_windows(conn, settings, reports.scope(
-        conn, settings, model, version, w.start, w.end), profiles, merged)
+    unlabeled = reports.scope(conn, settings, model, version, w.start, w.end)
+    drift, _ = reports.drift_report_with_windows(conn, settings, unlabeled, profiles, merged)
     labeled = reports.scope(conn, settings, model, version, w.start, w.end, needs_labels=True)
     cal = reports.calibration_report(conn, settings, labeled, None, merged)
     coh = reports.cohorts_report(conn, settings, labeled, merged)
-    return Reports(drift, cal, coh)
+    perf = reports.performance_report(conn, settings, unlabeled, profiles, merged)
+    return Reports(drift, cal, coh, perf)
 
 
 def _entry(report: dict[str, Any], version: str) -> dict[str, Any] | None:
@@ -95,6 +98,7 @@ class VersionView:
     features: list[dict[str, Any]] = field(default_factory=list)
     prediction: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    performance: dict[str, Any] | None = None  # the CBPE estimate, where it applies
     reliability: Any = None
     cohort_keys: list[dict[str, Any]] = field(default_factory=list)
     gap: dict[str, Any] | None = None
@@ -157,6 +161,17 @@ def _runbook(settings: Settings, check: str) -> str:
     return f"{settings.pages_runbook_base.rstrip('/')}#{ALERTS[check].lower()}"
 
 
+def _performance_check(r: Reports, version: str) -> list[Check]:
+    """The performance estimate's cell, where it applies (a labeled reference)."""
+    p = None if r.performance is None else _entry(r.performance, version)
+    if p is None or p.get("status") == "not_applicable":
+        return []
+    assert r.performance is not None
+    return [Check("performance estimate", p.get("decision"), p.get("n"),
+                  r.performance["window_start"], r.performance["window_end"],
+                  "before labels (CBPE)")]
+
+
 def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
     """Each check's decision, n and window, from the reports."""
     d, c, h = (_entry(r.drift, v.version), _entry(r.calibration, v.version),
@@ -176,6 +191,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
               None if d is None else d["n"], *dw),
         Check("calibration", None if c is None else c.get("decision"),
               None if c is None else c.get("n"), *cw),
+        *_performance_check(r, v.version),
         Check("cohorts", worst(cohort_decisions), None if h is None else h["n"], *hw),
         Check("generalization gap",
               None if gap is None else gap["overall"].get("decision"),
@@ -196,6 +212,8 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
     v.features = feature_rows(d)
     v.prediction = None if d is None else d.get("prediction")
     v.calibration = c
+    p = None if r.performance is None else _entry(r.performance, version)
+    v.performance = None if p is None or p.get("status") == "not_applicable" else p
     v.label_coverage = None if c is None else c.get("label_coverage")
     if c is not None and c.get("bins"):
         v.reliability = svg.reliability(reliability_points(c["bins"]))

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from app.errors import Invalid, Malformed, Problem, TooLarge
+from app.evaluation import cbpe
 from app.evaluation.profiles import build_profile
 from app.evaluation.references import profile_options
 from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
@@ -44,6 +45,7 @@ PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet",
                  "application/octet-stream")
 ACCEPTED = JSON_TYPES + CSV_TYPES + PARQUET_TYPES
 log = logging.getLogger("modelmon.registry")
+LABEL, PROBABILITIES = "label", "probabilities"
 PREDICTION_COLUMN = {"binary_classification": "score", "regression": "value",
                      "multiclass_classification": "predicted_label"}
 
@@ -54,6 +56,9 @@ class ReferenceColumns:
     features: dict[str, np.ndarray]
     prediction: tuple[str, np.ndarray] | None
     ignored: list[str] = field(default_factory=list)
+    # CBPE (app/evaluation/cbpe.py): the raw scores or class probabilities and the labels
+    scored: np.ndarray | None = None
+    label: np.ndarray | None = None
     missing: list[str] = field(default_factory=list)
 
 
@@ -287,6 +292,38 @@ def _refuse(problems: list[Problem], features: list[str], names: list[str]) -> N
             problems)
 
 
+def _probability_columns(model: ModelRow) -> list[str]:
+    """A multiclass reference's class probabilities, one column per class (for CBPE)."""
+    if model.task != "multiclass_classification":
+        return []
+    return [f"{PROBABILITIES}.{c}" for c in model.classes or ()]
+
+
+def _cbpe_columns(columns: dict[str, Any], model: ModelRow, out: ReferenceColumns
+                  ) -> list[Problem]:
+    """The labels and raw scores CBPE calibrates on (app/evaluation/cbpe.py): ``label``
+    (a class of the model) beside ``score`` (binary) or every ``probabilities.<class>``
+    column (multiclass, within [0, 1]); problems of either."""
+    if LABEL not in columns or model.task == "regression":
+        return []
+    try:
+        out.label = _categorical(LABEL, columns[LABEL])
+        if any(v is not None and v not in set(model.classes or ()) for v in out.label):
+            return [Problem("label holds a class the model does not have", field=LABEL)]
+        if model.task == "binary_classification":
+            out.scored = None if out.prediction is None else out.prediction[1]
+            return []
+        names = _probability_columns(model)
+        if not all(n in columns for n in names):
+            return []
+        out.scored = np.column_stack([_numeric(n, columns[n]) for n in names])
+        if np.any((out.scored < 0) | (out.scored > 1)):
+            return [Problem("class probabilities must lie within [0, 1]", field=PROBABILITIES)]
+    except Invalid as err:
+        return list(err.details)
+    return []
+
+
 def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
                    ) -> ReferenceColumns:
     types = {f["name"]: f["type"] for f in model.features}
@@ -301,11 +338,12 @@ def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
             raise _too_many_rows(n_rows, settings)
     else:
         wanted = {**types, pred_col: ("categorical" if pred_col == "predicted_label"
-                                      else "numeric")}
+                                      else "numeric"), LABEL: "categorical",
+                  **dict.fromkeys(_probability_columns(model), "numeric")}
         columns, n_rows, names = _read_table(path, ctype, wanted, settings)
     if n_rows == 0:
         raise _bad([Problem("the reference data set has no rows", field="body")])
-    known = set(types) | {pred_col, "label"}
+    known = set(types) | {pred_col, LABEL, *_probability_columns(model)}
     out = ReferenceColumns(n_rows=n_rows, features={}, prediction=None,
                            ignored=sorted(set(names) - known))
     problems: list[Problem] = []
@@ -333,6 +371,7 @@ def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
                 out.prediction = ("numeric", values)
         except Invalid as err:
             problems += err.details
+    problems += _cbpe_columns(columns, model, out)
     _refuse(problems, list(types), names)
     if not out.features and out.prediction is None:
         raise _bad([Problem("no column matches a feature of the model or the prediction "
@@ -363,6 +402,10 @@ def store_reference(*, engine: Engine, settings: Settings, model_name: str, vers
     cols = read_reference(path, ctype, model, settings)
     profile = build_profile(model, cols.features, cols.prediction, cols.n_rows,
                             **profile_options(settings))
+    section = cbpe.reference_section(model.task, tuple(model.classes or ()), cols.scored,
+                                     cols.label)
+    if section is not None:
+        profile["cbpe"] = section
     bad = find_unstorable(profile)
     if bad:  # e.g. a category holding a NUL character
         columns = sorted({path.split(".")[1] if path.startswith("features.") else "prediction"
@@ -383,5 +426,8 @@ def store_reference(*, engine: Engine, settings: Settings, model_name: str, vers
                             "bins": len(c["counts"])}
                      for name, c in profile["features"].items()},
         "prediction": profile["prediction"] is not None,
+        "performance_estimation": None if section is None else {
+            "n_labeled": section["n_labeled"], "realized": section["realized"],
+            "calibrated": [bool(m["x"]) for m in section["maps"]]},
         "ignored_columns": cols.ignored, "missing_columns": cols.missing,
     }

@@ -120,12 +120,16 @@ def write_lake(root: Path, task: str, preds: list[dict], labels: list[dict]) -> 
 def reference(task: str, i: int) -> dict:
     rng = np.random.default_rng(i)
     number = float(np.round(rng.normal(50, 20), 2))
-    if task == "binary":
-        return {"amount": number, "country": ["DE", "FR", "PL"][i % 3],
-                "score": float(rng.beta(2, 5))}
+    if task == "binary":  # labeled: CBPE calibrates on it, and every path folds its sums
+        score = float(rng.beta(2, 5))
+        return {"amount": number, "country": ["DE", "FR", "PL"][i % 3], "score": score,
+                "label": "fraud" if rng.random() < score ** 0.7 else "legit"}
     if task == "multiclass":
+        p = rng.dirichlet([2, 1, 1])
         return {"petal": number, "country": ["DE", "FR", "PL"][i % 3],
-                "predicted_label": CLASSES[i % 3]}
+                "predicted_label": CLASSES[int(np.argmax(p))],
+                "label": CLASSES[int(rng.choice(3, p=p))],
+                **{f"probabilities.{c}": float(p[j]) for j, c in enumerate(CLASSES)}}
     return {"amount": number, "value": float(rng.gamma(4, 10))}
 
 

@@ -65,7 +65,11 @@ def contents(rows: list) -> dict:
     for r in rows:
         key = (r.version_id, r.bucket_start, r.kind, r.profile_key)
         if r.kind == DRIFT:
-            out[key] = (r.n, unpack_drift(r.payload, r.profile_key).counts.tolist())
+            d = unpack_drift(r.payload, r.profile_key)
+            cbpe = None if d.cbpe is None else tuple(
+                [close(v) for v in x.reshape(-1)] for x in (d.cbpe.matrix, d.cbpe.variance,
+                                                            d.cbpe.rows, d.cbpe.expected))
+            out[key] = (r.n, d.counts.tolist(), cbpe)
             continue
         o = unpack_outcome(r.payload)
         c = o.calibration
