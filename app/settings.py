@@ -397,6 +397,12 @@ class Settings(BaseSettings):
         max_length=2048, description=(
             "URL of the runbooks page the pages link each check to (the anchor is the "
             "alert's name in lower case), as `scripts/render-rules.py --runbook-base`."))
+    pages_grafana_base: str | None = Field(
+        default=None, max_length=2048, description=(
+            "URL of the Grafana that holds the dashboards of dashboards/ (e.g. "
+            "`https://grafana.example.com`): set, each check of a version page links the debug "
+            "dashboard (`/d/modelmon-debug`) at the page's model, version and window; unset, no "
+            "Grafana link is shown."))
 
     # /metrics.
     metrics_token: str | None = Field(default=None, description=(

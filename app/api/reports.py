@@ -46,7 +46,8 @@ EXAMPLES: dict[str, Any] = {
     "calibration": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
                     "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "predictions": 5120, "n": 3900, "ece": 0.031, "mce": 0.08,
-         "brier": 0.061, "label_coverage": 0.76, "decision": "ok",
+         "brier": 0.061, "label_coverage": 0.76, "label_delay_p50_seconds": 5400.0,
+         "label_delay_p90_seconds": 86400.0, "decision": "ok",
          "bins": [{"lower": 0.0, "upper": 0.1, "count": 2100, "mean_confidence": 0.03,
                    "observed_rate": 0.035}]}]},
     "cohorts": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import Connection
 
@@ -86,6 +87,7 @@ class Check:
     window_end: str
     detail: str = ""
     runbook: str = ""
+    grafana: str = ""  # the debug dashboard at this check's window, where Grafana is known
 
 
 @dataclass
@@ -103,6 +105,7 @@ class VersionView:
     cohort_keys: list[dict[str, Any]] = field(default_factory=list)
     gap: dict[str, Any] | None = None
     label_coverage: float | None = None
+    label_delay_p50_seconds: float | None = None
     ece_history: list[dict[str, Any]] = field(default_factory=list)
     ece_chart: Any = None
     quadrant: Any = None
@@ -161,6 +164,19 @@ def _runbook(settings: Settings, check: str) -> str:
     return f"{settings.pages_runbook_base.rstrip('/')}#{ALERTS[check].lower()}"
 
 
+DEBUG_DASHBOARD = "modelmon-debug"  # the uid of dashboards/debug.json
+
+
+def grafana_link(settings: Settings, model: str, version: str, start: str, end: str) -> str:
+    """The debug dashboard at a model, version and window ('' without a Grafana URL)."""
+    if not settings.pages_grafana_base:
+        return ""
+    ms = [int(datetime.fromisoformat(t).timestamp() * 1000) for t in (start, end)]
+    query = urlencode({"var-model": model, "var-version": version, "from": ms[0],
+                       "to": ms[1]})
+    return f"{settings.pages_grafana_base.rstrip('/')}/d/{DEBUG_DASHBOARD}?{query}"
+
+
 def _performance_check(r: Reports, version: str) -> list[Check]:
     """The performance estimate's cell, where it applies (a labeled reference)."""
     p = None if r.performance is None else _entry(r.performance, version)
@@ -199,6 +215,8 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
     ]
     for check in checks:
         check.runbook = _runbook(settings, check.name)
+        check.grafana = grafana_link(settings, v.model, v.version, check.window_start,
+                                     check.window_end)
     return checks
 
 
@@ -215,6 +233,7 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
     p = None if r.performance is None else _entry(r.performance, version)
     v.performance = None if p is None or p.get("status") == "not_applicable" else p
     v.label_coverage = None if c is None else c.get("label_coverage")
+    v.label_delay_p50_seconds = None if c is None else c.get("label_delay_p50_seconds")
     if c is not None and c.get("bins"):
         v.reliability = svg.reliability(reliability_points(c["bins"]))
     v.cohort_keys = cohort_tables(h)

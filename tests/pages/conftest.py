@@ -19,6 +19,10 @@ from tests.conftest import ROOT
 INSTALL = ROOT / "scripts" / "install-browser.sh"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "grafana: the pages' settings carry a Grafana URL")
+
+
 def browser_paths() -> tuple[str, str]:
     """chromium and chromedriver, installed by the project's script when missing."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):

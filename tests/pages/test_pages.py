@@ -4,9 +4,16 @@ move by one window, and bad input is a 4xx naming the parameter."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
+from datetime import datetime
+
 import pytest
 
 from app.pages.routes import CSP
+from app.pages.views import DEBUG_DASHBOARD
+from tests.conftest import ROOT
 from tests.jobs_data import SHIFTED
 from tests.pages.pageparse import number, parse
 from tests.pages.pages_data import page_settings, seed_model, window_params
@@ -14,9 +21,14 @@ from tests.pages.pages_data import page_settings, seed_model, window_params
 PAGE = "/ui/models/credit/versions/v1"
 
 
+GRAFANA = "https://grafana.example.com/"
+
+
 @pytest.fixture
-def settings(db_url: str):
-    return page_settings(db_url)
+def settings(db_url: str, request):
+    """The pages' settings; a test marked ``grafana`` gets a Grafana URL too."""
+    grafana = request.node.get_closest_marker("grafana") is not None
+    return page_settings(db_url, **({"pages_grafana_base": GRAFANA} if grafana else {}))
 
 
 def rest(client, kind: str, params: dict[str, str]) -> dict:
@@ -65,6 +77,9 @@ def test_the_version_page_shows_the_rest_reports_numbers(client):
     strip = fields["check:calibration"]
     shown_equals(strip["n"], cal["n"])
     shown_equals(strip["label_coverage"], cal["label_coverage"])
+    assert cal["label_delay_p50_seconds"] is not None  # every prediction is labeled
+    shown_equals(strip["label_delay_p50_seconds"], cal["label_delay_p50_seconds"])
+    assert 'class="grafana"' not in page.text  # no Grafana URL set: no link
     shown_equals(fields["check:feature drift"]["n"], drift["n"])
 
 
@@ -162,3 +177,21 @@ def test_an_earlier_window_links_the_next_one(client):
     nxt = f"?start={start.isoformat()}&amp;end={end.isoformat()}".replace(
         "+", "%2B").replace(":", "%3A")
     assert nxt in text
+
+
+@pytest.mark.grafana
+def test_each_check_links_the_debug_dashboard_at_its_window_where_grafana_is_set(client):
+    params = window_params(*seed_model(client, n=50))
+    page = client.get(PAGE, params=params)
+    links = re.findall(r'<a class="grafana" href="([^"]+)"', page.text)
+    strip = re.findall(r'<div data-check="([^"]+)">', page.text)
+    assert len(links) == len(strip) >= 5
+    cal = client.get("/v1/models/credit/reports/calibration",
+                     params={**params, "version": "v1"}).json()
+    start, end = (int(datetime.fromisoformat(cal[k]).timestamp() * 1000)
+                  for k in ("window_start", "window_end"))
+    shown = html.unescape(links[strip.index("calibration")])
+    assert shown == (f"{GRAFANA}d/{DEBUG_DASHBOARD}?var-model=credit&var-version=v1"
+                     f"&from={start}&to={end}")
+    uid = json.loads((ROOT / "dashboards" / "debug.json").read_text())["uid"]
+    assert uid == DEBUG_DASHBOARD
