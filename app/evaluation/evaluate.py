@@ -15,7 +15,15 @@ from sqlalchemy import Connection
 
 from app.evaluation import horizon, windows
 from app.evaluation import results as result_rows
-from app.evaluation.checks import LABEL_JOBS, calibration, cohorts, drift, gap, labels
+from app.evaluation.checks import (
+    LABEL_JOBS,
+    calibration,
+    cohorts,
+    drift,
+    gap,
+    labels,
+    multivariate,
+)
 from app.evaluation.checks.declare import Finding
 from app.evaluation.policy import EffectivePolicy, effective
 from app.evaluation.profiles import ProfileCache
@@ -117,6 +125,11 @@ def _drift_findings(x: Inputs, report: drift.DriftReport) -> list[Finding]:
     return drift.findings(report, x.reference.info)
 
 
+def _multivariate(x: Inputs) -> multivariate.MultivariateReport:
+    assert x.reference is not None and x.reference.profile is not None
+    return multivariate.multivariate(x.window, x.reference.profile, x.policy.thresholds)
+
+
 def _cohorts(x: Inputs) -> cohorts.CohortsReport:
     if not x.model.cohort_keys:
         return cohorts.CohortsReport()
@@ -124,7 +137,8 @@ def _cohorts(x: Inputs) -> cohorts.CohortsReport:
 
 
 PARTS: dict[str, tuple[Part, ...]] = {
-    "drift": (Part(_drift, _drift_findings, horizon.DRIFT),),
+    "drift": (Part(_drift, _drift_findings, horizon.DRIFT),
+              Part(_multivariate, lambda _x, r: multivariate.findings(r))),
     "calibration": (Part(lambda x: calibration.calibration(x.model, x.window,
                                                            x.policy.thresholds),
                          lambda _x, r: [] if r is None else calibration.findings(r),

@@ -43,6 +43,7 @@ from app.monitoring.binning import (
     sorted_sample,
 )
 from app.monitoring.cohort import cohort_groups
+from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
@@ -213,6 +214,11 @@ class CompiledProfile:
     key: str
     columns: tuple[ColumnLayout, ...]  # the features in profile order, then the prediction
     size: int
+    # the PCA basis of multivariate drift (app/monitoring/multivariate.py), whose error sums
+    # take the layout's last SUM_SLOTS slots; None for a profile without one (and why)
+    pca: PcaBasis | None = None
+    pca_offset: int = 0
+    pca_reason: str = ""
 
     @classmethod
     def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
@@ -236,7 +242,13 @@ class CompiledProfile:
                 n_reference_valid=int(col["n_valid"]), n_reference_missing=int(col["n_missing"]),
                 psi_offset=psi_offset, ks=ks, ks_offset=ks_offset,
                 is_prediction=is_prediction))
-        return cls(key=key, columns=tuple(columns), size=offset)
+        mv = profile.get("multivariate") or {
+            "basis": None, "reason": "the reference profile predates multivariate drift: "
+            "upload the reference again (with ?replace=true) to fit its PCA basis"}
+        if mv["basis"] is None:
+            return cls(key=key, columns=tuple(columns), size=offset, pca_reason=mv["reason"])
+        return cls(key=key, columns=tuple(columns), size=offset + SUM_SLOTS,
+                   pca=PcaBasis.from_dict(mv["basis"]), pca_offset=offset)
 
 
 @dataclass
@@ -301,6 +313,11 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
             slots, n = layout.ks.slot_counts(values.values)
             keys.append(slots + layout.ks_offset)
             counts.append(n)
+    if cp.pca is not None:  # the last slots: whole-number error sums, non-zero ones only
+        sums = error_sums(cp.pca, feature_matrix(cp.pca, rows.features, rows.n))
+        nz = np.flatnonzero(sums)
+        keys.append(nz + cp.pca_offset)
+        counts.append(sums[nz])
     if not keys:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(keys), np.concatenate(counts)

@@ -1,16 +1,25 @@
 """Every check modelmon decides, declared once (declare.py): the drift job's per-column
-checks (drift.py, quality.py), calibration, cohort error, the generalization gap, label
-coverage, and the version checks decided when read. The catalogue of stored metrics,
-/metrics' `check` labels and the docs tables derive from ``CHECKS``.
+checks (drift.py, quality.py) and multivariate drift (multivariate.py), calibration, cohort
+error, the generalization gap, label coverage, and the version checks decided when read.
+The catalogue of stored metrics, /metrics' `check` labels and the docs tables derive from
+``CHECKS``.
 """
 
 from __future__ import annotations
 
-from app.evaluation.checks import calibration, cohorts, drift, gap, labels, versions
+from app.evaluation.checks import (
+    calibration,
+    cohorts,
+    drift,
+    gap,
+    labels,
+    multivariate,
+    versions,
+)
 from app.evaluation.checks.declare import Check, StoredMetric
 
-CHECKS: tuple[Check, ...] = (*drift.CHECKS, *calibration.CHECKS, *gap.CHECKS,
-                             *cohorts.CHECKS, *labels.CHECKS, *versions.CHECKS)
+CHECKS: tuple[Check, ...] = (*drift.CHECKS, *multivariate.CHECKS, *calibration.CHECKS,
+                             *gap.CHECKS, *cohorts.CHECKS, *labels.CHECKS, *versions.CHECKS)
 BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 # The checks of a job, in the order it evaluates them.
 BY_JOB: dict[str, tuple[Check, ...]] = {}
