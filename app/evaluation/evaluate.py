@@ -138,7 +138,8 @@ def _cohorts(x: Inputs) -> cohorts.CohortsReport:
 
 PARTS: dict[str, tuple[Part, ...]] = {
     "drift": (Part(_drift, _drift_findings, horizon.DRIFT),
-              Part(_multivariate, lambda _x, r: multivariate.findings(r))),
+              Part(_multivariate, lambda _x, r: [] if r is None else multivariate.findings(r),
+                   horizon.MULTIVARIATE)),
     "calibration": (Part(lambda x: calibration.calibration(x.model, x.window,
                                                            x.policy.thresholds),
                          lambda _x, r: [] if r is None else calibration.findings(r),

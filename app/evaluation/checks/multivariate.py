@@ -35,7 +35,8 @@ METHOD = ("pca reconstruction error, components to 65% explained variance, two-s
 @dataclass(frozen=True, slots=True)
 class MultivariateReport:
     """The window's PCA error drift (``result``; None where the profile has no basis, with
-    ``reason``), the decision and the gate that made it, the lines applied."""
+    ``reason``), the decision and the gate that made it, the lines applied;
+    ``horizon_seconds`` when it was decided over the longer horizon."""
 
     result: PcaErrorDrift | None
     decision: str
@@ -46,15 +47,19 @@ class MultivariateReport:
     lines: dict[str, float] | None = None
     thresholds: dict[str, Any] | None = None
     reason: str = ""
+    horizon_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.result is None:
             return {"status": "not_applicable", "reason": self.reason,
                     "decision": self.decision}
-        return {**self.result.to_dict(), "features": list(self.features),
-                "components": self.components, "explained_variance": self.explained,
-                "lines": self.lines, "thresholds": self.thresholds, "gate": self.gate,
-                "decision": self.decision}
+        out = {**self.result.to_dict(), "features": list(self.features),
+               "components": self.components, "explained_variance": self.explained,
+               "lines": self.lines, "thresholds": self.thresholds, "gate": self.gate,
+               "decision": self.decision}
+        if self.horizon_seconds is not None:
+            out["horizon_seconds"] = self.horizon_seconds
+        return out
 
 
 def multivariate(window: MergedWindow, cp: CompiledProfile, th: Thresholds
