@@ -75,7 +75,7 @@ from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
 from app.evaluation.checks.drift import drift  # noqa: E402
 from app.evaluation.checks.gap import generalization_gap  # noqa: E402
-from app.evaluation.checks.multivariate import multivariate  # noqa: E402
+from app.evaluation.checks.multivariate import decide, multivariate  # noqa: E402
 from app.evaluation.policy import Thresholds  # noqa: E402
 from app.evaluation.profiles import build_profile  # noqa: E402
 from app.evaluation.summaries import (  # noqa: E402
@@ -615,13 +615,9 @@ def mv_stationary(basis: Any, draw_matrix: Callable[[np.random.Generator, int], 
         parts.append(error_sums(basis, draw_matrix(rng, sizes[BUCKETS - 1 + i])))
         r = pca_error_drift(basis, np.sum(parts[-BUCKETS:], axis=0), th.min_n)
         parts = parts[-(BUCKETS - 1):]
-        sev = 0
-        if r.effect is not None and r.pvalue is not None:
-            e = abs(r.effect)
-            sev = (2 if e > th.pca_error_critical and r.pvalue < th.alpha_critical else
-                   1 if e > th.pca_error_warning and r.pvalue < th.alpha_warning else 0)
-            effects.append(e)
-        worst.append(sev)
+        if r.effect is not None:
+            effects.append(abs(r.effect))
+        worst.append(SEVERITY[decide(r, th)])
     runs = sum(1 for i, s in enumerate(worst) if s >= 2 and (i == 0 or worst[i - 1] < 2))
     w = np.array(worst)
     return {"n": n, "windows": windows, "flagged": float(np.mean(w >= 1)),

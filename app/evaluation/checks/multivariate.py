@@ -79,11 +79,18 @@ def multivariate(window: MergedWindow, cp: CompiledProfile, th: Thresholds
               "thresholds": th.stated(MULTIVARIATE_DRIFT.knobs)}
     if r.effect is None or r.pvalue is None:
         return MultivariateReport(r, INSUFFICIENT_DATA, "min_n", reason=r.reason, **common)
+    return MultivariateReport(r, decide(r, th), "z_test", **common)
+
+
+def decide(r: PcaErrorDrift, th: Thresholds) -> str:
+    """The decision on a statistic: critical when |effect| passes ``pca_error_critical``
+    with p below ``alpha_critical``, warning likewise; insufficient_data without one."""
+    if r.effect is None or r.pvalue is None:
+        return INSUFFICIENT_DATA
     effect = abs(r.effect)
-    decision = (CRITICAL if effect > th.pca_error_critical and r.pvalue < th.alpha_critical
-                else WARNING if effect > th.pca_error_warning and r.pvalue < th.alpha_warning
-                else OK)
-    return MultivariateReport(r, decision, "z_test", **common)
+    return (CRITICAL if effect > th.pca_error_critical and r.pvalue < th.alpha_critical
+            else WARNING if effect > th.pca_error_warning and r.pvalue < th.alpha_warning
+            else OK)
 
 
 def findings(r: MultivariateReport) -> list[Finding]:
