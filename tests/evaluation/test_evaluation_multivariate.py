@@ -31,6 +31,7 @@ from app.evaluation.windows import MergedWindow
 from app.monitoring.multivariate import QUANTUM, SUM_SLOTS
 from app.settings import Settings
 from app.storage.registry import ModelRow
+from app.storage.summaries import DRIFT, SummaryRow
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MODEL = ModelRow(id=1, name="mv", task="regression",
@@ -102,6 +103,11 @@ def test_sums_fold_exactly_in_any_split_and_path() -> None:
     assert total.slice(cp.pca_offset, SUM_SLOTS).tolist() == direct_sums(cp, r)
     whole = drift_summaries(SHAPE, cp, r, np.zeros(r.n, np.int64), 1)[0]
     assert (whole.counts == total.counts).all()
+    # compaction, roll-up and the Spark adapter merge packed rows (merged_payload)
+    (merged,) = merge([SummaryRow(1, T0, DRIFT, cp.key, p.n, pack_drift(p))
+                       for p in reversed(parts)])
+    assert merged.n == r.n
+    assert (unpack_drift(merged.payload, cp.key).counts == total.counts).all()
     # the Arrow path (a lake, Spark, the summarizing client) gives the same slots
     records = [{"timestamp": T0, "features": {k: (None if isinstance(v[i], float)
                                                   and np.isnan(v[i]) else v[i])
