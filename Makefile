@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 # The exact versions of requirements-dev.lock (the ranges in pyproject.toml are for installing
 # modelmon next to other packages), then modelmon itself in editable mode.
 $(BIN)/.installed: pyproject.toml requirements-dev.lock
+	@echo "installing modelmon and the locked versions of its dependencies into $(VENV)" \
+		"(quiet; a few minutes the first time, then only when pyproject.toml or a lock changes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.lock

@@ -3,11 +3,13 @@
 
 The rule files in deploy/prometheus/rules/ are what Prometheus loads as shipped (compose and
 the tests mount them), with every alert's runbook_url an absolute link to its section of
-docs/runbooks.md in the project's repository. A deployment that keeps its runbooks elsewhere
-(a fork, an internal wiki with the same anchors) renders a copy with its own base:
+docs/runbooks.md in the project's repository, and every page_url a link to the report page
+of the alert's feature, version or model (docs/pages.md) under http://localhost:8000/ui, the
+pages of `make run` and docker-compose.yml. A deployment renders a copy with its own runbook
+base (a fork, an internal wiki with the same anchors) and its own external URL of the pages:
 
     scripts/render-rules.py --runbook-base https://wiki.example.internal/modelmon/runbooks \\
-        --out /etc/prometheus/rules
+        --pages-base https://modelmon.example.internal/ui --out /etc/prometheus/rules
 
 and the Prometheus Operator's PrometheusRule (deploy/kubernetes/base/prometheusrule.yaml) is the
 same rule files wrapped in one manifest:
@@ -16,7 +18,7 @@ same rule files wrapped in one manifest:
     scripts/render-rules.py --prometheus-rule deploy/kubernetes/base/prometheusrule.yaml --check
 
 A text transformation (standard library only, comments kept): the rule files stay the one
-source, and a rendered copy differs from them only in the runbook base.
+source, and a rendered copy differs from them only in the runbook and pages bases.
 """
 
 from __future__ import annotations
@@ -31,16 +33,22 @@ RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 # Where the shipped rule files' runbook_url point (the anchor is the alert name in lower case).
 DEFAULT_RUNBOOK_BASE = "https://github.com/modelmon/modelmon/blob/main/docs/runbooks.md"
 RUNBOOK_LINE = re.compile(r"(?m)^(\s+runbook_url: )(\S+)#([a-z0-9]+)$")
+# Where the shipped rule files' page_url point: the report pages (/ui) of `make run` and
+# docker-compose.yml; the path after the base is the page of the alert's labels.
+DEFAULT_PAGES_BASE = "http://localhost:8000/ui"
+PAGE_LINE = re.compile(r"(?m)^(\s+page_url: )(\S+?)((?:/models/.*)?)$")
 
 
 def rule_files(rules_dir: Path = RULES_DIR) -> list[Path]:
     return sorted(rules_dir.glob("*.yml"))
 
 
-def render(text: str, runbook_base: str) -> str:
-    """A rule file's text with every runbook_url on ``runbook_base``."""
-    base = runbook_base.rstrip("/")
-    return RUNBOOK_LINE.sub(lambda m: f"{m.group(1)}{base}#{m.group(3)}", text)
+def render(text: str, runbook_base: str, pages_base: str = DEFAULT_PAGES_BASE) -> str:
+    """A rule file's text with every runbook_url on ``runbook_base`` and every page_url on
+    ``pages_base``."""
+    base, pages = runbook_base.rstrip("/"), pages_base.rstrip("/")
+    text = RUNBOOK_LINE.sub(lambda m: f"{m.group(1)}{base}#{m.group(3)}", text)
+    return PAGE_LINE.sub(lambda m: f"{m.group(1)}{pages}{m.group(3)}", text)
 
 
 def prometheus_rule(texts: dict[str, str], name: str, namespace: str | None) -> str:
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runbook-base", default=DEFAULT_RUNBOOK_BASE,
                         help=f"URL of the runbooks page (default {DEFAULT_RUNBOOK_BASE})")
+    parser.add_argument("--pages-base", default=DEFAULT_PAGES_BASE,
+                        help="external URL of modelmon's report pages, /ui included (default "
+                        f"{DEFAULT_PAGES_BASE})")
     parser.add_argument("--rules-dir", type=Path, default=RULES_DIR)
     parser.add_argument("--out", type=Path, help="write the rendered rule files here")
     parser.add_argument("--prometheus-rule", type=Path,
@@ -80,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out and not args.prometheus_rule:
         parser.error("give --out, --prometheus-rule or both")
-    texts = {p.name: render(p.read_text(), args.runbook_base) for p in rule_files(args.rules_dir)}
+    texts = {p.name: render(p.read_text(), args.runbook_base, args.pages_base)
+             for p in rule_files(args.rules_dir)}
     wanted = {}
     if args.out:
         wanted.update({args.out / name: text for name, text in texts.items()})

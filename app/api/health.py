@@ -38,6 +38,9 @@ async def healthz() -> dict[str, str]:
                     "status": "unavailable", "database": "unreachable",
                     "error": "OperationalError"}}}}})
 def readyz(engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    """200 once the database answers and its schema is at this release's head, or past it (a newer
+    release migrated it first); otherwise 503 with Retry-After, so that a load balancer or
+    orchestrator holds traffic back. Needs no token."""
     head = migrate.head_revision()
     try:
         with engine.connect() as conn:

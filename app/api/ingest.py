@@ -50,6 +50,10 @@ def _counted(count: Callable[[Outcome], None], metrics: ServiceMetrics,
 )
 async def post_predictions(request: Request, engine: EngineDep, partitions: PartitionsDep,
                            settings: SettingsDep, profiles: ProfilesDep) -> Response:
+    """Up to 10,000 records, stored whole or not at all: a bad batch is a 422 naming every bad
+    record's index and field. A record already stored (same model and prediction_id) is a no-op
+    counted in duplicates, so a client may retry a batch. The body may be gzip-compressed
+    (Content-Encoding: gzip). Needs the ingest scope for the records' models."""
     body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
     result: PredictionsStored = await run_in_threadpool(
@@ -73,6 +77,9 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
 )
 async def post_labels(request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, int]:
+    """Each label joins its prediction by model and prediction_id; one that comes before its
+    prediction waits (pending) and joins it when the prediction arrives. A prediction keeps the
+    first label it is sent; a repeat is counted in duplicates. Needs the ingest scope."""
     body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
     result: LabelsStored = await run_in_threadpool(

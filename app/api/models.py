@@ -63,6 +63,9 @@ def _version_read(v: RegisteredVersion) -> dict[str, Any]:
     summary="Register a model",
 )
 async def create_model(request: Request, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    """201 for a new model; the identical definition again is a 200 no-op, a different one a 409.
+    The features with their types, the cohort keys and, for classifiers, the classes (integers
+    are stored as their decimal strings). Needs the admin scope."""
     spec = await read_model(request, settings, ModelCreate)
     check_models(request, [spec.name])
     model, created = await run_in_threadpool(
@@ -75,6 +78,7 @@ async def create_model(request: Request, engine: EngineDep, settings: SettingsDe
 @router.get("", response_model=list[ModelRead], summary="List models")
 def list_models(request: Request, engine: EngineDep, settings: SettingsDep
                 ) -> list[dict[str, Any]]:
+    """Every registered model with its definition, its number of versions and its policy."""
     principal = getattr(request.state, "principal", None)
     return [_model_read(m, settings) for m in models.list_models(engine=engine)
             if principal is None or principal.may_touch(m.row.name)]
@@ -83,6 +87,9 @@ def list_models(request: Request, engine: EngineDep, settings: SettingsDep
 @router.get("/{model}", response_model=ModelRead, responses=ERRORS,
             summary="Get a model, with its policy (overrides and effective values)")
 def get_model(model: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    """The model's definition, its number of versions and its policy: the overrides set with PATCH
+    and the effective values after the service-wide defaults (docs/policy.md). 404 for an
+    unknown model."""
     return _model_read(models.get_model(engine=engine, name=model), settings)
 
 
@@ -120,6 +127,10 @@ async def patch_model(model: str, request: Request, engine: EngineDep,
 )
 async def create_version(model: str, request: Request, engine: EngineDep,
                          settings: SettingsDep) -> JSONResponse:
+    """201 for a new version; the identical one again is a 200 no-op, a different one a 409. The
+    metadata carries the regularization, hyperparameters, artifact size and what training
+    measured (losses, validation error, rows, parameters), exported as gauges; created_at, when
+    the version was trained, defaults to the registration time."""
     spec = await read_model(request, settings, VersionCreate)
     version, created = await run_in_threadpool(
         versions.create_version, engine=engine, model=model, version=spec.version,
@@ -133,12 +144,15 @@ async def create_version(model: str, request: Request, engine: EngineDep,
 @router.get("/{model}/versions", response_model=list[VersionRead], responses=ERRORS,
             summary="List a model's versions, in registration order")
 def list_versions(model: str, engine: EngineDep) -> list[dict[str, Any]]:
+    """Each version with its metadata and its creation and registration times."""
     return [_version_read(v) for v in versions.list_versions(engine=engine, model=model)]
 
 
 @router.get("/{model}/versions/{version}", response_model=VersionRead, responses=ERRORS,
             summary="One version of a model")
 def get_version(model: str, version: str, engine: EngineDep) -> dict[str, Any]:
+    """The version's metadata (regularization, hyperparameters, training figures) and its times.
+    404 for an unknown model or version."""
     return _version_read(versions.get_version(engine=engine, model=model, version=version))
 
 
@@ -151,6 +165,8 @@ def get_version(model: str, version: str, engine: EngineDep) -> dict[str, Any]:
 )
 async def patch_version(model: str, version: str, request: Request, engine: EngineDep,
                         settings: SettingsDep) -> dict[str, Any]:
+    """The training figures sent ({"training": {...}}) replace the stored ones while no prediction
+    of the version is stored; after its first one the answer is a 409 version_in_use."""
     spec = await read_model(request, settings, VersionPatch)
     check_models(request, [model])
     return _version_read(await run_in_threadpool(
@@ -213,6 +229,8 @@ def _window_read(window: Window) -> dict[str, Any]:
 )
 async def open_maintenance(model: str, request: Request, engine: EngineDep,
                            settings: SettingsDep) -> JSONResponse:
+    """From start to end the model's drift, calibration and cohort pages are suppressed; their
+    tickets still flow (docs/policy.md). Answers 201 with the window's id, which DELETE takes."""
     spec = await read_model(request, settings, MaintenanceCreate)
     check_models(request, [model])
     window = await run_in_threadpool(
@@ -224,6 +242,8 @@ async def open_maintenance(model: str, request: Request, engine: EngineDep,
 @router.get("/{model}/maintenance", response_model=list[MaintenanceRead], responses=ERRORS,
             summary="List a model's maintenance windows, latest start first")
 def list_maintenance(model: str, engine: EngineDep) -> list[dict[str, Any]]:
+    """The model's maintenance windows, past, open and future, each with its id, reason and whether
+    it is open now."""
     return [_window_read(w) for w in maintenance.list_windows(engine=engine, model=model)]
 
 
@@ -231,6 +251,8 @@ def list_maintenance(model: str, engine: EngineDep) -> list[dict[str, Any]]:
                responses=ERRORS, summary="Cancel a maintenance window (removes it)")
 def cancel_maintenance(model: str, window_id: WindowId, request: Request,
                        engine: EngineDep) -> dict[str, Any]:
+    """Removes the window, and the suppression of pages with it. 404 for an unknown model or
+    window."""
     check_models(request, [model])
     return _window_read(maintenance.cancel_window(engine=engine, model=model,
                                                   window_id=window_id))

@@ -40,6 +40,11 @@ STORED: dict[str, Any] = {
 )
 async def upload_reference(model: str, version: str, request: Request, engine: EngineDep,
                            settings: SettingsDep, replace: ReplaceQuery = False) -> JSONResponse:
+    """The sample drift is measured against, on bins fitted once: one column per feature plus the
+    prediction (score, value or predicted_label); other columns are ignored and listed, a
+    missing feature column is a 422 naming it. A reference under MODELMON_REFERENCE_MIN_ROWS
+    rows is stored with a warning. Once predictions of the version are stored, a different
+    reference is a 409 version_in_use unless sent with replace=true."""
     def process(path: Path, ctype: str) -> dict[str, Any]:
         return reference_data.store_reference(engine=engine, settings=settings,
                                               model_name=model, version=version, path=path,

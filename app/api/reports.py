@@ -118,6 +118,12 @@ Version = Annotated[str | None, Query(description="one version; default: every v
 async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: ProfilesDep,
                 version: Version = None, start: Start = None,
                 end: End = None) -> dict[str, Any]:
+    """Computed on demand with the scheduled jobs' code, over the window asked for (default: the
+    latest window the jobs computed): per feature and for the prediction, PSI and KS against the
+    reference with their decision, the missing rate, out-of-range values and unseen categories,
+    and the feature's importance in the version's weights. Without a reference a version is
+    compared with its own first traffic, and the answer says so. An empty window says when its
+    data will show."""
     return await in_snapshot(engine, lambda c: reports.drift_report(
         c, settings, reports.scope(c, settings, model, version, start, end), profiles))
 
@@ -127,6 +133,9 @@ async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: 
 async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                       version: Version = None, start: Start = None, end: End = None,
                       bins: Annotated[int | None, Query(ge=2, le=100)] = None) -> dict[str, Any]:
+    """Over the window's labelled predictions (the default window lags by the policy's
+    label_lag_seconds): ECE, MCE, Brier, the reliability bins (bins=2..100) with their mean
+    confidence and observed rate, the label coverage and the decision."""
     return await in_snapshot(engine, lambda c: reports.calibration_report(
         c, settings, reports.scope(c, settings, model, version, start, end, needs_labels=True),
         bins))
@@ -137,6 +146,10 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                     "production error against the version's registered validation error")
 async def cohorts(model: str, engine: EngineDep, settings: SettingsDep, version: Version = None,
                   start: Start = None, end: End = None) -> dict[str, Any]:
+    """For each cohort key, each value's error with its 95% Wilson interval and its delta to the
+    overall error, decided against the policy; and the generalization gap: production error
+    against the validation error registered with the version (training.validation_error),
+    overall and per cohort."""
     return await in_snapshot(engine, lambda c: reports.cohorts_report(
         c, settings, reports.scope(c, settings, model, version, start, end,
                                    needs_labels=True)))
@@ -155,5 +168,8 @@ async def history(model: str, engine: EngineDep, settings: SettingsDep,
                   cursor: Annotated[str | None, Query(
                       max_length=2048, description="next_cursor of the previous page")] = None,
                   ) -> dict[str, Any]:
+    """What the scheduled jobs stored for one metric of the model (feature_psi with feature=, say),
+    in pages of limit points: a page that is not the last carries next_cursor, to pass as cursor
+    for the next one."""
     return await in_snapshot(engine, lambda c: reports.history_report(
         c, settings, model, metric, feature, cohort, version, start, end, limit, cursor))

@@ -106,6 +106,9 @@ def _upload(body: SummaryUpload) -> imports.Upload:
 )
 async def post_summaries(request: Request, engine: EngineDep, settings: SettingsDep,
                          profiles: ProfilesDep) -> dict[str, int]:
+    """Bucket summaries folded where the data lives (modelmon backfill, the Spark job,
+    SummarizingMonitor), in the packed format of docs/summaries.md. Each is stored once per
+    source, bucket, kind and sequence, so an upload sent again counts nothing twice."""
     body = await read_model(request, settings, SummaryUpload)
     upload = _upload(body)
     result = await run_in_threadpool(
@@ -124,6 +127,8 @@ async def post_summaries(request: Request, engine: EngineDep, settings: Settings
 )
 async def get_profile(model: str, version: str, request: Request, engine: EngineDep,
                       settings: SettingsDep) -> dict[str, Any]:
+    """The reference's bins and categories as a summariser needs them, under the profile_key its
+    drift summaries name; a new reference makes a new key."""
     check_models(request, [model])
     return await run_in_threadpool(profile_reads.profile_document, engine=engine,
                                    settings=settings, model_name=model, version=version,

@@ -90,6 +90,10 @@ async def upload_weights(
                                    "out for a 1-D tensor")] = None,
     replace: ReplaceQuery = False,
 ) -> JSONResponse:
+    """A .npz or .safetensors file (application/octet-stream, streamed to disk and read one tensor
+    at a time) or per-tensor summaries as JSON. Compared with the previous version that has
+    weights: L1, L2 and sparsity per tensor and overall; with feature_tensor and feature_axis (a
+    scikit-learn coef needs neither), per-feature weights and importance too."""
     def process(path: Path, ctype: str) -> dict[str, Any]:
         return weights.upload_weights(engine=engine, settings=settings, model_name=model,
                                       version=version, path=path, ctype=ctype,
@@ -108,5 +112,9 @@ async def compare_versions(model: str, engine: EngineDep, settings: SettingsDep,
                            base: Annotated[str, Query(description="the earlier version")],
                            candidate: Annotated[str, Query(description="the later version")]
                            ) -> dict[str, Any]:
+    """base against candidate: the relative change of L1 and L2, the sparsity change in percentage
+    points per tensor and overall, the tensors added, removed or reshaped, the sparsity and norm
+    jump checks, and per feature the importance in each and which features the candidate zeroed
+    or revived."""
     return await in_snapshot(engine, lambda c: weights.compare(
         conn=c, settings=settings, model_name=model, base=base, candidate=candidate))

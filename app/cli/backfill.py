@@ -29,12 +29,15 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.cli import lake, statefile
+from app.cli import statefile
 from app.cli.client import ApiClient, HttpError, add_connection_args, int_between
 from app.cli.console import add_json
 from app.cli.errors import CliError
+
+if TYPE_CHECKING:  # imported where used: pyarrow, pandas and scipy would slow every command
+    from app.cli import lake
 
 DEFAULT_BUCKET_SECONDS = 300.0  # the service's default MODELMON_JOB_INTERVAL_SECONDS
 
@@ -74,6 +77,8 @@ class Surveyed:
 
 
 def prepare(args: argparse.Namespace) -> Plan:
+    from app.cli import lake
+
     api = ApiClient(args.url, args.token, retries=args.retries)
     model = api.get(f"/v1/models/{_q(args.model)}")
     versions = versions_of(api, model)
@@ -81,12 +86,14 @@ def prepare(args: argparse.Namespace) -> Plan:
     labels_schema = None
     if args.labels:
         labels_schema = lake.open_dataset(args.labels, "--labels")[0].schema
-    given = lake.read_mapping(args.mapping, args.map or [])
+    every = _all_features(model, versions)
+    keys, label_keys = lake.mapping_keys(every)
+    given = lake.read_mapping(args.mapping, args.map or [], {*keys, *label_keys})
     if args.version and "version" not in given:
         given["version"] = None  # --version names every row's version
     elif args.version and given["version"]:
         raise CliError("give --version or a version column (--map version=...), not both")
-    mapping = lake.resolve(given, _all_features(model, versions), dataset.schema, labels_schema)
+    mapping = lake.resolve(given, every, dataset.schema, labels_schema)
     if mapping["version"] is None and not args.version:
         raise CliError("the dataset has no version column: give --version, or map one with "
                        "--map version=column")
@@ -148,6 +155,7 @@ def survey(dataset: Any, root: str, mapping: dict[str, str | None], filt: Any,
     counts towards, and the profiles to fetch before the first fold."""
     import pyarrow.dataset as ds
 
+    from app.cli import lake
     from app.evaluation.fold import coded
 
     out = []
@@ -316,7 +324,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--map", action="append", metavar="KEY=COLUMN", help="the column of a "
                    "key: id, timestamp, version, prediction, label, label_timestamp, "
                    "features.NAME, cohorts.KEY, labels.id, labels.label, labels.timestamp "
-                   "(default: the column of the same name; KEY= when it is not in the data)")
+                   "(default: the column of the same name; KEY= when it is not in the data; "
+                   "cut after the model's key, so a name may hold '=')")
     p.add_argument("--mapping", metavar="FILE",
                    help="the same keys in a JSON or YAML file (default: none)")
     p.add_argument("--start", help="first time summarised (ISO 8601, on a bucket boundary; "

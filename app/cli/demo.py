@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -258,19 +261,31 @@ def _finish(args: argparse.Namespace, out: Any, url: str, summary: dict[str, Any
 
 
 def next_steps(model: str, url: str, clean: bool) -> list[str]:
-    """Where the demo's story shows: the reports, the metrics and the runbooks."""
+    """Where the demo's story shows: the reports, the pages, the metrics and the runbooks."""
     where = f"--model {model} --url {url}"
-    steps = [f"modelmon report drift {where}: PSI and KS per feature, with each feature's "
+    cmd = _program()
+    steps = [f"{cmd} report drift {where}: PSI and KS per feature, with each feature's "
              "importance and whether its decision pages or only tickets"
              + ("" if clean else " (x4: critical, but v2 gives it no weight: a ticket)"),
-             f"modelmon report cohorts {where}: error per region and the generalization gap "
+             f"{cmd} report cohorts {where}: error per region and the generalization gap "
              "against each version's validation error",
-             f"modelmon report calibration {where}: ECE and the reliability bins",
-             f"modelmon report compare {where} --base v1 --candidate v2: weights, sparsity "
+             f"{cmd} report calibration {where}: ECE and the reliability bins",
+             f"{cmd} report compare {where} --base v1 --candidate v2: weights, sparsity "
              "and the features v2 zeroed",
+             f"{url}/ui/models/{quote(model, safe='')}/versions/v2: the same reports as a page "
+             "(tables and pictures; /ui lists every model)",
              f"{url}/metrics: what Prometheus scrapes; dashboards/ for Grafana and "
              "docs/runbooks.md for what each alert means and what to do"]
     return steps
+
+
+def _program() -> str:
+    """The command as it can be typed again: ``modelmon`` where it is on PATH, else the path
+    it was run by (``.venv/bin/modelmon`` in a checkout whose venv is not activated)."""
+    run_as = sys.argv[0]
+    if Path(run_as).name != "modelmon" or shutil.which("modelmon"):
+        return "modelmon"
+    return run_as
 
 
 def add_parser(sub: Any) -> None:

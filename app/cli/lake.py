@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,9 +94,11 @@ def sequence(name: str) -> int:
 # --------------------------------------------------------------------------- mapping
 
 
-def read_mapping(path: str | None, items: list[str]) -> dict[str, str | None]:
+def read_mapping(path: str | None, items: list[str],
+                 known: Collection[str] = ()) -> dict[str, str | None]:
     """Mapping keys to columns: a JSON or YAML file (nested objects flatten with '.'), then
-    ``--map key=column`` options over it; an empty column means: not in the data."""
+    ``--map key=column`` options over it (split by ``split_map`` against the ``known`` keys);
+    an empty column means: not in the data."""
     out: dict[str, str | None] = {}
     if path:
         try:
@@ -112,11 +115,32 @@ def read_mapping(path: str | None, items: list[str]) -> dict[str, str | None]:
             raise CliError(f"--mapping {path}: must be an object of key: column")
         out.update(_flat(doc, "", path))
     for item in items:
-        key, sep, column = item.partition("=")
-        if not sep or not key.strip():
-            raise CliError(f"--map {item!r}: must be key=column (e.g. timestamp=event_time)")
-        out[key.strip()] = column.strip() or None
+        key, column = split_map(item, known)
+        out[key] = column or None
     return out
+
+
+def split_map(item: str, known: Collection[str]) -> tuple[str, str]:
+    """``KEY=COLUMN`` cut at the '=' that ends a known key, so either side may hold '='
+    (``features.a=b=col`` where the model has a feature ``a=b``, ``timestamp=event=time``);
+    at the first '=' when no known key ends at one (an unknown key is named later)."""
+    cuts = [i for i, ch in enumerate(item) if ch == "=" and item[:i].strip() in known]
+    if len(cuts) > 1:
+        keys = " and ".join(repr(item[:i].strip()) for i in cuts)
+        raise CliError(f"--map {item!r}: {keys} are both keys of the model: name the column "
+                       "in a --mapping file instead")
+    cut = cuts[0] if cuts else item.find("=")
+    if cut < 1 or not item[:cut].strip():
+        raise CliError(f"--map {item!r}: must be key=column (e.g. timestamp=event_time)")
+    return item[:cut].strip(), item[cut + 1:].strip()
+
+
+def mapping_keys(model: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The mapping keys of a model: those of the predictions dataset, those of the labels'."""
+    keys = ["timestamp", "prediction", *OPTIONAL, "id"]
+    keys += [f"features.{f['name']}" for f in model["features"]]
+    keys += [f"cohorts.{k}" for k in model["cohort_keys"]]
+    return keys, ["labels.id", "labels.label", "labels.timestamp"]
 
 
 def _flat(doc: dict[str, Any], prefix: str, path: str) -> dict[str, str | None]:
@@ -135,10 +159,7 @@ def resolve(given: dict[str, str | None], model: dict[str, Any], schema: pa.Sche
             labels_schema: pa.Schema | None) -> dict[str, str | None]:
     """Every mapping key of the model with its column (None: not in the data), checked
     against the datasets' columns; unknown keys and missing columns are named."""
-    keys = ["timestamp", "prediction", *OPTIONAL, "id"]
-    keys += [f"features.{f['name']}" for f in model["features"]]
-    keys += [f"cohorts.{k}" for k in model["cohort_keys"]]
-    label_keys = ["labels.id", "labels.label", "labels.timestamp"]
+    keys, label_keys = mapping_keys(model)
     unknown = sorted(set(given) - set(keys) - set(label_keys))
     if unknown:
         raise CliError(f"unknown mapping key {', '.join(unknown)} (known: "

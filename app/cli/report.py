@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -159,7 +160,9 @@ def render(kind: str, report: dict[str, Any]) -> str:
         return _compare(report)
     parts = [f"{report['model']} window {report['window_start']} .. {report['window_end']}"]
     if report.get("empty"):
-        parts.append(report.get("note") or "no traffic in this window")
+        # the service's hint names the query string; here it is this command's options
+        parts.append(re.sub(r"\?start=(\S+)&end=(\S+)", r"--start \1 --end \2",
+                            report.get("note") or "no traffic in this window"))
     for v in report["versions"]:
         if kind == "drift":
             parts += _drift(v, report.get("policy") or {})

@@ -121,12 +121,14 @@ def _when_empty(conn: Connection, settings: Settings, sc: Scope,
                 f"(every {interval:g} s), so they appear once their bucket closes")
     elif latest >= sc.end:
         bucket = aligned_end(latest, interval)
-        closes = (bucket + timedelta(seconds=interval)).isoformat()
+        closes = bucket + timedelta(seconds=interval)
+        # the window to ask for in Z form: '+' in a query string reads as a space
+        z = [t.isoformat().replace("+00:00", "Z") for t in (bucket, closes)]
         note = (f"no traffic in this window; the latest prediction, at {latest.isoformat()}, "
-                f"is in the bucket that closes at {closes}: the default window covers it "
-                f"from then, and the job tick at or after it (next: {next_tick.isoformat()}) "
-                "exports its metrics and alerts. To see it now, ask for a window holding it: "
-                f"?start={bucket.isoformat()}&end={closes}")
+                f"is in the bucket that closes at {closes.isoformat()}: the default window "
+                f"covers it from then, and the job tick at or after it (next: "
+                f"{next_tick.isoformat()}) exports its metrics and alerts. To see it now, ask "
+                f"for a window holding it: ?start={z[0]}&end={z[1]}")
     elif latest < sc.start:
         note = (f"no traffic in this window; the latest prediction is at {latest.isoformat()}, "
                 "before it: nothing was sent since. Ask for an earlier window with start and "

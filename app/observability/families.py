@@ -39,7 +39,9 @@ class Source(StrEnum):
 class Family:
     """One exported family. ``name`` as a scrape shows it (a counter's with ``_total``);
     ``doc`` is the docs' meaning where it says more than ``help``; ``values`` and ``notes``
-    document a label's values; ``stored`` names the stored metrics it exports."""
+    document a label's values; ``stored`` names the stored metrics it exports; ``decided_by``
+    the checks (decided when read) or the policy family whose decision is on its value, where
+    no stored metric says so (``decided()``)."""
 
     name: str
     type: str  # counter | gauge | histogram
@@ -51,6 +53,7 @@ class Family:
     values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     buckets: tuple[float, ...] = ()
+    decided_by: tuple[str, ...] = ()
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -214,7 +217,8 @@ TRAFFIC = (
     _traffic("modelmon_prediction_errors_total", "counter", ("model",), "Wrong labeled "
        "predictions.", "of those, the wrong ones"),
     _traffic("modelmon_model_last_prediction_timestamp_seconds", "gauge", ("model",), "Newest "
-       "stored prediction.", "newest stored prediction time"),
+       "stored prediction.", "newest stored prediction time",
+       decided_by=("modelmon_model_expected_interval_seconds",)),
 )
 
 DECISIONS = (
@@ -327,11 +331,11 @@ VERSIONS = (
        "its importance in `base_version` (at most 5 series per version)"),
     _registry("modelmon_version_sparsity_delta_ratio", "gauge", DELTA, "Overall sparsity minus the "
        "predecessor's.", "overall sparsity of `version` minus that of its predecessor "
-       "`base_version` (0.2 = +20 points)"),
+       "`base_version` (0.2 = +20 points)", decided_by=("sparsity_jump",)),
     *(_registry(f"modelmon_version_{norm}_relative_change_ratio", "gauge", DELTA,
          f"Relative change "
          f"of the overall {norm.upper()} norm.", "(norm(version) - norm(base)) / "
-         f"norm(base), {norm.upper()} norm")
+         f"norm(base), {norm.upper()} norm", decided_by=("norm_jump",))
       for norm in ("l1", "l2")),
 )
 
@@ -351,3 +355,18 @@ SERVICE_FAMILIES = _index(SERVICE, RUNTIME)
 QUALITY_FAMILIES = _index(tuple(stored_result_families()), FROM_DETAIL, TRAFFIC, DECISIONS,
                           POLICY, JOB_STATE, VERSIONS)
 FAMILIES = _index(tuple(SERVICE_FAMILIES.values()), tuple(QUALITY_FAMILIES.values()))
+
+
+def decided() -> dict[str, tuple[str, ...]]:
+    """The families whose value is a decision or is decided on, by name, with what decides:
+    the decisions themselves (their own name), a stored metric's figures (the check whose
+    decision the stored row carries) and the families declared ``decided_by``. A dashboard
+    colours these by the decisions (the *_check_state families) and the model's policy, never
+    by a line of its own (tests/deploy/test_deploy_dashboards.py)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for f in FAMILIES.values():
+        by = (f.name,) if f.source is Source.DECISION else tuple(dict.fromkeys(
+            c for c in (*(METRICS[s].check for s in f.stored), *f.decided_by) if c))
+        if by:
+            out[f.name] = by
+    return out

@@ -25,6 +25,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app import cli
+from app.cli import lake
+from app.cli.errors import CliError
 from app.storage.tables import bucket_summaries, models
 from tests.api.test_summaries_api import comparable, reports, window
 from tests.cli.test_report_cli import modelmon
@@ -393,6 +395,53 @@ def test_backfill_errors_are_one_line_on_stderr(client, live_server, tmp_path, c
     assert re.search(r"error: version=(v\d)/quarter=\d/[^ ]+\.parquet: version \1: 422 ", line)
     assert "outcome of the bucket at " in line and "outside the accepted time range" in line
     assert "files are acknowledged; run the same command again" in line
+
+
+def test_map_names_keys_and_columns_that_hold_an_equals_sign(client, live_server, tmp_path,
+                                                             capsys):
+    """`--map KEY=COLUMN` is cut after the model's key, so a feature named `amount=usd` maps
+    to a column named `amt=raw` on the command line, as a mapping file can; a cut that two
+    keys allow is refused, naming both."""
+    model = regression_model("eq", features=[{"name": "amount=usd", "type": "numeric"}],
+                             cohort_keys=["region"])
+    assert client.post("/v1/models", json=model).status_code == 201
+    assert client.post("/v1/models/eq/versions", json=version("v1")).status_code == 201
+    rng = np.random.default_rng(9)
+    r = client.post("/v1/models/eq/versions/v1/reference", json={"records": [
+        {"amount=usd": float(rng.normal(50, 10)), "value": float(rng.gamma(4, 10))}
+        for _ in range(200)]})
+    assert r.status_code == 201, r.text
+    start, end = window()
+    n = 240
+    pq.write_table(pa.table({
+        "prediction_id": [f"eq-{i}" for i in range(n)],
+        "event=time": [start + timedelta(seconds=15 * i) for i in range(n)],
+        "amt=raw": rng.normal(80, 10, n), "region": ["eu", "us"] * (n // 2),
+        "value": rng.gamma(4, 10, n)}), tmp_path / "part-0.parquet")
+    args = ["backfill", str(tmp_path), "--model", "eq", "--version", "v1", "--url",
+            live_server.url, "--map", "timestamp=event=time", "--map",
+            "features.amount=usd=amt=raw", "--start", iso(start), "--end", iso(end)]
+    assert cli.main(args) == 0, capsys.readouterr()
+    assert f"{n} predictions counted" in capsys.readouterr().out
+    drift = client.get("/v1/models/eq/reports/drift", params={
+        "start": iso(start), "end": iso(end)}).json()
+    (row,) = [f for f in drift["versions"][0]["features"] if f["feature"] == "amount=usd"]
+    assert row["n_current"] == n and row["missing_rate"] == 0  # read from amt=raw
+    assert row["psi"] > 1  # the lake's amounts sit 3 standard deviations off the reference
+    # the split, on its own: either side may hold '='; two keys that fit are named
+    known = {"timestamp", "features.a=b"}
+    assert lake.read_mapping(None, ["timestamp=t=0", "features.a=b=c"], known) == {
+        "timestamp": "t=0", "features.a=b": "c"}
+    assert lake.read_mapping(None, ["features.a=b="], known) == {
+        "features.a=b": None}  # KEY= with no column: not in the data
+    both = {"features.a", "features.a=b"}
+    assert lake.read_mapping(None, ["features.a=="], both) == {"features.a": "="}
+    with pytest.raises(CliError, match="'features.a' and 'features.a=b' are both keys"):
+        lake.read_mapping(None, ["features.a=b=c"], both)
+    with pytest.raises(CliError, match="must be key=column"):
+        lake.read_mapping(None, ["=x"], known)
+    # an unknown key is cut at its first '=' and named as before
+    assert lake.read_mapping(None, ["x=y=z"], known) == {"x": "y=z"}
 
 
 def _error(capsys, args: list[str]) -> str:

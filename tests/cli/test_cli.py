@@ -3,14 +3,30 @@ line on stderr (password hidden) with exit code 1, for the commands that open th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from app import __version__
 from tests.cli.test_report_cli import modelmon, one_line_error
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 
 def test_version(tmp_path):
     out = modelmon("--version", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == f"modelmon {__version__}"
+
+
+def test_the_command_line_loads_the_lake_and_statistics_only_where_used(tmp_path):
+    """Building the parser of every command imports neither pyarrow nor pandas nor scipy
+    (seconds of start-up on every `modelmon report`); a backfill imports them when it runs."""
+    code = ("import sys; from app import cli; sys.argv = ['modelmon', '--version']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('pyarrow', 'pandas', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path):

@@ -4,6 +4,10 @@ shows its progress, and its traffic and labels are stored."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -15,6 +19,7 @@ from app.storage.tables import (
     weight_stats,
 )
 from tests.cli.test_report_cli import modelmon
+from tests.conftest import ROOT
 
 
 def test_demo_announces_its_plan_and_the_incident(live_server, engine, tmp_path):
@@ -65,4 +70,19 @@ def test_demo_json_is_one_summary_on_stdout(live_server, tmp_path):
     assert summary["model"] == "quiet" and summary["predictions"] > 0
     assert summary["incident"] is False and summary["versions"] == ["v1", "v2"]
     assert summary["next"][0].startswith("modelmon report drift --model quiet")
+    assert f"{live_server.url}/ui/models/quiet/versions/v2: " in summary["next"][-2]
     assert "demo: registering model 'quiet'" in out.stderr
+
+
+def test_demo_names_its_command_as_it_can_be_typed_again(live_server, tmp_path):
+    """Run as .venv/bin/modelmon from a shell whose PATH lacks the venv, the next steps name
+    that path: `modelmon report ...` would not be found."""
+    script = Path(sys.executable).parent / "modelmon"
+    out = subprocess.run([str(script), "demo", "--url", live_server.url, "--duration", "1",
+                          "--speed", "4", "--batch-size", "20", "--clean", "--model", "typed",
+                          "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    steps = json.loads(out.stdout)["next"]
+    assert steps[0].startswith(f"{script} report drift --model typed --url "), steps

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 
 from app import cli
 from tests.conftest import ROOT, free_port
-from tests.factories import iso
+from tests.factories import iso, prediction, register
 from tests.jobs_data import SHIFTED, drift_model, latest_window, post_all, reference_csv, traffic
 
 
@@ -78,6 +80,27 @@ def test_report_over_http_prints_what_the_api_answers(client, live_server, capsy
                      "--candidate", "v2", "--url", live_server.url]) == 0
     out = capsys.readouterr().out
     assert out.startswith("credit: v1 -> v2") and "20" in out  # 20 pp sparsity change
+
+
+def test_an_empty_report_names_the_window_to_ask_for_as_options(client, live_server, capsys):
+    """A prediction in the bucket still open: the default window is empty, and the hint the
+    table prints is this command's --start and --end, which then show it."""
+    register(client)
+    for i in range(3):  # a bucket boundary passing in between fills the default window
+        sent = datetime.now(UTC).replace(microsecond=0)
+        assert client.post("/v1/predictions", json={"records": [
+            prediction(i, timestamp=iso(sent))]}).status_code == 200
+        assert cli.main(["report", "drift", "--model", "fraud", "--url",
+                         live_server.url]) == 0
+        out = capsys.readouterr().out
+        if "no traffic in this window" in out:
+            break
+    hint = re.search(r"ask for a window holding it: (--start \S+ --end \S+)$", out, re.M)
+    assert hint and "?start=" not in out, out
+    assert cli.main(["report", "drift", "--model", "fraud", "--url", live_server.url,
+                     *hint[1].split()]) == 0
+    shown = capsys.readouterr().out
+    assert "no traffic" not in shown and "version v1: n=1," in shown, shown
 
 
 def test_report_from_a_database_named_explicitly(client, settings, capsys):

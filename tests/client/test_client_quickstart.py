@@ -1,14 +1,15 @@
 """The scikit-learn quickstart as a newcomer writes it: the breast-cancer data set, whose
-feature names hold spaces (`mean radius`), an L1 logistic regression, `validation=`; the
-cohorts report then carries the generalization gap's decision."""
+feature names hold spaces (`mean radius`), a pipeline scaling it before an L1 logistic
+regression, `validation=`; no warning on the way, and the cohorts report then carries the
+generalization gap's decision."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import httpx2
-import pytest
 
 from tests.conftest import ROOT
 
@@ -23,11 +24,13 @@ def readme_quickstart() -> str:
 def test_the_breast_cancer_quickstart_registers_logs_and_reports_a_gap(sqlite_server):
     start = datetime.now(UTC) - timedelta(minutes=1)
     code = readme_quickstart()
-    assert 'Monitor("http://127.0.0.1:8000"' in code and 'penalty="l1"' in code
+    assert 'Monitor("http://127.0.0.1:8000"' in code and "l1_ratio=1" in code
     assert "validation=(X_val, y_val)" in code and "load_breast_cancer" in code
-    # -- as the README reads, against this test's server
+    # -- as the README reads, against this test's server; any warning fails it (scikit-learn's
+    # deprecations and convergence warnings included)
     ns: dict = {}
-    with pytest.warns(FutureWarning):  # scikit-learn 1.8 deprecated penalty=; it still works
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         exec(code.replace("http://127.0.0.1:8000", sqlite_server.url), ns)
     X, X_val, y_val, model, monitor = (ns[k] for k in ("X", "X_val", "y_val", "model",
                                                         "monitor"))
@@ -37,10 +40,13 @@ def test_the_breast_cancer_quickstart_registers_logs_and_reports_a_gap(sqlite_se
     features = [f["name"] for f in httpx2.get(url).json()["features"]]
     assert features == list(X.columns) and "mean radius" in features
     stored = httpx2.get(f"{url}/versions/v1").json()["metadata"]
-    assert stored["regularization"]["type"] == "l1"
+    linear = model[-1]  # the pipeline's last step: the regularization and weights are its
+    assert stored["regularization"] == {"type": "l1", "lambda": 1.0}  # 1 / C
+    assert stored["hyperparameters"]["l1_ratio"] == 1 and "with_mean" not in stored[
+        "hyperparameters"]
     assert stored["training"]["parameters"] == 31  # 30 coefficients and the intercept
-    assert stored["training"]["nonzero_parameters"] == int(
-        (model.coef_ != 0).sum() + (model.intercept_ != 0).sum())
+    nonzero = int((linear.coef_ != 0).sum() + (linear.intercept_ != 0).sum())
+    assert stored["training"]["nonzero_parameters"] == nonzero < 31  # L1 zeroed some
     window = {"start": start.isoformat(), "end": (datetime.now(UTC) + timedelta(minutes=1))
               .isoformat()}
     report = httpx2.get(f"{url}/reports/cohorts", params=window).json()

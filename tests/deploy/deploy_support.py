@@ -191,7 +191,8 @@ def substitute(expr: str, values: dict[str, str] | None = None) -> str:
     values = values or {}
     for name, value in GRAFANA_VARIABLES.items():
         expr = expr.replace(name, value)
-    expr = re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)",
+    # ($1, $2 ... are label_replace's groups, which Grafana leaves alone: no variable's name)
+    expr = re.sub(r"\$\{([A-Za-z_]\w*)(?::\w+)?\}|\$([A-Za-z_]\w*)",
                   lambda m: values.get(m.group(1) or m.group(2), ".*"), expr)
     return expr
 

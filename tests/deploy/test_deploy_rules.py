@@ -29,6 +29,7 @@ from deploy_support import (
 RULE_FILES = rule_files()
 RENDER = render_rules_module()
 RUNBOOK_BASE = RENDER.DEFAULT_RUNBOOK_BASE
+PAGES_BASE = RENDER.DEFAULT_PAGES_BASE
 TEST_FILES = rule_test_files()
 ALERTS = alert_rules()
 ALERT_NAMES = sorted({r["alert"] for r in ALERTS})
@@ -87,8 +88,52 @@ def test_alert_conventions(rule: dict) -> None:
     assert re.search(r'printf "%\.2f" \$value', ann["description"]), ann["description"]
     # absolute (a pager opens it), on the base scripts/render-rules.py renders
     assert ann["runbook_url"] == f"{RUNBOOK_BASE}#{name.lower()}"
+    # an alert about a model links the report page of its feature, version or model
+    assert ann.get("page_url") == _page_url(_alert_labels(rule)), name
     # `for:` everywhere: a single evaluation never pages.
     assert rule.get("for"), f"{name} has no for:"
+
+
+def _alert_labels(rule: dict) -> set[str]:
+    """The labels an alert's series carry: its first aggregation's `by (...)`, or those of
+    the recorded series it reads (the burn rates are by model)."""
+    by = re.search(r"\bby \(([^)]*)\)", rule["expr"])
+    if by:
+        return {label.strip() for label in by.group(1).split(",")}
+    return {"model"} if re.search(r"\bmodel:modelmon_", rule["expr"]) else set()
+
+
+def _page_url(labels: set[str] | dict[str, str]) -> str | None:
+    """The page an alert with these labels links (labels as a set: the rule's template; as a
+    dict: a firing alert's URL), None for an alert about no model."""
+    def value(label: str) -> str:
+        return labels[label] if isinstance(labels, dict) else f"{{{{ $labels.{label} }}}}"
+    if "model" not in labels:
+        return None
+    path = ""
+    if "version" in labels:
+        path = f"/models/{value('model')}/versions/{value('version')}"
+        if "feature" in labels:
+            path += f"/features/{value('feature')}"
+    return PAGES_BASE + path
+
+
+def test_every_model_quality_alert_links_its_page() -> None:
+    # the alerts the pages exist for: per feature, per version, per model
+    urls = {r["alert"]: r["annotations"].get("page_url", "") for r in ALERTS}
+    assert urls["ModelmonFeatureDriftHigh"].endswith(
+        "/models/{{ $labels.model }}/versions/{{ $labels.version }}/features/"
+        "{{ $labels.feature }}")
+    for name in ("ModelmonPredictionDriftHigh", "ModelmonCalibrationErrorHigh",
+                 "ModelmonCohortErrorRegression", "ModelmonGeneralizationGapHigh",
+                 "ModelmonVersionSparsityJump"):
+        assert urls[name].endswith("/models/{{ $labels.model }}/versions/{{ $labels.version }}"
+                                   ), name
+    assert urls["ModelmonNoPredictions"] == PAGES_BASE
+    assert "page_url" not in next(r for r in ALERTS if r["alert"] == "ModelmonServiceDown")[
+        "annotations"]
+    assert _page_url({"model": "m", "version": "v", "feature": "f"}) == (
+        f"{PAGES_BASE}/models/m/versions/v/features/f")
 
 
 def test_alerts_at_two_thresholds_share_one_name_and_summary() -> None:
@@ -127,6 +172,8 @@ def _unit_cases() -> dict[str, dict[str, set[str]]]:
                     assert {"summary", "description", "runbook_url"} <= set(anns), (
                         f"{path.name}: {name} case does not assert every annotation")
                     assert "severity" in labels, f"{path.name}: {name} case has no severity"
+                    assert anns.get("page_url") == _page_url(labels), (
+                        f"{path.name}: {name} case does not assert its page_url")
                     cases[name]["firing"].add(labels["severity"])
     return cases
 
@@ -168,7 +215,9 @@ def test_runbook_base_points_at_docs_runbooks_in_the_repository() -> None:
 def test_render_puts_every_runbook_url_on_another_base(tmp_path: Path,
                                                        promtool: str) -> None:
     base = "https://wiki.example.internal/modelmon/runbooks"
-    assert RENDER.main(["--runbook-base", base + "/", "--out", str(tmp_path)]) == 0
+    pages = "https://modelmon.example.internal/ui"
+    assert RENDER.main(["--runbook-base", base + "/", "--pages-base", pages + "/",
+                        "--out", str(tmp_path)]) == 0
     rendered = sorted(tmp_path.glob("*.yml"))
     assert [p.name for p in rendered] == [p.name for p in RULE_FILES]
     for path in rendered:
@@ -177,8 +226,12 @@ def test_render_puts_every_runbook_url_on_another_base(tmp_path: Path,
                 if "alert" in rule:
                     assert rule["annotations"]["runbook_url"] == (
                         f"{base}#{rule['alert'].lower()}")
-        # nothing but the runbook links differs from the shipped file
+                    page = _page_url(_alert_labels(rule))
+                    assert rule["annotations"].get("page_url") == (
+                        page and page.replace(PAGES_BASE, pages, 1))
+        # nothing but the runbook and page links differs from the shipped file
         shipped = (RULES_DIR / path.name).read_text()
-        assert path.read_text() == shipped.replace(RUNBOOK_BASE, base)
+        assert path.read_text() == shipped.replace(RUNBOOK_BASE, base).replace(
+            f"page_url: {PAGES_BASE}", f"page_url: {pages}")
         proc = run([promtool, "check", "rules", str(path)])
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -33,6 +33,7 @@ from deploy_support import (
     get_json,
     query,
     recording_rule_names,
+    render_rules_module,
     start_alertmanager,
     start_prometheus,
     stop_process,
@@ -52,6 +53,7 @@ INCIDENT_MODEL, CLEAN_MODEL = "demo-fraud", "demo-steady"
 LOOSE_MODEL = "demo-loose"
 LOOSE_POLICY = {"psi_major": 50.0, "psi_critical": 50.0, "ece_critical": 1.0,
                 "oe_log_critical": 50.0, "cohort_ratio_critical": 1e6}
+PAGES_BASE = render_rules_module().DEFAULT_PAGES_BASE
 QUALITY_ALERTS = ("ModelmonFeatureDriftHigh", "ModelmonPredictionDriftHigh",
                   "ModelmonCalibrationErrorHigh", "ModelmonCohortErrorRegression")
 
@@ -83,6 +85,28 @@ def _demo(url: str, model: str, *extra: str, log: Path) -> None:
         done = subprocess.run(_demo_command(url, model, *extra), cwd=ROOT, stdout=out,
                               stderr=subprocess.STDOUT, timeout=PHASE_SECONDS + 120)
     assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def _table_pages_match(prom: str, sink: str) -> bool:
+    """True when the on-call dashboard's firing-alerts table gives a firing feature alert and
+    a firing version alert of the incident model the page path (label `page`) of the page_url
+    their notifications carried; an alert whose path differs fails at once."""
+    oncall = json.loads((DASHBOARDS_DIR / "oncall.json").read_text())
+    (expr,) = [e for _, e in dashboard_exprs(oncall) if "ALERTS" in e and "label_join(" in e]
+    def key(labels: dict[str, str]) -> tuple[str | None, ...]:
+        return tuple(labels.get(k) for k in ("alertname", "severity", "model", "version",
+                                             "feature", "cohort_key", "cohort"))
+    sent = {key(a["labels"]): a["annotations"]["page_url"]
+            for receiver in ("pager", "ticket") for a in _alerts(sink, receiver)}
+    kinds = set()
+    for row in query(prom, substitute(expr, {"model": INCIDENT_MODEL})):
+        labels = row["metric"]
+        if labels.get("alertstate") != "firing" or key(labels) not in sent:
+            continue
+        assert PAGES_BASE + labels.get("page", "") == sent[key(labels)], labels
+        kinds.add("feature" if "feature" in labels else "version" if "version" in labels
+                  else "model")
+    return {"feature", "version"} <= kinds
 
 
 @pytest.fixture
@@ -155,6 +179,10 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
     assert page["labels"]["severity"] == "critical"
     assert page["labels"]["model"] == INCIDENT_MODEL
     assert page["annotations"]["runbook_url"].endswith("#modelmonfeaturedrifthigh")
+    # the link to the feature's report page (the base scripts/render-rules.py renders)
+    assert page["annotations"]["page_url"] == (
+        f"{PAGES_BASE}/models/{INCIDENT_MODEL}/versions/{page['labels']['version']}"
+        f"/features/{page['labels']['feature']}")
     assert page["annotations"]["summary"] and INCIDENT_MODEL in page["annotations"][
         "description"]
     assert all(a["labels"]["severity"] == "critical" for a in _alerts(sink, "pager"))
@@ -181,6 +209,15 @@ def test_demo_pages_on_drift_and_dashboards_have_data(stack):
                             if a["labels"]["alertname"] == "ModelmonGeneralizationGapHigh"
                             and a["labels"]["version"] == "v2"], "the gap page", timeout=60)
     assert gap[0]["annotations"]["runbook_url"].endswith("#modelmongeneralizationgaphigh")
+    # its page_url is the version's report page, and the page is there on the served /ui
+    page_url = gap[0]["annotations"]["page_url"]
+    assert page_url == f"{PAGES_BASE}/models/{INCIDENT_MODEL}/versions/v2"
+    with urllib.request.urlopen(url + "/ui" + page_url.removeprefix(PAGES_BASE),
+                                timeout=30) as resp:
+        assert resp.status == 200 and b"v2" in resp.read()
+
+    # the on-call table of firing alerts links each alert to the page its page_url names
+    wait_for(lambda: _table_pages_match(prom, sink), "the alerts table's pages", timeout=30)
 
     # 4. the model's policy, not the rules, decides whether that finding pages: ticket-only,
     # the critical alert stops while the warning (the ticket) stays; paging again, it returns

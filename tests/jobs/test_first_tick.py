@@ -66,7 +66,13 @@ def test_an_empty_report_says_what_the_latest_data_is_and_when_it_shows(client, 
         bucket = aligned_end(sent, settings.job_interval_seconds)
         closes = bucket + timedelta(seconds=settings.job_interval_seconds)
         assert f"closes at {closes.isoformat()}" in r["note"]
-        assert f"?start={bucket.isoformat()}&end={closes.isoformat()}" in r["note"]
+        hint = r["note"].rsplit(" ", 1)[1]  # the query to ask, pasted as it is
+        assert hint == f"?start={iso(bucket)}&end={iso(closes)}", r["note"]
+        shown = client.get(f"/v1/models/fraud/reports/{kind}{hint}")
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["window_start"] == bucket.isoformat()
+        if kind == "drift":  # the others count labelled predictions: none here
+            assert shown.json()["versions"][0]["n"] == 1, shown.text
     # a window before the prediction: nothing sent since is said as such
     r = client.get("/v1/models/fraud/reports/drift", params={
         "start": iso(now + timedelta(hours=1)), "end": iso(now + timedelta(hours=2))}).json()

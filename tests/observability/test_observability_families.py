@@ -162,3 +162,26 @@ def test_a_real_scrape_after_demo_traffic_is_the_catalogue(tmp_path):
     assert set(FAMILIES) - present == set(NOT_FROM_DEMO)
     for name in present:  # every label of a family with series is set
         assert set(scraped[name][1]) == set(FAMILIES[name].labels), name
+
+
+def test_decided_families_name_their_deciders() -> None:
+    """``decided()``: the decisions decide themselves, a stored figure names the check whose
+    decision its row carries, and ``decided_by`` names a check decided when read or a policy
+    family that exists; what no decision reads is not there."""
+    out = families.decided()
+    checks = {c.name for c in CHECKS}
+    policy = {f.name for f in families.POLICY}
+    for name, by in out.items():
+        family = FAMILIES[name]
+        if family.source is families.Source.DECISION:
+            assert by == (name,)
+        else:
+            assert set(by) <= checks | policy, (name, by)
+    assert out["modelmon_feature_psi"] == ("feature_drift",)
+    assert out["modelmon_calibration_ece_ratio"] == ("calibration",)
+    assert out["modelmon_version_sparsity_delta_ratio"] == ("sparsity_jump",)
+    assert out["modelmon_model_last_prediction_timestamp_seconds"] == (
+        "modelmon_model_expected_interval_seconds",)
+    for name in ("modelmon_weight_l1", "modelmon_model_paging", "modelmon_build_info",
+                 "modelmon_feature_importance_ratio"):
+        assert name not in out, name

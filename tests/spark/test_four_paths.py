@@ -19,10 +19,13 @@ tests/cli/test_backfill_cli.py, the summarizing client killed and restarted on i
 tests/client/test_client_summaries.py; a single upload sent twice and in pieces in
 tests/api/test_summaries_api.py.)
 
-The client pairs a late label only with a prediction it still holds: every late label of this
-log comes within its pairing horizon (``label_horizon``, a day), and a correction or a label
-for an unknown prediction is not sent, as the service keeps the first label and ignores the
-others.
+The client runs in both its modes. By default ("edge") it sends summaries without the labels,
+thin outcome rows and every label as it comes, and the service pairs them (the twin gets the
+thin rows and labels too, each batch twice, the thin rows shuffled). With ``thin_rows=False``
+("edge-paired") only summaries leave and the client pairs a late label only with a
+prediction it still holds: every late label of this log comes within its pairing horizon
+(``label_horizon``, a day), and a correction or a label for an unknown prediction is not
+sent, as the service keeps the first label and ignores the others.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from tests.factories import version
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
 
-PATHS = ("raw", "lake", "spark", "edge")
+PATHS = ("raw", "lake", "spark", "edge", "edge-paired")
 SUMMARIZING = PATHS[1:]
 TASKS = ("binary", "multiclass", "regression")
 N = 900
@@ -75,15 +78,19 @@ DECIDED = {"binary": ("calibration_ece", "cohort_error_ratio", "feature_new_cate
            "regression": ("error_mae", "cohort_mae")}
 
 
+RECORDED = ("/v1/summaries", "/v1/predictions", "/v1/labels")
+
+
 class Recorder:
-    """The app, with every POST /v1/summaries body kept (as JSON) on its way in."""
+    """The app, with every body POSTed to /v1/summaries, /v1/predictions and /v1/labels kept
+    (as JSON, with its path) on its way in."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.bodies: list[dict] = []
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/v1/summaries":
+        if scope["type"] != "http" or scope["path"] not in RECORDED:
             return await self.app(scope, receive, send)
         chunks = []
         while True:
@@ -94,7 +101,8 @@ class Recorder:
         body = b"".join(chunks)
         gzipped = (b"content-encoding", b"gzip") in [(k.lower(), v.lower())
                                                       for k, v in scope["headers"]]
-        self.bodies.append(json.loads(gzip.decompress(body) if gzipped else body))
+        self.bodies.append({**json.loads(gzip.decompress(body) if gzipped else body),
+                            "_path": scope["path"]})
         given = False
 
         async def again():
@@ -147,14 +155,12 @@ def through_spark(spark, url: str, name: str, data: str) -> dict[str, int]:
 
 
 def through_client(url: str, name: str, preds: list[dict], labels: list[dict],
-                   spool: Path) -> dict[str, SummarizingMonitor]:
+                   spool: Path, thin_rows: bool) -> dict[str, SummarizingMonitor]:
     """A model server per version: each prediction logged when it is made, each label when
     it comes, in time order; flushed half-way and at the end."""
-    # in-process pairing (thin_rows=False): only summaries leave. The thin-row default left
-    # the late labels of v2's predictions unpaired on this log (still to explain)
     monitors = {v: SummarizingMonitor(url, model=name, version=v, spool_dir=spool / v,
-                                      flush_interval=3600, source=f"server-{v}",
-                                      thin_rows=False)
+                                      flush_interval=3600, source=f"{name}-{v}",
+                                      thin_rows=thin_rows)
                 for v in VERSIONS}
     of = {r["prediction_id"]: r["version"] for r in preds}
     events = sorted([(r["timestamp"], 0, i) for i, r in enumerate(preds)]
@@ -293,10 +299,11 @@ def replay_twice_shuffled(client, bodies: list[dict], name: str, twin: str) -> N
     reference), sent twice in shuffled order with its summaries shuffled."""
     profile = {v: client.get(f"/v1/models/{twin}/versions/{v}/profile").json()["profile_key"]
                for v in VERSIONS}
-    mine = [b for b in bodies if b["model"] == name]
-    assert len(mine) >= 2
-    rng = random.Random(len(mine))
-    sends = [dict(b) for b in mine + mine]
+    uploads = [{k: v for k, v in b.items() if k != "_path"} for b in bodies
+               if b["_path"] == "/v1/summaries" and b["model"] == name]
+    assert len(uploads) >= 2
+    rng = random.Random(len(uploads))
+    sends = [dict(b) for b in uploads + uploads]
     rng.shuffle(sends)
     stored = duplicates = 0
     for body in sends:
@@ -308,7 +315,31 @@ def replay_twice_shuffled(client, bodies: list[dict], name: str, twin: str) -> N
         assert r.status_code == 200, r.text
         stored += r.json()["accepted"]
         duplicates += r.json()["duplicates"]
-    assert stored == duplicates == sum(len(b["summaries"]) for b in mine)
+    assert stored == duplicates == sum(len(b["summaries"]) for b in uploads)
+    replay_outcomes(client, bodies, name, twin, rng)
+
+
+def replay_outcomes(client, bodies: list[dict], name: str, twin: str,
+                    rng: random.Random) -> None:
+    """The thin rows and labels ``name`` sent (the summarizing client's), addressed to
+    ``twin``, each batch twice: the thin rows in shuffled order, so labels often come before
+    their predictions; the labels in the order they were sent (the first label of a
+    prediction is the one kept, as in one clean pass)."""
+    def mine(path: str) -> list[list[dict]]:
+        return [[{**r, "model": twin} for r in b["records"]] for b in bodies
+                if b["_path"] == path and b["records"] and b["records"][0]["model"] == name]
+    thin, labels = mine("/v1/predictions"), mine("/v1/labels")
+    thin = thin + thin
+    rng.shuffle(thin)
+    labels = [batch for batch in labels for _ in (0, 1)]
+    sends = [("/v1/predictions", {"summarized": True, "records": b}) for b in thin]
+    for batch in labels:  # each label batch at a random place, in their own order
+        at = rng.randint(0, len(sends))
+        after = max((i + 1 for i, (p, _) in enumerate(sends) if p == "/v1/labels"), default=0)
+        sends.insert(max(at, after), ("/v1/labels", {"records": batch}))
+    for path, body in sends:
+        r = client.post(path, json=body)
+        assert r.status_code in (200, 201), r.text
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -325,12 +356,17 @@ def test_the_four_paths_give_the_same_summaries_reports_and_decisions(
                                       "--workers", "2")) == 0
         assert through_spark(spark, server.url, "spark", data) == {"v1": N - N // 3,
                                                                   "v2": N // 3}
-        edge = through_client(server.url, "edge", preds, labels, tmp_path / "spool")
-    late = {x["prediction_id"] for x in labels}
-    assert sum(m.stats.labels_paired for m in edge.values()) == len(
-        late & {r["prediction_id"] for r in preds})
-    assert sum(m.stats.labels_unpaired for m in edge.values()) == len(labels) - len(
-        late & {r["prediction_id"] for r in preds})
+        edge = through_client(server.url, "edge", preds, labels, tmp_path / "edge", True)
+        paired = through_client(server.url, "edge-paired", preds, labels,
+                                tmp_path / "edge-paired", False)
+    # thin rows: every label leaves as it comes and the service pairs it
+    assert sum(m.stats.labels_sent for m in edge.values()) == len(labels)
+    assert sum(m.stats.labels_paired + m.stats.labels_unpaired for m in edge.values()) == 0
+    # in-process pairing: a label pairs where its prediction is still held
+    late = {x["prediction_id"] for x in labels} & {r["prediction_id"] for r in preds}
+    assert sum(m.stats.labels_paired for m in paired.values()) == len(late)
+    assert sum(m.stats.labels_unpaired for m in paired.values()) == len(labels) - len(late)
+    assert sum(m.stats.logged for m in paired.values()) == N
     assert sum(m.stats.logged for m in edge.values()) == N
 
     summaries = {name: compacted(engine, settings, name) for name in PATHS}
