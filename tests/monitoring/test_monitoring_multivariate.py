@@ -61,6 +61,7 @@ def test_basis_and_errors_match_a_direct_computation() -> None:
     assert basis.n_reference == 2000
     assert basis.reference_mean == pytest.approx(q.mean(), rel=1e-12)
     assert basis.reference_var == pytest.approx(q.var(ddof=1), rel=1e-9)
+    assert basis.reference_skew == pytest.approx(stats.skew(q), rel=1e-9)
     assert basis.explained >= 0.65
 
 
@@ -129,3 +130,16 @@ def test_null_rate_is_nominal_and_a_correlation_flip_is_seen() -> None:
     flipped = [pca_error_drift(basis, error_sums(basis, correlated(rng, 1000, -0.8)), 100)
                for _ in range(20)]
     assert all(f.pvalue is not None and f.pvalue < 1e-6 and f.effect > 0.5 for f in flipped)
+
+
+def test_a_skewed_error_widens_the_tail_by_its_edgeworth_term() -> None:
+    """p = 2 (sf(|z|) + phi(z) |skew / sqrt(n)| (z^2 - 1) / 6), by hand."""
+    basis = PcaBasis(NAMES, np.zeros(4), np.ones(4), np.eye(4)[:, :1], 0.7, 10_000, 5000,
+                     1.0, 0.25, 2.0)
+    n = 100
+    sums = np.array([n, round(1.2 / QUANTUM * n), 0], dtype=np.int64)
+    r = pca_error_drift(basis, sums, min_n=100)
+    z = 0.2 / (0.5 * math.sqrt(1 / n + 1 / 5000))
+    edge = stats.norm.pdf(z) * (2.0 / math.sqrt(n)) * (z * z - 1) / 6
+    assert r.pvalue == pytest.approx(2 * (stats.norm.sf(z) + edge), rel=1e-9)
+    assert r.pvalue > 2 * stats.norm.sf(z)
