@@ -289,6 +289,15 @@ class Settings(BaseSettings):
         "The same for a critical decision (a page), at `MODELMON_THRESHOLD_ALPHA_CRITICAL`. "
         "1 (the default) never pages: no metric in [0, 1] drops further; a policy that "
         "wants a page sets it lower, not below the warning line."))
+    threshold_pca_error_warning: float = Field(default=0.1, ge=0, description=(
+        "Multivariate drift warning when the window's mean PCA reconstruction error of the "
+        "numeric features moved by more than this many of the reference's standard "
+        "deviations (either way) from the reference's mean, with the z test's p-value below "
+        "`MODELMON_THRESHOLD_ALPHA_WARNING` (the reference's own variance at the window's "
+        "n, the reference mean's noise counted)."))
+    threshold_pca_error_critical: float = Field(default=0.25, ge=0, description=(
+        "The same for a critical decision, at `MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below "
+        "the warning line."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))

@@ -4,7 +4,8 @@ they catch the changes that matter, at every traffic level.
     .venv/bin/python bench/bench_decisions.py [--windows 24] [--shift-windows 6]
                                               [--sizes 100,200,1000,10000,100000] [--full]
                                               [--seed 1] [--json] [--jobs 1]
-                                              [--only stationary|shifted|rare|gap|cbpe]
+                                              [--only stationary|shifted|rare|gap|cbpe|
+                                                      multivariate]
 
 One binary classification model: 50 features of varied shapes (normal, heavy-tailed t3,
 uniform, lognormal, bimodal, few-valued, binary 5%, normal with 5% missing, t3 with 5% missing,
@@ -40,6 +41,15 @@ when named, on ``--sizes`` (e.g. 300,1000,10000) and ``--windows``. Performance 
 before labels (``--only cbpe``): bench/cbpe_shift.py, a covariate shift that lowers precision,
 the CBPE estimate against the realized value and the window its decision fires in.
 
+Multivariate drift (``--only multivariate``, issue 26): ten numeric features (a block of four
+sharing a factor, a pair correlated 0.6, t3, lognormal, uniform, a normal with 5% missing)
+and a categorical; ``--shift-windows`` windows per n with every bucket changed: the pair's
+correlation flipped to -0.6 or gone (each feature's marginal unchanged), decided by the
+multivariate check and, beside it, every univariate drift column; and stationary windows
+(``--windows``, ``--full`` 8,640: 30 days) of this world and of the 50-feature world above,
+their buckets' error sums added up and decided as the check decides (the 50-feature world's
+numeric features drawn alone: the same distribution as ``draw``'s, at a fraction of its cost).
+
 Prints tables (and with --json one RESULTS line); asserts nothing.
 """
 
@@ -70,6 +80,7 @@ from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
 from app.evaluation.checks.drift import drift  # noqa: E402
 from app.evaluation.checks.gap import generalization_gap  # noqa: E402
+from app.evaluation.checks.multivariate import decide, multivariate  # noqa: E402
 from app.evaluation.policy import Thresholds  # noqa: E402
 from app.evaluation.profiles import build_profile  # noqa: E402
 from app.evaluation.summaries import (  # noqa: E402
@@ -513,6 +524,165 @@ def run_gap(sizes: list[int], windows: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
+# --------------------------------------------------------------------------- multivariate
+
+MV_MODEL = ModelRow(
+    id=4, name="mv", task="binary_classification",
+    features=[{"name": f"block{i}", "type": "numeric"} for i in range(4)]
+    + [{"name": "pair0", "type": "numeric"}, {"name": "pair1", "type": "numeric"},
+       {"name": "heavy", "type": "numeric"}, {"name": "lognormal", "type": "numeric"},
+       {"name": "uniform", "type": "numeric"}, {"name": "missing", "type": "numeric"},
+       {"name": "kind", "type": "categorical"}],
+    cohort_keys=[], classes=["0", "1"], created_at=datetime(2026, 1, 1, tzinfo=UTC))
+MV_RHO = 0.6  # the pair's correlation; "correlation flip" makes it -0.6
+
+
+def mv_rows(rng: np.random.Generator, n: int, rho: float = MV_RHO) -> Rows:
+    """Ten numeric features: a block of four sharing one factor (loading 0.8), a pair
+    correlated ``rho`` (each N(0, 1) whatever rho: unchanged marginals), t3, lognormal,
+    uniform and a normal with 5% missing; a categorical; a score."""
+    rows = Rows(version_id=np.ones(n, dtype=np.int64), ts=np.zeros(n))
+    f = rng.normal(size=n)
+    for i in range(4):
+        rows.features[f"block{i}"] = 0.8 * f + 0.6 * rng.normal(size=n)
+    a = rng.normal(size=n)
+    rows.features["pair0"] = a
+    rows.features["pair1"] = rho * a + math.sqrt(1 - rho * rho) * rng.normal(size=n)
+    rows.features["heavy"] = _heavy(rng, n)
+    rows.features["lognormal"] = _lognormal(rng, n)
+    rows.features["uniform"] = _uniform(rng, n)
+    rows.features["missing"] = _with_missing(_normal)(rng, n)
+    rows.features["kind"] = _categorical(rng, n)
+    rows.score = expit(SCORE_SCALE * rng.normal(size=n) + SCORE_SHIFT)
+    return rows
+
+
+class MvSim:
+    """The multivariate world: its reference profile (10,000 rows), buckets folded by the
+    service's ``drift_summaries``, windows decided by ``drift`` and ``multivariate``."""
+
+    def __init__(self, seed: int) -> None:
+        self.shape = ModelShape.of(MV_MODEL)
+        ref = mv_rows(np.random.default_rng([seed, 40]), N_REFERENCE)
+        self.cp = CompiledProfile.compile(build_profile(
+            MV_MODEL, ref.features, prediction_values(self.shape, ref), ref.n), "mv")
+        self.th = Thresholds.from_settings(Settings())
+
+    def bucket(self, rng: np.random.Generator, n: int, rho: float) -> DriftSummary:
+        rows = mv_rows(rng, n, rho)
+        return drift_summaries(self.shape, self.cp, rows, np.zeros(n, dtype=np.int64), 1)[0]
+
+    def decide(self, parts: list[DriftSummary]) -> tuple[str, str]:
+        """(the multivariate decision, the worst univariate drift decision) of a window."""
+        d = DriftSummary(self.cp.key, 0, np.zeros(self.cp.size, dtype=np.int64))
+        for p in parts:
+            d.add(p)
+        w = MergedWindow(version_id=1, start=datetime(2026, 1, 1, tzinfo=UTC),
+                         end=datetime(2026, 1, 1, 1, tzinfo=UTC),
+                         outcome=OutcomeSummary(n=d.n), drift=d, buckets=len(parts))
+        r = drift(w, self.cp, self.th)
+        columns = [*r.features, *([r.prediction] if r.prediction is not None else [])]
+        worst = max((c.decision or "ok" for c in columns), key=lambda x: SEVERITY[x])
+        return multivariate(w, self.cp, self.th).decision, worst
+
+
+def mv_flip(sim: MvSim, n: int, windows: int, seed: int, rho: float) -> dict[str, Any]:
+    """Windows of 12 buckets, every bucket with the pair's correlation ``rho``: the share
+    the multivariate check flags and pages, and the share any univariate column flags."""
+    rng = np.random.default_rng([seed, n, 300])
+    sizes = bucket_sizes(n, windows + BUCKETS - 1)
+    parts = [sim.bucket(rng, s, rho) for s in sizes[:BUCKETS - 1]]
+    mv, uni = [], []
+    for i in range(windows):
+        parts.append(sim.bucket(rng, sizes[BUCKETS - 1 + i], rho))
+        m, u = sim.decide(parts[-BUCKETS:])
+        parts = parts[-(BUCKETS - 1):]
+        mv.append(SEVERITY[m])
+        uni.append(SEVERITY[u])
+    a, b = np.array(mv), np.array(uni)
+    return {"n": n, "rho": rho, "windows": windows, "flagged": float(np.mean(a >= 1)),
+            "paged": float(np.mean(a >= 2)), "univariate_flagged": float(np.mean(b >= 1))}
+
+
+def mv_stationary(basis: Any, draw_matrix: Callable[[np.random.Generator, int], np.ndarray],
+                  n: int, windows: int, seed: int) -> dict[str, Any]:
+    """``windows`` overlapping 1-hour windows of stationary traffic: each bucket's error sums
+    (the drift layout's last slots: ``error_sums``, which the kernel calls) added up and
+    decided as ``multivariate`` decides; pages are runs of critical windows."""
+    from app.monitoring.multivariate import error_sums, pca_error_drift
+
+    th = Thresholds.from_settings(Settings())
+    rng = np.random.default_rng([seed, n, 400])
+    sizes = bucket_sizes(n, windows + BUCKETS - 1)
+    parts = [error_sums(basis, draw_matrix(rng, s)) for s in sizes[:BUCKETS - 1]]
+    worst, effects = [], []
+    for i in range(windows):
+        parts.append(error_sums(basis, draw_matrix(rng, sizes[BUCKETS - 1 + i])))
+        r = pca_error_drift(basis, np.sum(parts[-BUCKETS:], axis=0), th.min_n)
+        parts = parts[-(BUCKETS - 1):]
+        if r.effect is not None:
+            effects.append(abs(r.effect))
+        worst.append(SEVERITY[decide(r, th)])
+    runs = sum(1 for i, s in enumerate(worst) if s >= 2 and (i == 0 or worst[i - 1] < 2))
+    w = np.array(worst)
+    return {"n": n, "windows": windows, "flagged": float(np.mean(w >= 1)),
+            "paged": float(np.mean(w >= 2)), "pages_per_30d": runs / windows * 8640,
+            "max_abs_effect": max(effects) if effects else None}
+
+
+def _matrix(names: tuple[str, ...], make: Callable[[np.random.Generator, int], Rows]
+            ) -> Callable[[np.random.Generator, int], np.ndarray]:
+    def draw_matrix(rng: np.random.Generator, n: int) -> np.ndarray:
+        r = make(rng, n)
+        return np.column_stack([r.features[f] for f in names])
+    return draw_matrix
+
+
+def run_multivariate(sizes: list[int], windows: int, stationary_windows: int, seed: int
+                     ) -> dict[str, Any]:
+    sim = MvSim(seed)
+    basis = sim.cp.pca
+    assert basis is not None
+    print(f"\nMultivariate drift: 10 numeric features (PCA: {basis.components.shape[1]} "
+          f"components, {100 * basis.explained:.0f}% of the variance); {windows} windows per "
+          "n, every bucket changed; multivariate flagged / paged (any univariate column "
+          "flagged)")
+    print("| case | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    out: dict[str, Any] = {"flip": [], "stationary": []}
+    for label, rho in (("stationary", MV_RHO), ("correlation flip 0.6 -> -0.6", -MV_RHO),
+                       ("correlation 0.6 -> 0", 0.0)):
+        cells = []
+        for n in sizes:
+            r = mv_flip(sim, n, windows, seed, rho)
+            out["flip"].append(r)
+            cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])} "
+                         f"({pct(r['univariate_flagged'])})")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    big = Sim(seed)  # the 50-feature world of the stationary and shifted tables
+    assert big.cp.pca is not None
+    shapes = dict(FEATURES)
+    worlds = (("10 features (above)", basis,
+               _matrix(basis.features, lambda g, n: mv_rows(g, n))),
+              ("50 features (stationary table's)", big.cp.pca,
+               lambda g, n: np.column_stack([SHAPES[shapes[f]][0](g, n)
+                                             for f in big.cp.pca.features])))
+    print(f"\nMultivariate drift, stationary: {stationary_windows} overlapping 1-hour windows "
+          "per n; flagged / paged; pages per 30 days; largest |effect| (sd)")
+    print("| world | " + " | ".join(f"{n:,}" for n in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    for label, b, draw_matrix in worlds:
+        cells = []
+        for n in sizes:
+            r = mv_stationary(b, draw_matrix, n, stationary_windows, seed)
+            out["stationary"].append({"world": label, **r})
+            eff = "-" if r["max_abs_effect"] is None else f"{r['max_abs_effect']:.3f}"
+            cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])}; "
+                         f"{r['pages_per_30d']:.0f}; {eff}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    return out
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%" if x < 0.995 or x == 1 else f"{100 * x:.2f}%"
 
@@ -527,8 +697,10 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=24, help="stationary windows per n")
     ap.add_argument("--shift-windows", type=int, default=6)
     ap.add_argument("--full", action="store_true", help="8,640 stationary windows (30 days)")
-    ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap", "cbpe"],
-                    default=None, help="one part only; rare, gap and cbpe run only when named")
+    ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap", "cbpe",
+                                       "multivariate"],
+                    default=None, help="one part only; rare, gap, cbpe and multivariate run "
+                    "only when named")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--changes", default="",
@@ -554,6 +726,9 @@ def main() -> None:
         results["cbpe"] = [cbpe_shift.summary(cbpe_shift.run(n, windows, args.seed))
                            for n in sizes]
         cbpe_shift.print_table(results["cbpe"])
+    if args.only == "multivariate":
+        results["multivariate"] = run_multivariate(sizes, args.shift_windows, windows,
+                                                   args.seed)
     if args.only in (None, "stationary"):
         print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
         print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")

@@ -31,7 +31,12 @@ EXAMPLES: dict[str, Any] = {
                                           "n_reference": 5000, "n_current": 5120,
                                           "decision": "critical", "importance": 0.12}],
                             "prediction": {"feature": "prediction", "psi": 0.04,
-                                           "decision": "ok"}}], "policy": EXAMPLE_POLICY},
+                                           "decision": "ok"},
+                            "multivariate": {"n": 5120, "mean": 1.93, "reference_mean": 1.71,
+                                             "reference_sd": 0.52, "effect": 0.42,
+                                             "pvalue": 1.1e-170, "components": 4,
+                                             "decision": "critical"}}],
+              "policy": EXAMPLE_POLICY},
     "performance": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
                     "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "predictions": 5120, "status": "ok", "n": 5120,
@@ -120,7 +125,8 @@ Version = Annotated[str | None, Query(description="one version; default: every v
 
 
 @router.get("/{model}/reports/drift", responses=ok("drift"),
-            summary="Per-feature PSI, KS and missing rate against the reference")
+            summary="Per-feature PSI, KS and missing rate against the reference, and the "
+            "numeric features' multivariate drift (PCA reconstruction error)")
 async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: ProfilesDep,
                 version: Version = None, start: Start = None,
                 end: End = None) -> dict[str, Any]:

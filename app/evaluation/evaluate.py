@@ -22,6 +22,7 @@ from app.evaluation.checks import (
     drift,
     gap,
     labels,
+    multivariate,
     performance,
 )
 from app.evaluation.checks.declare import Finding
@@ -131,6 +132,11 @@ def _performance(x: Inputs) -> performance.PerformanceReport:
                                    x.policy.thresholds)
 
 
+def _multivariate(x: Inputs) -> multivariate.MultivariateReport:
+    assert x.reference is not None and x.reference.profile is not None
+    return multivariate.multivariate(x.window, x.reference.profile, x.policy.thresholds)
+
+
 def _cohorts(x: Inputs) -> cohorts.CohortsReport:
     if not x.model.cohort_keys:
         return cohorts.CohortsReport()
@@ -139,6 +145,8 @@ def _cohorts(x: Inputs) -> cohorts.CohortsReport:
 
 PARTS: dict[str, tuple[Part, ...]] = {
     "drift": (Part(_drift, _drift_findings, horizon.DRIFT),
+              Part(_multivariate, lambda _x, r: [] if r is None else multivariate.findings(r),
+                   horizon.MULTIVARIATE),
               Part(_performance, lambda _x, r: performance.findings(r))),
     "calibration": (Part(lambda x: calibration.calibration(x.model, x.window,
                                                            x.policy.thresholds),

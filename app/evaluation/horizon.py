@@ -70,6 +70,11 @@ CALIBRATION = Horizon(
     lambda r, pick: None if r is None else pick((), r),
     "min_support")
 
+MULTIVARIATE = Horizon(
+    lambda r: {(): r} if r is not None else {},
+    lambda r, pick: None if r is None else pick((), r),
+    "min_n")
+
 COHORTS = Horizon(
     lambda r: {(d.key, c.cohort): c for d in r.keys for c in d.cohorts},
     lambda r, pick: replace(r, keys=tuple(

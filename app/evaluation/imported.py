@@ -19,6 +19,7 @@ from app.evaluation.packing import PayloadError, drift_of, outcome_of, unpack_un
 from app.evaluation.summaries import CompiledProfile, DriftSummary, ModelShape, OutcomeSummary
 from app.monitoring import CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
+from app.monitoring.multivariate import SUM_SLOTS
 
 
 def _whole(meta: dict[str, Any], key: str) -> int:
@@ -60,6 +61,8 @@ def checked_drift(data: bytes, cp: CompiledProfile, n: int, max_bytes: int) -> D
                 != n - int(psi[-1]):
             raise PayloadError(f"column {col.name!r}: its KS slots do not count its "
                                "non-missing values")
+    if cp.pca is not None:
+        _check_pca_sums(d.slice(cp.pca_offset, SUM_SLOTS), n, cp.pca.cap)
     return d
 
 
@@ -85,6 +88,16 @@ def _check_cbpe(arrays: dict[str, np.ndarray], names: set[str], cp: CompiledProf
         raise PayloadError("the CBPE sums must be finite and >= 0")
     if round(float(s.matrix.sum())) != n or round(float(s.rows[0].sum())) != n:
         raise PayloadError(f"the CBPE sums must count the payload's {n} predictions")
+
+
+def _check_pca_sums(sums: np.ndarray, n: int, cap: int) -> None:
+    """The multivariate error sums (n, sum q, sum q^2) of n rows each 0 <= q <= cap."""
+    m, s1, s2 = (int(v) for v in sums)
+    if m != n:
+        raise PayloadError(f"the multivariate error sums count {m} predictions, not {n}")
+    if s1 > n * cap or s2 > n * cap * cap or s1 * s1 > n * s2 or s2 < s1:
+        raise PayloadError("the multivariate error sums are not those of whole errors "
+                           f"between 0 and the profile's cap ({cap})")
 
 
 def _check_cohorts(out: OutcomeSummary, shape: ModelShape) -> None:

@@ -5,7 +5,9 @@ reference, the reference counts on those bins, and a bounded sorted sample for K
 sample is the reference's evenly spaced order statistics (at most ``sample_size``), so its
 empirical CDF is within 1/sample_size of the full reference's everywhere and KS D computed
 against it is within that of D against the full reference; the reported n_reference is the
-sample size, so p-values are honest about it.
+sample size, so p-values are honest about it. Beside the columns, ``multivariate`` holds the
+PCA basis of multivariate drift fitted on the numeric features, with the reference's own
+reconstruction error distribution (app/monitoring/multivariate.py), or why there is none.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from app.evaluation.summaries import (
     profile_key,
 )
 from app.monitoring import fit_categorical_bins, fit_numeric_bins, sorted_sample
+from app.monitoring.multivariate import fit_pca_basis
 from app.storage import profiles as profile_store
 from app.storage.registry import ModelRow
 
@@ -61,10 +64,26 @@ def build_profile(model: ModelRow, columns: dict[str, np.ndarray],
             values = (np.full(n_rows, np.nan) if f["type"] == "numeric"
                       else np.full(n_rows, None, dtype=object))
         features[name] = column_profile(f["type"], values, **opts)
-    out: dict[str, Any] = {"n_rows": n_rows, "features": features, "prediction": None}
+    out: dict[str, Any] = {"n_rows": n_rows, "features": features, "prediction": None,
+                           "multivariate": multivariate_profile(model, columns, n_rows)}
     if prediction is not None and prediction[1].shape[0] > 0:
         out["prediction"] = column_profile(prediction[0], prediction[1], **opts)
     return out
+
+
+def multivariate_profile(model: ModelRow, columns: dict[str, np.ndarray], n_rows: int
+                         ) -> dict[str, Any]:
+    """The PCA basis of multivariate drift over the numeric features (app/monitoring/
+    multivariate.py), or None and why."""
+    names = tuple(f["name"] for f in model.features if f["type"] == "numeric")
+    x = np.full((n_rows, len(names)), np.nan)
+    for j, name in enumerate(names):
+        values = columns.get(name)
+        if values is not None:
+            x[:, j] = np.array([np.nan if v is None else v for v in values], np.float64) \
+                if values.dtype == object else np.asarray(values, np.float64)
+    basis, reason = fit_pca_basis(names, x)
+    return {"basis": None if basis is None else basis.to_dict(), "reason": reason}
 
 
 def profile_from_rows(model: ModelRow, rows: Rows, **opts: Any) -> dict[str, Any]:

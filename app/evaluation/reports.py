@@ -20,6 +20,7 @@ from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
 from app.evaluation.checks.labels import label_stats
+from app.evaluation.checks.multivariate import multivariate
 from app.evaluation.checks.performance import performance
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.references import reference_for
@@ -203,7 +204,8 @@ def drift_report_with_windows(conn: Connection, settings: Settings, sc: Scope,
         else:
             entry.update(drift(w, ref.profile, pol.thresholds, pol.features,
                                registry.feature_importance(conn=conn, version_id=vid)
-                               ).to_dict())
+                               ).to_dict(),
+                         multivariate=multivariate(w, ref.profile, pol.thresholds).to_dict())
         out.append(entry)
     return _envelope(conn, settings, sc, out, pol), inputs
 

@@ -45,6 +45,7 @@ from app.monitoring.binning import (
 )
 from app.monitoring.cbpe import CbpeSums, IsotonicMap
 from app.monitoring.cohort import cohort_groups
+from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
@@ -219,6 +220,11 @@ class CompiledProfile:
     # its realized metrics; None when the reference had no labels
     cbpe: tuple[IsotonicMap, ...] | None = None
     cbpe_realized: dict[str, float | None] | None = None
+    # the PCA basis of multivariate drift (app/monitoring/multivariate.py), whose error sums
+    # take the layout's last SUM_SLOTS slots; None for a profile without one (and why)
+    pca: PcaBasis | None = None
+    pca_offset: int = 0
+    pca_reason: str = ""
 
     @classmethod
     def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
@@ -243,8 +249,16 @@ class CompiledProfile:
                 psi_offset=psi_offset, ks=ks, ks_offset=ks_offset,
                 is_prediction=is_prediction))
         section = profile.get("cbpe")
-        return cls(key=key, columns=tuple(columns), size=offset, cbpe=cbpe.maps_of(section),
-                   cbpe_realized=None if not section else dict(section["realized"]))
+        maps = {"cbpe": cbpe.maps_of(section),
+                "cbpe_realized": None if not section else dict(section["realized"])}
+        mv = profile.get("multivariate") or {
+            "basis": None, "reason": "the reference profile predates multivariate drift: "
+            "upload the reference again (with ?replace=true) to fit its PCA basis"}
+        if mv["basis"] is None:
+            return cls(key=key, columns=tuple(columns), size=offset, pca_reason=mv["reason"],
+                       **maps)
+        return cls(key=key, columns=tuple(columns), size=offset + SUM_SLOTS,
+                   pca=PcaBasis.from_dict(mv["basis"]), pca_offset=offset, **maps)
 
 
 @dataclass
@@ -316,6 +330,11 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
             slots, n = layout.ks.slot_counts(values.values)
             keys.append(slots + layout.ks_offset)
             counts.append(n)
+    if cp.pca is not None:  # the last slots: whole-number error sums, non-zero ones only
+        sums = error_sums(cp.pca, feature_matrix(cp.pca, rows.features, rows.n))
+        nz = np.flatnonzero(sums)
+        keys.append(nz + cp.pca_offset)
+        counts.append(sums[nz])
     if not keys:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(keys), np.concatenate(counts)
@@ -386,7 +405,7 @@ class OutcomeSummary:
                     a.brier + b.brier, a.label_counts + b.label_counts)
         for key, c in other.cohorts.items():
             mine = self.cohorts.get(key)
-            self.cohorts[key] = c if mine is None else _add_cohorts(mine, c)
+            self.cohorts[key] = c if mine is None else mine.added(c)
         if other.delays is not None:
             if self.delays is None:
                 self.delays = kll_doubles_sketch(KLL_K)
@@ -400,9 +419,9 @@ class OutcomeSummary:
             order = np.argsort(-c.n, kind="stable")
             keep, fold = order[:max_values - 1], order[max_values - 1:]
             names = [c.cohorts[i] for i in keep] + [OTHER_COHORT]
-            self.cohorts[key] = _add_cohorts(
-                CohortSums(tuple(names[:-1]), c.n[keep], c.first[keep], c.second[keep],
-                           _part(c.scores, keep), _part(c.positives, keep)),
+            self.cohorts[key] = CohortSums(
+                tuple(names[:-1]), c.n[keep], c.first[keep], c.second[keep],
+                _part(c.scores, keep), _part(c.positives, keep)).added(
                 CohortSums((OTHER_COHORT,), np.array([c.n[fold].sum()]),
                            np.array([c.first[fold].sum()]), np.array([c.second[fold].sum()]),
                            _folded(c.scores, fold), _folded(c.positives, fold)))
@@ -414,30 +433,6 @@ def _part(x: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
 
 def _folded(x: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
     return None if x is None else np.array([x[idx].sum()])
-
-
-def _add_cohorts(a: CohortSums, b: CohortSums) -> CohortSums:
-    position = {name: i for i, name in enumerate(a.cohorts)}
-    names = list(a.cohorts)
-    for name in b.cohorts:
-        if name not in position:
-            position[name] = len(names)
-            names.append(name)
-    m = len(names)
-    idx = np.array([position[name] for name in b.cohorts], dtype=np.int64)
-
-    def grow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        out = np.zeros(m, dtype=np.result_type(x, y))
-        out[:x.shape[0]] = x
-        np.add.at(out, idx, y)
-        return out
-
-    known = a.scores is not None and b.scores is not None and a.positives is not None \
-        and b.positives is not None
-    return CohortSums(tuple(names), grow(a.n, b.n), grow(a.first, b.first),
-                      grow(a.second, b.second),
-                      grow(a.scores, b.scores) if known else None,  # type: ignore[arg-type]
-                      grow(a.positives, b.positives) if known else None)  # type: ignore[arg-type]
 
 
 def _errors(shape: ModelShape, rows: Rows) -> np.ndarray:

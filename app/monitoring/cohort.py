@@ -239,6 +239,32 @@ class CohortSums:
         return cls(tuple(cohorts), np.bincount(group, minlength=m), first, second, scores,
                    positives)
 
+    def added(self, b: CohortSums) -> CohortSums:
+        """These sums and ``b``'s, cohort by cohort (b's new cohorts after these); the
+        scores and positives known only where both know them."""
+        a = self
+        position = {name: i for i, name in enumerate(a.cohorts)}
+        names = list(a.cohorts)
+        for name in b.cohorts:
+            if name not in position:
+                position[name] = len(names)
+                names.append(name)
+        m = len(names)
+        idx = np.array([position[name] for name in b.cohorts], dtype=np.int64)
+
+        def grow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            out = np.zeros(m, dtype=np.result_type(x, y))
+            out[:x.shape[0]] = x
+            np.add.at(out, idx, y)
+            return out
+
+        known = a.scores is not None and b.scores is not None and a.positives is not None \
+            and b.positives is not None
+        return CohortSums(tuple(names), grow(a.n, b.n), grow(a.first, b.first),
+                          grow(a.second, b.second),
+                          grow(a.scores, b.scores) if known else None,  # type: ignore[arg-type]
+                          grow(a.positives, b.positives) if known else None)  # type: ignore[arg-type]
+
 
 def cohort_from_sums(
     sums: CohortSums,

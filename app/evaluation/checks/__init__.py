@@ -1,7 +1,8 @@
 """Every check modelmon decides, declared once (declare.py): the drift job's per-column
-checks (drift.py, quality.py) and performance estimate (performance.py), calibration, cohort
-error, the generalization gap, label coverage, and the version checks decided when read. The
-catalogue of stored metrics, /metrics' `check` labels and the docs tables derive from
+checks (drift.py, quality.py), multivariate drift (multivariate.py) and performance
+estimate (performance.py), calibration, cohort error, the generalization gap, label
+coverage, and the version checks decided when read. The catalogue of stored metrics,
+/metrics' `check` labels and the docs tables derive from
 ``CHECKS``.
 """
 
@@ -13,13 +14,15 @@ from app.evaluation.checks import (
     drift,
     gap,
     labels,
+    multivariate,
     performance,
     versions,
 )
 from app.evaluation.checks.declare import Check, StoredMetric
 
-CHECKS: tuple[Check, ...] = (*drift.CHECKS, *performance.CHECKS, *calibration.CHECKS, *gap.CHECKS,
-                             *cohorts.CHECKS, *labels.CHECKS, *versions.CHECKS)
+CHECKS: tuple[Check, ...] = (*drift.CHECKS, *multivariate.CHECKS, *performance.CHECKS,
+                             *calibration.CHECKS, *gap.CHECKS, *cohorts.CHECKS,
+                             *labels.CHECKS, *versions.CHECKS)
 BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
 # The checks of a job, in the order it evaluates them.
 BY_JOB: dict[str, tuple[Check, ...]] = {}
