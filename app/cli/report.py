@@ -105,10 +105,22 @@ def _drift(v: dict[str, Any], policy: dict[str, Any]) -> list[str]:
         rows.append(("(prediction)", p["psi"], p["psi_band"], p["ks_statistic"],
                      p["ks_pvalue"], p["missing_rate"], None, p["decision"],
                      alert(p["decision"], None, policy)))
-    return [f"\nversion {v['version']}: n={v['n']}, reference: "
-            f"{v['reference'].get('source')}",
-            table(["feature", "PSI", "band", "KS D", "p", "missing", "importance", "decision",
-                   "alert"], rows)]
+    out = [f"\nversion {v['version']}: n={v['n']}, reference: "
+           f"{v['reference'].get('source')}",
+           table(["feature", "PSI", "band", "KS D", "p", "missing", "importance", "decision",
+                  "alert"], rows)]
+    return out + ([_multivariate(v["multivariate"])] if v.get("multivariate") else [])
+
+
+def _multivariate(m: dict[str, Any]) -> str:
+    """One line for the PCA reconstruction error check: its effect, p, n and decision, or
+    why it does not apply."""
+    if m.get("status") == "not_applicable":
+        return f"multivariate (PCA): not applicable: {m.get('reason')}"
+    why = f" ({m['reason']})" if m.get("reason") else ""
+    return (f"multivariate (PCA, {m.get('components')} components): effect "
+            f"{_fmt(m.get('effect'))} sd, p {_fmt(m.get('pvalue'))}, n {m.get('n')}: "
+            f"{m.get('decision')}{why}")
 
 
 def _gap(v: dict[str, Any]) -> list[str]:

@@ -29,7 +29,8 @@ ALERTS = {"feature drift": "ModelmonFeatureDriftHigh",
           "performance estimate": "ModelmonEstimatedPerformanceDrop",
           "cohorts": "ModelmonCohortErrorRegression",
           "generalization gap": "ModelmonGeneralizationGapHigh",
-          "label coverage": "ModelmonLabelCoverageLow"}
+          "label coverage": "ModelmonLabelCoverageLow",
+          "multivariate drift": "ModelmonMultivariateDriftHigh"}
 
 
 def rank(decision: str | None) -> int:
@@ -99,6 +100,7 @@ class VersionView:
     checks: list[Check] = field(default_factory=list)
     features: list[dict[str, Any]] = field(default_factory=list)
     prediction: dict[str, Any] | None = None
+    multivariate: dict[str, Any] | None = None  # the drift report's PCA error entry
     calibration: dict[str, Any] | None = None
     performance: dict[str, Any] | None = None  # the CBPE estimate, where it applies
     reliability: Any = None
@@ -188,6 +190,20 @@ def _performance_check(r: Reports, version: str) -> list[Check]:
                   "before labels (CBPE)")]
 
 
+def _multivariate_check(r: Reports, version: str) -> list[Check]:
+    """The multivariate drift cell, where the drift report has an entry; a reference with no
+    PCA basis shows no decision, only why."""
+    d = _entry(r.drift, version)
+    m = None if d is None else d.get("multivariate")
+    if m is None:
+        return []
+    window = (r.drift["window_start"], r.drift["window_end"])
+    if m.get("status") == "not_applicable":
+        return [Check("multivariate drift", None, None, *window, "not applicable")]
+    return [Check("multivariate drift", m.get("decision"), m.get("n"), *window,
+                  f"PCA, {m.get('components')} components")]
+
+
 def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
     """Each check's decision, n and window, from the reports."""
     d, c, h = (_entry(r.drift, v.version), _entry(r.calibration, v.version),
@@ -205,6 +221,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
               f"{sum(rank(f.get('decision')) <= 1 for f in feats)} of {len(feats)} features"),
         Check("prediction drift", None if pred is None else pred.get("decision"),
               None if d is None else d["n"], *dw),
+        *_multivariate_check(r, v.version),
         Check("calibration", None if c is None else c.get("decision"),
               None if c is None else c.get("n"), *cw),
         *_performance_check(r, v.version),
@@ -229,6 +246,7 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
     v.checks = status_strip(settings, r, v)
     v.features = feature_rows(d)
     v.prediction = None if d is None else d.get("prediction")
+    v.multivariate = None if d is None else d.get("multivariate")
     v.calibration = c
     p = None if r.performance is None else _entry(r.performance, version)
     v.performance = None if p is None or p.get("status") == "not_applicable" else p

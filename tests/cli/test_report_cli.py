@@ -18,7 +18,14 @@ import pytest
 from app import cli
 from tests.conftest import ROOT, free_port
 from tests.factories import iso, prediction, register
-from tests.jobs_data import SHIFTED, drift_model, latest_window, post_all, reference_csv, traffic
+from tests.jobs_data import (
+    SHIFTED,
+    drift_model,
+    latest_window,
+    post_all,
+    reference_csv,
+    traffic,
+)
 
 
 def seed_credit(client) -> tuple[str, str]:
@@ -159,3 +166,28 @@ def test_report_with_tokens(client, engine, live_server, tmp_path):
     assert ok.returncode == 0 and "f3 " in ok.stdout, ok.stderr
     ok = modelmon(*args, cwd=tmp_path, MODELMON_TOKEN=reader)
     assert ok.returncode == 0 and "f3 " in ok.stdout, ok.stderr
+
+
+def test_report_drift_prints_the_multivariate_line_of_each_version(client, settings, capsys):
+    """v1's reference fits a PCA basis: its line carries the JSON's effect, p, n and decision;
+    v2's 150 reference rows are too few: its line is the reason."""
+    start, end = seed_credit(client)
+    rng = np.random.default_rng(22)
+    r = client.post("/v1/models/credit/versions/v2/reference", content=reference_csv(rng, 150),
+                    headers={"content-type": "text/csv"})
+    assert r.status_code == 201, r.text
+    s, e = (datetime.fromisoformat(t) for t in (start, end))
+    post_all(client, "/v1/predictions", traffic(rng, 50, s, e, version="v2", prefix="v2")[0])
+    args = ["report", "drift", "--model", "credit", "--start", start, "--end", end,
+            "--database-url", settings.database_url]
+    assert cli.main([*args, "--json"]) == 0
+    versions = {v["version"]: v for v in json.loads(capsys.readouterr().out)["versions"]}
+    assert cli.main(args) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("multivariate")]
+    v1, v2 = versions["v1"]["multivariate"], versions["v2"]["multivariate"]
+    assert v1["gate"] == "z_test" and v2["status"] == "not_applicable"
+    assert lines == [
+        f"multivariate (PCA, {v1['components']} components): effect {v1['effect']:.4g} sd, "
+        f"p {v1['pvalue']:.4g}, n {v1['n']}: {v1['decision']}",
+        f"multivariate (PCA): not applicable: {v2['reason']}"]
+    assert v1["n"] == 600 and v1["decision"] in ("ok", "warning", "critical")

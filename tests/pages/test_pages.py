@@ -9,12 +9,20 @@ import json
 import re
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from app.pages.routes import CSP
 from app.pages.views import DEBUG_DASHBOARD
 from tests.conftest import ROOT
-from tests.jobs_data import SHIFTED
+from tests.jobs_data import (
+    SHIFTED,
+    drift_model,
+    latest_window,
+    post_all,
+    reference_csv,
+    traffic,
+)
 from tests.pages.pageparse import number, parse
 from tests.pages.pages_data import page_settings, seed_model, window_params
 
@@ -81,6 +89,18 @@ def test_the_version_page_shows_the_rest_reports_numbers(client):
     shown_equals(strip["label_delay_p50_seconds"], cal["label_delay_p50_seconds"])
     assert 'class="grafana"' not in page.text  # no Grafana URL set: no link
     shown_equals(fields["check:feature drift"]["n"], drift["n"])
+    # 20 numeric features: the reference has a PCA basis, and the window a decided entry
+    mv = drift["multivariate"]
+    assert mv["gate"] == "z_test" and mv["components"] >= 1 and mv["n"] == 1500
+    shown = fields["id:multivariate"]
+    for key in ("effect", "mean", "reference_mean", "reference_sd", "pvalue"):
+        shown_equals(shown[key], mv[key])
+    assert int(shown["components"]) == mv["components"] and int(shown["n"]) == mv["n"]
+    parsed = parse(page.text)
+    assert parsed.decisions["id:multivariate"] == mv["decision"]
+    assert parsed.decisions["check:multivariate drift"] == mv["decision"]
+    shown_equals(fields["check:multivariate drift"]["n"], mv["n"])
+    assert "runbooks.md#modelmonmultivariatedrifthigh" in page.text
 
 
 def test_the_drifted_features_come_first_with_their_decisions(client):
@@ -195,3 +215,23 @@ def test_each_check_links_the_debug_dashboard_at_its_window_where_grafana_is_set
                      f"&from={start}&to={end}")
     uid = json.loads((ROOT / "dashboards" / "debug.json").read_text())["uid"]
     assert uid == DEBUG_DASHBOARD
+
+
+def test_a_reference_without_a_pca_basis_shows_why_multivariate_drift_does_not_apply(client):
+    """150 reference rows are too few to fit the basis: the REST entry is not_applicable and
+    the page shows its reason, with no decision in the strip."""
+    rng = np.random.default_rng(3)
+    assert client.post("/v1/models", json=drift_model()).status_code == 201
+    assert client.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201
+    r = client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 150),
+                    headers={"content-type": "text/csv"})
+    assert r.status_code == 201, r.text
+    start, end = latest_window()
+    post_all(client, "/v1/predictions", traffic(rng, 200, start, end)[0])
+    params = window_params(start, end)
+    mv = rest(client, "drift", params)["multivariate"]
+    assert mv["status"] == "not_applicable" and "reference of at least" in mv["reason"]
+    parsed = parse(client.get(PAGE, params=params).text)
+    assert parsed.fields["id:multivariate"]["reason"] == mv["reason"]
+    assert parsed.decisions["check:multivariate drift"] == ""
+    assert "id:multivariate" not in parsed.decisions
