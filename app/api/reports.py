@@ -146,6 +146,12 @@ async def drift(model: str, engine: EngineDep, settings: SettingsDep, profiles: 
 async def performance(model: str, engine: EngineDep, settings: SettingsDep,
                       profiles: ProfilesDep, version: Version = None, start: Start = None,
                       end: End = None) -> dict[str, Any]:
+    """Computed on demand over the window asked for (default: the latest window the jobs
+    computed), from the scores alone: the version's labeled reference calibrates them, and the
+    expected confusion matrix gives each metric's estimate with its 95% interval, its drop
+    against the reference's realized value and the decision; ROC AUC with its histogram bound;
+    the realized accuracy beside them once labels came. A version whose reference had no labels
+    is not_applicable, with the reason."""
     return await in_snapshot(engine, lambda c: reports.performance_report(
         c, settings, reports.scope(c, settings, model, version, start, end), profiles))
 
@@ -157,7 +163,7 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                       bins: Annotated[int | None, Query(ge=2, le=100)] = None) -> dict[str, Any]:
     """Over the window's labelled predictions (the default window lags by the policy's
     label_lag_seconds): ECE, MCE, Brier, the reliability bins (bins=2..100) with their mean
-    confidence and observed rate, the label coverage and the decision."""
+    confidence and observed rate, the label coverage and delay (p50, p90) and the decision."""
     return await in_snapshot(engine, lambda c: reports.calibration_report(
         c, settings, reports.scope(c, settings, model, version, start, end, needs_labels=True),
         bins))
