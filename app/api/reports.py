@@ -51,8 +51,7 @@ EXAMPLES: dict[str, Any] = {
     "calibration": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
                     "empty": False, "policy": EXAMPLE_POLICY, "versions": [
         {"version": "v2", "predictions": 5120, "n": 3900, "ece": 0.031, "mce": 0.08,
-         "brier": 0.061, "label_coverage": 0.76, "label_delay_p50_seconds": 5400.0,
-         "label_delay_p90_seconds": 86400.0, "decision": "ok",
+         "brier": 0.061, "label_coverage": 0.76, "decision": "ok",
          "bins": [{"lower": 0.0, "upper": 0.1, "count": 2100, "mean_confidence": 0.03,
                    "observed_rate": 0.035}]}]},
     "cohorts": {"model": "fraud", "task": "binary_classification", **EXAMPLE_WINDOW,
@@ -163,7 +162,7 @@ async def calibration(model: str, engine: EngineDep, settings: SettingsDep,
                       bins: Annotated[int | None, Query(ge=2, le=100)] = None) -> dict[str, Any]:
     """Over the window's labelled predictions (the default window lags by the policy's
     label_lag_seconds): ECE, MCE, Brier, the reliability bins (bins=2..100) with their mean
-    confidence and observed rate, the label coverage and delay (p50, p90) and the decision."""
+    confidence and observed rate, the label coverage and the decision."""
     return await in_snapshot(engine, lambda c: reports.calibration_report(
         c, settings, reports.scope(c, settings, model, version, start, end, needs_labels=True),
         bins))

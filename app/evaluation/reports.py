@@ -19,7 +19,6 @@ from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
-from app.evaluation.checks.labels import label_stats
 from app.evaluation.checks.multivariate import multivariate
 from app.evaluation.checks.performance import performance
 from app.evaluation.profiles import ProfileCache
@@ -239,11 +238,8 @@ def calibration_report(conn: Connection, settings: Settings, sc: Scope,
     out = []
     for vid, name in sc.versions:
         w = _merge(conn, settings, sc, vid, merged=merged)
-        delay = label_stats(w, pol.thresholds)  # how late the labels came, beside coverage
         out.append({"version": name, "predictions": w.n,
-                    **calibration(sc.model, w, pol.thresholds, bins).to_dict(),
-                    "label_delay_p50_seconds": delay.label_delay_p50_seconds,
-                    "label_delay_p90_seconds": delay.label_delay_p90_seconds})
+                    **calibration(sc.model, w, pol.thresholds, bins).to_dict()})
     return _envelope(conn, settings, sc, out, pol, labelled=True)
 
 

@@ -107,7 +107,6 @@ class VersionView:
     cohort_keys: list[dict[str, Any]] = field(default_factory=list)
     gap: dict[str, Any] | None = None
     label_coverage: float | None = None
-    label_delay_p50_seconds: float | None = None
     ece_history: list[dict[str, Any]] = field(default_factory=list)
     ece_chart: Any = None
     quadrant: Any = None
@@ -251,7 +250,6 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
     p = None if r.performance is None else _entry(r.performance, version)
     v.performance = None if p is None or p.get("status") == "not_applicable" else p
     v.label_coverage = None if c is None else c.get("label_coverage")
-    v.label_delay_p50_seconds = None if c is None else c.get("label_delay_p50_seconds")
     if c is not None and c.get("bins"):
         v.reliability = svg.reliability(reliability_points(c["bins"]))
     v.cohort_keys = cohort_tables(h)

@@ -99,19 +99,12 @@ def reports(client, name: str) -> dict:
     return out
 
 
-# The label delay's quantiles come from a KLL sketch, whose answer past 200 labels depends on
-# the order its pieces were merged in (tests/spark/test_four_paths.py holds them to the true
-# delays within the sketch's rank error); every other figure is exact.
-SKETCHED_KEYS = {"label_delay_p50_seconds", "label_delay_p90_seconds"}
-
-
 def comparable(x: object) -> object:
     """A report with floats to 12 significant digits (sums added in another order differ in
-    the last bits; every count and decision is compared exactly), without the reference's
-    upload time (each model has its own reference) and the sketched label delays."""
+    the last bits; every count and decision is compared exactly) and without the reference's
+    upload time (each model has its own reference)."""
     if isinstance(x, dict):
-        return {k: comparable(v) for k, v in x.items()
-                if k != "created_at" and k not in SKETCHED_KEYS}
+        return {k: comparable(v) for k, v in x.items() if k != "created_at"}
     if isinstance(x, list):
         return [comparable(v) for v in x]
     if isinstance(x, float):
