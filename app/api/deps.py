@@ -27,19 +27,21 @@ from app.storage.partitions import PartitionManager
 RequestSchema = TypeVar("RequestSchema", bound=BaseModel)
 
 
-def get_engine(request: Request) -> Engine:
+# async: each reads the app's state and cannot block, so FastAPI calls it on the event loop
+# instead of handing it to a worker thread (four thread hops a request on the ingest routes).
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_partitions(request: Request) -> PartitionManager:
+async def get_partitions(request: Request) -> PartitionManager:
     return request.app.state.partitions
 
 
-def get_profiles(request: Request) -> ProfileCache:
+async def get_profiles(request: Request) -> ProfileCache:
     return request.app.state.profiles
 
 

@@ -136,6 +136,9 @@ def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
 
 
 _DECODERS: dict[Any, decode.ModelDecoders] = {}
+# The smallest batch whose summaries are computed on another thread while PostgreSQL inserts
+# its rows (see _store).
+AHEAD_MIN_ROWS = 500
 # How long the ingest path trusts what it read of a version's profile and a model's schema.
 PROFILE_RECHECK_SECONDS = 5.0
 SCHEMA_RECHECK_SECONDS = 5.0
@@ -276,10 +279,13 @@ def _store(conn: Any, batch: _Batch, profiles: ProfileCache, assume_new: bool,
     """One attempt at storing the batch, in the caller's transaction."""
     rows = batch.rows
     compiled = profiles.recent(conn, {r.version_id for r in rows}, PROFILE_RECHECK_SECONDS)
-    # If the rows are copied in as they are (no duplicate, no waiting label), this runs on
-    # another thread while PostgreSQL inserts them.
+    # If the rows are copied in as they are (no duplicate, no waiting label), a large batch's
+    # summaries are computed on another thread while PostgreSQL inserts them; a small one's
+    # cost less than the hand-over between threads, so they are computed here.
     ahead = Ahead(lambda: batch.after_write(set(), {}, rows, compiled, bucket))
-    result = write_predictions(conn, rows, assume_new=assume_new, while_copying=ahead.start)
+    result = write_predictions(conn, rows, assume_new=assume_new,
+                               while_copying=ahead.start if len(rows) >= AHEAD_MIN_ROWS
+                               else None)
     if result.waiting_labels:  # labels that waited for these predictions
         pending.add(conn, {m: -n for m, n in Counter(
             m for m, _ in result.waiting_labels).items()})

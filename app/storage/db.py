@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from app.settings import Settings
@@ -44,8 +45,8 @@ def make_engine(settings: Settings) -> Engine:
                 "timeout": settings.db_connect_timeout_seconds,
                 "check_same_thread": False,
             },
-            pool_pre_ping=True,
         )
+        ping_after_idle(engine)
         _configure_sqlite(engine, busy_timeout_ms=int(settings.db_statement_timeout_seconds * 1000))
         return engine
     if url.get_backend_name() != "postgresql":
@@ -68,10 +69,37 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.db_connect_timeout_seconds,
-        pool_pre_ping=True,
     )
     guard(engine, hang_seconds=settings.db_hang_seconds)
+    ping_after_idle(engine)
     return engine
+
+
+# A pooled connection idle for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def ping_after_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for a connection that sat in the pool for
+    more than ``idle_seconds``: a connection that was in use a moment ago is handed out as it
+    is, sparing a round trip on every request of a busy service. One that fails its ping is
+    replaced by the pool (DisconnectionError); a database that restarted within the idle bound
+    fails the request's first statement instead, which the API answers with a 503 like any
+    outage, and SQLAlchemy then invalidates the pool's older connections."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:

@@ -212,8 +212,11 @@ def _frozen_paths(engine, proxy: TcpProxy, fresh) -> Iterator[tuple[str, object]
     connection (of ``fresh``, an engine that has not yet seen the database frozen)."""
     from sqlalchemy import text
 
+    from app.storage.db import PING_AFTER_IDLE_SECONDS
+
     with engine.connect() as conn:  # a connection into the pool
         conn.execute(text("SELECT 1"))
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)  # idle long enough to be checked at checkout
     proxy.freeze()
     yield "pooled connection", lambda: engine.connect().close()
     proxy.thaw()
