@@ -332,14 +332,16 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: bytes | Any,
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
     with engine.begin() as conn:
-        result = write_labels(conn, rows, repeats)
+        result = write_labels(conn, rows, repeats, striped=settings.pairing_locks == "striped")
+        # The per-model counter rows last: their row locks, held to the commit, are what a
+        # model's label batches still wait on one another for.
+        _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
+                                                    settings.job_interval_seconds))
         try:
             _count_waiting(conn, settings, records, by_id, result)
         except DomainError as exc:
             raise Refused(exc, rejected(records, "labels", schemas)) from None
         slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
-        _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
-                                                    settings.job_interval_seconds))
     return labels_stored(by_id, records, result)
 
 

@@ -9,14 +9,17 @@ claim-then-insert with executemany, inside BEGIN IMMEDIATE, which serialises wri
 
 A (prediction, label) pair completes in the transaction that stores the second of the two, and
 is counted there (summaries, SLO counters). So that a label and its prediction in flight at
-the same time cannot both miss each other, prediction batches hold a shared and label batches
-an exclusive advisory lock on each of their models (Postgres): a label batch sees every
-prediction committed before it, and a prediction batch every label.
+the same time cannot both miss each other, prediction batches and label batches of one model
+exclude one another by advisory locks (Postgres; storage/locks.py): a label batch sees every
+prediction committed before it, and a prediction batch every label. Prediction batches share
+them; label batches share them too where MODELMON_PAIRING_LOCKS is `striped` (each takes one
+of the model's stripes), and run one after the other otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -163,7 +166,7 @@ def _pg_write_predictions(conn: Connection, rows: Sequence[PredictionRow],
     more for the whole batch (BENCHMARKS.md, fifth ingest round). Otherwise the rows go
     through the staging table and one statement that claims, inserts and reports
     (_claim_and_insert). No label can start waiting meanwhile: label batches take the
-    model's pairing lock exclusively."""
+    model's pairing lock, or one of its stripes, exclusively."""
     models = {r.model_id for r in rows}
     inline = any(r.has_label for r in rows)
     with conn.connection.driver_connection.cursor() as cur:
@@ -292,15 +295,18 @@ class LabelResult:
         return {(p.model_id, p.prediction_id) for p in self.pairs}
 
 
-def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> LabelResult:
+def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int, *,
+                 striped: bool = False) -> LabelResult:
     """Store new labels; ``matched`` counts those whose prediction is already stored (the
     pairs they complete are returned), the rest wait (``pending``) for their prediction.
-    ``rows`` hold one label per (model, prediction_id)."""
+    ``rows`` hold one label per (model, prediction_id). ``striped`` (Postgres): take one of
+    the models' pairing stripes, at random, not their whole pairing lock (locks.pairing_sql)."""
     if not rows:
         return LabelResult(0, 0, repeats)
     now = datetime.now(UTC)
     if conn.dialect.name == "postgresql":
-        new, pairs = _pg_write_labels(conn, rows, now)
+        stripe = random.randrange(locks.STRIPES) if striped else None
+        new, pairs = _pg_write_labels(conn, rows, now, stripe)
     else:  # SQLite serialises writers: no pairing lock
         stored = set(map(tuple, conn.execute(
             _insert_ignoring_conflicts(conn, labels),
@@ -311,16 +317,16 @@ def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int) -> La
                        new, pairs)
 
 
-def _pg_write_labels(conn: Connection, rows: Sequence[LabelRow],
-                     now: datetime) -> tuple[list[LabelRow], list[CompletedPair]]:
+def _pg_write_labels(conn: Connection, rows: Sequence[LabelRow], now: datetime,
+                     stripe: int | None) -> tuple[list[LabelRow], list[CompletedPair]]:
     """(the labels stored, the pairs they complete), in the order of ``rows``: the pairing
-    locks (exclusive), then one statement that inserts the labels and joins each new one to
-    its stored prediction, in one round trip (a second would lengthen the time the lock is
-    held by the wait for it). The batch travels as one JSON document written into the
-    statement (orjson writes it in well under a millisecond; psycopg's array dumpers took
-    tens of milliseconds for the same rows)."""
+    locks (exclusive: the models' own, or their ``stripe``), then one statement that inserts
+    the labels and joins each new one to its stored prediction, in one round trip (a second
+    would lengthen the time the lock is held by the wait for it). The batch travels as one
+    JSON document written into the statement (orjson writes it in well under a millisecond;
+    psycopg's array dumpers took tens of milliseconds for the same rows)."""
     doc = orjson.dumps(rows, default=tuple, option=orjson.OPT_NAIVE_UTC).decode()
-    statement = (locks.pairing_sql({r.model_id for r in rows}, labels=True)
+    statement = (locks.pairing_sql({r.model_id for r in rows}, labels=True, stripe=stripe)
                  + _PG_INSERT_AND_PAIR.replace(":received_at", f"'{now.isoformat()}'")
                  .replace(":rows", _dollar_quoted(doc)))
     with conn.connection.driver_connection.cursor() as cur:
@@ -385,7 +391,7 @@ def _generic_pairs(conn: Connection, new: Sequence[LabelRow]) -> list[CompletedP
 # and a timestamp with its microseconds and offset. jsonb, parsed once, not json, whose
 # elements each ->> would parse again. The labels' RETURNING
 # rows are joined to their predictions in the same statement (LEFT: a label without its
-# stored prediction waits); the pairing lock, taken before, keeps predictions committed
+# stored prediction waits); the pairing lock (or stripe), taken before, keeps predictions committed
 # meanwhile out of both. Each label looks up its key, then its prediction by the whole primary
 # key (its partition found from the key's time), each a subquery run per label (OFFSET 0
 # keeps it one): planned as joins, PostgreSQL hashed the batch against a scan of every stored

@@ -3,7 +3,9 @@
 All are transaction-scoped (released at commit or rollback). Two key spaces: one bigint key
 (one lock for the whole database: migrations, partitions, retention) or two int4 keys (a
 class and a model or version id). The keys are fixed for good: replicas of two releases
-running side by side during a rolling upgrade must take the same locks. On SQLite, which
+running side by side during a rolling upgrade must take the same locks, and a release that
+changes which locks an operation takes must still exclude the previous release's (the pairing
+stripes: pairing_sql, docs/operations.md). On SQLite, which
 serialises writers already, every function here holds nothing and succeeds.
 """
 
@@ -21,6 +23,9 @@ JOBS = {"drift": 1, "calibration": 2, "cohorts": 3, "labels": 4, "retention": 5}
 SUMMARY_UPKEEP = 0x6D6D5355  # "mmSU" + model: rebuilding a model's stale bucket summaries
 SUMMARY_BACKFILL = 0x6D6D5356  # + version: folding a version's rows received before summaries
 PAIRING = 0x6D6D5041  # "mmPA" + model: shared by prediction batches, exclusive for labels
+# (MODELMON_PAIRING_LOCKS=model, and every release before the stripes)
+PAIRING_STRIPE = 0x6D6D4C00  # "mmL" + stripe, + model: a label batch's stripe (striped mode)
+STRIPES = 16  # label stripes per model: 0x6D6D4C00 to 0x6D6D4C0F
 
 
 def _postgres(conn: Connection) -> bool:
@@ -48,16 +53,39 @@ def try_hold(conn: Connection, key: int, sub: int | None = None) -> bool:
                              {"k": key, "s": sub}).scalar_one())
 
 
-def pairing_sql(model_ids: set[int], *, labels: bool) -> str:
-    """Shared (predictions) or exclusive (labels) pairing lock per model, in id order, as
-    one string of statements (PostgreSQL), so a writer can send them with other statements
-    in one round trip; model ids are integers, written in literally."""
-    fn = "pg_advisory_xact_lock" if labels else "pg_advisory_xact_lock_shared"
-    return "".join(f"SELECT {fn}({PAIRING}, {int(m)}); " for m in sorted(model_ids))
+def pairing_sql(model_ids: set[int], *, labels: bool, stripe: int | None = None) -> str:
+    """The pairing locks of a batch's models (PostgreSQL), in model id order, as one string
+    of statements, so a writer can send them with other statements in one round trip; model
+    ids are integers, written in literally.
+
+    A pair is counted by the transaction that stores the second of its two halves, so a
+    prediction batch and a label batch of one model must not overlap; two prediction batches
+    may, and so may two label batches (ON CONFLICT settles a label sent twice). Prediction
+    batches take, per model, PAIRING and every stripe, all shared. A label batch takes either
+    PAIRING exclusively (``stripe`` None: the protocol of releases before the stripes, which
+    serialises a model's label batches) or its one stripe exclusively (striped: label batches
+    on other stripes run beside it). Either way it excludes every prediction batch of this
+    release; only the first excludes an older release's prediction batches, which take
+    PAIRING alone (docs/operations.md, Rolling upgrades)."""
+    out = []
+    for m in sorted(model_ids):
+        m = int(m)
+        if not labels:
+            calls = [f"pg_advisory_xact_lock_shared({PAIRING}, {m})"] + [
+                f"pg_advisory_xact_lock_shared({PAIRING_STRIPE + s}, {m})"
+                for s in range(STRIPES)]  # one statement, evaluated left to right
+            out.append(f"SELECT {', '.join(calls)}; ")
+        elif stripe is None:
+            out.append(f"SELECT pg_advisory_xact_lock({PAIRING}, {m}); ")
+        else:
+            out.append(f"SELECT pg_advisory_xact_lock({PAIRING_STRIPE + stripe % STRIPES}, "
+                       f"{m}); ")
+    return "".join(out)
 
 
-def hold_pairing(conn: Connection, model_ids: set[int], *, labels: bool) -> None:
+def hold_pairing(conn: Connection, model_ids: set[int], *, labels: bool,
+                 stripe: int | None = None) -> None:
     if not _postgres(conn):
         return
     # Through SQLAlchemy, so that errors are wrapped as on every other statement.
-    conn.exec_driver_sql(pairing_sql(model_ids, labels=labels))
+    conn.exec_driver_sql(pairing_sql(model_ids, labels=labels, stripe=stripe))

@@ -140,39 +140,82 @@ def test_labels_waiting_for_predictions_are_capped_per_model(client, engine, set
     assert counted() == {}
 
 
+@pytest.mark.parametrize("settings", [{}, {"pairing_locks": "striped"}], indirect=True,
+                         ids=["model", "striped"])
 def test_labels_and_predictions_in_flight_together_pair_each_once(live_server, client, engine):
     """Prediction batches, label batches for the same ids (grouped otherwise, each sent twice
     as a retry would) all at once: every label is stored once, and each pair is counted once
     in the SLO counters and the bucket summaries, whichever of the two came first."""
+    register(client)
+    sends = [("/v1/predictions", [prediction(i) for i in range(k, k + 50)])
+             for k in range(0, IN_FLIGHT, 50)]
+    sends += [("/v1/labels", [label(i, value=_value(i)) for i in range(k, IN_FLIGHT, 8)][::-1])
+              for k in range(8)] * 2
+    _send_all_at_once([live_server.url], sends, workers=6)
+    _assert_each_pair_counted_once(engine)
+
+
+def test_label_batches_of_one_model_from_replicas_of_either_setting_pair_each_once(
+        live_server, client, engine, settings):
+    """Two replicas, one with labels locked by model and one striped (as during the rolling
+    restart that sets `striped`), take many small label batches of one model at once, and
+    prediction batches for the same ids: every pair is counted once."""
+    from app.main import create_app
+    from tests.conftest import LiveServer
+
+    register(client)
+    sends = [("/v1/predictions", [prediction(i) for i in range(k, k + 25)])
+             for k in range(0, IN_FLIGHT, 25)]
+    sends += [("/v1/labels", [label(i, value=_value(i)) for i in range(k, IN_FLIGHT, 16)])
+              for k in range(16)] * 2
+    other = create_app(settings.model_copy(update={"pairing_locks": "striped",
+                                                   "scheduler_enabled": False}))
+    try:
+        with LiveServer(other) as striped:
+            _send_all_at_once([live_server.url, striped.url], sends, workers=8)
+    finally:
+        other.state.engine.dispose()
+    _assert_each_pair_counted_once(engine)
+
+
+IN_FLIGHT = 400
+
+
+def _value(i: int) -> str:
+    return "fraud" if i % 3 == 0 else "legit"  # score 0.25: legit
+
+
+def _send_all_at_once(urls: list[str], sends: list[tuple[str, list]], workers: int) -> None:
+    """Every batch at once, in a shuffled order, to the servers in turn; each label batch's
+    answer must account for its labels."""
     import random
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx2
+
+    random.Random(7).shuffle(sends)
+
+    def send(job: tuple[int, tuple[str, list]]) -> tuple[str, dict]:
+        i, (path, records) = job
+        with httpx2.Client(base_url=urls[i % len(urls)], timeout=60) as c:
+            r = c.post(path, json={"records": records})
+            assert r.status_code == 200, r.text
+            return path, r.json()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        answers = [a for path, a in pool.map(send, enumerate(sends)) if path == "/v1/labels"]
+    assert sum(a["matched"] + a["pending"] for a in answers) == IN_FLIGHT
+    assert sum(a["duplicates"] for a in answers) == IN_FLIGHT
+
+
+def _assert_each_pair_counted_once(engine) -> None:
     from sqlalchemy import select
 
     from app.evaluation.packing import unpack_outcome
     from app.storage.summaries import OUTCOME
     from app.storage.tables import bucket_summaries, pending_labels, slo_counters
 
-    register(client)
-    n = 400
-    value = {i: "fraud" if i % 3 == 0 else "legit" for i in range(n)}  # score 0.25: legit
-    sends = [("/v1/predictions", [prediction(i) for i in range(k, k + 50)])
-             for k in range(0, n, 50)]
-    sends += [("/v1/labels", [label(i, value=value[i]) for i in range(k, n, 8)][::-1])
-              for k in range(8)] * 2
-    random.Random(7).shuffle(sends)
-
-    def send(job: tuple[str, list]) -> tuple[str, dict]:
-        with httpx2.Client(base_url=live_server.url, timeout=60) as c:
-            r = c.post(job[0], json={"records": job[1]})
-            assert r.status_code == 200, r.text
-            return job[0], r.json()
-
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        answers = [a for path, a in pool.map(send, sends) if path == "/v1/labels"]
-    assert sum(a["matched"] + a["pending"] for a in answers) == n
-    assert sum(a["duplicates"] for a in answers) == n
+    n = IN_FLIGHT
     assert stored(engine)["labels"] == n
     with engine.connect() as conn:
         labeled, errors = conn.execute(select(slo_counters.c.labeled,
@@ -181,7 +224,7 @@ def test_labels_and_predictions_in_flight_together_pair_each_once(live_server, c
         outcomes = [unpack_outcome(p) for p in conn.execute(
             select(bucket_summaries.c.payload)
             .where(bucket_summaries.c.kind == OUTCOME)).scalars()]
-    wrong = sum(1 for v in value.values() if v == "fraud")
+    wrong = sum(1 for i in range(n) if _value(i) == "fraud")
     assert (labeled, errors) == (n, wrong)
     assert set(waiting) <= {0}
     assert sum(o.labeled for o in outcomes) == n
