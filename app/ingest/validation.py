@@ -75,6 +75,21 @@ def _as_float(value: Any) -> tuple[float | None, str | None]:
     return value, None
 
 
+def _vector(value: Any, dim: int) -> tuple[list[float] | None, str | None]:
+    """(``dim`` finite floats, None) or (None, problem)."""
+    if not isinstance(value, list):
+        return None, f"must be a list of {dim} numbers, got {_describe(value)}"
+    if len(value) != dim:
+        return None, f"must be a list of {dim} numbers, got {len(value)}"
+    out: list[float] = []
+    for j, x in enumerate(value):
+        f, p = _as_float(x)
+        if p:
+            return None, f"element {j} {p}"
+        out.append(f)  # type: ignore[arg-type]
+    return out, None
+
+
 def _text(value: Any) -> Any:
     """Integers where text belongs (category codes, class labels) as their decimal string."""
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -250,7 +265,7 @@ def validate_predictions(records: list[Any], schemas: dict[str, ModelSchema], li
         record_problems(rec, summarized, i, problems)
         features, unexpected = ({}, {}) if summarized else _validate_features(
             rec.get("features", {}), schema.types_of(version_id),
-            schema.records_unknown(limits), i, problems)
+            schema.records_unknown(limits), i, problems, schema.dims)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
         payload = _validate_prediction(rec.get("prediction"), schema, limits, i, problems)
 
@@ -317,9 +332,11 @@ def _unexpected(name: str, v: Any, where: str, i: int, problems: list[Problem],
 
 
 def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i: int,
-                       problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The declared features' values (``types``: the record's version's), and the undeclared
-    ones kept under the ``record`` policy (under ``reject`` each is a problem)."""
+                       problems: list[Problem], dims: dict[str, int] | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The declared features' values (``types``: the record's version's; ``dims``: the
+    embeddings' lengths), and the undeclared ones kept under the ``record`` policy (under
+    ``reject`` each is a problem)."""
     unexpected: dict[str, Any] = {}
     if not isinstance(raw, dict):
         problems.append(Problem(f"must be an object, got {_describe(raw)}", field="features",
@@ -349,6 +366,11 @@ def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i:
             if p:
                 problems.append(Problem(f"numeric feature {p}", field=where, index=i))
             out[name] = f
+        elif kind == "embedding":
+            vec, p = _vector(v, (dims or {}).get(name, 0))
+            if p:
+                problems.append(Problem(f"embedding feature {p}", field=where, index=i))
+            out[name] = vec
         else:
             s, p = _short_string(_text(v), "a string (categorical)")
             if p:
