@@ -22,11 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from app.api.feature_spec import FeatureSpec
 from app.evaluation import policy as model_policy
 from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
 from app.ingest.names import FeatureName, check_feature_names
-from app.monitoring.embedding import DIM_MAX as EMBEDDING_DIM_MAX
-from app.monitoring.embedding import DIM_MIN as EMBEDDING_DIM_MIN
 from app.settings import Settings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -97,26 +96,6 @@ def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
         if not out.get(kind, True):  # null or {}: nothing overridden
             del out[kind]
     return out
-
-
-class FeatureSpec(Strict):
-    name: FeatureName
-    type: Literal["numeric", "categorical", "embedding"]
-    dim: int | None = Field(
-        default=None, strict=True, exclude_if=lambda v: v is None,  # stored as before
-        description="Embedding only: the vector's length, "
-        f"{EMBEDDING_DIM_MIN} to {EMBEDDING_DIM_MAX}; a record's value is a list of this "
-        "many finite numbers (or null).")
-
-    @model_validator(mode="after")
-    def _dim(self) -> FeatureSpec:
-        if self.type != "embedding":
-            if self.dim is not None:
-                raise ValueError(f"feature {self.name!r}: dim is for embedding features only")
-        elif self.dim is None or not EMBEDDING_DIM_MIN <= self.dim <= EMBEDDING_DIM_MAX:
-            raise ValueError(f"embedding feature {self.name!r} needs dim, an integer from "
-                             f"{EMBEDDING_DIM_MIN} to {EMBEDDING_DIM_MAX} (got {self.dim})")
-        return self
 
 
 class ModelCreate(Strict):
