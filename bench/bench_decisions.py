@@ -735,7 +735,7 @@ def main() -> None:
                                                    args.seed)
     if args.only == "embedding":
         results["embedding"] = embedding_shift.run(sizes, args.shift_windows, windows,
-                                                   args.seed, pct)
+                                                   args.seed, pct, bucket_sizes)
     if args.only in (None, "stationary"):
         print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
         print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")

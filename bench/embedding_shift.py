@@ -17,6 +17,7 @@ traffic (8,640 = 30 days in 5-minute steps); pages are runs of critical windows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,13 +102,8 @@ class World:
         return s.decision, None if s.result is None else s.result.effect
 
 
-def bucket_sizes(n: int, count: int) -> list[int]:
-    base = [n // BUCKETS + (1 if i < n % BUCKETS else 0) for i in range(BUCKETS)]
-    return [base[i % BUCKETS] for i in range(count)]
-
-
-def windows_of(world: World, n: int, windows: int, seed: int, shift: np.ndarray | None
-               ) -> dict[str, Any]:
+def windows_of(world: World, n: int, windows: int, seed: int, shift: np.ndarray | None,
+               bucket_sizes: Callable[[int, int], list[int]]) -> dict[str, Any]:
     """``windows`` overlapping 1-hour windows (5-minute steps): flagged and paged shares,
     pages (runs of critical windows) per 30 days, the effects' median and largest."""
     rng = np.random.default_rng([seed, n, 0 if shift is None else 1])
@@ -131,7 +127,9 @@ def windows_of(world: World, n: int, windows: int, seed: int, shift: np.ndarray 
 
 
 def run(sizes: list[int], shift_windows: int, stationary_windows: int, seed: int,
-        pct: Any) -> dict[str, Any]:
+        pct: Callable[[float], str], bucket_sizes: Callable[[int, int], list[int]]
+        ) -> dict[str, Any]:
+    """Both tables, printed; ``pct`` and ``bucket_sizes`` are bench_decisions.py's."""
     world = World(seed)
     lay = world.cp.embeddings.layouts[0]
     print(f"\nEmbedding drift: dim {DIM}, reference {N_REFERENCE:,} rows (basis: "
@@ -144,7 +142,7 @@ def run(sizes: list[int], shift_windows: int, stationary_windows: int, seed: int
     for label, shift in world.directions.items():
         cells = []
         for n in sizes:
-            r = windows_of(world, n, shift_windows, seed, shift)
+            r = windows_of(world, n, shift_windows, seed, shift, bucket_sizes)
             out["shifted"].append({"case": label, **r})
             cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])}; "
                          f"{r['median_effect']:.2f}")
@@ -155,7 +153,7 @@ def run(sizes: list[int], shift_windows: int, stationary_windows: int, seed: int
     print("| --- |" + " --- |" * len(sizes))
     cells = []
     for n in sizes:
-        r = windows_of(world, n, stationary_windows, seed, None)
+        r = windows_of(world, n, stationary_windows, seed, None, bucket_sizes)
         out["stationary"].append(r)
         eff = "-" if r["max_effect"] is None else f"{r['max_effect']:.3f}"
         cells.append(f"{pct(r['flagged'])} / {pct(r['paged'])}; {r['pages']}; {eff}")
