@@ -306,6 +306,14 @@ class Settings(BaseSettings):
     threshold_pca_error_critical: float = Field(default=0.25, ge=0, description=(
         "The same for a critical decision, at `MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below "
         "the warning line."))
+    threshold_embedding_shift_warning: float = Field(default=0.1, ge=0, description=(
+        "Embedding drift warning when an embedding feature's mean moved by more than this "
+        "many of the reference's standard deviations (whitened, the noise's expected part "
+        "taken off), with the chi-square test's p-value below "
+        "`MODELMON_THRESHOLD_ALPHA_WARNING` divided by the embedding features tested."))
+    threshold_embedding_shift_critical: float = Field(default=0.25, ge=0, description=(
+        "The same for a critical decision, at `MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below "
+        "the warning line."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))

@@ -16,6 +16,7 @@ ORDERED: tuple[tuple[str, str], ...] = (
     ("psi_moderate", "psi_major"), ("psi_warning", "psi_critical"),
     ("ece_warning", "ece_critical"), ("alpha_critical", "alpha_warning"),
     ("oe_log_warning", "oe_log_critical"), ("pca_error_warning", "pca_error_critical"),
+    ("embedding_shift_warning", "embedding_shift_critical"),
     ("sparsity_jump_warning", "sparsity_jump_critical"),
     ("cbpe_drop_warning", "cbpe_drop_critical"))
 

@@ -50,6 +50,9 @@ multivariate check and, beside it, every univariate drift column; and stationary
 their buckets' error sums added up and decided as the check decides (the 50-feature world's
 numeric features drawn alone: the same distribution as ``draw``'s, at a fraction of its cost).
 
+Embedding drift (``--only embedding``, issue 26): bench/embedding_shift.py, a 32-dimensional
+embedding whose mean shifts by 0.5 sd along one direction, and stationary windows.
+
 Prints tables (and with --json one RESULTS line); asserts nothing.
 """
 
@@ -75,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cbpe_shift  # noqa: E402  (bench/cbpe_shift.py)
+import embedding_shift  # noqa: E402  (bench/embedding_shift.py)
 
 from app.evaluation.checks.calibration import calibration  # noqa: E402
 from app.evaluation.checks.cohorts import cohorts  # noqa: E402
@@ -698,9 +702,9 @@ def main() -> None:
     ap.add_argument("--shift-windows", type=int, default=6)
     ap.add_argument("--full", action="store_true", help="8,640 stationary windows (30 days)")
     ap.add_argument("--only", choices=["stationary", "shifted", "rare", "gap", "cbpe",
-                                       "multivariate"],
-                    default=None, help="one part only; rare, gap, cbpe and multivariate run "
-                    "only when named")
+                                       "multivariate", "embedding"],
+                    default=None, help="one part only; rare, gap, cbpe, multivariate and "
+                    "embedding run only when named")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--changes", default="",
@@ -729,6 +733,9 @@ def main() -> None:
     if args.only == "multivariate":
         results["multivariate"] = run_multivariate(sizes, args.shift_windows, windows,
                                                    args.seed)
+    if args.only == "embedding":
+        results["embedding"] = embedding_shift.run(sizes, args.shift_windows, windows,
+                                                   args.seed, pct, bucket_sizes)
     if args.only in (None, "stationary"):
         print(f"\nStationary: {windows} overlapping 1-hour windows per n (5-minute steps)")
         print("| predictions per window | " + " | ".join(f"{n:,}" for n in sizes) + " |")

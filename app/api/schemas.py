@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.api.feature_spec import FeatureSpec
 from app.evaluation import policy as model_policy
 from app.evaluation.policy import PER_COHORT_KEY_FIELDS, PER_FEATURE_FIELDS
 from app.ingest.names import FeatureName, check_feature_names
@@ -95,11 +96,6 @@ def policy_overrides(p: BaseModel | None) -> dict[str, Any]:
         if not out.get(kind, True):  # null or {}: nothing overridden
             del out[kind]
     return out
-
-
-class FeatureSpec(Strict):
-    name: FeatureName
-    type: Literal["numeric", "categorical"]
 
 
 class ModelCreate(Strict):

@@ -20,6 +20,7 @@ from app.evaluation.checks import (
     calibration,
     cohorts,
     drift,
+    embedding,
     gap,
     labels,
     multivariate,
@@ -137,6 +138,11 @@ def _multivariate(x: Inputs) -> multivariate.MultivariateReport:
     return multivariate.multivariate(x.window, x.reference.profile, x.policy.thresholds)
 
 
+def _embedding(x: Inputs) -> embedding.EmbeddingReport:
+    assert x.reference is not None and x.reference.profile is not None
+    return embedding.embedding(x.window, x.reference.profile, x.policy.thresholds)
+
+
 def _cohorts(x: Inputs) -> cohorts.CohortsReport:
     if not x.model.cohort_keys:
         return cohorts.CohortsReport()
@@ -147,6 +153,7 @@ PARTS: dict[str, tuple[Part, ...]] = {
     "drift": (Part(_drift, _drift_findings, horizon.DRIFT),
               Part(_multivariate, lambda _x, r: [] if r is None else multivariate.findings(r),
                    horizon.MULTIVARIATE),
+              Part(_embedding, lambda _x, r: embedding.findings(r), horizon.EMBEDDING),
               Part(_performance, lambda _x, r: performance.findings(r))),
     "calibration": (Part(lambda x: calibration.calibration(x.model, x.window,
                                                            x.policy.thresholds),

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from app.errors import Invalid, Problem
 from app.evaluation import cbpe
+from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.packing import (
     FORMAT,
     add_drift_into,
@@ -82,6 +83,13 @@ def _floats(arr: pa.Array | None, n: int, name: str) -> np.ndarray:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise _bad(name, f"column {name!r} must be numeric, not {arr.type}") from None
     return x.to_numpy(zero_copy_only=False)  # nulls become NaN
+
+
+def _vectors(arr: pa.Array | None, n: int, name: str) -> np.ndarray:
+    x, problem = arrow_vectors(arr, n)
+    if problem:
+        raise _bad(name, f"column {name!r} {problem}")
+    return x
 
 
 def coded(arr: pa.Array | None, n: int) -> Coded:
@@ -154,7 +162,9 @@ def rows_from_arrow(shape: ModelShape, table: pa.Table | pa.RecordBatch,
                ts=ts)
     for name, kind in shape.features:
         arr = _array(table, name)
-        out.features[name] = (_floats(arr, n, name) if kind == "numeric" else coded(arr, n))
+        out.features[name] = (_floats(arr, n, name) if kind == "numeric"
+                              else _vectors(arr, n, name) if kind == "embedding"
+                              else coded(arr, n))
     for key in shape.cohort_keys:
         out.cohorts[key] = coded(_array(table, key), n)
     column = PREDICTION_COLUMN[shape.task]
@@ -308,7 +318,8 @@ def arrow_from_records(shape: ModelShape, records: list[dict[str, Any]]) -> pa.T
         features, cohorts = r.get("features") or {}, r.get("cohorts") or {}
         for name, kind in shape.features:
             v = features.get(name)
-            cols[name].append(v if kind == "numeric" or v is None else category_key(v))
+            cols[name].append(v if kind in ("numeric", "embedding") or v is None
+                              else category_key(v))
         for key in shape.cohort_keys:
             v = cohorts.get(key)
             cols[key].append(None if v is None else category_key(v))
@@ -316,7 +327,8 @@ def arrow_from_records(shape: ModelShape, records: list[dict[str, Any]]) -> pa.T
         cols[prediction_column(shape)].append(p.get(prediction_column(shape)))
         cols[LABEL].append(r.get("label"))
         cols[LABEL_TIMESTAMP].append(r.get("label_timestamp"))
-    types = {name: (pa.float64() if kind == "numeric" else pa.string())
+    types = {name: (pa.float64() if kind == "numeric" else pa.list_(pa.float64())
+                    if kind == "embedding" else pa.string())
              for name, kind in shape.features}
     types.update({k: pa.string() for k in shape.cohort_keys})
     types[TIMESTAMP] = types[LABEL_TIMESTAMP] = pa.timestamp("us", "UTC")

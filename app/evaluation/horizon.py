@@ -75,6 +75,12 @@ MULTIVARIATE = Horizon(
     lambda r, pick: None if r is None else pick((), r),
     "min_n")
 
+EMBEDDING = Horizon(
+    lambda r: {("feature", s.feature): s for s in r.features},
+    lambda r, pick: replace(r, features=_kept(r.features, lambda s: ("feature", s.feature),
+                                               pick)),
+    "min_n")
+
 COHORTS = Horizon(
     lambda r: {(d.key, c.cohort): c for d in r.keys for c in d.cohorts},
     lambda r, pick: replace(r, keys=tuple(

@@ -19,6 +19,7 @@ from app.evaluation.packing import PayloadError, drift_of, outcome_of, unpack_un
 from app.evaluation.summaries import CompiledProfile, DriftSummary, ModelShape, OutcomeSummary
 from app.monitoring import CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
+from app.monitoring.embedding import OFFSET
 from app.monitoring.multivariate import SUM_SLOTS
 
 
@@ -63,7 +64,19 @@ def checked_drift(data: bytes, cp: CompiledProfile, n: int, max_bytes: int) -> D
                                "non-missing values")
     if cp.pca is not None:
         _check_pca_sums(d.slice(cp.pca_offset, SUM_SLOTS), n, cp.pca.cap)
+    for lay in cp.embeddings.layouts:
+        _check_embedding_sums(lay.basis.feature, d.slice(lay.offset, lay.basis.slots), n)
     return d
+
+
+def _check_embedding_sums(name: str, sums: np.ndarray, n: int) -> None:
+    """An embedding's sums: m <= n vectors, each coordinate a whole number in [0, 2 OFFSET]."""
+    m = int(sums[0])
+    if m > n:
+        raise PayloadError(f"embedding {name!r}: its sums count {m} vectors in {n} predictions")
+    if int(sums[1:].max(initial=0)) > m * 2 * OFFSET:
+        raise PayloadError(f"embedding {name!r}: its sums are not those of {m} whitened "
+                           f"vectors (each coordinate between 0 and {2 * OFFSET})")
 
 
 def _check_cbpe(arrays: dict[str, np.ndarray], names: set[str], cp: CompiledProfile,

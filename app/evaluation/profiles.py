@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
+from app.evaluation.embeddings import embeddings_profile
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
@@ -59,13 +60,16 @@ def build_profile(model: ModelRow, columns: dict[str, np.ndarray],
     features = {}
     for f in model.features:
         name = f["name"]
+        if f["type"] == "embedding":
+            continue  # no PSI or KS column: its basis is in ``embeddings``
         values = columns.get(name)
         if values is None:
             values = (np.full(n_rows, np.nan) if f["type"] == "numeric"
                       else np.full(n_rows, None, dtype=object))
         features[name] = column_profile(f["type"], values, **opts)
     out: dict[str, Any] = {"n_rows": n_rows, "features": features, "prediction": None,
-                           "multivariate": multivariate_profile(model, columns, n_rows)}
+                           "multivariate": multivariate_profile(model, columns, n_rows),
+                           "embeddings": embeddings_profile(model.features, columns, n_rows)}
     if prediction is not None and prediction[1].shape[0] > 0:
         out["prediction"] = column_profile(prediction[0], prediction[1], **opts)
     return out

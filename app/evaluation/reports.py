@@ -18,6 +18,7 @@ from app.evaluation.catalogue import METRICS
 from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
+from app.evaluation.checks.embedding import embedding
 from app.evaluation.checks.gap import generalization_gap
 from app.evaluation.checks.multivariate import multivariate
 from app.evaluation.checks.performance import performance
@@ -204,7 +205,8 @@ def drift_report_with_windows(conn: Connection, settings: Settings, sc: Scope,
             entry.update(drift(w, ref.profile, pol.thresholds, pol.features,
                                registry.feature_importance(conn=conn, version_id=vid)
                                ).to_dict(),
-                         multivariate=multivariate(w, ref.profile, pol.thresholds).to_dict())
+                         multivariate=multivariate(w, ref.profile, pol.thresholds).to_dict(),
+                         embeddings=embedding(w, ref.profile, pol.thresholds).to_dict())
         out.append(entry)
     return _envelope(conn, settings, sc, out, pol), inputs
 

@@ -29,6 +29,7 @@ import numpy as np
 from datasketches import kll_doubles_sketch
 
 from app.evaluation import cbpe
+from app.evaluation.embeddings import EmbeddingLayouts, vector_column
 from app.monitoring import (
     CalibrationSums,
     CohortSums,
@@ -130,7 +131,9 @@ def rows_from_records(shape: ModelShape, version_id: list[int], ts: list[float],
         for j, name in enumerate(numeric):
             out.features[name] = table[:, j]
     for name, kind in shape.features:
-        if kind != "numeric":
+        if kind == "embedding":
+            out.features[name] = vector_column([d.get(name) for d in features], n)
+        elif kind != "numeric":
             out.features[name] = np.array([d.get(name) for d in features], dtype=object)
     for key in shape.cohort_keys:
         out.cohorts[key] = np.array([c.get(key) for c in cohorts], dtype=object)
@@ -225,6 +228,8 @@ class CompiledProfile:
     pca: PcaBasis | None = None
     pca_offset: int = 0
     pca_reason: str = ""
+    # the embedding features' bases, slots after the PCA sums (app/evaluation/embeddings.py)
+    embeddings: EmbeddingLayouts = EmbeddingLayouts()
 
     @classmethod
     def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
@@ -254,10 +259,11 @@ class CompiledProfile:
         mv = profile.get("multivariate") or {
             "basis": None, "reason": "the reference profile predates multivariate drift: "
             "upload the reference again (with ?replace=true) to fit its PCA basis"}
+        emb = EmbeddingLayouts.compile(profile, offset + (SUM_SLOTS if mv["basis"] else 0))
         if mv["basis"] is None:
-            return cls(key=key, columns=tuple(columns), size=offset, pca_reason=mv["reason"],
-                       **maps)
-        return cls(key=key, columns=tuple(columns), size=offset + SUM_SLOTS,
+            return cls(key=key, columns=tuple(columns), size=emb.end, pca_reason=mv["reason"],
+                       embeddings=emb, **maps)
+        return cls(key=key, columns=tuple(columns), size=emb.end, embeddings=emb,
                    pca=PcaBasis.from_dict(mv["basis"]), pca_offset=offset, **maps)
 
 
@@ -335,6 +341,9 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
         nz = np.flatnonzero(sums)
         keys.append(nz + cp.pca_offset)
         counts.append(sums[nz])
+    more = cp.embeddings.counts(rows.features, rows.n)
+    keys += more[0]
+    counts += more[1]
     if not keys:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(keys), np.concatenate(counts)

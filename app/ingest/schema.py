@@ -33,6 +33,8 @@ class ModelSchema:
     unknown_features: str | None = None  # the model policy's, when it sets one
     # version id -> its own feature types, for the versions that declared their own list
     version_features: dict[int, dict[str, str]] = field(default_factory=dict)
+    # embedding feature -> its vector's length (a name keeps its dim across versions)
+    dims: dict[str, int] = field(default_factory=dict)
 
     def types_of(self, version_id: int | None) -> dict[str, str]:
         """The features a record of this version is validated against."""
@@ -54,7 +56,9 @@ class ModelSchema:
         for vid in sorted(self.version_features):
             for name, kind in self.version_features[vid].items():
                 union.setdefault(name, kind)
-        return replace(self.row, features=[{"name": n, "type": k} for n, k in union.items()])
+        return replace(self.row, features=[
+            {"name": n, "type": k, **({"dim": self.dims[n]} if n in self.dims else {})}
+            for n, k in union.items()])
 
     def records_unknown(self, limits: Limits) -> bool:
         """Whether undeclared features are stored (unmonitored) rather than refused."""
@@ -78,4 +82,7 @@ class ModelSchema:
             unknown_features=(row.policy or {}).get("unknown_features"),
             version_features={vid: {f["name"]: f["type"] for f in fs}
                               for vid, fs in (version_features or {}).items()},
+            dims={f["name"]: int(f["dim"]) for fs in [row.features,
+                                                       *(version_features or {}).values()]
+                  for f in fs if f["type"] == "embedding"},
         )

@@ -18,6 +18,9 @@ from app.ingest.names import MAX_FEATURE_NAME, feature_name_problem
 from app.ingest.rows import LabelRow, Parsed, PredictionRow
 from app.ingest.schema import Limits, ModelSchema
 from app.ingest.thin import THIN_FEATURES, record_problems
+from app.ingest.values import as_float as _as_float
+from app.ingest.values import describe as _describe
+from app.ingest.values import vector as _vector
 from app.jsonvalues import NonFinite, text_problem
 
 MAX_ID_LEN = 200
@@ -39,40 +42,6 @@ PAYLOAD_FIELDS = {
 
 # One encoder for every record: json.dumps with arguments builds a new encoder per call.
 _to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def _describe(value: Any) -> str:
-    """The JSON type of a value, for messages: never the value itself."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float, NonFinite)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _as_float(value: Any) -> tuple[float | None, str | None]:
-    """(finite float, None) or (None, problem)."""
-    if type(value) is float:  # the common case first: the parser already refused non-finite
-        return value, None
-    if isinstance(value, NonFinite):
-        return None, "must be a finite number (NaN, Infinity and overflowing values are refused)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, f"must be a number, got {_describe(value)}"
-    if isinstance(value, int):
-        try:
-            f = float(value)
-        except OverflowError:
-            return None, "number out of range"
-        return f, None
-    return value, None
 
 
 def _text(value: Any) -> Any:
@@ -250,7 +219,7 @@ def validate_predictions(records: list[Any], schemas: dict[str, ModelSchema], li
         record_problems(rec, summarized, i, problems)
         features, unexpected = ({}, {}) if summarized else _validate_features(
             rec.get("features", {}), schema.types_of(version_id),
-            schema.records_unknown(limits), i, problems)
+            schema.records_unknown(limits), i, problems, schema.dims)
         cohorts = _validate_cohorts(rec.get("cohorts", {}), schema, i, problems)
         payload = _validate_prediction(rec.get("prediction"), schema, limits, i, problems)
 
@@ -317,9 +286,10 @@ def _unexpected(name: str, v: Any, where: str, i: int, problems: list[Problem],
 
 
 def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i: int,
-                       problems: list[Problem]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The declared features' values (``types``: the record's version's), and the undeclared
-    ones kept under the ``record`` policy (under ``reject`` each is a problem)."""
+                       problems: list[Problem], dims: dict[str, int]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The declared features' values (``types``: the record's version's, ``dims`` its
+    embeddings' lengths), the undeclared ones kept under the ``record`` policy."""
     unexpected: dict[str, Any] = {}
     if not isinstance(raw, dict):
         problems.append(Problem(f"must be an object, got {_describe(raw)}", field="features",
@@ -349,6 +319,11 @@ def _validate_features(raw: Any, types: dict[str, str], record_unknown: bool, i:
             if p:
                 problems.append(Problem(f"numeric feature {p}", field=where, index=i))
             out[name] = f
+        elif kind == "embedding":
+            vec, p = _vector(v, dims.get(name, 0))
+            if p:
+                problems.append(Problem(f"embedding feature {p}", field=where, index=i))
+            out[name] = vec
         else:
             s, p = _short_string(_text(v), "a string (categorical)")
             if p:

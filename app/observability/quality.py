@@ -80,6 +80,8 @@ RESULT_GAUGES = {name: m.gauge for name, m in METRICS.items() if m.gauge}
 # Stored rows whose decision is also exported per subject (feature_ks_statistic shares its
 # feature's drift decision with feature_psi, so it is not repeated).
 SUBJECT_STATE = frozenset(m for m, d in METRICS.items() if d.subject_state)
+# Stored rows of a feature (drift, data quality, embedding drift): labelled and folded by it.
+OF_FEATURE = frozenset(m for m, d in METRICS.items() if d.subject == "feature")
 
 
 def _fold(rows: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
@@ -146,7 +148,7 @@ def _folded_results(results: list[dict[str, Any]], limits: dict[str, int]
     by_model_key_cohorts: dict[tuple[str, str], list[dict[str, Any]]] = {}
     other: list[dict[str, Any]] = []
     for r in results:
-        if r["metric"].startswith("feature_"):
+        if r["metric"] in OF_FEATURE:
             r["feature"] = r["subject"]
             by_model_features.setdefault(r["model"], []).append(r)
         elif r["metric"] in ("cohort_error_ratio", "cohort_mae"):
@@ -173,7 +175,7 @@ def _result_families(r: dict[str, Any], gauge: Gauge,
     if r["metric"] in SUBJECT_STATE:
         # the decision per feature (drift, data quality) and per cohort, which the alert
         # rules fire on, so a page names its feature or cohort
-        if r["metric"].startswith("feature_"):
+        if r["metric"] in OF_FEATURE:
             gauge("modelmon_feature_check_state").add_metric(
                 [*mv, r["feature"], check], DECISION.get(r["decision"], 0))
         else:

@@ -30,7 +30,8 @@ ALERTS = {"feature drift": "ModelmonFeatureDriftHigh",
           "cohorts": "ModelmonCohortErrorRegression",
           "generalization gap": "ModelmonGeneralizationGapHigh",
           "label coverage": "ModelmonLabelCoverageLow",
-          "multivariate drift": "ModelmonMultivariateDriftHigh"}
+          "multivariate drift": "ModelmonMultivariateDriftHigh",
+          "embedding drift": "ModelmonEmbeddingDriftHigh"}
 
 
 def rank(decision: str | None) -> int:
@@ -101,6 +102,7 @@ class VersionView:
     features: list[dict[str, Any]] = field(default_factory=list)
     prediction: dict[str, Any] | None = None
     multivariate: dict[str, Any] | None = None  # the drift report's PCA error entry
+    embeddings: list[dict[str, Any]] = field(default_factory=list)  # per embedding feature
     calibration: dict[str, Any] | None = None
     performance: dict[str, Any] | None = None  # the CBPE estimate, where it applies
     reliability: Any = None
@@ -203,6 +205,22 @@ def _multivariate_check(r: Reports, version: str) -> list[Check]:
                   f"PCA, {m.get('components')} components")]
 
 
+def _embedding_check(r: Reports, version: str) -> list[Check]:
+    """The embedding drift cell, where the version has embedding features: the worst of
+    their decisions, with n the smallest of theirs."""
+    d = _entry(r.drift, version)
+    feats = [] if d is None else (d.get("embeddings") or {}).get("features") or []
+    if not feats:
+        return []
+    window = (r.drift["window_start"], r.drift["window_end"])
+    decided = [f for f in feats if f.get("status") != "not_applicable"]
+    if not decided:
+        return [Check("embedding drift", None, None, *window, "not applicable")]
+    worst = max(decided, key=lambda f: rank(f.get("decision")))
+    return [Check("embedding drift", worst.get("decision"), min(f.get("n") or 0 for f in decided),
+                  *window, f"{len(decided)} of {len(feats)} embedding features decided")]
+
+
 def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
     """Each check's decision, n and window, from the reports."""
     d, c, h = (_entry(r.drift, v.version), _entry(r.calibration, v.version),
@@ -221,6 +239,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
         Check("prediction drift", None if pred is None else pred.get("decision"),
               None if d is None else d["n"], *dw),
         *_multivariate_check(r, v.version),
+        *_embedding_check(r, v.version),
         Check("calibration", None if c is None else c.get("decision"),
               None if c is None else c.get("n"), *cw),
         *_performance_check(r, v.version),
@@ -246,6 +265,7 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
     v.features = feature_rows(d)
     v.prediction = None if d is None else d.get("prediction")
     v.multivariate = None if d is None else d.get("multivariate")
+    v.embeddings = [] if d is None else (d.get("embeddings") or {}).get("features") or []
     v.calibration = c
     p = None if r.performance is None else _entry(r.performance, version)
     v.performance = None if p is None or p.get("status") == "not_applicable" else p

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 
 from app.errors import Invalid, Malformed, Problem, TooLarge
 from app.evaluation import cbpe
+from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.profiles import build_profile
 from app.evaluation.references import profile_options
 from app.jsonvalues import NON_FINITE, find_unstorable, parse_json
@@ -154,8 +155,14 @@ def _read_parquet(path: Path, wanted: dict[str, str], settings: Settings
 
 
 def _type_problem(name: str, kind: str, t: pa.DataType) -> Problem | None:
-    """What is wrong with an Arrow column type for a numeric or categorical column."""
-    if kind == "numeric":
+    """What is wrong with an Arrow column type for a numeric, categorical or embedding
+    column."""
+    if kind == "embedding":
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t)
+                or pa.types.is_fixed_size_list(t) or pa.types.is_null(t)):
+            return Problem(f"embedding feature column holds {t}; send a list<float> column",
+                           field=name)
+    elif kind == "numeric":
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
                 or pa.types.is_decimal(t)):
             return Problem(f"numeric feature column holds {t}", field=name)
@@ -220,6 +227,33 @@ def _numeric(name: str, values: Any) -> np.ndarray:
                             f"at records[{bad[0]}]", field=name)])
     out = np.array([np.nan if v is None or v is NON_FINITE else float(v) for v in values],
                    dtype=np.float64)
+    return out
+
+
+def _embedding(name: str, values: Any, dim: int) -> np.ndarray:
+    """An embedding column as rows x dim floats (NaN rows missing): every vector ``dim``
+    finite numbers."""
+    if isinstance(values, pa.ChunkedArray):
+        problem = _type_problem(name, "embedding", values.type)
+        if problem is not None:
+            raise _bad([problem])
+        if pa.types.is_null(values.type):
+            return np.full((len(values), dim), np.nan)
+        x, text = arrow_vectors(values.combine_chunks(), len(values), dim)
+        if text:
+            raise _bad([Problem(f"embedding feature column {text} (dim {dim})", field=name)])
+        return x
+    out = np.full((len(values), dim), np.nan)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if (not isinstance(v, list) or len(v) != dim or any(
+                x is NON_FINITE or isinstance(x, bool) or not isinstance(x, (int, float))
+                for x in v)):
+            raise _bad([Problem(f"embedding feature column holds {_shown(v)} at records[{i}]"
+                                f"; send a list of {dim} finite numbers, or null",
+                                field=name)])
+        out[i] = v
     return out
 
 
@@ -327,8 +361,14 @@ def _cbpe_columns(columns: dict[str, Any], model: ModelRow, out: ReferenceColumn
 def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
                    ) -> ReferenceColumns:
     types = {f["name"]: f["type"] for f in model.features}
+    dims = {f["name"]: int(f["dim"]) for f in model.features if f["type"] == "embedding"}
     pred_col = PREDICTION_COLUMN[model.task]
     columns: dict[str, Any]
+    if dims and ctype in CSV_TYPES:
+        raise _bad([Problem("a CSV file cannot hold the embedding feature(s) "
+                            f"{', '.join(map(repr, dims))}: send the reference as JSON records "
+                            "(a list of numbers per value) or Parquet (a list<float> column)",
+                            field=next(iter(dims)))])
     if ctype in JSON_TYPES:
         columns = _json_table(json_upload(path, settings, "send larger references as CSV or "
                                           "Parquet"))
@@ -352,7 +392,8 @@ def read_reference(path: Path, ctype: str, model: ModelRow, settings: Settings
             continue
         try:
             out.features[name] = (_numeric(name, columns[name]) if kind == "numeric"
-                                  else _categorical(name, columns[name]))
+                                  else _embedding(name, columns[name], dims[name])
+                                  if kind == "embedding" else _categorical(name, columns[name]))
         except Invalid as err:
             problems += err.details
     if pred_col in columns:

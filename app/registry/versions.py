@@ -60,20 +60,24 @@ def create_version(*, engine: Engine, model: str, version: str, created_at: date
         return RegisteredVersion(m.name, row), created
 
 
+def _kind(f: dict[str, Any]) -> str:
+    return f"embedding of dim {f['dim']}" if f["type"] == "embedding" else f["type"]
+
+
 def check_version_features(conn: Connection, m: ModelRow,
                            features: list[dict[str, str]]) -> None:
     """Invalid for a feature declared with another type than the model's, or than another
     version's added feature of that name: a name means one column of one type per model (the
     summaries hold one per name)."""
-    declared = {f["name"]: (f["type"], "the model") for f in m.features}
+    declared = {f["name"]: (_kind(f), "the model") for f in m.features}
     for own in store.version_features(conn=conn, model_ids={m.id}).values():
         for f in own:
-            declared.setdefault(f["name"], (f["type"], "another version"))
+            declared.setdefault(f["name"], (_kind(f), "another version"))
     bad = [Problem(f"declared {declared[f['name']][0]} by {declared[f['name']][1]}; a "
-                   "feature keeps its type across versions (use a new name)",
-                   field=f"features.{i}.type")
+                   "feature keeps its type (and an embedding its dim) across versions (use a "
+                   "new name)", field=f"features.{i}.type")
            for i, f in enumerate(features)
-           if f["name"] in declared and declared[f["name"]][0] != f["type"]]
+           if f["name"] in declared and declared[f["name"]][0] != _kind(f)]
     if bad:
         raise Invalid("validation_error", "the version's features are invalid; see "
                       "details", bad)

@@ -197,6 +197,7 @@ def test_dashboards_cover_the_issue() -> None:
                    "modelmon_calibration_bin_observed_ratio",
                    "modelmon_calibration_bin_confidence_ratio", "modelmon_cohort_error_ratio",
                    "modelmon_calibration_oe_ratio", "modelmon_multivariate_pca_error_effect",
+                   "modelmon_embedding_shift_effect",
                    "modelmon_weight_l1", "modelmon_weight_l2"):
         assert metric in text["debug"], metric
     for name in ("executive", "debug"):

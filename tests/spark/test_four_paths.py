@@ -54,11 +54,11 @@ from tests.cli.test_backfill_cli import (
     MODELS,
     VERSIONS,
     backfill_args,
-    log,
     post_raw,
-    reference,
     write_lake,
 )
+from tests.cli.test_backfill_cli import log as base_log
+from tests.cli.test_backfill_cli import reference as base_reference
 from tests.conftest import LiveServer
 from tests.evaluation.test_evaluation_fold import contents
 from tests.factories import version
@@ -79,6 +79,33 @@ DECIDED = {"binary": ("calibration_ece", "cohort_error_ratio", "feature_new_cate
 
 
 RECORDED = ("/v1/summaries", "/v1/predictions", "/v1/labels")
+# Beside the backfill test's features: a second numeric feature correlated with the first (so
+# the multivariate PCA sums are folded by every path) and an embedding (its whitened sums).
+MORE = [{"name": "twin", "type": "numeric"}, {"name": "vec", "type": "embedding", "dim": 4}]
+FIRST = {"binary": "amount", "multiclass": "petal", "regression": "amount"}
+
+
+def with_more(task: str, features: dict, i: int, seed: int) -> dict:
+    """``features`` with ``twin`` (0.8 of the first numeric feature plus noise; missing on
+    its own schedule) and ``vec`` (four numbers moving with it; null for every 19th row)."""
+    rng = np.random.default_rng([seed, i])
+    x = features.get(FIRST[task])
+    base = 50.0 if x is None else x
+    twin = None if i % 23 == 0 else float(np.round(0.8 * base + rng.normal(0, 8), 2))
+    vec = None if i % 19 == 0 else [float(np.round(v, 4)) for v in
+                                    (base / 20 + rng.normal(0, 1, 4)) * [1, -1, 0.5, 2]]
+    return {**features, "twin": twin, "vec": vec}
+
+
+def log(task: str, n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    preds, labels = base_log(task, n, seed=seed)
+    return [{**r, "features": with_more(task, r["features"], i, seed)}
+            for i, r in enumerate(preds)], labels
+
+
+def reference(task: str, i: int) -> dict:
+    r = base_reference(task, i)
+    return {**r, **with_more(task, {k: v for k, v in r.items() if k == FIRST[task]}, i, 99)}
 
 
 class Recorder:
@@ -123,7 +150,9 @@ def training(task: str) -> dict:
 
 
 def setup(client, task: str, name: str) -> None:
-    assert client.post("/v1/models", json=MODELS[task](name)).status_code == 201
+    model = MODELS[task](name)
+    model["features"] = [*model.get("features", []), *MORE]
+    assert client.post("/v1/models", json=model).status_code == 201, model
     for i, v in enumerate(VERSIONS):
         meta = {**version(v)["metadata"], "training": training(task)}
         r = client.post(f"/v1/models/{name}/versions", json=version(v, metadata=meta))
@@ -379,6 +408,10 @@ def test_the_four_paths_give_the_same_summaries_reports_and_decisions(
 
     expected = comparable(reports(client, "raw"))
     assert [v["n"] for v in expected["drift"]["versions"]] == [N - N // 3, N // 3]
+    for v in expected["drift"]["versions"]:  # the PCA and embedding sums were folded
+        assert v["multivariate"]["n"] == v["n"], v["multivariate"]
+        (vec,) = v["embeddings"]["features"]
+        assert vec["feature"] == "vec" and 0 < vec["n"] < v["n"], vec
     assert all(v["generalization_gap"]["overall"] and v["generalization_gap"]["cohorts"]
                for v in expected["cohorts"]["versions"])
     for name in SUMMARIZING:

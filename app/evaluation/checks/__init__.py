@@ -1,5 +1,6 @@
 """Every check modelmon decides, declared once (declare.py): the drift job's per-column
-checks (drift.py, quality.py), multivariate drift (multivariate.py) and performance
+checks (drift.py, quality.py), multivariate drift (multivariate.py), embedding drift
+(embedding.py) and performance
 estimate (performance.py), calibration, cohort error, the generalization gap, label
 coverage, and the version checks decided when read. The catalogue of stored metrics,
 /metrics' `check` labels and the docs tables derive from
@@ -12,6 +13,7 @@ from app.evaluation.checks import (
     calibration,
     cohorts,
     drift,
+    embedding,
     gap,
     labels,
     multivariate,
@@ -20,7 +22,8 @@ from app.evaluation.checks import (
 )
 from app.evaluation.checks.declare import Check, StoredMetric
 
-CHECKS: tuple[Check, ...] = (*drift.CHECKS, *multivariate.CHECKS, *performance.CHECKS,
+CHECKS: tuple[Check, ...] = (*drift.CHECKS, *multivariate.CHECKS, *embedding.CHECKS,
+                             *performance.CHECKS,
                              *calibration.CHECKS, *gap.CHECKS, *cohorts.CHECKS,
                              *labels.CHECKS, *versions.CHECKS)
 BY_NAME: dict[str, Check] = {c.name: c for c in CHECKS}
