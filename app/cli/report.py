@@ -109,7 +109,8 @@ def _drift(v: dict[str, Any], policy: dict[str, Any]) -> list[str]:
            f"{v['reference'].get('source')}",
            table(["feature", "PSI", "band", "KS D", "p", "missing", "importance", "decision",
                   "alert"], rows)]
-    return out + ([_multivariate(v["multivariate"])] if v.get("multivariate") else [])
+    out += [_multivariate(v["multivariate"])] if v.get("multivariate") else []
+    return out + [_embedding(e) for e in (v.get("embeddings") or {}).get("features", [])]
 
 
 def _multivariate(m: dict[str, Any]) -> str:
@@ -121,6 +122,17 @@ def _multivariate(m: dict[str, Any]) -> str:
     return (f"multivariate (PCA, {m.get('components')} components): effect "
             f"{_fmt(m.get('effect'))} sd, p {_fmt(m.get('pvalue'))}, n {m.get('n')}: "
             f"{m.get('decision')}{why}")
+
+
+def _embedding(e: dict[str, Any]) -> str:
+    """One line per embedding feature: its whitened mean shift's effect, p, n and decision,
+    or why it does not apply."""
+    if e.get("status") == "not_applicable":
+        return f"embedding {e['feature']}: not applicable: {e.get('reason')}"
+    why = f" ({e['reason']})" if e.get("reason") else ""
+    return (f"embedding {e['feature']} (dim {e.get('dim')}, {e.get('components')} "
+            f"directions): effect {_fmt(e.get('effect'))} sd, p {_fmt(e.get('pvalue'))}, "
+            f"n {e.get('n')}: {e.get('decision')}{why}")
 
 
 def _gap(v: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from app import cli
 from app.jobs import runner
 from app.settings import Settings
 from tests.api.test_metrics import scrape
@@ -119,7 +120,7 @@ def test_reference_formats(client):
     assert r.status_code == 422 and "another length than 8" in r.text, r.text
 
 
-def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings):
+def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings, capsys):
     rng = np.random.default_rng(11)
     register(client)
     ref = vectors(rng, 3000)
@@ -153,3 +154,9 @@ def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings)
                       params={"end": end.isoformat()}).text
     assert 'id="embeddings"' in page and 'data-feature="vec" data-decision="critical"' in page
     assert "runbooks.md#modelmonembeddingdrifthigh" in page
+    # the CLI's drift report prints the same figures as one line
+    assert cli.main(["report", "drift", "--model", "search", "--start", start.isoformat(),
+                     "--end", end.isoformat(), "--database-url", settings.database_url]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("embedding")]
+    assert line == (f"embedding vec (dim {DIM}, {e['components']} directions): effect "
+                    f"{e['effect']:.4g} sd, p {e['pvalue']:.4g}, n 1350: critical")
