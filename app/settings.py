@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     results_retention_days: int = Field(default=90, ge=1, description=(
         "Days stored results (`metric_results`) and job runs are kept: the history reports "
         "and dashboards read them after the rows they were computed from are gone."))
+    memo_max_rows: int = Field(default=200_000, ge=0, description=(
+        "Costly pure figures (exact KS p-values, KS noise quantiles) kept in `memo_results`, "
+        "shared by the scheduler's jobs and the pages and reports so each is computed once "
+        "per window; each retention run keeps the newest this many (about 0.5 kB each)."))
     summary_max_cohort_values: int = Field(default=1000, ge=2, description=(
         "Distinct values per cohort key kept in one bucket summary and in one window (jobs "
         "and reports); the smallest beyond it fold into `(other)`, the totals staying exact."))

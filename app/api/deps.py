@@ -17,6 +17,7 @@ from app.api.body import content_type, read_json, upload_file
 from app.api.errors import validation_problems
 from app.api.schemas import ErrorBody
 from app.errors import ApiError, Problem
+from app.evaluation import figures
 from app.evaluation.profiles import ProfileCache
 from app.evaluation.windows import repeatable_read
 from app.jsonvalues import find_unstorable
@@ -98,10 +99,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def in_snapshot(engine: Engine, fn: Callable[[Connection], Any]) -> Awaitable[Any]:
     """``fn`` in a worker thread, in one transaction on one snapshot: a window's summaries
-    and any rows summarised again are read together."""
+    and any rows summarised again are read together. Costly pure figures (exact KS p-values)
+    come from the shared memo when a job or another request computed them first."""
     def go() -> Any:
-        with repeatable_read(engine.connect()) as conn, conn.begin():
-            return fn(conn)
+        # costly pure figures another process stored are read, new ones stored after
+        with repeatable_read(engine.connect()) as conn, conn.begin(), \
+                figures.shared(conn) as store:
+            out = fn(conn)
+        store.flush(engine)
+        return out
     return run_in_threadpool(go)
 
 

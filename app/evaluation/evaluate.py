@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from app.evaluation import horizon, windows
+from app.evaluation import figures, horizon, windows
 from app.evaluation import results as result_rows
 from app.evaluation.checks import (
     LABEL_JOBS,
@@ -209,11 +209,15 @@ def window_rows(job: str, conn: Connection, model: ModelRow, start: datetime, en
         else None
     loader = Loader(conn, job, model, settings, now, profiles, pol)
     rows: list[Row] = []
-    for version_id in store.versions_in_window(conn=conn, model_id=model.id, start=start,
-                                               end=end):
-        got, x = version_rows(loader, version_id, start, end, long_start)
-        rows += got
-        if x is not None:
-            counts["predictions"] = counts.get("predictions", 0) + x.window.n
-            counts["labeled"] = counts.get("labeled", 0) + x.window.outcome.labeled
+    # the costly figures computed here are stored with the results, for the pages and
+    # reports of the same window (the service runs in another process)
+    with figures.shared(conn) as computed:
+        for version_id in store.versions_in_window(conn=conn, model_id=model.id,
+                                                   start=start, end=end):
+            got, x = version_rows(loader, version_id, start, end, long_start)
+            rows += got
+            if x is not None:
+                counts["predictions"] = counts.get("predictions", 0) + x.window.n
+                counts["labeled"] = counts.get("labeled", 0) + x.window.outcome.labeled
+        computed.write(conn)
     return rows

@@ -1,6 +1,7 @@
 """Retention: predictions, keys, labels and bucket summaries older than the retention are
 removed (on Postgres whole daily partitions are dropped, which costs no vacuum; rows are
-deleted elsewhere); stored results and job runs after their own, longer retention."""
+deleted elsewhere); stored results and job runs after their own, longer retention; the
+shared memo of costly figures down to its newest MODELMON_MEMO_MAX_ROWS."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, text
 
-from app.storage import imports, locks, pending, summaries
+from app.storage import imports, locks, memo, pending, summaries
 from app.storage.partitions import PartitionManager
 from app.storage.tables import (
     job_runs,
@@ -65,6 +66,7 @@ def run_retention(engine: Engine, settings, partitions: PartitionManager,  # noq
             delete(metric_results).where(metric_results.c.window_end < results_cutoff)
         ).rowcount + conn.execute(
             delete(job_runs).where(job_runs.c.window_end < results_cutoff)).rowcount
+        out["memo_deleted"] = memo.prune(conn, settings.memo_max_rows)
     if any(out.values()):
         log.info("retention: %s", out)
     return out

@@ -1,7 +1,16 @@
 """A bounded, thread-safe memo for pure functions whose arguments include arrays: the key is
 the arrays' bytes (a digest) and the other arguments, so a hit is the same computation's
 result and can never be stale. For results that are immutable (frozen dataclasses, floats)
-or copied out (arrays)."""
+or copied out (arrays).
+
+A memo given a ``Shared`` codec also reads and writes a second level that outlives the
+process, when the caller has opened one with ``sharing`` (the service and the scheduler run
+in different processes, and each would otherwise compute the same costly figure of the same
+window once). This module does no I/O itself: the store is whatever the caller passes (the
+application's is a database table, app/storage/memo.py). Its keys are digests of a canonical
+encoding of the same key and of the codec's namespace, which names the library version the
+figure depends on, so a stored figure is as content-addressed as a local one.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +18,11 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -42,15 +54,69 @@ def digest_of(owner: Any, a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
     return key
 
 
-class Memo:
-    """The last ``size`` results, by key."""
+class SharedStore(Protocol):
+    """A second-level memo shared between processes: text values by 32-byte key."""
 
-    def __init__(self, size: int) -> None:
+    def get(self, key: bytes) -> str | None: ...
+
+    def put(self, key: bytes, value: str) -> None: ...
+
+
+_SHARED: ContextVar[SharedStore | None] = ContextVar("modelmon_shared_memo", default=None)
+
+
+@contextmanager
+def sharing(store: SharedStore) -> Iterator[SharedStore]:
+    """Within this block (this thread or task), memos with a codec also use ``store``."""
+    token = _SHARED.set(store)
+    try:
+        yield store
+    finally:
+        _SHARED.reset(token)
+
+
+def _canonical(x: Any) -> Any:
+    """A key's parts as types whose repr is the same in every process (floats as their exact
+    hex, numpy scalars as Python's); anything else is refused rather than guessed."""
+    if isinstance(x, tuple | list):
+        return tuple(_canonical(v) for v in x)
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        return float(x).hex()
+    if isinstance(x, str | bytes) or x is None:
+        return x
+    raise TypeError(f"memo key part of type {type(x).__name__} has no canonical form")
+
+
+def stable_key(namespace: str, key: Hashable) -> bytes:
+    """The key of ``key`` in a shared store: 32 bytes of a digest of its canonical repr."""
+    raw = repr((namespace, _canonical(key))).encode()
+    return hashlib.blake2b(raw, digest_size=32).digest()
+
+
+@dataclass(frozen=True)
+class Shared:
+    """How a memo's values go to and come from a shared store, under ``namespace``."""
+
+    namespace: str
+    encode: Callable[[Any], str]
+    decode: Callable[[str], Any]
+
+
+class Memo:
+    """The last ``size`` results, by key; with ``shared``, also the store of ``sharing``."""
+
+    def __init__(self, size: int, shared: Shared | None = None) -> None:
         self.size = size
+        self.shared = shared
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.shared_hits = 0  # of the misses, how many the shared store answered
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
@@ -58,7 +124,11 @@ class Memo:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key]
-        value = compute()
+        store = _SHARED.get() if self.shared is not None else None
+        if store is None:
+            value = compute()
+        else:
+            value = self._through(store, key, compute)
         with self._lock:
             self.misses += 1
             self._items[key] = value
@@ -66,7 +136,19 @@ class Memo:
                 self._items.popitem(last=False)
         return value
 
+    def _through(self, store: SharedStore, key: Hashable, compute: Callable[[], T]) -> T:
+        """The shared store's value for ``key``, or computed and offered to it."""
+        assert self.shared is not None
+        skey = stable_key(self.shared.namespace, key)
+        raw = store.get(skey)
+        if raw is not None:
+            self.shared_hits += 1
+            return self.shared.decode(raw)
+        value = compute()
+        store.put(skey, self.shared.encode(value))
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-            self.hits = self.misses = 0
+            self.hits = self.misses = self.shared_hits = 0

@@ -7,15 +7,17 @@ merges them, and any window can then be compared with the reference without the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import scipy
 from scipy import stats
 
-from app.monitoring._memo import Memo, digest, digest_of
+from app.monitoring._memo import Memo, Shared, digest, digest_of
 from app.monitoring._result import INSUFFICIENT_DATA, INVALID_INPUT, OK, JsonResult
 from app.monitoring.binning import (
     SortedSample,
@@ -28,7 +30,13 @@ KS_D_THRESHOLD = 0.1
 KS_ALPHA = 0.05
 # scipy.stats.ks_2samp(method="auto") is exact up to this sample size, asymptotic above.
 _SCIPY_MAX_AUTO_N = 10000
-KS_MEMO = Memo(4096)  # exact two-sample results by (sample, slot counts, knobs)
+
+def _ks_encode(r: KsResult) -> str:
+    return json.dumps(dataclasses.asdict(r))  # floats as repr: they come back bit for bit
+
+
+def _ks_decode(raw: str) -> KsResult:
+    return KsResult(**json.loads(raw))
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,12 @@ class KsResult(JsonResult):
     pvalue_bound: float | None = None
     pvalue_adjusted: float | None = None
     correction: str | None = None
+
+
+# Exact two-sample results by (sample, slot counts, knobs); shared between the service and
+# the scheduler where the caller opens a store (the figure depends on scipy's version).
+KS_MEMO = Memo(4096, Shared(f"ks_from_counts/scipy-{scipy.__version__}/1", _ks_encode,
+                            _ks_decode))
 
 
 def ks_statistic(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:

@@ -15,14 +15,19 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import scipy
 from scipy import stats
 
-from app.monitoring._memo import Memo, digest
+from app.monitoring._memo import Memo, Shared, digest
 from app.monitoring._result import JsonResult
 
 ECE_NULL_DRAWS = 20_000
 ECE_NULL_SEED = 20_260_115
 ECE_NULL_MEMO = Memo(1024)  # seeded, so a function of its inputs: computed once per window
+# scipy's kstwo.isf sums an O(n) series inside a root search (~0.1-0.5 s a call at a window's
+# n): shared between the service and the scheduler where the caller opens a store
+KS_NOISE_MEMO = Memo(4096, Shared(f"ks_noise_quantile/scipy-{scipy.__version__}/1",
+                                  lambda q: float(q).hex(), float.fromhex))
 
 
 @lru_cache(maxsize=4096)
@@ -100,7 +105,6 @@ def psi_evidence(ref_counts: Any, cur_counts: Any) -> float:
     return float(stats.chi2.sf(x2, ref.shape[0] - 1))
 
 
-@lru_cache(maxsize=4096)
 def ks_noise_quantile(n_cur: int, n_ref: int, alpha: float, m: int = 1) -> float:
     """The D that two samples of one continuous distribution exceed with probability
     alpha/m: scipy's asymptotic two-sample distribution, kstwo(round(n n_ref / (n + n_ref))),
@@ -110,7 +114,8 @@ def ks_noise_quantile(n_cur: int, n_ref: int, alpha: float, m: int = 1) -> float
         raise ValueError("sample sizes must be positive")
     m_big, n_small = sorted([float(n_cur), float(n_ref)], reverse=True)
     en = max(float(np.round(m_big * n_small / (m_big + n_small))), 1.0)
-    return float(stats.kstwo.isf(_family_alpha(alpha, m), en))
+    p = _family_alpha(alpha, m)
+    return KS_NOISE_MEMO.get((p, en), lambda: float(stats.kstwo.isf(p, en)))
 
 
 def ece_null_quantiles(counts: Any, mean_confidence: Any, qs: Any, *,

@@ -87,3 +87,23 @@ def ece_series(conn: Connection, settings: Settings, model: str, version: str,
     rows = read(conn, settings, model, "calibration_ece", version=version,
                 start=end - FEATURE_SPAN, end=end)
     return rows, charts.series(points(rows), lines, {})
+
+
+LABEL_DELAY = ("label_delay_p50_seconds", "label_delay_p90_seconds")
+
+
+def label_delay(conn: Connection, settings: Settings, model: str, version: str,
+                start: datetime, end: datetime) -> dict[str, float | None] | None:
+    """The label delay's quantiles the labels job stored for exactly the window (start, end]
+    (its window is the calibration report's: both wait the model's label lag), by metric
+    name; None where the job has stored no result for that window yet. Read, never
+    recomputed: the KLL sketch behind them compacts at random past 200 labels, so only the
+    stored figure is one answer per window."""
+    found: dict[str, float | None] = {}
+    for metric in LABEL_DELAY:
+        for r in read(conn, settings, model, metric, version=version,
+                      start=end - timedelta(microseconds=1), end=end):
+            if (datetime.fromisoformat(r["window_start"]) == start
+                    and datetime.fromisoformat(r["window_end"]) == end):
+                found[metric] = r["value"]
+    return found or None

@@ -109,6 +109,8 @@ class VersionView:
     cohort_keys: list[dict[str, Any]] = field(default_factory=list)
     gap: dict[str, Any] | None = None
     label_coverage: float | None = None
+    # the labels job's stored delay quantiles for the calibration window (None: no result yet)
+    label_delay: dict[str, float | None] | None = None
     ece_history: list[dict[str, Any]] = field(default_factory=list)
     ece_chart: Any = None
     quadrant: Any = None
@@ -280,11 +282,15 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
 
 
 def over_time(conn: Connection, settings: Settings, v: VersionView) -> None:
-    """From the stored results: each drift row's sparkline, ECE over time; and the drift
-    against importance quadrant from the drift table."""
+    """From the stored results: each drift row's sparkline, ECE over time, the label delay
+    of the calibration window; and the drift against importance quadrant from the drift
+    table."""
     r = v.reports
     end = datetime.fromisoformat(r.drift["window_end"])
     history.sparklines(conn, settings, v.model, v.version, v.features, end)
+    v.label_delay = history.label_delay(
+        conn, settings, v.model, v.version,
+        *(datetime.fromisoformat(r.calibration[k]) for k in ("window_start", "window_end")))
     pol = r.calibration["policy"]
     v.ece_history, v.ece_chart = history.ece_series(
         conn, settings, v.model, v.version, datetime.fromisoformat(r.calibration["window_end"]),

@@ -356,3 +356,16 @@ STAGE_TYPES = (
 )
 STAGE_DDL = (f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ("
              + ", ".join(f"{c} {t}" for c, t in STAGE_TYPES) + ") ON COMMIT DELETE ROWS")
+
+# Costly pure figures (an exact KS p-value, a KS noise quantile) by a digest of everything
+# they are computed from, written by whichever process computes one first (a scheduler's job
+# or a page in the service; app/storage/memo.py), so each is computed once per window and can
+# never be stale. Retention keeps the newest MODELMON_MEMO_MAX_ROWS.
+memo_results = Table(
+    "memo_results",
+    metadata,
+    Column("key", LargeBinary(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_memo_results_created_at", "created_at"),
+)

@@ -25,18 +25,26 @@ def page_settings(db_url: str, **over: object) -> Settings:
                        "job_window_seconds": 3600, "job_catchup_windows": 1, **over})
 
 
+def register(client, rng: np.random.Generator, reference_rows: int,
+             headers: dict[str, str] | None = None) -> None:
+    """The credit model and its v1 with a reference of ``reference_rows`` rows."""
+    h = headers or {}
+    assert client.post("/v1/models", json=drift_model(), headers=h).status_code == 201
+    assert client.post("/v1/models/credit/versions", json={"version": "v1"},
+                       headers=h).status_code == 201
+    r = client.post("/v1/models/credit/versions/v1/reference",
+                    content=reference_csv(rng, reference_rows),
+                    headers={"content-type": "text/csv", **h})
+    assert r.status_code == 201, r.text
+
+
 def seed_model(client, headers: dict[str, str] | None = None, n: int = 1500
                ) -> tuple[datetime, datetime]:
     """The credit model, v1 with a reference, ``n`` predictions in the latest window with
     SHIFTED features moved, every one labeled; the window's (start, end)."""
     rng = np.random.default_rng(7)
     h = headers or {}
-    assert client.post("/v1/models", json=drift_model(), headers=h).status_code == 201
-    assert client.post("/v1/models/credit/versions", json={"version": "v1"},
-                       headers=h).status_code == 201
-    r = client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 2000),
-                    headers={"content-type": "text/csv", **h})
-    assert r.status_code == 201, r.text
+    register(client, rng, 2000, h)
     start, end = latest_window()
     records, _, y, _ = traffic(rng, n, start, end, shifted=SHIFTED)
     client.headers.update(h)

@@ -17,14 +17,12 @@ from app.pages.views import DEBUG_DASHBOARD
 from tests.conftest import ROOT
 from tests.jobs_data import (
     SHIFTED,
-    drift_model,
     latest_window,
     post_all,
-    reference_csv,
     traffic,
 )
 from tests.pages.pageparse import number, parse
-from tests.pages.pages_data import page_settings, seed_model, window_params
+from tests.pages.pages_data import page_settings, register, seed_model, window_params
 
 PAGE = "/ui/models/credit/versions/v1"
 
@@ -219,11 +217,7 @@ def test_a_reference_without_a_pca_basis_shows_why_multivariate_drift_does_not_a
     """150 reference rows are too few to fit the basis: the REST entry is not_applicable and
     the page shows its reason, with no decision in the strip."""
     rng = np.random.default_rng(3)
-    assert client.post("/v1/models", json=drift_model()).status_code == 201
-    assert client.post("/v1/models/credit/versions", json={"version": "v1"}).status_code == 201
-    r = client.post("/v1/models/credit/versions/v1/reference", content=reference_csv(rng, 150),
-                    headers={"content-type": "text/csv"})
-    assert r.status_code == 201, r.text
+    register(client, rng, 150)
     start, end = latest_window()
     post_all(client, "/v1/predictions", traffic(rng, 200, start, end)[0])
     params = window_params(start, end)
