@@ -149,13 +149,9 @@ class Settings(BaseSettings):
         "is refused (422 naming the waiting labels), so labels for predictions that never "
         "come cannot grow without bound. Retention counts them again exactly."))
     pairing_locks: Literal["model", "striped"] = Field(default="model", description=(
-        "How label batches exclude the prediction batches of their model, so that a label and "
-        "its prediction in flight together are paired once: `model` takes the model's pairing "
-        "lock exclusively, as releases before this one do, so a model's label batches run one "
-        "after the other; `striped` takes one of 16 stripes, so they run side by side. Set "
-        "`striped` only once no process of an earlier release is left (docs/operations.md, "
-        "Rolling upgrades); replicas of this release with either value exclude each other "
-        "correctly."))
+        "How a label batch excludes its model's prediction batches: `model` (the earlier "
+        "releases' lock: a model's label batches run one after another) or `striped` (one of 16 "
+        "stripes: side by side), set only once no earlier release runs (docs/operations.md)."))
     results_retention_days: int = Field(default=90, ge=1, description=(
         "Days stored results (`metric_results`) and job runs are kept: the history reports "
         "and dashboards read them after the rows they were computed from are gone."))
