@@ -5,6 +5,8 @@ the summaries of a model-day weigh.
                                          [--keep] [--bucket-predictions 300000]
                                          [--backfill] [--spark] [--skip-kernel]
                                          [--workers 2] [--target-rows 100000000]
+                                         [--spark-mode frame|files|both] [--spark-split]
+                                         [--spark-conf KEY=VALUE] [--spark-batch-rows N]
 
 Data: the same generator as bench/bench_jobs.py (f0..f19 numeric with 1% missing, c0/c1/c2
 categorical, 5 of c2's 50 values unseen in the reference, cohort key "region", binary score,
@@ -410,7 +412,7 @@ def main() -> None:
         if args.spark:
             from bench_lake_spark import against_single_node
 
-            single = results.get("read_and_fold") or read_and_fold(path, args.rows, k=1)
+            single = results.get("read_and_fold") or read_and_fold(path, args.rows)
             modes = ["frame", "files"] if args.spark_mode == "both" else [args.spark_mode]
             conf = dict(item.split("=", 1) for item in args.spark_conf)
             results["spark"] = against_single_node(
