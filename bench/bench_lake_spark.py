@@ -102,16 +102,6 @@ def timed(fn: Callable[[], Any], runs: int = 2) -> tuple[float, dict[str, float]
     return best
 
 
-def count_rows(batches: Iterator[Any]) -> Iterator[Any]:
-    """A ``mapInArrow`` function that reads every batch and yields one row: the count."""
-    import pyarrow as pa
-
-    n = 0
-    for batch in batches:
-        n += batch.num_rows
-    yield pa.RecordBatch.from_pydict({"n": [n]})
-
-
 def runs(session: Any, path: Path, doc: dict[str, Any], rows: int, modes: list[str],
          split: bool) -> dict[str, Callable[[], Any]]:
     """The runs to time, by name: the split's first, then each mode's."""
@@ -126,6 +116,16 @@ def runs(session: Any, path: Path, doc: dict[str, Any], rows: int, modes: list[s
     def counted(folded: list[Any]) -> None:
         if sum(r.n for r in folded if r.kind == OUTCOME) != rows:
             raise SystemExit("Spark counted another number of predictions")
+
+    def count_rows(batches: Iterator[Any]) -> Iterator[Any]:
+        """Reads every batch and yields one row, the count (nested: pickled by value, this
+        module is not on the workers' path)."""
+        import pyarrow as pa
+
+        n = 0
+        for batch in batches:
+            n += batch.num_rows
+        yield pa.RecordBatch.from_pydict({"n": [n]})
 
     out: dict[str, Callable[[], Any]] = {}
     if split:
