@@ -5,6 +5,8 @@ the summaries of a model-day weigh.
                                          [--keep] [--bucket-predictions 300000]
                                          [--backfill] [--spark] [--skip-kernel]
                                          [--workers 2] [--target-rows 100000000]
+                                         [--spark-mode frame|files|both] [--spark-split]
+                                         [--spark-conf KEY=VALUE] [--spark-batch-rows N]
 
 Data: the same generator as bench/bench_jobs.py (f0..f19 numeric with 1% missing, c0/c1/c2
 categorical, 5 of c2's 50 values unseen in the reference, cohort key "region", binary score,
@@ -34,10 +36,14 @@ Options, each on the same Parquet in the same run:
   the start-up (wall minus the rows at the folding rate) plus the target rows at the folding
   rate, and, more pessimistic, at the end-to-end rate. Every prediction must be counted
   once by the service.
-- ``--spark``: the Spark adapter's fold (``app.spark.job.fold_dataframe``) in ``local[2]``
-  over the dataset, wall time of the best of two runs after a warm-up, as rows/s per core
-  (wall x 2 cores), against the single-node path per core (read + fold per fragment, rows per
-  CPU-s); goal: within 2x. Needs pyspark and a JDK (scripts/install-spark-deps.sh).
+- ``--spark``: the Spark adapter in ``local[2]`` over the dataset (bench/bench_lake_spark.py),
+  in its DataFrame mode (``fold_dataframe``: ``mapInArrow``) and its file mode
+  (``fold_parquet``), each the best of two runs after a warm-up, in rows per CPU-second of
+  the driver, the JVM and the Python workers together, against the single-node path (read +
+  fold per fragment, rows per CPU-s); goal: within 2x. Also rows/s per core (wall x 2 cores).
+  ``--spark-split`` adds Spark's scan alone and its hand-over to Python alone;
+  ``--spark-conf`` sets Spark settings. Needs pyspark and a JDK
+  (scripts/install-spark-deps.sh).
 - ``--skip-kernel``: leave out the in-process figures above (for a quick run of an option).
 
 Prints the load average around every figure and last a ``RESULTS`` line (JSON). Machines here
@@ -363,89 +369,6 @@ def backfill(path: Path, rows: int, folder: Path, workers: int, target: int) -> 
     return out
 
 
-def spark_session(batch_rows: int | None = None) -> Any:
-    """A SparkSession in local[2] mode (pyspark; a JDK from scripts/install-spark-deps.sh),
-    its Python workers this interpreter."""
-    if shutil.which("java") is None:
-        raise SystemExit("--spark needs java: run scripts/install-spark-deps.sh as root")
-    os.environ.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
-    from pyspark.sql import SparkSession
-
-    loopback = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
-    batches = ({} if batch_rows is None else
-               {"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows)})
-    session = SparkSession.builder.master("local[2]").appName("bench-lake").config(map={
-        **loopback, "spark.ui.enabled": "false", "spark.driver.memory": "2g",
-        **batches}).getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    return session
-
-
-def tree_cpu() -> float:
-    """CPU seconds (user + system) of this process and every live descendant: Spark's JVM
-    (started by the driver) and its Python workers (started by the JVM)."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parent[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
-    me, total = os.getpid(), 0
-    for pid, t in ticks.items():
-        p = pid
-        while p not in (0, 1, me) and p in parent:
-            p = parent[p]
-        total += t if p == me else 0
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def spark_against_single_node(path: Path, rows: int, single: dict[str, Any],
-                              batch_rows: int | None = None) -> dict[str, Any]:
-    """The Spark adapter's fold of the dataset in local[2] (after a warm-up run that starts
-    the Python workers, best of two), against ``single`` (read_and_fold): per CPU-second of
-    the driver, the JVM and the Python workers together (what the machine's load does not
-    change much), and per core of wall time (what it does)."""
-    from app.spark.job import fold_dataframe
-    from app.storage.summaries import OUTCOME
-
-    doc = profile_document()
-    session = spark_session(batch_rows)
-    try:
-        frame = session.read.parquet(str(path))
-
-        def run() -> int:
-            folded = fold_dataframe(doc, frame, dedupe=False)
-            return sum(r.n for r in folded if r.kind == OUTCOME)
-
-        if run() != rows:
-            raise SystemExit("Spark counted another number of predictions")
-        walls, cpus = [], []
-        for _ in range(2):
-            w, c = time.perf_counter(), tree_cpu()
-            run()
-            walls.append(time.perf_counter() - w)
-            cpus.append(tree_cpu() - c)
-    finally:
-        session.stop()
-    w, c = min(walls), min(cpus)
-    per_core, per_cpu = rows / w / 2, rows / c
-    ratio = single["rows_per_cpu_s"] / per_cpu
-    out = {"wall_s": w, "cpu_s": c, "rows_per_s": rows / w, "rows_per_core_s": per_core,
-           "rows_per_cpu_s": per_cpu, "single_node_rows_per_cpu_s": single["rows_per_cpu_s"],
-           "single_over_spark_per_cpu_s": ratio,
-           "single_over_spark_per_core_wall": single["rows_per_cpu_s"] / per_core,
-           "load": load()}
-    print(f"Spark local[2]: {per_cpu:,.0f} rows/CPU-s ({c:.1f} CPU-s of driver, JVM and "
-          f"workers), {rows / w:,.0f} rows/s wall = {per_core:,.0f} per core ({w:.2f} s); "
-          f"single node {single['rows_per_cpu_s']:,.0f} rows/CPU-s: {ratio:.2f}x Spark's "
-          f"per CPU-s (goal <= 2), {out['single_over_spark_per_core_wall']:.2f}x per core of "
-          f"wall; load {load()}", flush=True)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -461,6 +384,15 @@ def main() -> None:
                     help="rows the backfill's rate is extrapolated to (default 100M)")
     ap.add_argument("--spark", action="store_true",
                     help="also time the Spark adapter in local[2] against the single node")
+    ap.add_argument("--spark-mode", choices=("frame", "files", "both"), default="both",
+                    help="the adapter's mode timed: the DataFrame's mapInArrow (frame), the "
+                         "file mode (files), or both (default)")
+    ap.add_argument("--spark-split", action="store_true",
+                    help="also time Spark's scan alone and its hand-over to Python alone "
+                         "(where the frame mode's CPU goes)")
+    ap.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a Spark setting for the session (repeatable), e.g. "
+                         "spark.sql.parquet.columnarReaderBatchSize=8192")
     ap.add_argument("--spark-batch-rows", type=int, default=None,
                     help="spark.sql.execution.arrow.maxRecordsPerBatch (Spark's default: "
                          "10,000): the rows of each Arrow batch Spark hands the kernel")
@@ -478,9 +410,14 @@ def main() -> None:
             results["backfill"] = backfill(path, args.rows, args.dir, args.workers,
                                            args.target_rows)
         if args.spark:
-            single = results.get("read_and_fold") or read_and_fold(path, args.rows, k=1)
-            results["spark"] = spark_against_single_node(path, args.rows, single,
-                                                         args.spark_batch_rows)
+            from bench_lake_spark import against_single_node
+
+            single = results.get("read_and_fold") or read_and_fold(path, args.rows)
+            modes = ["frame", "files"] if args.spark_mode == "both" else [args.spark_mode]
+            conf = dict(item.split("=", 1) for item in args.spark_conf)
+            results["spark"] = against_single_node(
+                path, args.rows, single, profile_document(), modes, split=args.spark_split,
+                batch_rows=args.spark_batch_rows, conf=conf)
     finally:
         if not args.keep:
             shutil.rmtree(path, ignore_errors=True)

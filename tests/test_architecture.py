@@ -45,12 +45,15 @@ def test_a_room_imports_only_from_the_rooms_below_it(room):
     assert _ups(room) == []
 
 
-def test_the_spark_adapter_takes_only_the_http_client_from_the_command_line():
+def test_the_spark_adapter_takes_only_the_http_client_and_the_backfill_s_reader_from_cli():
+    """The HTTP client, and for the file mode the backfill's unit of work (app/cli/lake.py:
+    one way to read, join and fold a Parquet file)."""
     taken = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
              for path in sorted((APP / "spark").rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1)
              if (m := IMPORT.match(line)) and m.group(1) == "cli"]
-    assert taken and all("from app.cli.client import" in t for t in taken), taken
+    assert taken and all(t.endswith(("from app.cli.client import ApiClient",
+                                     "from app.cli import lake")) for t in taken), taken
 
 
 def test_every_room_is_drawn():

@@ -17,7 +17,7 @@ prediction is not in the DataFrame is not counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -39,16 +39,16 @@ def refuse(problems: list[Problem], what: str) -> Invalid:
     return Invalid("invalid_columns", f"the {what} cannot be summarised: {listed}", problems)
 
 
-def _resolve(df: DataFrame, wanted: tuple[str, ...], optional: tuple[str, ...],
+def _resolve(columns: Collection[str], wanted: tuple[str, ...], optional: tuple[str, ...],
              mapping: Mapping[str, str] | None, what: str) -> dict[str, str]:
-    """Kernel column -> the DataFrame's column, for every wanted column and each optional one
-    present; a mapping key that names no kernel column, or a column the DataFrame lacks, is
+    """Kernel column -> the data's column, for every wanted column and each optional one
+    present; a mapping key that names no kernel column, or a column the data lacks, is
     refused with every such problem."""
     mapping = dict(mapping or {})
     known = wanted + optional
     problems = [Problem(f"{key!r} is not one of the model's columns ({', '.join(known)})",
                         field=key) for key in mapping if key not in known]
-    have = set(df.columns)
+    have = set(columns)
     out = {}
     for key in known:
         name = mapping.get(key, key)
@@ -62,8 +62,8 @@ def _resolve(df: DataFrame, wanted: tuple[str, ...], optional: tuple[str, ...],
     return out
 
 
-def _check_types(df: DataFrame, names: dict[str, str], shape: ModelShape, what: str) -> None:
-    types = {f.name: f.dataType for f in df.schema.fields}
+def _check_types(types: Mapping[str, T.DataType], names: dict[str, str], shape: ModelShape,
+                 what: str) -> None:
     numeric = [n for n, kind in shape.features if kind == "numeric"]
     if shape.task != "multiclass_classification":
         numeric.append(prediction_column(shape))
@@ -99,16 +99,43 @@ def _probabilities(col: Column, t: T.DataType, classes: tuple[str, ...]) -> Colu
     return F.struct(*[f.cast("double").alias(c) for f, c in zip(fields, classes, strict=True)])
 
 
-def kernel_predictions(df: DataFrame, shape: ModelShape, mapping: Mapping[str, str] | None,
-                       *, with_id: bool) -> DataFrame:
-    """The predictions' kernel columns (and ``prediction_id`` when ``with_id``)."""
+def prediction_names(types: Mapping[str, T.DataType], shape: ModelShape,
+                     mapping: Mapping[str, str] | None, *, with_id: bool) -> dict[str, str]:
+    """Kernel column -> the predictions' column (of those with ``types``), checked: every
+    wrong name, missing column and wrong type refused at once."""
     what = "predictions"
     wanted = (TIMESTAMP, *(n for n, _ in shape.features), *shape.cohort_keys,
               prediction_column(shape)) + ((PREDICTION_ID,) if with_id else ())
     optional = (LABEL, LABEL_TIMESTAMP) + (() if with_id else (PREDICTION_ID,))
-    names = _resolve(df, wanted, optional, mapping, what)
-    _check_types(df, names, shape, what)
+    names = _resolve(types, wanted, optional, mapping, what)
+    _check_types(types, names, shape, what)
+    return names
+
+
+def label_names(types: Mapping[str, T.DataType], shape: ModelShape,
+                mapping: Mapping[str, str] | None) -> dict[str, str]:
+    """Kernel column -> the labels' column (``prediction_id``, ``label``, ``timestamp``),
+    checked as ``prediction_names``."""
+    what = "labels"
+    names = _resolve(types, LABEL_COLUMNS, (), mapping, what)
+    problems = []
+    if not isinstance(types[names[TIMESTAMP]], TIME_TYPES):
+        problems.append(Problem(f"column {names[TIMESTAMP]!r} must be a timestamp or epoch "
+                                f"seconds, not {types[names[TIMESTAMP]].simpleString()}",
+                                field=TIMESTAMP))
+    if shape.task == "regression" and not isinstance(types[names[LABEL]], T.NumericType):
+        problems.append(Problem(f"column {names[LABEL]!r} must be numeric, not "
+                                f"{types[names[LABEL]].simpleString()}", field=LABEL))
+    if problems:
+        raise refuse(problems, what)
+    return names
+
+
+def kernel_predictions(df: DataFrame, shape: ModelShape, mapping: Mapping[str, str] | None,
+                       *, with_id: bool) -> DataFrame:
+    """The predictions' kernel columns (and ``prediction_id`` when ``with_id``)."""
     types = {f.name: f.dataType for f in df.schema.fields}
+    names = prediction_names(types, shape, mapping, with_id=with_id)
     cols = []
     for key, name in names.items():
         if key == PREDICTION_ID and not with_id:
@@ -124,19 +151,7 @@ def _late_labels(labels: DataFrame, shape: ModelShape, mapping: Mapping[str, str
                  ) -> DataFrame:
     """One label per prediction id: the earliest (by time, then value), so every run picks
     the same; rows without a label are no label."""
-    what = "labels"
-    names = _resolve(labels, LABEL_COLUMNS, (), mapping, what)
-    types = {f.name: f.dataType for f in labels.schema.fields}
-    problems = []
-    if not isinstance(types[names[TIMESTAMP]], TIME_TYPES):
-        problems.append(Problem(f"column {names[TIMESTAMP]!r} must be a timestamp or epoch "
-                                f"seconds, not {types[names[TIMESTAMP]].simpleString()}",
-                                field=TIMESTAMP))
-    if shape.task == "regression" and not isinstance(types[names[LABEL]], T.NumericType):
-        problems.append(Problem(f"column {names[LABEL]!r} must be numeric, not "
-                                f"{types[names[LABEL]].simpleString()}", field=LABEL))
-    if problems:
-        raise refuse(problems, what)
+    names = label_names({f.name: f.dataType for f in labels.schema.fields}, shape, mapping)
     first = F.min(F.struct(F.col(f"`{names[TIMESTAMP]}`").alias("t"),
                            F.col(f"`{names[LABEL]}`").alias("v")))
     return (labels.where(F.col(f"`{names[LABEL]}`").isNotNull()

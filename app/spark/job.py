@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pyarrow as pa
 from pyspark import Broadcast
 from pyspark.errors import PySparkNotImplementedError
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from app.cli.client import ApiClient
 from app.evaluation.fold import fold, from_profile_document, merge, upload_body
@@ -116,11 +116,26 @@ def merge_group(table: pa.Table) -> pa.Table:
     return pa.Table.from_batches([to_arrow(version, rows)])
 
 
-def _shared(df: DataFrame, doc: dict[str, Any]) -> Any:
+def shared(session: SparkSession, value: Any) -> Any:
+    """``value`` for the executors: a broadcast, or on Spark Connect the value itself (it
+    travels in the plan)."""
     try:
-        return df.sparkSession.sparkContext.broadcast(doc)
-    except PySparkNotImplementedError:  # Spark Connect: the document travels in the plan
-        return doc
+        return session.sparkContext.broadcast(value)
+    except PySparkNotImplementedError:
+        return value
+
+
+def merged(partial: DataFrame, value: Any) -> list[SummaryRow]:
+    """The partial summaries (``SCHEMA``) added up per bucket and kind in Spark
+    (``applyInArrow``: the driver receives one row per bucket and kind), merged on the
+    driver; ``value`` (what ``shared`` gave) released after."""
+    grouped = partial.groupBy("version", "bucket_start", "kind", "profile_key").applyInArrow(
+        merge_group, SCHEMA)
+    try:
+        return merge(from_arrow(grouped.toArrow()))
+    finally:
+        if isinstance(value, Broadcast):
+            value.destroy()
 
 
 def fold_dataframe(doc: dict[str, Any], predictions: DataFrame,
@@ -134,15 +149,8 @@ def fold_dataframe(doc: dict[str, Any], predictions: DataFrame,
     shape, _ = from_profile_document(doc)
     frame = kernel_frame(predictions, labels, shape, columns=columns,
                          label_columns=label_columns, dedupe=dedupe)
-    shared = _shared(predictions, doc)
-    partial = frame.mapInArrow(FoldPartition(shared, fold_rows), SCHEMA)
-    merged = partial.groupBy("version", "bucket_start", "kind", "profile_key").applyInArrow(
-        merge_group, SCHEMA)
-    try:
-        return merge(from_arrow(merged.toArrow()))
-    finally:
-        if isinstance(shared, Broadcast):
-            shared.destroy()
+    value = shared(predictions.sparkSession, doc)
+    return merged(frame.mapInArrow(FoldPartition(value, fold_rows), SCHEMA), value)
 
 
 # --------------------------------------------------------------------------- upload
@@ -204,6 +212,12 @@ def upload(client: ApiClient, doc: dict[str, Any], rows: list[SummaryRow], *, so
     return out
 
 
+def profile_of(client: ApiClient, model: str, version: str) -> dict[str, Any]:
+    """The version's profile document (GET .../profile): what the executors fold with."""
+    return client.get(f"/v1/models/{quote(model, safe='')}/versions/{quote(version, safe='')}"
+                      "/profile")
+
+
 def summarize(predictions: DataFrame, labels: DataFrame | None = None, *, model: str,
               version: str, source: str, url: str | None = None, token: str | None = None,
               columns: Mapping[str, str] | None = None,
@@ -213,8 +227,7 @@ def summarize(predictions: DataFrame, labels: DataFrame | None = None, *, model:
     summaries to the service at ``url`` (MODELMON_URL) with ``token`` (MODELMON_TOKEN; read
     and ingest scopes); see the module docstring and docs/scale.md."""
     client = ApiClient(url, token, retries=retries)
-    doc = client.get(f"/v1/models/{quote(model, safe='')}/versions/{quote(version, safe='')}"
-                     "/profile")
+    doc = profile_of(client, model, version)
     rows = fold_dataframe(doc, predictions, labels, columns=columns,
                           label_columns=label_columns, dedupe=dedupe)
     return upload(client, doc, rows, source=source, run=run)

@@ -2,8 +2,9 @@
 late, corrected later and for predictions that do not exist; missing values, a category the
 reference never saw, three regions as cohorts) goes through raw ingest (POST /v1/predictions
 and /v1/labels), `modelmon backfill` over the log written as hive-partitioned Parquet, the
-Spark adapter in ``local[2]`` over the same Parquet, and the summarizing client on a model
-server, each into a model of its own with the same reference and training figures. After
+Spark adapter in ``local[2]`` over the same Parquet (in both its modes: the DataFrame's
+``mapInArrow`` and the file mode), and the summarizing client on a model server, each into
+a model of its own with the same reference and training figures. After
 compaction every bucket's summaries decode to the same counts and sums (compared decoded: a
 payload lists cohort values in the order its path met them, so the bytes differ), and the
 drift, calibration and cohort reports (with the generalization gap), their decisions and the
@@ -12,7 +13,7 @@ exception is documented: the label-delay quantiles come from a KLL sketch, which
 labels depends on the order it was merged in; they are checked against the true delays within
 the sketch's rank error.
 
-Exactly once: every upload the three summarizing paths made is sent again, twice and in
+Exactly once: every upload the summarizing paths made is sent again, twice and in
 shuffled order (its summaries shuffled too), to a twin model of each path: the twins equal one
 clean pass. (The backfill killed with SIGKILL and resumed is proven in
 tests/cli/test_backfill_cli.py, the summarizing client killed and restarted on its spool in
@@ -65,7 +66,7 @@ from tests.factories import version
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
 
-PATHS = ("raw", "lake", "spark", "edge", "edge-paired")
+PATHS = ("raw", "lake", "spark", "spark-files", "edge", "edge-paired")
 SUMMARIZING = PATHS[1:]
 TASKS = ("binary", "multiclass", "regression")
 N = 900
@@ -178,6 +179,26 @@ def through_spark(spark, url: str, name: str, data: str) -> dict[str, int]:
                          columns={"timestamp": "event_time", "region": "geo"},
                          label_columns={"prediction_id": "pid", "label": "outcome",
                                         "timestamp": "labeled_at"})
+        assert done.duplicates == 0
+        counted[v] = done.predictions
+    return counted
+
+
+def through_spark_files(spark, url: str, name: str, data: str) -> dict[str, int]:
+    """Spark's file mode over the same Parquet: one version per job, chosen by a filter on
+    its hive partition (the other version's files are not read)."""
+    import pyarrow.compute as pc
+
+    from app.spark.files import summarize_parquet
+
+    counted = {}
+    for v in VERSIONS:
+        done = summarize_parquet(spark, data, str(Path(data).parent / "labels"), url=url,
+                                 model=name, version=v, source="spark-files:four-paths",
+                                 filter=pc.field("version") == v,
+                                 columns={"timestamp": "event_time", "region": "geo"},
+                                 label_columns={"prediction_id": "pid", "label": "outcome",
+                                                "timestamp": "labeled_at"})
         assert done.duplicates == 0
         counted[v] = done.predictions
     return counted
@@ -383,8 +404,8 @@ def test_the_four_paths_give_the_same_summaries_reports_and_decisions(
     with LiveServer(recorder) as server:
         assert cli.main(backfill_args(server.url, "lake", data, mapping,
                                       "--workers", "2")) == 0
-        assert through_spark(spark, server.url, "spark", data) == {"v1": N - N // 3,
-                                                                  "v2": N // 3}
+        for name, through in (("spark", through_spark), ("spark-files", through_spark_files)):
+            assert through(spark, server.url, name, data) == {"v1": N - N // 3, "v2": N // 3}
         edge = through_client(server.url, "edge", preds, labels, tmp_path / "edge", True)
         paired = through_client(server.url, "edge-paired", preds, labels,
                                 tmp_path / "edge-paired", False)

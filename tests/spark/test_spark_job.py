@@ -38,10 +38,11 @@ def other_label(task: str, label: pa.Array) -> pa.Array:
     return pa.array([classes[(classes.index(v) + 1) % len(classes)] for v in label.to_pylist()])
 
 
-def lake(rng: np.random.Generator, task: str, n: int) -> tuple[dict, pa.Table, pa.Table,
-                                                               pa.Table]:
+def lake(rng: np.random.Generator, task: str, n: int, *, twice: bool = True,
+         as_array: bool = True) -> tuple[dict, pa.Table, pa.Table, pa.Table]:
     """(profile document, the predictions as the kernel reads them with each one's first
-    label, the lake's predictions, the lake's labels)."""
+    label, the lake's predictions, the lake's labels); ``twice``: some predictions logged
+    twice; ``as_array``: multiclass probabilities logged as arrays, not structs."""
     m = model(task)
     ref = data(rng, 3000, task)
     ref["cat"] = np.array(rng.choice(["a", "b", "c"], size=3000), dtype=object)
@@ -58,12 +59,13 @@ def lake(rng: np.random.Generator, task: str, n: int) -> tuple[dict, pa.Table, p
     preds = expected.drop_columns(["label_timestamp"]).append_column("pid", ids)
     preds = preds.set_column(preds.schema.get_field_index("label"), "label", pa.array(
         expected["label"].to_pylist(), mask=~inline, type=expected["label"].type))
-    if task == "multiclass_classification":  # logged as an array in the classes' order
+    if task == "multiclass_classification" and as_array:  # an array in the classes' order
         preds = preds.drop_columns(["probabilities"]).append_column(
             "probabilities", pa.array(d["probs"].tolist(), pa.list_(pa.float64())))
     preds = preds.rename_columns([COLUMNS.get(c, c) for c in preds.column_names])
-    twice = rng.choice(n, n // 20, replace=False)  # logged twice: counted once
-    preds = pa.concat_tables([preds, preds.take(twice)]).take(rng.permutation(n + n // 20))
+    again = rng.choice(n, n // 20 if twice else 0, replace=False)  # logged twice: counted once
+    preds = pa.concat_tables([preds, preds.take(again)]).take(
+        rng.permutation(n + again.size))
     late_at = np.flatnonzero(late)
     label, ts, label_ts = (expected[c].combine_chunks()
                            for c in ("label", "timestamp", "label_timestamp"))
