@@ -219,5 +219,5 @@ def window_rows(job: str, conn: Connection, model: ModelRow, start: datetime, en
             if x is not None:
                 counts["predictions"] = counts.get("predictions", 0) + x.window.n
                 counts["labeled"] = counts.get("labeled", 0) + x.window.outcome.labeled
-        computed.write(conn)
+        computed.write_within(conn)
     return rows

@@ -50,6 +50,22 @@ class TableMemo:
         self.pending.clear()
         return written
 
+    def write_within(self, conn: Connection) -> int:
+        """``write`` inside the caller's transaction, under a savepoint: a figure another
+        transaction stored meanwhile (under REPEATABLE READ, PostgreSQL refuses the insert as
+        a serialization failure) or any other failure is logged and undone alone, never
+        failing the caller's work."""
+        if not self.pending:
+            return 0
+        try:
+            with conn.begin_nested():
+                return self.write(conn)
+        except SQLAlchemyError as exc:
+            log.warning("memo: %d figures not stored (%s)", len(self.pending),
+                        type(exc).__name__)
+            self.pending.clear()
+            return 0
+
     def flush(self, engine: Engine) -> int:
         """``write`` in a transaction of its own; a failure is logged and costs only a later
         computation (the figures are not a result anyone waits for)."""

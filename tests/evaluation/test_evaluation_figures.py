@@ -133,3 +133,37 @@ def test_a_page_after_a_tick_takes_every_exact_ks_figure_from_the_table(client, 
             row = fields[f"feature:{f['feature']}"]
             assert float(row["ks_pvalue"]) == pytest.approx(f["ks_pvalue"], rel=5e-4,
                                                             abs=1e-300)
+
+
+def test_a_figure_stored_meanwhile_never_fails_the_job_that_computed_it_too(pg_url):
+    """Two jobs compute the same figure under REPEATABLE READ: the second's insert meets the
+    first's committed row after its snapshot (PostgreSQL: a serialization failure). Its
+    savepoint undoes only the figure; the job's own writes commit."""
+    from sqlalchemy import create_engine, text
+
+    from app.storage import migrate
+
+    engine = create_engine(pg_url)
+    migrate.upgrade(engine)
+    key, now = b"test-race-" + datetime.now(UTC).isoformat().encode(), datetime.now(UTC)
+    try:
+        with engine.connect() as job:
+            job = job.execution_options(isolation_level="REPEATABLE READ")
+            with job.begin():
+                job.execute(text("CREATE TEMPORARY TABLE job_out (x int)"))
+                store = memo.TableMemo(job)
+                assert store.get(key) is None  # the snapshot is taken
+                with engine.begin() as other:  # another job stores the same figure
+                    other.execute(insert(memo_results), {"key": key, "value": "1",
+                                                         "created_at": now})
+                store.put(key, "1")
+                assert store.write_within(job) == 0 and store.pending == {}
+                job.execute(text("INSERT INTO job_out VALUES (7)"))  # the job goes on
+                assert job.execute(text("SELECT x FROM job_out")).scalar_one() == 7
+        with engine.connect() as conn:
+            assert conn.execute(select(memo_results.c.value)
+                                .where(memo_results.c.key == key)).scalar_one() == "1"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(memo_results.delete().where(memo_results.c.key == key))
+        engine.dispose()
