@@ -7,6 +7,7 @@ computing it again."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select
@@ -55,25 +56,26 @@ class TableMemo:
         transaction stored meanwhile (under REPEATABLE READ, PostgreSQL refuses the insert as
         a serialization failure) or any other failure is logged and undone alone, never
         failing the caller's work."""
-        if not self.pending:
-            return 0
-        try:
+        def store() -> int:
             with conn.begin_nested():
                 return self.write(conn)
-        except SQLAlchemyError as exc:
-            log.warning("memo: %d figures not stored (%s)", len(self.pending),
-                        type(exc).__name__)
-            self.pending.clear()
-            return 0
+        return self._or_logged(store)
 
     def flush(self, engine: Engine) -> int:
         """``write`` in a transaction of its own; a failure is logged and costs only a later
         computation (the figures are not a result anyone waits for)."""
+        def store() -> int:
+            with engine.begin() as conn:
+                return self.write(conn)
+        return self._or_logged(store)
+
+    def _or_logged(self, store: Callable[[], int]) -> int:
+        """``store()``'s count of figures written; on a database error, the pending figures
+        are logged and dropped (0)."""
         if not self.pending:
             return 0
         try:
-            with engine.begin() as conn:
-                return self.write(conn)
+            return store()
         except SQLAlchemyError as exc:
             log.warning("memo: %d figures not stored (%s)", len(self.pending),
                         type(exc).__name__)
