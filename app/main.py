@@ -29,6 +29,7 @@ from app.api.schemas import (
     VersionCreate,
     VersionPatch,
 )
+from app.api.slots import IngestSlots
 from app.bootstrap import Service, bootstrap, start_logging
 from app.ingest.service import SchemaCache
 from app.observability.quality import QualityCollector, quality_snapshot
@@ -127,6 +128,8 @@ def _state(app: FastAPI, service: Service) -> None:
     app.state.registry = service.registry
     app.state.metrics = service.metrics
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads,
+                                         settings.retry_after_seconds)
+    app.state.ingest_slots = IngestSlots(settings.ingest_slots, settings.db_hang_seconds,
                                          settings.retry_after_seconds)
 
 

@@ -24,9 +24,8 @@ class Settings(BaseSettings):
 
     # Database.
     database_url: str = Field(default="sqlite:///./modelmon.db", description=(
-        "The store. The embedded default, a SQLite file in the working directory, lets "
-        "`modelmon serve` run on a laptop with nothing to set up; in production "
-        "`postgresql+psycopg://user:pass@host:5432/db`."))
+        "The store: by default a SQLite file in the working directory, nothing to set up; "
+        "in production `postgresql+psycopg://user:pass@host:5432/db`."))
     db_connect_timeout_seconds: float = Field(default=3.0, gt=0, description=(
         "Seconds a connection attempt may take; past it the request is answered 503, so an "
         "unreachable database fails fast and never hangs a request."))
@@ -41,10 +40,9 @@ class Settings(BaseSettings):
         "within another third; if it does not, waits past two thirds are cut and new "
         "connections get the last third. Slow statements on a live database are left alone."))
     db_pool_size: int = Field(default=10, ge=1, description=(
-        "Connections per process kept in the pool, plus as many overflow connections: "
-        "bounds what one process asks of the database."))
+        "Connections per process kept in the pool, plus as many overflow connections."))
     retry_after_seconds: int = Field(default=5, ge=1, description=(
-        "Seconds in the `Retry-After` header of a 503, when clients should try again."))
+        "Seconds in the `Retry-After` header of a 503."))
 
     # Requests and ingest.
     max_body_bytes: int = Field(default=10 * MIB, ge=1024, description=(
@@ -73,12 +71,14 @@ class Settings(BaseSettings):
         "Uploads (references, weights) one process writes to temporary files at once; past "
         "it, 429 with `Retry-After`. A slot is taken only once an upload's body starts "
         "arriving."))
+    ingest_slots: int = Field(default=4, ge=1, description=(
+        "Batches (predictions, labels, imported summaries) one process stores at once; more "
+        "wait their turn, and one that waits past `MODELMON_DB_HANG_SECONDS` gets 503."))
     max_batch_records: int = Field(default=10_000, ge=1, description=(
         "Records in one prediction or label batch: a batch is validated and stored as one, "
         "so this bounds its memory and transaction."))
     max_future_seconds: float = Field(default=86_400.0, ge=0, description=(
-        "Seconds a timestamp may lie in the future (clock skew allowance); later ones are "
-        "refused."))
+        "Seconds a timestamp may lie in the future (clock skew); later ones are refused."))
     max_past_days: int = Field(default=400, ge=1, description=(
         "Days a timestamp may lie in the past (never more than the retention); older ones are "
         "refused, since every accepted day costs a partition."))

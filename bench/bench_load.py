@@ -98,9 +98,11 @@ MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the schedul
 WARMUP = 30  # seconds of the open loop left out of the steady p99
 
 
-def serve(url: str, port: int, interval: int, mode: str, log_path: Path
+def serve(url: str, port: int, interval: int, spec: str, log_path: Path
           ) -> subprocess.Popen:
-    env = {**os.environ, "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
+    mode, _, slots = spec.partition("/")
+    env = {**os.environ, **({"MODELMON_INGEST_SLOTS": slots} if slots else {}),
+           "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
            "MODELMON_SCHEDULER_ENABLED": "false" if mode == "off" else "true",
            "MODELMON_SCHEDULER_PROCESS": "thread" if mode == "off" else mode,
            "MODELMON_JOB_INTERVAL_SECONDS": str(interval), "MODELMON_JOB_WINDOW_SECONDS": "3600"}
@@ -121,6 +123,8 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
     errors: list[str] = []
     local = threading.local()
 
+    stored: list[float] = []  # due after start, of the requests answered 200
+
     def send(due: float, body: bytes) -> None:
         c = getattr(local, "c", None)
         if c is None:
@@ -130,6 +134,8 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
             r = c.post("/v1/predictions", content=body)
             if r.status_code != 200:
                 errors.append(f"{r.status_code} {r.text[:100]}")
+            else:
+                stored.append(due - start)
         except httpx2.HTTPError as exc:
             errors.append(repr(exc)[:100])
         latencies.append((due - start, time.perf_counter() - due))
@@ -148,6 +154,7 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
     steady = np.array([x for at, x in latencies if at >= WARMUP])
     return {"sent": n, "answered": len(latencies), "errors": len(errors),
             "first_errors": errors[:3], "achieved_rate": len(latencies) / elapsed,
+            "stored_rate": len(stored) / elapsed,
             "p50_ms": float(np.quantile(lat, 0.5) * 1000),
             "p99_ms": float(np.quantile(lat, 0.99) * 1000), "max_ms": float(lat[-1] * 1000),
             "p99_steady_ms": float(np.quantile(steady, 0.99) * 1000) if steady.size else None}
@@ -169,7 +176,8 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
     out.update(scheduler=mode, ticks=len(ticks), load_before=load_before,
                load_after=load())
     print(f"scheduler {mode:6}: {out['answered']}/{out['sent']} "
-          f"requests, {out['achieved_rate']:.1f}/s achieved ({args.rate}/s due), p50 "
+          f"requests, {out['achieved_rate']:.1f}/s answered, {out['stored_rate']:.1f}/s stored "
+          f"({args.rate}/s due), p50 "
           f"{out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms (after {WARMUP} s: "
           f"{out['p99_steady_ms'] or 0:.0f} ms), max {out['max_ms']:.0f} ms, "
           f"server {out['server_cpu_s']:.1f} CPU-s ({out['server_cpu_s'] / args.seconds:.2f} "
@@ -187,7 +195,8 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=60)
     ap.add_argument("--modes", default=",".join(MODES),
                     help="scheduler modes to run, in order (child: its own process, the "
-                    "default; thread: inside the server; off)")
+                    "default; thread: inside the server; off), each optionally followed by "
+                    "/N for MODELMON_INGEST_SLOTS=N (child/40)")
     args = ap.parse_args()
     bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
     url = bj.create_database()
@@ -201,14 +210,14 @@ def main() -> None:
               f"{time.perf_counter() - t:.0f} s; load {load()}", flush=True)
         runs = {mode: run(url, args, mode, seed)
                 for seed, mode in enumerate(args.modes.split(","), start=1)}
-        if "off" in runs:
-            off = runs["off"]
-            for mode, on in runs.items():
-                if mode != "off":
-                    print(f"{mode} / off: achieved rate "
-                          f"{on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "
-                          f"{on['p99_ms'] / max(off['p99_ms'], 1e-9):.2f}x, server CPU "
-                          f"{on['server_cpu_s'] / max(off['server_cpu_s'], 1e-9):.2f}x")
+        for spec, on in runs.items():
+            mode, _, slots = spec.partition("/")
+            off = runs.get("off/" + slots if slots else "off")
+            if mode != "off" and off is not None:
+                print(f"{spec} / off: achieved rate "
+                      f"{on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "
+                      f"{on['p99_ms'] / max(off['p99_ms'], 1e-9):.2f}x, server CPU "
+                      f"{on['server_cpu_s'] / max(off['server_cpu_s'], 1e-9):.2f}x")
         print("RESULTS " + json.dumps({"fill": {k: v for k, v in filled.items()
                                                 if isinstance(v, (int, float, str))},
                                        **runs, "args": vars(args),

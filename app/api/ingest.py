@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from app.api.auth import admit_batch, auth_responses, scoped
 from app.api.body import read_body
@@ -56,7 +55,7 @@ async def post_predictions(request: Request, engine: EngineDep, partitions: Part
     (Content-Encoding: gzip). Needs the ingest scope for the records' models."""
     body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
-    result: PredictionsStored = await run_in_threadpool(
+    result: PredictionsStored = await request.app.state.ingest_slots.run(
         _counted, metrics.count_predictions, metrics,
         lambda: service.ingest_predictions(engine=engine, partitions=partitions,
                                            settings=settings, body=body, profiles=profiles,
@@ -82,7 +81,7 @@ async def post_labels(request: Request, engine: EngineDep,
     first label it is sent; a repeat is counted in duplicates. Needs the ingest scope."""
     body = await read_body(request)  # decoded in the worker thread
     metrics: ServiceMetrics = request.app.state.metrics
-    result: LabelsStored = await run_in_threadpool(
+    result: LabelsStored = await request.app.state.ingest_slots.run(
         _counted, metrics.count_labels, metrics,
         lambda: service.ingest_labels(engine=engine, settings=settings, body=body,
                                       authorize=lambda names: admit_batch(request, names),

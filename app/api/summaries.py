@@ -111,7 +111,7 @@ async def post_summaries(request: Request, engine: EngineDep, settings: Settings
     source, bucket, kind and sequence, so an upload sent again counts nothing twice."""
     body = await read_model(request, settings, SummaryUpload)
     upload = _upload(body)
-    result = await run_in_threadpool(
+    result = await request.app.state.ingest_slots.run(
         imports.import_summaries, engine=engine, settings=settings, profiles=profiles,
         upload=upload, authorize=lambda names: admit_batch(request, names))
     return {"accepted": result.accepted, "duplicates": result.duplicates,
