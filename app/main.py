@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -31,6 +32,7 @@ from app.api.schemas import (
 )
 from app.api.slots import IngestSlots
 from app.bootstrap import Service, bootstrap, start_logging
+from app.ingest import service as ingest_service
 from app.ingest.service import SchemaCache
 from app.observability.quality import QualityCollector, quality_snapshot
 from app.pages import routes as pages
@@ -101,6 +103,14 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
             service.partitions.ensure_ahead(settings.partition_days_ahead)
         except Exception as exc:  # noqa: BLE001 - serve anyway; /readyz tells the truth
             log.warning("could not create partitions at start: %s", type(exc).__name__)
+        try:  # the recent versions' schemas and profiles, before the first batch needs them
+            since = datetime.now(UTC) - timedelta(seconds=settings.job_window_seconds)
+            warmed = ingest_service.warm(service.engine, _app.state.schemas, service.profiles,
+                                         since=since)
+            log.info("read ahead the reference profiles of %d recent versions", warmed)
+        except Exception as exc:  # noqa: BLE001 - serve anyway: batches read them when needed
+            log.warning("could not read ahead recent versions at start: %s",
+                        type(exc).__name__)
         if scheduler is not None:
             scheduler.start()
         yield

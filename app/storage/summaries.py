@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
 
 from app.storage.db import as_utc
-from app.storage.tables import bucket_summaries, summary_backfill
+from app.storage.tables import bucket_summaries, models, summary_backfill
 
 OUTCOME, DRIFT = "outcome", "drift"
 IMPORTED = "import"  # the origin of a summary a client sent (POST /v1/summaries)
@@ -107,6 +107,19 @@ def versions_in_window(*, conn: Connection, model_id: int, start: datetime,
          .where(b.c.model_id == model_id, b.c.kind == OUTCOME, b.c.n > 0,
                 b.c.bucket_start >= start, b.c.bucket_start < end))
     return sorted(conn.execute(q).scalars())
+
+
+def recent_versions(*, conn: Connection, since: datetime, limit: int) -> list[tuple[str, int]]:
+    """(model name, version id) of the versions with predictions counted in buckets starting
+    at or after ``since``, the most recently active first, at most ``limit``."""
+    b = bucket_summaries
+    last = func.max(b.c.bucket_start).label("last")
+    q = (select(models.c.name, b.c.version_id, last)
+         .join(models, models.c.id == b.c.model_id)
+         .where(b.c.kind == OUTCOME, b.c.n > 0, b.c.bucket_start >= since)
+         .group_by(models.c.name, b.c.version_id)
+         .order_by(last.desc(), b.c.version_id).limit(limit))
+    return [(name, vid) for name, vid, _ in conn.execute(q)]
 
 
 def fragmented(*, conn: Connection, before: datetime) -> list[tuple[Any, ...]]:
