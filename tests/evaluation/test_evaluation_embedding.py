@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from app.evaluation import horizon
-from app.evaluation.checks.embedding import embedding, findings
+from app.evaluation.checks.embedding import embedding, findings, subject
 from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.fold import arrow_from_records, fold, merge
 from app.evaluation.imported import checked_drift
@@ -29,7 +29,6 @@ from app.evaluation.summaries import (
     drift_summaries,
 )
 from app.evaluation.windows import MergedWindow
-from app.evaluation.checks.embedding import subject
 from app.monitoring.embedding import OFFSET, SCALE, EmbeddingBasis, embedding_shift
 from app.monitoring.gates import embedding_min_support, embedding_noise_quantile
 from app.settings import Settings
