@@ -14,18 +14,11 @@ import pytest
 
 from app.jobs import runner
 from app.pages.routes import CSP
-from tests.factories import iso
-from tests.jobs_data import latest_window, post_all
+from tests.api.test_embedding_api import post_shifted, register, vectors
 from tests.pages.pageparse import parse
 from tests.pages.pages_data import page_settings, window_params
 from tests.pages.test_pages import shown_equals
 
-DIM = 8
-MODEL = {"name": "search", "task": "binary_classification",
-         "features": [{"name": "a", "type": "numeric"},
-                      {"name": "vec", "type": "embedding", "dim": DIM}],
-         "cohort_keys": [], "classes": ["no", "yes"]}
-MIX = np.random.default_rng(3).normal(size=(DIM, DIM))
 PAGE = "/ui/models/search/versions/v1/features/vec"
 
 
@@ -34,32 +27,18 @@ def settings(db_url: str):
     return page_settings(db_url, job_catchup_windows=6)
 
 
-def vectors(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
-    z = rng.normal(size=(n, DIM)) * np.linspace(1, 0.3, DIM)
-    z[:, 0] += shift
-    return z @ MIX
-
-
 def seed(client, engine, settings, reference: bool = True):
     """The model, v1 with a reference of 3,000 vectors (unless not ``reference``), 1,500
     predictions shifted 0.5 sd in the latest window (one in ten without a vector), and one
     tick after it, which stores the last six windows."""
     rng = np.random.default_rng(11)
-    assert client.post("/v1/models", json=MODEL).status_code == 201
-    assert client.post("/v1/models/search/versions", json={"version": "v1"}).status_code == 201
+    register(client)
     if reference:
         r = client.post("/v1/models/search/versions/v1/reference", json={"records": [
             {"a": float(rng.normal()), "vec": v.tolist(), "score": 0.3}
             for v in vectors(rng, 3000)]})
         assert r.status_code in (200, 201), r.text
-    start, end = latest_window()
-    x = vectors(rng, 1500, shift=0.5)
-    offsets = np.sort(rng.uniform(0, (end - start).total_seconds() - 1, size=1500))
-    post_all(client, "/v1/predictions", [
-        {"model": "search", "version": "v1", "prediction_id": f"p-{i}",
-         "timestamp": iso(start + timedelta(seconds=float(offsets[i]))),
-         "features": {"a": float(rng.normal()), "vec": None if i % 10 == 0 else x[i].tolist()},
-         "prediction": {"score": 0.3}} for i in range(1500)])
+    start, end = post_shifted(client, rng)
     counts = runner.tick(engine, settings, now=end + timedelta(seconds=1))
     assert counts.get("success", 0) > 0 and "failure" not in counts, counts
     return start, end
