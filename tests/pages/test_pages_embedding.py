@@ -27,17 +27,16 @@ def settings(db_url: str):
     return page_settings(db_url, job_catchup_windows=6)
 
 
-def seed(client, engine, settings, reference: bool = True):
-    """The model, v1 with a reference of 3,000 vectors (unless not ``reference``), 1,500
+def seed(client, engine, settings, reference: int = 3000):
+    """The model, v1 with a reference of ``reference`` vectors, 1,500
     predictions shifted 0.5 sd in the latest window (one in ten without a vector), and one
     tick after it, which stores the last six windows."""
     rng = np.random.default_rng(11)
     register(client)
-    if reference:
-        r = client.post("/v1/models/search/versions/v1/reference", json={"records": [
-            {"a": float(rng.normal()), "vec": v.tolist(), "score": 0.3}
-            for v in vectors(rng, 3000)]})
-        assert r.status_code in (200, 201), r.text
+    r = client.post("/v1/models/search/versions/v1/reference", json={"records": [
+        {"a": float(rng.normal()), "vec": v.tolist(), "score": 0.3}
+        for v in vectors(rng, reference)]})
+    assert r.status_code in (200, 201), r.text
     start, end = post_shifted(client, rng)
     counts = runner.tick(engine, settings, now=end + timedelta(seconds=1))
     assert counts.get("success", 0) > 0 and "failure" not in counts, counts
@@ -98,11 +97,15 @@ def test_the_shift_over_time_is_the_stored_history(client, engine, settings):
     assert 'id="series"' in text and 'class="series"' in text
 
 
-def test_without_a_reference_the_page_says_why(client, engine, settings):
-    params = window_params(*seed(client, engine, settings, reference=False))
+def test_without_a_basis_the_page_says_why(client, engine, settings):
+    params = window_params(*seed(client, engine, settings, reference=150))
     r = client.get(PAGE, params=params)
     assert r.status_code == 200, r.text[:300]
-    assert 'id="summary"' not in r.text and "reference" in r.text
+    e, _ = drift_entry(client, params)
+    assert e["status"] == "not_applicable"
+    assert 'id="summary"' not in r.text
+    assert parse(r.text).fields[""]["reason"] == e["reason"]
+    assert "at least 200 complete vectors" in e["reason"]
     # the numeric feature of the same model keeps its own page
     assert client.get("/ui/models/search/versions/v1/features/a",
                       params=params).status_code == 200
