@@ -71,6 +71,9 @@ def test_an_embedding_page_shows_the_drift_reports_embedding_entry(client, engin
     assert parse(r.text).decisions[""] == "critical"
     # no PSI, bins or ECDF for a vector
     assert 'id="bins"' not in r.text and 'class="ecdf"' not in r.text
+    # the version page's embedding table links the page
+    version = client.get("/ui/models/search/versions/v1", params=params).text
+    assert f'href="{PAGE}?start=' in version
 
 
 def test_the_shift_over_time_is_the_stored_history(client, engine, settings):
