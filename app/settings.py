@@ -248,8 +248,8 @@ class Settings(BaseSettings):
     # the window's n (docs/metrics.md, "Decisions").
     threshold_alpha_warning: float = Field(default=1e-3, gt=0, lt=1, description=(
         "Evidence a warning (ticket) needs: the statistic above its noise quantile at this "
-        "level, corrected across the columns or cohorts tested; also the level of the "
-        "minimum support."))
+        "level, corrected across the columns or cohorts tested; also the level of PSI's and "
+        "ECE's minimum support (the embedding shift's is at the critical level)."))
     threshold_alpha_critical: float = Field(default=1e-4, gt=0, lt=1, description=(
         "Evidence a critical decision (page) needs, as `MODELMON_THRESHOLD_ALPHA_WARNING`; "
         "not above it."))
@@ -307,13 +307,13 @@ class Settings(BaseSettings):
         "The same for a critical decision, at `MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below "
         "the warning line."))
     threshold_embedding_shift_warning: float = Field(default=0.1, ge=0, description=(
-        "Embedding drift warning when an embedding feature's mean moved by more than this "
-        "many of the reference's standard deviations (whitened, the noise's expected part "
-        "taken off), with the chi-square test's p-value below "
-        "`MODELMON_THRESHOLD_ALPHA_WARNING` divided by the embedding features tested."))
+        "Embedding drift warning when an embedding feature's mean moved by more than the larger "
+        "of this and its noise quantile (reference sds, whitened, the noise's expected part "
+        "taken off), with the chi-square p-value below `MODELMON_THRESHOLD_ALPHA_WARNING` / m."))
     threshold_embedding_shift_critical: float = Field(default=0.25, ge=0, description=(
         "The same for a critical decision, at `MODELMON_THRESHOLD_ALPHA_CRITICAL`; not below "
-        "the warning line."))
+        "the warning line; also the minimum support: a window too small for this shift to "
+        "stand out from its noise at that level is insufficient_data."))
     threshold_cohort_ratio_critical: float = Field(default=1.5, ge=1, description=(
         "A cohort pages only when its error rate (MAE) is also at least this multiple of the "
         "rest's."))

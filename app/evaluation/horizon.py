@@ -23,15 +23,19 @@ Pick = Callable[[Hashable, Subject], Subject | None]
 @dataclass(frozen=True)
 class Horizon:
     """How a check's report is seen as subjects: ``subjects`` lists them by key, ``keep``
-    rebuilds the report with what ``pick`` keeps of each, and ``undecided`` is the gate of a
-    subject the window was too small for."""
+    rebuilds the report with what ``pick`` keeps of each, and ``undecided`` is the gate (or
+    the gates) of a subject the window was too small for."""
 
     subjects: Callable[[Report], Subjects]
     keep: Callable[[Report, Pick], Report]
-    undecided: str
+    undecided: str | tuple[str, ...]
+
+    def _small(self, s: Subject) -> bool:
+        u = self.undecided
+        return s.gate == u if isinstance(u, str) else s.gate in u
 
     def too_small(self, report: Report) -> bool:
-        return any(s.gate == self.undecided for s in self.subjects(report).values())
+        return any(self._small(s) for s in self.subjects(report).values())
 
     def split(self, short: Report, long: Report, horizon_seconds: float
               ) -> tuple[Report, Report]:
@@ -39,8 +43,8 @@ class Horizon:
         one's report with only those, each marked with ``horizon_seconds``); neither input
         is changed (they are frozen)."""
         s, lg = self.subjects(short), self.subjects(long)
-        moved = {k for k, v in s.items() if v.gate == self.undecided
-                 and k in lg and lg[k].gate != self.undecided}
+        moved = {k for k, v in s.items() if self._small(v) and k in lg
+                 and not self._small(lg[k])}
         return (self.keep(short, lambda k, v: None if k in moved else v),
                 self.keep(long, lambda k, v: replace(v, horizon_seconds=horizon_seconds)
                           if k in moved else None))
@@ -79,7 +83,7 @@ EMBEDDING = Horizon(
     lambda r: {("feature", s.feature): s for s in r.features},
     lambda r, pick: replace(r, features=_kept(r.features, lambda s: ("feature", s.feature),
                                                pick)),
-    "min_n")
+    ("min_n", "min_support"))
 
 COHORTS = Horizon(
     lambda r: {(d.key, c.cohort): c for d in r.keys for c in d.cohorts},

@@ -78,6 +78,50 @@ def psi_min_support(threshold: float, n_ref: int, n_bins: int, alpha: float,
     return n
 
 
+def embedding_noise_quantile(n_cur: int, n_ref: int, k: int, alpha: float, m: int = 1
+                             ) -> float:
+    """The 1 - alpha/m quantile of an embedding's effect (app/monitoring/embedding.py) when
+    nothing changed: sqrt((1/n_cur + 1/n_ref) x max(0, chi2(k, 1 - alpha/m) - k)).
+
+    The effect is sqrt(max(0, m2 - k v)), v = 1/n_cur + 1/n_ref, and under no change
+    m2 / v ~ chi2(k) (``embedding_shift``); the effect is increasing in m2, so its quantile
+    is the chi-square quantile read on the effect's scale, and an effect above it is the
+    same event as the chi-square p-value below alpha / m. ``n_ref`` is the held-out half the
+    windows are held against; ``m`` the embedding features tested together (Bonferroni).
+    """
+    if n_cur <= 0 or n_ref <= 0:
+        raise ValueError("sample sizes must be positive")
+    if k <= 0:
+        return 0.0
+    q = _chi2_isf(_family_alpha(alpha, m), int(k))
+    return math.sqrt((1.0 / n_cur + 1.0 / n_ref) * max(q - k, 0.0))
+
+
+@lru_cache(maxsize=4096)
+def embedding_min_support(threshold: float, n_ref: int, k: int, alpha: float,
+                          m: int = 1) -> int | None:
+    """The smallest window n at which the effect line ``threshold`` is at or above the
+    effect's noise quantile at alpha / m (``embedding_noise_quantile``): below it an effect
+    past the line is within what noise gives at that level, so the line decides nothing and
+    the p-value alone would. None when even an infinite window would not do (the held-out
+    reference's own noise reaches the line)."""
+    if k <= 0:
+        return 1
+    excess = _chi2_isf(_family_alpha(alpha, m), int(k)) - k
+    if excess <= 0:
+        return 1
+    room = threshold * threshold / excess - 1.0 / n_ref
+    if room <= 0:
+        return None
+    n = max(math.ceil(1.0 / room), 1)
+    # guard the float edge both ways: the quantile at n within the line, at n - 1 above it
+    while embedding_noise_quantile(n, n_ref, k, alpha, m) > threshold:
+        n += 1
+    while n > 1 and embedding_noise_quantile(n - 1, n_ref, k, alpha, m) <= threshold:
+        n -= 1
+    return n
+
+
 def psi_evidence(ref_counts: Any, cur_counts: Any) -> float:
     """The p-value of Pearson's chi-square test of homogeneity on the 2 x B table of the
     reference's and the window's counts (bins empty on both sides left out; no continuity
@@ -279,6 +323,8 @@ __all__ = [
     "bonferroni_adjust",
     "cohort_vs_rest",
     "ece_null_quantiles",
+    "embedding_min_support",
+    "embedding_noise_quantile",
     "fisher_exact_test",
     "ks_noise_quantile",
     "mae_excess",

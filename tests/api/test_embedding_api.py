@@ -120,13 +120,9 @@ def test_reference_formats(client):
     assert r.status_code == 422 and "another length than 8" in r.text, r.text
 
 
-def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings, capsys):
-    rng = np.random.default_rng(11)
-    register(client)
-    ref = vectors(rng, 3000)
-    r = client.post("/v1/models/search/versions/v1/reference", json={"records": [
-        {"a": float(rng.normal()), "vec": v.tolist(), "score": 0.3} for v in ref]})
-    assert r.status_code in (200, 201), r.text
+def post_shifted(client, rng: np.random.Generator) -> tuple:
+    """1,500 predictions whose vectors moved 0.5 sd, spread over the latest window, one in
+    ten without a vector; the window's (start, end)."""
     start, end = latest_window()
     x = vectors(rng, 1500, shift=0.5)
     offsets = np.sort(rng.uniform(0, (end - start).total_seconds() - 1, size=1500))
@@ -135,6 +131,17 @@ def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings,
          "timestamp": iso(start + timedelta(seconds=float(offsets[i]))),
          "features": {"a": float(rng.normal()), "vec": None if i % 10 == 0 else x[i].tolist()},
          "prediction": {"score": 0.3}} for i in range(1500)])
+    return start, end
+
+
+def test_a_shift_is_stored_reported_exported_and_shown(client, engine, settings, capsys):
+    rng = np.random.default_rng(11)
+    register(client)
+    ref = vectors(rng, 3000)
+    r = client.post("/v1/models/search/versions/v1/reference", json={"records": [
+        {"a": float(rng.normal()), "vec": v.tolist(), "score": 0.3} for v in ref]})
+    assert r.status_code in (200, 201), r.text
+    start, end = post_shifted(client, rng)
     assert runner.tick(engine, settings, now=end).get("success")
 
     report = client.get("/v1/models/search/reports/drift",

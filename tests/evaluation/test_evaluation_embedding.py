@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from app.evaluation import horizon
-from app.evaluation.checks.embedding import embedding, findings
+from app.evaluation.checks.embedding import embedding, findings, subject
 from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.fold import arrow_from_records, fold, merge
 from app.evaluation.imported import checked_drift
@@ -29,7 +29,8 @@ from app.evaluation.summaries import (
     drift_summaries,
 )
 from app.evaluation.windows import MergedWindow
-from app.monitoring.embedding import OFFSET, SCALE
+from app.monitoring.embedding import OFFSET, SCALE, EmbeddingBasis, embedding_shift
+from app.monitoring.gates import embedding_min_support, embedding_noise_quantile
 from app.settings import Settings
 from app.storage.registry import ModelRow
 from app.storage.summaries import DRIFT, SummaryRow
@@ -161,13 +162,20 @@ def test_a_half_sd_shift_is_critical_and_stationary_is_ok() -> None:
         (s,) = report.features
         assert s.decision == expected, s.to_dict()
     out = s.to_dict()
-    assert 0.35 < out["effect"] < 0.65 and out["pvalue"] < 1e-10 and out["gate"] == "chi2_test"
+    assert 0.35 < out["effect"] < 0.65 and out["pvalue"] < 1e-10 and out["gate"] == "threshold"
     assert out["n"] == 1000 - len(range(0, 1000, 13))
     (effect, pvalue) = findings(report)
     assert (effect.metric, effect.subject, effect.value, effect.decision) == (
         "embedding_shift", "vec", out["effect"], "critical")
     assert pvalue.metric == "embedding_shift_pvalue" and pvalue.value == out["pvalue"]
-    assert effect.detail["lines"] == {"warning": 0.1, "critical": 0.25}
+    # at 923 vectors the warning line is the noise quantile (above 0.1), the critical 0.25
+    b = cp.embeddings.layouts[0].basis
+    k, n_ref = b.components, b.n_reference
+    assert effect.detail["lines"] == {
+        "warning": embedding_noise_quantile(923, n_ref, k, 1e-3), "warning_gate": "noise_quantile",
+        "critical": 0.25, "critical_gate": "threshold"}
+    assert effect.detail["min_support"] == embedding_min_support(0.25, n_ref, k, 1e-4) < 923
+    assert report.lines == {"warning": 0.1, "critical": 0.25}
 
 
 def test_a_small_window_is_insufficient_and_moves_to_the_longer_horizon() -> None:
@@ -186,3 +194,66 @@ def test_a_small_window_is_insufficient_and_moves_to_the_longer_horizon() -> Non
     short, moved = horizon.EMBEDDING.split(small, long, 86_400.0)
     assert short.features == () and moved.features[0].decision == "critical"
     assert findings(moved)[0].detail["horizon_seconds"] == 86_400.0
+
+
+def test_below_the_minimum_support_a_shift_is_undecided_and_moves_to_the_longer_horizon(
+        ) -> None:
+    # 300 vectors shifted 0.5 sd: the chi-square p-value is far below alpha_critical and the
+    # effect far past 0.25, so without the minimum support this window paged; with 6
+    # directions and about 2,300 held-out rows the critical line leaves the noise at 413
+    cp = profile()
+    th = Thresholds.from_settings(Settings())
+    b = cp.embeddings.layouts[0].basis
+    support = embedding_min_support(0.25, b.n_reference, b.components, 1e-4)
+    assert 300 < support < 600
+    rng = np.random.default_rng(7)
+
+    def report(n: int):
+        r = rows(rng, n, 0.5)
+        return embedding(window(drift_summaries(SHAPE, cp, r, np.zeros(n, np.int64), 1)[0]),
+                         cp, th)
+
+    small = report(300)
+    (s,) = small.features
+    assert s.result is not None and s.result.effect > 0.25 and s.result.pvalue < 1e-6
+    assert (s.decision, s.gate, s.min_support) == ("insufficient_data", "min_support", support)
+    assert f"minimum support ({support})" in s.to_dict()["decision_reason"]
+    assert horizon.EMBEDDING.too_small(small)
+    short, moved = horizon.EMBEDDING.split(small, report(3000), 86_400.0)
+    assert short.features == () and moved.features[0].decision == "critical"
+    assert moved.features[0].horizon_seconds == 86_400.0
+
+
+def test_the_rule_by_hand() -> None:
+    # k = 2, reference mean 0, precision the identity, 10,000 held-out rows: the critical
+    # line (0.25 at alpha 1e-4; chi2_2 isf = 2 ln 1e4) leaves the noise at n = 270
+    basis = EmbeddingBasis("e", 2, np.zeros(2), np.eye(2), 1.0, 10_000, np.zeros(2),
+                           np.eye(2))
+    th = Thresholds.from_settings(Settings())
+
+    def at(n: int, d: tuple[float, float]):
+        sums = np.array([n, *(n * (OFFSET + x * SCALE) for x in d)])
+        return subject(basis, embedding_shift(basis, sums, th.min_n), th)
+
+    # a mean 0.5 sd away at n = 100: T = 0.25 / 0.0101 = 24.75, p = exp(-T / 2) = 4e-6,
+    # effect sqrt(0.25 - 0.0202) = 0.48: a page on the old rule, undecided now
+    s = at(100, (0.5, 0.0))
+    assert s.result.pvalue == pytest.approx(np.exp(-0.25 / 0.0101 / 2))
+    assert s.result.effect == pytest.approx(np.sqrt(0.25 - 2 * 0.0101))
+    assert (s.decision, s.gate, s.min_support, s.lines) == (
+        "insufficient_data", "min_support", 270, None)
+    # at 270 the same shift pages on its line; the warning line is the noise quantile:
+    # sqrt((1/270 + 1e-4) (2 ln 1e3 - 2)) = 0.212
+    s = at(270, (0.5, 0.0))
+    assert (s.decision, s.gate) == ("critical", "threshold")
+    assert s.lines["warning"] == pytest.approx(
+        np.sqrt((1 / 270 + 1e-4) * (2 * np.log(1e3) - 2)), rel=1e-9)
+    assert s.lines["warning_gate"] == "noise_quantile"
+    assert s.lines["critical"] == 0.25 and s.lines["critical_gate"] == "threshold"
+    # 0.25 sd at 270: effect sqrt(0.0625 - 2 (1/270 + 1e-4)) = 0.22: above the warning
+    # line with p = exp(-8.2) = 2.7e-4 < 1e-3, a ticket
+    s = at(270, (0.25, 0.0))
+    assert (s.decision, s.gate) == ("warning", "noise_quantile")
+    # below min_n the older gate stays, and also moves to the longer horizon
+    s = at(99, (0.5, 0.0))
+    assert (s.decision, s.gate) == ("insufficient_data", "min_n")

@@ -13,6 +13,8 @@ from app.monitoring.gates import (
     binomial_excess,
     cohort_vs_rest,
     ece_null_quantiles,
+    embedding_min_support,
+    embedding_noise_quantile,
     fisher_exact_test,
     ks_noise_quantile,
     mae_vs_rest,
@@ -85,6 +87,62 @@ def test_psi_min_support_none_when_the_reference_is_too_small():
     # with 100 reference rows the quantile never falls below chi2 x 1/100
     assert psi_min_support(0.05, 100, 10, 0.001) is None
     assert psi_min_support(0.1, 100, 1, 0.001) == 1
+
+
+def test_embedding_noise_quantile_by_hand():
+    # k = 2: chi2_2 isf(a) = -2 ln a exactly; a = e^-3 gives 6, excess over k 4; n = n_ref =
+    # 100: v = 0.02, quantile sqrt(0.02 x 4)
+    a = math.exp(-3)
+    assert embedding_noise_quantile(100, 100, 2, a) == pytest.approx(math.sqrt(0.08), rel=1e-12)
+    # Bonferroni: alpha / m; scipy's ppf agrees with the isf inside
+    q = stats.chi2.ppf(1 - 0.0001 / 3, 27)
+    assert embedding_noise_quantile(1000, 2500, 27, 0.0001, m=3) == pytest.approx(
+        math.sqrt((1 / 1000 + 1 / 2500) * (q - 27)), rel=1e-9)
+    assert embedding_noise_quantile(1000, 2500, 0, 0.001) == 0.0
+    with pytest.raises(ValueError):
+        embedding_noise_quantile(0, 2500, 27, 0.001)
+
+
+def test_embedding_noise_quantile_bounds_the_effect_under_no_change():
+    # the effect of a window with no change: d ~ N(0, v I) in k whitened directions,
+    # effect sqrt(max(0, |d|^2 - k v)); above the 95% quantile in 5% of windows
+    rng = np.random.default_rng(8)
+    k, n, n_ref, draws = 27, 100, 2500, 20_000
+    v = 1 / n + 1 / n_ref
+    d = rng.normal(scale=math.sqrt(v), size=(draws, k))
+    effect = np.sqrt(np.maximum((d * d).sum(axis=1) - k * v, 0.0))
+    above = float((effect > embedding_noise_quantile(n, n_ref, k, 0.05)).mean())
+    assert 0.044 < above < 0.056
+    # a fifth of such windows pass 0.25 sd: at n = 100 that line alone protects nothing
+    assert 0.15 < float((effect > 0.25).mean()) < 0.25
+
+
+def test_embedding_min_support_by_hand():
+    # threshold 0.5, k = 2, alpha e^-3 (excess 4), reference 100: 1 / (0.25 / 4 - 0.01) = 19.05
+    a = math.exp(-3)
+    assert embedding_min_support(0.5, 100, 2, a) == 20
+    assert embedding_noise_quantile(20, 100, 2, a) <= 0.5 < embedding_noise_quantile(19, 100, 2,
+                                                                                      a)
+    # the default critical line (0.25) at alpha 1e-4, k = 2 (excess 2 ln 1e4 - 2), reference
+    # 10,000: 1 / (0.0625 / 16.4207 - 1e-4) = 269.8
+    assert embedding_min_support(0.25, 10_000, 2, 1e-4) == 270
+
+
+@pytest.mark.parametrize("threshold,n_ref,k,alpha,m", [
+    (0.25, 2500, 27, 1e-4, 1), (0.25, 5000, 32, 1e-4, 3), (0.1, 50_000, 6, 1e-3, 1),
+    (0.5, 300, 2, 0.01, 2)])
+def test_embedding_min_support_is_where_the_line_leaves_the_noise(threshold, n_ref, k, alpha,
+                                                                  m):
+    n = embedding_min_support(threshold, n_ref, k, alpha, m)
+    assert embedding_noise_quantile(n, n_ref, k, alpha, m) <= threshold
+    assert embedding_noise_quantile(n - 1, n_ref, k, alpha, m) > threshold
+
+
+def test_embedding_min_support_none_when_the_reference_is_too_small():
+    # 2,500 held-out rows over 27 directions: the reference's own noise at alpha 1e-3 is
+    # sqrt(28.48 / 2500) = 0.107 sd, above a 0.1 line at any window n
+    assert embedding_min_support(0.1, 2500, 27, 1e-3) is None
+    assert embedding_min_support(0.1, 2500, 0, 1e-3) == 1
 
 
 def test_ks_noise_quantile_is_scipys_asymptotic_distribution():
