@@ -44,6 +44,7 @@ PERFORMANCE = Check(
             decides=False)))
 CHECKS = (PERFORMANCE,)
 METHOD = "CBPE: expected confusion matrix of calibrated scores, Poisson-binomial variance"
+REALIZED_METHOD = "confusion counts of the labeled predictions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +156,9 @@ def performance(model: ModelRow, window: MergedWindow, profile: CompiledProfile,
     sums = None if window.drift is None else window.drift.cbpe
     if sums is None:
         return PerformanceReport("sums_unknown", window.n, INSUFFICIENT_DATA,
-                                 realized=realized(window), thresholds=stated, reason="the window's summaries predate "
-                                 "the CBPE sums (they are kept from this release on)")
+                                 realized=realized(window), thresholds=stated,
+                                 reason="the window's summaries predate the CBPE sums (they "
+                                 "are kept from this release on)")
     e: CbpeEstimate = estimate(sums)
     truth = realized(window)
     common = {"roc_auc": e.roc_auc, "roc_auc_bound": e.roc_auc_bound,
@@ -171,6 +173,15 @@ def performance(model: ModelRow, window: MergedWindow, profile: CompiledProfile,
                     for name, est, r in pairs)
     return PerformanceReport("ok", e.n, _worst([d.decision for d in decided]), decided,
                              **common)
+
+
+def realized_findings(r: Realized | None) -> list[Finding]:
+    """The realized metrics of a classifier's labeled window (stored by the labeled cohorts
+    job beside the overall error, declared in gap.py); nothing without labels."""
+    if r is None or not r.labeled:
+        return []
+    return [Finding(f"realized_{m}", "", r.labeled, getattr(r, m), OK, REALIZED_METHOD,
+                    {"reason": r.reason} if r.reason else None) for m in METRICS]
 
 
 def findings(r: PerformanceReport) -> list[Finding]:
