@@ -24,9 +24,10 @@ import numpy as np
 from datasketches import kll_doubles_sketch
 
 from app.evaluation import cbpe
-from app.evaluation.summaries import NO_CONFUSION, DriftSummary, OutcomeSummary
+from app.evaluation.summaries import DriftSummary, OutcomeSummary
 from app.monitoring import CalibrationSums, CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
+from app.monitoring.cbpe import NO_CONFUSION
 
 # The version of the packed form this release writes and the newest it reads. Arrays added
 # within a version are optional (each cohort key's c<i>_s and c<i>_o, its sum of scores and

@@ -9,10 +9,9 @@ A bucket is one version's predictions whose timestamps fall in one clock-aligned
   (``app.monitoring.KsPoints``), which give KS D and p against that sample exactly.
 - ``OutcomeSummary`` (independent of the profile): the number of predictions, and over the
   labeled ones (pairs of a prediction and its ground truth) the calibration sums per fine
-  confidence slot, the per-class label counts, for a classifier the confusion counts
-  (predicted class by label: the realized metrics beside the CBPE estimate), the per-cohort
-  error sums (and, for a classifier, each cohort's sum of scores and count of positives) and
-  a KLL sketch of the label delays.
+  confidence slot, the per-class label counts, the per-cohort error sums (and, for a
+  classifier, each cohort's sum of scores and count of positives, and the confusion counts:
+  predicted class by label) and a KLL sketch of the label delays.
 
 Both add up element-wise, so a window of any length is the sum of its buckets, and the
 statistics in ``app.monitoring`` compute from the sums exactly what they compute from rows.
@@ -31,13 +30,7 @@ from datasketches import kll_doubles_sketch
 
 from app.evaluation import cbpe
 from app.evaluation.embeddings import EmbeddingLayouts, vector_column
-from app.monitoring import (
-    CalibrationSums,
-    CohortSums,
-    KsPoints,
-    binning_from_dict,
-    multiclass_sums,
-)
+from app.monitoring import CalibrationSums, CohortSums, KsPoints, binning_from_dict, multiclass_sums
 from app.monitoring.binning import (
     CategoricalBinning,
     Coded,
@@ -45,7 +38,7 @@ from app.monitoring.binning import (
     categorical_codes,
     sorted_sample,
 )
-from app.monitoring.cbpe import CbpeSums, IsotonicMap, confusion_counts
+from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
 from app.monitoring.wrong import wrong
@@ -387,9 +380,8 @@ class OutcomeSummary:
     are the overall error sums of the ``labeled`` pairs (wrong predictions, or sums of |error|
     and error squared for regression), kept whether or not the model has cohort keys; None
     only for a summary written before they were kept that cannot give them (no cohort key).
-    ``confusion``: a classifier's labeled pairs by predicted class (rows; monitoring/cbpe.py's
-    rule) and label (columns), whole counts; empty (0 x 0) where none was counted, None where
-    not known (labeled pairs summarised before the counts were kept)."""
+    ``confusion``: a classifier's pairs by predicted class (rows) and label (columns); 0 x 0
+    where none was counted, None where not known (pairs summarised before it was kept)."""
 
     n: int = 0
     labeled: int = 0
@@ -398,7 +390,7 @@ class OutcomeSummary:
     delays: Any = None  # kll_doubles_sketch of label - prediction seconds, or None
     errors: float | None = 0.0
     squares: float | None = 0.0
-    confusion: np.ndarray | None = field(default_factory=lambda: NO_CONFUSION)
+    confusion: np.ndarray | None = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     def add(self, other: OutcomeSummary) -> None:
         self.n += other.n
@@ -440,24 +432,6 @@ class OutcomeSummary:
                 CohortSums((OTHER_COHORT,), np.array([c.n[fold].sum()]),
                            np.array([c.first[fold].sum()]), np.array([c.second[fold].sum()]),
                            _folded(c.scores, fold), _folded(c.positives, fold)))
-
-
-NO_CONFUSION = np.zeros((0, 0), dtype=np.int64)  # nothing counted
-NO_CONFUSION.flags.writeable = False
-
-
-def added_confusion(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """The sum of two confusion counts: unknown (None) once either is; an empty one adds
-    nothing."""
-    if a is None or b is None:
-        return None
-    if not b.size:
-        return a
-    if not a.size:
-        return b
-    if a.shape != b.shape:
-        raise ValueError("confusion counts of different class counts do not add up")
-    return a + b
 
 
 def _part(x: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:

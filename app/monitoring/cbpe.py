@@ -323,6 +323,24 @@ def confusion_counts(n_classes: int, probabilities: Any, labels: Any) -> np.ndar
     return np.bincount(predicted_class(raw) * k + y, minlength=k * k).reshape(k, k)
 
 
+NO_CONFUSION = np.zeros((0, 0), dtype=np.int64)  # nothing counted
+NO_CONFUSION.flags.writeable = False
+
+
+def added_confusion(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The sum of two confusion counts: unknown (None) once either is; an empty one
+    (``NO_CONFUSION``) adds nothing."""
+    if a is None or b is None:
+        return None
+    if not b.size:
+        return a
+    if not a.size:
+        return b
+    if a.shape != b.shape:
+        raise ValueError("confusion counts of different class counts do not add up")
+    return a + b
+
+
 def realized_metrics(confusion: Any) -> dict[str, float | None]:
     """Accuracy, precision, recall and F1 of a realized confusion matrix (rows: predicted
     class, columns: true class), by the estimate's own formulas and averaging (binary: the

@@ -194,15 +194,22 @@ def _window(outcome, cp: CompiledProfile, raw: np.ndarray) -> MergedWindow:
     return MergedWindow(1, T0, T0, outcome, DriftSummary(cp.key, sums.n, np.zeros(0), sums))
 
 
-def test_an_outcome_without_the_counts_reads_as_not_known():
-    rng = np.random.default_rng(7)
-    raw = rng.uniform(size=200)
-    y = (rng.uniform(size=200) < raw).astype(int)
+def _labeled_binary(seed: int, n: int):
+    """(scores, labels, the profile, their one outcome row and that row without the
+    confusion counts, as releases before them wrote it)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.uniform(size=n)
+    y = (rng.uniform(size=n) < raw).astype(int)
     cp = _profile(BINARY, [IsotonicMap()])
     (row,) = [r for r in fold(BINARY, arrow_from_records(BINARY, _labeled_records(
-        BINARY, raw, y, np.zeros(200), None)), 1, {1: cp}, BUCKET) if r.kind == OUTCOME]
+        BINARY, raw, y, np.zeros(n), None)), 1, {1: cp}, BUCKET) if r.kind == OUTCOME]
     meta, arrays = unpack(row.payload)
-    old = pack(meta, {k: v for k, v in arrays.items() if k != "confusion"})  # as before them
+    old = pack(meta, {k: v for k, v in arrays.items() if k != "confusion"})
+    return raw, y, cp, row, old
+
+
+def test_an_outcome_without_the_counts_reads_as_not_known():
+    raw, y, cp, row, old = _labeled_binary(7, 200)
     assert unpack_outcome(old).confusion is None
     assert unpack_outcome(merge([row, row._replace(payload=old)])[0].payload).confusion is None
     # a summary of no labeled pair is known (nothing counted), with or without the array
@@ -227,16 +234,10 @@ def test_an_outcome_without_the_counts_reads_as_not_known():
 
 
 def test_uploaded_confusion_counts_are_checked():
-    rng = np.random.default_rng(8)
-    raw = rng.uniform(size=60)
-    y = (rng.uniform(size=60) < raw).astype(int)
-    cp = _profile(BINARY, [IsotonicMap()])
-    (row,) = [r for r in fold(BINARY, arrow_from_records(BINARY, _labeled_records(
-        BINARY, raw, y, np.zeros(60), None)), 1, {1: cp}, BUCKET) if r.kind == OUTCOME]
+    _, _, _, row, without = _labeled_binary(8, 60)
     assert checked_outcome(row.payload, BINARY, 60, 10**7).confusion.sum() == 60
-    meta, arrays = unpack(row.payload)
-    without = pack(meta, {k: v for k, v in arrays.items() if k != "confusion"})
     assert checked_outcome(without, BINARY, 60, 10**7).confusion is None
+    meta, arrays = unpack(row.payload)
     m = arrays["confusion"]
     moved = m.copy()  # one pair moved to the other label: still 60 pairs
     moved[0] += [-1, 1] if m[0, 0] else [1, -1]
