@@ -159,9 +159,13 @@ PARTS: dict[str, tuple[Part, ...]] = {
                                                            x.policy.thresholds),
                          lambda _x, r: [] if r is None else calibration.findings(r),
                          horizon.CALIBRATION),),
-    # the overall error and gap of every model with labels; cohorts where it has keys
+    # the overall error (and a classifier's realized metrics) and gap of every model with
+    # labels; cohorts where it has keys
     "cohorts": (Part(lambda x: cohorts.overall_error(x.model, x.window),
                      lambda _x, r: cohorts.overall_findings(r)),
+                Part(lambda x: None if x.model.task == "regression"
+                     else performance.realized(x.window),
+                     lambda _x, r: performance.realized_findings(r)),
                 Part(_cohorts, lambda _x, r: cohorts.findings(r), horizon.COHORTS),
                 Part(lambda x: gap.generalization_gap(x.model, x.window, x.policy.thresholds,
                                                       x.training),

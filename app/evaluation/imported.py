@@ -172,6 +172,24 @@ def _check_calibration(out: OutcomeSummary, shape: ModelShape) -> None:
         raise PayloadError("calibration sums must be finite")
 
 
+def _check_confusion(out: OutcomeSummary, shape: ModelShape) -> None:
+    """The optional confusion counts (absent: the payload predates them and reads as not
+    knowing them): a classifier's, K x K whole counts of the labeled pairs whose columns are
+    the label counts."""
+    m = out.confusion
+    if m is None or not m.size:
+        return
+    if shape.task == "regression":
+        raise PayloadError("a regression model's summary has no confusion counts")
+    k = 2 if shape.task == "binary_classification" else len(shape.classes)
+    if m.shape != (k, k) or (m < 0).any() or int(m.sum()) != out.labeled:
+        raise PayloadError(f"confusion counts must be {k} x {k} counts >= 0 adding up to the "
+                           "labeled pairs")
+    c = out.calibration
+    if c is not None and not np.array_equal(m.sum(axis=0), c.label_counts):
+        raise PayloadError("the confusion counts' columns must be the label counts")
+
+
 def checked_outcome(data: bytes, shape: ModelShape, n: int, max_bytes: int
                     ) -> OutcomeSummary:
     """An outcome summary of this model counting ``n`` predictions, or PayloadError."""
@@ -188,6 +206,9 @@ def checked_outcome(data: bytes, shape: ModelShape, n: int, max_bytes: int
                                 for k in ("cal_count", "cal_conf", "cal_outcome")) or (
                 idx.size and (int(idx.min()) < 0 or int(idx.max()) >= N_FINE_SLOTS)):
             raise PayloadError("calibration arrays must name slots inside the fine grid")
+    if "confusion" in arrays and (arrays["confusion"].ndim != 2
+                                  or arrays["confusion"].dtype.kind not in "iu"):
+        raise PayloadError("confusion counts must be a matrix of whole numbers")
     try:
         out = outcome_of(meta, arrays)
     except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
@@ -199,6 +220,7 @@ def checked_outcome(data: bytes, shape: ModelShape, n: int, max_bytes: int
     if shape.task != "regression" and not 0 <= errors <= labeled:
         raise PayloadError("meta.errors must count wrong predictions among the labeled pairs")
     _check_calibration(out, shape)
+    _check_confusion(out, shape)
     _check_cohorts(out, shape)
     if out.delays is not None and out.delays.n > labeled:
         raise PayloadError("the label-delay sketch holds more delays than labeled pairs")

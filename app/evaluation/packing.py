@@ -27,11 +27,13 @@ from app.evaluation import cbpe
 from app.evaluation.summaries import DriftSummary, OutcomeSummary
 from app.monitoring import CalibrationSums, CohortSums
 from app.monitoring.calibration import N_FINE_SLOTS
+from app.monitoring.cbpe import NO_CONFUSION
 
 # The version of the packed form this release writes and the newest it reads. Arrays added
 # within a version are optional (each cohort key's c<i>_s and c<i>_o, its sum of scores and
-# count of positives): a reader without them ignores them, and a summary without them reads
-# as not knowing those sums, so releases on either side of the addition share payloads.
+# count of positives; an outcome's confusion counts): a reader without them ignores them, and
+# a summary without them reads as not knowing those sums, so releases on either side of the
+# addition share payloads.
 FORMAT = 1
 # The array types a payload may hold (all little-endian or byte-sized, none an object).
 DTYPES = frozenset({"|u1", "<u2", "<u4", "<u8", "<i4", "<i8", "<f8"})
@@ -213,6 +215,8 @@ def pack_outcome(s: OutcomeSummary) -> bytes:
         arrays.update(cal_idx=nz.astype(np.int32), cal_count=c.count[nz].astype(np.int64),
                       cal_conf=c.confidence[nz], cal_outcome=c.outcome[nz],
                       label_counts=c.label_counts.astype(np.int64))
+    if s.confusion is not None and s.confusion.size:
+        arrays["confusion"] = s.confusion.astype(np.int64)
     for i, (key, sums) in enumerate(s.cohorts.items()):
         meta["cohorts"][key] = list(sums.cohorts)
         arrays[f"c{i}_n"] = sums.n.astype(np.int64)
@@ -240,6 +244,10 @@ def outcome_of(meta: dict[str, Any], a: dict[str, np.ndarray]) -> OutcomeSummary
         count[idx], conf[idx], outcome[idx] = a["cal_count"], a["cal_conf"], a["cal_outcome"]
         out.calibration = CalibrationSums(count, conf, outcome, float(meta["brier"]),
                                           a["label_counts"].astype(np.int64))
+    # a classifier's labeled pairs (calibration sums) summarised before the confusion counts
+    # were kept: not known; no labeled pair of a classifier, or a regression: none counted
+    out.confusion = (a["confusion"].astype(np.int64) if "confusion" in a
+                     else None if "cal_idx" in a else NO_CONFUSION)
     for i, (key, names) in enumerate(meta["cohorts"].items()):
         known = f"c{i}_s" in a and f"c{i}_o" in a  # kept since observed / expected
         out.cohorts[key] = CohortSums(tuple(names), a[f"c{i}_n"].astype(np.int64),

@@ -10,8 +10,8 @@ A bucket is one version's predictions whose timestamps fall in one clock-aligned
 - ``OutcomeSummary`` (independent of the profile): the number of predictions, and over the
   labeled ones (pairs of a prediction and its ground truth) the calibration sums per fine
   confidence slot, the per-class label counts, the per-cohort error sums (and, for a
-  classifier, each cohort's sum of scores and count of positives) and a KLL sketch of the
-  label delays.
+  classifier, each cohort's sum of scores and count of positives, and the confusion counts:
+  predicted class by label) and a KLL sketch of the label delays.
 
 Both add up element-wise, so a window of any length is the sum of its buckets, and the
 statistics in ``app.monitoring`` compute from the sums exactly what they compute from rows.
@@ -30,13 +30,7 @@ from datasketches import kll_doubles_sketch
 
 from app.evaluation import cbpe
 from app.evaluation.embeddings import EmbeddingLayouts, vector_column
-from app.monitoring import (
-    CalibrationSums,
-    CohortSums,
-    KsPoints,
-    binning_from_dict,
-    multiclass_sums,
-)
+from app.monitoring import CalibrationSums, CohortSums, KsPoints, binning_from_dict, multiclass_sums
 from app.monitoring.binning import (
     CategoricalBinning,
     Coded,
@@ -44,7 +38,7 @@ from app.monitoring.binning import (
     categorical_codes,
     sorted_sample,
 )
-from app.monitoring.cbpe import CbpeSums, IsotonicMap
+from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
 from app.monitoring.wrong import wrong
@@ -385,7 +379,9 @@ class OutcomeSummary:
     """Predictions counted, and the sums of their labeled pairs. ``errors`` and ``squares``
     are the overall error sums of the ``labeled`` pairs (wrong predictions, or sums of |error|
     and error squared for regression), kept whether or not the model has cohort keys; None
-    only for a summary written before they were kept that cannot give them (no cohort key)."""
+    only for a summary written before they were kept that cannot give them (no cohort key).
+    ``confusion``: a classifier's pairs by predicted class (rows) and label (columns); 0 x 0
+    where none was counted, None where not known (pairs summarised before it was kept)."""
 
     n: int = 0
     labeled: int = 0
@@ -394,10 +390,12 @@ class OutcomeSummary:
     delays: Any = None  # kll_doubles_sketch of label - prediction seconds, or None
     errors: float | None = 0.0
     squares: float | None = 0.0
+    confusion: np.ndarray | None = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     def add(self, other: OutcomeSummary) -> None:
         self.n += other.n
         self.labeled += other.labeled
+        self.confusion = added_confusion(self.confusion, other.confusion)
         if self.errors is None or other.errors is None or self.squares is None \
                 or other.squares is None:
             self.errors = self.squares = None
@@ -470,10 +468,12 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
     if shape.task == "binary_classification":
         out.calibration = CalibrationSums.of(p.score, y, (p.score - y) ** 2, y, 2)
         score, outcome = p.score, y
+        out.confusion = confusion_counts(2, p.score, y)
     elif shape.task == "multiclass_classification":
         out.calibration = multiclass_sums(p.probabilities, y.astype(np.intp))
         score = p.probabilities.max(axis=1)
         outcome = (np.argmax(p.probabilities, axis=1) == y).astype(np.float64)
+        out.confusion = confusion_counts(len(shape.classes), p.probabilities, y)
     err = _errors(shape, p)
     task = "regression" if shape.task == "regression" else "rate"
     if task == "regression":

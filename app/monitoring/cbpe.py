@@ -14,10 +14,12 @@ they add up per bucket, so a window's estimate is exact whatever summary path fo
   equal-count bins of the pooled held-out rows), and never when the scores already rank
   perfectly (AUC > 0.999) or the reference holds one class. Multiclass rows are
   renormalised after calibration (uniform where every class maps to 0).
-- Predicted class: the one rule of monitoring/wrong.py (binary: score >= 0.5; multiclass:
-  the top class).
+- Predicted class (``predicted_class``): the one rule of monitoring/wrong.py (binary: score
+  >= 0.5; multiclass: the top class, ties to the first).
 - Binary metrics are the positive class's; multiclass ones the macro average over the
-  classes where the metric is defined.
+  classes where the metric is defined. The realized metrics of labeled rows
+  (``realized_metrics``, from their confusion counts ``confusion_counts``) are computed by
+  the same formulas and the same averaging, so an estimate and its realized value compare.
 - Confidence interval: each cell is a Poisson-binomial count with variance sum p(1 - p) over
   its rows; accuracy's variance is exact, precision's too (its denominator is known), recall
   and F1 by the delta method (their numerator and the other cell are sums over disjoint
@@ -187,17 +189,24 @@ def _slot(scores: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(scores * AUC_SLOTS), 0, AUC_SLOTS - 1).astype(np.int64)
 
 
+def predicted_class(raw: np.ndarray) -> np.ndarray:
+    """Each row's predicted class index from raw scores (binary, shape (n,): 1 when the
+    score is >= ``THRESHOLD``) or class probabilities (shape (n, k): the top class)."""
+    if raw.ndim == 1:
+        return (raw >= THRESHOLD).astype(np.int64)
+    return np.argmax(raw, axis=1)
+
+
 def cbpe_sums(maps: tuple[IsotonicMap, ...], probabilities: Any) -> CbpeSums:
     """The sums of rows of raw scores (binary: shape (n,)) or class probabilities (shape
     (n, k)), calibrated with ``maps`` (one per scored class)."""
     raw = np.asarray(probabilities, dtype=np.float64)
     cal = calibrate(maps, raw)
+    predicted = predicted_class(raw)
     if raw.ndim == 1:
-        predicted = (raw >= THRESHOLD).astype(np.int64)
         raw2, cal2 = raw[:, None], cal[:, None]
         full = np.column_stack([1.0 - cal, cal])
     else:
-        predicted = np.argmax(raw, axis=1)
         raw2, cal2, full = raw, cal, cal
     k = full.shape[1]
     out = CbpeSums.empty(k)
@@ -304,21 +313,48 @@ def estimate(sums: CbpeSums, z: float = 1.96) -> CbpeEstimate:
                         tuple(tuple(float(x) for x in row) for row in m))
 
 
+def confusion_counts(n_classes: int, probabilities: Any, labels: Any) -> np.ndarray:
+    """The realized confusion matrix of labeled rows: ``[c, k]`` the rows predicted class c
+    (``predicted_class`` of the raw scores or probabilities) whose label is class k (binary:
+    0/1; multiclass: the class index), as whole counts (int64)."""
+    raw = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    k = 2 if raw.ndim == 1 else n_classes
+    return np.bincount(predicted_class(raw) * k + y, minlength=k * k).reshape(k, k)
+
+
+NO_CONFUSION = np.zeros((0, 0), dtype=np.int64)  # nothing counted
+NO_CONFUSION.flags.writeable = False
+
+
+def added_confusion(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The sum of two confusion counts: unknown (None) once either is; an empty one
+    (``NO_CONFUSION``) adds nothing."""
+    if a is None or b is None:
+        return None
+    if not b.size:
+        return a
+    if not a.size:
+        return b
+    if a.shape != b.shape:
+        raise ValueError("confusion counts of different class counts do not add up")
+    return a + b
+
+
+def realized_metrics(confusion: Any) -> dict[str, float | None]:
+    """Accuracy, precision, recall and F1 of a realized confusion matrix (rows: predicted
+    class, columns: true class), by the estimate's own formulas and averaging (binary: the
+    positive class, index 1; multiclass: the macro average over the classes where each is
+    defined); None where undefined (no labeled row, or no class where it is)."""
+    m = np.asarray(confusion, dtype=np.float64)
+    sums = CbpeSums.empty(m.shape[0])
+    sums.matrix[:] = m
+    e = estimate(sums)
+    return {name: (None if getattr(e, name) is None else getattr(e, name).value)
+            for name in ("accuracy", "precision", "recall", "f1")}
+
+
 def realized(task_classes: int, probabilities: Any, labels: Any) -> dict[str, float | None]:
     """The realized metrics of labeled rows (raw scores, predicted classes by the same
     rule): what an estimate is compared with once labels come."""
-    raw = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    if raw.ndim == 1:
-        onehot = np.column_stack([1 - y, y]).astype(np.float64)
-        predicted = (raw >= THRESHOLD).astype(np.int64)
-    else:
-        onehot = np.eye(task_classes)[y]
-        predicted = np.argmax(raw, axis=1)
-    k = onehot.shape[1]
-    out = CbpeSums.empty(k)
-    for c in range(k):
-        out.matrix[c] = onehot[predicted == c].sum(axis=0)
-    e = estimate(out)
-    return {name: (None if getattr(e, name) is None else getattr(e, name).value)
-            for name in ("accuracy", "precision", "recall", "f1")}
+    return realized_metrics(confusion_counts(task_classes, probabilities, labels))

@@ -68,7 +68,8 @@ def setup_model(client, name: str) -> None:
     register(client, binary_model(name))
     rng = np.random.default_rng(1)
     ref = [{"amount": float(np.round(rng.normal(50, 20), 2)),
-            "country": ["DE", "FR", "PL"][i % 3], "score": float(rng.beta(2, 5))}
+            "country": ["DE", "FR", "PL"][i % 3], "score": (s := float(rng.beta(2, 5))),
+            "label": "fraud" if rng.random() < s else "legit"}  # labeled: CBPE applies
            for i in range(800)]
     r = client.post(f"/v1/models/{name}/versions/v1/reference", json={"records": ref})
     assert r.status_code == 201, r.text
@@ -89,7 +90,7 @@ def upload(doc: dict, rows: list, *, source: str = "edge-1", sequence: int = 1) 
 def reports(client, name: str) -> dict:
     start, end = window()
     out = {}
-    for kind in ("drift", "calibration", "cohorts"):
+    for kind in ("drift", "calibration", "cohorts", "performance"):
         r = client.get(f"/v1/models/{name}/reports/{kind}",
                        params={"start": iso(start), "end": iso(end)})
         assert r.status_code == 200, r.text

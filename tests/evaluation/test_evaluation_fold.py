@@ -77,6 +77,7 @@ def contents(rows: list) -> dict:
                     None if c is None else (c.count.tolist(), c.confidence.round(9).tolist(),
                                             c.outcome.tolist(), round(c.brier, 9),
                                             c.label_counts.tolist()),
+                    None if o.confusion is None else o.confusion.tolist(),
                     {k: (s.cohorts, s.n.tolist(), [close(v) for v in s.first],
                          [close(v) for v in s.second]) for k, s in o.cohorts.items()},
                     None if o.delays is None else o.delays.n)

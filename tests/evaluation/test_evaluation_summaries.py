@@ -14,11 +14,19 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+)
 
 from app.evaluation.checks.calibration import calibration
 from app.evaluation.checks.cohorts import TASK, cohorts, overall_error
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.labels import label_stats
+from app.evaluation.checks.performance import realized
 from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
@@ -231,6 +239,28 @@ def test_merged_summaries_equal_the_statistics_on_raw_rows(seed: int, task: str)
                 assert a[k] == pytest.approx(v, rel=1e-12, abs=1e-15), k
             else:
                 assert a[k] == v, k
+
+    # realized metrics beside the CBPE estimate: the confusion counts of the labeled pairs
+    # (inline, before and after their predictions) against scikit-learn on the raw rows
+    truth = realized(w)
+    if task == "regression":
+        assert w.outcome.confusion.size == 0
+    elif labeled.any():
+        k = len(m.classes)
+        predicted = (d["score"][labeled] >= 0.5).astype(int) if k == 2 else np.argmax(
+            d["probs"][labeled], axis=1)
+        assert w.outcome.confusion.tolist() == confusion_matrix(
+            y, predicted, labels=list(range(k))).T.tolist()
+        options = {"average": "binary"} if k == 2 else {"average": "macro",
+                                                         "labels": list(range(k))}
+        assert truth.labeled == labeled.sum() and truth.reason is None
+        assert truth.accuracy == pytest.approx(accuracy_score(y, predicted), rel=1e-12)
+        for name, score in (("precision", precision_score), ("recall", recall_score),
+                            ("f1", f1_score)):
+            want = float(score(y, predicted, zero_division=np.nan, **options))
+            got = getattr(truth, name)
+            assert got == pytest.approx(want, rel=1e-12) if got is not None else np.isnan(
+                want), name
 
     # labels: coverage exact, delays within the sketch's rank error
     got = label_stats(w, TH).to_dict()

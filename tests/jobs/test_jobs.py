@@ -327,9 +327,18 @@ def test_a_model_without_cohort_keys_gets_its_overall_error_and_gap(client, engi
     with engine.connect() as conn:
         stored = {r.metric: r for r in conn.execute(select(metric_results).where(
             metric_results.c.job == "cohorts"))}
-    assert set(stored) == {"error_ratio", "generalization_gap"}
+    assert set(stored) == {"error_ratio", "generalization_gap", "realized_accuracy",
+                           "realized_precision", "realized_recall", "realized_f1"}
     assert stored["error_ratio"].n == 1200
     assert stored["error_ratio"].value == pytest.approx(k / 1200, rel=1e-12)
+    # beside it the realized metrics (of the classifier's labeled predictions), hand-counted
+    said, bad = scores[:1200] >= 0.5, y[:1200] == 1
+    tp = int((said & bad).sum())
+    assert stored["realized_accuracy"].value == pytest.approx(1 - k / 1200, rel=1e-12)
+    assert stored["realized_precision"].value == pytest.approx(tp / said.sum(), rel=1e-12)
+    assert stored["realized_recall"].value == pytest.approx(tp / bad.sum(), rel=1e-12)
+    assert stored["realized_f1"].value == pytest.approx(2 * tp / (said.sum() + bad.sum()),
+                                                        rel=1e-12)
     gap = stored["generalization_gap"]
     low = binomtest(k, 1200).proportion_ci(method="wilson").low
     assert gap.n == 1200 and gap.value == pytest.approx(k / 1200 - 0.15, rel=1e-12)

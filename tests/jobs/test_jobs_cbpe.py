@@ -1,10 +1,13 @@
 """Performance estimated before labels (CBPE), end to end: a labeled reference uploaded, its
 calibration maps in the profile; predictions without labels folded at ingest with them; the
 drift job stores the estimates, equal to the estimator on the same rows; a window whose
-precision fell decides a warning (a ticket) while no label has arrived."""
+precision fell decides a warning (a ticket) while no label has arrived; once labels come
+(inline, before or after their predictions), the realized metrics beside the estimates are
+those of the stored rows."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -13,9 +16,11 @@ from sqlalchemy import select
 
 from app.evaluation import cbpe as cbpe_profile
 from app.jobs import runner
-from app.monitoring.cbpe import cbpe_sums, estimate
+from app.monitoring.cbpe import cbpe_sums, estimate, realized
 from app.settings import Settings
-from app.storage.tables import metric_results
+from app.storage.tables import labels as labels_table
+from app.storage.tables import metric_results, models, predictions
+from tests.api.test_metrics import scrape
 from tests.factories import iso
 from tests.jobs_data import latest_window, post_all
 from tests.pages.pageparse import number, parse
@@ -141,3 +146,111 @@ def test_bad_reference_label_is_a_4xx(client):
     r = client.post("/v1/models/m/versions/v1/reference", json={"records": ref})
     assert r.status_code == 422
     assert r.json()["details"][0]["field"] == "label"
+
+
+def _raw_realized(engine, model: str, start, end, classes: list[str]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The window's stored predictions joined with their stored labels, from the tables:
+    (raw scores or probabilities in class order, label indices)."""
+    p, lab, m = predictions, labels_table, models
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(p.c.score, p.c.probabilities, lab.c.label_class)
+            .join(m, m.c.id == p.c.model_id)
+            .join(lab, (lab.c.model_id == p.c.model_id)
+                  & (lab.c.prediction_id == p.c.prediction_id))
+            .where(m.c.name == model, p.c.ts >= start, p.c.ts < end)).all()
+    y = np.array([classes.index(r.label_class) for r in rows])
+    if len(classes) == 2:
+        return np.array([r.score for r in rows]), y
+    probs = [r.probabilities if isinstance(r.probabilities, dict)
+             else json.loads(r.probabilities) for r in rows]
+    return np.array([[d.get(c, 0.0) for c in classes] for d in probs]), y
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_realized_beside_the_estimate_equals_the_stored_rows(client, engine, settings, task):
+    """Labels inline, before their predictions and after them (through POST /v1/labels):
+    the report's realized accuracy, precision, recall and F1 and labeled n are those of the
+    stored predictions and labels, computed by scikit-learn; the page shows them beside the
+    estimates; the labeled cohorts job stores them and /metrics exports them."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    rng = np.random.default_rng(11)
+    classes = ["stay", "leave"] if task == "binary" else CLASSES
+    k = len(classes)
+    client.post("/v1/models", json={
+        "name": "m", "task": f"{task}_classification", "classes": classes,
+        "features": [{"name": "x", "type": "numeric"}]})
+    client.post("/v1/models/m/versions", json={"version": "v1"})
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        if task == "binary":
+            return _binary(rng, n, 0.0, 1.5)
+        p = rng.dirichlet([3, 2, 1], size=n)
+        return p, np.array([rng.choice(3, p=row) for row in p])
+
+    def prediction(raw) -> dict:
+        return ({"score": float(raw)} if task == "binary" else
+                {"probabilities": dict(zip(classes, map(float, raw), strict=True))})
+
+    ref_raw, ref_y = draw(1000)
+    ref = [{"x": float(np.ravel(r)[0]), "label": classes[int(y)],
+            **({"score": float(r)} if task == "binary" else
+               {f"probabilities.{c}": float(r[j]) for j, c in enumerate(classes)})}
+           for r, y in zip(ref_raw, ref_y, strict=True)]
+    r = client.post("/v1/models/m/versions/v1/reference", json={"records": ref})
+    assert r.status_code == 201, r.text
+    start, end = latest_window()
+    n = 1200
+    raw, y = draw(n)
+    ts = _times(start, end, n, rng)
+    how = rng.choice(["inline", "before", "after", "never"], size=n, p=[0.3, 0.2, 0.3, 0.2])
+
+    def label(i: int) -> dict:
+        return {"model": "m", "prediction_id": f"p{i}", "label": classes[int(y[i])],
+                "timestamp": iso(end + timedelta(seconds=5))}
+
+    post_all(client, "/v1/labels", [label(i) for i in range(n) if how[i] == "before"])
+    post_all(client, "/v1/predictions", [
+        {"model": "m", "version": "v1", "prediction_id": f"p{i}", "timestamp": ts[i],
+         "features": {"x": float(np.ravel(raw[i])[0])}, "prediction": prediction(raw[i]),
+         **({"label": classes[int(y[i])]} if how[i] == "inline" else {})} for i in range(n)])
+    post_all(client, "/v1/labels", [label(i) for i in range(n) if how[i] == "after"])
+
+    params = {"start": iso(start), "end": iso(end)}
+    rep = client.get("/v1/models/m/reports/performance", params=params)
+    assert rep.status_code == 200, rep.text
+    (v,) = rep.json()["versions"]
+    got = v["realized"]
+    stored_raw, stored_y = _raw_realized(engine, "m", start, end, classes)
+    labeled = how != "never"
+    assert got["labeled"] == stored_y.shape[0] == int(labeled.sum()) and got["reason"] is None
+    predicted = ((stored_raw >= 0.5).astype(int) if k == 2
+                 else np.argmax(stored_raw, axis=1))
+    options = ({"average": "binary"} if k == 2
+               else {"average": "macro", "labels": list(range(k))})
+    want = {"accuracy": accuracy_score(stored_y, predicted),
+            **{name: float(score(stored_y, predicted, zero_division=np.nan, **options))
+               for name, score in (("precision", precision_score), ("recall", recall_score),
+                                   ("f1", f1_score))}}
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-12), name
+    assert {m["metric"]: m["realized"] for m in v["metrics"]} == pytest.approx(
+        {name: got[name] for name in want})
+    # the generator's own arrays agree with the tables (nothing lost or paired wrongly)
+    assert got["f1"] == pytest.approx(realized(k, raw[labeled], y[labeled])["f1"], rel=1e-12)
+
+    page = parse(client.get("/ui/models/m/versions/v1", params=params).text)
+    for name in want:
+        shown = page.fields[f"id:performance-{name}"]
+        assert number(shown["realized"]) == pytest.approx(got[name], abs=1e-3)
+
+    assert runner.tick(engine, settings, now=end, jobs=["cohorts"]) == {"success": 1}
+    stored, scraped = _stored(engine, "realized_"), scrape(client)
+    assert set(stored) == {f"realized_{name}" for name in want}
+    for name in want:
+        row = stored[f"realized_{name}"]
+        assert row.value == pytest.approx(got[name], rel=1e-12) and row.n == got["labeled"]
+        assert scraped[(f"modelmon_realized_{name}_ratio", (("model", "m"), ("version", "v1")))
+                       ] == pytest.approx(got[name], rel=1e-12)

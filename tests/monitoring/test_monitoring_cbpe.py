@@ -15,10 +15,12 @@ from app.monitoring.cbpe import (
     IsotonicMap,
     calibrate,
     cbpe_sums,
+    confusion_counts,
     estimate,
     fit_calibration,
     fit_isotonic,
     realized,
+    realized_metrics,
     roc_auc_from_histogram,
 )
 
@@ -159,3 +161,83 @@ def test_undefined_metrics_are_none() -> None:
     e = estimate(cbpe_sums(IDENTITY, [0.1, 0.2]))  # nothing predicted positive
     assert e.precision is None and e.accuracy is not None
     assert estimate(CbpeSums.empty(2)).accuracy is None
+
+
+# --------------------------------------------------------------------------- realized
+
+
+def test_realized_metrics_of_confusion_matrices_counted_by_hand() -> None:
+    # binary, rows predicted (negative, positive), columns true: TN 50, FN 10, FP 5, TP 35
+    got = realized_metrics([[50, 10], [5, 35]])
+    assert got["accuracy"] == pytest.approx(85 / 100)
+    assert got["precision"] == pytest.approx(35 / 40)
+    assert got["recall"] == pytest.approx(35 / 45)
+    assert got["f1"] == pytest.approx(70 / 85)
+    # four classes: class 2 never predicted nor true (every metric undefined: left out of the
+    # macro average), class 3 predicted twice and never true (recall undefined, precision 0)
+    m = [[6, 1, 0, 0], [2, 3, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
+    got = realized_metrics(m)
+    assert got["accuracy"] == pytest.approx(9 / 14)
+    assert got["precision"] == pytest.approx((6 / 7 + 3 / 5 + 0 / 2) / 3)
+    assert got["recall"] == pytest.approx((6 / 9 + 3 / 5) / 2)
+    assert got["f1"] == pytest.approx((12 / 16 + 6 / 10 + 0 / 2) / 3)
+    # nothing predicted positive: precision undefined, the others defined
+    assert realized_metrics([[7, 3], [0, 0]]) == pytest.approx(
+        {"accuracy": 0.7, "precision": None, "recall": 0.0, "f1": 0.0})
+    assert realized_metrics(np.zeros((3, 3))) == dict.fromkeys(
+        ("accuracy", "precision", "recall", "f1"))
+
+
+def test_confusion_counts_follow_the_estimates_predicted_class() -> None:
+    # binary: a score of exactly 0.5 is predicted positive (>= 0.5)
+    got = confusion_counts(2, [0.5, 0.49, 0.9, 0.1, 0.7], [1, 1, 0, 0, 1])
+    assert got.tolist() == [[1, 1], [1, 2]] and got.dtype == np.int64
+    # multiclass: the top class, ties to the first
+    p = [[0.4, 0.4, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]]
+    assert confusion_counts(3, p, [1, 2, 1, 0]).tolist() == [[0, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def _numpy_realized(k: int, predicted: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """The realized metrics straight from the rows, class by class (macro: the mean over the
+    classes where each metric is defined)."""
+    out: dict[str, list[float]] = {"precision": [], "recall": [], "f1": []}
+    for c in [1] if k == 2 else range(k):
+        tp = float(np.sum((predicted == c) & (y == c)))
+        n_pred, n_true = float(np.sum(predicted == c)), float(np.sum(y == c))
+        if n_pred:
+            out["precision"].append(tp / n_pred)
+        if n_true:
+            out["recall"].append(tp / n_true)
+        if n_pred + n_true:
+            out["f1"].append(2 * tp / (n_pred + n_true))
+    return {"accuracy": float(np.mean(predicted == y)),
+            **{name: float(np.mean(v)) if v else None for name, v in out.items()}}
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_realized_metrics_equal_scikit_learn_and_numpy_on_raw_rows(k: int, seed: int) -> None:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    if k == 2:
+        raw = rng.beta(2, 3, size=n)
+        y = (rng.uniform(size=n) < raw).astype(int)
+        predicted = (raw >= 0.5).astype(int)
+        options = {"average": "binary", "pos_label": 1}
+    else:  # a skewed prior, so that small windows miss some classes entirely
+        raw = rng.dirichlet(np.geomspace(4, 0.2, k), size=n)
+        y = np.array([rng.choice(k, p=row) for row in raw])
+        predicted = np.argmax(raw, axis=1)
+        options = {"average": "macro", "labels": list(range(k))}
+    got = realized(k, raw, y)
+    assert got == pytest.approx(_numpy_realized(k, predicted, y), rel=1e-12)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, predicted), rel=1e-12)
+    for name, score in (("precision", precision_score), ("recall", recall_score),
+                        ("f1", f1_score)):
+        # zero_division=nan: a class where the metric is undefined is left out of the mean
+        want = float(score(y, predicted, zero_division=np.nan, **options))
+        assert (got[name] is None) == bool(np.isnan(want)), name
+        if got[name] is not None:
+            assert got[name] == pytest.approx(want, rel=1e-12), name

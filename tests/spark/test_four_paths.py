@@ -7,8 +7,9 @@ Spark adapter in ``local[2]`` over the same Parquet (in both its modes: the Data
 a model of its own with the same reference and training figures. After
 compaction every bucket's summaries decode to the same counts and sums (compared decoded: a
 payload lists cohort values in the order its path met them, so the bytes differ), and the
-drift, calibration and cohort reports (with the generalization gap), their decisions and the
-jobs' stored results are the same, for a binary, a multiclass and a regression model. The one
+drift, calibration, cohort and performance reports (with the generalization gap and the
+realized metrics beside the estimates), their decisions and the jobs' stored results are
+the same, for a binary, a multiclass and a regression model. The one
 exception is documented: the label-delay quantiles come from a KLL sketch, which past 200
 labels depends on the order it was merged in; they are checked against the true delays within
 the sketch's rank error.
@@ -435,6 +436,9 @@ def test_the_four_paths_give_the_same_summaries_reports_and_decisions(
         assert vec["feature"] == "vec" and 0 < vec["n"] < v["n"], vec
     assert all(v["generalization_gap"]["overall"] and v["generalization_gap"]["cohorts"]
                for v in expected["cohorts"]["versions"])
+    if task != "regression":  # the realized metrics beside the estimates, from the labels
+        assert all(v["realized"]["labeled"] > 0 and v["realized"]["f1"] is not None
+                   for v in expected["performance"]["versions"])
     for name in SUMMARIZING:
         assert comparable(reports(client, name)) == expected, name
 

@@ -27,6 +27,12 @@ GENERALIZATION_GAP = Check(
             decides=False),
      Stores("error_mae", None, "Overall mean absolute error of the window (regression).",
             "modelmon_error_mae", decides=False),
+     *(Stores(f"realized_{m}", None, f"{label} of the window's labeled predictions: the "
+              "realized value beside the estimate before labels (CBPE).",
+              f"modelmon_realized_{m}_ratio", decides=False)
+       for m, label in (("accuracy", "Accuracy"), ("precision", "Precision (macro, "
+                        "multiclass)"), ("recall", "Recall (macro, multiclass)"),
+                        ("f1", "F1 (macro, multiclass)"))),
      Stores("generalization_gap", None, "Production error of the window minus the "
             "validation error registered with the version.", "modelmon_generalization_gap"),
      Stores("cohort_generalization_gap", "cohort", "Production error minus the registered "
