@@ -73,14 +73,19 @@ def test_psi_min_support_by_hand():
     assert psi_noise_quantile(40, 1000, 2, 0.05) <= 0.1 < psi_noise_quantile(39, 1000, 2, 0.05)
 
 
-@pytest.mark.parametrize("threshold,n_ref,bins,alpha,m", [
-    (0.1, 10_000, 10, 0.001, 51), (0.1, 10_000, 3, 0.001, 1), (0.25, 5000, 10, 1e-4, 20),
-    (0.02, 100_000, 10, 0.001, 51)])
-def test_psi_min_support_is_where_the_threshold_leaves_the_noise(threshold, n_ref, bins, alpha,
-                                                                 m):
-    n = psi_min_support(threshold, n_ref, bins, alpha, m)
-    assert psi_noise_quantile(n, n_ref, bins, alpha, m) <= threshold
-    assert psi_noise_quantile(n - 1, n_ref, bins, alpha, m) > threshold
+@pytest.mark.parametrize("support,quantile,threshold,n_ref,width,alpha,m", [
+    (psi_min_support, psi_noise_quantile, *case) for case in [
+        (0.1, 10_000, 10, 0.001, 51), (0.1, 10_000, 3, 0.001, 1), (0.25, 5000, 10, 1e-4, 20),
+        (0.02, 100_000, 10, 0.001, 51)]] + [
+    (embedding_min_support, embedding_noise_quantile, *case) for case in [
+        (0.25, 2500, 27, 1e-4, 1), (0.25, 5000, 32, 1e-4, 3), (0.1, 50_000, 6, 1e-3, 1),
+        (0.5, 300, 2, 0.01, 2)]])
+def test_min_support_is_where_the_line_leaves_the_noise(support, quantile, threshold, n_ref,
+                                                        width, alpha, m):
+    """PSI's (width: bins) and embedding drift's (width: directions) minimum support."""
+    n = support(threshold, n_ref, width, alpha, m)
+    assert quantile(n, n_ref, width, alpha, m) <= threshold
+    assert quantile(n - 1, n_ref, width, alpha, m) > threshold
 
 
 def test_psi_min_support_none_when_the_reference_is_too_small():
@@ -126,16 +131,6 @@ def test_embedding_min_support_by_hand():
     # the default critical line (0.25) at alpha 1e-4, k = 2 (excess 2 ln 1e4 - 2), reference
     # 10,000: 1 / (0.0625 / 16.4207 - 1e-4) = 269.8
     assert embedding_min_support(0.25, 10_000, 2, 1e-4) == 270
-
-
-@pytest.mark.parametrize("threshold,n_ref,k,alpha,m", [
-    (0.25, 2500, 27, 1e-4, 1), (0.25, 5000, 32, 1e-4, 3), (0.1, 50_000, 6, 1e-3, 1),
-    (0.5, 300, 2, 0.01, 2)])
-def test_embedding_min_support_is_where_the_line_leaves_the_noise(threshold, n_ref, k, alpha,
-                                                                  m):
-    n = embedding_min_support(threshold, n_ref, k, alpha, m)
-    assert embedding_noise_quantile(n, n_ref, k, alpha, m) <= threshold
-    assert embedding_noise_quantile(n - 1, n_ref, k, alpha, m) > threshold
 
 
 def test_embedding_min_support_none_when_the_reference_is_too_small():
