@@ -139,8 +139,9 @@ def _state(app: FastAPI, service: Service) -> None:
     app.state.metrics = service.metrics
     app.state.upload_slots = UploadSlots(settings.max_concurrent_uploads,
                                          settings.retry_after_seconds)
-    app.state.ingest_slots = IngestSlots(settings.ingest_slots, settings.db_hang_seconds,
-                                         settings.retry_after_seconds)
+    app.state.ingest_slots = IngestSlots(
+        settings.ingest_slots, settings.db_hang_seconds, settings.retry_after_seconds,
+        on_refused=service.metrics.shed.labels("ingest_wait").inc)
 
 
 def _errors(app: FastAPI, service: Service) -> None:

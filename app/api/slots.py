@@ -25,10 +25,12 @@ T = TypeVar("T")
 class IngestSlots:
     """A capacity limiter for the ingest routes (predictions, labels, imported summaries)."""
 
-    def __init__(self, n: int, wait_seconds: float, retry_after: int) -> None:
+    def __init__(self, n: int, wait_seconds: float, retry_after: int,
+                 on_refused: Callable[[], None] = lambda: None) -> None:
         self._limiter = anyio.CapacityLimiter(n)
         self._wait = wait_seconds
         self._retry_after = retry_after
+        self._on_refused = on_refused  # modelmon_http_shed_total{reason="ingest_wait"}
 
     @property
     def waiting(self) -> int:
@@ -39,6 +41,7 @@ class IngestSlots:
         with anyio.move_on_after(self._wait) as waited:
             await self._limiter.acquire()
         if waited.cancelled_caught:
+            self._on_refused()
             raise ApiError(503, "overloaded",
                            "the service is storing as many batches as it can; retry later",
                            [Problem(f"no ingest slot free within {self._wait:g} s",

@@ -111,8 +111,10 @@ SERVICE = (
        "requests refused so the service keeps answering, by reason.", "connections closed and "
        "requests refused so the service keeps answering: `idle` (an idle connection closed "
        "past MODELMON_MAX_CONNECTIONS), `overloaded` (503 past MODELMON_MAX_CONNECTIONS "
-       "requests in progress), `header_timeout` (408), `header_too_large` (431)", values={
-           "reason": ("idle", "overloaded", "header_timeout", "header_too_large")}),
+       "requests in progress), `header_timeout` (408), `header_too_large` (431), "
+       "`ingest_wait` (503: a batch found no ingest slot within MODELMON_DB_HANG_SECONDS)",
+       values={"reason": ("idle", "overloaded", "header_timeout", "header_too_large",
+                          "ingest_wait")}),
     _service("modelmon_job_duration_seconds", "histogram", ("job_name",), "One job run for one "
        "model and window.", "one job run for one model and window (buckets 10 ms .. "
        "10 min)", buckets=JOB_BUCKETS),

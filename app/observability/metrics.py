@@ -108,7 +108,8 @@ class ServiceMetrics:
             self.ticks.labels(outcome)
         for op in ("request", "job"):
             self.db_errors.labels(op)
-        for reason in ("idle", "overloaded", "header_timeout", "header_too_large"):
+        for reason in ("idle", "overloaded", "header_timeout", "header_too_large",
+                       "ingest_wait"):
             self.shed.labels(reason)
 
     # ingest: what app/ingest returned, handed over by the HTTP layer ------------------

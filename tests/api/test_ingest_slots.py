@@ -4,6 +4,7 @@ bound is a 503 with Retry-After, and a slot is given back however its batch ends
 from __future__ import annotations
 
 import threading
+import time
 
 import anyio
 import pytest
@@ -13,7 +14,9 @@ from app.errors import ApiError
 
 
 def test_a_batch_waiting_past_the_bound_is_a_503_and_the_slot_comes_back() -> None:
-    slots = IngestSlots(1, wait_seconds=0.2, retry_after=7)
+    refusals: list[int] = []
+    slots = IngestSlots(1, wait_seconds=0.2, retry_after=7,
+                        on_refused=lambda: refusals.append(1))
     release, started = threading.Event(), threading.Event()
 
     def held() -> str:
@@ -43,6 +46,7 @@ def test_a_batch_waiting_past_the_bound_is_a_503_and_the_slot_comes_back() -> No
     assert refused.status == 503 and refused.code == "overloaded"
     assert refused.headers == {"Retry-After": "7"}
     assert "0.2 s" in refused.details[0].problem
+    assert refusals == [1]  # counted once, as modelmon_http_shed_total{reason="ingest_wait"}
 
 
 def test_batches_past_the_slots_wait_in_turn_and_never_run_more_than_n_at_once() -> None:
@@ -86,3 +90,57 @@ def test_a_failing_batch_gives_its_slot_back() -> None:
         return await slots.run(lambda: "next")
 
     assert anyio.run(main) == "next"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # held on a table lock
+@pytest.mark.parametrize("settings", [{"ingest_slots": 1, "db_hang_seconds": 1.0}],
+                         indirect=True)
+def test_a_served_batch_behind_a_stuck_one_is_a_503_counted_and_the_stuck_one_is_stored(
+        settings, live_server, client, engine):
+    """Postgres: a batch held on a table lock keeps the one slot; the next batch gets 503
+    `overloaded` with Retry-After past the wait, counted in modelmon_http_shed_total; the
+    held batch is stored once the lock goes."""
+    import httpx2
+    from sqlalchemy import text
+
+    from tests.factories import prediction, register
+
+    register(client)
+    holder = engine.connect()
+    tx = holder.begin()
+    holder.execute(text("LOCK TABLE bucket_summaries IN ACCESS EXCLUSIVE MODE"))
+    answers: dict[str, object] = {}
+    with httpx2.Client(base_url=live_server.url, timeout=60) as c:
+        def first() -> None:
+            answers["first"] = c.post("/v1/predictions",
+                                      json={"records": [prediction(0)]}).status_code
+        t = threading.Thread(target=first)
+        t.start()
+        try:
+            deadline = time.monotonic() + 30  # the first batch waits on the lock
+            while time.monotonic() < deadline and not _waiting_on_lock(engine):
+                time.sleep(0.05)
+            assert _waiting_on_lock(engine)
+            with httpx2.Client(base_url=live_server.url, timeout=60) as c2:
+                r = c2.post("/v1/predictions", json={"records": [prediction(1)]})
+                assert r.status_code == 503, r.text
+                assert r.json()["code"] == "overloaded"
+                assert r.headers["retry-after"] == str(settings.retry_after_seconds)
+                scrape = c2.get("/metrics").text
+            assert 'modelmon_http_shed_total{reason="ingest_wait"} 1.0' in scrape
+        finally:
+            tx.rollback()
+            holder.close()
+            t.join(60)
+    assert answers["first"] == 200
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(text("SELECT prediction_id FROM predictions")).scalars())
+    assert ids == ["p-0"]  # the refused batch stored nothing
+
+
+def _waiting_on_lock(engine) -> bool:
+    from sqlalchemy import text
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()")).scalar())
