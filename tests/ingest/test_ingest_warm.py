@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.factories import NOW, binary_model, iso, prediction, register, version
+from tests.factories import NOW, binary_model, iso, prediction, register
 
 ROWS = 200
 REFERENCE = ("amount,country,score\n"
