@@ -66,3 +66,4 @@ def test_the_readme_screenshot_script_draws_the_demo_page(browser, tmp_path):
     # error page is one or two colours over almost nothing)
     assert seen["inked"] > 0.02, seen
     assert seen["colours"] > 50, seen
+    print(f"screenshot: {out} {seen}")
