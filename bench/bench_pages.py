@@ -2,11 +2,12 @@
 versions page) for models of 10 and 50 features.
 
     .venv/bin/python bench/bench_pages.py [--features 10 50] [--rows 5000] [--repeat 20]
-                                          [--windows 24] [--database-url URL]
+                                          [--windows 24] [--hours 1] [--database-url URL]
 
 Per feature count: a binary model with that many numeric features and one categorical one,
-a reference of 5,000 rows, ``--rows`` predictions in the latest window (a third of the
-features shifted, every prediction labeled, four cohorts), stored through the API in process
+a reference of 5,000 rows, ``--rows`` predictions in the latest window (or the latest
+``--hours``; a third of the features shifted, every prediction labeled, four cohorts), stored
+through the API in process
 (TestClient) on an embedded SQLite file by default or on ``--database-url``. Then each page
 is fetched ``--repeat`` times after one first fetch: the server's whole answer (the three
 reports computed on one snapshot, the stored history read, the templates rendered), in
@@ -17,9 +18,14 @@ the last one's). Before the pages, one scheduler tick stores ``--windows`` windo
 version gets weights (a ``coef`` over its features, v2 sparser than v1). The first fetch of
 each page runs with the process's memos of costly pure figures emptied (the exact KS, the
 ECE null, the noise quantiles): ``first_ms`` is a cold render in a fresh service process
-after the scheduler's tick (which stored its exact KS figures in the shared memo table), the
-median a repeated one, ``unshared_ms`` a cold render with that table emptied too (a window
-no job computed).
+after the scheduler's tick (which stored its exact KS figures in the shared memo table; the
+table is set back to what the tick left before each page's first fetch), the median a
+repeated one, ``unshared_ms`` a cold render with that table emptied too (a window no job
+computed). The version page is also fetched over the 6h and 24h presets ending at the
+latest window (``version_page_6h``, ``version_page_24h``): windows no job computes, whose
+first fetch computes their figures unless they equal a computed window's (with every
+prediction in the latest hour, the default, they hold the same sums as the 1h window; with
+``--hours`` the predictions are spread over that many hours, as steady traffic would be).
 Prints, per page, the first, median and slowest time and the bytes of the HTML, with the
 load average around the runs, and a ``RESULTS`` line; asserts nothing. The goal (issue 25):
 <= 300 ms and <= 300 kB for 50 features.
@@ -79,7 +85,8 @@ def reference(rng: np.random.Generator, f: int, n: int = 5000) -> bytes:
     return out.getvalue().encode()
 
 
-def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datetime, datetime]:
+def seed(c: TestClient, f: int, n: int, rng: np.random.Generator, hours: int = 1
+         ) -> tuple[datetime, datetime]:
     r = c.post("/v1/models", json=model(f))
     assert r.status_code == 201, r.text
     assert c.post("/v1/models/bench/versions", json={"version": "v1"}).status_code == 201
@@ -88,13 +95,15 @@ def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datet
     assert r.status_code == 201, r.text
     end = aligned_end(datetime.now(UTC), INTERVAL)
     start = end - timedelta(seconds=WINDOW)
+    span = WINDOW * hours  # the predictions spread evenly over the last ``hours`` windows
+    first = end - timedelta(seconds=span)
     x, ch = rows(rng, n, f, True)
     scores = rng.beta(2, 5, size=n)
     y = rng.random(n) < scores
     regions = rng.choice(["north", "south", "east", "west"], size=n)
     for lo in range(0, n, 1000):
         batch = range(lo, min(lo + 1000, n))
-        ts = [(start + timedelta(seconds=WINDOW * i / n)).isoformat() for i in batch]
+        ts = [(first + timedelta(seconds=span * i / n)).isoformat() for i in batch]
         preds = [{"model": "bench", "version": "v1", "prediction_id": f"p{i}", "timestamp": t,
                   "features": {**{f"f{j}": float(x[i, j]) for j in range(f)},
                                "channel": str(ch[i])},
@@ -108,9 +117,10 @@ def seed(c: TestClient, f: int, n: int, rng: np.random.Generator) -> tuple[datet
     return start, end
 
 
-def cold(engine: Any = None) -> None:
+def cold(engine: Any = None, rows: list[dict] | None = None) -> None:
     """Empty the process's memos of costly pure figures, as in a freshly started service;
-    with ``engine``, the database's shared memo too (a window no job has computed)."""
+    with ``engine``, set the database's shared memo to ``rows`` too (none: a window no job
+    has computed; the rows the scheduler's tick left: a fresh process after that tick)."""
     from app.monitoring import drift, gates
     drift.KS_MEMO.clear()
     gates.ECE_NULL_MEMO.clear()
@@ -121,6 +131,17 @@ def cold(engine: Any = None) -> None:
         from app.storage.tables import memo_results
         with engine.begin() as conn:
             conn.execute(memo_results.delete())
+            if rows:
+                conn.execute(memo_results.insert(), rows)
+
+
+def memo_rows(engine: Any) -> list[dict]:
+    """The shared memo's rows as they are now (after the scheduler's tick)."""
+    from sqlalchemy import select
+
+    from app.storage.tables import memo_results
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(memo_results))]
 
 
 def weights(c: TestClient, f: int, rng: np.random.Generator) -> None:
@@ -146,15 +167,18 @@ def fetch(c: TestClient, paths: list[str], params: dict) -> tuple[float, int]:
     return (time.perf_counter() - t0) * 1000, len(r.content)
 
 
-def measure(c: TestClient, paths: list[str], params: dict, repeat: int) -> dict:
+def measure(c: TestClient, paths: list[str], params: dict, repeat: int,
+            after_tick: list[dict]) -> dict:
     """The time of fetching ``paths``: first in a fresh process after the scheduler's tick
-    (``first_ms``: local memos empty, the shared memo as the jobs left it), then ``repeat``
-    times, then once more with the shared memo emptied too (``unshared_ms``: a window no job
-    computed, every costly figure computed by the page); and the bytes of the last."""
-    cold()
+    (``first_ms``: local memos empty, the shared memo as the jobs left it, ``after_tick``),
+    then ``repeat`` times, then once more with the shared memo emptied too (``unshared_ms``:
+    a window no job computed, every costly figure computed by the page); and the bytes of
+    the last."""
+    engine = c.app.state.engine
+    cold(engine, after_tick)  # what an earlier page's unshared fetch emptied or added, undone
     first, _ = fetch(c, paths, params)
     times = [fetch(c, paths, params)[0] for _ in range(repeat)]
-    cold(c.app.state.engine)
+    cold(engine)
     unshared, size = fetch(c, paths, params)
     return {"first_ms": round(first, 1), "median_ms": round(statistics.median(times), 1),
             "max_ms": round(max(times), 1), "unshared_ms": round(unshared, 1),
@@ -164,9 +188,11 @@ def measure(c: TestClient, paths: list[str], params: dict, repeat: int) -> dict:
 PAGES = {"version_page": "/ui/models/bench/versions/v1",
          "feature_page": "/ui/models/bench/versions/v1/features/f0",
          "versions_page": "/ui/models/bench/versions", "models_page": "/ui"}
+# The version page over windows no job computes: the presets ending at the job's window end.
+PRESETS = ("6h", "24h")
 
 
-def run(f: int, n: int, repeat: int, url: str | None, windows: int) -> dict:
+def run(f: int, n: int, repeat: int, url: str | None, windows: int, hours: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = url or f"sqlite:///{tmp}/bench.db"
         settings = Settings(database_url=db, job_interval_seconds=INTERVAL,
@@ -176,16 +202,24 @@ def run(f: int, n: int, repeat: int, url: str | None, windows: int) -> dict:
         migrate.upgrade(app.state.engine)
         with TestClient(app, base_url="http://127.0.0.1") as c:
             rng = np.random.default_rng(f)
-            start, end = seed(c, f, n, rng)
+            start, end = seed(c, f, n, rng, hours)
             assert c.post("/v1/models/bench/versions", json={"version": "v2"}).status_code == 201
             weights(c, f, rng)
+            t0 = time.perf_counter()
             tick(app.state.engine, settings, now=end + timedelta(seconds=1))
+            tick_ms = (time.perf_counter() - t0) * 1000
+            after_tick = memo_rows(app.state.engine)
             params = {"start": start.isoformat(), "end": end.isoformat()}
             rest = [f"/v1/models/bench/reports/{k}?version=v1"
                     for k in ("drift", "calibration", "cohorts")]
-            out = {"features": f, "rows": n, "windows": windows,
-                   **{name: measure(c, [path], params, repeat) for name, path in PAGES.items()},
-                   "rest_reports": measure(c, rest, params, repeat)}
+            out = {"features": f, "rows": n, "windows": windows, "hours": hours,
+                   "tick_ms": round(tick_ms, 1),
+                   **{name: measure(c, [path], params, repeat, after_tick)
+                      for name, path in PAGES.items()},
+                   "rest_reports": measure(c, rest, params, repeat, after_tick),
+                   **{f"version_page_{p}": measure(c, [PAGES["version_page"]],
+                                                   {"preset": p, "end": end.isoformat()},
+                                                   repeat, after_tick) for p in PRESETS}}
         app.state.engine.dispose()
     return out
 
@@ -196,14 +230,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--windows", type=int, default=24, help="stored windows of history")
+    ap.add_argument("--hours", type=int, default=1,
+                    help="spread the --rows predictions over this many hours (1: all in the "
+                         "page's window)")
     ap.add_argument("--database-url", default=None)
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
     results = []
     for f in args.features:
-        res = run(f, args.rows, args.repeat, args.database_url, args.windows)
+        res = run(f, args.rows, args.repeat, args.database_url, args.windows, args.hours)
         results.append(res)
-        for page in (*PAGES, "rest_reports"):
+        print(f"{f:>3} features: the tick computing {args.windows} windows of each job took "
+              f"{res['tick_ms']:.0f} ms ({res['tick_ms'] / args.windows:.0f} ms a window)")
+        for page in (*PAGES, "rest_reports", *(f"version_page_{p}" for p in PRESETS)):
             m = res[page]
             print(f"{f:>3} features, {page:<13}: first {m['first_ms']:>7.1f} ms, median "
                   f"{m['median_ms']:>7.1f} ms, max {m['max_ms']:>7.1f} ms, unshared "

@@ -178,6 +178,18 @@ def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
     return w
 
 
+def outcome_counts(conn: Connection, settings: Settings, sc: Scope,
+                   merged: Merged | None = None) -> dict[str, tuple[int, int]]:
+    """Per version in the scope: the window's predictions and labeled predictions, from the
+    merge the reports read (the drift report's ``n`` is the first; the calibration report's
+    label coverage is the second over the first), without computing any check."""
+    out = {}
+    for vid, name in sc.versions:
+        w = _merge(conn, settings, sc, vid, None, merged)
+        out[name] = (w.n, w.outcome.labeled)
+    return out
+
+
 def drift_report(conn: Connection, settings: Settings, sc: Scope,
                  profiles: ProfileCache) -> dict[str, Any]:
     return drift_report_with_windows(conn, settings, sc, profiles)[0]

@@ -5,13 +5,16 @@ report for the same window; here they are only ordered, grouped and drawn."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import Connection
 
+from app.evaluation import policy as model_policy
 from app.evaluation import reports
+from app.evaluation.catalogue import METRICS
+from app.evaluation.checks import JOBS, LABEL_JOBS
 from app.evaluation.policy import CRITICAL, OK, WARNING
 from app.evaluation.profiles import ProfileCache
 from app.monitoring import INSUFFICIENT_DATA
@@ -19,6 +22,7 @@ from app.monitoring.cohort import wilson_interval
 from app.pages import charts, history, svg
 from app.settings import Settings
 from app.storage import registry, results
+from app.storage.db import as_utc
 
 # Worst first: what pages comes before what does not.
 RANK = {CRITICAL: 0, WARNING: 1, INSUFFICIENT_DATA: 2, OK: 3}
@@ -258,7 +262,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
 
 
 def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, model: str,
-                 version: str, w: Window, with_history: bool = True) -> VersionView:
+                 version: str, w: Window) -> VersionView:
     r = read_reports(conn, settings, profiles, model, version, w)
     v = VersionView(model, version, r.drift["task"], r)
     d, c, h = (_entry(r.drift, version), _entry(r.calibration, version),
@@ -276,8 +280,7 @@ def version_view(conn: Connection, settings: Settings, profiles: ProfileCache, m
         v.reliability = svg.reliability(reliability_points(c["bins"]))
     v.cohort_keys = cohort_tables(h)
     v.gap = None if h is None else h.get("generalization_gap")
-    if with_history:
-        over_time(conn, settings, v)
+    over_time(conn, settings, v)
     return v
 
 
@@ -303,28 +306,64 @@ def over_time(conn: Connection, settings: Settings, v: VersionView) -> None:
 
 @dataclass
 class ModelRow:
-    """A line of the models page: one version, its worst decision in the window, traffic,
-    label coverage, and the model's last job run."""
+    """A line of the models page: one version, the worst decision the jobs stored for it (what
+    /metrics exported and the alert rules fired on) with the checks that carry it, its
+    traffic and label coverage in the window, and the model's last job run."""
 
     model: str
     version: str
-    worst: str | None
+    worst: str | None  # None: no job result in the window
     traffic: int
     label_coverage: float | None
     last_run: Any
+    worst_checks: list[str] = field(default_factory=list)
+    decided: list[tuple[str, str]] = field(default_factory=list)  # (job, window end) read
+
+
+def stored_decisions(conn: Connection, settings: Settings, model: Any,
+                     start: datetime, end: datetime) -> dict[int, dict[str, Any]]:
+    """Per version id: the worst decision of each check in the jobs' latest windows that the
+    ticks in (``start``, ``end``] computed (a label job's window ends the model's label lag
+    earlier), folded as /metrics folds them into ``modelmon_check_state``, and the (job,
+    window end) read. A version with no stored row there has no entry."""
+    lag = timedelta(seconds=model_policy.effective(settings, model.policy).label_lag_seconds)
+    out: dict[int, dict[str, Any]] = {}
+    for job in JOBS:
+        shift = lag if job in LABEL_JOBS else timedelta(0)
+        for r in results.latest_window_decisions(conn=conn, model_id=model.id, job=job,
+                                                 start=start - shift, end=end - shift):
+            v = out.setdefault(r.version_id, {"checks": {}, "windows": set()})
+            v["windows"].add((job, as_utc(r.window_end).isoformat()))
+            check = METRICS[r.metric].check if r.metric in METRICS else None
+            if check and r.decision:
+                v["checks"][check] = worst([v["checks"].get(check), r.decision])
+    return out
 
 
 def models_view(conn: Connection, settings: Settings, profiles: ProfileCache,
                 allowed: Any, w: Window) -> list[ModelRow]:
+    """Every allowed model's versions: the decisions from the stored job results (a few
+    reads a model, nothing recomputed), traffic and label coverage from the window's merged
+    sums as the drift and calibration reports count them."""
     rows = []
     for model, _count in registry.list_models(conn=conn):
         if not allowed(model.name):
             continue
         last = results.last_run(conn=conn, model_id=model.id)
+        unlabeled = reports.scope(conn, settings, model.name, None, w.start, w.end)
+        labeled = reports.scope(conn, settings, model.name, None, w.start, w.end,
+                                needs_labels=True)
+        merged: reports.Merged = {}
+        traffic = reports.outcome_counts(conn, settings, unlabeled, merged)
+        coverage = reports.outcome_counts(conn, settings, labeled, merged)
+        decided = stored_decisions(conn, settings, model, unlabeled.start, unlabeled.end)
         for ver in registry.list_versions(conn=conn, model_id=model.id):
-            view = version_view(conn, settings, profiles, model.name, ver.version, w,
-                                with_history=False)
-            d = _entry(view.reports.drift, ver.version)
-            rows.append(ModelRow(model.name, ver.version, view.worst,
-                                 0 if d is None else d["n"], view.label_coverage, last))
+            n, labels = coverage.get(ver.version, (0, 0))
+            d = decided.get(ver.id, {"checks": {}, "windows": set()})
+            bad = worst(list(d["checks"].values()))
+            rows.append(ModelRow(
+                model.name, ver.version, bad, traffic.get(ver.version, (0, 0))[0],
+                labels / n if n else None, last,
+                sorted(c for c, x in d["checks"].items() if bad is not None and x == bad),
+                sorted(d["windows"])))
     return rows

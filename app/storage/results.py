@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, literal, select, tuple_
 
 from app.storage.db import as_utc
-from app.storage.tables import job_runs, metric_results
+from app.storage.tables import job_runs, metric_results, model_versions
 
 
 def success_exists(*, conn: Connection, job: str, model_id: int | None,
@@ -77,3 +77,23 @@ def last_run(*, conn: Connection, model_id: int) -> Any:
          .where(j.c.model_id == model_id, j.c.finished_at.is_not(None))
          .order_by(j.c.finished_at.desc(), j.c.id.desc()).limit(1))
     return conn.execute(q).first()
+
+
+def latest_window_decisions(*, conn: Connection, model_id: int, job: str, start: datetime,
+                            end: datetime) -> list[Any]:
+    """Per version of the model, the rows of ``job``'s latest stored window ending in
+    (``start``, ``end``], without their detail: version_id, metric, subject, decision,
+    window_start, window_end. One index descent per version (ix_metric_results_latest), then
+    that window's rows, in one statement: the cost follows the versions, not the history."""
+    m, v = metric_results, model_versions
+    we = (select(m.c.window_end)
+          .where(m.c.job == job, m.c.model_id == model_id, m.c.version_id == v.c.id,
+                 m.c.window_end > start, m.c.window_end <= end)
+          .order_by(m.c.window_end.desc()).limit(1).correlate(v).scalar_subquery())
+    latest = select(v.c.id.label("vid"), we.label("we")).where(
+        v.c.model_id == model_id).subquery()
+    q = (select(m.c.version_id, m.c.metric, m.c.subject, m.c.decision, m.c.window_start,
+                m.c.window_end)
+         .join(latest, and_(m.c.job == job, m.c.model_id == model_id,
+                            m.c.version_id == latest.c.vid, m.c.window_end == latest.c.we)))
+    return list(conn.execute(q))

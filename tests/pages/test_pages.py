@@ -22,7 +22,13 @@ from tests.jobs_data import (
     traffic,
 )
 from tests.pages.pageparse import number, parse
-from tests.pages.pages_data import page_settings, register, seed_model, window_params
+from tests.pages.pages_data import (
+    page_settings,
+    register,
+    seed_history,
+    seed_model,
+    window_params,
+)
 
 PAGE = "/ui/models/credit/versions/v1"
 
@@ -129,18 +135,78 @@ def test_the_cohorts_are_sorted_worst_first(client):
     assert keys == sorted(keys)
 
 
-def test_the_models_page_lists_each_version_with_the_reports_numbers(client):
-    params = window_params(*seed_model(client))
+def check_states(client, model: str, version: str) -> dict[str, int]:
+    """/metrics' ``modelmon_check_state`` of a version, by check: what the alerts fire on."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "modelmon_check_state" and s.labels["model"] == model \
+                    and s.labels["version"] == version:
+                out[s.labels["check"]] = int(s.value)
+    return out
+
+
+def test_the_models_page_says_what_the_jobs_decided_with_the_reports_counts(
+        client, engine, settings):
+    params = window_params(*seed_history(client, engine, settings, second_version=True))
     r = client.get("/ui", params=params)
     assert r.status_code == 200
     parsed = parse(r.text)
-    row = parsed.fields["version:v1"]
-    assert int(row["traffic"]) == rest(client, "drift", params)["n"] == 1500
-    shown_equals(row["label_coverage"], rest(client, "calibration", params)["label_coverage"])
+    for version, n in (("v1", 1500), ("v2", 300)):
+        row = parsed.fields[f"version:{version}"]
+        drift = rest(client, "drift", params) if version == "v1" else client.get(
+            "/v1/models/credit/reports/drift", params={**params, "version": version}
+        ).json()["versions"][0]
+        assert int(row["traffic"]) == drift["n"] == n
+        cal = client.get("/v1/models/credit/reports/calibration",
+                         params={**params, "version": version}).json()["versions"][0]
+        shown_equals(row["label_coverage"], cal["label_coverage"])
+        # the decision is the worst of the states /metrics exported from the same stored
+        # results, and the checks named are those at that state
+        states = check_states(client, "credit", version)
+        assert states, version
+        shown = parsed.decisions[f"version:{version}"]
+        top = max(states.values())
+        if top:
+            assert shown == ("ok", "warning", "critical")[top]
+            assert row["checks"] == ", ".join(
+                sorted(c for c, s in states.items() if s == top)).replace("_", " ")
+        else:
+            assert shown in ("ok", "insufficient_data")
     assert parsed.decisions["version:v1"] == "critical"
+    assert "feature drift" in parsed.fields["version:v1"]["checks"]
     assert f'href="{PAGE}?start=' in r.text
     report = client.get("/v1/models/credit/reports/drift", params=params).json()
     assert f"window {report['window_start']} to {report['window_end']}:" in r.text
+
+
+def test_the_models_page_without_a_job_result_says_so_and_still_counts(client):
+    start, end = seed_model(client)
+    for params in (window_params(start, end), window_params(start - (end - start), start)):
+        r = client.get("/ui", params=params)
+        assert r.status_code == 200
+        parsed = parse(r.text)
+        assert parsed.decisions["version:v1"] == ""
+        assert "no job result" in r.text
+        row = parsed.fields["version:v1"]
+        assert int(row["traffic"]) == rest(client, "drift", params)["n"]
+        shown_equals(row["label_coverage"],
+                     rest(client, "calibration", params)["label_coverage"])
+    # the window before holds no traffic at all
+    assert int(parse(client.get("/ui", params=window_params(
+        start - (end - start), start)).text).fields["version:v1"]["traffic"]) == 0
+
+
+def test_the_models_page_reads_the_job_window_of_its_own_window_only(
+        client, engine, settings):
+    """The window before the one the jobs computed has no job result, though the jobs'
+    latest window is stored: a page of an older window never shows a newer decision."""
+    start, end = seed_history(client, engine, settings)
+    r = client.get("/ui", params=window_params(start - (end - start), start))
+    assert parse(r.text).decisions["version:v1"] == ""
+    r = client.get("/ui", params=window_params(start, end))
+    assert parse(r.text).decisions["version:v1"] == "critical"
 
 
 def test_window_links_move_by_one_window(client):
