@@ -186,6 +186,23 @@ def grafana_link(settings: Settings, model: str, version: str, start: str, end: 
     return f"{settings.pages_grafana_base.rstrip('/')}/d/{DEBUG_DASHBOARD}?{query}"
 
 
+def _calibration_check(c: dict[str, Any] | None, window: Any) -> Check:
+    """The calibration cell: the worst of ECE's decision and observed against expected
+    positives' (overall and per cohort), as the check's alert and /metrics' check state
+    count it, with the part that carries it named."""
+    if c is None:
+        return Check("calibration", None, None, *window)
+    parts = {"ECE": c.get("decision")}
+    if c.get("observed_expected") is not None:
+        parts["O/E"] = c["observed_expected"].get("decision")
+    cohorts = [x.get("decision") for x in c.get("cohorts_observed_expected", ())]
+    if cohorts:
+        parts["cohort O/E"] = worst(cohorts)
+    decision = worst(list(parts.values()))
+    detail = ", ".join(f"{name} {d}" for name, d in parts.items() if d is not None)
+    return Check("calibration", decision, c.get("n"), *window, detail)
+
+
 def _performance_check(r: Reports, version: str) -> list[Check]:
     """The performance estimate's cell, where it applies (a labeled reference)."""
     p = None if r.performance is None else _entry(r.performance, version)
@@ -246,8 +263,7 @@ def status_strip(settings: Settings, r: Reports, v: VersionView) -> list[Check]:
               None if d is None else d["n"], *dw),
         *_multivariate_check(r, v.version),
         *_embedding_check(r, v.version),
-        Check("calibration", None if c is None else c.get("decision"),
-              None if c is None else c.get("n"), *cw),
+        _calibration_check(c, cw),
         *_performance_check(r, v.version),
         Check("cohorts", worst(cohort_decisions), None if h is None else h["n"], *hw),
         Check("generalization gap",

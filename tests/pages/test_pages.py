@@ -293,3 +293,39 @@ def test_a_reference_without_a_pca_basis_shows_why_multivariate_drift_does_not_a
     assert parsed.fields["id:multivariate"]["reason"] == mv["reason"]
     assert parsed.decisions["check:multivariate drift"] == ""
     assert "id:multivariate" not in parsed.decisions
+
+
+def test_the_calibration_cell_says_what_pages_for_a_rare_event_model_ece_calls_fine(client):
+    """A 2% base rate whose scores are twice the truth: ECE (about 0.02) stays under its line
+    while observed against expected positives pages; the strip shows the worst of the two, as
+    the calibration alert and /metrics count it, naming which part carries it."""
+    from datetime import timedelta
+
+    from tests.factories import binary_model, iso
+    from tests.factories import register as register_model
+
+    register_model(client, binary_model("rare", cohort_keys=[]))
+    start, end = latest_window()
+    rng = np.random.default_rng(3)
+    n = 10_000
+    positive = rng.random(n) < 0.02
+    step = (end - start) / (n + 1)
+    records = [{"model": "rare", "version": "v1", "prediction_id": f"r{i}",
+                "timestamp": iso(start + step * (i + 1)),
+                "features": {"amount": float(i % 97), "country": "DE"},
+                "prediction": {"score": 0.04}} for i in range(n)]
+    post_all(client, "/v1/predictions", records)
+    post_all(client, "/v1/labels", [
+        {"model": "rare", "prediction_id": f"r{i}", "label": "fraud" if positive[i] else "legit",
+         "timestamp": iso(end + timedelta(seconds=1))} for i in range(n)])
+    params = {"start": iso(start), "end": iso(end)}
+    r = client.get("/v1/models/rare/reports/calibration", params={**params, "version": "v1"})
+    assert r.status_code == 200, r.text
+    cal = r.json()["versions"][0]
+    assert cal["decision"] == "ok" and cal["ece"] < 0.05  # ECE alone: fine
+    assert cal["observed_expected"]["decision"] == "critical"  # O / E about 0.5
+    page = client.get("/ui/models/rare/versions/v1", params=params)
+    assert page.status_code == 200, page.text
+    parsed = parse(page.text)
+    assert parsed.decisions["check:calibration"] == "critical"
+    assert "ECE ok, O/E critical" in html.unescape(page.text)
