@@ -170,3 +170,35 @@ def test_a_batch_with_unusable_predictions_is_refused_naming_the_column(task, co
     table = pa.table({"timestamp": [1.0, 2.0], column: pa.array(bad, pa.float64())})
     with pytest.raises(Invalid, match=f"'{column}' has 1 missing or unusable"):
         rows_from_arrow(shape, table, 1)
+
+
+@pytest.mark.parametrize("task", list(CLASSES))
+def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkeypatch):
+    """Large groups' numeric columns are counted through app/monitoring/slots.py: forced on
+    for every group and off for every group, the fold's rows are the same bytes (NaN and
+    infinities, ties with the KS points, unseen categories, two versions, many buckets in no
+    order)."""
+    from app.evaluation import summaries
+
+    rng = np.random.default_rng(23)
+    m = model(task)
+    shape = ModelShape.of(m)
+    cp = reference(rng, m, sample_size=700)
+    n = 20000
+    d = data(rng, n, task, shift=0.3)
+    special = rng.random(n)
+    d["x"] = np.where(special < 0.1, rng.choice(cp.columns[0].ks.points, n), d["x"])
+    d["x"][special > 0.98] = rng.choice([np.inf, -np.inf, -0.0, 1e15, -1e15],
+                                        int((special > 0.98).sum()))
+    offsets = rng.uniform(0, 3 * 3600, n)
+    label = np.where(rng.random(n) < 0.5, d["label"], np.nan)
+    table = arrow_table(shape, d, offsets, label, rng.uniform(0, 900, n))
+    versions = np.where(rng.random(n) < 0.3, 8, 7)
+    folded = {}
+    for name, rows in (("sorted", 10**12), ("unsorted", 0)):
+        monkeypatch.setattr(summaries, "SLOT_COUNTER_ROWS", rows)
+        folded[name] = fold(shape, table, versions, {7: cp, 8: cp}, BUCKET)
+    assert len(folded["sorted"]) == 4 * 36
+    drift = {name: [tuple(r) for r in rows if r.kind == DRIFT] for name, rows in folded.items()}
+    assert drift["unsorted"] == drift["sorted"]  # the packed bytes
+    assert contents(folded["unsorted"]) == contents(folded["sorted"])  # and the outcomes
