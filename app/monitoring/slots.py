@@ -53,9 +53,10 @@ class SlotCounter:
         self.offset = 1.0 - float(cuts[0]) * self.scale if k else 1.0
         self.usable = bool(np.isfinite(self.scale) and np.isfinite(self.offset))
         if self.usable and k:
-            # start[c]: the number of cuts in cells before c (cell 0: below the range)
+            # start[c]: the number of cuts in cells before c (cell 0: below the range);
+            # int32 halves the table (4 entries a cut), which lives as long as the profile
             self.start = np.searchsorted(self._cell(cuts), np.arange(self.cells + 3)
-                                         ).astype(np.intp)
+                                         ).astype(np.int32)
             self.usable = int(np.diff(self.start).max()) <= MAX_CUTS_PER_CELL
 
     def _cell(self, x: np.ndarray) -> np.ndarray:
@@ -70,7 +71,7 @@ class SlotCounter:
         and above cut j - 1)."""
         cuts = self.cuts
         if cuts.shape[0] == 0:
-            return np.zeros(x.shape[0], dtype=np.intp)
+            return np.zeros(x.shape[0], dtype=np.int32)
         cell = self._cell(x)
         j = self.start[cell]
         end = self.start[1:][cell]
