@@ -84,14 +84,18 @@ def contents(rows: list) -> dict:
     return out
 
 
+def shifted(task: str, seed: int, sample_size: int, n: int) -> tuple:
+    """(the generator, the model's shape, its reference profile, n rows shifted from it)."""
+    rng = np.random.default_rng(seed)
+    m = model(task)
+    cp = reference(rng, m, sample_size=sample_size)
+    return rng, ModelShape.of(m), cp, data(rng, n, task, shift=0.3)
+
+
 @pytest.mark.parametrize("task", list(CLASSES))
 def test_an_arrow_batch_folds_into_the_summaries_of_the_same_records(task: str):
-    rng = np.random.default_rng(11)
-    m = model(task)
-    shape = ModelShape.of(m)
-    cp = reference(rng, m, sample_size=500)
     n = 4000
-    d = data(rng, n, task, shift=0.3)
+    rng, shape, cp, d = shifted(task, 11, 500, n)
     offsets = np.sort(rng.uniform(0, 3 * 3600, n))  # many buckets
     label = np.where(rng.random(n) < 0.6, d["label"], np.nan)
     delays = rng.uniform(0, 900, n)
@@ -180,12 +184,8 @@ def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkey
     order)."""
     from app.evaluation import summaries
 
-    rng = np.random.default_rng(23)
-    m = model(task)
-    shape = ModelShape.of(m)
-    cp = reference(rng, m, sample_size=700)
     n = 20000
-    d = data(rng, n, task, shift=0.3)
+    rng, shape, cp, d = shifted(task, 23, 700, n)
     special = rng.random(n)
     d["x"] = np.where(special < 0.1, rng.choice(cp.columns[0].ks.points, n), d["x"])
     d["x"][special > 0.98] = rng.choice([np.inf, -np.inf, -0.0, 1e15, -1e15],
