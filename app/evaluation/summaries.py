@@ -41,15 +41,13 @@ from app.monitoring.binning import (
 from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
-from app.monitoring.slots import SlotCounter, column_counts
+from app.monitoring.slots import SlotCounter, column_counts, counts_unsorted
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
 # Normalised rank error of a KLL sketch with k = 200 (single quantile, 99% confidence).
 KLL_RANK_ERROR = kll_doubles_sketch.get_normalized_rank_error(KLL_K, False)
 OTHER_COHORT = "(other)"
-# from this many rows a numeric column is counted without sorting it (app/monitoring/slots.py)
-SLOT_COUNTER_ROWS = 2048
 
 
 def bucket_starts(ts: np.ndarray, bucket_seconds: float) -> np.ndarray:
@@ -325,7 +323,7 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for layout in cp.columns:
-        counter = layout.slot_counter if rows.n >= SLOT_COUNTER_ROWS else None
+        counter = layout.slot_counter if counts_unsorted(rows.n, layout.ks) else None
         for offset, (slots, n) in zip((layout.psi_offset, layout.ks_offset), column_counts(
                 layout.binning, layout.ks, _column_values(shape, layout, rows), counter),
                 strict=False):  # a categorical column has no KS part

@@ -29,6 +29,14 @@ from app.monitoring.drift import KsPoints
 
 CELLS_PER_CUT = 4
 MAX_CUTS_PER_CELL = 16
+SLOT_COUNTER_ROWS = 2048
+
+
+def counts_unsorted(n: int, ks: KsPoints | None) -> bool:
+    """Whether ``n`` values of a numeric column count faster through a ``SlotCounter`` than
+    sorted: from 2,048 values and a quarter of the KS points (its fixed cost is a pass over
+    the 2J + 1 slots; below that, the sort's few-values path is cheaper: BENCHMARKS.md)."""
+    return ks is not None and n >= SLOT_COUNTER_ROWS and 4 * n >= ks.points.shape[0]
 
 
 class SlotCounter:

@@ -195,8 +195,9 @@ def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkey
     table = arrow_table(shape, d, offsets, label, rng.uniform(0, 900, n))
     versions = np.where(rng.random(n) < 0.3, 8, 7)
     folded = {}
-    for name, rows in (("sorted", 10**12), ("unsorted", 0)):
-        monkeypatch.setattr(summaries, "SLOT_COUNTER_ROWS", rows)
+    for name, unsorted in (("sorted", False), ("unsorted", True)):
+        monkeypatch.setattr(summaries, "counts_unsorted",
+                            lambda n, ks, on=unsorted: on and ks is not None)
         folded[name] = fold(shape, table, versions, {7: cp, 8: cp}, BUCKET)
     assert len(folded["sorted"]) == 4 * 36
     drift = {name: [tuple(r) for r in rows if r.kind == DRIFT] for name, rows in folded.items()}

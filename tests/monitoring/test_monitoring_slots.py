@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.monitoring import KsPoints, NumericBinning, fit_numeric_bins, sorted_sample
-from app.monitoring.slots import MAX_CUTS_PER_CELL, SlotCounter, column_counts
+from app.monitoring.slots import MAX_CUTS_PER_CELL, SlotCounter, column_counts, counts_unsorted
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, -5e-324, 1e308, -1e308,
                      np.finfo(np.float64).max, np.finfo(np.float64).min])
@@ -114,3 +114,12 @@ def test_any_values_against_any_reference(ref, current, n_bins):
     if not counter.usable:  # the sort counts it; nothing to compare
         return
     check(binning, ks, x)
+
+
+def test_a_column_is_counted_unsorted_from_2048_values_and_a_quarter_of_its_points():
+    ks = KsPoints.of(np.arange(10000.0))
+    assert not counts_unsorted(2048, ks) and not counts_unsorted(2499, ks)
+    assert counts_unsorted(2500, ks)
+    small = KsPoints.of(np.arange(500.0))
+    assert not counts_unsorted(2047, small) and counts_unsorted(2048, small)
+    assert not counts_unsorted(10**6, None)  # a categorical column
