@@ -56,7 +56,7 @@ class SlotCounter:
         self.bin_bounds = np.concatenate(([0], 2 * np.searchsorted(cuts, edges) + 2,
                                           [2 * k + 1]))
         self.cells = max(1, CELLS_PER_CUT * k)
-        span = float(cuts[-1] - cuts[0]) if k else 0.0
+        span = float(cuts[-1]) - float(cuts[0]) if k else 0.0  # inf, quietly, past the max
         self.scale = self.cells / span if span > 0 else 0.0
         self.offset = 1.0 - float(cuts[0]) * self.scale if k else 1.0
         self.usable = bool(np.isfinite(self.scale) and np.isfinite(self.offset))
