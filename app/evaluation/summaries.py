@@ -22,7 +22,8 @@ app/evaluation/packing.py turns a summary into bytes and back.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,11 @@ from app.monitoring.binning import (
     Coded,
     NumericBinning,
     categorical_codes,
-    sorted_sample,
 )
 from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
+from app.monitoring.slots import SlotCounter, column_counts, counts_unsorted
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
@@ -192,6 +193,10 @@ class ColumnLayout:
     def psi_slots(self) -> int:
         return self.binning.n_bins
 
+    @cached_property
+    def slot_counter(self) -> SlotCounter | None:  # built for a first large batch only
+        return SlotCounter(self.binning, self.ks) if self.kind == "numeric" else None
+
     def bin_index(self, values: np.ndarray) -> np.ndarray:
         """PSI bin of each value, missing last (the binnings' own counting rules)."""
         b = self.binning
@@ -313,22 +318,16 @@ def _column_values(shape: ModelShape, layout: ColumnLayout, rows: Rows) -> Any:
 
 def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(non-zero slots, counts) of ``rows`` on the profile's layout, column by column with
-    the statistics' own counting: a numeric column is sorted once for its PSI bins and its
-    KS slots (app/monitoring)."""
+    """(non-zero slots, counts) of ``rows`` on the profile's layout, column by column
+    (app/monitoring/slots.py: a numeric column's PSI bins and KS slots in one pass)."""
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for layout in cp.columns:
-        values = _column_values(shape, layout, rows)
-        if layout.kind == "numeric":
-            values = sorted_sample(values)
-        dense = layout.binning.counts(values)
-        nz = np.flatnonzero(dense)
-        keys.append(nz + layout.psi_offset)
-        counts.append(dense[nz])
-        if layout.ks is not None:
-            slots, n = layout.ks.slot_counts(values.values)
-            keys.append(slots + layout.ks_offset)
+        counter = layout.slot_counter if counts_unsorted(rows.n, layout.ks) else None
+        for offset, (slots, n) in zip((layout.psi_offset, layout.ks_offset), column_counts(
+                layout.binning, layout.ks, _column_values(shape, layout, rows), counter),
+                strict=False):  # a categorical column has no KS part
+            keys.append(slots + offset)
             counts.append(n)
     if cp.pca is not None:  # the last slots: whole-number error sums, non-zero ones only
         sums = error_sums(cp.pca, feature_matrix(cp.pca, rows.features, rows.n))
@@ -461,7 +460,7 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
     paired = np.flatnonzero(~np.isnan(rows.label))
     if paired.size == 0:
         return out
-    p = rows.take(paired)
+    p = replace(rows, features={}).take(paired)  # an outcome reads no feature
     out.labeled = int(paired.size)
     y = p.label
     score = outcome = None  # per row, for each cohort's observed against expected positives
@@ -494,6 +493,6 @@ def outcome_summary(shape: ModelShape, rows: Rows, *, count_predictions: bool
 def outcome_summaries(shape: ModelShape, rows: Rows, group: np.ndarray, n_groups: int, *,
                       count_predictions: bool) -> list[OutcomeSummary]:
     order, bounds = group_order(group, n_groups)
-    ordered = rows if order is None else rows.take(order)
+    ordered = rows if order is None else replace(rows, features={}).take(order)
     return [outcome_summary(shape, ordered.take(slice(bounds[g], bounds[g + 1])),
                             count_predictions=count_predictions) for g in range(n_groups)]

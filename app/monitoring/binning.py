@@ -99,10 +99,11 @@ class NumericBinning(JsonResult):
         edges = np.asarray(self.edges, dtype=np.float64)
         if isinstance(values, SortedSample):
             v = values.values
-            cum = np.searchsorted(v, edges, side="right")
-            bounds = np.concatenate(([0], cum, [v.shape[0]]))
+            bounds = np.empty(self.n_bins, dtype=np.int64)  # values <= each edge, 0 and all
+            bounds[0], bounds[-1] = 0, v.shape[0]
+            bounds[1:-1] = np.searchsorted(v, edges, side="right")
             out = np.empty(self.n_bins, dtype=np.int64)
-            out[:-1] = np.diff(bounds)
+            np.subtract(bounds[1:], bounds[:-1], out=out[:-1])
             out[-1] = values.n_missing
             return out
         x = as_float_array(values)

@@ -327,8 +327,14 @@ class KsPoints:
             s = self.slots(x)
             if s.size == 0:
                 return s.astype(np.int64), np.zeros(0, dtype=np.int64)
-            starts = np.flatnonzero(np.diff(s, prepend=s[0] - 1))
-            return s[starts].astype(np.int64), np.diff(np.append(starts, s.size))
+            first = np.empty(s.size, dtype=bool)  # where a run of one slot begins
+            first[0] = True
+            np.not_equal(s[1:], s[:-1], out=first[1:])
+            starts = np.flatnonzero(first)
+            runs = np.empty(starts.size, dtype=np.int64)
+            np.subtract(starts[1:], starts[:-1], out=runs[:-1])
+            runs[-1] = s.size - starts[-1]
+            return s[starts].astype(np.int64), runs
         left = np.searchsorted(x, p, side="left")
         right = np.searchsorted(x, p, side="right")
         dense = np.empty(self.n_slots, dtype=np.int64)

@@ -83,7 +83,8 @@ class PcaBasis:
 def _standardised(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     z = np.asarray(x, np.float64) - mean  # a new array, changed in place from here
     z /= scale
-    return np.nan_to_num(z, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # missing: the mean
+    np.copyto(z, 0.0, where=~np.isfinite(z))  # missing: the mean
+    return z
 
 
 def _errors(z: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -104,11 +105,11 @@ def quanta(basis: PcaBasis, x: np.ndarray) -> np.ndarray:
 def feature_matrix(basis: PcaBasis, columns: dict[str, Any], n: int) -> np.ndarray:
     """The basis' features of ``n`` rows from their columns (rows x features; NaN where a
     column is absent or a value missing)."""
-    out = np.full((n, len(basis.features)), np.nan, order="F")  # filled column by column
+    out = np.empty((n, len(basis.features)), order="F")  # filled column by column
     for j, name in enumerate(basis.features):
         values = columns.get(name)
-        if values is not None and values.shape[0] == n:
-            out[:, j] = np.asarray(values, dtype=np.float64)
+        present = values is not None and values.shape[0] == n
+        out[:, j] = np.asarray(values, dtype=np.float64) if present else np.nan
     return out
 
 

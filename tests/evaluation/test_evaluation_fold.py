@@ -84,14 +84,18 @@ def contents(rows: list) -> dict:
     return out
 
 
+def shifted(task: str, seed: int, sample_size: int, n: int) -> tuple:
+    """(the generator, the model's shape, its reference profile, n rows shifted from it)."""
+    rng = np.random.default_rng(seed)
+    m = model(task)
+    cp = reference(rng, m, sample_size=sample_size)
+    return rng, ModelShape.of(m), cp, data(rng, n, task, shift=0.3)
+
+
 @pytest.mark.parametrize("task", list(CLASSES))
 def test_an_arrow_batch_folds_into_the_summaries_of_the_same_records(task: str):
-    rng = np.random.default_rng(11)
-    m = model(task)
-    shape = ModelShape.of(m)
-    cp = reference(rng, m, sample_size=500)
     n = 4000
-    d = data(rng, n, task, shift=0.3)
+    rng, shape, cp, d = shifted(task, 11, 500, n)
     offsets = np.sort(rng.uniform(0, 3 * 3600, n))  # many buckets
     label = np.where(rng.random(n) < 0.6, d["label"], np.nan)
     delays = rng.uniform(0, 900, n)
@@ -170,3 +174,32 @@ def test_a_batch_with_unusable_predictions_is_refused_naming_the_column(task, co
     table = pa.table({"timestamp": [1.0, 2.0], column: pa.array(bad, pa.float64())})
     with pytest.raises(Invalid, match=f"'{column}' has 1 missing or unusable"):
         rows_from_arrow(shape, table, 1)
+
+
+@pytest.mark.parametrize("task", list(CLASSES))
+def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkeypatch):
+    """Large groups' numeric columns are counted through app/monitoring/slots.py: forced on
+    for every group and off for every group, the fold's rows are the same bytes (NaN and
+    infinities, ties with the KS points, unseen categories, two versions, many buckets in no
+    order)."""
+    from app.evaluation import summaries
+
+    n = 20000
+    rng, shape, cp, d = shifted(task, 23, 700, n)
+    special = rng.random(n)
+    d["x"] = np.where(special < 0.1, rng.choice(cp.columns[0].ks.points, n), d["x"])
+    d["x"][special > 0.98] = rng.choice([np.inf, -np.inf, -0.0, 1e15, -1e15],
+                                        int((special > 0.98).sum()))
+    offsets = rng.uniform(0, 3 * 3600, n)
+    label = np.where(rng.random(n) < 0.5, d["label"], np.nan)
+    table = arrow_table(shape, d, offsets, label, rng.uniform(0, 900, n))
+    versions = np.where(rng.random(n) < 0.3, 8, 7)
+    folded = {}
+    for name, unsorted in (("sorted", False), ("unsorted", True)):
+        monkeypatch.setattr(summaries, "counts_unsorted",
+                            lambda n, ks, on=unsorted: on and ks is not None)
+        folded[name] = fold(shape, table, versions, {7: cp, 8: cp}, BUCKET)
+    assert len(folded["sorted"]) == 4 * 36
+    drift = {name: [tuple(r) for r in rows if r.kind == DRIFT] for name, rows in folded.items()}
+    assert drift["unsorted"] == drift["sorted"]  # the packed bytes
+    assert contents(folded["unsorted"]) == contents(folded["sorted"])  # and the outcomes
