@@ -114,24 +114,24 @@ def _drift(v: dict[str, Any], policy: dict[str, Any]) -> list[str]:
 
 
 def _multivariate(m: dict[str, Any]) -> str:
-    """One line for the PCA reconstruction error check: its effect, p, n and decision, or
-    why it does not apply."""
-    if m.get("status") == "not_applicable":
-        return f"multivariate (PCA): not applicable: {m.get('reason')}"
-    why = f" ({m['reason']})" if m.get("reason") else ""
-    return (f"multivariate (PCA, {m.get('components')} components): effect "
-            f"{_fmt(m.get('effect'))} sd, p {_fmt(m.get('pvalue'))}, n {m.get('n')}: "
-            f"{m.get('decision')}{why}")
+    """One line for the PCA reconstruction error check."""
+    return _effect_line("multivariate", m, "PCA", f"PCA, {m.get('components')} components")
 
 
 def _embedding(e: dict[str, Any]) -> str:
-    """One line per embedding feature: its whitened mean shift's effect, p, n and decision,
-    or why it does not apply."""
+    """One line per embedding feature: its whitened mean shift."""
+    return _effect_line(f"embedding {e['feature']}", e, None,
+                        f"dim {e.get('dim')}, {e.get('components')} directions")
+
+
+def _effect_line(name: str, e: dict[str, Any], kind: str | None, detail: str) -> str:
+    """A multivariate check's line: its effect, p, n and decision (with the reason a window
+    was not decided), or why it does not apply."""
     if e.get("status") == "not_applicable":
-        return f"embedding {e['feature']}: not applicable: {e.get('reason')}"
-    why = f" ({e['reason']})" if e.get("reason") else ""
-    return (f"embedding {e['feature']} (dim {e.get('dim')}, {e.get('components')} "
-            f"directions): effect {_fmt(e.get('effect'))} sd, p {_fmt(e.get('pvalue'))}, "
+        return f"{name}{f' ({kind})' if kind else ''}: not applicable: {e.get('reason')}"
+    reason = e.get("reason") or e.get("decision_reason")
+    why = f" ({reason})" if reason else ""
+    return (f"{name} ({detail}): effect {_fmt(e.get('effect'))} sd, p {_fmt(e.get('pvalue'))}, "
             f"n {e.get('n')}: {e.get('decision')}{why}")
 
 

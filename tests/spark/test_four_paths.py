@@ -85,6 +85,10 @@ RECORDED = ("/v1/summaries", "/v1/predictions", "/v1/labels")
 # the multivariate PCA sums are folded by every path) and an embedding (its whitened sums).
 MORE = [{"name": "twin", "type": "numeric"}, {"name": "vec", "type": "embedding", "dim": 4}]
 FIRST = {"binary": "amount", "multiclass": "petal", "regression": "amount"}
+# the lake's own column names, as the Spark adapter's two modes are told them
+LAKE_MAPPING = {"columns": {"timestamp": "event_time", "region": "geo"},
+                "label_columns": {"prediction_id": "pid", "label": "outcome",
+                                  "timestamp": "labeled_at"}}
 
 
 def with_more(task: str, features: dict, i: int, seed: int) -> dict:
@@ -176,10 +180,7 @@ def through_spark(spark, url: str, name: str, data: str) -> dict[str, int]:
     counted = {}
     for v in VERSIONS:
         done = summarize(predictions.where(F.col("version") == v), labels, url=url,
-                         model=name, version=v, source="spark:four-paths",
-                         columns={"timestamp": "event_time", "region": "geo"},
-                         label_columns={"prediction_id": "pid", "label": "outcome",
-                                        "timestamp": "labeled_at"})
+                         model=name, version=v, source="spark:four-paths", **LAKE_MAPPING)
         assert done.duplicates == 0
         counted[v] = done.predictions
     return counted
@@ -196,10 +197,7 @@ def through_spark_files(spark, url: str, name: str, data: str) -> dict[str, int]
     for v in VERSIONS:
         done = summarize_parquet(spark, data, str(Path(data).parent / "labels"), url=url,
                                  model=name, version=v, source="spark-files:four-paths",
-                                 filter=pc.field("version") == v,
-                                 columns={"timestamp": "event_time", "region": "geo"},
-                                 label_columns={"prediction_id": "pid", "label": "outcome",
-                                                "timestamp": "labeled_at"})
+                                 filter=pc.field("version") == v, **LAKE_MAPPING)
         assert done.duplicates == 0
         counted[v] = done.predictions
     return counted
