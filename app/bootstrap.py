@@ -5,6 +5,7 @@ worker running the jobs cannot drift apart in how they are built."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,27 @@ def start_logging(settings: Settings) -> None:
     """Logging as the settings say; a process's first step, since a fresh process (each of
     ``serve --workers N`` too) has none and the migration already logs."""
     configure_logging(settings.log_format, settings.log_level)
+
+
+# The cyclic collector's youngest generation is collected after this many new container
+# objects, not Python's 700: a 1,000-label batch makes some 10,000 (tuples, dicts, pairs),
+# nearly all freed by their reference counts, and at 700 it paid about 15 young collections.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once start-up is done, before the first request or job: collect once, then freeze what
+    is left (the loaded libraries, the read-ahead's schemas and profiles, about 300,000
+    objects), so the collector's full passes scan only what was made since. Unfrozen, each
+    full pass scanned them all, holding the interpreter 0.26-0.48 s (about every 25 label
+    batches of 1,000, in docs/operations.md's measurement): every request of the process
+    waited that long. Frozen objects are still freed by their reference counts; only a
+    reference cycle among them would never be collected, which start-up does not leave.
+    Not for a process that keeps creating apps (the tests): each call collects."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def migrate(settings: Settings) -> str | None:

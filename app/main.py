@@ -31,7 +31,7 @@ from app.api.schemas import (
     VersionPatch,
 )
 from app.api.slots import IngestSlots
-from app.bootstrap import Service, bootstrap, start_logging
+from app.bootstrap import Service, bootstrap, settle_heap, start_logging
 from app.ingest import service as ingest_service
 from app.ingest.service import SchemaCache
 from app.observability.quality import QualityCollector, quality_snapshot
@@ -62,10 +62,11 @@ def _authenticator(engine: Any, settings: Settings) -> Authenticator:
                          outage_seconds=settings.token_outage_seconds)
 
 
-def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None
-               ) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_scheduler: bool | None = None,
+               settle: bool = False) -> FastAPI:
     """The service. The scheduler runs inside it when ``settings.scheduler_enabled`` (tests
-    pass ``run_scheduler=False`` and drive ticks themselves)."""
+    pass ``run_scheduler=False`` and drive ticks themselves). ``settle``: a served process,
+    which settles its heap (bootstrap.settle_heap) once started, before it serves."""
     service = bootstrap(settings, run_scheduler=run_scheduler)
     settings, engine, registry = service.settings, service.engine, service.registry
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
         version=__version__,
         description="Production model monitoring: ingest predictions and labels, register "
         "model versions, and read drift, calibration, cohort and weight reports.",
-        lifespan=_lifespan(service),
+        lifespan=_lifespan(service, settle),
         # served by app/api/spec.py, behind a token where tokens are required
         docs_url=None, redoc_url=None, openapi_url=None,
         # operationId = the route's function name (unique), what generated clients call
@@ -92,9 +93,11 @@ def create_app(settings: Settings | None = None, *, run_scheduler: bool | None =
     return app
 
 
-def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Partitions ahead (best effort: /readyz tells the truth), then the scheduler; on the way
-    out the running window gets MODELMON_SHUTDOWN_TIMEOUT_SECONDS to finish."""
+def _lifespan(service: Service, settle: bool
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Partitions ahead (best effort: /readyz tells the truth), the read-ahead, the heap
+    settled (``settle``), then the scheduler; on the way out the running window gets
+    MODELMON_SHUTDOWN_TIMEOUT_SECONDS to finish."""
     settings, scheduler = service.settings, service.scheduler
 
     @asynccontextmanager
@@ -111,6 +114,8 @@ def _lifespan(service: Service) -> Callable[[FastAPI], AbstractAsyncContextManag
         except Exception as exc:  # noqa: BLE001 - serve anyway: batches read them when needed
             log.warning("could not read ahead recent versions at start: %s",
                         type(exc).__name__)
+        if settle:
+            settle_heap()
         if scheduler is not None:
             scheduler.start()
         yield
@@ -189,7 +194,7 @@ def create_served_app() -> FastAPI:
     settings say (a fresh process has none), then the service."""
     settings = get_settings()
     start_logging(settings)
-    return create_app(settings)
+    return create_app(settings, settle=True)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

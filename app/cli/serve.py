@@ -85,7 +85,7 @@ def _serve(settings: Settings, options: dict[str, Any], workers: int,
             when_set(supervisor.should_exit.is_set, jobs.signal_stop)
         supervisor.run()
         return
-    config = uvicorn.Config(create_app(settings), **options)
+    config = uvicorn.Config(create_app(settings, settle=True), **options)
     server = uvicorn.Server(config)
     if jobs is not None:
         when_set(lambda: server.should_exit, jobs.signal_stop)

@@ -18,7 +18,7 @@ from app.settings import get_settings
 def run(args: argparse.Namespace) -> int:
     """SIGTERM or SIGINT stops it: no further window starts, the running one has
     MODELMON_SHUTDOWN_TIMEOUT_SECONDS to finish."""
-    from app.bootstrap import bootstrap, start_logging
+    from app.bootstrap import bootstrap, settle_heap, start_logging
     from app.observability.exposition import start_metrics_server
 
     settings = json_logs(get_settings(), args.json)
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot serve /metrics on {host}:{port} ({err.strerror}); give each "
                        "worker on a host its own --metrics-port (MODELMON_WORKER_METRICS_PORT; "
                        "0 turns it off)") from None
+    settle_heap()
     try:
         if not scheduler.start():
             print("another process runs the scheduler for this SQLite database", file=sys.stderr)
