@@ -11,12 +11,14 @@ that ends at the latest ``--interval`` boundary, stored through the ingest path'
 `modelmon serve` (one process, jobs every ``--interval`` seconds over the last hour) takes an
 open loop of ``--rate`` requests a second of ``--records`` predictions each, timestamped now,
 for ``--seconds``: once per ``--modes`` entry, each a fresh process: its scheduler in its own
-process (``child``, the default), inside the server (``thread``), and off.
+process (``child``, the default), inside the server (``thread``), and off; ``:unsettled``
+after a mode runs its processes as before bootstrap.settle_heap, for an A/B in one run.
 
 Per run: requests sent and answered, the achieved rate, latency from when each request was
 due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process and
-its scheduler process, read from /proc) and the scheduler ticks it logged. The load average
-is printed around each run. Prints figures and a ``RESULTS`` line; asserts nothing. The
+its scheduler process, read from /proc), the scheduler ticks it logged, and each process's
+garbage-collector pauses (a sitecustomize on the served processes' path records them). The
+load average is printed around each run. Prints figures and a ``RESULTS`` line; asserts nothing. The
 machines here are shared: compare the modes within one run.
 """
 
@@ -27,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -95,13 +98,38 @@ def stamp(template: bytes, request: str) -> bytes:
 
 
 MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the scheduler off
+# Put on the served processes' path (serve, and its scheduler's worker): each records its
+# collector's pauses and writes them out at exit; with MODELMON_BENCH_UNSETTLED set, it runs
+# as the code before bootstrap.settle_heap (nothing frozen, Python's default thresholds).
+SITE = """
+import atexit, gc, json, os, time
+if os.environ.get("MODELMON_BENCH_UNSETTLED"):
+    import app.bootstrap
+    app.bootstrap.settle_heap = lambda: None
+_pauses, _start = [], [0.0]
+def _on_gc(phase, info):
+    if phase == "start":
+        _start[0] = time.perf_counter()
+    else:
+        _pauses.append((info["generation"], time.perf_counter() - _start[0]))
+gc.callbacks.append(_on_gc)
+def _write():
+    with open(os.path.join(os.environ["MODELMON_BENCH_GC_DIR"], f"{os.getpid()}.json"), "w") as f:
+        json.dump(_pauses, f)
+atexit.register(_write)
+"""
 WARMUP = 30  # seconds of the open loop left out of the steady p99
 
 
-def serve(url: str, port: int, interval: int, spec: str, log_path: Path
+def serve(url: str, port: int, interval: int, spec: str, log_path: Path, gc_dir: Path
           ) -> subprocess.Popen:
+    spec, _, variant = spec.partition(":")
     mode, _, slots = spec.partition("/")
+    (gc_dir / "sitecustomize.py").write_text(SITE)
     env = {**os.environ, **({"MODELMON_INGEST_SLOTS": slots} if slots else {}),
+           **({"MODELMON_BENCH_UNSETTLED": "1"} if variant == "unsettled" else {}),
+           "PYTHONPATH": os.pathsep.join([str(gc_dir), str(ROOT)]),
+           "MODELMON_BENCH_GC_DIR": str(gc_dir),
            "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
            "MODELMON_SCHEDULER_ENABLED": "false" if mode == "off" else "true",
            "MODELMON_SCHEDULER_PROCESS": "thread" if mode == "off" else mode,
@@ -160,10 +188,23 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
             "p99_steady_ms": float(np.quantile(steady, 0.99) * 1000) if steady.size else None}
 
 
+def collector_pauses(gc_dir: Path) -> dict[str, Any]:
+    """Per process (the server first, by pid), its collector's pauses by generation: count,
+    total and longest seconds."""
+    out = {}
+    for path in sorted(gc_dir.glob("*.json"), key=lambda p: int(p.stem)):
+        pauses = json.loads(path.read_text())
+        out[path.stem] = {str(g): {"n": len(d), "total_s": round(sum(d), 3),
+                                   "max_ms": round(max(d) * 1000, 1)}
+                          for g in (0, 1, 2) if (d := [x for gen, x in pauses if gen == g])}
+    return out
+
+
 def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, Any]:
     port = 19000 + (os.getpid() + seed) % 1000
     log_path = Path(f"/tmp/modelmon-bench-load-{seed}.log")
-    proc = serve(url, port, args.interval, mode, log_path)
+    gc_dir = Path(tempfile.mkdtemp(prefix="modelmon-bench-gc-"))
+    proc = serve(url, port, args.interval, mode, log_path, gc_dir)
     try:
         before, load_before = cpu_of(proc.pid), load()
         out = open_loop(port, args.rate, args.seconds, args.records, seed)
@@ -174,7 +215,7 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
     ticks = [line for line in log_path.read_text(errors="replace").splitlines()
              if '"event": "tick"' in line or "tick:" in line]
     out.update(scheduler=mode, ticks=len(ticks), load_before=load_before,
-               load_after=load())
+               load_after=load(), collector=collector_pauses(gc_dir))
     print(f"scheduler {mode:6}: {out['answered']}/{out['sent']} "
           f"requests, {out['achieved_rate']:.1f}/s answered, {out['stored_rate']:.1f}/s stored "
           f"({args.rate}/s due), p50 "
@@ -183,6 +224,10 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
           f"server {out['server_cpu_s']:.1f} CPU-s ({out['server_cpu_s'] / args.seconds:.2f} "
           f"of a core), {out['ticks']} ticks, {out['errors']} errors; load "
           f"{out['load_before']} -> {out['load_after']}", flush=True)
+    for pid, gens in out["collector"].items():
+        print(f"  collector pauses, process {pid}: " + ", ".join(
+            f"gen {g}: {v['n']} ({v['total_s']:.2f} s, longest {v['max_ms']:.0f} ms)"
+            for g, v in gens.items()), flush=True)
     return out
 
 
@@ -196,7 +241,8 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES),
                     help="scheduler modes to run, in order (child: its own process, the "
                     "default; thread: inside the server; off), each optionally followed by "
-                    "/N for MODELMON_INGEST_SLOTS=N (child/40)")
+                    "/N for MODELMON_INGEST_SLOTS=N (child/40), and by :unsettled for the "
+                    "processes as before bootstrap.settle_heap (off:unsettled)")
     args = ap.parse_args()
     bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
     url = bj.create_database()
@@ -211,8 +257,10 @@ def main() -> None:
         runs = {mode: run(url, args, mode, seed)
                 for seed, mode in enumerate(args.modes.split(","), start=1)}
         for spec, on in runs.items():
-            mode, _, slots = spec.partition("/")
-            off = runs.get("off/" + slots if slots else "off")
+            base, _, variant = spec.partition(":")
+            mode, _, slots = base.partition("/")
+            off = runs.get(("off/" + slots if slots else "off")
+                           + (":" + variant if variant else ""))
             if mode != "off" and off is not None:
                 print(f"{spec} / off: achieved rate "
                       f"{on['achieved_rate'] / off['achieved_rate']:.2f}, p99 "

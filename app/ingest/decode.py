@@ -161,7 +161,7 @@ class Decoded:
     @property
     def columns(self) -> dict[int, ModelColumns]:
         """Per model id: its rows as the summaries' columns. Built at first use, so that
-        the ingest path builds them while the rows are copied in (ahead.Ahead); two
+        the ingest path builds them while the rows are copied in (service.Ahead); two
         threads asking at once may both build them, alike (no lock held while building)."""
         if self._columns is None:
             self._columns = {schema.row.id: ModelColumns(

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,6 @@ from app.evaluation.profiles import ProfileCache
 from app.evaluation.summaries import ModelShape
 from app.ingest import decode, slo, summarize, thin
 from app.ingest import validation as v
-from app.ingest.ahead import Ahead
 from app.ingest.outcome import (
     LabelsStored,
     PredictionsStored,
@@ -98,6 +98,36 @@ def _validated(engine: Engine, settings: Settings, body: Any, kind: str,
         return records, schemas, v.validate_labels(records, schemas, _limits(settings))
     except DomainError as exc:
         raise Refused(exc, rejected(records, kind, schemas, exc.details)) from None
+
+
+class Ahead:
+    """A computation that needs no database, begun on another thread by ``start`` (while
+    PostgreSQL inserts a batch's rows) and taken by ``result``. If no thread of the pool
+    has taken it up by then, it runs in the caller's thread: a busy pool delays nothing.
+    ``result`` without ``start`` computes in the caller's thread."""
+
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock = threading.Lock()
+    THREADS = 4
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._future: Future[Any] | None = None
+
+    @classmethod
+    def _executor(cls) -> ThreadPoolExecutor:
+        with cls._pool_lock:  # made at first use: never inherited across a fork
+            if cls._pool is None:
+                cls._pool = ThreadPoolExecutor(cls.THREADS, thread_name_prefix="modelmon-ahead")
+            return cls._pool
+
+    def start(self) -> None:
+        self._future = self._executor().submit(self._fn)
+
+    def result(self) -> Any:
+        if self._future is None or self._future.cancel():  # cancelled: not begun yet
+            return self._fn()
+        return self._future.result()
 
 
 def _append_summaries(conn: Any, rows_by_model: dict[int, list[Any]]) -> None:
@@ -329,23 +359,17 @@ def ingest_labels(*, engine: Engine, settings: Settings, body: bytes | Any,
                                                       schema_cache)
     by_id = {s.row.id: s for s in schemas.values()}
     shapes = {i: ModelShape.of(s.summary_row) for i, s in by_id.items()}
-
-    def each(pairs: list[Any]) -> tuple[dict[int, list[Any]], Counter[tuple[int, str]]]:
-        # A part's summaries and SLO counts, made while the next part is stored.
-        return (summarize.for_pairs(shapes, pairs, settings.job_interval_seconds),
-                slo.counts(by_id, slo.pairs_for_new_labels(pairs)))
-
     with engine.begin() as conn:
-        result = write_labels(conn, rows, repeats, striped=settings.pairing_locks == "striped",
-                              each=each)
+        result = write_labels(conn, rows, repeats, striped=settings.pairing_locks == "striped")
         # The per-model counter rows last: their row locks, held to the commit, are what a
         # model's label batches still wait on one another for.
-        _append_summaries(conn, summarize.merged(d[0] for d in result.done))
+        _append_summaries(conn, summarize.for_pairs(shapes, result.pairs,
+                                                    settings.job_interval_seconds))
         try:
             _count_waiting(conn, settings, records, by_id, result)
         except DomainError as exc:
             raise Refused(exc, rejected(records, "labels", schemas)) from None
-        slo.add_counts(conn, sum((d[1] for d in result.done), Counter()))
+        slo.add(conn, by_id, slo.pairs_for_new_labels(result.pairs))
     return labels_stored(by_id, records, result)
 
 

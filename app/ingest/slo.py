@@ -13,7 +13,7 @@ rule the bucket summaries apply too (monitoring/wrong.py).
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -57,32 +57,16 @@ def wrong_count(schema: ModelSchema, pairs: list[Pair]) -> int:
 
 
 def add(conn: Connection, schemas: dict[int, ModelSchema], pairs: Iterable[Pair]) -> None:
-    add_counts(conn, counts(schemas, pairs))
-
-
-def counts(schemas: dict[int, ModelSchema], pairs: Iterable[Pair]) -> Counter[tuple[int, str]]:
-    """Per model, the pairs counted for its SLO (``(model, "labeled")``) and the wrong ones
-    among them (``(model, "errors")``): pure, so a label batch's parts are counted while the
-    next part is stored, and the parts' counts add up."""
     by_model: dict[int, list[Pair]] = defaultdict(list)
     for p in pairs:
         if p.label_class is not None and schemas[p.model_id].row.classes is not None:
             by_model[p.model_id].append(p)
-    out: Counter[tuple[int, str]] = Counter()
-    for model_id, ps in by_model.items():
-        out[model_id, "labeled"] += len(ps)
-        out[model_id, "errors"] += wrong_count(schemas[model_id], ps)
-    return out
-
-
-def add_counts(conn: Connection, counted: Counter[tuple[int, str]]) -> None:
-    models = sorted({m for m, _ in counted if counted[m, "labeled"]})
-    if not models:
+    if not by_model:
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = datetime.now(UTC)
-    for model_id in models:
-        n, errors = counted[model_id, "labeled"], counted[model_id, "errors"]
+    for model_id, ps in sorted(by_model.items()):
+        n, errors = len(ps), wrong_count(schemas[model_id], ps)
         stmt = insert(slo_counters).values(model_id=model_id, labeled=n, errors=errors,
                                            updated_at=now)
         conn.execute(stmt.on_conflict_do_update(

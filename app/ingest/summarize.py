@@ -9,14 +9,13 @@ Each prediction and each pair is folded exactly once, at the moment it is stored
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import orjson
 
-from app.evaluation.fold import merge, summary_rows
+from app.evaluation.fold import summary_rows
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
@@ -117,13 +116,3 @@ def for_pairs(shapes: dict[int, ModelShape], pairs: list[CompletedPair],
         out[model_id] = summary_rows(shape, rows, bucket_seconds, count_predictions=False,
                                       profiles={})
     return out
-
-
-def merged(parts: Iterable[dict[int, list[SummaryRow]]]) -> dict[int, list[SummaryRow]]:
-    """Summary rows per model of a batch summarised in parts, added up per (version, bucket,
-    kind, profile): one row each, as if summarised whole."""
-    by_model: dict[int, list[SummaryRow]] = defaultdict(list)
-    for part in parts:
-        for model_id, rows in part.items():
-            by_model[model_id].extend(rows)
-    return {m: rows if len(rows) < 2 else merge(rows) for m, rows in by_model.items()}

@@ -18,7 +18,6 @@ of the model's stripes), and run one after the other otherwise.
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -33,7 +32,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.ingest.ahead import Ahead
 from app.ingest.rows import (
     PREDICTION_COLUMNS,
     CompletedPair,
@@ -291,8 +289,6 @@ class LabelResult:
     new_labels: list[LabelRow] = field(default_factory=list)
     # the stored predictions those labels joined
     pairs: list[CompletedPair] = field(default_factory=list)
-    # what write_labels' ``each`` made of those pairs, part by part
-    done: list[Any] = field(default_factory=list)
 
     @property
     def matched_keys(self) -> set[tuple[int, str]]:
@@ -300,92 +296,44 @@ class LabelResult:
 
 
 def write_labels(conn: Connection, rows: Sequence[LabelRow], repeats: int, *,
-                 striped: bool = False,
-                 each: Callable[[list[CompletedPair]], Any] | None = None) -> LabelResult:
+                 striped: bool = False) -> LabelResult:
     """Store new labels; ``matched`` counts those whose prediction is already stored (the
     pairs they complete are returned), the rest wait (``pending``) for their prediction.
     ``rows`` hold one label per (model, prediction_id). ``striped`` (Postgres): take one of
-    the models' pairing stripes, at random, not their whole pairing lock (locks.pairing_sql).
-    ``each`` (pure: no database) is called on the completed pairs, part by part; what it
-    returns is in ``done``, in order. On PostgreSQL a large batch is stored in parts, and a
-    part's pairs are built and given to ``each`` on another thread while the next part's
-    statement runs."""
+    the models' pairing stripes, at random, not their whole pairing lock (locks.pairing_sql)."""
     if not rows:
         return LabelResult(0, 0, repeats)
     now = datetime.now(UTC)
     if conn.dialect.name == "postgresql":
         stripe = random.randrange(locks.STRIPES) if striped else None
-        new, pairs, done = _pg_write_labels(conn, rows, now, stripe, each)
+        new, pairs = _pg_write_labels(conn, rows, now, stripe)
     else:  # SQLite serialises writers: no pairing lock
         stored = set(map(tuple, conn.execute(
             _insert_ignoring_conflicts(conn, labels),
             [{**r._asdict(), "received_at": now, "source": "labels"} for r in rows])))
         new = [r for r in rows if (r.model_id, r.prediction_id) in stored]
         pairs = _generic_pairs(conn, new)
-        done = [] if each is None else [each(pairs)]
     return LabelResult(len(pairs), len(new) - len(pairs), len(rows) - len(new) + repeats,
-                       new, pairs, done)
-
-
-# A label batch of more rows than this is stored in parts of about this size (see
-# _pg_write_labels): a part's statement overlaps the previous part's Python.
-LABEL_PART_ROWS = 250
+                       new, pairs)
 
 
 def _pg_write_labels(conn: Connection, rows: Sequence[LabelRow], now: datetime,
-                     stripe: int | None, each: Callable[[list[CompletedPair]], Any] | None
-                     ) -> tuple[list[LabelRow], list[CompletedPair], list[Any]]:
-    """(the labels stored, the pairs they complete, what ``each`` made of them), in the order
-    of ``rows``. First the pairing locks (exclusive: the models' own, or their ``stripe``);
-    then, part by part, one statement that inserts the part's labels and joins each new one to
-    its stored prediction, in one round trip (a second would lengthen the time the lock is
-    held by the wait for it). While PostgreSQL runs a part's statement, the previous part's
-    rows become pairs (and ``each``'s result) on another thread: the statement's wait
-    releases the interpreter. Each part travels as one JSON document written into the
-    statement (orjson writes it in well under a millisecond; psycopg's array dumpers took tens
-    of milliseconds for the same rows)."""
-    parts = max(1, round(len(rows) / LABEL_PART_ROWS))
-    size = -(-len(rows) // parts)
-    new: list[LabelRow] = []
-    pairs: list[CompletedPair] = []
-    done: list[Any] = []
-
-    def take(ahead: Ahead) -> None:
-        n, p, d = ahead.result()
-        new.extend(n)
-        pairs.extend(p)
-        done.append(d)
-
-    received = f"'{now.isoformat()}'"
-    ahead: Ahead | None = None
+                     stripe: int | None) -> tuple[list[LabelRow], list[CompletedPair]]:
+    """(the labels stored, the pairs they complete), in the order of ``rows``: the pairing
+    locks (exclusive: the models' own, or their ``stripe``), then one statement that inserts
+    the labels and joins each new one to its stored prediction, in one round trip (a second
+    would lengthen the time the lock is held by the wait for it). The batch travels as one
+    JSON document written into the statement (orjson writes it in well under a millisecond;
+    psycopg's array dumpers took tens of milliseconds for the same rows)."""
+    doc = orjson.dumps(rows, default=tuple, option=orjson.OPT_NAIVE_UTC).decode()
+    statement = (locks.pairing_sql({r.model_id for r in rows}, labels=True, stripe=stripe)
+                 + _PG_INSERT_AND_PAIR.replace(":received_at", f"'{now.isoformat()}'")
+                 .replace(":rows", _dollar_quoted(doc)))
     with conn.connection.driver_connection.cursor() as cur:
-        for i in range(0, len(rows), size):
-            part = rows[i:i + size]
-            doc = orjson.dumps(part, default=tuple, option=orjson.OPT_NAIVE_UTC).decode()
-            statement = ((locks.pairing_sql({r.model_id for r in rows}, labels=True,
-                                            stripe=stripe) if i == 0 else "")
-                         + _PG_INSERT_AND_PAIR.replace(":received_at", received)
-                         .replace(":rows", _dollar_quoted(doc)))
-            cur.execute(statement)  # no parameters: several statements in one message
-            while cur.nextset():  # the labels' are the last statement's rows
-                pass
-            found = cur.fetchall()
-            if ahead is not None:
-                take(ahead)
-            ahead = Ahead(functools.partial(_paired, part, found, each))
-            if i + size < len(rows):  # another statement follows: overlap it
-                ahead.start()
-    if ahead is not None:
-        take(ahead)
-    return new, pairs, done if each is not None else []
-
-
-def _paired(rows: Sequence[LabelRow], found_rows: list[tuple[Any, ...]],
-            each: Callable[[list[CompletedPair]], Any] | None
-            ) -> tuple[list[LabelRow], list[CompletedPair], Any]:
-    """(the labels of ``rows`` the statement stored, the pairs they complete, ``each`` of
-    those pairs) from the statement's rows."""
-    found = {(m, pid): rest for m, pid, *rest in found_rows}
+        cur.execute(statement)  # no parameters: several statements in one message
+        while cur.nextset():  # the labels' are the last statement's rows
+            pass
+        found = {(m, pid): rest for m, pid, *rest in cur.fetchall()}
     new: list[LabelRow] = []
     pairs: list[CompletedPair] = []
     for r in rows:
@@ -401,7 +349,7 @@ def _paired(rows: Sequence[LabelRow], found_rows: list[tuple[Any, ...]],
                                 None if probs is None else orjson.loads(probs),
                                 r.label_class, r.label_value, r.ts)
             pairs.append(out)
-    return new, pairs, None if each is None else each(pairs)
+    return new, pairs
 
 
 def _dollar_quoted(doc: str) -> str:

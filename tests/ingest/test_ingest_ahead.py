@@ -1,4 +1,4 @@
-"""ahead.Ahead: work begun on another thread while a batch is copied in, or done by the
+"""service.Ahead: work begun on another thread while a batch is copied in, or done by the
 caller when it was not begun (or no pool thread has taken it up yet)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from app.ingest.ahead import Ahead
+from app.ingest.service import Ahead
 
 
 def _recorder() -> tuple[list[str], object]:

@@ -1,16 +1,14 @@
-"""A label batch larger than writer.LABEL_PART_ROWS is stored in parts (PostgreSQL: each
-part's pairs are built and summarised while the next part's statement runs). What it stores
-and counts must be what one pass would: every label once, each pair counted once in the
-outcome summaries and the SLO counters, with one summary row per bucket, not one per part."""
+"""One large label batch of every kind of label at once (stored already, pairing with a stored
+prediction, waiting for its prediction, sent twice in the batch): every label stored once,
+each pair counted once in the outcome summaries and the SLO counters, against counts made by
+hand here, with one summary row per bucket the batch's pairs fall in."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sqlalchemy import select
 
 from app.evaluation.packing import unpack_outcome
-from app.ingest import writer
 from app.storage.tables import bucket_summaries, pending_labels, slo_counters
 from tests.factories import label, prediction, register
 from tests.helpers import stored
@@ -33,9 +31,7 @@ def _outcome_rows(engine) -> list:
                             .where(bucket_summaries.c.kind == "outcome")).all()
 
 
-@pytest.mark.parametrize("part_rows", [250, 64])
-def test_a_batch_stored_in_parts_counts_each_pair_once(client, engine, monkeypatch, part_rows):
-    monkeypatch.setattr(writer, "LABEL_PART_ROWS", part_rows)
+def test_a_large_mixed_batch_counts_each_pair_once(client, engine):
     register(client)
     preds = [prediction(i, prediction={"score": _score(i)},
                         cohorts={"region": "eu" if i % 3 else "us"}) for i in range(N_PRED)]
@@ -68,7 +64,7 @@ def test_a_batch_stored_in_parts_counts_each_pair_once(client, engine, monkeypat
     rows = _outcome_rows(engine)
     newest = max(row.created_at for row in rows)
     batch = [row.bucket_start for row in rows if row.created_at == newest]
-    # one row per bucket the batch's pairs fall in, whatever the parts
+    # one row per bucket the batch's pairs fall in
     assert len(batch) == len(set(batch)) == len(rows) - before > 1
     total = unpack_outcome(rows[0].payload)
     for _, payload, _ in rows[1:]:
