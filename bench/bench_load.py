@@ -99,24 +99,23 @@ def stamp(template: bytes, request: str) -> bytes:
 
 MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the scheduler off
 # Put on the served processes' path (serve, and its scheduler's worker): each records its
-# collector's pauses and writes them out at exit; with MODELMON_BENCH_UNSETTLED set, it runs
+# collector's pauses, a line each; with MODELMON_BENCH_UNSETTLED set, it runs
 # as the code before bootstrap.settle_heap (nothing frozen, Python's default thresholds).
 SITE = """
-import atexit, gc, json, os, time
+import gc, os, time
 if os.environ.get("MODELMON_BENCH_UNSETTLED"):
     import app.bootstrap
     app.bootstrap.settle_heap = lambda: None
-_pauses, _start = [], [0.0]
+_out = open(os.path.join(os.environ["MODELMON_BENCH_GC_DIR"], f"{os.getpid()}.txt"), "a",
+            buffering=1)  # a line a pause, written as it ends: the server dies by its signal
+_start = [0.0]
 def _on_gc(phase, info):
     if phase == "start":
         _start[0] = time.perf_counter()
     else:
-        _pauses.append((info["generation"], time.perf_counter() - _start[0]))
+        _out.write(f"{info['generation']} {time.perf_counter() - _start[0]:.6f} {time.time():.3f} "
+                   f"{gc.get_freeze_count()} {gc.get_threshold()[0]}\\n")
 gc.callbacks.append(_on_gc)
-def _write():
-    with open(os.path.join(os.environ["MODELMON_BENCH_GC_DIR"], f"{os.getpid()}.json"), "w") as f:
-        json.dump(_pauses, f)
-atexit.register(_write)
 """
 WARMUP = 30  # seconds of the open loop left out of the steady p99
 
@@ -188,12 +187,17 @@ def open_loop(port: int, rate: float, seconds: float, records: int, seed: int
             "p99_steady_ms": float(np.quantile(steady, 0.99) * 1000) if steady.size else None}
 
 
-def collector_pauses(gc_dir: Path) -> dict[str, Any]:
-    """Per process (the server first, by pid), its collector's pauses by generation: count,
-    total and longest seconds."""
+def collector_pauses(gc_dir: Path, since: float, until: float) -> dict[str, Any]:
+    """Per process (the server first, by pid), its collector's pauses between the wall-clock
+    times ``since`` and ``until``, by generation: count, total and longest seconds, and the
+    objects the process had frozen."""
     out = {}
-    for path in sorted(gc_dir.glob("*.json"), key=lambda p: int(p.stem)):
-        pauses = json.loads(path.read_text())
+    for path in sorted(gc_dir.glob("*.txt"), key=lambda p: int(p.stem)):
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        pauses = [(int(g), float(x)) for g, x, at, *_ in lines if since <= float(at) <= until]
+        if lines:
+            out[f"{path.stem} frozen"] = {"objects": int(lines[-1][3]),
+                                          "young_threshold": int(lines[-1][4])}
         out[path.stem] = {str(g): {"n": len(d), "total_s": round(sum(d), 3),
                                    "max_ms": round(max(d) * 1000, 1)}
                           for g in (0, 1, 2) if (d := [x for gen, x in pauses if gen == g])}
@@ -206,8 +210,9 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
     gc_dir = Path(tempfile.mkdtemp(prefix="modelmon-bench-gc-"))
     proc = serve(url, port, args.interval, mode, log_path, gc_dir)
     try:
-        before, load_before = cpu_of(proc.pid), load()
+        before, load_before, since = cpu_of(proc.pid), load(), time.time()
         out = open_loop(port, args.rate, args.seconds, args.records, seed)
+        until = time.time()
         out["server_cpu_s"] = cpu_of(proc.pid) - before
     finally:
         proc.terminate()
@@ -215,7 +220,7 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
     ticks = [line for line in log_path.read_text(errors="replace").splitlines()
              if '"event": "tick"' in line or "tick:" in line]
     out.update(scheduler=mode, ticks=len(ticks), load_before=load_before,
-               load_after=load(), collector=collector_pauses(gc_dir))
+               load_after=load(), collector=collector_pauses(gc_dir, since, until))
     print(f"scheduler {mode:6}: {out['answered']}/{out['sent']} "
           f"requests, {out['achieved_rate']:.1f}/s answered, {out['stored_rate']:.1f}/s stored "
           f"({args.rate}/s due), p50 "
@@ -225,7 +230,8 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
           f"of a core), {out['ticks']} ticks, {out['errors']} errors; load "
           f"{out['load_before']} -> {out['load_after']}", flush=True)
     for pid, gens in out["collector"].items():
-        print(f"  collector pauses, process {pid}: " + ", ".join(
+        print(f"  collector, process {pid}: " + ", ".join(
+            f"{g}: {v}" if "frozen" in pid else
             f"gen {g}: {v['n']} ({v['total_s']:.2f} s, longest {v['max_ms']:.0f} ms)"
             for g, v in gens.items()), flush=True)
     return out
