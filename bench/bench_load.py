@@ -103,9 +103,21 @@ MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the schedul
 # as the code before bootstrap.settle_heap (nothing frozen, Python's default thresholds).
 SITE = """
 import gc, os, time
-if os.environ.get("MODELMON_BENCH_UNSETTLED"):
-    import app.bootstrap
-    app.bootstrap.settle_heap = lambda: None
+if os.environ.get("MODELMON_BENCH_UNSETTLED"):  # settle_heap a no-op once app.bootstrap
+    import importlib.abc, importlib.machinery, sys  # loads (not imported here: serve sets
+                                                    # up prometheus_client's directory first)
+    class _Unsettle(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "app.bootstrap":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            run = spec.loader.exec_module
+            def exec_module(module):
+                run(module)
+                module.settle_heap = lambda: None
+            spec.loader.exec_module = exec_module
+            return spec
+    sys.meta_path.insert(0, _Unsettle())
 _out = open(os.path.join(os.environ["MODELMON_BENCH_GC_DIR"], f"{os.getpid()}.txt"), "a",
             buffering=1)  # a line a pause, written as it ends: the server dies by its signal
 _start = [0.0]
