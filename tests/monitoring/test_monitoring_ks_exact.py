@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from app.monitoring import OK, KsPoints, ks, ks_from_counts, ks_statistic
+from app.monitoring import OK, KsPoints, ks, ks_exact, ks_from_counts, ks_statistic
 from app.monitoring import drift as drift_mod
-from app.monitoring import ks_exact
 from app.monitoring._memo import Memo, Shared, sharing
 from app.monitoring.drift import KsCounts, ks_from_counts_many
 
