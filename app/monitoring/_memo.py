@@ -57,7 +57,9 @@ def digest_of(owner: Any, a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
 class SharedStore(Protocol):
     """A second-level memo shared between processes: text values by 32-byte key."""
 
-    def get(self, key: bytes) -> str | None: ...
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, str]:
+        """The values held for those of ``keys`` the store has."""
+        ...
 
     def put(self, key: bytes, value: str) -> None: ...
 
@@ -139,9 +141,10 @@ class Memo:
         skeys: dict[Hashable, bytes] = {}
         if store is not None and missing:
             assert self.shared is not None
+            skeys = {key: stable_key(self.shared.namespace, key) for key in missing}
+            held = store.get_many(list(skeys.values()))  # one read for all
             for key in missing:
-                skeys[key] = stable_key(self.shared.namespace, key)
-                raw = store.get(skeys[key])
+                raw = held.get(skeys[key])
                 if raw is not None:
                     self.shared_hits += 1
                     out[key] = self.shared.decode(raw)
