@@ -37,14 +37,12 @@ from app.monitoring.cohort import (
     mean_interval,
     wilson_interval,
 )
+from app.monitoring.corrections import benjamini_hochberg, bonferroni, correct_ks
 from app.monitoring.drift import (
     KsPoints,
     KsResult,
     PsiResult,
     PsiThresholds,
-    benjamini_hochberg,
-    bonferroni,
-    correct_ks,
     ks,
     ks_from_counts,
     ks_statistic,

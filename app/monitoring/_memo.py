@@ -18,7 +18,7 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -57,7 +57,9 @@ def digest_of(owner: Any, a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
 class SharedStore(Protocol):
     """A second-level memo shared between processes: text values by 32-byte key."""
 
-    def get(self, key: bytes) -> str | None: ...
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, str]:
+        """The values held for those of ``keys`` the store has."""
+        ...
 
     def put(self, key: bytes, value: str) -> None: ...
 
@@ -119,34 +121,49 @@ class Memo:
         self.shared_hits = 0  # of the misses, how many the shared store answered
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        return self.get_many([key], lambda _missing: [compute()])[0]
+
+    def get_many(self, keys: Sequence[Hashable],
+                 compute: Callable[[list[Hashable]], list[T]]) -> list[T]:
+        """The value of each key, as ``get`` would give it; the keys neither level holds
+        (each once, in order of first appearance) are computed together by one call of
+        ``compute``, which returns their values in that order (so the caller can compute
+        them in parallel)."""
+        out: dict[Hashable, Any] = {}
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                self.hits += 1
-                return self._items[key]
+            for key in keys:
+                if key in self._items and key not in out:
+                    self._items.move_to_end(key)
+                    out[key] = self._items[key]
+            self.hits += sum(1 for key in keys if key in out)
+        missing = list(dict.fromkeys(key for key in keys if key not in out))
         store = _SHARED.get() if self.shared is not None else None
-        if store is None:
-            value = compute()
-        else:
-            value = self._through(store, key, compute)
+        skeys: dict[Hashable, bytes] = {}
+        if store is not None and missing:
+            assert self.shared is not None
+            skeys = {key: stable_key(self.shared.namespace, key) for key in missing}
+            held = store.get_many(list(skeys.values()))  # one read for all
+            for key in missing:
+                raw = held.get(skeys[key])
+                if raw is not None:
+                    self.shared_hits += 1
+                    out[key] = self.shared.decode(raw)
+        todo = [key for key in missing if key not in out]
+        values = compute(todo) if todo else []
+        if len(values) != len(todo):
+            raise ValueError(f"compute returned {len(values)} values for {len(todo)} keys")
+        for key, value in zip(todo, values, strict=True):
+            out[key] = value
+            if store is not None:
+                assert self.shared is not None
+                store.put(skeys[key], self.shared.encode(value))
         with self._lock:
-            self.misses += 1
-            self._items[key] = value
+            self.misses += len(missing)
+            for key in missing:
+                self._items[key] = out[key]
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return value
-
-    def _through(self, store: SharedStore, key: Hashable, compute: Callable[[], T]) -> T:
-        """The shared store's value for ``key``, or computed and offered to it."""
-        assert self.shared is not None
-        skey = stable_key(self.shared.namespace, key)
-        raw = store.get(skey)
-        if raw is not None:
-            self.shared_hits += 1
-            return self.shared.decode(raw)
-        value = compute()
-        store.put(skey, self.shared.encode(value))
-        return value
+        return [out[key] for key in keys]
 
     def clear(self) -> None:
         with self._lock:

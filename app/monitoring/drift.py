@@ -1,4 +1,5 @@
-"""Population stability index and two-sample Kolmogorov-Smirnov, plus multiple-test corrections.
+"""Population stability index and two-sample Kolmogorov-Smirnov (their corrections across
+features: corrections.py).
 
 PSI works on per-bin counts, not raw values: the service stores counts per time bucket and
 merges them, and any window can then be compared with the reference without the rows.
@@ -9,14 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy
 from scipy import stats
 
+from app.monitoring import ks_exact
 from app.monitoring._memo import Memo, Shared, digest, digest_of
 from app.monitoring._result import INSUFFICIENT_DATA, INVALID_INPUT, OK, JsonResult
 from app.monitoring.binning import (
@@ -234,20 +236,36 @@ def ks(
     if min(n1, n2) < max(int(min_n), 1):
         return _ks_insufficient(base, min_n)
     if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
-        reason = ""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            res = stats.ks_2samp(rs.values, cs.values, alternative="two-sided", method="auto")
-        d, p = float(res.statistic), float(res.pvalue)
-        method = "exact"
-        if any("Switching to" in str(w.message) for w in caught):
-            method = "asymp"
-            reason = "exact p-value unavailable; scipy fell back to the asymptotic one"
-        return KsResult(
-            status=OK, reason=reason, statistic=d, pvalue=p, pvalue_bound=p, method=method,
-            drift=bool(d > d_threshold and p < alpha), **base,
-        )
+        if ks_exact.available():
+            e = ks_exact.exact_pvalue(n1, n2, ks_statistic(rs.values, cs.values))
+        else:
+            e = _exact_by_ks_2samp(rs.values, cs.values)
+        return _ks_exact(e, base)
     return _ks_large(ks_statistic(rs.values, cs.values), base, exact_pvalue)
+
+
+def _exact_by_ks_2samp(ref: np.ndarray, cur: np.ndarray) -> ks_exact.ExactP:
+    """scipy's exact attempt through ``ks_2samp`` itself (a scipy without the direct one),
+    its fallback to the asymptotic p-value read from the warning it raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = stats.ks_2samp(ref, cur, alternative="two-sided", method="auto")
+    fell_back = any("Switching to" in str(w.message) for w in caught)
+    return ks_exact.ExactP(not fell_back, float(res.statistic), float(res.pvalue))
+
+
+def _ks_exact(e: ks_exact.ExactP, base: dict[str, Any]) -> KsResult:
+    """The result of scipy's exact path: its p-value, or where it gave up, the asymptotic
+    p-value of the snapped D, as ``ks_2samp`` then reports."""
+    d, p, method, reason = e.statistic, e.pvalue, "exact", ""
+    if not e.ok:
+        p = _ks_asymptotic_pvalue(d, _effective_n(base["n_ref"], base["n_cur"]))
+        method = "asymp"
+        reason = "exact p-value unavailable; scipy fell back to the asymptotic one"
+    return KsResult(
+        status=OK, reason=reason, statistic=d, pvalue=p, pvalue_bound=p, method=method,
+        drift=bool(d > base["d_threshold"] and p < base["alpha"]), **base,
+    )
 
 
 def _ks_insufficient(base: dict[str, Any], min_n: int) -> KsResult:
@@ -383,86 +401,68 @@ def ks_statistic_from_counts(points: KsPoints, slot_counts: np.ndarray) -> float
     return d_minus if d_minus > d_plus else d_plus
 
 
-def ks_from_counts(
-    points: KsPoints,
-    slot_counts: Any,
-    *,
-    n_cur_missing: int = 0,
-    d_threshold: float = KS_D_THRESHOLD,
-    alpha: float = KS_ALPHA,
-    min_n: int = DEFAULT_MIN_N,
-    exact_pvalue: bool = True,
-) -> KsResult:
-    """``ks(points.sample, current)`` computed from the current values' slot counts alone.
+@dataclass(frozen=True)
+class KsCounts:
+    """One ``ks_from_counts`` question: a reference's points, the current values' slot
+    counts and the knobs."""
 
-    Where scipy's exact p-value applies (both samples up to its limit) the counts are
-    expanded into a sample of at most that size with the same ranks, and ``ks`` runs on it;
-    above, D comes from the counts and the p-value from D and the two sizes, as in ``ks``.
+    points: KsPoints
+    slot_counts: Any
+    n_cur_missing: int = 0
+    d_threshold: float = KS_D_THRESHOLD
+    alpha: float = KS_ALPHA
+    min_n: int = DEFAULT_MIN_N
+    exact_pvalue: bool = True
+
+
+def ks_from_counts(points: KsPoints, slot_counts: Any, **knobs: Any) -> KsResult:
+    """``ks(points.sample, current)`` computed from the current values' slot counts alone
+    (knobs as ``KsCounts``'s).
+
+    Where scipy's exact p-value applies (both samples up to its limit) it is scipy's exact
+    attempt on the two sizes and D, which the counts determine; above, D comes from the
+    counts and the p-value from D and the two sizes, as in ``ks``.
     """
-    c = np.asarray(slot_counts, dtype=np.int64)
-    n1, n2 = int(points.sample.shape[0]), int(c.sum())
-    base = dict(
-        n_ref=n1, n_cur=n2, n_ref_missing=0, n_cur_missing=int(n_cur_missing),
-        d_threshold=d_threshold, alpha=alpha,
-    )
-    if min(n1, n2) < max(int(min_n), 1):
-        return _ks_insufficient(base, min_n)
-    if max(n1, n2) <= _SCIPY_MAX_AUTO_N:
-        # scipy's exact p-value costs O(n1 n2) each time: the same sample and counts (one
-        # window shown on a page, in its REST report and by the job) are computed once
-        key = (digest_of(points, points.sample), digest(c), d_threshold, alpha, min_n, exact_pvalue)
-        r = KS_MEMO.get(key, lambda: ks(points.sample, points.synthetic(c),
-                                        d_threshold=d_threshold, alpha=alpha, min_n=min_n,
-                                        exact_pvalue=exact_pvalue))
-        return dataclasses.replace(r, n_cur_missing=int(n_cur_missing))
-    return _ks_large(ks_statistic_from_counts(points, c), base, exact_pvalue)
+    return ks_from_counts_many([KsCounts(points, slot_counts, **knobs)])[0]
 
 
-def bonferroni(pvalues: Any) -> np.ndarray:
-    """Family-wise control: p * m, capped at 1."""
-    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
-    return np.minimum(p * p.size, 1.0)
+def ks_from_counts_many(questions: Sequence[KsCounts]) -> list[KsResult]:
+    """``ks_from_counts`` of each question; the exact p-values not memoised yet are computed
+    together, in parallel (ks_exact.exact_pvalues)."""
+    out: list[KsResult | None] = [None] * len(questions)
+    exact: dict[int, tuple[Any, np.ndarray, dict[str, Any]]] = {}
+    for i, q in enumerate(questions):
+        c = np.asarray(q.slot_counts, dtype=np.int64)
+        n1, n2 = int(q.points.sample.shape[0]), int(c.sum())
+        base = dict(n_ref=n1, n_cur=n2, n_ref_missing=0, n_cur_missing=int(q.n_cur_missing),
+                    d_threshold=q.d_threshold, alpha=q.alpha)
+        if min(n1, n2) < max(int(q.min_n), 1):
+            out[i] = _ks_insufficient(base, q.min_n)
+        elif max(n1, n2) > _SCIPY_MAX_AUTO_N:
+            out[i] = _ks_large(ks_statistic_from_counts(q.points, c), base, q.exact_pvalue)
+        else:
+            # scipy's exact p-value costs O(n1 n2 D) each time: the same sample and counts
+            # (one window shown on a page, in its REST report and by the job) are computed
+            # once
+            key = (digest_of(q.points, q.points.sample), digest(c), q.d_threshold, q.alpha,
+                   q.min_n, q.exact_pvalue)
+            exact[i] = (key, c, {**base, "n_cur_missing": 0})
+    by_key = {key: (questions[i], c, base) for i, (key, c, base) in exact.items()}
+    found = KS_MEMO.get_many([key for key, _, _ in exact.values()],
+                             lambda keys: _exact_results([by_key[k] for k in keys]))
+    for (i, _), r in zip(exact.items(), found, strict=True):
+        out[i] = dataclasses.replace(r, n_cur_missing=int(questions[i].n_cur_missing))
+    return [r for r in out if r is not None]
 
 
-def benjamini_hochberg(pvalues: Any) -> np.ndarray:
-    """False-discovery-rate adjusted p-values, same as scipy.stats.false_discovery_control."""
-    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
-    m = p.size
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p)
-    ps = p[order]
-    i = np.arange(1, m + 1)
-    ps *= m / i
-    ps[::-1] = np.minimum.accumulate(ps[::-1])
-    out = np.empty_like(ps)
-    out[order] = ps
-    return np.clip(out, 0, 1)
-
-
-def correct_ks(
-    results: Mapping[str, KsResult], method: Literal["bh", "bonferroni"] = "bh"
-) -> dict[str, KsResult]:
-    """Adjust p-values across features and re-decide drift with the adjusted values.
-
-    Only results with status ok take part (m = their number); the others pass through.
-    A result whose p-value was skipped takes part with its upper bound, which can only make
-    the other features' adjusted p-values larger (both procedures are monotone).
-    """
-    if method not in ("bh", "bonferroni"):
-        raise ValueError("method must be 'bh' or 'bonferroni'")
-    names = [k for k, r in results.items() if r.status == OK and r.pvalue_bound is not None]
-    raw = [results[k].pvalue_bound for k in names]
-    adj = benjamini_hochberg(raw) if method == "bh" else bonferroni(raw)
-    out = dict(results)
-    for name, p_adj in zip(names, adj.tolist(), strict=True):
-        r = results[name]
-        out[name] = dataclasses.replace(
-            r, pvalue_adjusted=float(p_adj), correction=method,
-            drift=bool(r.statistic is not None and r.statistic > r.d_threshold
-                       and p_adj < r.alpha),
-        )
-    return out
+def _exact_results(todo: list[tuple[KsCounts, np.ndarray, dict[str, Any]]]) -> list[KsResult]:
+    if not ks_exact.available():
+        return [ks(q.points.sample, q.points.synthetic(c), d_threshold=q.d_threshold,
+                   alpha=q.alpha, min_n=q.min_n, exact_pvalue=q.exact_pvalue)
+                for q, c, _ in todo]
+    found = ks_exact.exact_pvalues([(b["n_ref"], b["n_cur"], ks_statistic_from_counts(q.points, c))
+                                    for q, c, b in todo])
+    return [_ks_exact(e, b) for e, (_, _, b) in zip(found, todo, strict=True)]
 
 
 __all__ = [
@@ -472,11 +472,10 @@ __all__ = [
     "PSI_EPS",
     "PsiResult",
     "PsiThresholds",
-    "benjamini_hochberg",
-    "bonferroni",
-    "correct_ks",
     "ks",
+    "KsCounts",
     "ks_from_counts",
+    "ks_from_counts_many",
     "ks_statistic",
     "ks_statistic_from_counts",
     "psi",

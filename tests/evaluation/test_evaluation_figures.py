@@ -88,6 +88,20 @@ def test_concurrent_writers_of_one_figure_keep_one_row(engine):
         assert memo.count(conn) == 1
 
 
+def test_a_window_s_figures_are_read_in_one_go_pending_ones_included(engine):
+    keys = [i.to_bytes(2, "big") * 16 for i in range(1200)]  # more than one statement's 500
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(memo_results), [{"key": k, "value": f"v{i}", "created_at": now}
+                                            for i, k in enumerate(keys) if i % 3])
+    with engine.connect() as conn:
+        store = memo.TableMemo(conn)
+        store.put(keys[0], "pending")
+        got = store.get_many([*keys, b"x" * 32, keys[1]])
+    want = {k: f"v{i}" for i, k in enumerate(keys) if i % 3}
+    assert got == {**want, keys[0]: "pending"}
+
+
 def test_the_key_is_canonical_and_refuses_what_it_cannot_encode():
     assert stable_key("ns", (np.float64(0.1), np.int64(3), True)) == stable_key(
         "ns", (0.1, 3, True))

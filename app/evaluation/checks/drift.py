@@ -23,9 +23,9 @@ from app.monitoring import (
     PsiThresholds,
     correct_ks,
     ks_curves,
-    ks_from_counts,
     psi,
 )
+from app.monitoring.drift import KsCounts, ks_from_counts_many
 from app.monitoring.gates import (
     bonferroni_adjust,
     ks_noise_quantile,
@@ -210,15 +210,15 @@ def _window(col: ColumnLayout, d: DriftSummary) -> ColumnWindow:
                         d.slice(col.ks_offset, col.ks.n_slots) if col.ks is not None else None)
 
 
-def _column(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int,
-            importance: float | None) -> tuple[ColumnDrift, KsResult | None]:
+def _column(cw: ColumnWindow, th: Thresholds, m: int, importance: float | None,
+            measured_ks: tuple[KsResult, KsLine] | None) -> tuple[ColumnDrift, KsResult | None]:
     """A column measured and not yet decided, with its KS result (None for a categorical
     column), which drift() corrects across the features before deciding."""
-    cw = _window(col, d)
+    col = cw.col
     cur_counts = cw.counts
     p = psi(col.reference_counts, cur_counts,
             thresholds=PsiThresholds(th.psi_moderate, th.psi_major), min_n=th.min_n)
-    k, ks = _ks(cw, th, m) if col.ks is not None else (None, None)
+    k, ks = measured_ks if measured_ks is not None else (None, None)
     common: dict[str, Any] = dict(
         feature=col.name, kind=col.kind, psi=p.value, psi_band=p.band,
         missing_rate=cw.missing_rate, reference_missing_rate=cw.reference_missing_rate,
@@ -234,9 +234,10 @@ def _column(col: ColumnLayout, d: DriftSummary, th: Thresholds, m: int,
     return FeatureDrift(**common, importance=importance), k
 
 
-def _ks(cw: ColumnWindow, th: Thresholds, m: int) -> tuple[KsResult, KsLine]:
+def _ks_question(cw: ColumnWindow, th: Thresholds, m: int) -> tuple[KsCounts, str]:
     """KS D against the reference's sample, its line the larger of the D floor and D's noise
-    quantile at the window's n (the result is corrected across features later)."""
+    quantile at the window's n (the result is corrected across features later); with the
+    rule that set the line."""
     col, n_valid = cw.col, cw.n_valid
     assert col.ks is not None and cw.ks_slots is not None
     n_sample = int(col.ks.sample.shape[0])
@@ -244,9 +245,21 @@ def _ks(cw: ColumnWindow, th: Thresholds, m: int) -> tuple[KsResult, KsLine]:
     if n_valid > 0 and n_sample > 0:
         d_line, d_gate = line(th.ks_d, ks_noise_quantile(n_valid, n_sample,
                                                          th.alpha_warning, m))
-    k = ks_from_counts(col.ks, cw.ks_slots, n_cur_missing=int(cw.counts[-1]),
-                       d_threshold=d_line, alpha=th.ks_alpha, min_n=th.min_n)
-    return k, KsLine(k.n_ref, d_line, d_gate, bool(k.drift))
+    return KsCounts(col.ks, cw.ks_slots, n_cur_missing=int(cw.counts[-1]),
+                    d_threshold=d_line, alpha=th.ks_alpha, min_n=th.min_n), d_gate
+
+
+def _ks_all(windows: list[ColumnWindow], ths: list[Thresholds], m: int
+            ) -> list[tuple[KsResult, KsLine] | None]:
+    """Each numeric column's KS (None for a categorical one), computed together: the exact
+    p-values a window needs run in parallel."""
+    asked = [(i, *_ks_question(cw, th, m))
+             for i, (cw, th) in enumerate(zip(windows, ths, strict=True)) if cw.col.ks is not None]
+    out: list[tuple[KsResult, KsLine] | None] = [None] * len(windows)
+    found = ks_from_counts_many([q for _, q, _ in asked])
+    for (i, q, gate), k in zip(asked, found, strict=True):
+        out[i] = (k, KsLine(k.n_ref, q.d_threshold, gate, bool(k.drift)))
+    return out
 
 
 def _insufficient(c: ColumnDrift, th: Thresholds) -> tuple[str, str] | None:
@@ -312,17 +325,24 @@ def drift(window: MergedWindow, cp: CompiledProfile, th: Thresholds,
         cp.key, 0, np.zeros(cp.size, dtype=np.int64))
     m = len(cp.columns)
     of = features or {}
-    measured: list[tuple[Any, KsResult | None]] = [_column(col, d, of.get(col.name, th), m,
-                        None if importance is None else importance.get(col.name))
-                for col in cp.columns if not col.is_prediction]
+    prediction = next((col for col in cp.columns if col.is_prediction), None)
+    # the features, then the prediction (never under a feature's policy)
+    cols = [col for col in cp.columns if not col.is_prediction]
+    ths = [of.get(col.name, th) for col in cols]
+    if prediction is not None:
+        cols.append(prediction)
+        ths.append(th)
+    windows = [_window(col, d) for col in cols]
+    measured = [_column(cw, t, m, None if importance is None or cw.col.is_prediction
+                        else importance.get(cw.col.name), k)
+                for cw, t, k in zip(windows, ths, _ks_all(windows, ths, m), strict=True)]
+    pred = None
+    if prediction is not None:
+        c, k = measured.pop()
+        pred = _decided(c, k, th, False)
     corrected = correct_ks({c.feature: k for c, k in measured if k is not None}, "bh")
     rows = tuple(_decided(c, corrected.get(c.feature, k), of.get(c.feature, th), True)
                  for c, k in measured)
-    pred = None
-    prediction = next((col for col in cp.columns if col.is_prediction), None)
-    if prediction is not None:
-        c, k = _column(prediction, d, th, m, None)
-        pred = _decided(c, k, th, False)
     return DriftReport(window.n, rows, pred)
 
 
