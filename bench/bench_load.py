@@ -132,10 +132,13 @@ gc.callbacks.append(_on_gc)
 WARMUP = 30  # seconds of the open loop left out of the steady p99
 
 
-def serve(url: str, port: int, interval: int, spec: str, log_path: Path, gc_dir: Path
-          ) -> subprocess.Popen:
+def serve(url: str, port: int, interval: int, spec: str, log_path: Path,
+          gc_dir: Path | None = None) -> subprocess.Popen:
+    """One `modelmon serve` for ``spec`` (module docstring), ready; ``gc_dir`` (a fresh
+    temporary directory when None) receives its processes' collector pauses."""
     spec, _, variant = spec.partition(":")
     mode, _, slots = spec.partition("/")
+    gc_dir = gc_dir or Path(tempfile.mkdtemp(prefix="modelmon-bench-gc-"))
     (gc_dir / "sitecustomize.py").write_text(SITE)
     env = {**os.environ, **({"MODELMON_INGEST_SLOTS": slots} if slots else {}),
            **({"MODELMON_BENCH_UNSETTLED": "1"} if variant == "unsettled" else {}),
