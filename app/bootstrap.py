@@ -49,13 +49,13 @@ GC_YOUNG_THRESHOLD = 10_000
 
 def settle_heap() -> None:
     """Once start-up is done, before the first request or job: collect once, then freeze what
-    is left (the loaded libraries, the read-ahead's schemas and profiles, about 300,000
+    is left (the loaded libraries, the read-ahead's schemas and profiles, about 200,000
     objects), so the collector's full passes scan only what was made since. Unfrozen, each
-    full pass scanned them all, holding the interpreter 0.26-0.48 s (about every 25 label
-    batches of 1,000, in docs/operations.md's measurement): every request of the process
-    waited that long. Frozen objects are still freed by their reference counts; only a
-    reference cycle among them would never be collected, which start-up does not leave.
-    Not for a process that keeps creating apps (the tests): each call collects."""
+    full pass scanned them all, holding the interpreter 0.26-0.63 s (about every 25 label
+    batches of 1,000; BENCHMARKS.md, "Collector pauses"): every request of the process waited
+    that long. Frozen objects are still freed by their reference counts; only one that later
+    became garbage inside a reference cycle would stay (start-up's objects live as long as
+    the process). Not for a process that keeps creating apps (the tests): each call collects."""
     gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
