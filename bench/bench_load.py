@@ -12,7 +12,8 @@ that ends at the latest ``--interval`` boundary, stored through the ingest path'
 open loop of ``--rate`` requests a second of ``--records`` predictions each, timestamped now,
 for ``--seconds``: once per ``--modes`` entry, each a fresh process: its scheduler in its own
 process (``child``, the default), inside the server (``thread``), and off; ``:unsettled``
-after a mode runs its processes as before bootstrap.settle_heap, for an A/B in one run.
+after a mode runs its processes as before bootstrap.settle_heap, for an A/B in one run, and
+``:workers=N`` serves with ``serve --workers N`` (options joined by ``+``).
 
 Per run: requests sent and answered, the achieved rate, latency from when each request was
 due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process and
@@ -138,10 +139,11 @@ def serve(url: str, port: int, interval: int, spec: str, log_path: Path,
     temporary directory when None) receives its processes' collector pauses."""
     spec, _, variant = spec.partition(":")
     mode, _, slots = spec.partition("/")
+    options = dict(v.partition("=")[::2] for v in variant.split("+") if v)
     gc_dir = gc_dir or Path(tempfile.mkdtemp(prefix="modelmon-bench-gc-"))
     (gc_dir / "sitecustomize.py").write_text(SITE)
     env = {**os.environ, **({"MODELMON_INGEST_SLOTS": slots} if slots else {}),
-           **({"MODELMON_BENCH_UNSETTLED": "1"} if variant == "unsettled" else {}),
+           **({"MODELMON_BENCH_UNSETTLED": "1"} if "unsettled" in options else {}),
            "PYTHONPATH": os.pathsep.join([str(gc_dir), str(ROOT)]),
            "MODELMON_BENCH_GC_DIR": str(gc_dir),
            "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
@@ -149,7 +151,8 @@ def serve(url: str, port: int, interval: int, spec: str, log_path: Path,
            "MODELMON_SCHEDULER_PROCESS": "thread" if mode == "off" else mode,
            "MODELMON_JOB_INTERVAL_SECONDS": str(interval), "MODELMON_JOB_WINDOW_SECONDS": "3600"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+                                 "--workers", options.get("workers", "1")],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return wait_ready(proc, port)
 
@@ -262,8 +265,9 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES),
                     help="scheduler modes to run, in order (child: its own process, the "
                     "default; thread: inside the server; off), each optionally followed by "
-                    "/N for MODELMON_INGEST_SLOTS=N (child/40), and by :unsettled for the "
-                    "processes as before bootstrap.settle_heap (off:unsettled)")
+                    "/N for MODELMON_INGEST_SLOTS=N (child/40), and by ':' and '+'-joined "
+                    "options: unsettled for the processes as before bootstrap.settle_heap, "
+                    "workers=N for `serve --workers N` (off:unsettled, child:workers=2)")
     args = ap.parse_args()
     bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
     url = bj.create_database()
