@@ -101,9 +101,12 @@ def test_prometheus_runs_the_shipped_config(prometheus: str, alertmanager: str) 
 
     # the drift alert on the stored decision is pending at both severities (it holds for 5m
     # before firing)
-    pending = wait_for(lambda: query(
-        prometheus, 'ALERTS{alertname="ModelmonFeatureDriftHigh", alertstate="pending"}'),
-        "pending alerts")
+    # (the two rules are evaluated one after the other: a query between them sees one)
+    def both_pending() -> list[dict[str, Any]]:
+        pending = query(
+            prometheus, 'ALERTS{alertname="ModelmonFeatureDriftHigh", alertstate="pending"}')
+        return pending if len({a["metric"]["severity"] for a in pending}) >= 2 else []
+    pending = wait_for(both_pending, "pending alerts at both severities")
     assert {a["metric"]["severity"] for a in pending} == {"critical", "warning"}
     def evaluated() -> list[dict[str, Any]]:
         groups = get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
