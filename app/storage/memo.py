@@ -29,10 +29,7 @@ class TableMemo:
         self.pending: dict[bytes, str] = {}
 
     def get(self, key: bytes) -> str | None:
-        if key in self.pending:
-            return self.pending[key]
-        return self.conn.execute(
-            select(memo_results.c.value).where(memo_results.c.key == key)).scalar()
+        return self.get_many([key]).get(key)
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, str]:
         """The values of those of ``keys`` pending or stored, in one statement per 500 keys
