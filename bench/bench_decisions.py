@@ -85,6 +85,7 @@ from app.evaluation.checks.cohorts import cohorts  # noqa: E402
 from app.evaluation.checks.drift import drift  # noqa: E402
 from app.evaluation.checks.gap import generalization_gap  # noqa: E402
 from app.evaluation.checks.multivariate import decide, multivariate  # noqa: E402
+from app.evaluation.counting import drift_summaries  # noqa: E402
 from app.evaluation.policy import Thresholds  # noqa: E402
 from app.evaluation.profiles import build_profile  # noqa: E402
 from app.evaluation.summaries import (  # noqa: E402
@@ -93,7 +94,6 @@ from app.evaluation.summaries import (  # noqa: E402
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
     outcome_summary,
     prediction_values,
 )

@@ -589,9 +589,10 @@ def payload_sizes(n: int, version_id: int = 1) -> dict[str, Any]:
     up as the summaries are)."""
     import numpy as np
 
+    from app.evaluation.counting import drift_summaries
     from app.evaluation.packing import pack_drift
     from app.evaluation.profiles import build_profile
-    from app.evaluation.summaries import CompiledProfile, ModelShape, Rows, drift_summaries
+    from app.evaluation.summaries import CompiledProfile, ModelShape, Rows
     from app.storage.registry import ModelRow
 
     rows_per_bucket = max(1, n * INTERVAL // WINDOW)

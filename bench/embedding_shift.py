@@ -37,6 +37,7 @@ from app.evaluation.checks.embedding import (
     embedding,
     min_support,
 )
+from app.evaluation.counting import drift_summaries
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
@@ -45,7 +46,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
     prediction_values,
 )
 from app.evaluation.windows import MergedWindow

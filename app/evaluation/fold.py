@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from app.errors import Invalid, Problem
 from app.evaluation import cbpe
+from app.evaluation.counting import drift_counts
 from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.packing import (
     FORMAT,
@@ -47,7 +48,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_counts,
     outcome_summaries,
 )
 from app.monitoring.binning import Coded, category_key

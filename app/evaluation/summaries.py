@@ -40,8 +40,11 @@ from app.monitoring.binning import (
 )
 from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
-from app.monitoring.multivariate import SUM_SLOTS, PcaBasis, error_sums, feature_matrix
-from app.monitoring.slots import SlotCounter, column_counts, counts_unsorted
+from app.monitoring.multivariate import SUM_SLOTS, PcaBasis
+from app.monitoring.slots import (
+    ColumnsCounter,
+    SlotCounter,
+)
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
@@ -230,6 +233,10 @@ class CompiledProfile:
     # the embedding features' bases, slots after the PCA sums (app/evaluation/embeddings.py)
     embeddings: EmbeddingLayouts = EmbeddingLayouts()
 
+    @cached_property
+    def columns_counter(self) -> ColumnsCounter:
+        return ColumnsCounter.of_layouts(self.columns)
+
     @classmethod
     def compile(cls, profile: dict[str, Any], key: str) -> CompiledProfile:
         columns: list[ColumnLayout] = []
@@ -305,69 +312,6 @@ def group_order(group: np.ndarray, n_groups: int) -> tuple[np.ndarray | None, np
         order = np.argsort(group, kind="stable")
         ordered = group[order]
     return order, np.searchsorted(ordered, np.arange(n_groups + 1))
-
-
-def _column_values(shape: ModelShape, layout: ColumnLayout, rows: Rows) -> Any:
-    values = (prediction_values(shape, rows)[1] if layout.is_prediction
-              else rows.features.get(layout.name))
-    if values is None or values.shape[0] != rows.n:
-        values = (np.full(rows.n, np.nan) if layout.kind == "numeric"
-                  else np.full(rows.n, None, dtype=object))
-    return values
-
-
-def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(non-zero slots, counts) of ``rows`` on the profile's layout, column by column
-    (app/monitoring/slots.py: a numeric column's PSI bins and KS slots in one pass)."""
-    keys: list[np.ndarray] = []
-    counts: list[np.ndarray] = []
-    for layout in cp.columns:
-        counter = layout.slot_counter if counts_unsorted(rows.n, layout.ks) else None
-        for offset, (slots, n) in zip((layout.psi_offset, layout.ks_offset), column_counts(
-                layout.binning, layout.ks, _column_values(shape, layout, rows), counter),
-                strict=False):  # a categorical column has no KS part
-            keys.append(slots + offset)
-            counts.append(n)
-    if cp.pca is not None:  # the last slots: whole-number error sums, non-zero ones only
-        sums = error_sums(cp.pca, feature_matrix(cp.pca, rows.features, rows.n))
-        nz = np.flatnonzero(sums)
-        keys.append(nz + cp.pca_offset)
-        counts.append(sums[nz])
-    more = cp.embeddings.counts(rows.features, rows.n)
-    keys += more[0]
-    counts += more[1]
-    if not keys:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(keys), np.concatenate(counts)
-
-
-def drift_counts(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
-                 n_groups: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Per group of rows (``group[i]`` in [0, n_groups)): (rows, non-zero slot indices in
-    ascending order, their counts) on the profile's layout. Sparse, so that a small batch
-    costs what its rows cost, not what the layout holds."""
-    if n_groups == 1:
-        return [(rows.n, *_counts(shape, cp, rows))]
-    order, bounds = group_order(group, n_groups)
-    ordered = rows if order is None else rows.take(order)
-    return [(int(bounds[g + 1] - bounds[g]),
-             *_counts(shape, cp, ordered.take(slice(bounds[g], bounds[g + 1]))))
-            for g in range(n_groups)]
-
-
-def drift_summaries(shape: ModelShape, cp: CompiledProfile, rows: Rows, group: np.ndarray,
-                    n_groups: int) -> list[DriftSummary]:
-    """One drift summary per group of rows."""
-    out = []
-    sums = cbpe.sums_of_groups(shape.task, cp.cbpe, rows.score, rows.probabilities, group,
-                               n_groups)
-    for (n, idx, val), s in zip(drift_counts(shape, cp, rows, group, n_groups), sums,
-                                strict=True):
-        counts = np.zeros(cp.size, dtype=np.int64)
-        counts[idx] = val
-        out.append(DriftSummary(cp.key, n, counts, s))
-    return out
 
 
 # --------------------------------------------------------------------------- outcomes

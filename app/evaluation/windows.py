@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine
 
+from app.evaluation.counting import drift_summaries
 from app.evaluation.fold import merged_payload
 from app.evaluation.packing import (
     add_drift_into,
@@ -42,7 +43,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
     outcome_summary,
     rows_from_records,
 )

@@ -17,6 +17,9 @@ column whose cuts crowd into a few cells (``usable`` False) is left to the sort.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from app.monitoring.binning import (
@@ -133,3 +136,62 @@ def column_counts(binning: NumericBinning | CategoricalBinning, ks: KsPoints | N
     if ks is not None:
         out.append(ks.slot_counts(values.values))
     return out
+
+
+class ColumnsCounter:
+    """PSI-bin and KS-slot counts of several numeric columns of a small batch at once, equal
+    to ``column_counts`` of each column (sorted): each column's values are located among its
+    bin edges and its KS points (one ``searchsorted`` each, log J a value, cheaper than the
+    sort below ``SLOT_COUNTER_ROWS``), and the rest (missing values, the at-a-point test,
+    the offsets into the layout, the counting) is done for all the columns in one pass,
+    where column by column it cost a dozen small numpy calls a column.
+
+    ``columns``: (binning, KS points with at least one point, the binning's offset in the
+    layout, the KS slots' offset) per column; ``picked``: which of a layout's columns they
+    are (``of_layouts``)."""
+
+    def __init__(self, columns: list[tuple[NumericBinning, KsPoints, int, int]],
+                 picked: tuple[int, ...] = ()) -> None:
+        self.picked = picked
+        self.skip = frozenset(picked)
+        self.edges = [np.asarray(b.edges, dtype=np.float64) for b, _, _, _ in columns]
+        self.points = [ks.points for _, ks, _, _ in columns]
+        sizes = np.array([p.shape[0] for p in self.points], dtype=np.intp)
+        if (sizes == 0).any():
+            raise ValueError("every column needs at least one KS point")
+        self.all_points = np.concatenate(self.points) if columns else np.empty(0)
+        base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+        self.point_base = base[:, None]
+        self.last_point = (base + sizes - 1)[:, None]
+        self.psi_offset = np.array([o for _, _, o, _ in columns], dtype=np.int64)[:, None]
+        self.missing_key = np.array([o + b.missing_index for b, _, o, _ in columns],
+                                    dtype=np.int64)[:, None]
+        self.ks_offset = np.array([o for _, _, _, o in columns], dtype=np.int64)[:, None]
+
+    @classmethod
+    def of_layouts(cls, layouts: Sequence[Any]) -> ColumnsCounter:
+        """The counter of a profile's numeric columns that have KS points (a layout's
+        ``binning``, ``ks``, ``psi_offset`` and ``ks_offset``)."""
+        picked = tuple(i for i, c in enumerate(layouts)
+                       if c.ks is not None and c.ks.points.shape[0])
+        return cls([(layouts[i].binning, layouts[i].ks, layouts[i].psi_offset,
+                     layouts[i].ks_offset) for i in picked], picked)
+
+    def counts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(layout slots in ascending order, their non-zero counts) of ``x``, float64 of
+        shape (columns, rows), NaN or infinite where a value is missing."""
+        j = np.empty(x.shape, dtype=np.intp)
+        b = np.empty(x.shape, dtype=np.intp)
+        for c, (points, edges) in enumerate(zip(self.points, self.edges, strict=True)):
+            j[c] = points.searchsorted(x[c])  # side="left": the points strictly below
+            b[c] = edges.searchsorted(x[c])  # right-closed bins: the edges strictly below
+        finite = np.isfinite(x)
+        at = self.all_points[np.minimum(j + self.point_base, self.last_point)] == x
+        slot = 2 * j
+        slot += at
+        slot += self.ks_offset
+        b += self.psi_offset
+        psi = np.where(finite, b, self.missing_key)
+        keys, n = np.unique(np.concatenate((psi.reshape(-1), slot[finite])),
+                            return_counts=True)
+        return keys.astype(np.int64, copy=False), n.astype(np.int64, copy=False)

@@ -20,6 +20,7 @@ import numpy as np
 
 from app.evaluation import horizon
 from app.evaluation.checks import calibration, cohorts, drift, gap, labels, versions
+from app.evaluation.counting import drift_summaries
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
 from app.evaluation.summaries import (
@@ -27,7 +28,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
     outcome_summary,
     prediction_values,
 )

@@ -14,13 +14,13 @@ from app.evaluation.checks.calibration import calibration, findings
 from app.evaluation.checks.cohorts import cohorts
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.gap import generalization_gap
+from app.evaluation.counting import drift_summaries
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile, column_profile
 from app.evaluation.summaries import (
     CompiledProfile,
     ModelShape,
     Rows,
-    drift_summaries,
     outcome_summary,
     prediction_values,
 )

@@ -14,6 +14,7 @@ import pytest
 
 from app.evaluation import horizon
 from app.evaluation.checks.embedding import embedding, findings, subject
+from app.evaluation.counting import drift_summaries
 from app.evaluation.embeddings import arrow_vectors
 from app.evaluation.fold import arrow_from_records, fold, merge
 from app.evaluation.imported import checked_drift
@@ -26,7 +27,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
 )
 from app.evaluation.windows import MergedWindow
 from app.monitoring.embedding import OFFSET, SCALE, EmbeddingBasis, embedding_shift

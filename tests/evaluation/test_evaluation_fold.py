@@ -178,11 +178,12 @@ def test_a_batch_with_unusable_predictions_is_refused_naming_the_column(task, co
 
 @pytest.mark.parametrize("task", list(CLASSES))
 def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkeypatch):
-    """Large groups' numeric columns are counted through app/monitoring/slots.py: forced on
-    for every group and off for every group, the fold's rows are the same bytes (NaN and
+    """Large groups' numeric columns are counted one by one without sorting them and small
+    groups' all together (app/monitoring/slots.py): each way forced on for every group, and
+    the values sorted for every group, the fold's rows are the same bytes (NaN and
     infinities, ties with the KS points, unseen categories, two versions, many buckets in no
     order)."""
-    from app.evaluation import summaries
+    from app.evaluation import counting
 
     n = 20000
     rng, shape, cp, d = shifted(task, 23, 700, n)
@@ -195,11 +196,14 @@ def test_counting_columns_without_sorting_them_changes_no_byte(task: str, monkey
     table = arrow_table(shape, d, offsets, label, rng.uniform(0, 900, n))
     versions = np.where(rng.random(n) < 0.3, 8, 7)
     folded = {}
-    for name, unsorted in (("sorted", False), ("unsorted", True)):
-        monkeypatch.setattr(summaries, "counts_unsorted",
+    for name, unsorted, together in (("sorted", False, False), ("unsorted", True, False),
+                                     ("together", False, True)):
+        monkeypatch.setattr(counting, "counts_unsorted",
                             lambda n, ks, on=unsorted: on and ks is not None)
+        monkeypatch.setattr(counting, "counts_together", lambda n, on=together: on)
         folded[name] = fold(shape, table, versions, {7: cp, 8: cp}, BUCKET)
     assert len(folded["sorted"]) == 4 * 36
     drift = {name: [tuple(r) for r in rows if r.kind == DRIFT] for name, rows in folded.items()}
-    assert drift["unsorted"] == drift["sorted"]  # the packed bytes
-    assert contents(folded["unsorted"]) == contents(folded["sorted"])  # and the outcomes
+    assert drift["unsorted"] == drift["sorted"] == drift["together"]  # the packed bytes
+    assert contents(folded["unsorted"]) == contents(folded["sorted"]) == contents(
+        folded["together"])  # and the outcomes

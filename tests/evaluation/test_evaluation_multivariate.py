@@ -14,6 +14,7 @@ import pytest
 
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.multivariate import findings, multivariate
+from app.evaluation.counting import drift_summaries
 from app.evaluation.fold import arrow_from_records, fold, merge
 from app.evaluation.imported import checked_drift
 from app.evaluation.packing import PayloadError, pack_drift, unpack_drift
@@ -25,7 +26,6 @@ from app.evaluation.summaries import (
     ModelShape,
     OutcomeSummary,
     Rows,
-    drift_summaries,
 )
 from app.evaluation.windows import MergedWindow
 from app.monitoring.multivariate import QUANTUM, SUM_SLOTS

@@ -27,6 +27,7 @@ from app.evaluation.checks.cohorts import TASK, cohorts, overall_error
 from app.evaluation.checks.drift import drift
 from app.evaluation.checks.labels import label_stats
 from app.evaluation.checks.performance import realized
+from app.evaluation.counting import drift_summaries
 from app.evaluation.packing import pack_drift, pack_outcome, unpack_drift, unpack_outcome
 from app.evaluation.policy import Thresholds
 from app.evaluation.profiles import build_profile
@@ -36,7 +37,6 @@ from app.evaluation.summaries import (
     DriftSummary,
     ModelShape,
     OutcomeSummary,
-    drift_summaries,
     outcome_summary,
     prediction_values,
     rows_from_records,

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.monitoring import KsPoints, NumericBinning, fit_numeric_bins, sorted_sample
-from app.monitoring.slots import MAX_CUTS_PER_CELL, SlotCounter, column_counts, counts_unsorted
+from app.monitoring.slots import (
+    MAX_CUTS_PER_CELL,
+    ColumnsCounter,
+    SlotCounter,
+    column_counts,
+    counts_unsorted,
+)
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, -5e-324, 1e308, -1e308,
                      np.finfo(np.float64).max, np.finfo(np.float64).min])
@@ -123,3 +129,67 @@ def test_a_column_is_counted_unsorted_from_2048_values_and_a_quarter_of_its_poin
     small = KsPoints.of(np.arange(500.0))
     assert not counts_unsorted(2047, small) and counts_unsorted(2048, small)
     assert not counts_unsorted(10**6, None)  # a categorical column
+
+
+def counted_together(columns: list[tuple[NumericBinning, KsPoints]], x: np.ndarray
+                     ) -> list[tuple[list[int], list[int]]]:
+    """``ColumnsCounter`` on columns laid out one after another (with a gap), split back into
+    each column's (dense bins, dense KS slots)."""
+    layout, offset = [], 3
+    for binning, ks in columns:
+        layout.append((binning, ks, offset, offset + binning.n_bins))
+        offset += binning.n_bins + ks.n_slots + 5
+    keys, n = ColumnsCounter(layout).counts(x)
+    assert keys.tolist() == sorted(set(keys.tolist())) and (n > 0).all()
+    dense = np.zeros(offset, dtype=np.int64)
+    dense[keys] = n
+    return [(dense[po:po + b.n_bins].tolist(), dense[ko:ko + ks.n_slots].tolist())
+            for b, ks, po, ko in layout]
+
+
+def test_columns_counted_together_equal_each_column_counted_alone():
+    """Three references of different scales and sizes; values at the points, at the edges,
+    between them, missing, infinite, signed zeros and the extremes of float64."""
+    rng = np.random.default_rng(11)
+    refs = [rng.normal(size=3000), np.round(rng.exponential(5.0, 800)), rng.integers(0, 3, 50)]
+    columns = []
+    for ref in refs:
+        ref = np.asarray(ref, dtype=np.float64)
+        columns.append((fit_numeric_bins(ref), KsPoints.of(ref)))
+    n = 400
+    x = np.empty((len(columns), n))
+    for c, (binning, ks) in enumerate(columns):
+        pick = rng.random(n)
+        x[c] = rng.normal(scale=3.0, size=n) * (c + 1)
+        x[c] = np.where(pick < 0.3, rng.choice(ks.points, n), x[c])
+        x[c] = np.where(pick > 0.8, rng.choice(np.asarray(binning.edges), n), x[c])
+        x[c][: SPECIALS.shape[0]] = SPECIALS
+    got = counted_together(columns, x)
+    for c, (binning, ks) in enumerate(columns):
+        want_bins, want_slots = reference_counts(binning, ks, x[c])
+        old_bins, old_slots = sorted_counts(binning, ks, x[c])
+        assert got[c][0] == want_bins.tolist() == old_bins.tolist()
+        assert got[c][1] == want_slots.tolist() == old_slots.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
+                max_size=60),
+       st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
+                max_size=40),
+       st.integers(1, 12))
+def test_any_columns_counted_together(ref, current, n_bins):
+    ref_a = np.asarray(ref, dtype=np.float64)
+    ks = KsPoints.of(ref_a)
+    if ks.points.shape[0] == 0:  # no finite reference value: such a column is counted alone
+        with pytest.raises(ValueError, match="at least one KS point"):
+            ColumnsCounter([(fit_numeric_bins(ref_a, n_bins), ks, 0, 0)])
+        return
+    columns = [(fit_numeric_bins(ref_a, n_bins), ks), (fit_numeric_bins(-ref_a, n_bins),
+                                                       KsPoints.of(-ref_a))]
+    row = np.asarray(current + ref[:20], dtype=np.float64)
+    x = np.stack((row, row[::-1]))
+    got = counted_together(columns, x)
+    for c, (binning, k) in enumerate(columns):
+        want_bins, want_slots = reference_counts(binning, k, x[c])
+        assert got[c] == (want_bins.tolist(), want_slots.tolist())
