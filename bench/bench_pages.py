@@ -123,6 +123,7 @@ def cold(engine: Any = None, rows: list[dict] | None = None) -> None:
     has computed; the rows the scheduler's tick left: a fresh process after that tick)."""
     from app.monitoring import drift, gates
     drift.KS_MEMO.clear()
+    drift._ks_asymptotic_pvalue.cache_clear()
     gates.ECE_NULL_MEMO.clear()
     gates.KS_NOISE_MEMO.clear()
     for f in (gates.psi_min_support, gates.out_of_range_null, gates._chi2_isf):

@@ -168,8 +168,12 @@ Merged = dict[tuple[int, datetime, datetime], windows.MergedWindow]
 def _merge(conn: Connection, settings: Settings, sc: Scope, vid: int,
            cp: Any = None, merged: Merged | None = None) -> windows.MergedWindow:
     key = (vid, sc.start, sc.end)
-    if merged is not None and cp is None and key in merged:
-        return merged[key]
+    hit = None if merged is None else merged.get(key)
+    # a window merged with a profile holds the outcome sums too, and serves the same profile
+    # again (a page's drift and performance reports: one merge, not two)
+    if hit is not None and (cp is None or (hit.drift is not None
+                                           and hit.drift.profile_key == cp.key)):
+        return hit
     w = windows.merge(conn, sc.model, vid, sc.start, sc.end,
                       bucket_seconds=settings.job_interval_seconds, cp=cp,
                       max_cohort_values=settings.summary_max_cohort_values)

@@ -105,6 +105,26 @@ def test_the_version_page_shows_the_rest_reports_numbers(client):
     assert "runbooks.md#modelmonmultivariatedrifthigh" in page.text
 
 
+def test_the_version_page_merges_its_window_once(client, monkeypatch):
+    """The drift and performance reports of a page read one merge of the window (with the
+    reference's profile), calibration and cohorts the same one: the merge is the costly part
+    of a long window (BENCHMARKS.md, "Pages")."""
+    from app.evaluation import windows
+
+    params = window_params(*seed_model(client))
+    calls = []
+    real = windows.merge
+
+    def merge(*a, **k):
+        calls.append((a[2:5], k["cp"] is not None))
+        return real(*a, **k)
+
+    monkeypatch.setattr(windows, "merge", merge)
+    assert client.get(PAGE, params=params).status_code == 200
+    assert calls and len(calls) == len(set(calls)), calls
+    assert all(with_profile for (_, with_profile) in calls)  # the one merge serves every report
+
+
 def test_the_drifted_features_come_first_with_their_decisions(client):
     params = window_params(*seed_model(client))
     parsed = parse(client.get(PAGE, params=params).text)
