@@ -156,13 +156,8 @@ class ColumnsCounter:
         self.skip = frozenset(picked)
         self.edges = [np.asarray(b.edges, dtype=np.float64) for b, _, _, _ in columns]
         self.points = [ks.points for _, ks, _, _ in columns]
-        sizes = np.array([p.shape[0] for p in self.points], dtype=np.intp)
-        if (sizes == 0).any():
+        if any(p.shape[0] == 0 for p in self.points):
             raise ValueError("every column needs at least one KS point")
-        self.all_points = np.concatenate(self.points) if columns else np.empty(0)
-        base = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
-        self.point_base = base[:, None]
-        self.last_point = (base + sizes - 1)[:, None]
         self.psi_offset = np.array([o for _, _, o, _ in columns], dtype=np.int64)[:, None]
         self.missing_key = np.array([o + b.missing_index for b, _, o, _ in columns],
                                     dtype=np.int64)[:, None]
@@ -182,11 +177,15 @@ class ColumnsCounter:
         shape (columns, rows), NaN or infinite where a value is missing."""
         j = np.empty(x.shape, dtype=np.intp)
         b = np.empty(x.shape, dtype=np.intp)
+        near = np.empty(x.shape)  # the point at each value's place (the last one past it)
         for c, (points, edges) in enumerate(zip(self.points, self.edges, strict=True)):
-            j[c] = points.searchsorted(x[c])  # side="left": the points strictly below
+            jc = points.searchsorted(x[c])  # side="left": the points strictly below
+            j[c] = jc
             b[c] = edges.searchsorted(x[c])  # right-closed bins: the edges strictly below
+            np.minimum(jc, points.shape[0] - 1, out=jc)
+            points.take(jc, out=near[c])
         finite = np.isfinite(x)
-        at = self.all_points[np.minimum(j + self.point_base, self.last_point)] == x
+        at = near == x
         slot = 2 * j
         slot += at
         slot += self.ks_offset
