@@ -13,7 +13,8 @@ open loop of ``--rate`` requests a second of ``--records`` predictions each, tim
 for ``--seconds``: once per ``--modes`` entry, each a fresh process: its scheduler in its own
 process (``child``, the default), inside the server (``thread``), and off; ``:unsettled``
 after a mode runs its processes as before bootstrap.settle_heap, for an A/B in one run, and
-``:workers=N`` serves with ``serve --workers N`` (options joined by ``+``).
+``:workers=N`` serves with ``serve --workers N``, ``:young=N`` settles the processes with a
+young-generation threshold of N instead of bootstrap's (options joined by ``+``).
 
 Per run: requests sent and answered, the achieved rate, latency from when each request was
 due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process and
@@ -101,12 +102,16 @@ def stamp(template: bytes, request: str) -> bytes:
 MODES = ("child", "thread", "off")  # MODELMON_SCHEDULER_PROCESS, or the scheduler off
 # Put on the served processes' path (serve, and its scheduler's worker): each records its
 # collector's pauses, a line each; with MODELMON_BENCH_UNSETTLED set, it runs
-# as the code before bootstrap.settle_heap (nothing frozen, Python's default thresholds).
+# as the code before bootstrap.settle_heap (nothing frozen, Python's default thresholds);
+# with MODELMON_BENCH_YOUNG, settle_heap sets that young threshold instead of its own.
 SITE = """
 import gc, os, time
-if os.environ.get("MODELMON_BENCH_UNSETTLED"):  # settle_heap a no-op once app.bootstrap
-    import importlib.abc, importlib.machinery, sys  # loads (not imported here: serve sets
-                                                    # up prometheus_client's directory first)
+_UNSETTLED = os.environ.get("MODELMON_BENCH_UNSETTLED")
+_YOUNG = os.environ.get("MODELMON_BENCH_YOUNG")
+if _UNSETTLED or _YOUNG:  # settle_heap a no-op, or its young threshold another, once
+    import importlib.abc, importlib.machinery, sys  # app.bootstrap loads (not imported
+                                                    # here: serve sets up prometheus_client's
+                                                    # directory first)
     class _Unsettle(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name != "app.bootstrap":
@@ -115,7 +120,10 @@ if os.environ.get("MODELMON_BENCH_UNSETTLED"):  # settle_heap a no-op once app.b
             run = spec.loader.exec_module
             def exec_module(module):
                 run(module)
-                module.settle_heap = lambda: None
+                if _UNSETTLED:
+                    module.settle_heap = lambda: None
+                if _YOUNG:
+                    module.GC_YOUNG_THRESHOLD = int(_YOUNG)
             spec.loader.exec_module = exec_module
             return spec
     sys.meta_path.insert(0, _Unsettle())
@@ -144,6 +152,7 @@ def serve(url: str, port: int, interval: int, spec: str, log_path: Path,
     (gc_dir / "sitecustomize.py").write_text(SITE)
     env = {**os.environ, **({"MODELMON_INGEST_SLOTS": slots} if slots else {}),
            **({"MODELMON_BENCH_UNSETTLED": "1"} if "unsettled" in options else {}),
+           **({"MODELMON_BENCH_YOUNG": options["young"]} if "young" in options else {}),
            "PYTHONPATH": os.pathsep.join([str(gc_dir), str(ROOT)]),
            "MODELMON_BENCH_GC_DIR": str(gc_dir),
            "MODELMON_DATABASE_URL": url, "MODELMON_LOG_LEVEL": "info",
@@ -267,7 +276,8 @@ def main() -> None:
                     "default; thread: inside the server; off), each optionally followed by "
                     "/N for MODELMON_INGEST_SLOTS=N (child/40), and by ':' and '+'-joined "
                     "options: unsettled for the processes as before bootstrap.settle_heap, "
-                    "workers=N for `serve --workers N` (off:unsettled, child:workers=2)")
+                    "workers=N for `serve --workers N`, young=N for settle_heap's young "
+                    "threshold (off:unsettled, child:workers=2, child:young=700)")
     args = ap.parse_args()
     bj.INTERVAL = args.interval  # the fill's buckets are the served jobs' buckets
     url = bj.create_database()
