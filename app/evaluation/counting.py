@@ -40,7 +40,8 @@ def counts_together(n: int) -> bool:
 
 def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(non-zero slots, counts) of ``rows`` on the profile's layout, column by column
+    """(non-zero slots, counts) of ``rows`` on the profile's layout, in ascending order: a
+    small group's numeric columns all at once, the others column by column
     (app/monitoring/slots.py: a numeric column's PSI bins and KS slots in one pass)."""
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
@@ -49,7 +50,8 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
         x = np.empty((len(together.picked), rows.n))
         for row, i in enumerate(together.picked):
             x[row] = as_float_array(_column_values(shape, cp.columns[i], rows))
-        keys, counts = (list(a) for a in zip(together.counts(x), strict=True))
+        first_keys, first_counts = together.counts(x)
+        keys, counts = [first_keys], [first_counts]
     for i, layout in enumerate(cp.columns):
         if together is not None and i in together.skip:
             continue

@@ -41,10 +41,7 @@ from app.monitoring.binning import (
 from app.monitoring.cbpe import CbpeSums, IsotonicMap, added_confusion, confusion_counts
 from app.monitoring.cohort import cohort_groups
 from app.monitoring.multivariate import SUM_SLOTS, PcaBasis
-from app.monitoring.slots import (
-    ColumnsCounter,
-    SlotCounter,
-)
+from app.monitoring.slots import ColumnsCounter, SlotCounter
 from app.monitoring.wrong import wrong
 
 KLL_K = 200
