@@ -106,12 +106,14 @@ def test_cuts_crowded_into_one_cell_leave_the_column_to_the_sort():
     assert n_slots.tolist() == ref_slots[ref_slots > 0].tolist()
 
 
+def any_floats(min_size: int, max_size: int) -> st.SearchStrategy[list[float]]:
+    """Lists of any float64, NaN and the infinities included."""
+    return st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                    min_size=min_size, max_size=max_size)
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
-                max_size=60),
-       st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=0,
-                max_size=200),
-       st.integers(1, 12))
+@given(any_floats(1, 60), any_floats(0, 200), st.integers(1, 12))
 def test_any_values_against_any_reference(ref, current, n_bins):
     ref_a = np.asarray(ref, dtype=np.float64)
     x = np.asarray(current + ref[:20], dtype=np.float64)  # some values at the points
@@ -173,11 +175,7 @@ def test_columns_counted_together_equal_each_column_counted_alone():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
-                max_size=60),
-       st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
-                max_size=40),
-       st.integers(1, 12))
+@given(any_floats(1, 60), any_floats(1, 40), st.integers(1, 12))
 def test_any_columns_counted_together(ref, current, n_bins):
     ref_a = np.asarray(ref, dtype=np.float64)
     ks = KsPoints.of(ref_a)
