@@ -46,7 +46,9 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     together = cp.columns_counter if counts_together(rows.n) else None
-    if together is not None and together.picked:  # a small batch's numeric columns at once
+    if together is not None and not together.picked:  # no numeric column to count at once
+        together = None
+    if together is not None:  # a small batch's numeric columns at once
         x = np.empty((len(together.picked), rows.n))
         for row, i in enumerate(together.picked):
             x[row] = as_float_array(_column_values(shape, cp.columns[i], rows))
@@ -72,7 +74,7 @@ def _counts(shape: ModelShape, cp: CompiledProfile, rows: Rows
     if not keys:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     k, n = np.concatenate(keys), np.concatenate(counts)
-    if together is None or not together.picked:  # each column's slots, in layout order
+    if together is None:  # each column's slots, in layout order
         return k, n
     order = np.argsort(k, kind="stable")  # the columns counted together came first
     return k[order], n[order]
