@@ -22,10 +22,12 @@ after the scheduler's tick (which stored its exact KS figures in the shared memo
 table is set back to what the tick left before each page's first fetch), the median a
 repeated one, ``unshared_ms`` a cold render with that table emptied too (a window no job
 computed). The version page is also fetched over the 6h and 24h presets ending at the
-latest window (``version_page_6h``, ``version_page_24h``): windows no job computes, whose
-first fetch computes their figures unless they equal a computed window's (with every
-prediction in the latest hour, the default, they hold the same sums as the 1h window; with
-``--hours`` the predictions are spread over that many hours, as steady traffic would be).
+latest window (``version_page_6h``, ``version_page_24h``), and the three REST reports over
+the same windows (``rest_reports_6h``, ``rest_reports_24h``: what their figures cost without
+a page): windows no job computes, whose first fetch computes their figures unless they equal
+a computed window's (with every prediction in the latest hour, the default, they hold the same
+sums as the 1h window; with ``--hours`` the predictions are spread over that many hours, as
+steady traffic would be).
 Prints, per page, the first, median and slowest time and the bytes of the HTML, with the
 load average around the runs, and a ``RESULTS`` line; asserts nothing. The goal (issue 25):
 <= 300 ms and <= 300 kB for 50 features.
@@ -193,6 +195,13 @@ PAGES = {"version_page": "/ui/models/bench/versions/v1",
 PRESETS = ("6h", "24h")
 
 
+def _preset_window(preset: str, end: datetime) -> dict:
+    """The start and end a preset ending at ``end`` stands for (app/pages/windows.py)."""
+    from app.pages.windows import PRESETS as LENGTHS
+    return {"start": (end - timedelta(seconds=LENGTHS[preset])).isoformat(),
+            "end": end.isoformat()}
+
+
 def run(f: int, n: int, repeat: int, url: str | None, windows: int, hours: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = url or f"sqlite:///{tmp}/bench.db"
@@ -220,7 +229,10 @@ def run(f: int, n: int, repeat: int, url: str | None, windows: int, hours: int) 
                    "rest_reports": measure(c, rest, params, repeat, after_tick),
                    **{f"version_page_{p}": measure(c, [PAGES["version_page"]],
                                                    {"preset": p, "end": end.isoformat()},
-                                                   repeat, after_tick) for p in PRESETS}}
+                                                   repeat, after_tick) for p in PRESETS},
+                   # the same windows through the REST reports: what the figures cost alone
+                   **{f"rest_reports_{p}": measure(c, rest, _preset_window(p, end), repeat,
+                                                   after_tick) for p in PRESETS}}
         app.state.engine.dispose()
     return out
 
@@ -243,9 +255,10 @@ def main() -> None:
         results.append(res)
         print(f"{f:>3} features: the tick computing {args.windows} windows of each job took "
               f"{res['tick_ms']:.0f} ms ({res['tick_ms'] / args.windows:.0f} ms a window)")
-        for page in (*PAGES, "rest_reports", *(f"version_page_{p}" for p in PRESETS)):
+        for page in (*PAGES, "rest_reports",
+                     *(f"{k}_{p}" for p in PRESETS for k in ("version_page", "rest_reports"))):
             m = res[page]
-            print(f"{f:>3} features, {page:<13}: first {m['first_ms']:>7.1f} ms, median "
+            print(f"{f:>3} features, {page:<16}: first {m['first_ms']:>7.1f} ms, median "
                   f"{m['median_ms']:>7.1f} ms, max {m['max_ms']:>7.1f} ms, unshared "
                   f"{m['unshared_ms']:>7.1f} ms, {m['bytes'] / 1000:>6.1f} kB")
     print(f"load average after: {os.getloadavg()}")
