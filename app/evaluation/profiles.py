@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,14 +96,41 @@ def profile_from_rows(model: ModelRow, rows: Rows, **opts: Any) -> dict[str, Any
     return build_profile(model, rows.features, prediction_values(shape, rows), rows.n, **opts)
 
 
+# What the compiled profiles of one process may hold: a 50-feature version with a 10,000-row
+# reference takes about 12 MB (its KS samples and points), a small one a few kB; past this the
+# least recently used is compiled again when next asked for.
+PROFILE_CACHE_BYTES = 256 * 2**20
+
+
+def footprint(cp: CompiledProfile) -> int:
+    """About the bytes ``cp`` holds: its numeric columns' KS arrays (the bulk), and a few kB
+    a column for the rest (bins, counts, names)."""
+    arrays = sum(c.ks.sample.nbytes + c.ks.points.nbytes + c.ks.ref_cum.nbytes
+                 for c in cp.columns if c.ks is not None)
+    return arrays + 4096 * (len(cp.columns) + 1)
+
+
 class ProfileCache:
     """Stored profiles compiled once per process, for ingest and the jobs: a profile is
-    reloaded only when its stamp (the time it was stored) changes."""
+    reloaded only when its stamp (the time it was stored) changes. At most ``max_bytes``
+    (``footprint``) are kept, the least recently used version dropped first (never the one
+    just compiled), so a process that serves many versions does not grow with them."""
 
-    def __init__(self) -> None:
-        self._compiled: dict[int, CompiledProfile] = {}
+    def __init__(self, max_bytes: int = PROFILE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._compiled: OrderedDict[int, tuple[CompiledProfile, int]] = OrderedDict()
+        self._bytes = 0
         self._seen: dict[frozenset[int], tuple[float, dict[int, CompiledProfile]]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def held(self) -> dict[int, CompiledProfile]:
+        """The compiled profiles kept now, by version id, least recently used first."""
+        with self._lock:
+            return {vid: cp for vid, (cp, _) in self._compiled.items()}
 
     def recent(self, conn: Connection, version_ids: Iterable[int],
                max_age: float) -> dict[int, CompiledProfile]:
@@ -128,14 +156,33 @@ class ProfileCache:
         for vid, created_at in stamps.items():
             key = profile_key(vid, created_at.isoformat())
             with self._lock:
-                cp = self._compiled.get(vid)
+                held = self._compiled.get(vid)
+                if held is not None:
+                    self._compiled.move_to_end(vid)
+            cp = None if held is None else held[0]
             if cp is None or cp.key != key:
                 stored = profile_store.get_profile(conn=conn, version_id=vid)
                 if stored is None:
                     continue
                 cp = CompiledProfile.compile(
                     stored["profile"], profile_key(vid, stored["created_at"].isoformat()))
-                with self._lock:
-                    self._compiled[vid] = cp
+                self._keep(vid, cp)
             out[vid] = cp
         return out
+
+    def _keep(self, vid: int, cp: CompiledProfile) -> None:
+        """Hold ``cp`` as ``vid``'s, then drop the least recently used versions (and the
+        recent answers that hold them) until the cache is within its bytes."""
+        size = footprint(cp)
+        with self._lock:
+            old = self._compiled.pop(vid, None)
+            self._bytes += size - (0 if old is None else old[1])
+            self._compiled[vid] = (cp, size)
+            dropped = set()
+            while self._bytes > self.max_bytes and len(self._compiled) > 1:
+                gone, (_, gone_size) = self._compiled.popitem(last=False)
+                self._bytes -= gone_size
+                dropped.add(gone)
+            if dropped:
+                for seen in [k for k in self._seen if k & dropped]:
+                    del self._seen[seen]

@@ -43,16 +43,16 @@ def test_a_new_process_reads_ahead_the_recently_active_versions_only(client, set
 
     fresh = create_app(settings)  # another process on the same database
     try:
-        assert fresh.state.profiles._compiled == {}
+        assert fresh.state.profiles.held() == {}
         with TestClient(fresh):  # its start-up
-            warmed = set(fresh.state.profiles._compiled)
+            warmed = set(fresh.state.profiles.held())
             schemas = set(fresh.state.schemas._by_name)
         assert warmed == {ids["fraud", "v1"]}
         assert schemas == {"fraud"}
         # and what it read ahead is the stored profile, as a batch would have compiled it
         with fresh.state.engine.connect() as conn:
             again = type(fresh.state.profiles)().get(conn, [ids["fraud", "v1"]])
-        assert again[ids["fraud", "v1"]].key == fresh.state.profiles._compiled[
+        assert again[ids["fraud", "v1"]].key == fresh.state.profiles.held()[
             ids["fraud", "v1"]].key
     finally:
         fresh.state.engine.dispose()
@@ -63,7 +63,7 @@ def test_a_process_with_nothing_recent_starts_and_serves(client, settings):
     fresh = create_app(settings)
     try:
         with TestClient(fresh, base_url="http://127.0.0.1") as c:
-            assert fresh.state.profiles._compiled == {}
+            assert fresh.state.profiles.held() == {}
             r = c.post("/v1/predictions", json={"records": [prediction(0)]})
             assert r.status_code == 200, r.text
     finally:
