@@ -57,6 +57,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from app.jobs.runner import aligned_end, tick  # noqa: E402
 from app.main import create_app  # noqa: E402
+from app.pages.windows import PRESETS as LENGTHS  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.storage import migrate  # noqa: E402
 
@@ -197,7 +198,6 @@ PRESETS = ("6h", "24h")
 
 def _preset_window(preset: str, end: datetime) -> dict:
     """The start and end a preset ending at ``end`` stands for (app/pages/windows.py)."""
-    from app.pages.windows import PRESETS as LENGTHS
     return {"start": (end - timedelta(seconds=LENGTHS[preset])).isoformat(),
             "end": end.isoformat()}
 
