@@ -16,6 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -102,12 +103,20 @@ def profile_from_rows(model: ModelRow, rows: Rows, **opts: Any) -> dict[str, Any
 PROFILE_CACHE_BYTES = 256 * 2**20
 
 
+def _arrays(obj: Any) -> int:
+    """The bytes of the numpy arrays a dataclass holds directly."""
+    return sum(v.nbytes for f in fields(obj)
+               if isinstance(v := getattr(obj, f.name), np.ndarray))
+
+
 def footprint(cp: CompiledProfile) -> int:
-    """About the bytes ``cp`` holds: its numeric columns' KS arrays (the bulk), and a few kB
-    a column for the rest (bins, counts, names)."""
-    arrays = sum(c.ks.sample.nbytes + c.ks.points.nbytes + c.ks.ref_cum.nbytes
-                 for c in cp.columns if c.ks is not None)
-    return arrays + 4096 * (len(cp.columns) + 1)
+    """About the bytes ``cp`` holds: its arrays (the numeric columns' KS samples and points,
+    the bulk; the PCA and embedding bases), and a few kB a column for the rest (bins,
+    counts, names)."""
+    held = [c.ks for c in cp.columns if c.ks is not None]
+    held += [cp.pca] if cp.pca is not None else []
+    held += [lay.basis for lay in cp.embeddings.layouts]
+    return sum(_arrays(x) for x in held) + 4096 * (len(cp.columns) + 1)
 
 
 class ProfileCache:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.evaluation.profiles import ProfileCache, footprint
 from app.storage.tables import model_versions
+from tests.evaluation.test_evaluation_embedding import profile as embedding_profile
 from tests.jobs_data import drift_model, reference_csv
 
 
@@ -42,10 +43,11 @@ def test_the_footprint_counts_the_ks_arrays(client, engine):
     v1, v2, _ = three_versions(client, engine)
     with engine.connect() as conn:
         small, large = (ProfileCache().get(conn, [v])[v] for v in (v1, v2))
-    arrays = sum(c.ks.sample.nbytes + c.ks.points.nbytes + c.ks.ref_cum.nbytes
-                 for c in large.columns if c.ks is not None)
-    assert arrays > 0
-    assert footprint(large) == arrays + 4096 * (len(large.columns) + 1)
+    ks = sum(c.ks.sample.nbytes + c.ks.points.nbytes + c.ks.ref_cum.nbytes
+             for c in large.columns if c.ks is not None)
+    assert ks > 0 and large.pca is not None and not large.embeddings.layouts
+    pca = large.pca.mean.nbytes + large.pca.scale.nbytes + large.pca.components.nbytes
+    assert footprint(large) == ks + pca + 4096 * (len(large.columns) + 1)
     assert footprint(large) > footprint(small)  # 600 reference rows against 300
 
 
@@ -80,3 +82,17 @@ def test_one_profile_larger_than_the_bound_is_still_kept(client, engine):
         cache.get(conn, [v1])
         assert cache.held_bytes == footprint(cache.get(conn, [v1])[v1])
         assert cache.get(conn, [v3])[v3] is not held  # dropped for v1, compiled again
+
+
+def test_the_footprint_counts_the_embedding_bases():
+    cp = embedding_profile()
+    (lay,) = cp.embeddings.layouts
+    b = lay.basis
+    basis = (b.mean.nbytes + b.whiten.nbytes + b.reference_mean.nbytes
+             + b.reference_precision.nbytes)
+    ks = sum(c.ks.sample.nbytes + c.ks.points.nbytes + c.ks.ref_cum.nbytes
+             for c in cp.columns if c.ks is not None)
+    pca = 0 if cp.pca is None else (cp.pca.mean.nbytes + cp.pca.scale.nbytes
+                                    + cp.pca.components.nbytes)
+    assert basis > 0
+    assert footprint(cp) == ks + pca + basis + 4096 * (len(cp.columns) + 1)
