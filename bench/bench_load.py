@@ -18,7 +18,8 @@ young-generation threshold of N instead of bootstrap's (options joined by ``+``)
 
 Per run: requests sent and answered, the achieved rate, latency from when each request was
 due (p50, p99, max), the server's CPU seconds over the run (utime + stime of its process and
-its scheduler process, read from /proc), the scheduler ticks it logged, and each process's
+its scheduler process, read from /proc; the child processes' share apart), the scheduler
+ticks it logged, and each process's
 garbage-collector pauses (a sitecustomize on the served processes' path records them). The
 load average is printed around each run. Prints figures and a ``RESULTS`` line; asserts nothing. The
 machines here are shared: compare the modes within one run.
@@ -54,17 +55,26 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def cpu_of(pid: int) -> float:
-    """CPU seconds of ``pid`` and of its live children (serve's scheduler process)."""
-    total = 0.0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` and of its live children (serve's scheduler process, and its
+    workers with ``--workers``)."""
+    own = children = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if int(stat.parent.name) == pid:
+            own += cpu
+        elif int(fields[1]) == pid:
+            children += cpu
+    return own, children
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its live children."""
+    return sum(cpu_split(pid))
 
 
 TS, ID = "@TS@", "@ID@"  # placeholders each sent body gets its due time and request id in
@@ -237,10 +247,12 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
     gc_dir = Path(tempfile.mkdtemp(prefix="modelmon-bench-gc-"))
     proc = serve(url, port, args.interval, mode, log_path, gc_dir)
     try:
-        before, load_before, since = cpu_of(proc.pid), load(), time.time()
+        before, load_before, since = cpu_split(proc.pid), load(), time.time()
         out = open_loop(port, args.rate, args.seconds, args.records, seed)
         until = time.time()
-        out["server_cpu_s"] = cpu_of(proc.pid) - before
+        after = cpu_split(proc.pid)
+        out["server_cpu_s"] = sum(after) - sum(before)
+        out["children_cpu_s"] = after[1] - before[1]
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -254,7 +266,8 @@ def run(url: str, args: argparse.Namespace, mode: str, seed: int) -> dict[str, A
           f"{out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms (after {WARMUP} s: "
           f"{out['p99_steady_ms'] or 0:.0f} ms), max {out['max_ms']:.0f} ms, "
           f"server {out['server_cpu_s']:.1f} CPU-s ({out['server_cpu_s'] / args.seconds:.2f} "
-          f"of a core), {out['ticks']} ticks, {out['errors']} errors; load "
+          f"of a core; its child processes {out['children_cpu_s']:.1f} CPU-s), "
+          f"{out['ticks']} ticks, {out['errors']} errors; load "
           f"{out['load_before']} -> {out['load_after']}", flush=True)
     for pid, gens in out["collector"].items():
         print(f"  collector, process {pid}: " + ", ".join(
